@@ -1,0 +1,1151 @@
+//! Client: requests against the upstream list, with retries, backoff, 429/`Retry-After`,
+//! one global bound on in-flight requests, and counters for the run summary.
+//!
+//! Per request: upstreams in order, the next one only on 404/410 (PROTOCOL.md;
+//! Go: cmd/go/internal/modfetch/proxy.go TryProxies). Per upstream: up to
+//! `max_attempts` attempts; 5xx, 429, timeouts, connection errors and truncated bodies
+//! are retried, nothing else is (STYLE.md §3: retries live only here).
+//!
+//! Timeouts: `connect_timeout` bounds TCP+TLS setup (reqwest). `read_timeout` is an
+//! idle timeout applied to every single wait — for the response headers after the
+//! request is sent, and for each body chunk — not a deadline for the whole body, so a
+//! large zip on a slow but steady link is never cut off.
+//!
+//! Waits: delay = `Retry-After` if a 429 or 503 carries one (seconds or HTTP-date,
+//! capped at [`RETRY_AFTER_MAX`]), otherwise full jitter: uniform in
+//! `[0, min(backoff_max, backoff_base · 2^(attempt-1))]`. A `Retry-After` also holds
+//! back every new request to that upstream until it expires, so one rate-limit answer
+//! pauses the whole run against that host instead of each task discovering it alone.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::Serialize;
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::download::{
+    check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
+};
+use super::upstream::{check_rel, Location, Upstream};
+use super::{Chain, FetchError};
+
+/// The longest `Retry-After` we honour. Longer asks are cut to this: the wait is
+/// cancellable and holds no permit, but an upstream answering "come back tomorrow"
+/// should cost a few attempts, not stall the run for a day.
+pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// How the fetch client behaves; `config` builds it from mirror.toml.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Tried in order; the next only on 404/410.
+    pub upstreams: Vec<Upstream>,
+    /// Requests (including reading their bodies) in progress at once, across all callers.
+    pub max_in_flight: usize,
+    /// TCP + TLS connection setup.
+    pub connect_timeout: Duration,
+    /// Idle timeout: the longest wait for response headers or for the next body chunk.
+    pub read_timeout: Duration,
+    /// Total attempts per upstream, including the first.
+    pub max_attempts: u32,
+    /// Backoff ceiling for the first retry; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Backoff ceiling never exceeds this.
+    pub backoff_max: Duration,
+    pub user_agent: String,
+}
+
+impl ClientConfig {
+    /// Defaults suitable for proxy.golang.org: 16 in flight, 10 s connect, 30 s idle
+    /// read, 5 attempts, backoff from 500 ms up to 30 s.
+    pub fn new(upstreams: Vec<Upstream>) -> ClientConfig {
+        ClientConfig {
+            upstreams,
+            max_in_flight: 16,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            user_agent: concat!("gomirror/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// A [`ClientConfig`] that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("fetch client: no upstreams configured")]
+    NoUpstreams,
+    #[error("fetch client: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("fetch client: building the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Fetches from the upstream list. Cheap to clone; clones share the in-flight limit,
+/// the connection pool and the counters.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    sources: Vec<Source>,
+    /// One permit per request in progress, held from sending it until its body is read
+    /// (or it failed), and never while sleeping before a retry.
+    in_flight: Semaphore,
+    read_timeout: Duration,
+    max_attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    stats: FetchStats,
+}
+
+struct Source {
+    upstream: Upstream,
+    /// No new request to this upstream starts before this instant; set from a
+    /// `Retry-After`. std Mutex: only read or raised, never held across an await.
+    resume_at: Mutex<Option<Instant>>,
+}
+
+impl Source {
+    fn hold_off(&self, delay: Duration) {
+        let until = Instant::now().checked_add(delay);
+        let mut at = self
+            .resume_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *at = (*at).max(until);
+    }
+
+    async fn wait_turn(&self, token: &CancellationToken) -> Result<(), FetchError> {
+        let at = *self
+            .resume_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match at {
+            Some(at) if at > Instant::now() => sleep(tokio::time::sleep_until(at), token).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn sleep(sleep: tokio::time::Sleep, token: &CancellationToken) -> Result<(), FetchError> {
+    tokio::select! {
+        biased;
+        () = token.cancelled() => Err(FetchError::Cancelled),
+        () = sleep => Ok(()),
+    }
+}
+
+/// An attempt's error, plus the server's `Retry-After` if it sent one.
+struct Failed {
+    error: FetchError,
+    retry_after: Option<Duration>,
+}
+
+impl From<FetchError> for Failed {
+    fn from(error: FetchError) -> Self {
+        Failed {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Client, ClientError> {
+        check_config(&cfg)?;
+        let http = reqwest::Client::builder()
+            .user_agent(cfg.user_agent)
+            .connect_timeout(cfg.connect_timeout)
+            // Keep a connection per permit so steady-state requests reuse them.
+            .pool_max_idle_per_host(cfg.max_in_flight)
+            .build()
+            .map_err(ClientError::Http)?;
+        let sources = cfg
+            .upstreams
+            .into_iter()
+            .map(|upstream| Source {
+                upstream,
+                resume_at: Mutex::new(None),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                sources,
+                in_flight: Semaphore::new(cfg.max_in_flight),
+                read_timeout: cfg.read_timeout,
+                max_attempts: cfg.max_attempts,
+                backoff_base: cfg.backoff_base,
+                backoff_max: cfg.backoff_max,
+                stats: FetchStats::default(),
+            }),
+        })
+    }
+
+    /// Fetches a small body (`@v/list`, `.info`, `.mod`, `@latest`) into memory.
+    /// Fails with `TooLarge` as soon as the declared length or the bytes received exceed `limit`.
+    #[tracing::instrument(level = "debug", skip_all, fields(rel = rel))]
+    pub async fn get(
+        &self,
+        rel: &str,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<Bytes, FetchError> {
+        self.fetch::<MemSink>(rel, &(), limit, token).await
+    }
+
+    /// Streams a body (`.zip`) into a `.tmp-*` file in `dest_dir` (created if missing),
+    /// hashing it on the way. On any failure no temp file is left behind.
+    #[tracing::instrument(level = "debug", skip_all, fields(rel = rel))]
+    pub async fn download(
+        &self,
+        rel: &str,
+        dest_dir: &Path,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<Downloaded, FetchError> {
+        self.fetch::<FileSink>(rel, &dest_dir.to_path_buf(), limit, token)
+            .await
+    }
+
+    /// The counters so far, for the run summary and metrics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    async fn fetch<S: Sink>(
+        &self,
+        rel: &str,
+        args: &S::Args,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<S::Output, FetchError> {
+        check_rel(rel)?;
+        let mut not_found = None;
+        for source in &self.inner.sources {
+            match self.fetch_from::<S>(source, rel, args, limit, token).await {
+                Err(e) if e.is_not_found() => {
+                    debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
+                    self.inner.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    not_found = Some(e);
+                }
+                done => return done,
+            }
+        }
+        Err(not_found.expect("Client::new rejects an empty upstream list"))
+    }
+
+    /// All attempts against one upstream.
+    async fn fetch_from<S: Sink>(
+        &self,
+        source: &Source,
+        rel: &str,
+        args: &S::Args,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<S::Output, FetchError> {
+        let inner = &*self.inner;
+        let loc = source.upstream.locate(rel)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            source.wait_turn(token).await?;
+            let permit = tokio::select! {
+                biased;
+                () = token.cancelled() => return Err(FetchError::Cancelled),
+                p = inner.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
+            };
+            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let res = self.attempt::<S>(&loc, args, limit, token).await;
+            drop(permit);
+            let Failed {
+                mut error,
+                retry_after,
+            } = match res {
+                Ok(out) => return Ok(out),
+                Err(failed) => failed,
+            };
+            inner.stats.record_failure(&error);
+            error.set_attempts(attempt);
+            if !error.is_retryable() || attempt >= inner.max_attempts {
+                return Err(error);
+            }
+            let delay = match retry_after {
+                Some(d) => {
+                    source.hold_off(d);
+                    d
+                }
+                None => full_jitter(backoff_ceiling(
+                    inner.backoff_base,
+                    inner.backoff_max,
+                    attempt,
+                )),
+            };
+            inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            debug!(url = loc.shown(), attempt, delay = %humantime::format_duration(delay), cause = %Chain(&error), "retrying");
+            // tokio::time::sleep, not Instant + delay: a huge backoff_max must not overflow.
+            sleep(tokio::time::sleep(delay), token).await?;
+        }
+    }
+
+    async fn attempt<S: Sink>(
+        &self,
+        loc: &Location,
+        args: &S::Args,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<S::Output, Failed> {
+        let inner = &*self.inner;
+        let (body, url, declared) = match loc {
+            Location::Http { url, shown } => {
+                let send = inner.http.get(url.clone()).send();
+                let resp = guarded(token, inner.read_timeout, shown, send)
+                    .await?
+                    .map_err(|e| transport(shown, e))?;
+                let declared = resp.content_length();
+                (self.check_response(resp, shown)?, shown, declared)
+            }
+            Location::File { path, shown } => {
+                let (file, len) =
+                    guarded(token, inner.read_timeout, shown, open_file(path, shown)).await??;
+                let body = Body::File {
+                    file,
+                    path: path.clone(),
+                };
+                (body, shown, Some(len))
+            }
+        };
+        check_declared(url, declared, limit)?;
+        let cx = ReadCx {
+            url,
+            limit,
+            expected: declared,
+            read_timeout: inner.read_timeout,
+            token,
+            stats: &inner.stats,
+        };
+        Ok(pump::<S>(body, args, &cx).await?)
+    }
+
+    /// Turns a non-2xx response into the error it means.
+    fn check_response(&self, resp: reqwest::Response, shown: &str) -> Result<Body, Failed> {
+        let status = resp.status();
+        self.inner.stats.record_status(status);
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Err(FetchError::NotFound {
+                url: shown.to_string(),
+                status,
+            }
+            .into());
+        }
+        if status.is_success() {
+            return Ok(Body::Http(resp));
+        }
+        // RFC 9110 §10.2.3: Retry-After accompanies 503 as well as 429.
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                retry_after(resp.headers(), OffsetDateTime::now_utc())
+            }
+            _ => None,
+        };
+        Err(Failed {
+            error: FetchError::Status {
+                url: shown.to_string(),
+                status,
+                attempts: 0,
+            },
+            retry_after,
+        })
+    }
+}
+
+fn check_config(cfg: &ClientConfig) -> Result<(), ClientError> {
+    let invalid = |field, reason: &str| ClientError::Invalid {
+        field,
+        reason: reason.to_string(),
+    };
+    if cfg.upstreams.is_empty() {
+        return Err(ClientError::NoUpstreams);
+    }
+    if cfg.max_in_flight == 0 || cfg.max_in_flight > Semaphore::MAX_PERMITS {
+        return Err(invalid("max_in_flight", "must be at least 1"));
+    }
+    if cfg.max_attempts == 0 {
+        return Err(invalid("max_attempts", "must be at least 1"));
+    }
+    if cfg.connect_timeout.is_zero() {
+        return Err(invalid("connect_timeout", "must be more than zero"));
+    }
+    if cfg.read_timeout.is_zero() {
+        return Err(invalid("read_timeout", "must be more than zero"));
+    }
+    Ok(())
+}
+
+fn transport(shown: &str, e: reqwest::Error) -> FetchError {
+    FetchError::Transport {
+        url: shown.to_string(),
+        attempts: 0,
+        // The URL is ours to show, redacted; reqwest's copy would repeat it, password included.
+        source: e.without_url(),
+    }
+}
+
+/// Opens a file in a `file://` upstream; missing means not found, as a proxy's 404.
+async fn open_file(path: &Path, shown: &str) -> Result<(tokio::fs::File, u64), FetchError> {
+    let not_found = || FetchError::NotFound {
+        url: shown.to_string(),
+        status: StatusCode::NOT_FOUND,
+    };
+    let io = |op, source| FetchError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(not_found())
+        }
+        Err(e) => return Err(io("open", e)),
+    };
+    let meta = file.metadata().await.map_err(|e| io("stat", e))?;
+    if meta.is_dir() {
+        return Err(not_found());
+    }
+    Ok((file, meta.len()))
+}
+
+impl Location {
+    fn shown(&self) -> &str {
+        match self {
+            Location::Http { shown, .. } | Location::File { shown, .. } => shown,
+        }
+    }
+}
+
+/// The backoff ceiling before retry number `attempt` (1-based):
+/// `min(max, base · 2^(attempt-1))`, saturating.
+pub(crate) fn backoff_ceiling(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 2u32
+        .checked_pow(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(Duration::MAX).min(max)
+}
+
+/// Full jitter: uniform in `[0, ceiling]`.
+// See: https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
+pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+/// The `Retry-After` delay in `headers`, capped at [`RETRY_AFTER_MAX`]; `None` if
+/// absent or unparsable (the caller then uses backoff).
+fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, now).map(|d| d.min(RETRY_AFTER_MAX))
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an IMF-fixdate HTTP-date
+/// (RFC 9110 §10.2.3, §5.6.7). A date in the past means no wait. The obsolete
+/// RFC 850 and asctime date forms are not accepted.
+pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
+    const IMF_FIXDATE: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits to fit is still "a very long time".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let when = PrimitiveDateTime::parse(value, IMF_FIXDATE)
+        .ok()?
+        .assume_utc();
+    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
+}
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters; relaxed atomics, read only for reporting.
+        #[derive(Debug, Default)]
+        pub(crate) struct FetchStats {
+            $($name: AtomicU64,)*
+        }
+
+        /// The fetch counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl FetchStats {
+            fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Attempts started, against any upstream (retries included).
+    requests,
+    /// Attempts that were followed by another one.
+    retries,
+    /// Body bytes received, including those of attempts that later failed.
+    bytes_received,
+    /// HTTP responses by status class.
+    responses_2xx,
+    responses_3xx,
+    responses_4xx,
+    responses_5xx,
+    /// 429 Too Many Requests responses (also counted in `responses_4xx`).
+    too_many_requests,
+    /// Upstreams that answered 404/410 or had no such file.
+    not_found,
+    /// Attempts that ended in an idle timeout.
+    timeouts,
+    /// Attempts that ended in a connection or protocol error.
+    transport_errors,
+    /// Attempts whose body ended before `Content-Length`.
+    truncated,
+}
+
+impl FetchStats {
+    pub(crate) fn add_bytes(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn record_status(&self, status: StatusCode) {
+        let class = match status.as_u16() {
+            200..=299 => &self.responses_2xx,
+            300..=399 => &self.responses_3xx,
+            400..=499 => &self.responses_4xx,
+            500..=599 => &self.responses_5xx,
+            _ => return,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.too_many_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn record_failure(&self, error: &FetchError) {
+        let counter = match error {
+            FetchError::Timeout { .. } => &self.timeouts,
+            FetchError::Transport { .. } => &self.transport_errors,
+            FetchError::Truncated { .. } => &self.truncated,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::testutil::{config, http_response, raw_server, serve};
+    use axum::extract::{Path as UrlPath, State};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use axum::Router;
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+    use time::macros::datetime;
+
+    const REL: &str = "rsc.io/quote/@v/list";
+
+    fn client(cfg: ClientConfig) -> Client {
+        Client::new(cfg).expect("test config is valid")
+    }
+
+    /// `/s/{code}/…` answers `code`; `/ok/…` answers 200 with the path it was asked for.
+    async fn status_server() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .route(
+                "/s/{code}/{*rest}",
+                get(|UrlPath((code, _)): UrlPath<(u16, String)>| async move {
+                    StatusCode::from_u16(code).expect("test status code")
+                }),
+            )
+            .route(
+                "/ok/{*rest}",
+                get(|State(hits): State<Arc<AtomicUsize>>, UrlPath(rest): UrlPath<String>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    rest
+                }),
+            )
+            .with_state(hits.clone());
+        (serve(router).await, hits)
+    }
+
+    /// Answers each request with the next scripted (status, Retry-After), then 200 "ok".
+    async fn scripted(script: Vec<(u16, Option<&'static str>)>) -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let handler = {
+            let calls = calls.clone();
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let next = script.lock().expect("script lock").pop_front();
+                match next {
+                    None => "ok".into_response(),
+                    Some((code, retry_after)) => {
+                        let mut resp = Response::new(axum::body::Body::empty());
+                        *resp.status_mut() = StatusCode::from_u16(code).expect("test status code");
+                        if let Some(v) = retry_after {
+                            resp.headers_mut()
+                                .insert(RETRY_AFTER, v.parse().expect("header value"));
+                        }
+                        resp
+                    }
+                }
+            }
+        };
+        (serve(Router::new().fallback(handler)).await, calls)
+    }
+
+    #[tokio::test]
+    async fn falls_through_on_404_and_410() {
+        let (base, hits) = status_server().await;
+        for code in [404, 410] {
+            let c = client(config(&[
+                &format!("{base}s/{code}/"),
+                &format!("{base}ok/"),
+            ]));
+            let body = c
+                .get(REL, 1024, &CancellationToken::new())
+                .await
+                .expect("second upstream answers");
+            assert_eq!(body, REL);
+            let s = c.stats();
+            assert_eq!((s.not_found, s.requests, s.retries), (1, 2, 0), "{code}");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stops_on_other_errors() {
+        let (base, hits) = status_server().await;
+        // (status, attempts made: 5xx is retried, 403 is not)
+        for (code, attempts) in [(500, 3), (403, 1), (400, 1), (502, 3)] {
+            let c = client(config(&[
+                &format!("{base}s/{code}/"),
+                &format!("{base}ok/"),
+            ]));
+            let err = c
+                .get(REL, 1024, &CancellationToken::new())
+                .await
+                .expect_err("no fall-through");
+            match &err {
+                FetchError::Status {
+                    status,
+                    attempts: n,
+                    url,
+                } => {
+                    assert_eq!((status.as_u16(), *n), (code, attempts));
+                    assert_eq!(url, &format!("{base}s/{code}/{REL}"));
+                }
+                other => panic!("{code}: want Status, got {other:?}"),
+            }
+            assert_eq!(c.stats().requests, u64::from(attempts));
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn not_found_everywhere_reports_the_last_upstream() {
+        let (base, _) = status_server().await;
+        let c = client(config(&[
+            &format!("{base}s/404/"),
+            &format!("{base}s/410/"),
+        ]));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("not found");
+        assert!(err.is_not_found());
+        assert_eq!(
+            err.to_string(),
+            format!("reading {base}s/410/{REL}: 410 Gone")
+        );
+        assert_eq!(c.stats().requests, 2, "404/410 are never retried");
+    }
+
+    #[tokio::test]
+    async fn retries_503_then_succeeds() {
+        let (base, calls) = scripted(vec![(503, None)]).await;
+        let c = client(config(&[&base]));
+        let body = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect("second attempt succeeds");
+        assert_eq!(body, "ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let s = c.stats();
+        assert_eq!(
+            (s.requests, s.retries, s.responses_5xx, s.responses_2xx),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(s.bytes_received, 2);
+    }
+
+    #[tokio::test]
+    async fn honours_retry_after_on_429() {
+        let (base, calls) = scripted(vec![(429, Some("1"))]).await;
+        // Backoff is a few ms, so a wait of about a second can only come from Retry-After.
+        let c = client(config(&[&base]));
+        let start = std::time::Instant::now();
+        let body = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect("retry succeeds");
+        assert_eq!(body, "ok");
+        assert!(
+            start.elapsed() >= Duration::from_millis(950),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let s = c.stats();
+        assert_eq!((s.too_many_requests, s.responses_4xx, s.retries), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn gives_up_on_429_after_max_attempts() {
+        let (base, calls) = scripted(vec![(429, Some("0")); 5]).await;
+        let c = client(config(&[&base]));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("429 each time");
+        assert!(
+            matches!(
+                err,
+                FetchError::Status {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_back_every_request_to_the_upstream() {
+        let source = Source {
+            upstream: Upstream::parse("https://proxy.example").expect("parses"),
+            resume_at: Mutex::new(None),
+        };
+        let start = Instant::now();
+        source
+            .wait_turn(&CancellationToken::new())
+            .await
+            .expect("no hold");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        source.hold_off(Duration::from_secs(10));
+        source.hold_off(Duration::from_secs(2)); // a shorter ask does not shorten the hold
+        source
+            .wait_turn(&CancellationToken::new())
+            .await
+            .expect("waits");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn retries_truncated_body_then_succeeds() {
+        let base = raw_server(vec![
+            http_response(10, "abcd"),
+            http_response(10, "0123456789"),
+        ])
+        .await;
+        let c = client(config(&[&base]));
+        let body = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect("second attempt is whole");
+        assert_eq!(body, "0123456789");
+        let s = c.stats();
+        assert_eq!((s.truncated, s.retries, s.requests), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn truncated_every_time_is_an_error() {
+        let base = raw_server(vec![http_response(10, "abcd")]).await;
+        let c = client(config(&[&base]));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("always short");
+        assert!(
+            matches!(
+                err,
+                FetchError::Truncated {
+                    expected: 10,
+                    got: 4,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_enforces_limit_on_declared_and_streamed_length() {
+        let router = Router::new()
+            .route("/declared/{*rest}", get(|| async { "x".repeat(100) }))
+            .route(
+                "/streamed/{*rest}",
+                get(|| async {
+                    let chunks = (0..10)
+                        .map(|_| Ok::<_, std::convert::Infallible>(Bytes::from("x".repeat(10))));
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            );
+        let base = serve(router).await;
+        for kind in ["declared", "streamed"] {
+            let c = client(config(&[&format!("{base}{kind}/")]));
+            let token = CancellationToken::new();
+            let err = c.get(REL, 50, &token).await.expect_err("over limit");
+            assert!(
+                matches!(err, FetchError::TooLarge { limit: 50, .. }),
+                "{kind}: {err:?}"
+            );
+            assert_eq!(c.stats().requests, 1, "{kind}: TooLarge is not retried");
+            let body = c.get(REL, 100, &token).await.expect("exactly at limit");
+            assert_eq!(body.len(), 100, "{kind}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bounds_requests_in_flight() {
+        #[derive(Default)]
+        struct Gauge {
+            now: AtomicUsize,
+            max: AtomicUsize,
+        }
+        let gauge = Arc::new(Gauge::default());
+        let router = Router::new()
+            .fallback(|State(g): State<Arc<Gauge>>| async move {
+                let now = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+                g.max.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                g.now.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            })
+            .with_state(gauge.clone());
+        let base = serve(router).await;
+        let c = client(ClientConfig {
+            max_in_flight: 3,
+            ..config(&[&base])
+        });
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.get(&format!("m{i}/@v/list"), 16, &CancellationToken::new())
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("get");
+        }
+        let max = gauge.max.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&max), "max concurrent requests {max}");
+    }
+
+    #[tokio::test]
+    async fn cancellation_is_prompt() {
+        let router = Router::new()
+            .route(
+                "/hang/{*rest}",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/busy/{*rest}",
+                get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let base = serve(router).await;
+        // (upstream, config): waiting for headers; sleeping before a retry.
+        let cases = [
+            ("hang", config(&[&format!("{base}hang/")])),
+            (
+                "busy",
+                ClientConfig {
+                    max_attempts: 10,
+                    backoff_base: Duration::from_secs(60),
+                    backoff_max: Duration::from_secs(60),
+                    ..config(&[&format!("{base}busy/")])
+                },
+            ),
+        ];
+        for (name, cfg) in cases {
+            let c = client(cfg);
+            let token = CancellationToken::new();
+            let task = {
+                let token = token.clone();
+                tokio::spawn(async move { c.get(REL, 16, &token).await })
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            token.cancel();
+            let res = tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .expect("returns promptly")
+                .expect("task");
+            assert!(matches!(res, Err(FetchError::Cancelled)), "{name}: {res:?}");
+        }
+
+        let c = client(config(&[&format!("{base}hang/")]));
+        let token = CancellationToken::new();
+        token.cancel();
+        let res = c.get(REL, 16, &token).await;
+        assert!(
+            matches!(res, Err(FetchError::Cancelled)),
+            "already cancelled: {res:?}"
+        );
+        assert_eq!(c.stats().requests, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_on_headers_and_body() {
+        let router = Router::new()
+            .route(
+                "/headers/{*rest}",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/body/{*rest}",
+                get(|| async {
+                    let first = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+                        Bytes::from("partial"),
+                    )]);
+                    axum::body::Body::from_stream(futures::StreamExt::chain(
+                        first,
+                        futures::stream::pending(),
+                    ))
+                }),
+            );
+        let base = serve(router).await;
+        for kind in ["headers", "body"] {
+            let c = client(ClientConfig {
+                read_timeout: Duration::from_millis(100),
+                max_attempts: 2,
+                ..config(&[&format!("{base}{kind}/")])
+            });
+            let err = c
+                .get(REL, 1024, &CancellationToken::new())
+                .await
+                .expect_err("stalls");
+            assert!(
+                matches!(err, FetchError::Timeout { attempts: 2, .. }),
+                "{kind}: {err:?}"
+            );
+            assert_eq!(c.stats().timeouts, 2, "{kind}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_retried_transport_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let c = client(config(&[&format!("http://{addr}/")]));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, FetchError::Transport { attempts: 3, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert_eq!(
+            msg,
+            format!("reading http://{addr}/{REL} (after 3 attempts)")
+        );
+        let chain = Chain(&err).to_string();
+        assert_eq!(chain.matches(REL).count(), 1, "url shown once: {chain}");
+    }
+
+    #[tokio::test]
+    async fn invalid_path_makes_no_request() {
+        let (base, _) = status_server().await;
+        let c = client(config(&[&format!("{base}ok/")]));
+        let err = c
+            .get("../etc/passwd", 16, &CancellationToken::new())
+            .await
+            .expect_err("invalid");
+        assert!(matches!(err, FetchError::InvalidPath { .. }), "{err:?}");
+        assert_eq!(c.stats().requests, 0);
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let up = || vec![Upstream::parse("https://proxy.golang.org").expect("parses")];
+        let cases: Vec<(ClientConfig, &str)> = vec![
+            (
+                ClientConfig::new(vec![]),
+                "fetch client: no upstreams configured",
+            ),
+            (
+                ClientConfig {
+                    max_in_flight: 0,
+                    ..ClientConfig::new(up())
+                },
+                "fetch client: max_in_flight: must be at least 1",
+            ),
+            (
+                ClientConfig {
+                    max_attempts: 0,
+                    ..ClientConfig::new(up())
+                },
+                "fetch client: max_attempts: must be at least 1",
+            ),
+            (
+                ClientConfig {
+                    read_timeout: Duration::ZERO,
+                    ..ClientConfig::new(up())
+                },
+                "fetch client: read_timeout: must be more than zero",
+            ),
+            (
+                ClientConfig {
+                    connect_timeout: Duration::ZERO,
+                    ..ClientConfig::new(up())
+                },
+                "fetch client: connect_timeout: must be more than zero",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = Client::new(cfg).err().expect("invalid config");
+            assert_eq!(err.to_string(), want);
+        }
+        assert!(Client::new(ClientConfig::new(up())).is_ok());
+    }
+
+    #[test]
+    fn parse_retry_after_table() {
+        let now = datetime!(1994-11-06 08:49:30 UTC);
+        let secs = |n| Some(Duration::from_secs(n));
+        let cases = [
+            ("5", secs(5)),
+            ("0", secs(0)),
+            (" 7 ", secs(7)),
+            ("120", secs(120)),
+            ("99999999999999999999999", secs(u64::MAX)),
+            ("Sun, 06 Nov 1994 08:49:37 GMT", secs(7)),
+            ("Sun, 06 Nov 1994 09:49:30 GMT", secs(3600)),
+            ("Sun, 06 Nov 1994 08:49:00 GMT", secs(0)), // in the past: no wait
+            ("Sunday, 06-Nov-94 08:49:37 GMT", None),   // RFC 850: obsolete
+            ("Sun Nov  6 08:49:37 1994", None),         // asctime: obsolete
+            ("Sun, 06 Nov 1994 08:49:37 +0000", None),
+            ("", None),
+            ("-1", None),
+            ("+5", None),
+            ("1.5", None),
+            ("soon", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_retry_after(value, now), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_header_is_capped() {
+        let now = OffsetDateTime::now_utc();
+        let cases = [
+            (Some("3"), Some(Duration::from_secs(3))),
+            (Some("86400"), Some(RETRY_AFTER_MAX)),
+            (Some("garbage"), None),
+            (None, None),
+        ];
+        for (value, want) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(RETRY_AFTER, v.parse().expect("header value"));
+            }
+            assert_eq!(retry_after(&headers, now), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_ceiling_table() {
+        let ms = Duration::from_millis;
+        // (base, max, attempt, ceiling)
+        let cases = [
+            (ms(100), ms(1000), 1, ms(100)),
+            (ms(100), ms(1000), 2, ms(200)),
+            (ms(100), ms(1000), 3, ms(400)),
+            (ms(100), ms(1000), 4, ms(800)),
+            (ms(100), ms(1000), 5, ms(1000)),
+            (ms(100), ms(1000), 40, ms(1000)),
+            (ms(100), ms(1000), u32::MAX, ms(1000)),
+            (ms(0), ms(1000), 3, ms(0)),
+            (ms(500), ms(100), 1, ms(100)),
+            (Duration::MAX, Duration::MAX, 3, Duration::MAX),
+        ];
+        for (base, max, attempt, want) in cases {
+            assert_eq!(
+                backoff_ceiling(base, max, attempt),
+                want,
+                "{base:?} {max:?} {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_jitter_stays_within_ceiling() {
+        for ceiling in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(100),
+            Duration::MAX,
+        ] {
+            for _ in 0..1000 {
+                assert!(full_jitter(ceiling) <= ceiling, "{ceiling:?}");
+            }
+        }
+        let ceiling = Duration::from_millis(100);
+        let samples: Vec<_> = (0..1000).map(|_| full_jitter(ceiling)).collect();
+        assert!(
+            samples.iter().any(|d| *d < ceiling / 2),
+            "full jitter reaches the lower half"
+        );
+        assert!(
+            samples.iter().any(|d| *d > ceiling / 2),
+            "full jitter reaches the upper half"
+        );
+    }
+}
