@@ -32,6 +32,18 @@ pub use download::Downloaded;
 pub use reqwest::StatusCode;
 pub use upstream::{Upstream, UpstreamError};
 
+/// One module version's three files as upstream served them, unchecked:
+/// the hand-off from fetch to verify.
+#[derive(Debug)]
+pub struct Fetched {
+    pub mv: crate::module::ModVer,
+    pub info: bytes::Bytes,
+    /// Fetched on its own, never taken from the zip: legacy versions have
+    /// a synthesised go.mod whose hash differs (PROTOCOL.md, "GOPROXY").
+    pub mod_file: bytes::Bytes,
+    pub zip: Downloaded,
+}
+
 /// Why a fetch failed. Every variant that concerns a request carries the URL
 /// (with any password redacted); `attempts` counts the tries made against that URL.
 #[derive(Debug, thiserror::Error)]
