@@ -3,3 +3,6 @@
 //! The data path, one module per stage:
 //! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
+
+pub mod lock;
+pub mod state;
