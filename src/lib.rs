@@ -5,5 +5,7 @@
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
 pub mod fetch;
+pub mod lock;
 pub mod module;
 pub mod publish;
+pub mod state;

@@ -1,0 +1,220 @@
+//! `StatusReport`: what `gomirror status` (and `--json`) shows, read in one
+//! transaction so the numbers agree with each other.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::runs::{recent_runs, RunRecord};
+use super::versions::VersionStatus;
+
+/// How many runs the report lists.
+pub const STATUS_RUNS: usize = 10;
+/// How many quarantined, not-found or failed versions the report lists.
+pub const STATUS_PROBLEMS: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    pub modules: u64,
+    pub versions: StatusCounts,
+    /// Sum of info + mod + zip sizes of published versions.
+    pub published_bytes: u64,
+    /// The most recent runs, newest first.
+    pub runs: Vec<RunRecord>,
+    /// The most recently updated quarantined, not-found and failed versions.
+    pub problems: Vec<Problem>,
+}
+
+/// Number of versions per status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub pending: u64,
+    pub published: u64,
+    pub quarantined: u64,
+    pub not_found: u64,
+    pub failed: u64,
+}
+
+/// A version that did not make it into the tree, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub version: String,
+    pub status: VersionStatus,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub updated_at: String,
+}
+
+pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
+    let tx = conn.transaction()?;
+    let report = StatusReport {
+        modules: tx.query_row("SELECT COUNT(*) FROM modules", [], |r| r.get(0))?,
+        versions: counts(&tx)?,
+        published_bytes: tx.query_row(
+            "SELECT COALESCE(SUM(info_size + mod_size + zip_size), 0)
+             FROM versions WHERE status = 'published'",
+            [],
+            |r| r.get(0),
+        )?,
+        runs: recent_runs(&tx, STATUS_RUNS)?,
+        problems: problems(&tx, STATUS_PROBLEMS)?,
+    };
+    tx.commit()?;
+    Ok(report)
+}
+
+fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
+    let mut c = StatusCounts::default();
+    let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM versions GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    for row in rows {
+        let (status, n): (VersionStatus, u64) = row?;
+        *match status {
+            VersionStatus::Pending => &mut c.pending,
+            VersionStatus::Published => &mut c.published,
+            VersionStatus::Quarantined => &mut c.quarantined,
+            VersionStatus::NotFound => &mut c.not_found,
+            VersionStatus::Failed => &mut c.failed,
+        } = n;
+    }
+    Ok(c)
+}
+
+fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
+    conn.prepare(
+        "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at
+         FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.status IN ('quarantined', 'not_found', 'failed')
+         ORDER BY v.updated_at DESC, v.id DESC LIMIT ?1",
+    )?
+    .query_map([limit as i64], |r| {
+        Ok(Problem {
+            path: r.get(0)?,
+            version: r.get(1)?,
+            status: r.get(2)?,
+            reason: r.get(3)?,
+            attempts: r.get(4)?,
+            updated_at: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs::{begin_run, finish_run, RunOutcome, RunSummary};
+    use crate::state::tests::{migrated, published_info};
+    use crate::state::versions::{mark_pending, record_outcomes, Outcome, OutcomeKind};
+
+    fn outcome(path: &str, version: &str, result: OutcomeKind) -> Outcome {
+        Outcome {
+            path: path.into(),
+            version: version.into(),
+            result,
+        }
+    }
+
+    #[test]
+    fn empty_database() {
+        let mut conn = migrated();
+        let r = status(&mut conn).unwrap();
+        assert_eq!(r.modules, 0);
+        assert_eq!(r.versions, StatusCounts::default());
+        assert_eq!(r.published_bytes, 0);
+        assert!(r.runs.is_empty() && r.problems.is_empty());
+    }
+
+    #[test]
+    fn counts_bytes_runs_and_problems() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 7).unwrap();
+        let pending = [
+            ("a.example/m".to_string(), "v1.0.0".to_string()),
+            ("c.example/m".to_string(), "v0.0.1".to_string()),
+        ];
+        mark_pending(&mut conn, run, &pending).unwrap();
+        let q = OutcomeKind::Quarantined {
+            reason: "zip: go.mod files must have lowercase names".into(),
+        };
+        let batch = [
+            outcome(
+                "a.example/m",
+                "v1.0.0",
+                OutcomeKind::Published(published_info(100)),
+            ),
+            outcome(
+                "a.example/m",
+                "v1.1.0",
+                OutcomeKind::Published(published_info(200)),
+            ),
+            outcome("b.example/m", "v0.1.0", q),
+            outcome(
+                "b.example/m",
+                "v0.2.0",
+                OutcomeKind::Failed {
+                    error: "503".into(),
+                },
+            ),
+        ];
+        record_outcomes(&mut conn, &batch).unwrap();
+        let summary = RunSummary {
+            outcome: RunOutcome::Partial,
+            planned: 5,
+            published: 2,
+            skipped: 0,
+            quarantined: 1,
+            not_found: 0,
+            failed: 1,
+            bytes: 338,
+        };
+        finish_run(&conn, run, &summary).unwrap();
+
+        let r = status(&mut conn).unwrap();
+        assert_eq!(r.modules, 3);
+        let want = StatusCounts {
+            pending: 1,
+            published: 2,
+            quarantined: 1,
+            not_found: 0,
+            failed: 1,
+        };
+        assert_eq!(r.versions, want);
+        // published_info(n): info 12 + mod 7 + zip n.
+        assert_eq!(r.published_bytes, (12 + 7 + 100) + (12 + 7 + 200));
+        assert_eq!(r.runs.len(), 1);
+        assert_eq!(r.runs[0].summary, summary);
+        assert_eq!(r.runs[0].pid, 7);
+        let mut got: Vec<_> = r
+            .problems
+            .iter()
+            .map(|p| {
+                (
+                    p.version.as_str(),
+                    p.status,
+                    p.reason.as_deref(),
+                    p.attempts,
+                )
+            })
+            .collect();
+        got.sort_by_key(|p| p.0);
+        let want = vec![
+            (
+                "v0.1.0",
+                VersionStatus::Quarantined,
+                Some("zip: go.mod files must have lowercase names"),
+                1,
+            ),
+            ("v0.2.0", VersionStatus::Failed, Some("503"), 1),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn report_serializes() {
+        let mut conn = migrated();
+        let json = serde_json::to_value(status(&mut conn).unwrap()).unwrap();
+        assert_eq!(json["versions"]["not_found"], 0);
+        assert_eq!(json["published_bytes"], 0);
+    }
+}

@@ -1,0 +1,499 @@
+//! Module versions and their status: what plan subtracts, what a run marks
+//! `pending`, and what each fetch ended as.
+//!
+//! Status moves `pending` → `published` | `quarantined` | `not_found` |
+//! `failed`, and anything but `published` may go back to `pending` when a
+//! later plan retries it. `published` is final: a published file never
+//! changes (STYLE.md §5), so every statement here skips published rows in its
+//! `WHERE`, and the `versions_published_immutable` trigger (0001_init.sql)
+//! stops any other writer.
+//!
+//! Writers take whole batches and use one transaction per batch.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use super::{now, RunId};
+
+/// The `status` column of `versions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    Pending,
+    Published,
+    Quarantined,
+    NotFound,
+    Failed,
+}
+
+impl VersionStatus {
+    pub const ALL: [VersionStatus; 5] = [
+        VersionStatus::Pending,
+        VersionStatus::Published,
+        VersionStatus::Quarantined,
+        VersionStatus::NotFound,
+        VersionStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Pending => "pending",
+            VersionStatus::Published => "published",
+            VersionStatus::Quarantined => "quarantined",
+            VersionStatus::NotFound => "not_found",
+            VersionStatus::Failed => "failed",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for VersionStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        VersionStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                rusqlite::types::FromSqlError::Other(format!("unknown version status {s:?}").into())
+            })
+    }
+}
+
+/// What fetching one version ended as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub path: String,
+    pub version: String,
+    pub result: OutcomeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Verified and written to the tree.
+    Published(PublishedInfo),
+    /// Fetched but failed verification; kept out of the tree.
+    Quarantined { reason: String },
+    /// Upstream answered 404/410, which is permanent (PROTOCOL.md).
+    NotFound { reason: String },
+    /// Transient or local failure; a later run may retry.
+    Failed { error: String },
+}
+
+/// What the tree now holds for a published version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedInfo {
+    pub info_size: u64,
+    pub mod_size: u64,
+    pub zip_size: u64,
+    /// `h1:` hash of the zip (dirhash.Hash1).
+    pub h1_zip: String,
+    /// `h1:` hash of go.mod.
+    pub h1_mod: String,
+    /// Lowercase hex sha256 of the zip file.
+    pub zip_sha256: String,
+    /// The `Time` field of `.info`, as served.
+    pub time: String,
+}
+
+/// The result of [`Store::record_outcomes`](super::Store::record_outcomes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Rows inserted or updated.
+    pub written: usize,
+    /// `(path, version)` whose outcome was ignored because the version is
+    /// already published. Non-empty means a caller bug: publish ran twice.
+    pub already_published: Vec<(String, String)>,
+}
+
+pub(crate) fn mark_pending(
+    conn: &mut Connection,
+    run: RunId,
+    items: &[(String, String)],
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now();
+    let mut modules = ModuleIds::default();
+    let mut marked = 0;
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO versions (module_id, version, status, first_seen, updated_at, last_run_id)
+             VALUES (?1, ?2, 'pending', ?3, ?3, ?4)
+             ON CONFLICT (module_id, version) DO UPDATE SET
+                 status = 'pending', updated_at = excluded.updated_at,
+                 last_run_id = excluded.last_run_id
+             WHERE versions.status != 'published'",
+        )?;
+        for (path, version) in items {
+            let module = modules.get(&tx, path, &now)?;
+            marked += upsert.execute((module, version, &now, run.0))?;
+        }
+    }
+    tx.commit()?;
+    Ok(marked)
+}
+
+pub(crate) fn record_outcomes(
+    conn: &mut Connection,
+    outcomes: &[Outcome],
+) -> rusqlite::Result<Recorded> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now();
+    let mut modules = ModuleIds::default();
+    let mut recorded = Recorded::default();
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO versions (module_id, version, status, info_size, mod_size, zip_size,
+                 h1_zip, h1_mod, zip_sha256, time, attempts, last_error,
+                 first_seen, updated_at, published_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12, ?13)
+             ON CONFLICT (module_id, version) DO UPDATE SET
+                 status = excluded.status, info_size = excluded.info_size,
+                 mod_size = excluded.mod_size, zip_size = excluded.zip_size,
+                 h1_zip = excluded.h1_zip, h1_mod = excluded.h1_mod,
+                 zip_sha256 = excluded.zip_sha256, time = excluded.time,
+                 attempts = versions.attempts + 1, last_error = excluded.last_error,
+                 updated_at = excluded.updated_at, published_at = excluded.published_at
+             WHERE versions.status != 'published'",
+        )?;
+        for o in outcomes {
+            let module = modules.get(&tx, &o.path, &now)?;
+            let (status, p, last_error) = columns(&o.result);
+            let published_at = p.map(|_| now.as_str());
+            let changed = upsert.execute(rusqlite::params![
+                module,
+                o.version,
+                status.as_str(),
+                p.map(|p| p.info_size),
+                p.map(|p| p.mod_size),
+                p.map(|p| p.zip_size),
+                p.map(|p| &p.h1_zip),
+                p.map(|p| &p.h1_mod),
+                p.map(|p| &p.zip_sha256),
+                p.map(|p| &p.time),
+                last_error,
+                now,
+                published_at,
+            ])?;
+            if changed == 0 {
+                tracing::warn!(
+                    mv = %format_args!("{}@{}", o.path, o.version),
+                    status = status.as_str(),
+                    "outcome for an already published version ignored"
+                );
+                recorded
+                    .already_published
+                    .push((o.path.clone(), o.version.clone()));
+            }
+            recorded.written += changed;
+        }
+    }
+    tx.commit()?;
+    Ok(recorded)
+}
+
+/// The status, published details and reason columns of an outcome.
+fn columns(r: &OutcomeKind) -> (VersionStatus, Option<&PublishedInfo>, Option<&str>) {
+    match r {
+        OutcomeKind::Published(p) => (VersionStatus::Published, Some(p), None),
+        OutcomeKind::Quarantined { reason } => (VersionStatus::Quarantined, None, Some(reason)),
+        OutcomeKind::NotFound { reason } => (VersionStatus::NotFound, None, Some(reason)),
+        OutcomeKind::Failed { error } => (VersionStatus::Failed, None, Some(error)),
+    }
+}
+
+/// Module path → `modules.id`, inserting unknown paths, memoised per batch.
+#[derive(Default)]
+struct ModuleIds(HashMap<String, i64>);
+
+impl ModuleIds {
+    fn get(&mut self, tx: &Transaction<'_>, path: &str, now: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.0.get(path) {
+            return Ok(*id);
+        }
+        tx.prepare_cached(
+            "INSERT INTO modules (path, first_seen) VALUES (?1, ?2) ON CONFLICT (path) DO NOTHING",
+        )?
+        .execute((path, now))?;
+        let id = tx
+            .prepare_cached("SELECT id FROM modules WHERE path = ?1")?
+            .query_row([path], |r| r.get(0))?;
+        self.0.insert(path.to_string(), id);
+        Ok(id)
+    }
+}
+
+/// `(path, version)` → status for every known version of `paths`, read in one
+/// transaction (one consistent snapshot, one prepared statement).
+pub(crate) fn version_statuses(
+    conn: &mut Connection,
+    paths: &[String],
+) -> rusqlite::Result<HashMap<(String, String), VersionStatus>> {
+    let tx = conn.transaction()?;
+    let mut out = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT v.version, v.status FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE m.path = ?1",
+        )?;
+        for path in paths {
+            let rows = stmt.query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (version, status): (String, VersionStatus) = row?;
+                out.insert((path.clone(), version), status);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Versions left `pending`, ordered by path and version.
+pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    conn.prepare(
+        "SELECT m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.status = 'pending' ORDER BY m.path, v.version",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// `(version, time)` of the published versions of `path`, in the order they
+/// were first seen. Not semver order: the caller sorts (`@v/list` rules).
+pub(crate) fn published_versions(
+    conn: &Connection,
+    path: &str,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let module: Option<i64> = conn
+        .query_row("SELECT id FROM modules WHERE path = ?1", [path], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(module) = module else {
+        return Ok(Vec::new());
+    };
+    conn.prepare(
+        "SELECT version, time FROM versions
+         WHERE module_id = ?1 AND status = 'published' ORDER BY id",
+    )?
+    .query_map([module], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs::begin_run;
+    use crate::state::tests::{migrated, published_info};
+
+    fn mv(path: &str, version: &str) -> (String, String) {
+        (path.to_string(), version.to_string())
+    }
+
+    fn outcome(path: &str, version: &str, result: OutcomeKind) -> Outcome {
+        Outcome {
+            path: path.to_string(),
+            version: version.to_string(),
+            result,
+        }
+    }
+
+    fn status_of(conn: &mut Connection, path: &str, version: &str) -> Option<VersionStatus> {
+        version_statuses(conn, &[path.to_string()])
+            .unwrap()
+            .get(&mv(path, version))
+            .copied()
+    }
+
+    fn attempts(conn: &Connection, version: &str) -> i64 {
+        conn.query_row(
+            "SELECT attempts FROM versions WHERE version = ?1",
+            [version],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mark_pending_inserts_modules_and_versions() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let items = [
+            mv("golang.org/x/text", "v0.3.7"),
+            mv("golang.org/x/text", "v0.3.8"),
+            mv("rsc.io/quote", "v1.5.2"),
+        ];
+        assert_eq!(mark_pending(&mut conn, run, &items).unwrap(), 3);
+        assert_eq!(mark_pending(&mut conn, run, &items).unwrap(), 3);
+        let modules: i64 = conn
+            .query_row("SELECT COUNT(*) FROM modules", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(modules, 2);
+        assert_eq!(pending_versions(&conn).unwrap(), items.to_vec());
+    }
+
+    #[test]
+    fn outcomes_set_status_and_count_attempts() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let items = [mv("a.example/m", "v1.0.0"), mv("a.example/m", "v1.1.0")];
+        mark_pending(&mut conn, run, &items).unwrap();
+        let failed = OutcomeKind::Failed {
+            error: "connection reset".into(),
+        };
+        let batch = [
+            outcome(
+                "a.example/m",
+                "v1.0.0",
+                OutcomeKind::Published(published_info(10)),
+            ),
+            outcome("a.example/m", "v1.1.0", failed.clone()),
+            // Not marked pending first: the row is created.
+            outcome(
+                "b.example/m",
+                "v0.1.0",
+                OutcomeKind::NotFound {
+                    reason: "410 Gone".into(),
+                },
+            ),
+        ];
+        let rec = record_outcomes(&mut conn, &batch).unwrap();
+        assert_eq!(
+            rec,
+            Recorded {
+                written: 3,
+                already_published: vec![]
+            }
+        );
+        assert_eq!(pending_versions(&conn).unwrap(), vec![]);
+        assert_eq!(
+            status_of(&mut conn, "a.example/m", "v1.1.0"),
+            Some(VersionStatus::Failed)
+        );
+        assert_eq!(
+            status_of(&mut conn, "b.example/m", "v0.1.0"),
+            Some(VersionStatus::NotFound)
+        );
+
+        mark_pending(&mut conn, run, &items[1..]).unwrap();
+        record_outcomes(&mut conn, &[outcome("a.example/m", "v1.1.0", failed)]).unwrap();
+        assert_eq!(attempts(&conn, "v1.1.0"), 2);
+        assert_eq!(
+            published_versions(&conn, "a.example/m").unwrap(),
+            vec![mv("v1.0.0", "2019-01-01T00:00:00Z")]
+        );
+        assert_eq!(
+            published_versions(&conn, "nobody.example/m").unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn published_is_never_downgraded() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let m = "golang.org/x/text";
+        record_outcomes(
+            &mut conn,
+            &[outcome(
+                m,
+                "v0.3.7",
+                OutcomeKind::Published(published_info(10)),
+            )],
+        )
+        .unwrap();
+
+        assert_eq!(mark_pending(&mut conn, run, &[mv(m, "v0.3.7")]).unwrap(), 0);
+        let again = [
+            outcome(
+                m,
+                "v0.3.7",
+                OutcomeKind::Quarantined {
+                    reason: "h1 mismatch".into(),
+                },
+            ),
+            outcome(m, "v0.3.7", OutcomeKind::Published(published_info(99))),
+        ];
+        let rec = record_outcomes(&mut conn, &again).unwrap();
+        assert_eq!(rec.written, 0);
+        assert_eq!(
+            rec.already_published,
+            vec![mv(m, "v0.3.7"), mv(m, "v0.3.7")]
+        );
+        assert_eq!(
+            status_of(&mut conn, m, "v0.3.7"),
+            Some(VersionStatus::Published)
+        );
+        assert_eq!(attempts(&conn, "v0.3.7"), 1);
+        let zip_size: i64 = conn
+            .query_row("SELECT zip_size FROM versions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(zip_size, 10);
+    }
+
+    #[test]
+    fn trigger_stops_other_writers_from_changing_published_rows() {
+        let mut conn = migrated();
+        record_outcomes(
+            &mut conn,
+            &[outcome(
+                "a.example/m",
+                "v1.0.0",
+                OutcomeKind::Published(published_info(1)),
+            )],
+        )
+        .unwrap();
+        let err = conn
+            .execute("UPDATE versions SET status = 'failed'", [])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("published version is immutable"),
+            "{err}"
+        );
+        // Columns outside the published record stay writable.
+        conn.execute("UPDATE versions SET last_error = 'note'", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn batch_is_one_transaction() {
+        let mut conn = migrated();
+        // A temp trigger makes the second row fail; the whole batch,
+        // including the first row, must be rolled back.
+        let mut bad = published_info(1);
+        bad.h1_zip.clear();
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER no_bad BEFORE INSERT ON versions
+             WHEN NEW.h1_zip = '' BEGIN SELECT RAISE(ABORT, 'bad row'); END",
+        )
+        .unwrap();
+        let batch = [
+            outcome(
+                "a.example/m",
+                "v1.0.0",
+                OutcomeKind::Published(published_info(1)),
+            ),
+            outcome("a.example/m", "v1.1.0", OutcomeKind::Published(bad)),
+        ];
+        record_outcomes(&mut conn, &batch).unwrap_err();
+        assert_eq!(status_of(&mut conn, "a.example/m", "v1.0.0"), None);
+    }
+
+    #[test]
+    fn statuses_cover_only_requested_modules() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        mark_pending(
+            &mut conn,
+            run,
+            &[mv("a.example/m", "v1.0.0"), mv("b.example/m", "v1.0.0")],
+        )
+        .unwrap();
+        let got =
+            version_statuses(&mut conn, &["a.example/m".into(), "c.example/m".into()]).unwrap();
+        assert_eq!(
+            got,
+            HashMap::from([(mv("a.example/m", "v1.0.0"), VersionStatus::Pending)])
+        );
+    }
+}
