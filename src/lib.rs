@@ -4,4 +4,6 @@
 //! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
+pub mod config;
 pub mod module;
+pub mod plan;
