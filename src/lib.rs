@@ -4,8 +4,10 @@
 //! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
+pub mod config;
 pub mod fetch;
 pub mod lock;
 pub mod module;
+pub mod plan;
 pub mod publish;
 pub mod state;

@@ -1,0 +1,839 @@
+//! mirror.toml → validated [`Config`], in two layers (like ripgrep
+//! `flags/lowargs.rs` → `flags/hiargs.rs`): [`File`] is the serde copy of
+//! the TOML, unknown keys refused; [`Config`] holds checked, typed values.
+//!
+//! Every error names the file, the line, the key and why, e.g.
+//! `mirror.toml:14: [fetch] concurrency: must be at least 1, got 0`.
+//! toml parses once, keeping spans; serde_path_to_error says which key a
+//! deserialize error belongs to, and the same spans give the line of a
+//! key that fails validation.
+//!
+//! Decisions:
+//! - Every key has a default, so a file with only `[[watch]]` entries
+//!   works: upstream `https://proxy.golang.org`, tree `tree`, database
+//!   `state/gomirror.db`. Relative paths resolve against the config file's
+//!   directory.
+//! - Upstreams are GOPROXY bases tried in order, the next only on 404/410
+//!   (PROTOCOL.md, GOPROXY). `direct` and `off` are refused: gomirror
+//!   fetches only from proxies. GOPROXY's `|` is refused too.
+//! - A module may appear in one `[[watch]]` entry only; a second one is an
+//!   error naming the first, rather than a silent merge.
+//! - `versions` defaults to `latest`. Selectors: [`crate::plan::watchlist`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+use url::Url;
+
+use crate::module::ModulePath;
+use crate::plan::watchlist::Selector;
+
+pub use file::File;
+
+/// The serde copy of mirror.toml: every key optional, unknown keys refused.
+pub mod file {
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        pub upstream: Upstream,
+        #[serde(default)]
+        pub tree: Tree,
+        #[serde(default)]
+        pub state: State,
+        #[serde(default)]
+        pub fetch: Fetch,
+        #[serde(default)]
+        pub watch: Vec<Watch>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub proxies: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tree {
+        pub dir: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct State {
+        pub database: Option<String>,
+    }
+
+    /// Integers are read as `i64` so that bounds, not serde, report `0` or `-1`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Fetch {
+        pub concurrency: Option<i64>,
+        pub connect_timeout: Option<String>,
+        pub read_timeout: Option<String>,
+        pub max_attempts: Option<i64>,
+        pub backoff_base: Option<String>,
+        pub backoff_max: Option<String>,
+        pub user_agent: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Watch {
+        pub module: String,
+        pub versions: Option<String>,
+    }
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// GOPROXY bases in order, never empty; schemes `https`, `http` or
+    /// `file` (absolute). Each path ends with `/`, so `Url::join` with an
+    /// escaped `module/@v/...` path appends to it.
+    pub upstreams: Vec<Url>,
+    pub tree_dir: PathBuf,
+    pub database: PathBuf,
+    pub fetch: FetchSettings,
+    /// At most one entry per module.
+    pub watch: Vec<WatchEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// In-flight upstream requests, 1..=1024.
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// Idle time allowed between body chunks.
+    pub read_timeout: Duration,
+    /// Per request, including the first, 1..=100.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    /// At least `backoff_base`; also caps Retry-After.
+    pub backoff_max: Duration,
+    pub user_agent: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEntry {
+    pub module: ModulePath,
+    pub selector: Selector,
+}
+
+/// Values from outside the file that replace keys in it.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Replaces `[upstream] proxies`: a comma-separated list.
+    pub upstream: Option<Override>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Override {
+    pub value: String,
+    /// Named in errors: `--upstream` or `GOMIRROR_UPSTREAM`.
+    pub source: String,
+}
+
+/// A configuration problem: `file:line: key: reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; `None` when the problem has no place in the file (an
+    /// unreadable file, an override).
+    pub line: Option<usize>,
+    /// As written in errors: `[fetch] concurrency`, `[[watch]] #2 module`,
+    /// `--upstream`; empty for syntax errors.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+pub const DEFAULT_PROXY: &str = "https://proxy.golang.org";
+pub const DEFAULT_TREE_DIR: &str = "tree";
+pub const DEFAULT_DATABASE: &str = "state/gomirror.db";
+pub const DEFAULT_USER_AGENT: &str = concat!("gomirror/", env!("CARGO_PKG_VERSION"));
+const CONCURRENCY: (i64, RangeInclusive<i64>) = (64, 1..=1024);
+const MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest duration accepted, so that `Instant::now() + d` cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Config {
+    /// Reads and checks the file at `path`, then applies `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        // std::fs, not fs-err: the ConfigError already names the path.
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path, overrides)
+    }
+
+    /// Checks `text`, the contents of `path`; relative paths in it resolve
+    /// against `path`'s directory.
+    pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let src = Source::parse(text, path)?;
+        let file = src.deserialize()?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Ok(Config {
+            upstreams: src.upstreams(&file.upstream, overrides)?,
+            tree_dir: src.dir(&["tree", "dir"], &file.tree.dir, DEFAULT_TREE_DIR, base)?,
+            database: src.dir(
+                &["state", "database"],
+                &file.state.database,
+                DEFAULT_DATABASE,
+                base,
+            )?,
+            fetch: src.fetch(&file.fetch)?,
+            watch: src.watch(&file.watch)?,
+        })
+    }
+}
+
+/// One step of a key path: a table key or an array index.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl From<&str> for Seg {
+    fn from(key: &str) -> Seg {
+        Seg::Key(key.to_owned())
+    }
+}
+
+impl From<usize> for Seg {
+    fn from(index: usize) -> Seg {
+        Seg::Index(index)
+    }
+}
+
+/// The file being checked, with the spans of its keys and values.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+    root: Spanned<DeTable<'a>>,
+}
+
+impl<'a> Source<'a> {
+    fn parse(text: &'a str, file: &'a Path) -> Result<Source<'a>, ConfigError> {
+        let root = DeTable::parse(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            key: String::new(),
+            reason: e.message().to_owned(),
+        })?;
+        Ok(Source { file, text, root })
+    }
+
+    fn deserialize(&self) -> Result<File, ConfigError> {
+        let de = toml::Deserializer::from(self.root.clone());
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at: Vec<Seg> = e
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    _ => None,
+                })
+                .collect();
+            ConfigError {
+                file: self.file.to_owned(),
+                line: e.inner().span().map(|s| line_of(self.text, s.start)),
+                key: render_key(&at),
+                reason: humanize(e.inner().message()),
+            }
+        })
+    }
+
+    /// An error at a key: its line is that of the deepest part of `at`
+    /// present in the file (the value if set, else the nearest table).
+    fn error(&self, at: &[Seg], reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: self.line(at),
+            key: render_key(at),
+            reason: reason.into(),
+        }
+    }
+
+    fn line(&self, at: &[Seg]) -> Option<usize> {
+        let [Seg::Key(top), rest @ ..] = at else {
+            return None;
+        };
+        let mut node: &Spanned<DeValue> = self.root.get_ref().get(top.as_str())?;
+        for seg in rest {
+            let next = match seg {
+                Seg::Key(k) => node.get_ref().get(k.as_str()),
+                Seg::Index(i) => node.get_ref().get(*i),
+            };
+            let Some(next) = next else { break };
+            node = next;
+        }
+        Some(line_of(self.text, node.span().start))
+    }
+
+    fn upstreams(
+        &self,
+        upstream: &file::Upstream,
+        overrides: &Overrides,
+    ) -> Result<Vec<Url>, ConfigError> {
+        if let Some(o) = &overrides.upstream {
+            return override_upstreams(o).map_err(|reason| ConfigError {
+                file: self.file.to_owned(),
+                line: None,
+                key: o.source.clone(),
+                reason,
+            });
+        }
+        let Some(proxies) = &upstream.proxies else {
+            return Ok(vec![
+                check_proxy(DEFAULT_PROXY).expect("the default proxy is valid")
+            ]);
+        };
+        if proxies.is_empty() {
+            let at = ["upstream".into(), "proxies".into()];
+            return Err(self.error(&at, "must list at least one proxy URL"));
+        }
+        let mut urls = Vec::new();
+        for (i, entry) in proxies.iter().enumerate() {
+            let at = ["upstream".into(), "proxies".into(), i.into()];
+            if entry.contains(',') {
+                let reason = format!("{entry:?}: list each proxy as its own array entry");
+                return Err(self.error(&at, reason));
+            }
+            push_proxy(&mut urls, entry).map_err(|reason| self.error(&at, reason))?;
+        }
+        Ok(urls)
+    }
+
+    fn dir(
+        &self,
+        at: &[&str],
+        value: &Option<String>,
+        default: &str,
+        base: &Path,
+    ) -> Result<PathBuf, ConfigError> {
+        let value = value.as_deref().unwrap_or(default);
+        if value.is_empty() {
+            let at: Vec<Seg> = at.iter().map(|&k| k.into()).collect();
+            return Err(self.error(&at, "must not be empty"));
+        }
+        Ok(base.join(value))
+    }
+
+    fn fetch(&self, f: &file::Fetch) -> Result<FetchSettings, ConfigError> {
+        let backoff_base = self.duration("backoff_base", &f.backoff_base, BACKOFF_BASE)?;
+        let backoff_max = self.duration("backoff_max", &f.backoff_max, BACKOFF_MAX)?;
+        if backoff_base > backoff_max {
+            let key = if f.backoff_base.is_some() {
+                "backoff_base"
+            } else {
+                "backoff_max"
+            };
+            return Err(self.error(
+                &["fetch".into(), key.into()],
+                format!(
+                    "backoff_base ({}) must not exceed backoff_max ({})",
+                    humantime::format_duration(backoff_base),
+                    humantime::format_duration(backoff_max)
+                ),
+            ));
+        }
+        Ok(FetchSettings {
+            concurrency: self.int("concurrency", f.concurrency, CONCURRENCY)? as usize,
+            connect_timeout: self.duration(
+                "connect_timeout",
+                &f.connect_timeout,
+                CONNECT_TIMEOUT,
+            )?,
+            read_timeout: self.duration("read_timeout", &f.read_timeout, READ_TIMEOUT)?,
+            max_attempts: self.int("max_attempts", f.max_attempts, MAX_ATTEMPTS)? as u32,
+            backoff_base,
+            backoff_max,
+            user_agent: self.user_agent(&f.user_agent)?,
+        })
+    }
+
+    /// A `[fetch]` integer within `bounds`, which fit `u32`.
+    fn int(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        (default, bounds): (i64, RangeInclusive<i64>),
+    ) -> Result<i64, ConfigError> {
+        let v = value.unwrap_or(default);
+        let reason = if v < *bounds.start() {
+            format!("must be at least {}, got {v}", bounds.start())
+        } else if v > *bounds.end() {
+            format!("must be at most {}, got {v}", bounds.end())
+        } else {
+            return Ok(v);
+        };
+        Err(self.error(&["fetch".into(), key.into()], reason))
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let reason = match humantime::parse_duration(s) {
+            Err(e) => format!("invalid duration {s:?}: {e}"),
+            Ok(d) if d.is_zero() => format!("must be greater than 0, got {s:?}"),
+            Ok(d) if d > MAX_DURATION => format!("must be at most 24h, got {s:?}"),
+            Ok(d) => return Ok(d),
+        };
+        Err(self.error(&["fetch".into(), key.into()], reason))
+    }
+
+    fn user_agent(&self, value: &Option<String>) -> Result<String, ConfigError> {
+        let Some(ua) = value else {
+            return Ok(DEFAULT_USER_AGENT.to_owned());
+        };
+        // An HTTP header value: visible ASCII and inner spaces (RFC 9110 field-value).
+        let reason = if ua.trim().is_empty() {
+            "must not be empty"
+        } else if ua.trim() != ua || !ua.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            "must be printable ASCII without leading or trailing spaces"
+        } else {
+            return Ok(ua.clone());
+        };
+        Err(self.error(&["fetch".into(), "user_agent".into()], reason))
+    }
+
+    fn watch(&self, entries: &[file::Watch]) -> Result<Vec<WatchEntry>, ConfigError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, w) in entries.iter().enumerate() {
+            let at = |key: &str| ["watch".into(), i.into(), key.into()];
+            let module =
+                ModulePath::new(&w.module).map_err(|e| self.error(&at("module"), e.to_string()))?;
+            if let Some(&first) = seen.get(w.module.as_str()) {
+                let first_at = ["watch".into(), first.into(), "module".into()];
+                let line = self
+                    .line(&first_at)
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_default();
+                let first = first + 1;
+                let reason = format!(
+                    "{module} is already watched by [[watch]] #{first}{line}; \
+                     give each module one entry"
+                );
+                return Err(self.error(&at("module"), reason));
+            }
+            seen.insert(&w.module, i);
+            let versions = w.versions.as_deref().unwrap_or("latest");
+            let selector = Selector::parse(versions).map_err(|e| self.error(&at("versions"), e))?;
+            if let Selector::Exact(v) = &selector {
+                v.check_path_major(&module)
+                    .map_err(|e| self.error(&at("versions"), format!("{module}: {e}")))?;
+            }
+            out.push(WatchEntry { module, selector });
+        }
+        Ok(out)
+    }
+}
+
+/// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
+fn override_upstreams(o: &Override) -> Result<Vec<Url>, String> {
+    if o.value.trim().is_empty() {
+        return Err("empty: list at least one proxy URL, comma-separated".into());
+    }
+    let mut urls = Vec::new();
+    for entry in o.value.split(',').map(str::trim) {
+        push_proxy(&mut urls, entry)?;
+    }
+    Ok(urls)
+}
+
+fn push_proxy(urls: &mut Vec<Url>, entry: &str) -> Result<(), String> {
+    let url = check_proxy(entry)?;
+    if urls.contains(&url) {
+        return Err(format!("{entry:?} is listed twice"));
+    }
+    urls.push(url);
+    Ok(())
+}
+
+/// Checks one GOPROXY entry and gives its path a trailing `/`.
+/// Go: cmd/go/internal/modfetch/proxy.go proxyList and newProxyRepo.
+fn check_proxy(entry: &str) -> Result<Url, String> {
+    if matches!(entry, "direct" | "off" | "noproxy") {
+        return Err(format!(
+            "{entry:?}: gomirror needs a proxy: it fetches only from GOPROXY servers \
+             (https://, http:// or file:///abs/dir), never from version control"
+        ));
+    }
+    if entry.contains('|') {
+        return Err(format!(
+            "{entry:?}: \"|\" (fall through on any error) is not supported; \
+             list proxies separately: the next is tried only on 404 or 410"
+        ));
+    }
+    let mut url = Url::parse(entry).map_err(|e| {
+        let hint = if entry.contains("://") {
+            String::new()
+        } else {
+            format!("; write https://{entry}")
+        };
+        format!("{entry:?}: not a URL: {e}{hint}")
+    })?;
+    match url.scheme() {
+        "https" | "http" => {}
+        "file" => {
+            let after = &entry["file:".len()..];
+            let host = url.host_str().unwrap_or("");
+            if !after.starts_with("//")
+                || !(host.is_empty() || host == "localhost")
+                || url.to_file_path().is_err()
+            {
+                return Err(format!(
+                    "{entry:?}: a file:// proxy needs an absolute directory, as file:///abs/dir"
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "{entry:?}: unsupported scheme {other:?}: want https, http or file"
+            ))
+        }
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{entry:?}: a proxy URL takes no query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// The 1-based line holding byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// `[fetch] concurrency`, `[[watch]] #2 module`, `[upstream] proxies #1`,
+/// or a bare top-level key. Indexes are shown 1-based.
+fn render_key(at: &[Seg]) -> String {
+    let mut out = String::new();
+    match at {
+        [] => {}
+        [Seg::Key(k)] => out.push_str(k),
+        [Seg::Key(k), Seg::Index(i), rest @ ..] => {
+            out = format!("[[{k}]] #{}", i + 1);
+            push_rest(&mut out, rest);
+        }
+        [Seg::Key(k), rest @ ..] => {
+            out = format!("[{k}]");
+            push_rest(&mut out, rest);
+        }
+        [Seg::Index(i), ..] => out = format!("#{}", i + 1),
+    }
+    out
+}
+
+fn push_rest(out: &mut String, rest: &[Seg]) {
+    for (n, seg) in rest.iter().enumerate() {
+        match seg {
+            Seg::Key(k) if n == 0 => *out += &format!(" {k}"),
+            Seg::Key(k) => *out += &format!(".{k}"),
+            Seg::Index(i) => *out += &format!(" #{}", i + 1),
+        }
+    }
+}
+
+/// Rewords serde's messages in TOML's terms: keys, integers, arrays, tables.
+fn humanize(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let expected = rest.split_once(", ").map_or("", |(_, e)| e);
+        if expected == "there are no fields" {
+            return "unknown key (this table takes no keys)".into();
+        }
+        let list = expected
+            .trim_start_matches("expected ")
+            .trim_start_matches("one of ")
+            .replace(" or ", ", ")
+            .replace('`', "");
+        return format!("unknown key (expected one of: {list})");
+    }
+    if let Some(field) = msg.strip_prefix("missing field `") {
+        return format!("missing required key {}", field.trim_end_matches('`'));
+    }
+    let msg = match msg.find("expected struct ") {
+        Some(i) => format!("{}expected a table", &msg[..i]),
+        None => msg.to_owned(),
+    };
+    msg.replace("expected i64", "expected an integer")
+        .replace("expected a sequence", "expected an array")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("mirror.toml"), &Overrides::default())
+    }
+
+    fn upstream(value: &str, source: &str) -> Overrides {
+        Overrides {
+            upstream: Some(Override {
+                value: value.into(),
+                source: source.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn sample_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mirror.toml");
+        let cfg = Config::load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.upstreams.len(), 1);
+        assert_eq!(cfg.upstreams[0].as_str(), "https://proxy.golang.org/");
+        assert_eq!(cfg.watch.len(), 5);
+        assert_eq!(
+            cfg.tree_dir,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tree")
+        );
+        assert_eq!(
+            cfg.database,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("state/gomirror.db")
+        );
+        assert_eq!(cfg.fetch.concurrency, 64);
+        assert_eq!(cfg.fetch.backoff_base, Duration::from_millis(250));
+        let watched: Vec<String> = cfg
+            .watch
+            .iter()
+            .map(|w| format!("{} {}", w.module, w.selector))
+            .collect();
+        assert!(
+            watched.contains(&"golang.org/x/text latest".to_owned()),
+            "{watched:?}"
+        );
+        assert!(
+            watched.contains(&"rsc.io/quote all".to_owned()),
+            "{watched:?}"
+        );
+        assert!(
+            watched.contains(&"rsc.io/sampler latest 2".to_owned()),
+            "{watched:?}"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = Config::parse(
+            "[[watch]]\nmodule = \"rsc.io/quote\"\n",
+            Path::new("/etc/gomirror/mirror.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let want = Config {
+            upstreams: vec![Url::parse("https://proxy.golang.org/").expect("valid")],
+            tree_dir: "/etc/gomirror/tree".into(),
+            database: "/etc/gomirror/state/gomirror.db".into(),
+            fetch: FetchSettings {
+                concurrency: 64,
+                connect_timeout: Duration::from_secs(10),
+                read_timeout: Duration::from_secs(60),
+                max_attempts: 5,
+                backoff_base: Duration::from_millis(250),
+                backoff_max: Duration::from_secs(30),
+                user_agent: format!("gomirror/{}", env!("CARGO_PKG_VERSION")),
+            },
+            watch: vec![WatchEntry {
+                module: ModulePath::new("rsc.io/quote").expect("valid"),
+                selector: Selector::Latest,
+            }],
+        };
+        assert_eq!(cfg, want);
+        let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert!(empty.watch.is_empty());
+        assert_eq!(empty.tree_dir, Path::new("tree"));
+    }
+
+    #[test]
+    fn values_are_read() {
+        let text = r#"
+[upstream]
+proxies = ["http://127.0.0.1:8080/goproxy", "file:///var/cache/go/download/", "https://proxy.golang.org/cached-only"]
+[tree]
+dir = "/srv/goproxy"
+[state]
+database = "db/x.db"
+[fetch]
+concurrency = 1024
+connect_timeout = "1m 30s"
+read_timeout = "5s"
+max_attempts = 1
+backoff_base = "1s"
+backoff_max = "1s"
+user_agent = "example-mirror/1.0 (ops@example.com)"
+[[watch]]
+module = "golang.org/x/mod"
+versions = ">=v0.10.0, <v0.20"
+"#;
+        let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let urls: Vec<&str> = cfg.upstreams.iter().map(Url::as_str).collect();
+        let want = [
+            "http://127.0.0.1:8080/goproxy/",
+            "file:///var/cache/go/download/",
+            "https://proxy.golang.org/cached-only/",
+        ];
+        assert_eq!(urls, want);
+        assert_eq!(cfg.tree_dir, Path::new("/srv/goproxy"));
+        assert_eq!(cfg.database, Path::new("db/x.db"));
+        assert_eq!(cfg.fetch.concurrency, 1024);
+        assert_eq!(cfg.fetch.connect_timeout, Duration::from_secs(90));
+        assert_eq!(cfg.fetch.max_attempts, 1);
+        assert_eq!(cfg.fetch.user_agent, "example-mirror/1.0 (ops@example.com)");
+        assert_eq!(cfg.watch[0].selector.to_string(), ">=v0.10.0, <v0.20");
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
+        // (file text, the whole message)
+        let cases: &[(&str, &str)] = &[
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
+            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent)"),
+            ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
+            (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
+            ("[fetch]\nconcurrency = \"64\"\n", "mirror.toml:2: [fetch] concurrency: invalid type: string \"64\", expected an integer"),
+            ("[upstream]\nproxies = \"https://proxy.golang.org\"\n", "mirror.toml:2: [upstream] proxies: invalid type: string \"https://proxy.golang.org\", expected an array"),
+            ("[upstream]\nproxies = [\n  \"https://a.example\",\n  7,\n]\n", "mirror.toml:4: [upstream] proxies #2: invalid type: integer `7`, expected a string"),
+            ("fetch = 3\n", "mirror.toml:1: fetch: invalid type: integer `3`, expected a table"),
+            ("[[watch]]\nversions = \"all\"\n", "mirror.toml:1: [[watch]] #1: missing required key module"),
+            ("\n\n[fetch]\nconcurrency = 0\n", "mirror.toml:4: [fetch] concurrency: must be at least 1, got 0"),
+            ("[fetch]\nconcurrency = 1025\n", "mirror.toml:2: [fetch] concurrency: must be at most 1024, got 1025"),
+            ("[fetch]\nmax_attempts = -1\n", "mirror.toml:2: [fetch] max_attempts: must be at least 1, got -1"),
+            ("[fetch]\nread_timeout = \"10 parsecs\"\n", "mirror.toml:2: [fetch] read_timeout: invalid duration \"10 parsecs\": unknown time unit \"parsecs\""),
+            ("[fetch]\nconnect_timeout = \"0s\"\n", "mirror.toml:2: [fetch] connect_timeout: must be greater than 0, got \"0s\""),
+            ("[fetch]\nconnect_timeout = \"2days\"\n", "mirror.toml:2: [fetch] connect_timeout: must be at most 24h, got \"2days\""),
+            ("[fetch]\nbackoff_max = \"100ms\"\n", "mirror.toml:2: [fetch] backoff_max: backoff_base (250ms) must not exceed backoff_max (100ms)"),
+            ("[fetch]\nbackoff_base = \"1m\"\nbackoff_max = \"10s\"\n", "mirror.toml:2: [fetch] backoff_base: backoff_base (1m) must not exceed backoff_max (10s)"),
+            ("[fetch]\nuser_agent = \"a\\nb\"\n", "mirror.toml:2: [fetch] user_agent: must be printable ASCII"),
+            ("[upstream]\nproxies = []\n", "mirror.toml:2: [upstream] proxies: must list at least one proxy URL"),
+            ("[upstream]\nproxies = [\"https://a.example\", \"direct\"]\n", "mirror.toml:2: [upstream] proxies #2: \"direct\": gomirror needs a proxy"),
+            ("[upstream]\nproxies = [\"off\"]\n", "mirror.toml:2: [upstream] proxies #1: \"off\": gomirror needs a proxy"),
+            ("[upstream]\nproxies = [\"proxy.golang.org\"]\n", "mirror.toml:2: [upstream] proxies #1: \"proxy.golang.org\": not a URL: relative URL without a base; write https://proxy.golang.org"),
+            ("[upstream]\nproxies = [\"https://\"]\n", "mirror.toml:2: [upstream] proxies #1: \"https://\": not a URL: empty host"),
+            ("[upstream]\nproxies = [\"ftp://example.com\"]\n", "mirror.toml:2: [upstream] proxies #1: \"ftp://example.com\": unsupported scheme \"ftp\""),
+            ("[upstream]\nproxies = [\"https://a.example?x=1\"]\n", "proxies #1: \"https://a.example?x=1\": a proxy URL takes no query or fragment"),
+            ("[upstream]\nproxies = [\"file://cache/download\"]\n", "mirror.toml:2: [upstream] proxies #1: \"file://cache/download\": a file:// proxy needs an absolute directory, as file:///abs/dir"),
+            ("[upstream]\nproxies = [\"file:cache\"]\n", "proxies #1: \"file:cache\": a file:// proxy needs an absolute directory"),
+            ("[upstream]\nproxies = [\"https://a.example|https://b.example\"]\n", "proxies #1: \"https://a.example|https://b.example\": \"|\" (fall through on any error) is not supported"),
+            ("[upstream]\nproxies = [\"https://a.example,https://b.example\"]\n", "proxies #1: \"https://a.example,https://b.example\": list each proxy as its own array entry"),
+            ("[upstream]\nproxies = [\"https://a.example\", \"https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #2: \"https://a.example/\" is listed twice"),
+            ("[tree]\ndir = \"\"\n", "mirror.toml:2: [tree] dir: must not be empty"),
+            (&format!("{w}\n[[watch]]\nmodule = \"Foo/bar\"\n"), "mirror.toml:5: [[watch]] #2 module: malformed module path \"Foo/bar\": missing dot in first path element"),
+            (&format!("{w}versions = \"newest\"\n"), "mirror.toml:3: [[watch]] #1 versions: expected \"latest\", \"all\", \"latest N\""),
+            (&format!("{w}versions = \"<=v1.2\"\n"), "mirror.toml:3: [[watch]] #1 versions: range \"<=v1.2\": ambiguous version"),
+            (&format!("{w}versions = \"v2.0.0\"\n"), "mirror.toml:3: [[watch]] #1 versions: rsc.io/quote: invalid version \"v2.0.0\": should be v0 or v1, not v2"),
+            (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\n[[watch]]\nmodule = \"rsc.io/quote\"\nversions = \"all\"\n"), "mirror.toml:6: [[watch]] #3 module: rsc.io/quote is already watched by [[watch]] #1 (line 2); give each module one entry"),
+            ("[fetch]\nconcurrency = 3\n[fetch]\n", "mirror.toml:3: duplicate key"),
+            ("[fetch\n", "mirror.toml:1: unclosed table"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}\n got: {err}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn error_fields() {
+        let err = parse("[fetch]\nconcurrency = 0\n").expect_err("out of bounds");
+        assert_eq!(err.file, Path::new("mirror.toml"));
+        assert_eq!(err.line, Some(2));
+        assert_eq!(err.key, "[fetch] concurrency");
+        assert_eq!(err.reason, "must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "mirror.toml:2: [fetch] concurrency: must be at least 1, got 0"
+        );
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let err = Config::load(Path::new("/nonexistent/mirror.toml"), &Overrides::default())
+            .expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/mirror.toml: cannot read: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upstream_override_replaces_proxies() {
+        let text = "[upstream]\nproxies = [\"https://a.example\"]\n";
+        let over = upstream(" https://b.example/go , file:///srv/cache", "--upstream");
+        let cfg =
+            Config::parse(text, Path::new("mirror.toml"), &over).unwrap_or_else(|e| panic!("{e}"));
+        let urls: Vec<&str> = cfg.upstreams.iter().map(Url::as_str).collect();
+        assert_eq!(urls, ["https://b.example/go/", "file:///srv/cache/"]);
+        // The override is used even where the file's own list is invalid.
+        let bad_file = "[upstream]\nproxies = [\"direct\"]\n";
+        assert!(Config::parse(bad_file, Path::new("mirror.toml"), &over).is_ok());
+    }
+
+    #[test]
+    fn bad_override_names_its_source() {
+        // (override, source, the whole message)
+        let cases = [
+            ("direct", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: \"direct\": gomirror needs a proxy"),
+            ("https://a.example,off", "--upstream", "mirror.toml: --upstream: \"off\": gomirror needs a proxy"),
+            ("https://a.example,,https://b.example", "--upstream", "mirror.toml: --upstream: \"\": not a URL"),
+            ("https://a.example|https://b.example", "--upstream", "mirror.toml: --upstream: \"https://a.example|https://b.example\": \"|\""),
+            ("https://a.example,https://a.example", "--upstream", "mirror.toml: --upstream: \"https://a.example\" is listed twice"),
+            ("  ", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: empty: list at least one proxy URL"),
+            ("file://rel/dir", "--upstream", "mirror.toml: --upstream: \"file://rel/dir\": a file:// proxy needs an absolute directory"),
+        ];
+        for (value, source, want) in cases {
+            let err = Config::parse("", Path::new("mirror.toml"), &upstream(value, source))
+                .expect_err(value);
+            assert_eq!(err.line, None);
+            assert!(
+                err.to_string().starts_with(want),
+                "{value:?}\n got: {err}\nwant: {want}"
+            );
+        }
+    }
+}
