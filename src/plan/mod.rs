@@ -1,4 +1,140 @@
-//! What this run needs: turns the watchlist (later also the index feed and
-//! go.mod closures) into a de-duplicated list of module versions to fetch.
+//! Plan stage: what this run must fetch, as de-duplicated [`ModVer`]s.
+//!
+//! Input: the watchlist and upstream's answers for each watched module
+//! (`@v/list`, `@latest`), as raw bytes; output: a [`Plan`]. Every version
+//! string from upstream is hostile until [`Version::for_path`] accepts it;
+//! entries it refuses are kept as [`Rejected`] with the reason. The plan
+//! does no I/O: `sync` fetches the listings and subtracts what state says
+//! is already done.
 
 pub mod watchlist;
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::module::{ModVer, ModulePath, Version};
+
+/// An entry from upstream that can never be mirrored, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub module: String,
+    pub version: String,
+    pub reason: String,
+}
+
+/// What upstream says one module has.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Tagged versions from `@v/list` that passed Go's rules.
+    pub tagged: Vec<Version>,
+    /// `@latest`, fetched only when it can matter (no tagged versions).
+    pub latest: Option<Version>,
+}
+
+/// Parses an `@v/list` body. Go: cmd/go/internal/modfetch/proxy.go
+/// Versions takes the first field of each line and silently drops
+/// pseudo-versions; we also refuse what Go would later fail on
+/// (non-canonical, wrong major version, unsafe strings) and say why.
+pub fn parse_list(path: &ModulePath, body: &[u8]) -> (Vec<Version>, Vec<Rejected>) {
+    let mut tagged = BTreeSet::new();
+    let mut rejected = Vec::new();
+    for line in String::from_utf8_lossy(body).lines() {
+        let Some(field) = line.split_whitespace().next() else {
+            continue;
+        };
+        match Version::for_path(path, field) {
+            Ok(v) if v.is_pseudo() => {}
+            Ok(v) => {
+                tagged.insert(v);
+            }
+            Err(e) => rejected.push(Rejected {
+                module: path.to_string(),
+                version: e.version.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (tagged.into_iter().collect(), rejected)
+}
+
+/// Parses an `@latest` body (a `.info` JSON object).
+pub fn parse_latest(path: &ModulePath, body: &[u8]) -> Result<Version, Rejected> {
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(rename = "Version")]
+        version: String,
+    }
+    let reject = |version: &str, reason: String| Rejected {
+        module: path.to_string(),
+        version: version.escape_debug().to_string(),
+        reason,
+    };
+    let info: Info = serde_json::from_slice(body)
+        .map_err(|e| reject("@latest", format!("invalid @latest: {e}")))?;
+    Version::for_path(path, &info.version).map_err(|e| reject(&info.version, e.to_string()))
+}
+
+/// The work of one run.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Versions to fetch, sorted and unique.
+    pub jobs: Vec<ModVer>,
+    /// Versions that were wanted but are already published.
+    pub skipped: usize,
+}
+
+/// De-duplicates the selected versions and drops those `done` already
+/// holds (by `path`, `version`).
+pub fn subtract(selected: impl IntoIterator<Item = ModVer>, done: &HashSet<(String, String)>) -> Plan {
+    let unique: BTreeSet<ModVer> = selected.into_iter().collect();
+    let mut plan = Plan::default();
+    for mv in unique {
+        if done.contains(&(mv.path.to_string(), mv.version.to_string())) {
+            plan.skipped += 1;
+        } else {
+            plan.jobs.push(mv);
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parsing_refuses_hostile_lines() {
+        let path = ModulePath::new("example.com/m").unwrap();
+        let body = b"v1.0.0\nv1.1.0 2019-01-01T00:00:00Z\n\n../../etc/passwd\nv1.2\nv2.0.0\n\
+            v0.0.0-20200101000000-abcdefabcdef\nv1.0.0\nv1.3.0\x00\n";
+        let (tagged, rejected) = parse_list(&path, body);
+        let tagged: Vec<&str> = tagged.iter().map(Version::as_str).collect();
+        assert_eq!(tagged, ["v1.0.0", "v1.1.0"]);
+        let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(rejected.len(), 4, "{reasons:#?}");
+        assert!(reasons[0].contains("not a semantic version"), "{}", reasons[0]);
+        assert!(reasons[1].contains("not canonical (want v1.2.0)"), "{}", reasons[1]);
+        assert!(reasons[2].contains("should be v0 or v1, not v2"), "{}", reasons[2]);
+        assert!(reasons[3].contains("not a semantic version"), "{}", reasons[3]);
+    }
+
+    #[test]
+    fn latest_parsing() {
+        let path = ModulePath::new("example.com/m").unwrap();
+        let v = parse_latest(&path, br#"{"Version":"v0.0.0-20200101000000-abcdefabcdef"}"#).unwrap();
+        assert!(v.is_pseudo());
+        assert!(parse_latest(&path, br#"{"Version":"v1.0"}"#).is_err());
+        assert!(parse_latest(&path, b"<html>").is_err());
+    }
+
+    #[test]
+    fn subtract_dedups_and_skips_done() {
+        let a = ModVer::parse("example.com/a", "v1.0.0").unwrap();
+        let b = ModVer::parse("example.com/b", "v1.0.0").unwrap();
+        let done = HashSet::from([("example.com/a".to_string(), "v1.0.0".to_string())]);
+        let plan = subtract([b.clone(), a.clone(), b.clone()], &done);
+        assert_eq!(plan.jobs, [b]);
+        assert_eq!(plan.skipped, 1);
+    }
+}

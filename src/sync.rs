@@ -1,0 +1,621 @@
+//! One sync run, stage after stage: the only module that knows the order.
+//!
+//! lock → state → clean strays → plan (list each watched module upstream,
+//! select, subtract what is published) → mark pending → for each version,
+//! concurrently: fetch → verify → publish files → then, per batch, rewrite
+//! `@v/list`/`@latest` and record outcomes in one transaction.
+//!
+//! Ordering guarantees (DEVELOPERS.md "every write … ordered"): a
+//! version's files are in place before any list names it, and state
+//! records it as published only after its list was rewritten. A crash at
+//! any point leaves the version `pending`; the next run cleans temporary
+//! files, fetches it again and finds identical files already in place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::fetch::{Client, FetchError, Fetched, Upstream, UpstreamError};
+use crate::lock::{LockError, RunLock};
+use crate::module::{ModVer, ModulePath, Version};
+use crate::plan::{self, watchlist::Selector, Listing, Rejected};
+use crate::publish::{self, layout, Kind, Tree, WriteError};
+use crate::state::{
+    Outcome, OutcomeKind, PublishedInfo, RunId, RunOutcome, RunSummary, StateError, Store,
+};
+use crate::verify::{self, Quarantine, Verified};
+
+/// What the operator watches while a run goes (a progress bar in main.rs).
+pub trait Progress: Send + Sync {
+    fn planned(&self, _versions: usize) {}
+    fn finished(&self, _mv: &ModVer, _outcome: &str, _bytes: u64) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Why a run could not proceed at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("tree {path}")]
+    Tree {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("publishing stopped")]
+    Publish(#[source] WriteError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream client")]
+    Client(#[source] crate::fetch::ClientError),
+}
+
+/// The result of a run that went to its end.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub run_id: i64,
+    pub summary: RunSummary,
+    pub rejected: Vec<Rejected>,
+    /// Watched modules that could not be resolved upstream.
+    pub plan_errors: Vec<String>,
+    pub seconds: f64,
+    pub cancelled: bool,
+}
+
+impl Report {
+    /// True when every planned version is present and nothing was refused.
+    pub fn all_ok(&self) -> bool {
+        let s = &self.summary;
+        s.failed == 0
+            && s.quarantined == 0
+            && s.not_found == 0
+            && self.plan_errors.is_empty()
+            && !self.cancelled
+    }
+}
+
+/// How many finished versions are published and recorded together.
+const BATCH: usize = 256;
+/// A partial batch waits at most this long.
+const BATCH_WINDOW: Duration = Duration::from_millis(250);
+
+/// What every per-version task shares.
+struct Ctx {
+    tree: Tree,
+    client: Client,
+    store: Store,
+    run_id: RunId,
+    /// Cancelled by a signal (from main.rs) or by a fatal error here: no
+    /// new version starts once it fires.
+    stop: CancellationToken,
+    /// CPU-heavy zip checks and hashing: more than one per core only thrashes.
+    verify_slots: Semaphore,
+    /// Versions in flight at once: enough to keep every request slot busy
+    /// while others verify and publish.
+    window: usize,
+}
+
+/// How one planned version ended.
+enum Finished {
+    Done { mv: ModVer, kind: OutcomeKind },
+    /// The run is stopping; the version stays pending for the next run.
+    Cancelled,
+    /// The tree cannot take writes (disk full, read-only): stop the run.
+    Fatal(WriteError),
+}
+
+/// Runs one sync to its end. `token` is the shutdown signal: when it
+/// fires, no new version starts and in-flight ones finish or are dropped
+/// (staying pending); the run is recorded as interrupted.
+pub async fn run(
+    config: &Config,
+    progress: Arc<dyn Progress>,
+    token: CancellationToken,
+) -> Result<Report, SyncError> {
+    let started = Instant::now();
+    let tree = Tree::new(&config.tree_dir);
+    fs_err::create_dir_all(tree.root()).map_err(|source| SyncError::Tree {
+        path: tree.root().to_owned(),
+        source,
+    })?;
+    // Two locks: the tree's (two databases must not share a tree) and the
+    // database's (two trees must not share a database).
+    let _tree_lock = RunLock::acquire(&tree.lock_file())?;
+    let _db_lock = RunLock::acquire(&db_lock_path(&config.database))?;
+    let store = Store::open(&config.database).await?;
+    let run_id = store.begin_run().await?;
+    let client = Client::new(client_config(config)?).map_err(SyncError::Client)?;
+    let ctx = Arc::new(Ctx {
+        tree,
+        client,
+        store: store.clone(),
+        run_id,
+        stop: token.child_token(),
+        verify_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        window: config.fetch.concurrency * 2,
+    });
+    let mut tally = Tally::default();
+    let result = run_stages(&ctx, config, &mut tally, progress).await;
+    tally.summary.outcome = match (&result, &tally.fatal) {
+        (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
+        _ if token.is_cancelled() => RunOutcome::Interrupted,
+        _ if tally.all_ok() => RunOutcome::Ok,
+        _ => RunOutcome::Partial,
+    };
+    store.finish_run(run_id, &tally.summary).await?;
+    result?;
+    if let Some(e) = tally.fatal {
+        return Err(SyncError::Publish(e));
+    }
+    info!(
+        run = run_id.0,
+        outcome = tally.summary.outcome.as_str(),
+        published = tally.summary.published,
+        "sync finished"
+    );
+    Ok(Report {
+        run_id: run_id.0,
+        cancelled: token.is_cancelled(),
+        summary: tally.summary,
+        rejected: tally.rejected,
+        plan_errors: tally.plan_errors,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Counts and findings of one run, filled stage by stage.
+#[derive(Default)]
+struct Tally {
+    summary: RunSummary,
+    rejected: Vec<Rejected>,
+    plan_errors: Vec<String>,
+    fatal: Option<WriteError>,
+}
+
+impl Tally {
+    fn all_ok(&self) -> bool {
+        let s = &self.summary;
+        s.failed == 0 && s.quarantined == 0 && s.not_found == 0 && self.plan_errors.is_empty()
+    }
+
+    fn count(&mut self, kind: &OutcomeKind) {
+        let s = &mut self.summary;
+        match kind {
+            OutcomeKind::Published(p) => {
+                s.published += 1;
+                s.bytes += p.info_size + p.mod_size + p.zip_size;
+            }
+            OutcomeKind::Quarantined { .. } => s.quarantined += 1,
+            OutcomeKind::NotFound { .. } => s.not_found += 1,
+            OutcomeKind::Failed { .. } => s.failed += 1,
+        }
+    }
+}
+
+async fn run_stages(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    tally: &mut Tally,
+    progress: Arc<dyn Progress>,
+) -> Result<(), SyncError> {
+    let resumed = clean_interrupted(ctx).await?;
+    let mut published = published_versions(ctx, config, &resumed).await?;
+    let selected = plan_watchlist(ctx, config, tally).await;
+    let plan = plan::subtract(selected.into_iter().chain(resumed), &published_keys(&published));
+    tally.summary.planned = (plan.jobs.len() + plan.skipped) as u64;
+    tally.summary.skipped = plan.skipped as u64;
+    info!(fetch = plan.jobs.len(), skipped = plan.skipped, "plan ready");
+    progress.planned(plan.jobs.len());
+    if plan.jobs.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<(String, String)> = plan.jobs.iter().map(key).collect();
+    ctx.store.mark_pending(ctx.run_id, &keys).await?;
+    fetch_verify_publish(ctx, plan.jobs, &mut published, tally, progress).await
+}
+
+fn key(mv: &ModVer) -> (String, String) {
+    (mv.path.to_string(), mv.version.to_string())
+}
+
+fn db_lock_path(database: &std::path::Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn client_config(config: &Config) -> Result<crate::fetch::ClientConfig, UpstreamError> {
+    let f = &config.fetch;
+    Ok(crate::fetch::ClientConfig {
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::parse(u.as_str()))
+            .collect::<Result<_, _>>()?,
+        max_in_flight: f.concurrency,
+        connect_timeout: f.connect_timeout,
+        read_timeout: f.read_timeout,
+        max_attempts: f.max_attempts,
+        backoff_base: f.backoff_base,
+        backoff_max: f.backoff_max,
+        user_agent: f.user_agent.clone(),
+    })
+}
+
+/// Versions a killed run left pending: their temporary files are removed
+/// and they are planned again.
+async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<ModVer>, SyncError> {
+    let pending = ctx.store.pending_versions().await?;
+    let resumed: Vec<ModVer> = pending
+        .iter()
+        .filter_map(|(p, v)| ModVer::parse(p, v).ok())
+        .collect();
+    let modules: HashSet<ModulePath> = resumed.iter().map(|mv| mv.path.clone()).collect();
+    let tree = ctx.tree.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        modules
+            .iter()
+            .map(|path| publish::remove_stray_temps(&tree, path))
+            .sum::<Result<usize, WriteError>>()
+    })
+    .await
+    .expect("stray cleanup does not panic")
+    .map_err(SyncError::Publish)?;
+    if !resumed.is_empty() {
+        info!(versions = resumed.len(), temp_files_removed = removed, "resuming an interrupted run");
+    }
+    Ok(resumed)
+}
+
+/// Published versions per module, for the modules this run may touch.
+type Published = BTreeMap<ModulePath, Vec<Version>>;
+
+async fn published_versions(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    resumed: &[ModVer],
+) -> Result<Published, SyncError> {
+    let paths: Vec<String> = config
+        .watch
+        .iter()
+        .map(|w| w.module.to_string())
+        .chain(resumed.iter().map(|mv| mv.path.to_string()))
+        .collect();
+    let mut published = Published::new();
+    for (p, v) in ctx.store.published_set(&paths).await? {
+        match ModVer::parse(&p, &v) {
+            Ok(mv) => published.entry(mv.path).or_default().push(mv.version),
+            Err(e) => warn!("state holds a version that no longer checks: {e}"),
+        }
+    }
+    Ok(published)
+}
+
+fn published_keys(published: &Published) -> HashSet<(String, String)> {
+    published
+        .iter()
+        .flat_map(|(p, vs)| vs.iter().map(move |v| (p.to_string(), v.to_string())))
+        .collect()
+}
+
+/// Resolves every watch entry against upstream, concurrently. A module
+/// that cannot be listed is a plan error (exit 1), not a fatal one.
+async fn plan_watchlist(ctx: &Arc<Ctx>, config: &Config, tally: &mut Tally) -> Vec<ModVer> {
+    let resolved: Vec<_> = stream::iter(&config.watch)
+        .map(|entry| resolve(ctx, &entry.module, &entry.selector))
+        .buffer_unordered(config.fetch.concurrency)
+        .collect()
+        .await;
+    let mut selected = Vec::new();
+    for r in resolved {
+        match r {
+            Ok((versions, rejected)) => {
+                selected.extend(versions);
+                for r in &rejected {
+                    warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
+                }
+                tally.rejected.extend(rejected);
+            }
+            Err(e) => {
+                warn!("{e}");
+                tally.plan_errors.push(e);
+            }
+        }
+    }
+    selected
+}
+
+/// The versions one watch entry selects, and what upstream listed that
+/// can never be mirrored.
+async fn resolve(
+    ctx: &Ctx,
+    module: &ModulePath,
+    selector: &Selector,
+) -> Result<(Vec<ModVer>, Vec<Rejected>), String> {
+    if let Selector::Exact(v) = selector {
+        // Named exactly: no listing needed; `.info` will say if it exists.
+        return ModVer::new(module.clone(), v.clone())
+            .map(|mv| (vec![mv], vec![]))
+            .map_err(|e| e.to_string());
+    }
+    let list = ctx.get_optional(&layout::list_rel(module), MAX_LIST).await?;
+    let (tagged, mut rejected) = list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
+    let mut listing = Listing {
+        tagged,
+        latest: None,
+    };
+    if listing.tagged.is_empty() && !matches!(selector, Selector::Range(_)) {
+        // Only a module without tags needs @latest (a pseudo-version).
+        if let Some(body) = ctx.get_optional(&layout::latest_rel(module), verify::MAX_INFO).await? {
+            match plan::parse_latest(module, &body) {
+                Ok(v) => listing.latest = Some(v),
+                Err(r) => rejected.push(r),
+            }
+        }
+    }
+    let versions = selector.select(&listing.tagged, listing.latest.as_ref());
+    if versions.is_empty() && listing.tagged.is_empty() && listing.latest.is_none() {
+        return Err(format!("{module}: not found upstream (no @v/list versions, no @latest)"));
+    }
+    let mvs = versions
+        .into_iter()
+        .filter_map(|v| ModVer::new(module.clone(), v).ok())
+        .collect();
+    Ok((mvs, rejected))
+}
+
+/// `@v/list` holds one short line per version; 16 MiB is far beyond any
+/// real module and bounds what a hostile upstream can make us hold.
+const MAX_LIST: u64 = 16 << 20;
+
+impl Ctx {
+    /// GETs a small body; `None` when upstream has no such file.
+    async fn get_optional(&self, rel: &str, limit: u64) -> Result<Option<bytes::Bytes>, String> {
+        match self.client.get(rel, limit, &self.stop).await {
+            Ok(body) => Ok(Some(body)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(chain(&e)),
+        }
+    }
+}
+
+/// The whole per-version pipeline, bounded: at most `window` versions are
+/// in flight, and the fetch client bounds requests on its own.
+async fn fetch_verify_publish(
+    ctx: &Arc<Ctx>,
+    jobs: Vec<ModVer>,
+    published: &mut Published,
+    tally: &mut Tally,
+    progress: Arc<dyn Progress>,
+) -> Result<(), SyncError> {
+    let window = ctx.window;
+    let (tx, rx) = mpsc::channel(window);
+    let producer = {
+        let ctx = ctx.clone();
+        async move {
+            let mut results = stream::iter(jobs)
+                .take_until(ctx.stop.clone().cancelled_owned())
+                .map(|mv| tokio::spawn(process(ctx.clone(), mv)))
+                .buffer_unordered(window);
+            while let Some(joined) = results.next().await {
+                let finished = joined.unwrap_or_else(|e| Finished::Fatal(WriteError::Io {
+                    op: "internal error in version task",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                }));
+                if tx.send(finished).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let collector = collect(ctx, rx, published, tally, progress);
+    let ((), collected) = tokio::join!(producer, collector);
+    collected
+}
+
+/// One version: fetch → verify → publish its files. Never records state:
+/// the collector does, after the module's list is rewritten.
+async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
+    let span = info_span!("version", mv = %mv);
+    async move {
+        let fetched = match fetch_version(&ctx, &mv).await {
+            Ok(f) => f,
+            Err(e) if e.is_cancelled() => return Finished::Cancelled,
+            Err(e) if e.is_not_found() => {
+                return done(mv, OutcomeKind::NotFound { reason: chain(&e) })
+            }
+            Err(e) => return done(mv, OutcomeKind::Failed { error: chain(&e) }),
+        };
+        let verified = {
+            let _slot = ctx.verify_slots.acquire().await.expect("never closed");
+            match tokio::task::spawn_blocking(move || verify::verify(fetched)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(q)) => return quarantine(mv, q),
+                Err(e) => return done(mv, OutcomeKind::Failed { error: format!("verify task: {e}") }),
+            }
+        };
+        let tree = ctx.tree.clone();
+        // A publish is one blocking call that runs to its end even if this
+        // future is dropped: cancellation never splits it.
+        let placed = tokio::task::spawn_blocking(move || {
+            publish::publish_version(&tree, &verified).map(|()| published_info(&verified))
+        })
+        .await;
+        match placed {
+            Ok(Ok(info)) => done(mv, OutcomeKind::Published(info)),
+            Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
+            Ok(Err(e @ WriteError::Conflict { .. })) => {
+                // Upstream now serves other bytes for a published version.
+                tracing::error!("ALARM: {e}");
+                done(mv, OutcomeKind::Quarantined { reason: format!("published files differ from upstream: {e}") })
+            }
+            Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+            Err(e) => done(mv, OutcomeKind::Failed { error: format!("publish task: {e}") }),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn done(mv: ModVer, kind: OutcomeKind) -> Finished {
+    Finished::Done { mv, kind }
+}
+
+fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
+    warn!("quarantined: {q}");
+    done(mv, OutcomeKind::Quarantined { reason: q.reason })
+}
+
+fn published_info(v: &Verified) -> PublishedInfo {
+    PublishedInfo {
+        info_size: v.info().len() as u64,
+        mod_size: v.mod_file().len() as u64,
+        zip_size: v.zip_size(),
+        h1_zip: v.h1_zip().to_owned(),
+        h1_mod: v.h1_mod().to_owned(),
+        zip_sha256: hex::encode(v.zip_sha256()),
+        time: v.time().unwrap_or_default().to_owned(),
+    }
+}
+
+/// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,
+/// never taken from the zip (PROTOCOL.md: legacy go.mod is synthesised).
+async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
+    let token = &ctx.stop;
+    let dest = ctx.tree.version_dir(&mv.path);
+    let (info, mod_file, zip) = tokio::try_join!(
+        ctx.client.get(&layout::version_rel(mv, Kind::Info), verify::MAX_INFO, token),
+        ctx.client.get(&layout::version_rel(mv, Kind::Mod), verify::MAX_GO_MOD, token),
+        ctx.client.download(&layout::version_rel(mv, Kind::Zip), &dest, verify::MAX_ZIP, token),
+    )?;
+    debug!(bytes = zip.size, "fetched");
+    Ok(Fetched {
+        mv: mv.clone(),
+        info,
+        mod_file,
+        zip,
+    })
+}
+
+/// Gathers finished versions into batches. Per batch: rewrite the lists
+/// of modules that gained versions (their files are already in place),
+/// then record every outcome in one transaction.
+async fn collect(
+    ctx: &Arc<Ctx>,
+    mut rx: mpsc::Receiver<Finished>,
+    published: &mut Published,
+    tally: &mut Tally,
+    progress: Arc<dyn Progress>,
+) -> Result<(), SyncError> {
+    let mut batch = Vec::new();
+    loop {
+        let next = if batch.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(BATCH_WINDOW, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush(ctx, &mut batch, published, tally).await?;
+                    continue;
+                }
+            }
+        };
+        match next {
+            None => break,
+            Some(Finished::Cancelled) => {}
+            Some(Finished::Fatal(e)) => {
+                tracing::error!("stopping the run: {}", chain(&e));
+                ctx.stop.cancel();
+                tally.fatal.get_or_insert(e);
+            }
+            Some(Finished::Done { mv, kind }) => {
+                let bytes = match &kind {
+                    OutcomeKind::Published(p) => p.info_size + p.mod_size + p.zip_size,
+                    _ => 0,
+                };
+                progress.finished(&mv, outcome_name(&kind), bytes);
+                batch.push((mv, kind));
+                if batch.len() >= BATCH {
+                    flush(ctx, &mut batch, published, tally).await?;
+                }
+            }
+        }
+    }
+    flush(ctx, &mut batch, published, tally).await
+}
+
+fn outcome_name(kind: &OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Published(_) => "published",
+        OutcomeKind::Quarantined { .. } => "quarantined",
+        OutcomeKind::NotFound { .. } => "not found",
+        OutcomeKind::Failed { .. } => "failed",
+    }
+}
+
+async fn flush(
+    ctx: &Arc<Ctx>,
+    batch: &mut Vec<(ModVer, OutcomeKind)>,
+    published: &mut Published,
+    tally: &mut Tally,
+) -> Result<(), SyncError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut touched = BTreeMap::new();
+    for (mv, kind) in batch.iter() {
+        if matches!(kind, OutcomeKind::Published(_)) {
+            let versions = published.entry(mv.path.clone()).or_default();
+            versions.push(mv.version.clone());
+            touched.insert(mv.path.clone(), versions.clone());
+        }
+    }
+    let tree = ctx.tree.clone();
+    tokio::task::spawn_blocking(move || {
+        touched
+            .iter()
+            .try_for_each(|(path, versions)| publish::update_index(&tree, path, versions))
+    })
+    .await
+    .expect("index update does not panic")
+    .map_err(SyncError::Publish)?;
+    let outcomes: Vec<Outcome> = batch
+        .drain(..)
+        .map(|(mv, kind)| {
+            tally.count(&kind);
+            Outcome {
+                path: mv.path.to_string(),
+                version: mv.version.to_string(),
+                result: kind,
+            }
+        })
+        .collect();
+    ctx.store.record_outcomes(&outcomes).await?;
+    Ok(())
+}
+
+/// An error with its causes, `a: b: c`, as Go prints wrapped errors.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    s
+}
