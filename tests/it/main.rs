@@ -1,6 +1,7 @@
 //! The integration test binary: test support modules and the tests that use them.
 
 mod corpus;
+mod h1;
 mod selftest;
 mod upstream;
 mod zipgen;
