@@ -5,3 +5,4 @@
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
 pub mod module;
+pub mod verify;
