@@ -27,7 +27,10 @@ fn our_hashes() -> BTreeMap<(String, String, bool), String> {
             continue;
         };
         if let Some(m) = &cv.mod_file {
-            ours.insert((cv.path.clone(), cv.version.clone(), true), dirhash::hash_go_mod(m));
+            ours.insert(
+                (cv.path.clone(), cv.version.clone(), true),
+                dirhash::hash_go_mod(m),
+            );
         }
         let zip_path = dir.path().join(&cv.file_name);
         std::fs::File::create(&zip_path)
@@ -58,9 +61,16 @@ fn h1_matches_go_for_the_corpus() {
             mismatches.push(format!("{line:?}: we compute {h1}"));
         }
     }
-    assert!(mismatches.is_empty(), "h1 differs from Go:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "h1 differs from Go:\n{}",
+        mismatches.join("\n")
+    );
     assert!(matched >= 200, "only {matched} go.sum lines compared");
-    assert!(wrong_on_purpose >= 1, "the deliberately wrong lines were not seen");
+    assert!(
+        wrong_on_purpose >= 1,
+        "the deliberately wrong lines were not seen"
+    );
 }
 
 #[test]
@@ -69,5 +79,8 @@ fn rsc_io_quote_testdata_copy() {
     // (not the real module's h1:w5fc…, see PROTOCOL.md).
     let ours = our_hashes();
     let key = |go_mod| ("rsc.io/quote".to_string(), "v1.5.2".to_string(), go_mod);
-    assert_eq!(ours[&key(false)], "h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=");
+    assert_eq!(
+        ours[&key(false)],
+        "h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0="
+    );
 }

@@ -2,6 +2,8 @@
 
 mod corpus;
 mod h1;
+mod harness;
 mod selftest;
+mod sync;
 mod upstream;
 mod zipgen;
