@@ -117,7 +117,7 @@ pub struct FetchSettings {
     /// Per request, including the first, 1..=100.
     pub max_attempts: u32,
     pub backoff_base: Duration,
-    /// At least `backoff_base`; also caps Retry-After.
+    /// At least `backoff_base`. (Retry-After has its own cap in fetch.)
     pub backoff_max: Duration,
     pub user_agent: String,
 }

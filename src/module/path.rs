@@ -76,7 +76,7 @@ impl fmt::Display for ModulePath {
 pub fn check_path(path: &str) -> Result<(), PathError> {
     let fail = |reason: String| PathError {
         kind: "module",
-        path: path.escape_debug().to_string(),
+        path: path.to_owned(),
         reason,
     };
     check_elems(path, ElemKind::Module).map_err(fail)?;
@@ -103,7 +103,7 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 pub fn check_file_path(path: &str) -> Result<(), PathError> {
     check_elems(path, ElemKind::File).map_err(|reason| PathError {
         kind: "file",
-        path: path.escape_debug().to_string(),
+        path: path.to_owned(),
         reason,
     })
 }
@@ -183,12 +183,14 @@ fn mod_path_ok(c: char) -> bool {
 }
 
 /// Go: fileNameOK: ASCII letters, digits and `!#$%&()+,-.=@[]^_{}~ `, or
-/// any Unicode letter.
+/// any Unicode letter (`unicode.IsLetter`: general category L, which is
+/// narrower than Rust's `is_alphabetic`: no marks, no letter numbers).
 fn file_name_ok(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
     if c.is_ascii() {
         c.is_ascii_alphanumeric() || "!#$%&()+,-.=@[]^_{}~ ".contains(c)
     } else {
-        c.is_alphabetic()
+        c.general_category_group() == GeneralCategoryGroup::Letter
     }
 }
 
@@ -419,6 +421,9 @@ mod tests {
             ("a\\b", false),
             ("x:y", false),
             ("aux.c", false),
+            ("a\u{093E}.go", false), // a combining mark is not a letter
+            ("\u{2160}.go", false),  // nor is a letter number
+            ("\u{0345}.go", false),
             (".hidden", true),
             ("-dash", true),
         ];

@@ -32,7 +32,7 @@ impl Version {
     /// module.CanonicalVersion(v) == v), and safe to escape into a file name.
     pub fn new(s: &str) -> Result<Version, VersionError> {
         let fail = |reason: String| VersionError {
-            version: s.escape_debug().to_string(),
+            version: s.to_owned(),
             noun: if is_pseudo_version(s) {
                 "pseudo-version"
             } else {

@@ -67,7 +67,7 @@ pub fn parse_latest(path: &ModulePath, body: &[u8]) -> Result<Version, Rejected>
     }
     let reject = |version: &str, reason: String| Rejected {
         module: path.to_string(),
-        version: version.escape_debug().to_string(),
+        version: version.to_owned(),
         reason,
     };
     let info: Info = serde_json::from_slice(body)
