@@ -11,3 +11,5 @@ pub mod module;
 pub mod plan;
 pub mod publish;
 pub mod state;
+pub mod sync;
+pub mod verify;

@@ -22,7 +22,13 @@ use gomirror::sync::{self, Progress};
 #[command(name = "gomirror", version, about = "Keeps a static GOPROXY tree warm")]
 struct Cli {
     /// Path to mirror.toml.
-    #[arg(long, short, global = true, env = "GOMIRROR_CONFIG", default_value = "mirror.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GOMIRROR_CONFIG",
+        default_value = "mirror.toml"
+    )]
     config: PathBuf,
     /// Log format on stderr; `auto` is human on a terminal, JSON otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
@@ -97,7 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn upstream_override(flag: Option<String>) -> Option<Override> {
     let (value, source) = match flag {
         Some(v) => (v, "--upstream"),
-        None => (std::env::var("GOMIRROR_UPSTREAM").ok()?, "GOMIRROR_UPSTREAM"),
+        None => (
+            std::env::var("GOMIRROR_UPSTREAM").ok()?,
+            "GOMIRROR_UPSTREAM",
+        ),
     };
     Some(Override {
         value,
@@ -115,7 +124,7 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     let s = &report.summary;
     eprintln!(
         "gomirror: sync {}: {} fetched, {} skipped, {} quarantined, {} not found, {} failed, {} in {:.1}s",
-        s.outcome,
+        s.outcome.as_str(),
         s.published,
         s.skipped,
         s.quarantined,
@@ -192,13 +201,14 @@ fn print_status(r: &gomirror::state::StatusReport) {
 /// First SIGINT/SIGTERM: stop taking work and finish cleanly.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -216,7 +226,9 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().with_current_span(false).init();
     } else {
@@ -275,4 +287,3 @@ impl Progress for Bar {
         }
     }
 }
-

@@ -110,7 +110,10 @@ struct Ctx {
 
 /// How one planned version ended.
 enum Finished {
-    Done { mv: ModVer, kind: OutcomeKind },
+    Done {
+        mv: ModVer,
+        kind: OutcomeKind,
+    },
     /// The run is stopping; the version stays pending for the next run.
     Cancelled,
     /// The tree cannot take writes (disk full, read-only): stop the run.
@@ -214,10 +217,17 @@ async fn run_stages(
     let resumed = clean_interrupted(ctx).await?;
     let mut published = published_versions(ctx, config, &resumed).await?;
     let selected = plan_watchlist(ctx, config, tally).await;
-    let plan = plan::subtract(selected.into_iter().chain(resumed), &published_keys(&published));
+    let plan = plan::subtract(
+        selected.into_iter().chain(resumed),
+        &published_keys(&published),
+    );
     tally.summary.planned = (plan.jobs.len() + plan.skipped) as u64;
     tally.summary.skipped = plan.skipped as u64;
-    info!(fetch = plan.jobs.len(), skipped = plan.skipped, "plan ready");
+    info!(
+        fetch = plan.jobs.len(),
+        skipped = plan.skipped,
+        "plan ready"
+    );
     progress.planned(plan.jobs.len());
     if plan.jobs.is_empty() {
         return Ok(());
@@ -275,7 +285,11 @@ async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<ModVer>, SyncError> {
     .expect("stray cleanup does not panic")
     .map_err(SyncError::Publish)?;
     if !resumed.is_empty() {
-        info!(versions = resumed.len(), temp_files_removed = removed, "resuming an interrupted run");
+        info!(
+            versions = resumed.len(),
+            temp_files_removed = removed,
+            "resuming an interrupted run"
+        );
     }
     Ok(resumed)
 }
@@ -351,15 +365,21 @@ async fn resolve(
             .map(|mv| (vec![mv], vec![]))
             .map_err(|e| e.to_string());
     }
-    let list = ctx.get_optional(&layout::list_rel(module), MAX_LIST).await?;
-    let (tagged, mut rejected) = list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
+    let list = ctx
+        .get_optional(&layout::list_rel(module), MAX_LIST)
+        .await?;
+    let (tagged, mut rejected) =
+        list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
     let mut listing = Listing {
         tagged,
         latest: None,
     };
     if listing.tagged.is_empty() && !matches!(selector, Selector::Range(_)) {
         // Only a module without tags needs @latest (a pseudo-version).
-        if let Some(body) = ctx.get_optional(&layout::latest_rel(module), verify::MAX_INFO).await? {
+        if let Some(body) = ctx
+            .get_optional(&layout::latest_rel(module), verify::MAX_INFO)
+            .await?
+        {
             match plan::parse_latest(module, &body) {
                 Ok(v) => listing.latest = Some(v),
                 Err(r) => rejected.push(r),
@@ -368,7 +388,9 @@ async fn resolve(
     }
     let versions = selector.select(&listing.tagged, listing.latest.as_ref());
     if versions.is_empty() && listing.tagged.is_empty() && listing.latest.is_none() {
-        return Err(format!("{module}: not found upstream (no @v/list versions, no @latest)"));
+        return Err(format!(
+            "{module}: not found upstream (no @v/list versions, no @latest)"
+        ));
     }
     let mvs = versions
         .into_iter()
@@ -406,16 +428,19 @@ async fn fetch_verify_publish(
     let producer = {
         let ctx = ctx.clone();
         async move {
-            let mut results = stream::iter(jobs)
+            let results = stream::iter(jobs)
                 .take_until(ctx.stop.clone().cancelled_owned())
                 .map(|mv| tokio::spawn(process(ctx.clone(), mv)))
                 .buffer_unordered(window);
+            let mut results = std::pin::pin!(results);
             while let Some(joined) = results.next().await {
-                let finished = joined.unwrap_or_else(|e| Finished::Fatal(WriteError::Io {
-                    op: "internal error in version task",
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e.to_string()),
-                }));
+                let finished = joined.unwrap_or_else(|e| {
+                    Finished::Fatal(WriteError::Io {
+                        op: "internal error in version task",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                });
                 if tx.send(finished).await.is_err() {
                     return;
                 }
@@ -445,7 +470,14 @@ async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
             match tokio::task::spawn_blocking(move || verify::verify(fetched)).await {
                 Ok(Ok(v)) => v,
                 Ok(Err(q)) => return quarantine(mv, q),
-                Err(e) => return done(mv, OutcomeKind::Failed { error: format!("verify task: {e}") }),
+                Err(e) => {
+                    return done(
+                        mv,
+                        OutcomeKind::Failed {
+                            error: format!("verify task: {e}"),
+                        },
+                    )
+                }
             }
         };
         let tree = ctx.tree.clone();
@@ -461,10 +493,20 @@ async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
             Ok(Err(e @ WriteError::Conflict { .. })) => {
                 // Upstream now serves other bytes for a published version.
                 tracing::error!("ALARM: {e}");
-                done(mv, OutcomeKind::Quarantined { reason: format!("published files differ from upstream: {e}") })
+                done(
+                    mv,
+                    OutcomeKind::Quarantined {
+                        reason: format!("published files differ from upstream: {e}"),
+                    },
+                )
             }
             Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
-            Err(e) => done(mv, OutcomeKind::Failed { error: format!("publish task: {e}") }),
+            Err(e) => done(
+                mv,
+                OutcomeKind::Failed {
+                    error: format!("publish task: {e}"),
+                },
+            ),
         }
     }
     .instrument(span)
@@ -497,10 +539,12 @@ fn published_info(v: &Verified) -> PublishedInfo {
 async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
     let token = &ctx.stop;
     let dest = ctx.tree.version_dir(&mv.path);
+    let [info_rel, mod_rel, zip_rel] =
+        [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
     let (info, mod_file, zip) = tokio::try_join!(
-        ctx.client.get(&layout::version_rel(mv, Kind::Info), verify::MAX_INFO, token),
-        ctx.client.get(&layout::version_rel(mv, Kind::Mod), verify::MAX_GO_MOD, token),
-        ctx.client.download(&layout::version_rel(mv, Kind::Zip), &dest, verify::MAX_ZIP, token),
+        ctx.client.get(&info_rel, verify::MAX_INFO, token),
+        ctx.client.get(&mod_rel, verify::MAX_GO_MOD, token),
+        ctx.client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
     )?;
     debug!(bytes = zip.size, "fetched");
     Ok(Fetched {

@@ -86,7 +86,10 @@ pub struct Plan {
 
 /// De-duplicates the selected versions and drops those `done` already
 /// holds (by `path`, `version`).
-pub fn subtract(selected: impl IntoIterator<Item = ModVer>, done: &HashSet<(String, String)>) -> Plan {
+pub fn subtract(
+    selected: impl IntoIterator<Item = ModVer>,
+    done: &HashSet<(String, String)>,
+) -> Plan {
     let unique: BTreeSet<ModVer> = selected.into_iter().collect();
     let mut plan = Plan::default();
     for mv in unique {
@@ -113,16 +116,36 @@ mod tests {
         assert_eq!(tagged, ["v1.0.0", "v1.1.0"]);
         let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(rejected.len(), 4, "{reasons:#?}");
-        assert!(reasons[0].contains("not a semantic version"), "{}", reasons[0]);
-        assert!(reasons[1].contains("not canonical (want v1.2.0)"), "{}", reasons[1]);
-        assert!(reasons[2].contains("should be v0 or v1, not v2"), "{}", reasons[2]);
-        assert!(reasons[3].contains("not a semantic version"), "{}", reasons[3]);
+        assert!(
+            reasons[0].contains("not a semantic version"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("not canonical (want v1.2.0)"),
+            "{}",
+            reasons[1]
+        );
+        assert!(
+            reasons[2].contains("should be v0 or v1, not v2"),
+            "{}",
+            reasons[2]
+        );
+        assert!(
+            reasons[3].contains("not a semantic version"),
+            "{}",
+            reasons[3]
+        );
     }
 
     #[test]
     fn latest_parsing() {
         let path = ModulePath::new("example.com/m").unwrap();
-        let v = parse_latest(&path, br#"{"Version":"v0.0.0-20200101000000-abcdefabcdef"}"#).unwrap();
+        let v = parse_latest(
+            &path,
+            br#"{"Version":"v0.0.0-20200101000000-abcdefabcdef"}"#,
+        )
+        .unwrap();
         assert!(v.is_pseudo());
         assert!(parse_latest(&path, br#"{"Version":"v1.0"}"#).is_err());
         assert!(parse_latest(&path, b"<html>").is_err());

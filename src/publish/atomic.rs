@@ -59,7 +59,7 @@ pub enum Placed {
     AlreadyPresent,
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
     move |source| WriteError::Io {
         op,
         path: path.to_owned(),
@@ -74,8 +74,7 @@ fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, Write
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err("create temporary file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(io_err("write", tmp.path()))?;
+    tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
     tmp.as_file()
         .sync_all()
         .map_err(io_err("fsync", tmp.path()))?;
@@ -175,7 +174,8 @@ pub fn remove_stray_temps(dir: &Path) -> Result<usize, WriteError> {
 }
 
 fn parent(path: &Path) -> &Path {
-    path.parent().expect("tree paths always have a parent directory")
+    path.parent()
+        .expect("tree paths always have a parent directory")
 }
 
 #[cfg(test)]
@@ -186,8 +186,14 @@ mod tests {
     fn immutable_files_never_change() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m/@v/v1.0.0.mod");
-        assert_eq!(create_immutable(&path, b"module m\n").unwrap(), Placed::Created);
-        assert_eq!(create_immutable(&path, b"module m\n").unwrap(), Placed::AlreadyPresent);
+        assert_eq!(
+            create_immutable(&path, b"module m\n").unwrap(),
+            Placed::Created
+        );
+        assert_eq!(
+            create_immutable(&path, b"module m\n").unwrap(),
+            Placed::AlreadyPresent
+        );
         let err = create_immutable(&path, b"module evil\n").unwrap_err();
         assert!(matches!(err, WriteError::Conflict { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"module m\n");

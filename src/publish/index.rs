@@ -42,7 +42,12 @@ mod tests {
 
     #[test]
     fn list_is_tagged_and_sorted() {
-        let versions = vs(&["v1.10.0", "v1.2.0", "v0.0.0-20200101000000-abcdefabcdef", "v1.2.0-rc.1"]);
+        let versions = vs(&[
+            "v1.10.0",
+            "v1.2.0",
+            "v0.0.0-20200101000000-abcdefabcdef",
+            "v1.2.0-rc.1",
+        ]);
         assert_eq!(list_body(&versions), b"v1.2.0-rc.1\nv1.2.0\nv1.10.0\n");
         assert_eq!(list_body(&[]), b"");
     }
@@ -52,13 +57,23 @@ mod tests {
         let cases: &[(&[&str], Option<&str>)] = &[
             (&["v1.0.0", "v1.1.0-rc.1"], Some("v1.0.0")),
             (&["v1.1.0-rc.1", "v1.0.0-rc.1"], Some("v1.1.0-rc.1")),
-            (&["v0.0.0-20200101000000-abcdefabcdef", "v0.1.0-pre"], Some("v0.1.0-pre")),
-            (&["v0.0.0-20200101000000-abcdefabcdef"], Some("v0.0.0-20200101000000-abcdefabcdef")),
+            (
+                &["v0.0.0-20200101000000-abcdefabcdef", "v0.1.0-pre"],
+                Some("v0.1.0-pre"),
+            ),
+            (
+                &["v0.0.0-20200101000000-abcdefabcdef"],
+                Some("v0.0.0-20200101000000-abcdefabcdef"),
+            ),
             (&[], None),
         ];
         for (list, want) in cases {
             let versions = vs(list);
-            assert_eq!(latest_version(&versions).map(Version::as_str), *want, "{list:?}");
+            assert_eq!(
+                latest_version(&versions).map(Version::as_str),
+                *want,
+                "{list:?}"
+            );
         }
     }
 }

@@ -36,7 +36,12 @@ impl Kind {
 /// `<escaped path>/@v/<escaped version>.<ext>`, relative: also the URL path
 /// below a GOPROXY base.
 pub fn version_rel(mv: &ModVer, kind: Kind) -> String {
-    format!("{}/@v/{}.{}", mv.path.escaped(), mv.version.escaped(), kind.ext())
+    format!(
+        "{}/@v/{}.{}",
+        mv.path.escaped(),
+        mv.version.escaped(),
+        kind.ext()
+    )
 }
 
 /// `<escaped path>/@v/list`, relative.
@@ -102,6 +107,9 @@ mod tests {
             Path::new("/srv/t/github.com/!azure/go-autorest/@v/v1.0.0-!r!c1.zip")
         );
         assert_eq!(list_rel(&mv.path), "github.com/!azure/go-autorest/@v/list");
-        assert_eq!(latest_rel(&mv.path), "github.com/!azure/go-autorest/@latest");
+        assert_eq!(
+            latest_rel(&mv.path),
+            "github.com/!azure/go-autorest/@latest"
+        );
     }
 }

@@ -25,7 +25,11 @@ pub fn publish_version(tree: &Tree, v: &Verified) -> Result<(), WriteError> {
     let mv = v.mv();
     let dir = tree.version_dir(&mv.path);
     atomic::create_immutable(&tree.version_file(mv, Kind::Mod), v.mod_file())?;
-    atomic::persist_immutable(v.zip_path(), &tree.version_file(mv, Kind::Zip), v.zip_sha256())?;
+    atomic::persist_immutable(
+        v.zip_path(),
+        &tree.version_file(mv, Kind::Zip),
+        v.zip_sha256(),
+    )?;
     // The .info is what makes `go` believe the version exists: only once
     // .mod and .zip are durable.
     atomic::sync_dir(&dir)?;
@@ -35,7 +39,11 @@ pub fn publish_version(tree: &Tree, v: &Verified) -> Result<(), WriteError> {
 
 /// Rewrites `@v/list` and `@latest` of `path` for its complete set of
 /// published `versions`. Every version given must already be published.
-pub fn update_index(tree: &Tree, path: &ModulePath, versions: &[Version]) -> Result<(), WriteError> {
+pub fn update_index(
+    tree: &Tree,
+    path: &ModulePath,
+    versions: &[Version],
+) -> Result<(), WriteError> {
     atomic::replace(&tree.list_file(path), &index::list_body(versions))?;
     let Some(latest) = index::latest_version(versions) else {
         return Ok(());

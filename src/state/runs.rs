@@ -22,9 +22,10 @@ impl std::fmt::Display for RunId {
 }
 
 /// How a run ended; `running` until it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
+    #[default]
     Running,
     /// Every planned version is present (exit code 0).
     Ok,
@@ -61,7 +62,7 @@ impl RunOutcome {
 }
 
 /// The counts a run reports at its end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     pub outcome: RunOutcome,
     pub planned: u64,

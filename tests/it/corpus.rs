@@ -18,13 +18,10 @@
 //!   (proxyGoSum) leaves every name starting with `.` out of its h1.
 //! - `@v/list` shows the versions that are not pseudo-versions and pass module.Check.
 //!
-//! The semver, pseudo-version and path checks below are small test-side copies of x/mod rules,
-//! kept here so test support never depends on the library under test.
 
 // Support code: each test uses a different part of it.
 #![allow(dead_code)]
 
-use std::cmp::Ordering;
 use std::path::Path;
 
 /// Go's source tree as installed by `apt-get install golang-go`.
@@ -283,217 +280,17 @@ pub fn unescape_path(s: &str) -> Option<String> {
     (!bang).then_some(out)
 }
 
-/// A parsed Go semantic version; empty strings mean "absent".
-struct Semver<'a> {
-    major: &'a str,
-    minor: &'a str,
-    patch: &'a str,
-    prerelease: &'a str,
-    build: &'a str,
-}
+// The rules deciding what Go would serve and list are the library's own
+// checked implementations of x/mod, which have table tests of their own.
+pub use gomirror::module::is_pseudo_version;
+pub use gomirror::module::semver::{compare as semver_compare, prerelease};
 
-// Go: x/mod/semver/semver.go parse (shorthands `v1`, `v1.2` are valid without pre-release).
-fn parse_semver(v: &str) -> Option<Semver<'_>> {
-    let rest = v.strip_prefix('v')?;
-    let (core, build) = rest.split_once('+').map_or((rest, ""), |(c, b)| (c, b));
-    let (nums, prerelease) = core.split_once('-').map_or((core, ""), |(n, p)| (n, p));
-    let parts: Vec<&str> = nums.split('.').collect();
-    let short = parts.len() < 3;
-    if parts.len() > 3
-        || !parts.iter().all(|p| is_num(p))
-        || short && (core != nums || rest != core)
-    {
-        return None;
-    }
-    let ok_pre = prerelease
-        .split('.')
-        .all(|i| is_ident(i) && (!is_digits(i) || is_num(i)));
-    let ok_build = build.split('.').all(is_ident);
-    if (core != nums && !ok_pre) || (rest != core && !ok_build) {
-        return None;
-    }
-    let part = |i: usize| parts.get(i).copied().unwrap_or("0");
-    Some(Semver {
-        major: parts[0],
-        minor: part(1),
-        patch: part(2),
-        prerelease,
-        build,
-    })
-}
-
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_num(s: &str) -> bool {
-    is_digits(s) && (s == "0" || !s.starts_with('0'))
-}
-
-fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-pub fn is_valid_semver(v: &str) -> bool {
-    parse_semver(v).is_some()
-}
-
-/// The pre-release part without its `-`, or "" (Go: semver.Prerelease, minus the dash).
-pub fn prerelease(v: &str) -> &str {
-    parse_semver(v).map_or("", |s| s.prerelease)
-}
-
-/// Go's semver.Compare: invalid versions sort before valid ones and equal each other.
-pub fn semver_compare(a: &str, b: &str) -> Ordering {
-    match (parse_semver(a), parse_semver(b)) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => cmp_num(x.major, y.major)
-            .then(cmp_num(x.minor, y.minor))
-            .then(cmp_num(x.patch, y.patch))
-            .then_with(|| cmp_prerelease(x.prerelease, y.prerelease)),
-    }
-}
-
-fn cmp_num(a: &str, b: &str) -> Ordering {
-    a.len().cmp(&b.len()).then(a.cmp(b))
-}
-
-fn cmp_prerelease(a: &str, b: &str) -> Ordering {
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => return Ordering::Equal,
-        (true, false) => return Ordering::Greater,
-        (false, true) => return Ordering::Less,
-        _ => {}
-    }
-    let (mut xs, mut ys) = (a.split('.'), b.split('.'));
-    loop {
-        let (x, y) = match (xs.next(), ys.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => (x, y),
-        };
-        let o = match (is_digits(x), is_digits(y)) {
-            (true, true) => cmp_num(x, y),
-            (true, false) => Ordering::Less,
-            (false, true) => Ordering::Greater,
-            (false, false) => x.cmp(y),
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-}
-
-/// `vX.0.0-yyyymmddhhmmss-abcdef123456`, `vX.Y.Z-pre.0.yyyymmddhhmmss-…`, `vX.Y.(Z+1)-0.yyyy…-…`,
-/// optionally `+build` (Go: x/mod/module/pseudo.go IsPseudoVersion, without the regexp).
-pub fn is_pseudo_version(v: &str) -> bool {
-    let core = v.split_once('+').map_or(v, |(c, _)| c);
-    let Some((rest, rev)) = core.rsplit_once('-') else {
-        return false;
-    };
-    let Some(head) = rest.len().checked_sub(14).and_then(|i| rest.get(..i)) else {
-        return false;
-    };
-    let timestamp_ok = is_digits(&rest[head.len()..]);
-    let rev_ok = !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_alphanumeric());
-    let Some((release, after_dash)) = head.split_once('-') else {
-        return false;
-    };
-    let form_ok = match after_dash {
-        "" => release.ends_with(".0.0"),
-        s => s == "0." || s.ends_with(".0."),
-    };
-    timestamp_ok && rev_ok && form_ok && is_valid_semver(v)
-}
-
-/// x/mod module.Check as a bool: valid path, valid semver, major version matching the path.
+/// Go: x/mod/module/module.go Check (for the canonical versions the corpus holds).
 pub fn is_valid_module(path: &str, version: &str) -> bool {
-    let Some(v) = parse_semver(version) else {
-        return false;
-    };
-    let Ok(path_major) = check_path(path) else {
-        return false;
-    };
-    // Go: x/mod/module/module.go CheckPathMajor.
-    let pm = path_major
-        .strip_suffix("-unstable")
-        .filter(|p| p.starts_with(".v"));
-    let pm = pm.unwrap_or(path_major);
-    if version.starts_with("v0.0.0-") && pm == ".v1" {
-        return true;
-    }
-    match pm {
-        "" => v.major == "0" || v.major == "1" || v.build == "incompatible",
-        _ => pm[2..] == *v.major,
-    }
+    gomirror::module::ModVer::parse(path, version).is_ok()
 }
 
-/// x/mod module.CheckPath for module paths; returns the path's major suffix (`/v2`, `.v1`, or "").
-// Go: x/mod/module/module.go CheckPath, checkPath, checkElem, SplitPathVersion.
-pub fn check_path(path: &str) -> Result<&str, String> {
-    if path.is_empty() || path.starts_with('-') || path.ends_with('/') {
-        return Err(format!("malformed module path {path:?}"));
-    }
-    for elem in path.split('/') {
-        check_elem(elem)?;
-    }
-    let first = path.split('/').next().unwrap_or_default();
-    let first_ok = first
-        .bytes()
-        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'));
-    if !first.contains('.') || !first_ok {
-        return Err(format!("{path:?}: bad first path element"));
-    }
-    split_path_version(path).ok_or_else(|| format!("{path:?}: invalid version suffix"))
-}
-
-fn check_elem(elem: &str) -> Result<(), String> {
-    const BAD_WINDOWS: &[&str] = &[
-        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-        "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
-    ];
-    let chars_ok = elem
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    if elem.is_empty() || elem.bytes().all(|b| b == b'.') || elem.starts_with('.') {
-        return Err(format!("invalid path element {elem:?}"));
-    }
-    if elem.ends_with('.') || !chars_ok {
-        return Err(format!("invalid path element {elem:?}"));
-    }
-    let short = elem.split('.').next().unwrap_or_default();
-    if BAD_WINDOWS.iter().any(|b| b.eq_ignore_ascii_case(short)) {
-        return Err(format!(
-            "{short:?} disallowed as path element component on Windows"
-        ));
-    }
-    match short.rsplit_once('~') {
-        Some((_, digits)) if is_digits(digits) => Err("trailing tilde and digits".into()),
-        _ => Ok(()),
-    }
-}
-
-/// The major-version suffix of `path`, or `None` if the suffix is malformed (e.g. `/v1`, `/v02`).
-fn split_path_version(path: &str) -> Option<&str> {
-    if path.starts_with("gopkg.in/") {
-        let base = path.strip_suffix("-unstable").unwrap_or(path);
-        let i = base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if i < 2 || &base[i - 2..i] != ".v" {
-            return None;
-        }
-        let pm = &path[i - 2..];
-        return (pm.len() > 2 && (pm.as_bytes()[2] != b'0' || pm == ".v0")).then_some(pm);
-    }
-    let i = path
-        .trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
-        .len();
-    if i <= 1 || i == path.len() || &path[i - 2..i] != "/v" {
-        return Some("");
-    }
-    let pm = &path[i - 2..];
-    let bad = pm.contains('.') || pm.len() <= 2 || pm.as_bytes()[2] == b'0' || pm == "/v1";
-    (!bad).then_some(pm)
+/// Go: x/mod/module/module.go CheckPath.
+pub fn check_path(path: &str) -> Result<(), String> {
+    gomirror::module::check_path(path).map_err(|e| e.to_string())
 }

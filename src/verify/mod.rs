@@ -1,0 +1,181 @@
+//! Verify stage: [`Fetched`] temp files → [`Verified`], or a reason to
+//! quarantine the version.
+//!
+//! Checks, in order: the `.info` names the requested version (Go:
+//! cmd/go/internal/modfetch/proxy.go Stat), the `.mod` is within Go's size
+//! limit, the zip passes every rule of x/mod/zip CheckZip without being
+//! extracted ([`zip::check_zip`]), and both `h1:` hashes are computed as
+//! x/mod/sumdb/dirhash does. The checksum database check (issue #5) slots
+//! in between hashing and building a [`Verified`]: see [`verify`].
+//!
+//! Everything here blocks (reads and hashes whole zips); callers run it on
+//! the blocking pool.
+
+pub mod dirhash;
+pub mod zip;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::fetch::{Downloaded, Fetched};
+use crate::module::ModVer;
+
+/// Go: cmd/go/internal/modfetch/codehost MaxGoMod.
+pub const MAX_GO_MOD: u64 = 16 << 20;
+/// Go: cmd/go/internal/modfetch/codehost MaxZipFile.
+pub const MAX_ZIP: u64 = 500 << 20;
+/// `.info` is a few hundred bytes of JSON; Go sets no limit, we refuse
+/// anything absurd before it reaches memory.
+pub const MAX_INFO: u64 = 1 << 20;
+
+/// A version whose files passed every check. Only [`verify`] builds one,
+/// so code that publishes an unverified version does not compile.
+#[derive(Debug)]
+pub struct Verified {
+    mv: ModVer,
+    info: Bytes,
+    mod_file: Bytes,
+    zip: Downloaded,
+    h1_zip: String,
+    h1_mod: String,
+    time: Option<String>,
+}
+
+/// Why a version must not be published. Recorded in state, never retried
+/// automatically: the bytes upstream served are wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{mv}: {reason}")]
+pub struct Quarantine {
+    pub mv: String,
+    pub reason: String,
+}
+
+impl Verified {
+    pub fn mv(&self) -> &ModVer {
+        &self.mv
+    }
+    pub fn info(&self) -> &[u8] {
+        &self.info
+    }
+    pub fn mod_file(&self) -> &[u8] {
+        &self.mod_file
+    }
+    /// The verified zip, still a temporary file in the version directory.
+    pub fn zip_path(&self) -> &Path {
+        self.zip.file.path()
+    }
+    pub fn zip_sha256(&self) -> &[u8; 32] {
+        &self.zip.sha256
+    }
+    pub fn zip_size(&self) -> u64 {
+        self.zip.size
+    }
+    pub fn h1_zip(&self) -> &str {
+        &self.h1_zip
+    }
+    pub fn h1_mod(&self) -> &str {
+        &self.h1_mod
+    }
+    /// The commit time from `.info`, as upstream wrote it.
+    pub fn time(&self) -> Option<&str> {
+        self.time.as_deref()
+    }
+}
+
+/// Checks a fetched version. Blocking.
+pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
+    let Fetched {
+        mv,
+        info,
+        mod_file,
+        zip,
+    } = fetched;
+    let quarantine = |reason: String| Quarantine {
+        mv: mv.to_string(),
+        reason,
+    };
+    let time = check_info(&mv, &info).map_err(quarantine)?;
+    if mod_file.len() as u64 > MAX_GO_MOD {
+        return Err(quarantine(format!(
+            "go.mod: file too large ({} bytes)",
+            mod_file.len()
+        )));
+    }
+    let checked = zip::check_zip(&mv, zip.file.path()).map_err(|e| quarantine(e.to_string()))?;
+    let h1_mod = dirhash::hash_go_mod(&mod_file);
+    // Issue #5: the checksum database confirms (mv, checked.h1, h1_mod) here.
+    Ok(Verified {
+        h1_zip: checked.h1,
+        h1_mod,
+        mv,
+        info,
+        mod_file,
+        zip,
+        time,
+    })
+}
+
+#[derive(Deserialize)]
+struct Info {
+    #[serde(rename = "Version")]
+    version: String,
+    #[serde(rename = "Time")]
+    time: Option<String>,
+}
+
+/// Go: cmd/go/internal/modfetch/proxy.go Stat: the `.info` must be JSON
+/// naming exactly the requested version, with an RFC 3339 time if any.
+fn check_info(mv: &ModVer, info: &[u8]) -> Result<Option<String>, String> {
+    let parsed: Info = serde_json::from_slice(info).map_err(|e| format!("invalid .info: {e}"))?;
+    if parsed.version != mv.version.as_str() {
+        return Err(format!(
+            "proxy returned info for version {} instead of requested version",
+            parsed.version.escape_debug()
+        ));
+    }
+    if let Some(t) = &parsed.time {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(
+            |e| {
+                format!(
+                    "invalid .info: Time {:?}: {e}",
+                    t.escape_debug().to_string()
+                )
+            },
+        )?;
+    }
+    Ok(parsed.time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_must_name_the_requested_version() {
+        let mv = ModVer::parse("rsc.io/quote", "v1.5.2").unwrap();
+        let cases: &[(&str, Result<Option<&str>, &str>)] = &[
+            (
+                r#"{"Version":"v1.5.2","Time":"2018-02-14T15:44:20Z"}"#,
+                Ok(Some("2018-02-14T15:44:20Z")),
+            ),
+            (r#"{"Version":"v1.5.2"}"#, Ok(None)),
+            (
+                r#"{"Version":"v1.5.1","Time":"2018-02-14T15:44:20Z"}"#,
+                Err("instead of requested"),
+            ),
+            (r#"{"Version":"v1.5.2","Time":"yesterday"}"#, Err("Time")),
+            (r#"not json"#, Err("invalid .info")),
+            (r#"{"Time":"2018-02-14T15:44:20Z"}"#, Err("invalid .info")),
+        ];
+        for (info, want) in cases {
+            let got = check_info(&mv, info.as_bytes());
+            match (got, want) {
+                (Ok(t), Ok(w)) => assert_eq!(t.as_deref(), *w, "{info}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{info}: {e}"),
+                (got, want) => panic!("{info}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}
