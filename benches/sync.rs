@@ -19,8 +19,8 @@
 //! mark of the old address space, which after posix_spawn/vfork is the parent's (a 300 MiB
 //! parent spawning `/bin/true` reads 300 MiB). So the process that spawns gomirror and go stays
 //! small, and the upstream, which holds every zip in memory, runs in a second process: this
-//! binary again, started with [`SERVE`]. The floor left (this process's own peak) is reported
-//! as `bench_rss_kib`.
+//! binary again, started with [`SERVE`]. The floor left (this process's own high-water mark,
+//! VmHWM) is reported as `bench_rss_kib`.
 //!
 //! The gomirror binary is the one cargo builds for this bench (`CARGO_BIN_EXE_gomirror`), copied
 //! into the work directory first: the target directory is shared, and another build could
@@ -423,15 +423,14 @@ fn wait_rusage(child: Child) -> Result<(ExitStatus, u64)> {
     Ok((ExitStatus::from_raw(status), peak))
 }
 
-/// This process's peak RSS in KiB: the floor under every child's figure.
-fn self_peak_rss_kib() -> Result<u64> {
-    // SAFETY: rusage is plain old data, for which all-zero bytes are a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer is valid for writes for the duration of the call.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrusage");
-    }
-    Ok(u64::try_from(usage.ru_maxrss)?)
+/// This process's VmHWM in KiB: the floor under every child's figure, since a child's exec
+/// records this address space's high-water mark. Not `getrusage(RUSAGE_SELF)`, which likewise
+/// starts at the RSS of whoever spawned this process (cargo, some 80 MiB).
+fn self_vm_hwm_kib() -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    let kib = hwm.context("/proc/self/status: no VmHWM line")?;
+    Ok(kib.trim().trim_end_matches("kB").trim().parse()?)
 }
 
 /// The last non-empty line of `log`, reading only its tail: a log of 2000 versions is large,
@@ -767,7 +766,7 @@ fn run(opts: &Opts, work: &Path) -> Result<()> {
         0 => None,
         _ => Some(bench_big(opts, &bin, work)?),
     };
-    let floor = self_peak_rss_kib()?;
+    let floor = self_vm_hwm_kib()?;
     print_table(opts, &many, big.as_ref(), floor);
     println!("{}", figures(opts, &many, big.as_ref(), floor));
     Ok(())
