@@ -1,0 +1,220 @@
+//! A real nginx serving a directory through the server block we ship, for the e2e tests.
+//!
+//! Input: `nginx/gomirror.conf` from the repository and a tree directory. Output: a running
+//! nginx on `http://127.0.0.1:PORT` that is stopped when [`Nginx`] drops.
+//!
+//! The server block is used as shipped except for two lines: `listen` becomes a free loopback
+//! port and `root` becomes the tree. It sits inside the `http {}` of a minimal main config that
+//! includes `/etc/nginx/mime.types` when present, as Debian's stock `nginx.conf` does, so the
+//! content types we assert are the ones a default install serves. Every path nginx writes (pid,
+//! error log, temp dirs) is under the harness's own temp dir, so it runs as any user.
+//!
+//! [`Workers::SameUser`] runs one process (`master_process off`) as the current user. It is
+//! the default for tests about what nginx serves. [`Workers::Unprivileged`] needs root: a master
+//! as root with its worker as `nobody`, the way a packaged nginx runs (`user www-data`), so
+//! the worker can read only what other users may read.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nginx binary: `/usr/sbin/nginx` (Debian), else the first `nginx` on PATH.
+pub fn find_nginx() -> Option<PathBuf> {
+    let sbin = PathBuf::from("/usr/sbin/nginx");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    find_on_path("nginx")
+}
+
+/// The first executable file called `name` in a PATH directory.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the effective uid.
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Which user nginx's worker runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One process as the current user (`master_process off`).
+    SameUser,
+    /// Master as root, worker as `nobody` (needs root).
+    Unprivileged,
+}
+
+/// A running nginx; dropping it stops nginx and waits for it.
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    /// Holds the config, pid file, logs and temp dirs.
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts `nginx` serving `root` with the shipped server block and waits until it accepts
+    /// connections. Panics with nginx's error log if it does not start.
+    pub fn start(nginx: &Path, root: &Path, workers: Workers) -> Nginx {
+        // The free port is found by binding and closing it, so another process may take it
+        // before nginx binds; a failed start is retried on a new port.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match Nginx::try_start(nginx, root, workers) {
+                Ok(n) => return n,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("nginx did not start: {last_error}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn try_start(nginx: &Path, root: &Path, workers: Workers) -> Result<Nginx, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, main_config(dir.path(), root, port, workers)).expect("write conf");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", nginx.display()))?;
+        let mut n = Nginx { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                return Err(format!("nginx exited with {status}: {}", n.logs()));
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(n);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("port {port} not answering after 10s: {}", n.logs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// nginx's stderr and error log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["stderr.log", "error.log"] {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
+                let _ = f.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown: the master stops its workers before exiting.
+        // SIGKILL (Child::kill) would leave a worker behind holding the port.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers) -> String {
+    let d = dir.display();
+    let process = match workers {
+        Workers::SameUser => "master_process off;".to_string(),
+        Workers::Unprivileged => {
+            assert!(is_root(), "Workers::Unprivileged needs root");
+            // Debian names nobody's group `nogroup`; other systems `nobody`.
+            let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            let group = if groups.lines().any(|l| l.starts_with("nogroup:")) {
+                "nogroup"
+            } else {
+                "nobody"
+            };
+            format!("master_process on;\nworker_processes 1;\nuser nobody {group};")
+        }
+    };
+    let mime = if Path::new("/etc/nginx/mime.types").is_file() {
+        "include /etc/nginx/mime.types;"
+    } else {
+        ""
+    };
+    format!(
+        "daemon off;\n{process}\npid {d}/nginx.pid;\nerror_log {d}/error.log notice;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n{mime}\ndefault_type application/octet-stream;\naccess_log off;\n\
+         client_body_temp_path {d}/client_body;\nproxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+         {}\n}}\n",
+        server_block(root, port)
+    )
+}
+
+/// `nginx/gomirror.conf` with its `listen` and `root` lines replaced.
+pub fn server_block(root: &Path, port: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/gomirror.conf");
+    let text = std::fs::read_to_string(&path).expect("read nginx/gomirror.conf");
+    let (mut listens, mut roots) = (0, 0);
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let first = line.split_whitespace().next().unwrap_or("");
+            match first {
+                "listen" => {
+                    listens += 1;
+                    format!("{indent}listen 127.0.0.1:{port};")
+                }
+                "root" => {
+                    roots += 1;
+                    format!("{indent}root \"{}\";", root.display())
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    // A second listen (say, TLS) or a root inside a location would be served unreplaced and
+    // make the tests pass against the wrong thing: refuse instead.
+    assert_eq!(
+        (listens, roots),
+        (1, 1),
+        "{} must have exactly one listen and one root line",
+        path.display()
+    );
+    out.join("\n")
+}
