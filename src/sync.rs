@@ -26,7 +26,7 @@ use crate::fetch::{Client, FetchError, Fetched, Upstream, UpstreamError};
 use crate::lock::{LockError, RunLock};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::{self, watchlist::Selector, Listing, Rejected};
-use crate::publish::{self, layout, Kind, Tree, WriteError};
+use crate::publish::{self, layout, Kind, Staged, Tree, WriteError};
 use crate::state::{
     Outcome, OutcomeKind, PublishedInfo, RunId, RunOutcome, RunSummary, StateError, Store,
 };
@@ -110,6 +110,9 @@ struct Ctx {
 
 /// How one planned version ended.
 enum Finished {
+    /// Verified and written beside its final names: the collector makes
+    /// it visible with the rest of its batch.
+    Staged(Box<Staged>),
     Done {
         mv: ModVer,
         kind: OutcomeKind,
@@ -481,30 +484,14 @@ async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
             }
         };
         let tree = ctx.tree.clone();
-        // A publish is one blocking call that runs to its end even if this
-        // future is dropped: cancellation never splits it.
-        let placed = tokio::task::spawn_blocking(move || {
-            publish::publish_version(&tree, &verified).map(|()| published_info(&verified))
-        })
-        .await;
-        match placed {
-            Ok(Ok(info)) => done(mv, OutcomeKind::Published(info)),
+        match tokio::task::spawn_blocking(move || publish::stage(&tree, verified)).await {
+            Ok(Ok(staged)) => Finished::Staged(Box::new(staged)),
             Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
-            Ok(Err(e @ WriteError::Conflict { .. })) => {
-                // Upstream now serves other bytes for a published version.
-                tracing::error!("ALARM: {e}");
-                done(
-                    mv,
-                    OutcomeKind::Quarantined {
-                        reason: format!("published files differ from upstream: {e}"),
-                    },
-                )
-            }
             Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
             Err(e) => done(
                 mv,
                 OutcomeKind::Failed {
-                    error: format!("publish task: {e}"),
+                    error: format!("stage task: {e}"),
                 },
             ),
         }
@@ -555,9 +542,9 @@ async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
     })
 }
 
-/// Gathers finished versions into batches. Per batch: rewrite the lists
-/// of modules that gained versions (their files are already in place),
-/// then record every outcome in one transaction.
+/// Gathers finished versions into batches. Per batch: place the staged
+/// versions, rewrite the lists of modules that gained versions, then record
+/// every outcome in one transaction.
 async fn collect(
     ctx: &Arc<Ctx>,
     mut rx: mpsc::Receiver<Finished>,
@@ -565,7 +552,7 @@ async fn collect(
     tally: &mut Tally,
     progress: Arc<dyn Progress>,
 ) -> Result<(), SyncError> {
-    let mut batch = Vec::new();
+    let mut batch = Batch::default();
     loop {
         let next = if batch.is_empty() {
             rx.recv().await
@@ -581,25 +568,46 @@ async fn collect(
         match next {
             None => break,
             Some(Finished::Cancelled) => {}
-            Some(Finished::Fatal(e)) => {
-                tracing::error!("stopping the run: {}", chain(&e));
-                ctx.stop.cancel();
-                tally.fatal.get_or_insert(e);
+            Some(Finished::Fatal(e)) => stop_for(ctx, tally, e),
+            Some(Finished::Staged(staged)) => {
+                let v = staged.verified();
+                progress.finished(v.mv(), "published", v.zip_size());
+                batch.staged.push(*staged);
             }
             Some(Finished::Done { mv, kind }) => {
-                let bytes = match &kind {
-                    OutcomeKind::Published(p) => p.info_size + p.mod_size + p.zip_size,
-                    _ => 0,
-                };
-                progress.finished(&mv, outcome_name(&kind), bytes);
-                batch.push((mv, kind));
-                if batch.len() >= BATCH {
-                    flush(ctx, &mut batch, published, tally).await?;
-                }
+                progress.finished(&mv, outcome_name(&kind), 0);
+                batch.done.push((mv, kind));
             }
+        }
+        if batch.len() >= BATCH {
+            flush(ctx, &mut batch, published, tally).await?;
         }
     }
     flush(ctx, &mut batch, published, tally).await
+}
+
+/// Versions finished since the last flush.
+#[derive(Default)]
+struct Batch {
+    staged: Vec<Staged>,
+    done: Vec<(ModVer, OutcomeKind)>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.staged.len() + self.done.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A write every version would fail the same way: stop taking work.
+fn stop_for(ctx: &Ctx, tally: &mut Tally, e: WriteError) {
+    tracing::error!("stopping the run: {}", chain(&e));
+    ctx.stop.cancel();
+    tally.fatal.get_or_insert(e);
 }
 
 fn outcome_name(kind: &OutcomeKind) -> &'static str {
@@ -613,32 +621,35 @@ fn outcome_name(kind: &OutcomeKind) -> &'static str {
 
 async fn flush(
     ctx: &Arc<Ctx>,
-    batch: &mut Vec<(ModVer, OutcomeKind)>,
+    batch: &mut Batch,
     published: &mut Published,
     tally: &mut Tally,
 ) -> Result<(), SyncError> {
-    if batch.is_empty() {
-        return Ok(());
+    let mut outcomes = std::mem::take(&mut batch.done);
+    let staged = std::mem::take(&mut batch.staged);
+    if !staged.is_empty() {
+        let tree = ctx.tree.clone();
+        let placed = tokio::task::spawn_blocking(move || publish::place(&tree, staged))
+            .await
+            .expect("placing files does not panic");
+        let placed = match placed {
+            Ok(placed) => placed,
+            Err(e) => {
+                // Nothing of this batch is listed or recorded: it stays
+                // pending, and the next run completes it.
+                stop_for(ctx, tally, e);
+                return Ok(());
+            }
+        };
+        outcomes.extend(
+            placed
+                .into_iter()
+                .map(|(staged, result)| placed_outcome(&staged, result)),
+        );
+        update_indexes(ctx, &outcomes, published).await?;
     }
-    let mut touched = BTreeMap::new();
-    for (mv, kind) in batch.iter() {
-        if matches!(kind, OutcomeKind::Published(_)) {
-            let versions = published.entry(mv.path.clone()).or_default();
-            versions.push(mv.version.clone());
-            touched.insert(mv.path.clone(), versions.clone());
-        }
-    }
-    let tree = ctx.tree.clone();
-    tokio::task::spawn_blocking(move || {
-        touched
-            .iter()
-            .try_for_each(|(path, versions)| publish::update_index(&tree, path, versions))
-    })
-    .await
-    .expect("index update does not panic")
-    .map_err(SyncError::Publish)?;
-    let outcomes: Vec<Outcome> = batch
-        .drain(..)
+    let records: Vec<Outcome> = outcomes
+        .into_iter()
         .map(|(mv, kind)| {
             tally.count(&kind);
             Outcome {
@@ -648,8 +659,46 @@ async fn flush(
             }
         })
         .collect();
-    ctx.store.record_outcomes(&outcomes).await?;
+    ctx.store.record_outcomes(&records).await?;
     Ok(())
+}
+
+fn placed_outcome(staged: &Staged, result: Result<(), WriteError>) -> (ModVer, OutcomeKind) {
+    let v = staged.verified();
+    let kind = match result {
+        Ok(()) => OutcomeKind::Published(published_info(v)),
+        Err(e @ WriteError::Conflict { .. }) => {
+            // Upstream now serves other bytes for a published version.
+            tracing::error!(mv = %v.mv(), "ALARM: {e}");
+            OutcomeKind::Quarantined {
+                reason: format!("published files differ from upstream: {e}"),
+            }
+        }
+        Err(e) => OutcomeKind::Failed { error: chain(&e) },
+    };
+    (v.mv().clone(), kind)
+}
+
+/// Rewrites `@v/list`/`@latest` of every module that gained a version.
+async fn update_indexes(
+    ctx: &Ctx,
+    outcomes: &[(ModVer, OutcomeKind)],
+    published: &mut Published,
+) -> Result<(), SyncError> {
+    let mut touched = BTreeMap::new();
+    for (mv, kind) in outcomes {
+        if matches!(kind, OutcomeKind::Published(_)) {
+            let versions = published.entry(mv.path.clone()).or_default();
+            versions.push(mv.version.clone());
+            touched.insert(mv.path.clone(), versions.clone());
+        }
+    }
+    let modules: Vec<_> = touched.into_iter().collect();
+    let tree = ctx.tree.clone();
+    tokio::task::spawn_blocking(move || publish::update_indexes(&tree, &modules))
+        .await
+        .expect("index update does not panic")
+        .map_err(SyncError::Publish)
 }
 
 /// An error with its causes, `a: b: c`, as Go prints wrapped errors.

@@ -179,10 +179,14 @@ impl Sink for FileSink {
 }
 
 /// Creates `dir` if missing and a `.tmp-*` file in it, plus a second handle for writing.
+/// Mode 0644: publish links this very file into the served tree, where the
+/// web server's user must read it.
 fn create_temp(dir: &Path) -> Result<(NamedTempFile, std::fs::File), FetchError> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(|e| io_err("create temp file in", dir, e))?;
     let file = tmp

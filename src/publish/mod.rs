@@ -1,65 +1,141 @@
-//! Publish stage: [`Verified`] versions → the served tree, in the safe order.
+//! Publish stage: [`Verified`] versions → the served tree, in the safe order,
+//! a batch at a time.
 //!
-//! For one version: `.mod`, then `.zip`, directory synced, then `.info`,
-//! directory synced. Only after every version of a batch is in place are
-//! the affected modules' `@v/list` and `@latest` rewritten
-//! ([`update_index`]), so no client ever sees a version listed before its
-//! files exist. `sync` records the versions in state after that.
+//! 1. [`stage`] (per version, as soon as it is verified): write `.mod` and
+//!    `.info` to temporary files beside their final names; the zip already
+//!    is one. Nothing is visible yet.
+//! 2. [`place`] (per batch): barrier (all staged bytes durable); link every
+//!    `.mod` and `.zip` into place; barrier; link every `.info` — the file
+//!    that makes `go` believe a version exists comes last.
+//! 3. [`update_indexes`] (per batch): stage each touched module's new
+//!    `@v/list` and `@latest`; barrier (the `.info` names and the staged
+//!    lists durable); rename them into place; barrier.
 //!
-//! Everything here blocks (fsync); callers run it on the blocking pool.
+//! So no client ever sees a version listed before its files exist, not even
+//! after a power loss. `sync` records the versions in state after step 3.
+//!
+//! Everything here blocks; callers run it on the blocking pool.
 
 pub mod atomic;
 mod index;
 pub mod layout;
 
+use std::path::Path;
+
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
 
-use crate::module::{ModulePath, Version};
+use crate::module::{ModVer, ModulePath, Version};
 use crate::verify::Verified;
 
-/// Places one verified version's files. Files that already exist with
-/// the same content (a re-run after a crash) are accepted; different
-/// content is [`WriteError::Conflict`].
-pub fn publish_version(tree: &Tree, v: &Verified) -> Result<(), WriteError> {
-    let mv = v.mv();
-    let dir = tree.version_dir(&mv.path);
-    atomic::create_immutable(&tree.version_file(mv, Kind::Mod), v.mod_file())?;
-    atomic::persist_immutable(
+use atomic::Replacement;
+use sha2::{Digest, Sha256};
+
+/// A verified version written beside its final names, not yet visible.
+pub struct Staged {
+    verified: Verified,
+    mod_tmp: tempfile::NamedTempFile,
+    info_tmp: tempfile::NamedTempFile,
+}
+
+impl Staged {
+    pub fn verified(&self) -> &Verified {
+        &self.verified
+    }
+}
+
+/// Writes a version's `.mod` and `.info` to temporary files in its
+/// directory (step 1).
+pub fn stage(tree: &Tree, verified: Verified) -> Result<Staged, WriteError> {
+    let dir = tree.version_dir(&verified.mv().path);
+    Ok(Staged {
+        mod_tmp: atomic::write_temp(&dir, verified.mod_file())?,
+        info_tmp: atomic::write_temp(&dir, verified.info())?,
+        verified,
+    })
+}
+
+/// A staged version and whether [`place`] made it visible.
+pub type PlacedVersion = (Staged, Result<(), WriteError>);
+
+/// Makes a batch of staged versions visible (step 2). Returns each
+/// version's result: an existing file with other content is
+/// [`WriteError::Conflict`] for that version only. A failure that every
+/// version would share (full disk, unreadable tree) is the outer error.
+pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, WriteError> {
+    atomic::barrier(tree.root())?;
+    let mut placed = Vec::with_capacity(batch.len());
+    for staged in batch {
+        match link_mod_and_zip(tree, &staged) {
+            Err(e) if e.is_fatal() => return Err(e),
+            result => placed.push((staged, result)),
+        }
+    }
+    atomic::barrier(tree.root())?;
+    for (staged, result) in &mut placed {
+        if result.is_ok() {
+            let mv = staged.verified.mv();
+            let info = staged.verified.info();
+            *result = link(
+                staged.info_tmp.path(),
+                &tree.version_file(mv, Kind::Info),
+                info,
+            )
+            .map(drop);
+        }
+    }
+    Ok(placed)
+}
+
+fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
+    let v = &staged.verified;
+    link(
+        staged.mod_tmp.path(),
+        &tree.version_file(v.mv(), Kind::Mod),
+        v.mod_file(),
+    )?;
+    atomic::link_immutable(
         v.zip_path(),
-        &tree.version_file(mv, Kind::Zip),
+        &tree.version_file(v.mv(), Kind::Zip),
         v.zip_sha256(),
     )?;
-    // The .info is what makes `go` believe the version exists: only once
-    // .mod and .zip are durable.
-    atomic::sync_dir(&dir)?;
-    atomic::create_immutable(&tree.version_file(mv, Kind::Info), v.info())?;
-    atomic::sync_dir(&dir)
+    Ok(())
 }
 
-/// Rewrites `@v/list` and `@latest` of `path` for its complete set of
-/// published `versions`. Every version given must already be published.
-pub fn update_index(
+fn link(tmp: &Path, path: &Path, content: &[u8]) -> Result<Placed, WriteError> {
+    atomic::link_immutable(tmp, path, &Sha256::digest(content).into())
+}
+
+/// Rewrites `@v/list` and `@latest` of each module for its complete set of
+/// published versions (step 3). Every version given must already be placed.
+pub fn update_indexes(
     tree: &Tree,
-    path: &ModulePath,
-    versions: &[Version],
+    modules: &[(ModulePath, Vec<Version>)],
 ) -> Result<(), WriteError> {
-    atomic::replace(&tree.list_file(path), &index::list_body(versions))?;
-    let Some(latest) = index::latest_version(versions) else {
-        return Ok(());
-    };
-    let mv = crate::module::ModVer::new(path.clone(), latest.clone())
-        .expect("published versions were checked against their path");
-    let info_path = tree.version_file(&mv, Kind::Info);
-    let info = fs_err::read(&info_path).map_err(|source| WriteError::Io {
-        op: "read",
-        path: info_path,
-        source,
-    })?;
-    atomic::replace(&tree.latest_file(path), &info)
+    let mut staged = Vec::with_capacity(2 * modules.len());
+    for (path, versions) in modules {
+        staged.push(Replacement::with_content(
+            &tree.list_file(path),
+            &index::list_body(versions),
+        )?);
+        if let Some(latest) = index::latest_version(versions) {
+            let mv = ModVer::new(path.clone(), latest.clone())
+                .expect("published versions were checked against their path");
+            // @latest is the .info of the latest version: share its bytes.
+            staged.push(Replacement::linking(
+                &tree.latest_file(path),
+                &tree.version_file(&mv, Kind::Info),
+            )?);
+        }
+    }
+    atomic::barrier(tree.root())?;
+    staged.into_iter().try_for_each(Replacement::commit)?;
+    atomic::barrier(tree.root())
 }
 
-/// Removes temporary files a killed run left beside `path`'s versions.
+/// Removes temporary files a killed run left beside `path`'s files.
 pub fn remove_stray_temps(tree: &Tree, path: &ModulePath) -> Result<usize, WriteError> {
-    atomic::remove_stray_temps(&tree.version_dir(path))
+    let version_dir = tree.version_dir(path);
+    let module_dir = version_dir.parent().expect("@v has a parent");
+    Ok(atomic::remove_stray_temps(&version_dir)? + atomic::remove_stray_temps(module_dir)?)
 }

@@ -606,11 +606,8 @@ async fn go_sees_only_published_versions() {
     }
 }
 
-// BUG (gomirror, not the test): published files are created mode 0600, so an nginx whose
-// worker runs as its own user (Debian's `user www-data;`) answers 403 for every one of them.
-// Cause: `src/publish/atomic.rs` `write_temp` and `src/fetch/download.rs` `create_temp` make
-// their temporary files with `tempfile`, which uses 0600, and hard_link/persist keep that
-// mode. This test fails until those files are published world-readable (0644).
+// See: published files were once created 0600 (tempfile's default) and nginx's
+// worker answered 403 for all of them; publish and fetch now create them 0644.
 /// nginx's worker, running as a user other than gomirror's, can read every published file.
 /// As root this runs nginx as packaged (master root, worker `nobody`) and fetches over HTTP;
 /// as any user it checks that files are readable by others and directories searchable.

@@ -66,7 +66,9 @@ fn h1_matches_go_for_the_corpus() {
         "h1 differs from Go:\n{}",
         mismatches.join("\n")
     );
-    assert!(matched >= 200, "only {matched} go.sum lines compared");
+    // 166 lines of Go 1.19's scripts name a corpus version; a drop means the
+    // corpus loader or the parser lost some.
+    assert!(matched >= 160, "only {matched} go.sum lines compared");
     assert!(
         wrong_on_purpose >= 1,
         "the deliberately wrong lines were not seen"
