@@ -182,6 +182,12 @@ fn print_status(r: &gomirror::state::StatusReport) {
             indicatif::HumanBytes(s.bytes)
         );
     }
+    if !r.rejections.is_empty() {
+        println!("\nupstream entries rejected:");
+    }
+    for x in &r.rejections {
+        println!("  {} {:?}  {}: {}", x.module, x.entry, x.seen_at, x.reason);
+    }
     if !r.problems.is_empty() {
         println!("\nversions not published:");
     }

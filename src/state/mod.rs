@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StateError;
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
-pub use status::{Problem, StatusCounts, StatusReport, STATUS_PROBLEMS, STATUS_RUNS};
+pub use status::{Problem, Rejection, StatusCounts, StatusReport, STATUS_PROBLEMS, STATUS_RUNS};
 pub use versions::{Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
@@ -217,6 +217,20 @@ impl Store {
         let path = path.to_string();
         self.call_as("published versions", move |c| {
             versions::published_versions(c, &path)
+        })
+        .await
+    }
+
+    /// Records upstream entries that can never be mirrored, `(module, entry,
+    /// reason)`, as seen by `run`; one transaction.
+    pub async fn record_rejections(
+        &self,
+        run: RunId,
+        rejections: &[(String, String, String)],
+    ) -> Result<(), StateError> {
+        let rejections = rejections.to_vec();
+        self.call_as("record rejections", move |c| {
+            status::record_rejections(c, run, &rejections)
         })
         .await
     }

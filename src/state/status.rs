@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::runs::{recent_runs, RunRecord};
+use super::runs::{recent_runs, RunId, RunRecord};
 use super::versions::VersionStatus;
 
 /// How many runs the report lists.
@@ -22,6 +22,17 @@ pub struct StatusReport {
     pub runs: Vec<RunRecord>,
     /// The most recently updated quarantined, not-found and failed versions.
     pub problems: Vec<Problem>,
+    /// The most recent upstream entries refused by Go's rules.
+    pub rejections: Vec<Rejection>,
+}
+
+/// An upstream entry that can never be mirrored, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub module: String,
+    pub entry: String,
+    pub reason: String,
+    pub seen_at: String,
 }
 
 /// Number of versions per status.
@@ -58,6 +69,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         )?,
         runs: recent_runs(&tx, STATUS_RUNS)?,
         problems: problems(&tx, STATUS_PROBLEMS)?,
+        rejections: rejections(&tx, STATUS_PROBLEMS)?,
     };
     tx.commit()?;
     Ok(report)
@@ -100,6 +112,40 @@ fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
     .collect()
 }
 
+pub(crate) fn record_rejections(
+    conn: &mut Connection,
+    run: RunId,
+    rejections: &[(String, String, String)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO rejections (run_id, module, entry, reason, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let now = super::now();
+        for (module, entry, reason) in rejections {
+            insert.execute(rusqlite::params![run.0, module, entry, reason, now])?;
+        }
+    }
+    tx.commit()
+}
+
+fn rejections(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Rejection>> {
+    conn.prepare(
+        "SELECT module, entry, reason, seen_at FROM rejections
+         ORDER BY seen_at DESC, id DESC LIMIT ?1",
+    )?
+    .query_map([limit as i64], |r| {
+        Ok(Rejection {
+            module: r.get(0)?,
+            entry: r.get(1)?,
+            reason: r.get(2)?,
+            seen_at: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +159,29 @@ mod tests {
             version: version.into(),
             result,
         }
+    }
+
+    #[test]
+    fn rejections_are_reported_newest_first() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 7).unwrap();
+        let rows = [
+            (
+                "a.example/m".to_string(),
+                "../../etc".to_string(),
+                "not a semantic version".to_string(),
+            ),
+            (
+                "a.example/m".to_string(),
+                "v1.2".to_string(),
+                "not canonical".to_string(),
+            ),
+        ];
+        record_rejections(&mut conn, run, &rows).unwrap();
+        let r = status(&mut conn).unwrap();
+        let entries: Vec<&str> = r.rejections.iter().map(|x| x.entry.as_str()).collect();
+        assert_eq!(entries, ["v1.2", "../../etc"]);
+        assert_eq!(r.rejections[1].reason, "not a semantic version");
     }
 
     #[test]
