@@ -2,8 +2,9 @@
 //!
 //! lock → state → clean strays → plan (list each watched module upstream,
 //! select, subtract what is published) → mark pending → for each version,
-//! concurrently: fetch → verify → publish files → then, per batch, rewrite
-//! `@v/list`/`@latest` and record outcomes in one transaction.
+//! concurrently and bounded: fetch → verify → stage its files → then, per
+//! batch (up to [`BATCH`] versions or [`BATCH_WINDOW`]): place the files,
+//! rewrite `@v/list`/`@latest`, record outcomes in one transaction.
 //!
 //! Ordering guarantees (DEVELOPERS.md "every write … ordered"): a
 //! version's files are in place before any list names it, and state
@@ -49,7 +50,7 @@ pub enum SyncError {
     Lock(#[from] LockError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("tree {path}")]
+    #[error("create tree directory {path}")]
     Tree {
         path: PathBuf,
         #[source]
@@ -76,14 +77,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when every planned version is present and nothing was refused.
+    /// True when every planned version is present and nothing was refused
+    /// (exit code 0).
     pub fn all_ok(&self) -> bool {
-        let s = &self.summary;
-        s.failed == 0
-            && s.quarantined == 0
-            && s.not_found == 0
-            && self.plan_errors.is_empty()
-            && !self.cancelled
+        self.summary.outcome == RunOutcome::Ok
     }
 }
 
