@@ -105,3 +105,178 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for faults.rs, hostile.rs, crash.rs and cli.rs: several upstreams,
+// reading state back, running the binary, and an independent `h1:`.
+// ---------------------------------------------------------------------------
+
+/// What a run of the `gomirror` binary left behind.
+#[derive(Debug)]
+pub struct BinRun {
+    /// `None` if killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// One row of `versions`, joined with its module path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub path: String,
+    pub version: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub h1_zip: Option<String>,
+}
+
+impl Mirror {
+    /// Several `[upstream] proxies`, tried in order. `config_path` writes
+    /// `proxies = ["<upstream_url>"]`, so the list is joined into that slot.
+    pub fn set_proxies(&mut self, proxies: &[&str]) {
+        self.upstream_url = proxies.join("\", \"");
+    }
+
+    /// A connection to the state database (which must exist).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.database()).expect("open state database")
+    }
+
+    /// Every version row, sorted by path and version.
+    pub fn rows(&self) -> Vec<Row> {
+        if !self.database().exists() {
+            return Vec::new();
+        }
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT m.path, v.version, v.status, v.last_error, v.h1_zip
+                 FROM versions v JOIN modules m ON m.id = v.module_id
+                 ORDER BY m.path, v.version",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| {
+            Ok(Row {
+                path: r.get(0)?,
+                version: r.get(1)?,
+                status: r.get(2)?,
+                last_error: r.get(3)?,
+                h1_zip: r.get(4)?,
+            })
+        })
+        .expect("query versions")
+        .collect::<Result<_, _>>()
+        .expect("read versions")
+    }
+
+    /// The row of `path@version`.
+    pub fn row(&self, path: &str, version: &str) -> Row {
+        self.rows()
+            .into_iter()
+            .find(|r| r.path == path && r.version == version)
+            .unwrap_or_else(|| panic!("no state row for {path}@{version}"))
+    }
+
+    /// `gomirror <args> --config <this mirror's mirror.toml>`; see [`gomirror`].
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        gomirror(&self.config_path(), args)
+    }
+
+    /// Runs `gomirror <args>` to its end.
+    pub async fn run_bin(&self, args: &[&str]) -> BinRun {
+        run_command(self.command(args)).await
+    }
+}
+
+/// `gomirror <args> --config <config>`, with the environment overrides
+/// cleared so that the test's own environment cannot leak in, output piped,
+/// and killed if dropped.
+pub fn gomirror(config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomirror"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("GOMIRROR_UPSTREAM")
+        .env_remove("GOMIRROR_CONFIG")
+        .env("GOMIRROR_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a prepared command to its end and collects its output.
+pub async fn run_command(mut cmd: tokio::process::Command) -> BinRun {
+    let out = cmd.output().await.expect("run gomirror");
+    BinRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// dirhash.Hash1 of a module zip, computed here with the `zip` crate rather
+/// than by gomirror's own code (Go: x/mod/sumdb/dirhash/hash.go Hash1).
+pub fn h1_of_zip(zip_bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).expect("a valid zip");
+    let mut lines: Vec<(String, String)> = (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).expect("zip entry");
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).expect("read zip entry");
+            let name = f.name().to_string();
+            let line = format!("{}  {name}\n", hex::encode(Sha256::digest(&data)));
+            (name, line)
+        })
+        .collect();
+    lines.sort();
+    let all: String = lines.into_iter().map(|(_, l)| l).collect();
+    format!(
+        "h1:{}",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(all.as_bytes()))
+    )
+}
+
+/// Every path under `dir`, files and directories, relative, sorted. Unlike
+/// [`files_under`], an unreadable directory fails the test instead of being
+/// skipped, so an invariant check cannot pass by not looking.
+pub fn paths_under(dir: &Path) -> Vec<String> {
+    walk(dir, true)
+}
+
+/// Every file under `dir`, relative, sorted; fails the test on any error.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    walk(dir, false)
+}
+
+fn walk(dir: &Path, with_dirs: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read directory {}: {e}", d.display()));
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("read directory {}: {e}", d.display()));
+            let p = e.path();
+            let rel = p.strip_prefix(dir).expect("under dir");
+            let rel = rel.to_string_lossy().into_owned();
+            let is_dir = e
+                .file_type()
+                .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+                .is_dir();
+            if is_dir {
+                stack.push(p);
+            }
+            if with_dirs || !is_dir {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}

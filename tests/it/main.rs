@@ -1,9 +1,13 @@
 //! The integration test binary: test support modules and the tests that use them.
 
+mod cli;
 mod corpus;
+mod crash;
 mod e2e;
+mod faults;
 mod h1;
 mod harness;
+mod hostile;
 mod nginx;
 mod selftest;
 mod sync;
