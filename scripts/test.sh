@@ -20,4 +20,4 @@ fi
 
 # CI fails a test whose tool is missing instead of skipping it.
 export GOMIRROR_REQUIRE_TOOLS="${GOMIRROR_REQUIRE_TOOLS:-1}"
-cargo test --all-targets "$@"
+cargo test "$@"

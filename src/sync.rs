@@ -459,11 +459,7 @@ async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
     async move {
         let fetched = match fetch_version(&ctx, &mv).await {
             Ok(f) => f,
-            Err(e) if e.is_cancelled() => return Finished::Cancelled,
-            Err(e) if e.is_not_found() => {
-                return done(mv, OutcomeKind::NotFound { reason: chain(&e) })
-            }
-            Err(e) => return done(mv, OutcomeKind::Failed { error: chain(&e) }),
+            Err(e) => return fetch_failed(&ctx, mv, e),
         };
         let verified = {
             let _slot = ctx.verify_slots.acquire().await.expect("never closed");
@@ -495,6 +491,31 @@ async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
     }
     .instrument(span)
     .await
+}
+
+/// What a failed fetch means for the version, or for the run.
+fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
+    match e {
+        FetchError::Cancelled => Finished::Cancelled,
+        // Writing the download into the tree failed: a full or read-only
+        // tree fails every version alike, so the run stops.
+        FetchError::Io { op, path, source }
+            if path.starts_with(ctx.tree.root()) && publish::atomic::is_fatal_io(&source) =>
+        {
+            Finished::Fatal(WriteError::Io { op, path, source })
+        }
+        e if e.is_not_found() => done(mv, OutcomeKind::NotFound { reason: chain(&e) }),
+        // Go's size limits (PROTOCOL.md "Module zips"): the content is what
+        // is wrong, not the transfer.
+        e @ FetchError::TooLarge { .. } => quarantine(
+            mv.clone(),
+            Quarantine {
+                mv: mv.to_string(),
+                reason: chain(&e),
+            },
+        ),
+        e => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+    }
 }
 
 fn done(mv: ModVer, kind: OutcomeKind) -> Finished {

@@ -46,14 +46,19 @@ impl WriteError {
     /// A full disk or a read-only tree stops the whole run: every later
     /// version would fail the same way.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, WriteError::Io { source, .. } if matches!(
-            source.kind(),
-            io::ErrorKind::StorageFull
-                | io::ErrorKind::ReadOnlyFilesystem
-                | io::ErrorKind::QuotaExceeded
-                | io::ErrorKind::PermissionDenied
-        ))
+        matches!(self, WriteError::Io { source, .. } if is_fatal_io(source))
     }
+}
+
+/// Errors that mean the tree's file system takes no more writes.
+pub fn is_fatal_io(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// What happened to an immutable file.
@@ -148,8 +153,18 @@ impl Replacement {
     }
 
     /// Stages a hard link to the immutable file `target` as the next
-    /// content of `path`: same bytes, no new inode to write.
-    pub fn linking(path: &Path, target: &Path) -> Result<Replacement, WriteError> {
+    /// content of `path`: same bytes, no new inode to write. `None` when
+    /// `path` already is that file: rename(2) between two links to one inode
+    /// does nothing and would leave the temporary name behind.
+    pub fn linking(path: &Path, target: &Path) -> Result<Option<Replacement>, WriteError> {
+        use std::os::unix::fs::MetadataExt;
+        let target_meta = fs_err::metadata(target).map_err(io_err("stat", target))?;
+        match std::fs::metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == (target_meta.dev(), target_meta.ino()) => {
+                return Ok(None)
+            }
+            _ => {}
+        }
         let dir = parent(path);
         loop {
             let name = format!("{TMP_PREFIX}{:016x}", rand::random::<u64>());
@@ -158,10 +173,10 @@ impl Replacement {
                 Ok(()) => {
                     let tmp =
                         tempfile::TempPath::try_from_path(&tmp).map_err(io_err("resolve", &tmp))?;
-                    return Ok(Replacement {
+                    return Ok(Some(Replacement {
                         tmp,
                         path: path.to_owned(),
-                    });
+                    }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(source) => return Err(io_err("link", &tmp)(source)),
@@ -260,11 +275,11 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(&list).unwrap(), b"v1.0.0\nv1.1.0\n");
         let latest = dir.path().join("@latest");
-        Replacement::linking(&latest, &list)
-            .unwrap()
-            .commit()
-            .unwrap();
+        let link = Replacement::linking(&latest, &list).unwrap();
+        link.expect("a new link").commit().unwrap();
         assert_eq!(std::fs::read(&latest).unwrap(), b"v1.0.0\nv1.1.0\n");
+        // Already that file: nothing to stage (rename would keep the temp).
+        assert!(Replacement::linking(&latest, &list).unwrap().is_none());
         // An uncommitted replacement leaves nothing behind.
         drop(Replacement::with_content(&list, b"torn").unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);

@@ -122,10 +122,8 @@ pub fn update_indexes(
             let mv = ModVer::new(path.clone(), latest.clone())
                 .expect("published versions were checked against their path");
             // @latest is the .info of the latest version: share its bytes.
-            staged.push(Replacement::linking(
-                &tree.latest_file(path),
-                &tree.version_file(&mv, Kind::Info),
-            )?);
+            let info = tree.version_file(&mv, Kind::Info);
+            staged.extend(Replacement::linking(&tree.latest_file(path), &info)?);
         }
     }
     atomic::barrier(tree.root())?;

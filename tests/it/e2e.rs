@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::process::Command;
 
 use crate::corpus::{escape_path, parse_txtar, semver_compare, GO_SRC};
-use crate::harness::{corpus_upstream, files_under, Mirror};
+use crate::harness::{corpus_upstream, files_in, Mirror};
 use crate::nginx::{find_nginx, find_on_path, is_root, Nginx, Workers};
 use crate::upstream::Upstream;
 
@@ -646,7 +646,7 @@ async fn nginx_worker_user_can_read_published_files() {
     // Files need r for others, their directories r and x; dot-files are never served (see
     // nginx_serves_only_protocol_files).
     let mut unreadable = BTreeSet::new();
-    let served = files_under(&tree);
+    let served = files_in(&tree);
     for rel in served
         .iter()
         .filter(|r| !r.split('/').any(|e| e.starts_with('.')))

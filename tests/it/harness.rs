@@ -80,32 +80,6 @@ pub async fn corpus_upstream() -> Upstream {
     .await
 }
 
-/// Every file under `dir`, relative, sorted.
-pub fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(
-                    p.strip_prefix(dir)
-                        .expect("under dir")
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 // ---------------------------------------------------------------------------
 // Helpers for faults.rs, hostile.rs, crash.rs and cli.rs: several upstreams,
 // reading state back, running the binary, and an independent `h1:`.
@@ -242,9 +216,9 @@ pub fn h1_of_zip(zip_bytes: &[u8]) -> String {
     )
 }
 
-/// Every path under `dir`, files and directories, relative, sorted. Unlike
-/// [`files_under`], an unreadable directory fails the test instead of being
-/// skipped, so an invariant check cannot pass by not looking.
+/// Every path under `dir`, files and directories, relative, sorted. An
+/// unreadable directory fails the test instead of being skipped, so an
+/// invariant check cannot pass by not looking.
 pub fn paths_under(dir: &Path) -> Vec<String> {
     walk(dir, true)
 }
