@@ -122,15 +122,14 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     let report = sync::run(&config, bar.clone(), token).await?;
     bar.finish();
     let s = &report.summary;
+    let rejected = match report.rejected.len() + report.plan_errors.len() {
+        0 => String::new(),
+        n => format!(", {n} upstream entries rejected (see status)"),
+    };
     eprintln!(
-        "gomirror: sync {}: {} fetched, {} skipped, {} quarantined, {} not found, {} failed, {} in {:.1}s",
+        "gomirror: sync {}: {}{rejected} in {:.1}s",
         s.outcome.as_str(),
-        s.published,
-        s.skipped,
-        s.quarantined,
-        s.not_found,
-        s.failed,
-        indicatif::HumanBytes(s.bytes),
+        counts(s),
         report.seconds,
     );
     Ok(if report.all_ok() {
@@ -151,6 +150,19 @@ async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A run's counts, as the final line of `sync` and `status` show them.
+fn counts(s: &gomirror::state::RunSummary) -> String {
+    format!(
+        "{} fetched, {} skipped, {} quarantined, {} not found, {} failed, {}",
+        s.published,
+        s.skipped,
+        s.quarantined,
+        s.not_found,
+        s.failed,
+        indicatif::HumanBytes(s.bytes)
+    )
+}
+
 fn print_status(r: &gomirror::state::StatusReport) {
     let v = &r.versions;
     println!(
@@ -169,17 +181,11 @@ fn print_status(r: &gomirror::state::StatusReport) {
     for run in &r.runs {
         let s = &run.summary;
         println!(
-            "  #{:<5} {}  {:<11} planned {}, fetched {}, skipped {}, quarantined {}, not found {}, failed {}, {}",
+            "  #{:<5} {}  {:<11} {}",
             run.id,
             run.started_at,
             s.outcome.as_str(),
-            s.planned,
-            s.published,
-            s.skipped,
-            s.quarantined,
-            s.not_found,
-            s.failed,
-            indicatif::HumanBytes(s.bytes)
+            counts(s)
         );
     }
     if !r.rejections.is_empty() {

@@ -363,3 +363,68 @@ async fn unwritable_tree_exits_2_naming_the_path() {
         .collect();
     assert!(published.is_empty(), "{how}: {published:#?}");
 }
+
+/// SIGTERM (what `systemctl stop` sends): no new version starts, in-flight
+/// ones finish or stay pending, the run is recorded `interrupted`, the exit
+/// code says not everything is there (1), and the next sync completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_the_next_run_completes() {
+    let versions: Vec<_> = (0..20)
+        .map(|i| synthetic_module(&format!("example.com/t{i}"), "v1.0.0", 3, 1024))
+        .collect();
+    let upstream = Upstream::start(versions).await;
+    upstream.faults().set_latency(Duration::from_millis(300));
+    let watch: Vec<(String, &str)> = (0..20)
+        .map(|i| (format!("example.com/t{i}"), "v1.0.0"))
+        .collect();
+    let watch: Vec<(&str, &str)> = watch.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+    let mut mirror = Mirror::new(&upstream.url(), &watch);
+    mirror.fetch.push_str("concurrency = 2\n");
+    let mut run = mirror
+        .command(&["sync", "--no-progress"])
+        .spawn()
+        .expect("spawn");
+    let pid = run.id().expect("running");
+    wait_for_pid_in(&mirror.tree().join(".gomirror.lock"), pid).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let stopped = Instant::now();
+    let out = run.wait_with_output().await.expect("run ends");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gomirror: sync interrupted:"), "{stderr}");
+    let outcome: String = mirror
+        .db()
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("run row");
+    assert_eq!(outcome, "interrupted");
+    let published_before = mirror
+        .rows()
+        .iter()
+        .filter(|r| r.status == "published")
+        .count();
+    assert!(published_before < 20, "the run was not interrupted at all");
+
+    upstream.faults().set_latency(Duration::ZERO);
+    let rerun = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(rerun.code, Some(0), "{rerun:#?}");
+    assert!(mirror.rows().iter().all(|r| r.status == "published"));
+}
