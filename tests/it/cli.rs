@@ -380,7 +380,7 @@ async fn sigterm_stops_cleanly_and_the_next_run_completes() {
     let watch: Vec<(&str, &str)> = watch.iter().map(|(m, v)| (m.as_str(), *v)).collect();
     let mut mirror = Mirror::new(&upstream.url(), &watch);
     mirror.fetch.push_str("concurrency = 2\n");
-    let mut run = mirror
+    let run = mirror
         .command(&["sync", "--no-progress"])
         .spawn()
         .expect("spawn");
