@@ -122,12 +122,15 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     let report = sync::run(&config, bar.clone(), token).await?;
     bar.finish();
     let s = &report.summary;
-    let rejected = match report.rejected.len() + report.plan_errors.len() {
-        0 => String::new(),
-        n => format!(", {n} upstream entries rejected (see status)"),
-    };
+    let mut extra = String::new();
+    if !report.plan_errors.is_empty() {
+        extra += &format!(", {} watched modules not listed", report.plan_errors.len());
+    }
+    if !report.rejected.is_empty() {
+        extra += &format!(", {} upstream entries rejected", report.rejected.len());
+    }
     eprintln!(
-        "gomirror: sync {}: {}{rejected} in {:.1}s",
+        "gomirror: sync {}: {}{extra} in {:.1}s",
         s.outcome.as_str(),
         counts(s),
         report.seconds,
@@ -199,10 +202,10 @@ fn print_status(r: &gomirror::state::StatusReport) {
     }
     for p in &r.problems {
         println!(
-            "  {}@{}  {:?} after {} attempt(s), {}: {}",
+            "  {}@{}  {} after {} attempt(s), {}: {}",
             p.path,
             p.version,
-            p.status,
+            p.status.as_str(),
             p.attempts,
             p.updated_at,
             p.reason.as_deref().unwrap_or("-")

@@ -32,10 +32,11 @@ use atomic::Replacement;
 use sha2::{Digest, Sha256};
 
 /// A verified version written beside its final names, not yet visible.
+/// Holds no open file: a batch of them must not exhaust descriptors.
 pub struct Staged {
     verified: Verified,
-    mod_tmp: tempfile::NamedTempFile,
-    info_tmp: tempfile::NamedTempFile,
+    mod_tmp: tempfile::TempPath,
+    info_tmp: tempfile::TempPath,
 }
 
 impl Staged {
@@ -49,8 +50,8 @@ impl Staged {
 pub fn stage(tree: &Tree, verified: Verified) -> Result<Staged, WriteError> {
     let dir = tree.version_dir(&verified.mv().path);
     Ok(Staged {
-        mod_tmp: atomic::write_temp(&dir, verified.mod_file())?,
-        info_tmp: atomic::write_temp(&dir, verified.info())?,
+        mod_tmp: atomic::write_temp(&dir, verified.mod_file())?.into_temp_path(),
+        info_tmp: atomic::write_temp(&dir, verified.info())?.into_temp_path(),
         verified,
     })
 }
@@ -76,12 +77,7 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
         if result.is_ok() {
             let mv = staged.verified.mv();
             let info = staged.verified.info();
-            *result = link(
-                staged.info_tmp.path(),
-                &tree.version_file(mv, Kind::Info),
-                info,
-            )
-            .map(drop);
+            *result = link(&staged.info_tmp, &tree.version_file(mv, Kind::Info), info).map(drop);
         }
     }
     Ok(placed)
@@ -90,7 +86,7 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
 fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
     let v = &staged.verified;
     link(
-        staged.mod_tmp.path(),
+        &staged.mod_tmp,
         &tree.version_file(v.mv(), Kind::Mod),
         v.mod_file(),
     )?;

@@ -19,7 +19,7 @@ use std::path::Path;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::fetch::{Downloaded, Fetched};
+use crate::fetch::Fetched;
 use crate::module::ModVer;
 
 /// Go: cmd/go/internal/modfetch/codehost MaxGoMod.
@@ -37,7 +37,11 @@ pub struct Verified {
     mv: ModVer,
     info: Bytes,
     mod_file: Bytes,
-    zip: Downloaded,
+    /// The zip's temporary file, closed: a batch of verified versions
+    /// waiting to be placed must not hold a file descriptor each.
+    zip: tempfile::TempPath,
+    zip_size: u64,
+    zip_sha256: [u8; 32],
     h1_zip: String,
     h1_mod: String,
     time: Option<String>,
@@ -64,13 +68,13 @@ impl Verified {
     }
     /// The verified zip, still a temporary file in the version directory.
     pub fn zip_path(&self) -> &Path {
-        self.zip.file.path()
+        &self.zip
     }
     pub fn zip_sha256(&self) -> &[u8; 32] {
-        &self.zip.sha256
+        &self.zip_sha256
     }
     pub fn zip_size(&self) -> u64 {
-        self.zip.size
+        self.zip_size
     }
     pub fn h1_zip(&self) -> &str {
         &self.h1_zip
@@ -112,7 +116,9 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
         mv,
         info,
         mod_file,
-        zip,
+        zip_size: zip.size,
+        zip_sha256: zip.sha256,
+        zip: zip.file.into_temp_path(),
         time,
     })
 }

@@ -249,7 +249,7 @@ async fn status_prints_counts_after_a_run() {
     assert!(text.stdout.contains("recent runs:"), "{text:#?}");
     assert!(
         text.stdout
-            .contains(&format!("{q}@v1.0.0  Quarantined after 1 attempt(s)")),
+            .contains(&format!("{q}@v1.0.0  quarantined after 1 attempt(s)")),
         "{text:#?}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! lock → state → clean strays → plan (list each watched module upstream,
 //! select, subtract what is published) → mark pending → for each version,
 //! concurrently and bounded: fetch → verify → stage its files → then, per
-//! batch (up to [`BATCH`] versions or [`BATCH_WINDOW`]): place the files,
+//! batch (see `batch.rs`): place the files,
 //! rewrite `@v/list`/`@latest`, record outcomes in one transaction.
 //!
 //! Ordering guarantees (DEVELOPERS.md "every write … ordered"): a
@@ -12,26 +12,27 @@
 //! any point leaves the version `pending`; the next run cleans temporary
 //! files, fetches it again and finds identical files already in place.
 
+mod batch;
+mod version;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::fetch::{Client, FetchError, Fetched, Upstream, UpstreamError};
+use crate::fetch::{Client, Upstream, UpstreamError};
 use crate::lock::{LockError, RunLock};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::{self, watchlist::Selector, Listing, Rejected};
-use crate::publish::{self, layout, Kind, Staged, Tree, WriteError};
-use crate::state::{
-    Outcome, OutcomeKind, PublishedInfo, RunId, RunOutcome, RunSummary, StateError, Store,
-};
-use crate::verify::{self, Quarantine, Verified};
+use crate::publish::{self, layout, Staged, Tree, WriteError};
+use crate::state::{OutcomeKind, RunId, RunOutcome, RunSummary, StateError, Store};
+use crate::verify;
 
 /// What the operator watches while a run goes (a progress bar in main.rs).
 pub trait Progress: Send + Sync {
@@ -83,11 +84,6 @@ impl Report {
         self.summary.outcome == RunOutcome::Ok
     }
 }
-
-/// How many finished versions are published and recorded together.
-const BATCH: usize = 256;
-/// A partial batch waits at most this long.
-const BATCH_WINDOW: Duration = Duration::from_millis(250);
 
 /// What every per-version task shares.
 struct Ctx {
@@ -430,7 +426,7 @@ async fn fetch_verify_publish(
         async move {
             let results = stream::iter(jobs)
                 .take_until(ctx.stop.clone().cancelled_owned())
-                .map(|mv| tokio::spawn(process(ctx.clone(), mv)))
+                .map(|mv| tokio::spawn(version::process(ctx.clone(), mv)))
                 .buffer_unordered(window);
             let mut results = std::pin::pin!(results);
             while let Some(joined) = results.next().await {
@@ -447,276 +443,9 @@ async fn fetch_verify_publish(
             }
         }
     };
-    let collector = collect(ctx, rx, published, tally, progress);
+    let collector = batch::collect(ctx, rx, published, tally, progress);
     let ((), collected) = tokio::join!(producer, collector);
     collected
-}
-
-/// One version: fetch → verify → publish its files. Never records state:
-/// the collector does, after the module's list is rewritten.
-async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
-    let span = info_span!("version", mv = %mv);
-    async move {
-        let fetched = match fetch_version(&ctx, &mv).await {
-            Ok(f) => f,
-            Err(e) => return fetch_failed(&ctx, mv, e),
-        };
-        let verified = {
-            let _slot = ctx.verify_slots.acquire().await.expect("never closed");
-            match tokio::task::spawn_blocking(move || verify::verify(fetched)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(q)) => return quarantine(mv, q),
-                Err(e) => {
-                    return done(
-                        mv,
-                        OutcomeKind::Failed {
-                            error: format!("verify task: {e}"),
-                        },
-                    )
-                }
-            }
-        };
-        let tree = ctx.tree.clone();
-        match tokio::task::spawn_blocking(move || publish::stage(&tree, verified)).await {
-            Ok(Ok(staged)) => Finished::Staged(Box::new(staged)),
-            Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
-            Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
-            Err(e) => done(
-                mv,
-                OutcomeKind::Failed {
-                    error: format!("stage task: {e}"),
-                },
-            ),
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-/// What a failed fetch means for the version, or for the run.
-fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
-    match e {
-        FetchError::Cancelled => Finished::Cancelled,
-        // Writing the download into the tree failed: a full or read-only
-        // tree fails every version alike, so the run stops.
-        FetchError::Io { op, path, source }
-            if path.starts_with(ctx.tree.root()) && publish::atomic::is_fatal_io(&source) =>
-        {
-            Finished::Fatal(WriteError::Io { op, path, source })
-        }
-        e if e.is_not_found() => done(mv, OutcomeKind::NotFound { reason: chain(&e) }),
-        // Go's size limits (PROTOCOL.md "Module zips"): the content is what
-        // is wrong, not the transfer.
-        e @ FetchError::TooLarge { .. } => quarantine(
-            mv.clone(),
-            Quarantine {
-                mv: mv.to_string(),
-                reason: chain(&e),
-            },
-        ),
-        e => done(mv, OutcomeKind::Failed { error: chain(&e) }),
-    }
-}
-
-fn done(mv: ModVer, kind: OutcomeKind) -> Finished {
-    Finished::Done { mv, kind }
-}
-
-fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
-    warn!("quarantined: {q}");
-    done(mv, OutcomeKind::Quarantined { reason: q.reason })
-}
-
-fn published_info(v: &Verified) -> PublishedInfo {
-    PublishedInfo {
-        info_size: v.info().len() as u64,
-        mod_size: v.mod_file().len() as u64,
-        zip_size: v.zip_size(),
-        h1_zip: v.h1_zip().to_owned(),
-        h1_mod: v.h1_mod().to_owned(),
-        zip_sha256: hex::encode(v.zip_sha256()),
-        time: v.time().unwrap_or_default().to_owned(),
-    }
-}
-
-/// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,
-/// never taken from the zip (PROTOCOL.md: legacy go.mod is synthesised).
-async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
-    let token = &ctx.stop;
-    let dest = ctx.tree.version_dir(&mv.path);
-    let [info_rel, mod_rel, zip_rel] =
-        [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
-    let (info, mod_file, zip) = tokio::try_join!(
-        ctx.client.get(&info_rel, verify::MAX_INFO, token),
-        ctx.client.get(&mod_rel, verify::MAX_GO_MOD, token),
-        ctx.client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
-    )?;
-    debug!(bytes = zip.size, "fetched");
-    Ok(Fetched {
-        mv: mv.clone(),
-        info,
-        mod_file,
-        zip,
-    })
-}
-
-/// Gathers finished versions into batches. Per batch: place the staged
-/// versions, rewrite the lists of modules that gained versions, then record
-/// every outcome in one transaction.
-async fn collect(
-    ctx: &Arc<Ctx>,
-    mut rx: mpsc::Receiver<Finished>,
-    published: &mut Published,
-    tally: &mut Tally,
-    progress: Arc<dyn Progress>,
-) -> Result<(), SyncError> {
-    let mut batch = Batch::default();
-    loop {
-        let next = if batch.is_empty() {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(BATCH_WINDOW, rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    flush(ctx, &mut batch, published, tally).await?;
-                    continue;
-                }
-            }
-        };
-        match next {
-            None => break,
-            Some(Finished::Cancelled) => {}
-            Some(Finished::Fatal(e)) => stop_for(ctx, tally, e),
-            Some(Finished::Staged(staged)) => {
-                let v = staged.verified();
-                progress.finished(v.mv(), "published", v.zip_size());
-                batch.staged.push(*staged);
-            }
-            Some(Finished::Done { mv, kind }) => {
-                progress.finished(&mv, outcome_name(&kind), 0);
-                batch.done.push((mv, kind));
-            }
-        }
-        if batch.len() >= BATCH {
-            flush(ctx, &mut batch, published, tally).await?;
-        }
-    }
-    flush(ctx, &mut batch, published, tally).await
-}
-
-/// Versions finished since the last flush.
-#[derive(Default)]
-struct Batch {
-    staged: Vec<Staged>,
-    done: Vec<(ModVer, OutcomeKind)>,
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        self.staged.len() + self.done.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A write every version would fail the same way: stop taking work.
-fn stop_for(ctx: &Ctx, tally: &mut Tally, e: WriteError) {
-    tracing::error!("stopping the run: {}", chain(&e));
-    ctx.stop.cancel();
-    tally.fatal.get_or_insert(e);
-}
-
-fn outcome_name(kind: &OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Published(_) => "published",
-        OutcomeKind::Quarantined { .. } => "quarantined",
-        OutcomeKind::NotFound { .. } => "not found",
-        OutcomeKind::Failed { .. } => "failed",
-    }
-}
-
-async fn flush(
-    ctx: &Arc<Ctx>,
-    batch: &mut Batch,
-    published: &mut Published,
-    tally: &mut Tally,
-) -> Result<(), SyncError> {
-    let mut outcomes = std::mem::take(&mut batch.done);
-    let staged = std::mem::take(&mut batch.staged);
-    if !staged.is_empty() {
-        let tree = ctx.tree.clone();
-        let placed = tokio::task::spawn_blocking(move || publish::place(&tree, staged))
-            .await
-            .expect("placing files does not panic");
-        let placed = match placed {
-            Ok(placed) => placed,
-            Err(e) => {
-                // Nothing of this batch is listed or recorded: it stays
-                // pending, and the next run completes it.
-                stop_for(ctx, tally, e);
-                return Ok(());
-            }
-        };
-        outcomes.extend(
-            placed
-                .into_iter()
-                .map(|(staged, result)| placed_outcome(&staged, result)),
-        );
-        update_indexes(ctx, &outcomes, published).await?;
-    }
-    let records: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|(mv, kind)| {
-            tally.count(&kind);
-            Outcome {
-                path: mv.path.to_string(),
-                version: mv.version.to_string(),
-                result: kind,
-            }
-        })
-        .collect();
-    ctx.store.record_outcomes(&records).await?;
-    Ok(())
-}
-
-fn placed_outcome(staged: &Staged, result: Result<(), WriteError>) -> (ModVer, OutcomeKind) {
-    let v = staged.verified();
-    let kind = match result {
-        Ok(()) => OutcomeKind::Published(published_info(v)),
-        Err(e @ WriteError::Conflict { .. }) => {
-            // Upstream now serves other bytes for a published version.
-            tracing::error!(mv = %v.mv(), "ALARM: {e}");
-            OutcomeKind::Quarantined {
-                reason: format!("published files differ from upstream: {e}"),
-            }
-        }
-        Err(e) => OutcomeKind::Failed { error: chain(&e) },
-    };
-    (v.mv().clone(), kind)
-}
-
-/// Rewrites `@v/list`/`@latest` of every module that gained a version.
-async fn update_indexes(
-    ctx: &Ctx,
-    outcomes: &[(ModVer, OutcomeKind)],
-    published: &mut Published,
-) -> Result<(), SyncError> {
-    let mut touched = BTreeMap::new();
-    for (mv, kind) in outcomes {
-        if matches!(kind, OutcomeKind::Published(_)) {
-            let versions = published.entry(mv.path.clone()).or_default();
-            versions.push(mv.version.clone());
-            touched.insert(mv.path.clone(), versions.clone());
-        }
-    }
-    let modules: Vec<_> = touched.into_iter().collect();
-    let tree = ctx.tree.clone();
-    tokio::task::spawn_blocking(move || publish::update_indexes(&tree, &modules))
-        .await
-        .expect("index update does not panic")
-        .map_err(SyncError::Publish)
 }
 
 /// An error with its causes, `a: b: c`, as Go prints wrapped errors.

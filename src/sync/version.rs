@@ -1,0 +1,122 @@
+//! One version's way through the stages that can run in parallel: fetch →
+//! verify → stage its files. The result goes to the batch collector
+//! (`batch.rs`), which alone makes files visible and records state.
+
+use std::sync::Arc;
+
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::{chain, Ctx, Finished};
+use crate::fetch::{FetchError, Fetched};
+use crate::module::ModVer;
+use crate::publish::{self, layout, Kind, WriteError};
+use crate::state::{OutcomeKind, PublishedInfo};
+use crate::verify::{self, Quarantine, Verified};
+
+/// One version: fetch → verify → publish its files. Never records state:
+/// the collector does, after the module's list is rewritten.
+pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
+    let span = info_span!("version", mv = %mv);
+    async move {
+        let fetched = match fetch_version(&ctx, &mv).await {
+            Ok(f) => f,
+            Err(e) => return fetch_failed(&ctx, mv, e),
+        };
+        let verified = {
+            let _slot = ctx.verify_slots.acquire().await.expect("never closed");
+            match tokio::task::spawn_blocking(move || verify::verify(fetched)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(q)) => return quarantine(mv, q),
+                Err(e) => {
+                    return done(
+                        mv,
+                        OutcomeKind::Failed {
+                            error: format!("verify task: {e}"),
+                        },
+                    )
+                }
+            }
+        };
+        let tree = ctx.tree.clone();
+        match tokio::task::spawn_blocking(move || publish::stage(&tree, verified)).await {
+            Ok(Ok(staged)) => Finished::Staged(Box::new(staged)),
+            Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
+            Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+            Err(e) => done(
+                mv,
+                OutcomeKind::Failed {
+                    error: format!("stage task: {e}"),
+                },
+            ),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// What a failed fetch means for the version, or for the run.
+fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
+    match e {
+        FetchError::Cancelled => Finished::Cancelled,
+        // Writing the download into the tree failed: a full or read-only
+        // tree fails every version alike, so the run stops.
+        FetchError::Io { op, path, source }
+            if path.starts_with(ctx.tree.root()) && publish::atomic::is_fatal_io(&source) =>
+        {
+            Finished::Fatal(WriteError::Io { op, path, source })
+        }
+        e if e.is_not_found() => done(mv, OutcomeKind::NotFound { reason: chain(&e) }),
+        // Go's size limits (PROTOCOL.md "Module zips"): the content is what
+        // is wrong, not the transfer.
+        e @ FetchError::TooLarge { .. } => quarantine(
+            mv.clone(),
+            Quarantine {
+                mv: mv.to_string(),
+                reason: chain(&e),
+            },
+        ),
+        e => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+    }
+}
+
+fn done(mv: ModVer, kind: OutcomeKind) -> Finished {
+    Finished::Done { mv, kind }
+}
+
+fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
+    warn!("quarantined: {q}");
+    done(mv, OutcomeKind::Quarantined { reason: q.reason })
+}
+
+pub(super) fn published_info(v: &Verified) -> PublishedInfo {
+    PublishedInfo {
+        info_size: v.info().len() as u64,
+        mod_size: v.mod_file().len() as u64,
+        zip_size: v.zip_size(),
+        h1_zip: v.h1_zip().to_owned(),
+        h1_mod: v.h1_mod().to_owned(),
+        zip_sha256: hex::encode(v.zip_sha256()),
+        time: v.time().unwrap_or_default().to_owned(),
+    }
+}
+
+/// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,
+/// never taken from the zip (PROTOCOL.md: legacy go.mod is synthesised).
+async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
+    let token = &ctx.stop;
+    let dest = ctx.tree.version_dir(&mv.path);
+    let [info_rel, mod_rel, zip_rel] =
+        [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
+    let (info, mod_file, zip) = tokio::try_join!(
+        ctx.client.get(&info_rel, verify::MAX_INFO, token),
+        ctx.client.get(&mod_rel, verify::MAX_GO_MOD, token),
+        ctx.client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
+    )?;
+    debug!(bytes = zip.size, "fetched");
+    Ok(Fetched {
+        mv: mv.clone(),
+        info,
+        mod_file,
+        zip,
+    })
+}
