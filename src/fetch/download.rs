@@ -183,12 +183,22 @@ impl Sink for FileSink {
 /// web server's user must read it.
 fn create_temp(dir: &Path) -> Result<(NamedTempFile, std::fs::File), FetchError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(|e| io_err("create temp file in", dir, e))?;
+    let create = || {
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+    };
+    // Try first: a mkdir per download for a directory that exists is a
+    // wasted system call, and not a cheap one on every file system.
+    let tmp = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
+            create()
+        }
+        result => result,
+    }
+    .map_err(|e| io_err("create temp file in", dir, e))?;
     let file = tmp
         .as_file()
         .try_clone()

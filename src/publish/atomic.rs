@@ -86,12 +86,22 @@ pub const FILE_MODE: u32 = 0o644;
 
 /// Creates an empty temporary file in `dir` (created if missing).
 pub fn create_temp(dir: &Path) -> Result<tempfile::NamedTempFile, WriteError> {
-    fs_err::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .permissions(Permissions::from_mode(FILE_MODE))
-        .tempfile_in(dir)
-        .map_err(io_err("create temporary file in", dir))
+    let create = || {
+        tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .permissions(Permissions::from_mode(FILE_MODE))
+            .tempfile_in(dir)
+    };
+    // The directory almost always exists (the zip's download made it);
+    // trying first saves a mkdir per file, which costs on some file systems.
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs_err::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            create()
+        }
+        result => result,
+    }
+    .map_err(io_err("create temporary file in", dir))
 }
 
 /// Writes `bytes` to a new temporary file in `dir`. Not durable until the
