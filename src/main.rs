@@ -129,6 +129,9 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     if !report.rejected.is_empty() {
         extra += &format!(", {} upstream entries rejected", report.rejected.len());
     }
+    if report.fetch.retries > 0 {
+        extra += &format!(", {} requests retried", report.fetch.retries);
+    }
     eprintln!(
         "gomirror: sync {}: {}{extra} in {:.1}s",
         s.outcome.as_str(),

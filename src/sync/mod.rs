@@ -73,6 +73,8 @@ pub struct Report {
     pub rejected: Vec<Rejected>,
     /// Watched modules that could not be resolved upstream.
     pub plan_errors: Vec<String>,
+    /// Upstream requests, retries, bytes and status codes of this run.
+    pub fetch: crate::fetch::StatsSnapshot,
     pub seconds: f64,
     pub cancelled: bool,
 }
@@ -159,10 +161,13 @@ pub async fn run(
     if let Some(e) = tally.fatal {
         return Err(SyncError::Publish(e));
     }
+    let fetch = ctx.client.stats();
     info!(
         run = run_id.0,
         outcome = tally.summary.outcome.as_str(),
         published = tally.summary.published,
+        requests = fetch.requests,
+        retries = fetch.retries,
         "sync finished"
     );
     Ok(Report {
@@ -171,6 +176,7 @@ pub async fn run(
         summary: tally.summary,
         rejected: tally.rejected,
         plan_errors: tally.plan_errors,
+        fetch,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
