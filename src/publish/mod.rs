@@ -20,39 +20,42 @@ pub mod atomic;
 mod index;
 pub mod layout;
 
-use std::path::Path;
-
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
 
 use crate::module::{ModVer, ModulePath, Version};
-use crate::verify::Verified;
+use crate::verify::{Checked, Verified};
 
 use atomic::Replacement;
 use sha2::{Digest, Sha256};
 
 /// A verified version written beside its final names, not yet visible.
-/// Holds no open file: a batch of them must not exhaust descriptors.
+/// Holds no body and no open file: a batch of them stays small.
 pub struct Staged {
-    verified: Verified,
+    checked: Checked,
     mod_tmp: tempfile::TempPath,
+    mod_sha256: [u8; 32],
     info_tmp: tempfile::TempPath,
+    info_sha256: [u8; 32],
 }
 
 impl Staged {
-    pub fn verified(&self) -> &Verified {
-        &self.verified
+    pub fn checked(&self) -> &Checked {
+        &self.checked
     }
 }
 
 /// Writes a version's `.mod` and `.info` to temporary files in its
 /// directory (step 1).
 pub fn stage(tree: &Tree, verified: Verified) -> Result<Staged, WriteError> {
-    let dir = tree.version_dir(&verified.mv().path);
+    let (checked, info, mod_file) = verified.into_parts();
+    let dir = tree.version_dir(&checked.mv().path);
     Ok(Staged {
-        mod_tmp: atomic::write_temp(&dir, verified.mod_file())?.into_temp_path(),
-        info_tmp: atomic::write_temp(&dir, verified.info())?.into_temp_path(),
-        verified,
+        mod_tmp: atomic::write_temp(&dir, &mod_file)?.into_temp_path(),
+        mod_sha256: Sha256::digest(&mod_file).into(),
+        info_tmp: atomic::write_temp(&dir, &info)?.into_temp_path(),
+        info_sha256: Sha256::digest(&info).into(),
+        checked,
     })
 }
 
@@ -75,31 +78,27 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
     atomic::barrier(tree.root())?;
     for (staged, result) in &mut placed {
         if result.is_ok() {
-            let mv = staged.verified.mv();
-            let info = staged.verified.info();
-            *result = link(&staged.info_tmp, &tree.version_file(mv, Kind::Info), info).map(drop);
+            let info = tree.version_file(staged.checked.mv(), Kind::Info);
+            *result =
+                atomic::link_immutable(&staged.info_tmp, &info, &staged.info_sha256).map(drop);
         }
     }
     Ok(placed)
 }
 
 fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
-    let v = &staged.verified;
-    link(
+    let c = &staged.checked;
+    atomic::link_immutable(
         &staged.mod_tmp,
-        &tree.version_file(v.mv(), Kind::Mod),
-        v.mod_file(),
+        &tree.version_file(c.mv(), Kind::Mod),
+        &staged.mod_sha256,
     )?;
     atomic::link_immutable(
-        v.zip_path(),
-        &tree.version_file(v.mv(), Kind::Zip),
-        v.zip_sha256(),
+        c.zip_path(),
+        &tree.version_file(c.mv(), Kind::Zip),
+        c.zip_sha256(),
     )?;
     Ok(())
-}
-
-fn link(tmp: &Path, path: &Path, content: &[u8]) -> Result<Placed, WriteError> {
-    atomic::link_immutable(tmp, path, &Sha256::digest(content).into())
 }
 
 /// Rewrites `@v/list` and `@latest` of each module for its complete set of

@@ -49,7 +49,7 @@ pub(super) async fn collect(
             Some(Finished::Cancelled) => {}
             Some(Finished::Fatal(e)) => stop_for(ctx, tally, e),
             Some(Finished::Staged(staged)) => {
-                let v = staged.verified();
+                let v = staged.checked();
                 progress.finished(v.mv(), "published", v.zip_size());
                 batch.staged.push(*staged);
             }
@@ -143,7 +143,7 @@ async fn flush(
 }
 
 fn placed_outcome(staged: &Staged, result: Result<(), WriteError>) -> (ModVer, OutcomeKind) {
-    let v = staged.verified();
+    let v = staged.checked();
     let kind = match result {
         Ok(()) => OutcomeKind::Published(published_info(v)),
         Err(e @ WriteError::Conflict { .. }) => {

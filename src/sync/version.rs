@@ -11,7 +11,7 @@ use crate::fetch::{FetchError, Fetched};
 use crate::module::ModVer;
 use crate::publish::{self, layout, Kind, WriteError};
 use crate::state::{OutcomeKind, PublishedInfo};
-use crate::verify::{self, Quarantine, Verified};
+use crate::verify::{self, Checked, Quarantine};
 
 /// One version: fetch → verify → publish its files. Never records state:
 /// the collector does, after the module's list is rewritten.
@@ -88,10 +88,10 @@ fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
     done(mv, OutcomeKind::Quarantined { reason: q.reason })
 }
 
-pub(super) fn published_info(v: &Verified) -> PublishedInfo {
+pub(super) fn published_info(v: &Checked) -> PublishedInfo {
     PublishedInfo {
-        info_size: v.info().len() as u64,
-        mod_size: v.mod_file().len() as u64,
+        info_size: v.info_size(),
+        mod_size: v.mod_size(),
         zip_size: v.zip_size(),
         h1_zip: v.h1_zip().to_owned(),
         h1_mod: v.h1_mod().to_owned(),

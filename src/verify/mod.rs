@@ -34,14 +34,23 @@ pub const MAX_INFO: u64 = 1 << 20;
 /// so code that publishes an unverified version does not compile.
 #[derive(Debug)]
 pub struct Verified {
-    mv: ModVer,
+    checked: Checked,
     info: Bytes,
     mod_file: Bytes,
-    /// The zip's temporary file, closed: a batch of verified versions
-    /// waiting to be placed must not hold a file descriptor each.
+}
+
+/// What verification established about a version, without the `.info` and
+/// `.mod` bodies: once those are on disk, a batch of versions waiting to be
+/// placed holds only this (no buffers, no open files).
+#[derive(Debug)]
+pub struct Checked {
+    mv: ModVer,
+    /// The zip's temporary file in the version directory, closed.
     zip: tempfile::TempPath,
     zip_size: u64,
     zip_sha256: [u8; 32],
+    info_size: u64,
+    mod_size: u64,
     h1_zip: String,
     h1_mod: String,
     time: Option<String>,
@@ -57,14 +66,25 @@ pub struct Quarantine {
 }
 
 impl Verified {
-    pub fn mv(&self) -> &ModVer {
-        &self.mv
+    pub fn checked(&self) -> &Checked {
+        &self.checked
     }
     pub fn info(&self) -> &[u8] {
         &self.info
     }
     pub fn mod_file(&self) -> &[u8] {
         &self.mod_file
+    }
+    /// Splits the facts from the bodies, for the caller that has written
+    /// the bodies to disk: `(checked, info, mod_file)`.
+    pub fn into_parts(self) -> (Checked, Bytes, Bytes) {
+        (self.checked, self.info, self.mod_file)
+    }
+}
+
+impl Checked {
+    pub fn mv(&self) -> &ModVer {
+        &self.mv
     }
     /// The verified zip, still a temporary file in the version directory.
     pub fn zip_path(&self) -> &Path {
@@ -75,6 +95,12 @@ impl Verified {
     }
     pub fn zip_size(&self) -> u64 {
         self.zip_size
+    }
+    pub fn info_size(&self) -> u64 {
+        self.info_size
+    }
+    pub fn mod_size(&self) -> u64 {
+        self.mod_size
     }
     pub fn h1_zip(&self) -> &str {
         &self.h1_zip
@@ -111,15 +137,19 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
     let h1_mod = dirhash::hash_go_mod(&mod_file);
     // Issue #5: the checksum database confirms (mv, checked.h1, h1_mod) here.
     Ok(Verified {
-        h1_zip: checked.h1,
-        h1_mod,
-        mv,
+        checked: Checked {
+            h1_zip: checked.h1,
+            h1_mod,
+            mv,
+            info_size: info.len() as u64,
+            mod_size: mod_file.len() as u64,
+            zip_size: zip.size,
+            zip_sha256: zip.sha256,
+            zip: zip.file.into_temp_path(),
+            time,
+        },
         info,
         mod_file,
-        zip_size: zip.size,
-        zip_sha256: zip.sha256,
-        zip: zip.file.into_temp_path(),
-        time,
     })
 }
 
