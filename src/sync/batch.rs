@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::version::published_info;
-use super::{chain, Ctx, Finished, Progress, Published, SyncError, Tally};
+use super::{blocking, chain, Ctx, Finished, Progress, Published, SyncError, Tally};
 use crate::module::ModVer;
 use crate::publish::{self, Staged, WriteError};
 use crate::state::{Outcome, OutcomeKind};
@@ -108,24 +108,18 @@ async fn flush(
     let staged = std::mem::take(&mut batch.staged);
     if !staged.is_empty() {
         let tree = ctx.tree.clone();
-        let placed = tokio::task::spawn_blocking(move || publish::place(&tree, staged))
-            .await
-            .expect("placing files does not panic");
-        let placed = match placed {
-            Ok(placed) => placed,
-            Err(e) => {
-                // Nothing of this batch is listed or recorded: it stays
-                // pending, and the next run completes it.
-                stop_for(ctx, tally, e);
-                return Ok(());
+        match blocking("placing files", move || publish::place(&tree, staged)).await? {
+            Ok(placed) => {
+                let placed = placed
+                    .into_iter()
+                    .map(|(s, result)| placed_outcome(&s, result));
+                outcomes.extend(placed);
+                update_indexes(ctx, &outcomes, published).await?;
             }
-        };
-        outcomes.extend(
-            placed
-                .into_iter()
-                .map(|(staged, result)| placed_outcome(&staged, result)),
-        );
-        update_indexes(ctx, &outcomes, published).await?;
+            // The staged versions are neither listed nor recorded: they stay
+            // pending, and the next run completes them.
+            Err(e) => stop_for(ctx, tally, e),
+        }
     }
     let records: Vec<Outcome> = outcomes
         .into_iter()
@@ -174,8 +168,9 @@ async fn update_indexes(
     }
     let modules: Vec<_> = touched.into_iter().collect();
     let tree = ctx.tree.clone();
-    tokio::task::spawn_blocking(move || publish::update_indexes(&tree, &modules))
-        .await
-        .expect("index update does not panic")
-        .map_err(SyncError::Publish)
+    blocking("index update", move || {
+        publish::update_indexes(&tree, &modules)
+    })
+    .await?
+    .map_err(SyncError::Publish)
 }

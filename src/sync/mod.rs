@@ -63,6 +63,23 @@ pub enum SyncError {
     Upstream(#[from] UpstreamError),
     #[error("upstream client")]
     Client(#[source] crate::fetch::ClientError),
+    /// A blocking task panicked: a bug, reported instead of crashing.
+    #[error("internal error in {task}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Runs blocking work on the blocking pool; a panic becomes [`SyncError::Task`].
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| SyncError::Task { task, source })
 }
 
 /// The result of a run that went to its end.
@@ -277,14 +294,13 @@ async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<ModVer>, SyncError> {
         .collect();
     let modules: HashSet<ModulePath> = resumed.iter().map(|mv| mv.path.clone()).collect();
     let tree = ctx.tree.clone();
-    let removed = tokio::task::spawn_blocking(move || {
+    let removed = blocking("stray cleanup", move || {
         modules
             .iter()
             .map(|path| publish::remove_stray_temps(&tree, path))
             .sum::<Result<usize, WriteError>>()
     })
-    .await
-    .expect("stray cleanup does not panic")
+    .await?
     .map_err(SyncError::Publish)?;
     if !resumed.is_empty() {
         info!(
