@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
-use url::Url;
 
+use crate::fetch::Upstream;
 use crate::module::ModulePath;
 use crate::plan::watchlist::Selector;
 
@@ -99,7 +99,7 @@ pub struct Config {
     /// GOPROXY bases in order, never empty; schemes `https`, `http` or
     /// `file` (absolute). Each path ends with `/`, so `Url::join` with an
     /// escaped `module/@v/...` path appends to it.
-    pub upstreams: Vec<Url>,
+    pub upstreams: Vec<Upstream>,
     pub tree_dir: PathBuf,
     pub database: PathBuf,
     pub fetch: FetchSettings,
@@ -304,7 +304,7 @@ impl<'a> Source<'a> {
         &self,
         upstream: &file::Upstream,
         overrides: &Overrides,
-    ) -> Result<Vec<Url>, ConfigError> {
+    ) -> Result<Vec<Upstream>, ConfigError> {
         if let Some(o) = &overrides.upstream {
             return override_upstreams(o).map_err(|reason| ConfigError {
                 file: self.file.to_owned(),
@@ -465,7 +465,7 @@ impl<'a> Source<'a> {
 }
 
 /// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
-fn override_upstreams(o: &Override) -> Result<Vec<Url>, String> {
+fn override_upstreams(o: &Override) -> Result<Vec<Upstream>, String> {
     if o.value.trim().is_empty() {
         return Err("empty: list at least one proxy URL, comma-separated".into());
     }
@@ -476,7 +476,7 @@ fn override_upstreams(o: &Override) -> Result<Vec<Url>, String> {
     Ok(urls)
 }
 
-fn push_proxy(urls: &mut Vec<Url>, entry: &str) -> Result<(), String> {
+fn push_proxy(urls: &mut Vec<Upstream>, entry: &str) -> Result<(), String> {
     let url = check_proxy(entry)?;
     if urls.contains(&url) {
         return Err(format!("{entry:?} is listed twice"));
@@ -485,9 +485,10 @@ fn push_proxy(urls: &mut Vec<Url>, entry: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks one GOPROXY entry and gives its path a trailing `/`.
-/// Go: cmd/go/internal/modfetch/proxy.go proxyList and newProxyRepo.
-fn check_proxy(entry: &str) -> Result<Url, String> {
+/// Checks one GOPROXY entry. The URL rules are fetch's ([`Upstream::parse`]);
+/// here only what a config file can get wrong beyond them.
+/// Go: cmd/go/internal/modfetch/proxy.go proxyList.
+fn check_proxy(entry: &str) -> Result<Upstream, String> {
     if matches!(entry, "direct" | "off" | "noproxy") {
         return Err(format!(
             "{entry:?}: gomirror needs a proxy: it fetches only from GOPROXY servers \
@@ -500,42 +501,7 @@ fn check_proxy(entry: &str) -> Result<Url, String> {
              list proxies separately: the next is tried only on 404 or 410"
         ));
     }
-    let mut url = Url::parse(entry).map_err(|e| {
-        let hint = if entry.contains("://") {
-            String::new()
-        } else {
-            format!("; write https://{entry}")
-        };
-        format!("{entry:?}: not a URL: {e}{hint}")
-    })?;
-    match url.scheme() {
-        "https" | "http" => {}
-        "file" => {
-            let after = &entry["file:".len()..];
-            let host = url.host_str().unwrap_or("");
-            if !after.starts_with("//")
-                || !(host.is_empty() || host == "localhost")
-                || url.to_file_path().is_err()
-            {
-                return Err(format!(
-                    "{entry:?}: a file:// proxy needs an absolute directory, as file:///abs/dir"
-                ));
-            }
-        }
-        other => {
-            return Err(format!(
-                "{entry:?}: unsupported scheme {other:?}: want https, http or file"
-            ))
-        }
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{entry:?}: a proxy URL takes no query or fragment"));
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+    Upstream::parse(entry).map_err(|e| e.to_string())
 }
 
 /// The 1-based line holding byte `offset`.
@@ -665,7 +631,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let want = Config {
-            upstreams: vec![Url::parse("https://proxy.golang.org/").expect("valid")],
+            upstreams: vec![Upstream::parse("https://proxy.golang.org/").expect("valid")],
             tree_dir: "/etc/gomirror/tree".into(),
             database: "/etc/gomirror/state/gomirror.db".into(),
             fetch: FetchSettings {
@@ -710,7 +676,7 @@ module = "golang.org/x/mod"
 versions = ">=v0.10.0, <v0.20"
 "#;
         let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
-        let urls: Vec<&str> = cfg.upstreams.iter().map(Url::as_str).collect();
+        let urls: Vec<&str> = cfg.upstreams.iter().map(Upstream::as_str).collect();
         let want = [
             "http://127.0.0.1:8080/goproxy/",
             "file:///var/cache/go/download/",
@@ -753,12 +719,12 @@ versions = ">=v0.10.0, <v0.20"
             ("[upstream]\nproxies = []\n", "mirror.toml:2: [upstream] proxies: must list at least one proxy URL"),
             ("[upstream]\nproxies = [\"https://a.example\", \"direct\"]\n", "mirror.toml:2: [upstream] proxies #2: \"direct\": gomirror needs a proxy"),
             ("[upstream]\nproxies = [\"off\"]\n", "mirror.toml:2: [upstream] proxies #1: \"off\": gomirror needs a proxy"),
-            ("[upstream]\nproxies = [\"proxy.golang.org\"]\n", "mirror.toml:2: [upstream] proxies #1: \"proxy.golang.org\": not a URL: relative URL without a base; write https://proxy.golang.org"),
-            ("[upstream]\nproxies = [\"https://\"]\n", "mirror.toml:2: [upstream] proxies #1: \"https://\": not a URL: empty host"),
-            ("[upstream]\nproxies = [\"ftp://example.com\"]\n", "mirror.toml:2: [upstream] proxies #1: \"ftp://example.com\": unsupported scheme \"ftp\""),
-            ("[upstream]\nproxies = [\"https://a.example?x=1\"]\n", "proxies #1: \"https://a.example?x=1\": a proxy URL takes no query or fragment"),
-            ("[upstream]\nproxies = [\"file://cache/download\"]\n", "mirror.toml:2: [upstream] proxies #1: \"file://cache/download\": a file:// proxy needs an absolute directory, as file:///abs/dir"),
-            ("[upstream]\nproxies = [\"file:cache\"]\n", "proxies #1: \"file:cache\": a file:// proxy needs an absolute directory"),
+            ("[upstream]\nproxies = [\"proxy.golang.org\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"proxy.golang.org\": not a URL: relative URL without a base; write https://proxy.golang.org"),
+            ("[upstream]\nproxies = [\"https://\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"https://\": not a URL: empty host"),
+            ("[upstream]\nproxies = [\"ftp://example.com\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"ftp://example.com\": unsupported scheme \"ftp\""),
+            ("[upstream]\nproxies = [\"https://a.example?x=1\"]\n", "proxies #1: invalid upstream \"https://a.example?x=1\": a proxy base cannot have a query or fragment"),
+            ("[upstream]\nproxies = [\"file://cache/download\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"file://cache/download\": a file:// proxy needs a local absolute directory, as file:///abs/dir"),
+            ("[upstream]\nproxies = [\"file:cache\"]\n", "proxies #1: invalid upstream \"file:cache\": a file:// proxy needs a local absolute directory"),
             ("[upstream]\nproxies = [\"https://a.example|https://b.example\"]\n", "proxies #1: \"https://a.example|https://b.example\": \"|\" (fall through on any error) is not supported"),
             ("[upstream]\nproxies = [\"https://a.example,https://b.example\"]\n", "proxies #1: \"https://a.example,https://b.example\": list each proxy as its own array entry"),
             ("[upstream]\nproxies = [\"https://a.example\", \"https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #2: \"https://a.example/\" is listed twice"),
@@ -807,7 +773,7 @@ versions = ">=v0.10.0, <v0.20"
         let over = upstream(" https://b.example/go , file:///srv/cache", "--upstream");
         let cfg =
             Config::parse(text, Path::new("mirror.toml"), &over).unwrap_or_else(|e| panic!("{e}"));
-        let urls: Vec<&str> = cfg.upstreams.iter().map(Url::as_str).collect();
+        let urls: Vec<&str> = cfg.upstreams.iter().map(Upstream::as_str).collect();
         assert_eq!(urls, ["https://b.example/go/", "file:///srv/cache/"]);
         // The override is used even where the file's own list is invalid.
         let bad_file = "[upstream]\nproxies = [\"direct\"]\n";
@@ -820,11 +786,11 @@ versions = ">=v0.10.0, <v0.20"
         let cases = [
             ("direct", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: \"direct\": gomirror needs a proxy"),
             ("https://a.example,off", "--upstream", "mirror.toml: --upstream: \"off\": gomirror needs a proxy"),
-            ("https://a.example,,https://b.example", "--upstream", "mirror.toml: --upstream: \"\": not a URL"),
+            ("https://a.example,,https://b.example", "--upstream", "mirror.toml: --upstream: invalid upstream \"\": empty"),
             ("https://a.example|https://b.example", "--upstream", "mirror.toml: --upstream: \"https://a.example|https://b.example\": \"|\""),
             ("https://a.example,https://a.example", "--upstream", "mirror.toml: --upstream: \"https://a.example\" is listed twice"),
             ("  ", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: empty: list at least one proxy URL"),
-            ("file://rel/dir", "--upstream", "mirror.toml: --upstream: \"file://rel/dir\": a file:// proxy needs an absolute directory"),
+            ("file://rel/dir", "--upstream", "mirror.toml: --upstream: invalid upstream \"file://rel/dir\": a file:// proxy needs a local absolute directory"),
         ];
         for (value, source, want) in cases {
             let err = Config::parse("", Path::new("mirror.toml"), &upstream(value, source))

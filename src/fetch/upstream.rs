@@ -57,7 +57,11 @@ impl Upstream {
                  GOPROXY servers or directories ({ACCEPTED})"
             )));
         }
-        let mut url = Url::parse(s).map_err(|e| fail(format!("{e}; {ACCEPTED}")))?;
+        let mut url = Url::parse(s).map_err(|e| match s {
+            "" => fail(format!("empty; {ACCEPTED}")),
+            _ if !s.contains("://") => fail(format!("not a URL: {e}; write https://{s}")),
+            _ => fail(format!("not a URL: {e}")),
+        })?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(fail("a proxy base cannot have a query or fragment".into()));
         }
@@ -67,16 +71,18 @@ impl Upstream {
         }
         match url.scheme() {
             "https" | "http" if url.host().is_some() => Ok(Upstream::http(url)),
-            "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|()| fail(format!("not a local absolute path; {ACCEPTED}")))?;
-                Ok(Upstream {
+            // `file:rel` parses as `file:///rel`: demand the `//` so a
+            // relative path is never read as an absolute one.
+            "file" => match url.to_file_path() {
+                Ok(dir) if s["file:".len()..].starts_with("//") => Ok(Upstream {
                     kind: Kind::Dir(dir),
                     shown: url.to_string(),
-                })
-            }
-            _ => Err(fail(ACCEPTED.into())),
+                }),
+                _ => Err(fail(
+                    "a file:// proxy needs a local absolute directory, as file:///abs/dir".into(),
+                )),
+            },
+            other => Err(fail(format!("unsupported scheme {other:?}; {ACCEPTED}"))),
         }
     }
 
@@ -114,6 +120,13 @@ impl std::str::FromStr for Upstream {
 
     fn from_str(s: &str) -> Result<Upstream, UpstreamError> {
         Upstream::parse(s)
+    }
+}
+
+impl Upstream {
+    /// The base URL, ending in `/`, password redacted.
+    pub fn as_str(&self) -> &str {
+        &self.shown
     }
 }
 
@@ -196,15 +209,22 @@ mod tests {
         let cases = [
             ("direct", "go command keyword"),
             ("off", "go command keyword"),
-            ("", "relative URL without a base"),
+            ("", "empty"),
             ("proxy.golang.org", "relative URL without a base"),
             ("./mirror", "relative URL without a base"),
             ("/srv/mirror", "relative URL without a base"),
-            ("ftp://example.com/", "want an https://"),
-            ("git+ssh://example.com/", "want an https://"),
+            (
+                "ftp://example.com/",
+                "unsupported scheme \"ftp\"; want an https://",
+            ),
+            ("git+ssh://example.com/", "unsupported scheme"),
             ("https://example.com/?x=1", "query or fragment"),
             ("https://example.com/#top", "query or fragment"),
-            ("file://otherhost/srv/mod", "not a local absolute path"),
+            (
+                "file://otherhost/srv/mod",
+                "needs a local absolute directory",
+            ),
+            ("file:cache", "needs a local absolute directory"),
         ];
         for (input, want) in cases {
             let err = Upstream::parse(input).expect_err(input).to_string();

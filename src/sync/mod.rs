@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::fetch::{Client, Upstream, UpstreamError};
+use crate::fetch::Client;
 use crate::lock::{LockError, RunLock};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::{self, watchlist::Selector, Listing, Rejected};
@@ -59,8 +59,6 @@ pub enum SyncError {
     },
     #[error("publishing stopped")]
     Publish(#[source] WriteError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
     #[error("upstream client")]
     Client(#[source] crate::fetch::ClientError),
     /// A blocking task panicked: a bug, reported instead of crashing.
@@ -155,7 +153,7 @@ pub async fn run(
     let _db_lock = RunLock::acquire(&db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
     let run_id = store.begin_run().await?;
-    let client = Client::new(client_config(config)?).map_err(SyncError::Client)?;
+    let client = Client::new(client_config(config)).map_err(SyncError::Client)?;
     let ctx = Arc::new(Ctx {
         tree,
         client,
@@ -266,14 +264,10 @@ fn db_lock_path(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn client_config(config: &Config) -> Result<crate::fetch::ClientConfig, UpstreamError> {
+fn client_config(config: &Config) -> crate::fetch::ClientConfig {
     let f = &config.fetch;
-    Ok(crate::fetch::ClientConfig {
-        upstreams: config
-            .upstreams
-            .iter()
-            .map(|u| Upstream::parse(u.as_str()))
-            .collect::<Result<_, _>>()?,
+    crate::fetch::ClientConfig {
+        upstreams: config.upstreams.clone(),
         max_in_flight: f.concurrency,
         connect_timeout: f.connect_timeout,
         read_timeout: f.read_timeout,
@@ -281,7 +275,7 @@ fn client_config(config: &Config) -> Result<crate::fetch::ClientConfig, Upstream
         backoff_base: f.backoff_base,
         backoff_max: f.backoff_max,
         user_agent: f.user_agent.clone(),
-    })
+    }
 }
 
 /// Versions a killed run left pending: their temporary files are removed

@@ -209,8 +209,9 @@ async fn upstream_flag_and_env_replace_the_configured_proxies() {
     let run = run_command(cmd).await;
     assert_eq!(run.code, Some(2), "{run:#?}");
     assert!(
-        run.stderr
-            .contains(": GOMIRROR_UPSTREAM: \"ftp://example.com\": unsupported scheme"),
+        run.stderr.contains(
+            ": GOMIRROR_UPSTREAM: invalid upstream \"ftp://example.com\": unsupported scheme"
+        ),
         "{run:#?}"
     );
     assert!(!mirror.database().exists());
