@@ -35,6 +35,8 @@ const WATCH: &[(&str, &str)] = &[
     ("rsc.io/sampler", "v1.3.0"),
     ("golang.org/x/text", "v0.0.0-20170915032832-14c0d48ead0c"),
     ("rsc.io/QUOTE", "all"),
+    // v1.0.0 and v2.0.0+incompatible: `go` must take a +incompatible version from us.
+    ("rsc.io/breaker", "all"),
 ];
 
 /// rsc.io/quote v1.5.2's hash in Go's corpus, from the go.sum lines of Go's own scripts
