@@ -146,6 +146,13 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
 }
 
 async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    // `status` only reads: it must not create a database where none is.
+    if !config.database.exists() {
+        anyhow::bail!(
+            "no state database at {}: no sync has run with this config yet",
+            config.database.display()
+        );
+    }
     let store = gomirror::state::Store::open(&config.database).await?;
     let report = store.status().await?;
     if json {
