@@ -62,6 +62,16 @@ fn assert_mirrored(mirror: &Mirror, modules: &[ModuleFiles]) {
 }
 
 /// The tree holds exactly the files of `versions` plus the lists, `@latest`s and lock.
+/// Every module published correctly, and the tree holds nothing else.
+fn assert_all_mirrored(mirror: &Mirror, modules: &[ModuleFiles]) {
+    assert_mirrored(mirror, modules);
+    let all: Vec<(&str, &str)> = modules
+        .iter()
+        .map(|m| (m.path.as_str(), m.version.as_str()))
+        .collect();
+    assert_tree_is(mirror, &all);
+}
+
 fn assert_tree_is(mirror: &Mirror, versions: &[(&str, &str)]) {
     let mut want = vec![".gomirror.lock".to_string()];
     for (p, v) in versions {
@@ -159,13 +169,8 @@ async fn transient_faults_are_retried_until_every_version_is_published() {
         elapsed.as_secs_f64() >= 1.95,
         "429 Retry-After: 1 was not honoured: the run took {elapsed:?}"
     );
-    assert_mirrored(&mirror, &modules);
-    let all: Vec<(&str, &str)> = modules
-        .iter()
-        .map(|m| (m.path.as_str(), m.version.as_str()))
-        .collect();
     // No temp file from a truncated or reset download is left behind.
-    assert_tree_is(&mirror, &all);
+    assert_all_mirrored(&mirror, &modules);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,12 +273,7 @@ async fn fault_outlasting_max_attempts_fails_then_next_run_publishes() {
     upstream.faults().clear();
     let run = mirror.run_bin(&["sync", "--no-progress"]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
-    assert_mirrored(&mirror, &modules);
-    let all: Vec<(&str, &str)> = modules
-        .iter()
-        .map(|m| (m.path.as_str(), m.version.as_str()))
-        .collect();
-    assert_tree_is(&mirror, &all);
+    assert_all_mirrored(&mirror, &modules);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
