@@ -24,7 +24,7 @@ mod runs;
 mod status;
 mod versions;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,19 +149,6 @@ impl Store {
             .await
     }
 
-    /// Status of every known version of `paths`, keyed by `(path, version)`.
-    /// One transaction whatever the number of modules.
-    pub async fn version_statuses(
-        &self,
-        paths: &[String],
-    ) -> Result<HashMap<(String, String), VersionStatus>, StateError> {
-        let paths = paths.to_vec();
-        self.call_as("version statuses", move |c| {
-            versions::version_statuses(c, &paths)
-        })
-        .await
-    }
-
     /// The published `(path, version)` pairs of `paths`: what plan subtracts.
     pub async fn published_set(
         &self,
@@ -207,18 +194,6 @@ impl Store {
     pub async fn pending_versions(&self) -> Result<Vec<(String, String)>, StateError> {
         self.call_as("pending versions", |c| versions::pending_versions(c))
             .await
-    }
-
-    /// `(version, time)` of each published version of `path`, unsorted.
-    pub async fn published_versions(
-        &self,
-        path: &str,
-    ) -> Result<Vec<(String, String)>, StateError> {
-        let path = path.to_string();
-        self.call_as("published versions", move |c| {
-            versions::published_versions(c, &path)
-        })
-        .await
     }
 
     /// Records upstream entries that can never be mirrored, `(module, entry,
@@ -430,10 +405,6 @@ pub(crate) mod tests {
         assert_eq!(
             store.published_set(&paths).await.unwrap(),
             HashSet::from([mv("rsc.io/quote", "v1.5.2")])
-        );
-        assert_eq!(
-            store.published_versions("rsc.io/quote").await.unwrap(),
-            vec![mv("v1.5.2", "2019-01-01T00:00:00Z")]
         );
         let report = store.status().await.unwrap();
         let outcomes: Vec<_> = report

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::{now, RunId};
@@ -258,28 +258,6 @@ pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<(Strin
     .collect()
 }
 
-/// `(version, time)` of the published versions of `path`, in the order they
-/// were first seen. Not semver order: the caller sorts (`@v/list` rules).
-pub(crate) fn published_versions(
-    conn: &Connection,
-    path: &str,
-) -> rusqlite::Result<Vec<(String, String)>> {
-    let module: Option<i64> = conn
-        .query_row("SELECT id FROM modules WHERE path = ?1", [path], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let Some(module) = module else {
-        return Ok(Vec::new());
-    };
-    conn.prepare(
-        "SELECT version, time FROM versions
-         WHERE module_id = ?1 AND status = 'published' ORDER BY id",
-    )?
-    .query_map([module], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,14 +356,6 @@ mod tests {
         mark_pending(&mut conn, run, &items[1..]).unwrap();
         record_outcomes(&mut conn, &[outcome("a.example/m", "v1.1.0", failed)]).unwrap();
         assert_eq!(attempts(&conn, "v1.1.0"), 2);
-        assert_eq!(
-            published_versions(&conn, "a.example/m").unwrap(),
-            vec![mv("v1.0.0", "2019-01-01T00:00:00Z")]
-        );
-        assert_eq!(
-            published_versions(&conn, "nobody.example/m").unwrap(),
-            vec![]
-        );
     }
 
     #[test]
