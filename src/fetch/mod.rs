@@ -40,7 +40,9 @@ pub struct Fetched {
     pub info: bytes::Bytes,
     /// Fetched on its own, never taken from the zip: legacy versions have
     /// a synthesised go.mod whose hash differs (PROTOCOL.md, "GOPROXY").
-    pub mod_file: bytes::Bytes,
+    /// Streamed to a temporary file like the zip: up to 16 MiB each, many
+    /// in flight, it has no business in memory.
+    pub mod_file: Downloaded,
     pub zip: Downloaded,
 }
 

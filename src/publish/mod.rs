@@ -1,9 +1,9 @@
 //! Publish stage: [`Verified`] versions → the served tree, in the safe order,
 //! a batch at a time.
 //!
-//! 1. [`stage`] (per version, as soon as it is verified): write `.mod` and
-//!    `.info` to temporary files beside their final names; the zip already
-//!    is one. Nothing is visible yet.
+//! 1. [`stage`] (per version, as soon as it is verified): write `.info` to
+//!    a temporary file beside its final name; the `.mod` and the zip already
+//!    are, as downloaded. Nothing is visible yet.
 //! 2. [`place`] (per batch): barrier (all staged bytes durable); link every
 //!    `.mod` and `.zip` into place; barrier; link every `.info` — the file
 //!    that makes `go` believe a version exists comes last.
@@ -33,8 +33,6 @@ use sha2::{Digest, Sha256};
 /// Holds no body and no open file: a batch of them stays small.
 pub struct Staged {
     checked: Checked,
-    mod_tmp: tempfile::TempPath,
-    mod_sha256: [u8; 32],
     info_tmp: tempfile::TempPath,
     info_sha256: [u8; 32],
 }
@@ -45,14 +43,12 @@ impl Staged {
     }
 }
 
-/// Writes a version's `.mod` and `.info` to temporary files in its
-/// directory (step 1).
+/// Writes a version's `.info` to a temporary file in its directory; its
+/// `.mod` and `.zip` already are temporary files there, as downloaded (step 1).
 pub fn stage(tree: &Tree, verified: Verified) -> Result<Staged, WriteError> {
-    let (checked, info, mod_file) = verified.into_parts();
+    let (checked, info) = verified.into_parts();
     let dir = tree.version_dir(&checked.mv().path);
     Ok(Staged {
-        mod_tmp: atomic::write_temp(&dir, &mod_file)?.into_temp_path(),
-        mod_sha256: Sha256::digest(&mod_file).into(),
         info_tmp: atomic::write_temp(&dir, &info)?.into_temp_path(),
         info_sha256: Sha256::digest(&info).into(),
         checked,
@@ -89,9 +85,9 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
 fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
     let c = &staged.checked;
     atomic::link_immutable(
-        &staged.mod_tmp,
+        c.mod_path(),
         &tree.version_file(c.mv(), Kind::Mod),
-        &staged.mod_sha256,
+        c.mod_sha256(),
     )?;
     atomic::link_immutable(
         c.zip_path(),

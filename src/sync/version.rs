@@ -109,7 +109,8 @@ async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
         [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
     let (info, mod_file, zip) = tokio::try_join!(
         ctx.client.get(&info_rel, verify::MAX_INFO, token),
-        ctx.client.get(&mod_rel, verify::MAX_GO_MOD, token),
+        ctx.client
+            .download(&mod_rel, &dest, verify::MAX_GO_MOD, token),
         ctx.client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
     )?;
     debug!(bytes = zip.size, "fetched");

@@ -42,11 +42,11 @@ pub fn hash1(mut files: Vec<(String, FileDigest)>) -> Result<String, NewlineErro
     ))
 }
 
-/// The `/go.mod` hash of a go.sum line.
+/// The `/go.mod` hash of a go.sum line, from the SHA-256 of the go.mod
+/// (which the download computed while streaming it).
 /// Go: cmd/go/internal/modfetch/fetch.go goModSum: `Hash1([]string{"go.mod"}, ...)`.
-pub fn hash_go_mod(content: &[u8]) -> String {
-    hash1(vec![("go.mod".to_owned(), Sha256::digest(content).into())])
-        .expect("\"go.mod\" holds no newline")
+pub fn hash_go_mod(sha256: &FileDigest) -> String {
+    hash1(vec![("go.mod".to_owned(), *sha256)]).expect("\"go.mod\" holds no newline")
 }
 
 /// The SHA-256 of `content`, as [`hash1`] takes it.
@@ -109,6 +109,6 @@ pub(crate) mod tests {
         // against Go's go.sum lines is tests/it/h1.rs.
         let content = b"module rsc.io/quote\n";
         let want = hash1(vec![("go.mod".to_string(), digest(content))]).unwrap();
-        assert_eq!(hash_go_mod(content), want);
+        assert_eq!(hash_go_mod(&digest(content)), want);
     }
 }

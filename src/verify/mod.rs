@@ -2,11 +2,14 @@
 //! quarantine the version.
 //!
 //! Checks, in order: the `.info` names the requested version (Go:
-//! cmd/go/internal/modfetch/proxy.go Stat), the `.mod` is within Go's size
-//! limit, the zip passes every rule of x/mod/zip CheckZip without being
+//! cmd/go/internal/modfetch/proxy.go Stat), the zip passes every rule of
+//! x/mod/zip CheckZip without being
 //! extracted ([`zip::check_zip`]), and both `h1:` hashes are computed as
 //! x/mod/sumdb/dirhash does. The checksum database check (issue #5) slots
 //! in between hashing and building a [`Verified`]: see [`verify`].
+//!
+//! The size limits ([`MAX_GO_MOD`], [`MAX_ZIP`], [`MAX_INFO`]) are enforced
+//! by fetch while the bodies stream in; `sync` passes them.
 //!
 //! Everything here blocks (reads and hashes whole zips); callers run it on
 //! the blocking pool.
@@ -36,12 +39,11 @@ pub const MAX_INFO: u64 = 1 << 20;
 pub struct Verified {
     checked: Checked,
     info: Bytes,
-    mod_file: Bytes,
 }
 
-/// What verification established about a version, without the `.info` and
-/// `.mod` bodies: once those are on disk, a batch of versions waiting to be
-/// placed holds only this (no buffers, no open files).
+/// What verification established about a version, without the `.info`
+/// body: once that is on disk, a batch of versions waiting to be placed
+/// holds only this (no buffers, no open files).
 #[derive(Debug)]
 pub struct Checked {
     mv: ModVer,
@@ -49,8 +51,11 @@ pub struct Checked {
     zip: tempfile::TempPath,
     zip_size: u64,
     zip_sha256: [u8; 32],
-    info_size: u64,
+    /// The `.mod`'s temporary file in the version directory, closed.
+    mod_file: tempfile::TempPath,
     mod_size: u64,
+    mod_sha256: [u8; 32],
+    info_size: u64,
     h1_zip: String,
     h1_mod: String,
     time: Option<String>,
@@ -72,13 +77,10 @@ impl Verified {
     pub fn info(&self) -> &[u8] {
         &self.info
     }
-    pub fn mod_file(&self) -> &[u8] {
-        &self.mod_file
-    }
-    /// Splits the facts from the bodies, for the caller that has written
-    /// the bodies to disk: `(checked, info, mod_file)`.
-    pub fn into_parts(self) -> (Checked, Bytes, Bytes) {
-        (self.checked, self.info, self.mod_file)
+    /// Splits the facts from the `.info` body, for the caller that writes
+    /// the body to disk.
+    pub fn into_parts(self) -> (Checked, Bytes) {
+        (self.checked, self.info)
     }
 }
 
@@ -98,6 +100,13 @@ impl Checked {
     }
     pub fn info_size(&self) -> u64 {
         self.info_size
+    }
+    /// The fetched `.mod`, still a temporary file in the version directory.
+    pub fn mod_path(&self) -> &Path {
+        &self.mod_file
+    }
+    pub fn mod_sha256(&self) -> &[u8; 32] {
+        &self.mod_sha256
     }
     pub fn mod_size(&self) -> u64 {
         self.mod_size
@@ -127,14 +136,9 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
         reason,
     };
     let time = check_info(&mv, &info).map_err(quarantine)?;
-    if mod_file.len() as u64 > MAX_GO_MOD {
-        return Err(quarantine(format!(
-            "go.mod: file too large ({} bytes)",
-            mod_file.len()
-        )));
-    }
+    // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
     let checked = zip::check_zip(&mv, zip.file.path()).map_err(|e| quarantine(e.to_string()))?;
-    let h1_mod = dirhash::hash_go_mod(&mod_file);
+    let h1_mod = dirhash::hash_go_mod(&mod_file.sha256);
     // Issue #5: the checksum database confirms (mv, checked.h1, h1_mod) here.
     Ok(Verified {
         checked: Checked {
@@ -142,14 +146,15 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
             h1_mod,
             mv,
             info_size: info.len() as u64,
-            mod_size: mod_file.len() as u64,
+            mod_size: mod_file.size,
+            mod_sha256: mod_file.sha256,
+            mod_file: mod_file.file.into_temp_path(),
             zip_size: zip.size,
             zip_sha256: zip.sha256,
             zip: zip.file.into_temp_path(),
             time,
         },
         info,
-        mod_file,
     })
 }
 

@@ -29,7 +29,7 @@ fn our_hashes() -> BTreeMap<(String, String, bool), String> {
         if let Some(m) = &cv.mod_file {
             ours.insert(
                 (cv.path.clone(), cv.version.clone(), true),
-                dirhash::hash_go_mod(m),
+                dirhash::hash_go_mod(&dirhash::digest(m)),
             );
         }
         let zip_path = dir.path().join(&cv.file_name);
