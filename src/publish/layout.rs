@@ -3,7 +3,7 @@
 //! which is also the GOPROXY URL layout (PROTOCOL.md, "GOPROXY").
 //!
 //! This is the only place that turns a module or module@version into a
-//! path. It builds paths only from [`ModulePath`] and [`Version`], whose
+//! path. It builds paths only from [`ModulePath`] and [`Version`](crate::module::Version), whose
 //! escaped forms are checked file-name-safe, so nothing from upstream can
 //! name a file outside the tree.
 
