@@ -91,7 +91,6 @@ pub struct Report {
     /// Upstream requests, retries, bytes and status codes of this run.
     pub fetch: crate::fetch::StatsSnapshot,
     pub seconds: f64,
-    pub cancelled: bool,
 }
 
 impl Report {
@@ -187,7 +186,6 @@ pub async fn run(
     );
     Ok(Report {
         run_id: run_id.0,
-        cancelled: token.is_cancelled(),
         summary: tally.summary,
         rejected: tally.rejected,
         plan_errors: tally.plan_errors,
