@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "rejections",
         sql: include_str!("../../migrations/0002_rejections.sql"),
     },
+    Migration {
+        version: 3,
+        name: "sumdb",
+        sql: include_str!("../../migrations/0003_sumdb.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -22,6 +22,7 @@ mod error;
 mod migrate;
 mod runs;
 mod status;
+mod sumdb;
 mod versions;
 
 use std::collections::HashSet;
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StateError;
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{Problem, Rejection, StatusCounts, StatusReport, STATUS_PROBLEMS, STATUS_RUNS};
+pub use sumdb::{RecordRow, StoredHead};
 pub use versions::{Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
@@ -206,6 +208,60 @@ impl Store {
         let rejections = rejections.to_vec();
         self.call_as("record rejections", move |c| {
             status::record_rejections(c, run, &rejections)
+        })
+        .await
+    }
+
+    /// The largest verified tree head of checksum database `db`.
+    pub async fn newest_sumdb_head(&self, db: &str) -> Result<Option<StoredHead>, StateError> {
+        let db = db.to_owned();
+        self.call_as("newest sumdb head", move |c| sumdb::newest_head(c, &db))
+            .await
+    }
+
+    /// The heads the offline copy was published with, smallest first.
+    pub async fn pinned_sumdb_heads(&self, db: &str) -> Result<Vec<StoredHead>, StateError> {
+        let db = db.to_owned();
+        self.call_as("pinned sumdb heads", move |c| sumdb::pinned_heads(c, &db))
+            .await
+    }
+
+    /// Stores a verified head of `db`. `false`: a head of that size with
+    /// another hash is already stored (the caller should have seen the fork).
+    pub async fn save_sumdb_head(&self, db: &str, head: StoredHead) -> Result<bool, StateError> {
+        let db = db.to_owned();
+        self.call_as("save sumdb head", move |c| sumdb::save_head(c, &db, &head))
+            .await
+    }
+
+    /// Records the checksum database's record id of `(path, version, id)`
+    /// triples whose versions are known (pending or published).
+    pub async fn record_sumdb_ids(
+        &self,
+        db: &str,
+        records: Vec<(String, String, i64)>,
+    ) -> Result<usize, StateError> {
+        let db = db.to_owned();
+        self.call_as("record sumdb ids", move |c| {
+            sumdb::record_ids(c, &db, &records)
+        })
+        .await
+    }
+
+    /// Record ids of every published version of `db`, ascending.
+    pub async fn published_sumdb_ids(&self, db: &str) -> Result<Vec<i64>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published sumdb ids", move |c| {
+            sumdb::published_record_ids(c, &db)
+        })
+        .await
+    }
+
+    /// Every published version with its hashes and `db` record id.
+    pub async fn published_records(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published records", move |c| {
+            sumdb::published_records(c, &db)
         })
         .await
     }

@@ -1,0 +1,218 @@
+//! What the checksum database told us: verified tree heads (the newest is
+//! what every later head must extend) and each version's record id (what
+//! the offline copy's tiles must prove). See `migrations/0003_sumdb.sql`.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::now;
+
+/// A verified signed tree head as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHead {
+    pub size: i64,
+    /// Base64, as in the note.
+    pub hash: String,
+    /// The signed note as the database served it.
+    pub note: Vec<u8>,
+    pub pinned: bool,
+}
+
+/// A published version's record in the checksum database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    pub path: String,
+    pub version: String,
+    pub h1_zip: String,
+    pub h1_mod: String,
+    /// `None`: published without a record (a private module, or published
+    /// before verification was on).
+    pub record_id: Option<i64>,
+}
+
+pub(crate) fn newest_head(conn: &Connection, db: &str) -> rusqlite::Result<Option<StoredHead>> {
+    conn.prepare_cached(
+        "SELECT size, hash, note, pinned FROM sumdb_heads WHERE db_name = ?1
+         ORDER BY size DESC LIMIT 1",
+    )?
+    .query_row([db], head_row)
+    .optional()
+}
+
+pub(crate) fn pinned_heads(conn: &Connection, db: &str) -> rusqlite::Result<Vec<StoredHead>> {
+    conn.prepare_cached(
+        "SELECT size, hash, note, pinned FROM sumdb_heads WHERE db_name = ?1 AND pinned = 1
+         ORDER BY size",
+    )?
+    .query_map([db], head_row)?
+    .collect()
+}
+
+fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHead> {
+    Ok(StoredHead {
+        size: r.get(0)?,
+        hash: r.get(1)?,
+        note: r.get(2)?,
+        pinned: r.get(3)?,
+    })
+}
+
+/// Stores a verified head; `pinned` marks it (never unmarks it). A head of
+/// the same size is stored once: the caller has already refused one with
+/// another hash (a fork), and the `WHERE` keeps a mismatch from passing
+/// silently if it did not.
+pub(crate) fn save_head(
+    conn: &mut Connection,
+    db: &str,
+    head: &StoredHead,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT hash FROM sumdb_heads WHERE db_name = ?1 AND size = ?2")?
+        .query_row((db, head.size), |r| r.get(0))
+        .optional()?;
+    let saved = match existing {
+        Some(hash) if hash != head.hash => false,
+        Some(_) => {
+            if head.pinned {
+                tx.execute(
+                    "UPDATE sumdb_heads SET pinned = 1 WHERE db_name = ?1 AND size = ?2",
+                    (db, head.size),
+                )?;
+            }
+            true
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO sumdb_heads (db_name, size, hash, note, seen_at, pinned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                (db, head.size, &head.hash, &head.note, now(), head.pinned),
+            )?;
+            true
+        }
+    };
+    tx.commit()?;
+    Ok(saved)
+}
+
+/// Records `(path, version, record id)` for versions that already have a
+/// row (mark_pending made it), in one transaction.
+pub(crate) fn record_ids(
+    conn: &mut Connection,
+    db: &str,
+    records: &[(String, String, i64)],
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut written = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO sumdb_records (version_id, db_name, record_id)
+             SELECT v.id, ?1, ?4 FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE m.path = ?2 AND v.version = ?3
+             ON CONFLICT (version_id, db_name) DO UPDATE SET record_id = excluded.record_id",
+        )?;
+        for (path, version, id) in records {
+            written += insert.execute((db, path, version, id))?;
+        }
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Record ids of every published version that has one.
+pub(crate) fn published_record_ids(conn: &Connection, db: &str) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached(
+        "SELECT r.record_id FROM sumdb_records r JOIN versions v ON v.id = r.version_id
+         WHERE r.db_name = ?1 AND v.status = 'published' ORDER BY r.record_id",
+    )?
+    .query_map([db], |r| r.get(0))?
+    .collect()
+}
+
+/// Every published version with its hashes and record id, if any.
+pub(crate) fn published_records(
+    conn: &mut Connection,
+    db: &str,
+) -> rusqlite::Result<Vec<RecordRow>> {
+    let tx = conn.transaction()?;
+    let rows = tx
+        .prepare_cached(
+            "SELECT m.path, v.version, v.h1_zip, v.h1_mod, r.record_id
+             FROM versions v JOIN modules m ON m.id = v.module_id
+             LEFT JOIN sumdb_records r ON r.version_id = v.id AND r.db_name = ?1
+             WHERE v.status = 'published' ORDER BY m.path, v.version",
+        )?
+        .query_map([db], |r| {
+            Ok(RecordRow {
+                path: r.get(0)?,
+                version: r.get(1)?,
+                h1_zip: r.get(2)?,
+                h1_mod: r.get(3)?,
+                record_id: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::migrated;
+    use crate::state::{versions, Outcome, OutcomeKind};
+
+    fn head(size: i64, hash: &str, pinned: bool) -> StoredHead {
+        StoredHead {
+            size,
+            hash: hash.into(),
+            note: format!("note {size}").into_bytes(),
+            pinned,
+        }
+    }
+
+    #[test]
+    fn newest_head_is_the_largest_and_a_same_size_other_hash_is_refused() {
+        let mut c = migrated();
+        assert_eq!(newest_head(&c, "db").unwrap(), None);
+        assert!(save_head(&mut c, "db", &head(10, "a", false)).unwrap());
+        assert!(save_head(&mut c, "db", &head(30, "c", true)).unwrap());
+        assert!(save_head(&mut c, "db", &head(20, "b", false)).unwrap());
+        assert_eq!(newest_head(&c, "db").unwrap().unwrap().size, 30);
+        assert!(!save_head(&mut c, "db", &head(20, "other", true)).unwrap());
+        assert!(save_head(&mut c, "db", &head(20, "b", true)).unwrap());
+        let pinned: Vec<i64> = pinned_heads(&c, "db")
+            .unwrap()
+            .iter()
+            .map(|h| h.size)
+            .collect();
+        assert_eq!(pinned, [20, 30]);
+        assert_eq!(newest_head(&c, "other-db").unwrap(), None);
+    }
+
+    #[test]
+    fn record_ids_attach_to_versions_and_only_published_ones_count() {
+        let mut c = migrated();
+        let items = [("example.com/a".to_string(), "v1.0.0".to_string())];
+        let run = crate::state::runs::begin_run(&mut c, 1).unwrap();
+        versions::mark_pending(&mut c, run, &items).unwrap();
+        let ids = [("example.com/a".into(), "v1.0.0".into(), 7)];
+        assert_eq!(record_ids(&mut c, "db", &ids).unwrap(), 1);
+        let unknown = [("example.com/b".into(), "v1.0.0".into(), 8)];
+        assert_eq!(record_ids(&mut c, "db", &unknown).unwrap(), 0);
+        assert!(published_record_ids(&c, "db").unwrap().is_empty());
+        let outcome = Outcome {
+            path: "example.com/a".into(),
+            version: "v1.0.0".into(),
+            result: OutcomeKind::Published(crate::state::tests::published_info(5)),
+        };
+        versions::record_outcomes(&mut c, &[outcome]).unwrap();
+        assert_eq!(published_record_ids(&c, "db").unwrap(), [7]);
+        let rows = published_records(&mut c, "db").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].record_id, Some(7));
+        assert_eq!(
+            published_records(&mut c, "other").unwrap()[0].record_id,
+            None
+        );
+    }
+}
