@@ -15,6 +15,7 @@
 //! the blocking pool.
 
 pub mod dirhash;
+pub mod sumdb;
 pub mod zip;
 
 use std::path::Path;
