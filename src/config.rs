@@ -52,6 +52,8 @@ pub mod file {
         pub fetch: Fetch,
         #[serde(default)]
         pub watch: Vec<Watch>,
+        #[serde(default)]
+        pub sumdb: Sumdb,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,15 @@ pub mod file {
         pub user_agent: Option<String>,
     }
 
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Sumdb {
+        pub key: Option<String>,
+        pub url: Option<String>,
+        pub private: Option<Vec<String>>,
+        pub offline_copy: Option<bool>,
+    }
+
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Watch {
@@ -105,6 +116,32 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// At most one entry per module.
     pub watch: Vec<WatchEntry>,
+    /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
+    pub sumdb: Option<SumdbSettings>,
+}
+
+/// The checksum database every download is verified against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SumdbSettings {
+    /// A verifier key `<name>+<hash>+<key>` that parsed.
+    pub key: String,
+    /// The key's name; a host name ([`crate::publish::layout::check_sumdb_name`]).
+    pub name: String,
+    /// Where to reach it; `None`: as the go command does, through the first
+    /// upstream proxy that serves `sumdb/<name>/supported`, else `https://<name>`.
+    pub url: Option<Upstream>,
+    /// GONOSUMDB/GOPRIVATE globs, comma-joined for
+    /// [`crate::module::match_prefix_patterns`].
+    pub private: String,
+    /// Publish `sumdb/<name>/…` in the tree.
+    pub offline_copy: bool,
+}
+
+impl SumdbSettings {
+    /// Modules the database is never asked about (GONOSUMDB semantics).
+    pub fn is_private(&self, path: &str) -> bool {
+        crate::module::match_prefix_patterns(&self.private, path)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +208,9 @@ impl fmt::Display for ConfigError {
 pub const DEFAULT_PROXY: &str = "https://proxy.golang.org";
 pub const DEFAULT_TREE_DIR: &str = "tree";
 pub const DEFAULT_DATABASE: &str = "state/gomirror.db";
+/// sum.golang.org's key, as the go command knows it (cmd/go/internal/modfetch/key.go).
+pub const DEFAULT_SUMDB_KEY: &str =
+    "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
 pub const DEFAULT_USER_AGENT: &str = concat!("gomirror/", env!("CARGO_PKG_VERSION"));
 const CONCURRENCY: (i64, RangeInclusive<i64>) = (64, 1..=1024);
 const MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=100);
@@ -211,6 +251,7 @@ impl Config {
             )?,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
+            sumdb: src.sumdb(&file.sumdb)?,
         })
     }
 }
@@ -464,6 +505,60 @@ impl<'a> Source<'a> {
     }
 }
 
+impl Source<'_> {
+    fn sumdb(&self, f: &file::Sumdb) -> Result<Option<SumdbSettings>, ConfigError> {
+        let at = |key: &str| -> Vec<Seg> { vec!["sumdb".into(), key.into()] };
+        let key = f.key.as_deref().unwrap_or(DEFAULT_SUMDB_KEY).trim();
+        if key == "off" {
+            return Ok(None);
+        }
+        // GOSUMDB's forms: a known name alone, or a key, optionally followed
+        // by the URL (cmd/go/internal/modfetch/sumdb.go dbDial).
+        let (key, key_url) = match key.split_once(char::is_whitespace) {
+            Some((k, u)) => (k, Some(u.trim())),
+            None => (key, None),
+        };
+        let key = if key == "sum.golang.org" {
+            DEFAULT_SUMDB_KEY
+        } else {
+            key
+        };
+        let verifier = crate::verify::sumdb::note::Verifier::parse(key).map_err(|e| {
+            self.error(
+                &at("key"),
+                format!("{key:?}: {e} (want \"<name>+<hash>+<key>\" or \"off\")"),
+            )
+        })?;
+        let name = verifier.name().to_owned();
+        crate::publish::layout::check_sumdb_name(&name).map_err(|e| self.error(&at("key"), e))?;
+        let url = match (f.url.as_deref(), key_url) {
+            (Some(u), _) => {
+                Some(Upstream::parse(u).map_err(|e| self.error(&at("url"), e.to_string()))?)
+            }
+            (None, Some(u)) => {
+                Some(Upstream::parse(u).map_err(|e| self.error(&at("key"), e.to_string()))?)
+            }
+            (None, None) => None,
+        };
+        let mut private = Vec::new();
+        for (i, glob) in f.private.iter().flatten().enumerate() {
+            let at = ["sumdb".into(), "private".into(), i.into()];
+            if glob.trim().is_empty() || glob.contains(',') {
+                let reason = format!("{glob:?}: one non-empty glob per entry, without commas");
+                return Err(self.error(&at, reason));
+            }
+            private.push(glob.trim().to_owned());
+        }
+        Ok(Some(SumdbSettings {
+            key: key.to_owned(),
+            name,
+            url,
+            private: private.join(","),
+            offline_copy: f.offline_copy.unwrap_or(true),
+        }))
+    }
+}
+
 /// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
 fn override_upstreams(o: &Override) -> Result<Vec<Upstream>, String> {
     if o.value.trim().is_empty() {
@@ -647,6 +742,13 @@ mod tests {
                 module: ModulePath::new("rsc.io/quote").expect("valid"),
                 selector: Selector::Latest,
             }],
+            sumdb: Some(SumdbSettings {
+                key: DEFAULT_SUMDB_KEY.into(),
+                name: "sum.golang.org".into(),
+                url: None,
+                private: String::new(),
+                offline_copy: true,
+            }),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -697,8 +799,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -800,6 +902,62 @@ versions = ">=v0.10.0, <v0.20"
                 err.to_string().starts_with(want),
                 "{value:?}\n got: {err}\nwant: {want}"
             );
+        }
+    }
+
+    #[test]
+    fn sumdb_settings() {
+        let off = parse("[sumdb]\nkey = \"off\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(off.sumdb, None);
+        let by_name =
+            parse("[sumdb]\nkey = \"sum.golang.org\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(by_name.sumdb.unwrap().key, DEFAULT_SUMDB_KEY);
+        let text = format!(
+            "[sumdb]\nkey = \"{DEFAULT_SUMDB_KEY} https://sum.example.com/db\"\n\
+             private = [\"*.corp.example.com\", \"github.com/myorg\"]\noffline_copy = false\n"
+        );
+        let s = parse(&text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .sumdb
+            .unwrap();
+        assert_eq!(s.name, "sum.golang.org");
+        assert_eq!(
+            s.url.as_ref().map(Upstream::as_str),
+            Some("https://sum.example.com/db/")
+        );
+        assert!(!s.offline_copy);
+        assert!(s.is_private("git.corp.example.com/team/x"));
+        assert!(s.is_private("github.com/myorg/tool"));
+        assert!(!s.is_private("github.com/other/tool"));
+    }
+
+    #[test]
+    fn sumdb_errors_name_the_key() {
+        for (text, want) in [
+            (
+                "[sumdb]\nkey = \"sum.golang.org+033de0ae+AAAA\"",
+                "mirror.toml:2: [sumdb] key: \"sum.golang.org+033de0ae+AAAA\": ",
+            ),
+            (
+                "[sumdb]\nkey = \"nonsense\"",
+                "mirror.toml:2: [sumdb] key: ",
+            ),
+            ("[sumdb]\nurl = \"ftp://x\"", "mirror.toml:2: [sumdb] url: "),
+            (
+                "[sumdb]\nprivate = [\"a,b\"]",
+                "mirror.toml:2: [sumdb] private #1: \"a,b\": one non-empty glob",
+            ),
+            (
+                "[sumdb]\nprivate = [\"\"]",
+                "mirror.toml:2: [sumdb] private #1: ",
+            ),
+            (
+                "[sumdb]\noffline = true",
+                "mirror.toml:2: [sumdb] offline: unknown key",
+            ),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::module::{ModVer, ModulePath};
+use crate::verify::sumdb::tile::Tile;
 
 /// Prefix of every temporary file we create in the tree. nginx must not
 /// serve these (see the sample server block) and start-up removes strays.
@@ -54,6 +55,50 @@ pub fn latest_rel(path: &ModulePath) -> String {
     format!("{}/@latest", path.escaped())
 }
 
+/// A file of the offline copy of a checksum database, served below
+/// `sumdb/<name>/` as the go command asks a proxy for it (PROTOCOL.md,
+/// "Through a proxy"; x/mod sumdb/client.go).
+#[derive(Clone, Copy, Debug)]
+pub enum SumdbFile<'a> {
+    /// Present (empty) once the copy is complete: tells `go` to use it.
+    Supported,
+    /// The signed tree head the copy's lookups and tiles were pinned to.
+    Latest,
+    /// `lookup/<escaped path>@<escaped version>`.
+    Lookup(&'a ModVer),
+    /// `tile/8/<L>/<NNN>[.p/<W>]`, built from numbers only.
+    Tile(&'a Tile),
+}
+
+/// `sumdb/<name>/<file>`, relative. `name` passed [`check_sumdb_name`].
+pub fn sumdb_rel(name: &str, file: SumdbFile<'_>) -> String {
+    let file = match file {
+        SumdbFile::Supported => "supported".to_owned(),
+        SumdbFile::Latest => "latest".to_owned(),
+        SumdbFile::Lookup(mv) => format!("lookup/{}@{}", mv.path.escaped(), mv.version.escaped()),
+        SumdbFile::Tile(t) => t.path(),
+    };
+    format!("sumdb/{name}/{file}")
+}
+
+/// A checksum database name becomes one directory of the tree: a host name
+/// (letters, digits, `-`, `.`; not starting with `.`), as every real one is.
+pub fn check_sumdb_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "checksum database name {name:?} must be a host name (letters, digits, '-', '.')"
+        ))
+    }
+}
+
 /// The served tree rooted at one directory.
 #[derive(Clone, Debug)]
 pub struct Tree {
@@ -87,6 +132,10 @@ impl Tree {
         self.root.join(latest_rel(path))
     }
 
+    pub fn sumdb_file(&self, name: &str, file: SumdbFile<'_>) -> PathBuf {
+        self.root.join(sumdb_rel(name, file))
+    }
+
     /// The run lock, at the root so that two runs with different
     /// databases still cannot share one tree.
     pub fn lock_file(&self) -> PathBuf {
@@ -111,5 +160,39 @@ mod tests {
             latest_rel(&mv.path),
             "github.com/!azure/go-autorest/@latest"
         );
+        assert_eq!(
+            sumdb_rel("sum.golang.org", SumdbFile::Lookup(&mv)),
+            "sumdb/sum.golang.org/lookup/github.com/!azure/go-autorest@v1.0.0-!r!c1"
+        );
+        assert_eq!(
+            sumdb_rel("sum.golang.org", SumdbFile::Supported),
+            "sumdb/sum.golang.org/supported"
+        );
+    }
+
+    #[test]
+    fn sumdb_names_are_host_names() {
+        for ok in [
+            "sum.golang.org",
+            "sum.golang.google.cn",
+            "localhost",
+            "a-b.example",
+        ] {
+            assert_eq!(check_sumdb_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            ".hidden",
+            "a\\b",
+            "a\0b",
+            "ü.example",
+        ] {
+            assert!(check_sumdb_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -19,9 +19,11 @@
 pub mod atomic;
 mod index;
 pub mod layout;
+mod sumdb;
 
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
+pub use sumdb::{lookup_body, place_sumdb, update_sumdb_head};
 
 use crate::module::{ModVer, ModulePath, Version};
 use crate::verify::{Checked, Verified};

@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::version::published_info;
-use super::{blocking, chain, Ctx, Finished, Progress, Published, SyncError, Tally};
+use super::{blocking, chain, sumdb, Ctx, Finished, Progress, Published, SyncError, Tally};
 use crate::module::ModVer;
 use crate::publish::{self, Staged, WriteError};
 use crate::state::{Outcome, OutcomeKind};
+use crate::verify::sumdb::client::Record;
 
 /// How many finished versions are published and recorded together.
 const BATCH: usize = 256;
@@ -48,10 +49,19 @@ pub(super) async fn collect(
             None => break,
             Some(Finished::Cancelled) => {}
             Some(Finished::Fatal(e)) => stop_for(ctx, tally, e),
+            Some(Finished::Forked(e)) => {
+                tracing::error!("stopping the run: {}", chain(&e));
+                ctx.stop.cancel();
+                tally.forked.get_or_insert(e);
+            }
             Some(Finished::Staged(staged)) => {
+                let (staged, record) = *staged;
                 let v = staged.checked();
                 progress.finished(v.mv(), "published", v.zip_size());
-                batch.staged.push(*staged);
+                if let Some(record) = record {
+                    batch.records.push((v.mv().clone(), record));
+                }
+                batch.staged.push(staged);
             }
             Some(Finished::Done { mv, kind }) => {
                 progress.finished(&mv, outcome_name(&kind), 0);
@@ -69,6 +79,8 @@ pub(super) async fn collect(
 #[derive(Default)]
 struct Batch {
     staged: Vec<Staged>,
+    /// The checksum database's records of staged versions.
+    records: Vec<(ModVer, Record)>,
     done: Vec<(ModVer, OutcomeKind)>,
 }
 
@@ -106,7 +118,14 @@ async fn flush(
 ) -> Result<(), SyncError> {
     let mut outcomes = std::mem::take(&mut batch.done);
     let staged = std::mem::take(&mut batch.staged);
+    let records = std::mem::take(&mut batch.records);
     if !staged.is_empty() {
+        // Lookups and tiles first: once `supported` is served, `go` needs
+        // a version's lookup as soon as a list names the version.
+        let pin = match ctx.sumdb.get() {
+            Some(db) if !records.is_empty() => sumdb::publish_records(ctx, db, &records).await?,
+            _ => None,
+        };
         let tree = ctx.tree.clone();
         match blocking("placing files", move || publish::place(&tree, staged)).await? {
             Ok(placed) => {
@@ -115,6 +134,9 @@ async fn flush(
                     .map(|(s, result)| placed_outcome(&s, result));
                 outcomes.extend(placed);
                 update_indexes(ctx, &outcomes, published).await?;
+                if let (Some(db), Some(pin)) = (ctx.sumdb.get(), pin) {
+                    sumdb::publish_head(ctx, db, pin).await?;
+                }
             }
             // The staged versions are neither listed nor recorded: they stay
             // pending, and the next run completes them.

@@ -13,6 +13,7 @@
 //! files, fetches it again and finds identical files already in place.
 
 mod batch;
+mod sumdb;
 mod version;
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +34,7 @@ use crate::plan::{self, watchlist::Selector, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
 use crate::state::{OutcomeKind, RunId, RunOutcome, RunSummary, StateError, Store};
 use crate::verify;
+use crate::verify::sumdb::client::{Record, SumdbError};
 
 /// What the operator watches while a run goes (a progress bar in main.rs).
 pub trait Progress: Send + Sync {
@@ -61,6 +63,9 @@ pub enum SyncError {
     Publish(#[source] WriteError),
     #[error("upstream client")]
     Client(#[source] crate::fetch::ClientError),
+    /// The checksum database cannot be used, or its log forked.
+    #[error(transparent)]
+    Sumdb(Box<crate::verify::sumdb::client::SumdbError>),
     /// A blocking task panicked: a bug, reported instead of crashing.
     #[error("internal error in {task}")]
     Task {
@@ -115,13 +120,17 @@ struct Ctx {
     /// Versions in flight at once: enough to keep every request slot busy
     /// while others verify and publish.
     window: usize,
+    /// The checksum database, reached once the plan has work (a no-op run
+    /// never contacts it). Unset when verification is off.
+    sumdb: std::sync::OnceLock<sumdb::Sumdb>,
 }
 
 /// How one planned version ended.
 enum Finished {
     /// Verified and written beside its final names: the collector makes
-    /// it visible with the rest of its batch.
-    Staged(Box<Staged>),
+    /// it visible with the rest of its batch. With the checksum database's
+    /// record, unless the module is private or verification is off.
+    Staged(Box<(Staged, Option<Record>)>),
     Done {
         mv: ModVer,
         kind: OutcomeKind,
@@ -130,6 +139,8 @@ enum Finished {
     Cancelled,
     /// The tree cannot take writes (disk full, read-only): stop the run.
     Fatal(WriteError),
+    /// The checksum database's log forked: stop the run.
+    Forked(SumdbError),
 }
 
 /// Runs one sync to its end. `token` is the shutdown signal: when it
@@ -161,17 +172,22 @@ pub async fn run(
         stop: token.child_token(),
         verify_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         window: config.fetch.concurrency * 2,
+        sumdb: std::sync::OnceLock::new(),
     });
     let mut tally = Tally::default();
     let result = run_stages(&ctx, config, &mut tally, progress).await;
     tally.summary.outcome = match (&result, &tally.fatal) {
         (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
+        _ if tally.forked.is_some() => RunOutcome::Failed,
         _ if token.is_cancelled() => RunOutcome::Interrupted,
         _ if tally.all_ok() => RunOutcome::Ok,
         _ => RunOutcome::Partial,
     };
     store.finish_run(run_id, &tally.summary).await?;
     result?;
+    if let Some(e) = tally.forked {
+        return Err(SyncError::Sumdb(Box::new(e)));
+    }
     if let Some(e) = tally.fatal {
         return Err(SyncError::Publish(e));
     }
@@ -201,6 +217,7 @@ struct Tally {
     rejected: Vec<Rejected>,
     plan_errors: Vec<String>,
     fatal: Option<WriteError>,
+    forked: Option<SumdbError>,
 }
 
 impl Tally {
@@ -249,6 +266,9 @@ async fn run_stages(
     }
     let keys: Vec<(String, String)> = plan.jobs.iter().map(key).collect();
     ctx.store.mark_pending(ctx.run_id, &keys).await?;
+    if let Some(db) = sumdb::connect(config, &ctx.store, &ctx.stop).await? {
+        let _ = ctx.sumdb.set(db);
+    }
     fetch_verify_publish(ctx, plan.jobs, &mut published, tally, progress).await
 }
 
@@ -262,7 +282,7 @@ fn db_lock_path(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn client_config(config: &Config) -> crate::fetch::ClientConfig {
+pub(super) fn client_config(config: &Config) -> crate::fetch::ClientConfig {
     let f = &config.fetch;
     crate::fetch::ClientConfig {
         upstreams: config.upstreams.clone(),

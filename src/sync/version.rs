@@ -11,20 +11,35 @@ use crate::fetch::{FetchError, Fetched};
 use crate::module::ModVer;
 use crate::publish::{self, layout, Kind, WriteError};
 use crate::state::{OutcomeKind, PublishedInfo};
-use crate::verify::{self, Checked, Quarantine};
+use crate::verify::sumdb::client::{Record, SumdbError};
+use crate::verify::{self, Checked, Quarantine, Vouched};
 
 /// One version: fetch → verify → publish its files. Never records state:
 /// the collector does, after the module's list is rewritten.
 pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
     let span = info_span!("version", mv = %mv);
     async move {
-        let fetched = match fetch_version(&ctx, &mv).await {
+        // The lookup (and its proofs) runs while the files download.
+        let (fetched, record) = tokio::join!(fetch_version(&ctx, &mv), lookup(&ctx, &mv));
+        let fetched = match fetched {
             Ok(f) => f,
             Err(e) => return fetch_failed(&ctx, mv, e),
         };
-        let verified = {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return lookup_failed(mv, e),
+        };
+        let db = ctx.sumdb.get().map(|db| db.name().to_owned());
+        let (verified, record) = {
             let _slot = ctx.verify_slots.acquire().await.expect("never closed");
-            match tokio::task::spawn_blocking(move || verify::verify(fetched)).await {
+            let check = move || {
+                let vouched = record.as_ref().zip(db.as_deref()).map(|(r, db)| Vouched {
+                    db,
+                    hashes: &r.hashes,
+                });
+                verify::verify(fetched, vouched).map(|v| (v, record))
+            };
+            match tokio::task::spawn_blocking(check).await {
                 Ok(Ok(v)) => v,
                 Ok(Err(q)) => return quarantine(mv, q),
                 Err(e) => {
@@ -39,7 +54,7 @@ pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
         };
         let tree = ctx.tree.clone();
         match tokio::task::spawn_blocking(move || publish::stage(&tree, verified)).await {
-            Ok(Ok(staged)) => Finished::Staged(Box::new(staged)),
+            Ok(Ok(staged)) => Finished::Staged(Box::new((staged, record))),
             Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
             Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
             Err(e) => done(
@@ -52,6 +67,28 @@ pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
     }
     .instrument(span)
     .await
+}
+
+/// The checksum database's record of `mv`, verified; `None` when `mv` is
+/// private or verification is off.
+async fn lookup(ctx: &Ctx, mv: &ModVer) -> Result<Option<Record>, SumdbError> {
+    match ctx.sumdb.get() {
+        Some(db) if db.covers(mv) => db.client.lookup(mv, &ctx.stop).await.map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// What a failed lookup means for the version, or for the run. Without a
+/// verified record nothing is published; a later run tries again.
+fn lookup_failed(mv: ModVer, e: SumdbError) -> Finished {
+    match e {
+        SumdbError::Cancelled => Finished::Cancelled,
+        e if e.is_fork() => Finished::Forked(e),
+        e => {
+            warn!("{}", chain(&e));
+            done(mv, OutcomeKind::Failed { error: chain(&e) })
+        }
+    }
 }
 
 /// What a failed fetch means for the version, or for the run.

@@ -124,8 +124,19 @@ impl Checked {
     }
 }
 
-/// Checks a fetched version. Blocking.
-pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
+/// What a checksum database vouches a version's hashes are: the record of
+/// a lookup whose signature and inclusion were verified.
+#[derive(Debug, Clone, Copy)]
+pub struct Vouched<'a> {
+    /// The database's name, for messages.
+    pub db: &'a str,
+    pub hashes: &'a sumdb::RecordHashes,
+}
+
+/// Checks a fetched version and, unless it is private (or verification is
+/// off), that its hashes are those `vouched` by the checksum database.
+/// Blocking.
+pub fn verify(fetched: Fetched, vouched: Option<Vouched<'_>>) -> Result<Verified, Quarantine> {
     let Fetched {
         mv,
         info,
@@ -140,7 +151,9 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
     // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
     let checked = zip::check_zip(&mv, zip.file.path()).map_err(|e| quarantine(e.to_string()))?;
     let h1_mod = dirhash::hash_go_mod(&mod_file.sha256);
-    // Issue #5: the checksum database confirms (mv, checked.h1, h1_mod) here.
+    if let Some(v) = vouched {
+        check_vouched(&checked.h1, &h1_mod, v).map_err(quarantine)?;
+    }
     Ok(Verified {
         checked: Checked {
             h1_zip: checked.h1,
@@ -157,6 +170,33 @@ pub fn verify(fetched: Fetched) -> Result<Verified, Quarantine> {
         },
         info,
     })
+}
+
+/// Go: cmd/go/internal/modfetch/fetch.go checkModSum reports a mismatch
+/// with the database as a SECURITY ERROR; so do we, naming both hashes.
+fn check_vouched(h1_zip: &str, h1_mod: &str, v: Vouched<'_>) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    if h1_zip != v.hashes.h1_zip {
+        wrong.push(format!(
+            "zip: upstream {h1_zip}, {} {}",
+            v.db, v.hashes.h1_zip
+        ));
+    }
+    if h1_mod != v.hashes.h1_mod {
+        wrong.push(format!(
+            "go.mod: upstream {h1_mod}, {} {}",
+            v.db, v.hashes.h1_mod
+        ));
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "SECURITY ERROR: checksum mismatch with checksum database {}: {} \
+         (upstream served bytes other than the ones the Go ecosystem agreed on)",
+        v.db,
+        wrong.join("; ")
+    ))
 }
 
 #[derive(Deserialize)]
@@ -193,6 +233,26 @@ fn check_info(mv: &ModVer, info: &[u8]) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mismatch_with_the_database_names_both_hashes() {
+        let hashes = sumdb::RecordHashes {
+            h1_zip: "h1:zzz=".into(),
+            h1_mod: "h1:mmm=".into(),
+        };
+        let v = Vouched {
+            db: "sum.golang.org",
+            hashes: &hashes,
+        };
+        assert_eq!(check_vouched("h1:zzz=", "h1:mmm=", v), Ok(()));
+        let e = check_vouched("h1:other=", "h1:mmm=", v).unwrap_err();
+        assert!(e.starts_with("SECURITY ERROR: checksum mismatch with checksum database sum.golang.org: zip: upstream h1:other=, sum.golang.org h1:zzz="), "{e}");
+        let e = check_vouched("h1:zzz=", "h1:x=", v).unwrap_err();
+        assert!(
+            e.contains("go.mod: upstream h1:x=, sum.golang.org h1:mmm="),
+            "{e}"
+        );
+    }
 
     #[test]
     fn info_must_name_the_requested_version() {

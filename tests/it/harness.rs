@@ -18,6 +18,9 @@ pub struct Mirror {
     pub watch: Vec<(String, String)>,
     /// Extra `[fetch]` lines.
     pub fetch: String,
+    /// `[sumdb]` lines: verification is off unless a test points it at the
+    /// local checksum database (there is no sum.golang.org here).
+    pub sumdb: String,
 }
 
 impl Mirror {
@@ -30,6 +33,7 @@ impl Mirror {
                 .map(|(m, v)| (m.to_string(), v.to_string()))
                 .collect(),
             fetch: "max_attempts = 4\nbackoff_base = \"10ms\"\nbackoff_max = \"100ms\"\n".into(),
+            sumdb: "key = \"off\"\n".into(),
         }
     }
 
@@ -44,8 +48,9 @@ impl Mirror {
     pub fn config_path(&self) -> PathBuf {
         let path = self.dir.path().join("mirror.toml");
         let mut text = format!(
-            "[upstream]\nproxies = [\"{}\"]\n[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n[fetch]\n{}",
-            self.upstream_url, self.fetch
+            "[upstream]\nproxies = [\"{}\"]\n[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
+             [sumdb]\n{}[fetch]\n{}",
+            self.upstream_url, self.sumdb, self.fetch
         );
         for (module, versions) in &self.watch {
             text.push_str(&format!(

@@ -1,4 +1,5 @@
-//! The checksum database (sum.golang.org) protocol, without the network.
+//! The checksum database (sum.golang.org) protocol. Only [`client`] uses
+//! the network (through `fetch::Client`); the rest works on bytes.
 //!
 //! Input: bytes a checksum database served (lookups, signed tree heads,
 //! tiles) and the database's key. Output: opened notes, tree heads, proofs
@@ -7,6 +8,8 @@
 //! - [`note`]: signed notes and keys (Go: x/mod/sumdb/note).
 //! - [`tlog`]: the Merkle log, its proofs, tree and record formats
 //!   (Go: x/mod/sumdb/tlog/tlog.go, tlog/note.go).
+//! - [`client`]: lookups and tiles over the network, each new signed head
+//!   proved consistent with the newest verified one (Go: x/mod/sumdb/client.go).
 //! - [`tile`]: tiles, and reading authenticated hashes from fetched tiles
 //!   (Go: x/mod/sumdb/tlog/tile.go).
 //! - here: a lookup response and the go.sum lines of its record
@@ -14,6 +17,7 @@
 //!
 //! PROTOCOL.md "Checksum database" lists the endpoints.
 
+pub mod client;
 pub mod note;
 pub mod tile;
 pub mod tlog;

@@ -1,0 +1,91 @@
+//! The tree's offline copy of a checksum database, `sumdb/<name>/…`, served
+//! the way the go command asks a proxy for it (PROTOCOL.md "Through a
+//! proxy"; Go's own test `mod_sumdb_file_path.txt` serves such a tree):
+//!
+//! - `tile/…` and `lookup/…` are immutable like module files. A lookup is
+//!   the record followed by the head the copy was pinned to when it was
+//!   written; the tiles every pinned head needs stay, so a lookup written
+//!   under an older head still verifies, for a fresh client and for one
+//!   that cached a newer head.
+//! - `latest` is the newest pinned head; `supported` (empty) appears once
+//!   every published version that the database covers has its lookup: from
+//!   then on a missing lookup is fatal to `go`.
+//!
+//! Order within a batch: tiles and lookups ([`place_sumdb`]) before the
+//! module files ([`super::place`]), whose first barrier makes them durable;
+//! `latest` and `supported` ([`update_sumdb_head`]) with the lists.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::atomic::{self, Replacement, WriteError};
+use super::layout::{SumdbFile, Tree};
+use crate::module::ModVer;
+use crate::verify::sumdb::tile::Tile;
+use crate::verify::sumdb::tlog;
+
+/// Writes tiles, then lookups (`format_record(id, text)` + the pinned
+/// head's note). An existing lookup with the same record and another head
+/// is kept: it verifies against its own head, whose tiles are served.
+pub fn place_sumdb(
+    tree: &Tree,
+    name: &str,
+    tiles: &[(Tile, Bytes)],
+    lookups: &[(ModVer, Vec<u8>)],
+) -> Result<(), WriteError> {
+    for (tile, data) in tiles {
+        write_immutable(&tree.sumdb_file(name, SumdbFile::Tile(tile)), data)?;
+    }
+    for (mv, body) in lookups {
+        let path = tree.sumdb_file(name, SumdbFile::Lookup(mv));
+        match write_immutable(&path, body) {
+            Err(WriteError::Conflict { .. }) if same_record(&path, body)? => {}
+            result => result?,
+        }
+    }
+    Ok(())
+}
+
+/// Points `latest` at `note`; once `complete`, makes sure `supported` exists.
+pub fn update_sumdb_head(
+    tree: &Tree,
+    name: &str,
+    note: &[u8],
+    complete: bool,
+) -> Result<(), WriteError> {
+    let latest = Replacement::with_content(&tree.sumdb_file(name, SumdbFile::Latest), note)?;
+    atomic::barrier(tree.root())?;
+    latest.commit()?;
+    let supported = tree.sumdb_file(name, SumdbFile::Supported);
+    if complete && !supported.exists() {
+        write_immutable(&supported, b"")?;
+    }
+    atomic::barrier(tree.root())
+}
+
+/// A lookup body for record `id` with go.sum lines `text`, under `note`.
+/// Go: sumdb/server.go answers `FormatRecord(id, text)` then the note.
+pub fn lookup_body(id: i64, text: &[u8], note: &[u8]) -> Result<Vec<u8>, tlog::TlogError> {
+    let mut body = tlog::format_record(id, text)?;
+    body.extend_from_slice(note);
+    Ok(body)
+}
+
+fn write_immutable(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let dir = path.parent().expect("sumdb files live below sumdb/<name>/");
+    let tmp = atomic::write_temp(dir, bytes)?.into_temp_path();
+    atomic::link_immutable(&tmp, path, &Sha256::digest(bytes).into()).map(drop)
+}
+
+/// Does the lookup at `path` hold the same record (id and lines) as `body`?
+fn same_record(path: &Path, body: &[u8]) -> Result<bool, WriteError> {
+    let existing = fs_err::read(path).map_err(atomic::io_err("read", path))?;
+    let record = |b: &[u8]| {
+        tlog::parse_record(b)
+            .ok()
+            .map(|(id, text, _)| (id, text.to_vec()))
+    };
+    Ok(record(&existing).is_some() && record(&existing) == record(body))
+}

@@ -1,0 +1,271 @@
+//! The checksum database's part of a run: reach it (once a run has work),
+//! look each version up while it downloads, and per batch pin the offline
+//! copy to the newest verified head.
+//!
+//! Go: cmd/go/internal/modfetch/sumdb.go (dbDial: which URL; the proxy's
+//! `sumdb/<name>/supported` first) and x/mod/sumdb/client.go (what a lookup
+//! must prove). The proofs themselves are `verify::sumdb::client`'s.
+
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{blocking, Ctx, SyncError};
+use crate::config::{Config, SumdbSettings};
+use crate::fetch::{self, Upstream};
+use crate::module::ModVer;
+use crate::publish::{self, layout::SumdbFile};
+use crate::state::{Store, StoredHead};
+use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
+use crate::verify::sumdb::note::Verifier;
+use crate::verify::sumdb::tlog::format_hash;
+
+/// The checksum database for one run.
+pub(super) struct Sumdb {
+    pub client: Client,
+    pub settings: SumdbSettings,
+    /// Size of the head the offline copy was last pinned to: while it stays
+    /// the same, a batch needs tiles for its own records only.
+    pinned: Mutex<Option<i64>>,
+    /// Every published version the database covers has its lookup in the
+    /// tree, so `supported` may be served.
+    complete: bool,
+}
+
+impl Sumdb {
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Should `mv` be looked up? Not if private (its name never leaves us).
+    pub fn covers(&self, mv: &ModVer) -> bool {
+        !self.settings.is_private(mv.path.as_str())
+    }
+}
+
+/// Reaches the database named in `config`, for a run that has versions to
+/// fetch. `None` when verification is off.
+pub(super) async fn connect(
+    config: &Config,
+    store: &Store,
+    token: &CancellationToken,
+) -> Result<Option<Sumdb>, SyncError> {
+    let Some(settings) = config.sumdb.clone() else {
+        return Ok(None);
+    };
+    let err = |source| SyncError::Sumdb(Box::new(source));
+    let verifier = Verifier::parse(&settings.key).map_err(|source| {
+        err(SumdbError::Note {
+            what: format!("[sumdb] key {}", settings.key),
+            source,
+        })
+    })?;
+    let http = dial(config, &settings, token).await.map_err(err)?;
+    let newest = match store.newest_sumdb_head(&settings.name).await? {
+        Some(h) => Some(open_head(&verifier, &h.note, "stored tree head").map_err(err)?),
+        None => None,
+    };
+    let client = Client::new(http, verifier, newest);
+    let pinned = store.pinned_sumdb_heads(&settings.name).await?;
+    let complete = missing_lookups(store, &settings).await? == 0;
+    Ok(Some(Sumdb {
+        client,
+        pinned: Mutex::new(pinned.last().map(|h| h.size)),
+        complete,
+        settings,
+    }))
+}
+
+/// Published versions the database covers but the offline copy lacks (they
+/// were published while verification was off): `supported` must wait.
+async fn missing_lookups(store: &Store, settings: &SumdbSettings) -> Result<usize, SyncError> {
+    if !settings.offline_copy {
+        return Ok(0);
+    }
+    let rows = store.published_records(&settings.name).await?;
+    let missing: Vec<_> = rows
+        .iter()
+        .filter(|r| r.record_id.is_none() && !settings.is_private(&r.path))
+        .collect();
+    if let Some(first) = missing.first() {
+        warn!(
+            versions = missing.len(),
+            example = %format_args!("{}@{}", first.path, first.version),
+            "published before checksum verification was on: the offline checksum database \
+             stays unsupported until `gomirror verify` has checked them"
+        );
+    }
+    Ok(missing.len())
+}
+
+/// The database's base URL, as the go command picks it: `[sumdb] url` if
+/// set; else the first upstream proxy that answers `sumdb/<name>/supported`
+/// (404/410: try the next); else `https://<name>/`.
+async fn dial(
+    config: &Config,
+    settings: &SumdbSettings,
+    token: &CancellationToken,
+) -> Result<fetch::Client, SumdbError> {
+    if let Some(url) = &settings.url {
+        return client_for(config, url.clone());
+    }
+    for proxy in &config.upstreams {
+        let base = format!("{}sumdb/{}/", proxy.as_str(), settings.name);
+        let Ok(base) = Upstream::parse(&base) else {
+            continue;
+        };
+        let http = client_for(config, base)?;
+        match http.get("supported", 1 << 10, token).await {
+            Ok(_) => {
+                info!(via = %proxy, db = %settings.name, "checksum database through the proxy");
+                return Ok(http);
+            }
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                return Err(SumdbError::Fetch {
+                    what: format!("asking {proxy} for checksum database {}", settings.name),
+                    source: e,
+                })
+            }
+        }
+    }
+    let direct =
+        Upstream::parse(&format!("https://{}/", settings.name)).map_err(|e| SumdbError::Setup {
+            name: settings.name.clone(),
+            reason: e.to_string(),
+        })?;
+    client_for(config, direct)
+}
+
+fn client_for(config: &Config, base: Upstream) -> Result<fetch::Client, SumdbError> {
+    let mut cfg = super::client_config(config);
+    cfg.upstreams = vec![base];
+    fetch::Client::new(cfg).map_err(|e| SumdbError::Setup {
+        name: "client".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Per batch, before its module files are placed: pin the offline copy to
+/// the newest verified head, write the tiles that head needs and the
+/// batch's lookups, and record the head and record ids. Returns the pinned
+/// head, for `latest` once the lists are written.
+pub(super) async fn publish_records(
+    ctx: &Ctx,
+    db: &Sumdb,
+    records: &[(ModVer, Record)],
+) -> Result<Option<SignedHead>, SyncError> {
+    let err = |e| SyncError::Sumdb(Box::new(e));
+    let Some(pin) = db.client.latest() else {
+        return Ok(None);
+    };
+    let name = db.name().to_owned();
+    let saved = ctx
+        .store
+        .save_sumdb_head(&name, stored_head(&pin, db.settings.offline_copy))
+        .await?;
+    if !saved {
+        // A head of this size with another hash is stored: the client was
+        // started from the newest stored head, so this cannot happen unless
+        // two databases of the same name share the state.
+        return Err(err(SumdbError::Fork {
+            name,
+            old_n: pin.tree.n,
+            old_hash: "(stored)".into(),
+            new_n: pin.tree.n,
+            new_hash: format_hash(&pin.tree.hash),
+            detail: Some("a different head of this size is stored".into()),
+        }));
+    }
+    if db.settings.offline_copy {
+        write_offline_copy(ctx, db, &pin, records).await?;
+    }
+    let ids = records
+        .iter()
+        .map(|(mv, r)| (mv.path.to_string(), mv.version.to_string(), r.id))
+        .collect();
+    ctx.store.record_sumdb_ids(&name, ids).await?;
+    Ok(db.settings.offline_copy.then_some(pin))
+}
+
+async fn write_offline_copy(
+    ctx: &Ctx,
+    db: &Sumdb,
+    pin: &SignedHead,
+    records: &[(ModVer, Record)],
+) -> Result<(), SyncError> {
+    let name = db.name().to_owned();
+    let repinned = *db.pinned.lock().unwrap_or_else(|e| e.into_inner()) != Some(pin.tree.n);
+    let mut ids: Vec<i64> = records.iter().map(|(_, r)| r.id).collect();
+    let mut old_sizes = Vec::new();
+    if repinned {
+        // Every lookup already served must verify against the new head too
+        // (a client that sees it caches it), and so must the consistency of
+        // every older pinned head a client may have cached.
+        ids.extend(ctx.store.published_sumdb_ids(&name).await?);
+        old_sizes = ctx
+            .store
+            .pinned_sumdb_heads(&name)
+            .await?
+            .iter()
+            .map(|h| h.size)
+            .collect();
+    }
+    let tree = ctx.tree.clone();
+    let have = |t: &_| tree.sumdb_file(&name, SumdbFile::Tile(t)).exists();
+    let tiles = db
+        .client
+        .tiles_for(&pin.tree, &ids, &old_sizes, have, &ctx.stop)
+        .await
+        .map_err(|e| SyncError::Sumdb(Box::new(e)))?;
+    let lookups = records
+        .iter()
+        .map(|(mv, r)| {
+            publish::lookup_body(r.id, &r.text, &pin.note)
+                .map(|body| (mv.clone(), body))
+                .map_err(|source| SumdbError::Tlog {
+                    what: format!("{mv}: lookup for the offline copy"),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SyncError::Sumdb(Box::new(e)))?;
+    let tree = ctx.tree.clone();
+    let n_tiles = tiles.len();
+    blocking("offline checksum database", move || {
+        publish::place_sumdb(&tree, &name, &tiles, &lookups)
+    })
+    .await?
+    .map_err(SyncError::Publish)?;
+    tracing::debug!(
+        tiles = n_tiles,
+        lookups = records.len(),
+        tree = pin.tree.n,
+        "offline checksum database"
+    );
+    *db.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(pin.tree.n);
+    Ok(())
+}
+
+/// After the batch's lists: `latest` names the pinned head; `supported`
+/// appears once the copy covers every published version.
+pub(super) async fn publish_head(ctx: &Ctx, db: &Sumdb, pin: SignedHead) -> Result<(), SyncError> {
+    let tree = ctx.tree.clone();
+    let name = db.name().to_owned();
+    let complete = db.complete;
+    blocking("offline checksum database head", move || {
+        publish::update_sumdb_head(&tree, &name, &pin.note, complete)
+    })
+    .await?
+    .map_err(SyncError::Publish)
+}
+
+fn stored_head(head: &SignedHead, pinned: bool) -> StoredHead {
+    StoredHead {
+        size: head.tree.n,
+        hash: format_hash(&head.tree.hash),
+        note: head.note.to_vec(),
+        pinned,
+    }
+}
