@@ -4,6 +4,7 @@
 //! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
+pub mod audit;
 pub mod config;
 pub mod fetch;
 pub mod lock;

@@ -62,6 +62,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-check the tree at rest, offline: every published file's h1:
+    /// against the state, every lookup of the offline checksum database
+    /// against its pinned signed head. Exit 1 on any difference.
+    Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let config = Config::load(&cli.config, &Overrides::default())?;
             runtime.block_on(status(config, json))
+        }
+        Command::Verify { json } => {
+            let config = Config::load(&cli.config, &Overrides::default())?;
+            runtime.block_on(verify(config, json))
         }
     }
 }
@@ -161,6 +173,43 @@ async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
         print_status(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    // Like `status`: checking a tree no sync made creates nothing.
+    if !config.database.exists() {
+        anyhow::bail!(
+            "no state database at {}: no sync has run with this config yet",
+            config.database.display()
+        );
+    }
+    let report = gomirror::audit::audit(&config).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("{}: {}", p.subject, p.problem);
+        }
+    }
+    let pinned = report
+        .pinned_tree
+        .map(|n| format!(", {} lookups proved against tree {n}", report.lookups))
+        .unwrap_or_default();
+    let verdict = if report.problems.is_empty() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    eprintln!(
+        "gomirror: verify {verdict}: {} versions re-hashed{pinned}, {} problems",
+        report.versions,
+        report.problems.len()
+    );
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A run's counts, as the final line of `sync` and `status` show them.

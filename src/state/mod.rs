@@ -261,7 +261,17 @@ impl Store {
     pub async fn published_records(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
         let db = db.to_owned();
         self.call_as("published records", move |c| {
-            sumdb::published_records(c, &db)
+            sumdb::published_records(c, &db, false)
+        })
+        .await
+    }
+
+    /// Published versions `db` has no record id for (private ones, and
+    /// those published while verification was off).
+    pub async fn published_without_record(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published without record", move |c| {
+            sumdb::published_records(c, &db, true)
         })
         .await
     }

@@ -128,10 +128,12 @@ pub(crate) fn published_record_ids(conn: &Connection, db: &str) -> rusqlite::Res
     .collect()
 }
 
-/// Every published version with its hashes and record id, if any.
+/// Every published version with its hashes and record id, if any; only
+/// those without a record if `missing_only`.
 pub(crate) fn published_records(
     conn: &mut Connection,
     db: &str,
+    missing_only: bool,
 ) -> rusqlite::Result<Vec<RecordRow>> {
     let tx = conn.transaction()?;
     let rows = tx
@@ -139,9 +141,10 @@ pub(crate) fn published_records(
             "SELECT m.path, v.version, v.h1_zip, v.h1_mod, r.record_id
              FROM versions v JOIN modules m ON m.id = v.module_id
              LEFT JOIN sumdb_records r ON r.version_id = v.id AND r.db_name = ?1
-             WHERE v.status = 'published' ORDER BY m.path, v.version",
+             WHERE v.status = 'published' AND (?2 = 0 OR r.record_id IS NULL)
+             ORDER BY m.path, v.version",
         )?
-        .query_map([db], |r| {
+        .query_map((db, missing_only), |r| {
             Ok(RecordRow {
                 path: r.get(0)?,
                 version: r.get(1)?,
@@ -207,12 +210,12 @@ mod tests {
         };
         versions::record_outcomes(&mut c, &[outcome]).unwrap();
         assert_eq!(published_record_ids(&c, "db").unwrap(), [7]);
-        let rows = published_records(&mut c, "db").unwrap();
+        let rows = published_records(&mut c, "db", false).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].record_id, Some(7));
-        assert_eq!(
-            published_records(&mut c, "other").unwrap()[0].record_id,
-            None
-        );
+        assert!(published_records(&mut c, "db", true).unwrap().is_empty());
+        let other = published_records(&mut c, "other", true).unwrap();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].record_id, None);
     }
 }

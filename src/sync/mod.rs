@@ -261,13 +261,19 @@ async fn run_stages(
         "plan ready"
     );
     progress.planned(plan.jobs.len());
-    if plan.jobs.is_empty() {
+    let unvouched = sumdb::unvouched(config, &ctx.store).await?;
+    if plan.jobs.is_empty() && unvouched.is_empty() {
         return Ok(());
     }
     let keys: Vec<(String, String)> = plan.jobs.iter().map(key).collect();
     ctx.store.mark_pending(ctx.run_id, &keys).await?;
-    if let Some(db) = sumdb::connect(config, &ctx.store, &ctx.stop).await? {
-        let _ = ctx.sumdb.set(db);
+    let complete = unvouched.is_empty();
+    if let Some(db) = sumdb::connect(config, &ctx.store, complete, &ctx.stop).await? {
+        let db = ctx.sumdb.get_or_init(|| db);
+        if !unvouched.is_empty() {
+            let problems = sumdb::backfill(ctx, db, unvouched, config.fetch.concurrency).await?;
+            tally.plan_errors.extend(problems);
+        }
     }
     fetch_verify_publish(ctx, plan.jobs, &mut published, tally, progress).await
 }

@@ -6,10 +6,13 @@
 //! `sumdb/<name>/supported` first) and x/mod/sumdb/client.go (what a lookup
 //! must prove). The proofs themselves are `verify::sumdb::client`'s.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use futures::stream::{self, StreamExt};
+
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{blocking, Ctx, SyncError};
 use crate::config::{Config, SumdbSettings};
@@ -30,7 +33,7 @@ pub(super) struct Sumdb {
     pinned: Mutex<Option<i64>>,
     /// Every published version the database covers has its lookup in the
     /// tree, so `supported` may be served.
-    complete: bool,
+    complete: AtomicBool,
 }
 
 impl Sumdb {
@@ -45,10 +48,12 @@ impl Sumdb {
 }
 
 /// Reaches the database named in `config`, for a run that has versions to
-/// fetch. `None` when verification is off.
+/// fetch or to [`backfill`]. `None` when verification is off. `complete`:
+/// nothing needs a backfill.
 pub(super) async fn connect(
     config: &Config,
     store: &Store,
+    complete: bool,
     token: &CancellationToken,
 ) -> Result<Option<Sumdb>, SyncError> {
     let Some(settings) = config.sumdb.clone() else {
@@ -68,35 +73,94 @@ pub(super) async fn connect(
     };
     let client = Client::new(http, verifier, newest);
     let pinned = store.pinned_sumdb_heads(&settings.name).await?;
-    let complete = missing_lookups(store, &settings).await? == 0;
     Ok(Some(Sumdb {
         client,
         pinned: Mutex::new(pinned.last().map(|h| h.size)),
-        complete,
+        complete: AtomicBool::new(complete),
         settings,
     }))
 }
 
-/// Published versions the database covers but the offline copy lacks (they
-/// were published while verification was off): `supported` must wait.
-async fn missing_lookups(store: &Store, settings: &SumdbSettings) -> Result<usize, SyncError> {
-    if !settings.offline_copy {
-        return Ok(0);
-    }
-    let rows = store.published_records(&settings.name).await?;
-    let missing: Vec<_> = rows
+/// Published versions the database covers that have no record yet: they
+/// were published while verification was off. Until they are looked up the
+/// offline copy cannot be `supported`.
+pub(super) async fn unvouched(config: &Config, store: &Store) -> Result<Vec<ModVer>, SyncError> {
+    let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) else {
+        return Ok(Vec::new());
+    };
+    let rows = store.published_without_record(&settings.name).await?;
+    Ok(rows
         .iter()
-        .filter(|r| r.record_id.is_none() && !settings.is_private(&r.path))
+        .filter(|r| !settings.is_private(&r.path))
+        .filter_map(|r| ModVer::parse(&r.path, &r.version).ok())
+        .collect())
+}
+
+/// Looks up `versions` (published, without a record), checks that the
+/// database agrees with what the tree serves, and adds them to the offline
+/// copy. Returns what disagreed or failed: a published file never changes,
+/// so a disagreement is reported (exit 1), not repaired.
+pub(super) async fn backfill(
+    ctx: &Ctx,
+    db: &Sumdb,
+    versions: Vec<ModVer>,
+    concurrency: usize,
+) -> Result<Vec<String>, SyncError> {
+    info!(
+        versions = versions.len(),
+        "looking up versions published before verification was on"
+    );
+    let published: std::collections::HashMap<(String, String), (String, String)> = ctx
+        .store
+        .published_records(db.name())
+        .await?
+        .into_iter()
+        .map(|r| ((r.path, r.version), (r.h1_zip, r.h1_mod)))
         .collect();
-    if let Some(first) = missing.first() {
-        warn!(
-            versions = missing.len(),
-            example = %format_args!("{}@{}", first.path, first.version),
-            "published before checksum verification was on: the offline checksum database \
-             stays unsupported until `gomirror verify` has checked them"
-        );
+    let looked_up: Vec<_> = stream::iter(versions)
+        .map(|mv| async move {
+            let r = db.client.lookup(&mv, &ctx.stop).await;
+            (mv, r)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut problems = Vec::new();
+    let mut records = Vec::new();
+    for (mv, result) in looked_up {
+        match result {
+            Err(e) if e.is_fork() => return Err(SyncError::Sumdb(Box::new(e))),
+            Err(e) => problems.push(super::chain(&e)),
+            Ok(r) => {
+                let key = (mv.path.to_string(), mv.version.to_string());
+                let ours = published.get(&key);
+                if ours == Some(&(r.hashes.h1_zip.clone(), r.hashes.h1_mod.clone())) {
+                    records.push((mv, r));
+                } else {
+                    let (zip, m) = ours.cloned().unwrap_or_default();
+                    let p = format!(
+                        "SECURITY ERROR: {mv} is published with {zip} and go.mod {m}, \
+                         but checksum database {} says {} and go.mod {}",
+                        db.name(),
+                        r.hashes.h1_zip,
+                        r.hashes.h1_mod
+                    );
+                    tracing::error!("ALARM: {p}");
+                    problems.push(p);
+                }
+            }
+        }
     }
-    Ok(missing.len())
+    for chunk in records.chunks(256) {
+        publish_records(ctx, db, chunk).await?;
+    }
+    if problems.is_empty() {
+        db.complete.store(true, Ordering::Relaxed);
+        if let Some(pin) = db.client.latest() {
+            publish_head(ctx, db, pin).await?;
+        }
+    }
+    Ok(problems)
 }
 
 /// The database's base URL, as the go command picks it: `[sumdb] url` if
@@ -253,7 +317,7 @@ async fn write_offline_copy(
 pub(super) async fn publish_head(ctx: &Ctx, db: &Sumdb, pin: SignedHead) -> Result<(), SyncError> {
     let tree = ctx.tree.clone();
     let name = db.name().to_owned();
-    let complete = db.complete;
+    let complete = db.complete.load(Ordering::Relaxed);
     blocking("offline checksum database head", move || {
         publish::update_sumdb_head(&tree, &name, &pin.note, complete)
     })

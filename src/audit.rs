@@ -1,0 +1,348 @@
+//! `gomirror verify`: re-checks the tree at rest, with no network.
+//!
+//! For every version the state records as published: its `.info` exists,
+//! its zip passes the zip rules and hashes to the recorded `h1:`, its
+//! `.mod` hashes to the recorded `h1:`. With the offline checksum database
+//! (`sumdb/<name>/`): `latest` is a head signed by the configured key; every
+//! covered version has a lookup naming the recorded id and hashes; each
+//! lookup's head is consistent with `latest` and its record is included in
+//! `latest`'s tree — all proved with the tiles the tree serves, exactly
+//! what a go client would read.
+//!
+//! Like sync, this connects stages (state, publish layout, verify) and
+//! holds the tree's run lock, so it never reads a half-published batch.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::config::{Config, SumdbSettings};
+use crate::lock::{LockError, RunLock};
+use crate::module::ModVer;
+use crate::publish::layout::{Kind, SumdbFile, Tree};
+use crate::state::{RecordRow, StateError, Store};
+use crate::verify::sumdb::client::{open_head, SignedHead};
+use crate::verify::sumdb::note::Verifier;
+use crate::verify::sumdb::tile::{plan_tiles, Tile, TileHashReader};
+use crate::verify::sumdb::tlog::{
+    check_record, check_tree, format_hash, prove_record, prove_tree, record_hash, Hash,
+    IndexRecorder, Tree as LogTree,
+};
+use crate::verify::sumdb::{parse_lookup, parse_record_hashes, TILE_HEIGHT};
+use crate::verify::{dirhash, zip};
+
+/// What `gomirror verify` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    /// Published versions whose files were re-hashed.
+    pub versions: usize,
+    /// Lookups proved against the pinned head.
+    pub lookups: usize,
+    /// The pinned head of the offline checksum database, if there is one.
+    pub pinned_tree: Option<i64>,
+    /// Whether `sumdb/<name>/supported` is served.
+    pub supported: bool,
+    pub problems: Vec<Finding>,
+}
+
+/// One difference between the tree, the state and the checksum database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// `path@version`, or a file of the tree.
+    pub subject: String,
+    pub problem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("[sumdb] key: {0}")]
+    Key(String),
+}
+
+/// Checks the whole tree; a finding is data, an error means it could not run.
+pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
+    let tree = Tree::new(&config.tree_dir);
+    let _lock = RunLock::acquire(&tree.lock_file())?;
+    let store = Store::open(&config.database).await?;
+    let db_name = config.sumdb.as_ref().map_or("", |s| s.name.as_str());
+    let rows = store.published_records(db_name).await?;
+    let mut report = AuditReport {
+        versions: rows.len(),
+        ..AuditReport::default()
+    };
+    report.problems = check_files(&tree, &rows).await;
+    if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
+        let verifier =
+            Verifier::parse(&settings.key).map_err(|e| AuditError::Key(e.to_string()))?;
+        let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
+        let copy = tokio::task::spawn_blocking(move || {
+            OfflineCopy::new(&tree, &settings, &verifier).check(&rows)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let mut r = AuditReport::default();
+            r.problems
+                .push(finding("verify", format!("internal error: {e}")));
+            r
+        });
+        report.lookups = copy.lookups;
+        report.pinned_tree = copy.pinned_tree;
+        report.supported = copy.supported;
+        report.problems.extend(copy.problems);
+    }
+    Ok(report)
+}
+
+fn finding(subject: impl Into<String>, problem: impl Into<String>) -> Finding {
+    Finding {
+        subject: subject.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Re-hashes every published version's files, a core's worth at a time.
+async fn check_files(tree: &Tree, rows: &[RecordRow]) -> Vec<Finding> {
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tree = Arc::new(tree.clone());
+    stream::iter(rows.iter().cloned())
+        .map(|row| {
+            let tree = tree.clone();
+            async move {
+                tokio::task::spawn_blocking(move || check_version_files(&tree, &row))
+                    .await
+                    .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
+            }
+        })
+        .buffer_unordered(parallel)
+        .flat_map(stream::iter)
+        .collect()
+        .await
+}
+
+fn check_version_files(tree: &Tree, row: &RecordRow) -> Vec<Finding> {
+    let subject = format!("{}@{}", row.path, row.version);
+    let mv = match ModVer::parse(&row.path, &row.version) {
+        Ok(mv) => mv,
+        Err(e) => {
+            return vec![finding(
+                subject,
+                format!("state holds an invalid version: {e}"),
+            )]
+        }
+    };
+    let mut found = Vec::new();
+    if !tree.version_file(&mv, Kind::Info).is_file() {
+        found.push(finding(&subject, ".info: missing"));
+    }
+    match zip::check_zip(&mv, &tree.version_file(&mv, Kind::Zip)) {
+        Ok(z) if z.h1 != row.h1_zip => found.push(finding(
+            &subject,
+            format!("zip: hashes to {}, recorded {}", z.h1, row.h1_zip),
+        )),
+        Ok(_) => {}
+        Err(e) => found.push(finding(&subject, format!("zip: {e}"))),
+    }
+    let mod_path = tree.version_file(&mv, Kind::Mod);
+    match fs_err::read(&mod_path) {
+        Ok(bytes) => {
+            let h1 = dirhash::hash_go_mod(&dirhash::digest(&bytes));
+            if h1 != row.h1_mod {
+                found.push(finding(
+                    &subject,
+                    format!("go.mod: hashes to {h1}, recorded {}", row.h1_mod),
+                ));
+            }
+        }
+        Err(e) => found.push(finding(&subject, format!(".mod: {e}"))),
+    }
+    found
+}
+
+/// The offline checksum database as a go client would read it: only files
+/// of the tree.
+struct OfflineCopy<'a> {
+    tree: &'a Tree,
+    settings: &'a SumdbSettings,
+    verifier: &'a Verifier,
+    tiles: HashMap<Tile, Vec<u8>>,
+    /// Heads proved consistent with the pinned one.
+    consistent: HashSet<(i64, Hash)>,
+    report: AuditReport,
+}
+
+impl<'a> OfflineCopy<'a> {
+    fn new(tree: &'a Tree, settings: &'a SumdbSettings, verifier: &'a Verifier) -> Self {
+        OfflineCopy {
+            tree,
+            settings,
+            verifier,
+            tiles: HashMap::new(),
+            consistent: HashSet::new(),
+            report: AuditReport::default(),
+        }
+    }
+
+    fn file(&self, file: SumdbFile<'_>) -> PathBuf {
+        self.tree.sumdb_file(&self.settings.name, file)
+    }
+
+    fn problem(&mut self, subject: impl Into<String>, problem: impl Into<String>) {
+        self.report.problems.push(finding(subject, problem));
+    }
+
+    fn check(mut self, rows: &[RecordRow]) -> AuditReport {
+        self.report.supported = self.file(SumdbFile::Supported).is_file();
+        let latest_path = self.file(SumdbFile::Latest);
+        let pin = match fs_err::read(&latest_path) {
+            Ok(note) => open_head(self.verifier, &note, "latest"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.report.supported => {
+                // No copy yet (nothing verified was published).
+                return self.report;
+            }
+            Err(e) => {
+                self.problem(latest_path.display().to_string(), e.to_string());
+                return self.report;
+            }
+        };
+        let pin = match pin {
+            Ok(pin) => pin,
+            Err(e) => {
+                self.problem(latest_path.display().to_string(), e.to_string());
+                return self.report;
+            }
+        };
+        self.report.pinned_tree = Some(pin.tree.n);
+        self.consistent.insert((pin.tree.n, pin.tree.hash));
+        for row in rows.iter().filter(|r| !self.settings.is_private(&r.path)) {
+            self.check_lookup(&pin, row);
+        }
+        self.report
+    }
+
+    fn check_lookup(&mut self, pin: &SignedHead, row: &RecordRow) {
+        let subject = format!("{}@{}", row.path, row.version);
+        let Ok(mv) = ModVer::parse(&row.path, &row.version) else {
+            return; // reported by the file checks
+        };
+        let path = self.file(SumdbFile::Lookup(&mv));
+        let body = match fs_err::read(&path) {
+            Ok(body) => body,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && row.record_id.is_none() => {
+                if self.report.supported {
+                    self.problem(
+                        subject,
+                        "lookup: missing, and `supported` is served: go fails",
+                    );
+                }
+                return;
+            }
+            Err(e) => return self.problem(subject, format!("lookup: {e}")),
+        };
+        if let Err(e) = self.prove_lookup(pin, &mv, row, &body) {
+            self.problem(subject, format!("lookup: {e}"));
+        } else {
+            self.report.lookups += 1;
+        }
+    }
+
+    fn prove_lookup(
+        &mut self,
+        pin: &SignedHead,
+        mv: &ModVer,
+        row: &RecordRow,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let lookup = parse_lookup(mv, body).map_err(|e| e.to_string())?;
+        if row.record_id.is_some_and(|id| id != lookup.id) {
+            return Err(format!(
+                "record id {}, recorded {}",
+                lookup.id,
+                row.record_id.unwrap_or_default()
+            ));
+        }
+        let hashes = parse_record_hashes(mv, &lookup.text).map_err(|e| e.to_string())?;
+        if (hashes.h1_zip.as_str(), hashes.h1_mod.as_str()) != (&row.h1_zip, &row.h1_mod) {
+            return Err(format!(
+                "record says {} and {}, recorded {} and {}",
+                hashes.h1_zip, hashes.h1_mod, row.h1_zip, row.h1_mod
+            ));
+        }
+        let head = open_head(self.verifier, &lookup.note, "signed tree head")
+            .map_err(|e| e.to_string())?;
+        if head.tree.n > pin.tree.n {
+            return Err(format!(
+                "signed with tree {}, newer than latest (tree {})",
+                head.tree.n, pin.tree.n
+            ));
+        }
+        if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
+            self.prove_consistent(&head.tree, &pin.tree)?;
+            self.consistent.insert((head.tree.n, head.tree.hash));
+        }
+        self.prove_included(&pin.tree, lookup.id, &lookup.text)
+    }
+
+    fn prove_consistent(&mut self, old: &LogTree, pin: &LogTree) -> Result<(), String> {
+        let (n, m) = (pin.n, old.n);
+        let reader = self.reader(pin, |r| prove_tree(n, m, r).map(drop))?;
+        let proof = prove_tree(n, m, &reader).map_err(|e| e.to_string())?;
+        check_tree(&proof, n, pin.hash, m, old.hash).map_err(|e| {
+            format!(
+                "tree {} ({}) is not consistent with latest: {e}",
+                m,
+                format_hash(&old.hash)
+            )
+        })
+    }
+
+    fn prove_included(&mut self, pin: &LogTree, id: i64, text: &[u8]) -> Result<(), String> {
+        if id < 0 || id >= pin.n {
+            return Err(format!("record {id} is not in tree {}", pin.n));
+        }
+        let n = pin.n;
+        let reader = self.reader(pin, |r| prove_record(n, id, r).map(drop))?;
+        let proof = prove_record(n, id, &reader).map_err(|e| e.to_string())?;
+        check_record(&proof, n, pin.hash, id, record_hash(text))
+            .map_err(|e| format!("record {id} is not included in tree {n}: {e}"))
+    }
+
+    /// A tile reader over the tree's tiles for what `prove` reads.
+    fn reader(
+        &mut self,
+        tree: &LogTree,
+        prove: impl FnOnce(&IndexRecorder) -> Result<(), crate::verify::sumdb::tlog::TlogError>,
+    ) -> Result<TileHashReader<'_>, String> {
+        let recorder = IndexRecorder::new();
+        let _ = prove(&recorder);
+        let plan = plan_tiles(TILE_HEIGHT, tree, &recorder.take()).map_err(|e| e.to_string())?;
+        if self.tiles.len() > 16 * 1024 {
+            self.tiles.clear();
+        }
+        for tile in plan {
+            if self.tiles.contains_key(&tile) {
+                continue;
+            }
+            let path = self.file(SumdbFile::Tile(&tile));
+            match fs_err::read(&path) {
+                Ok(data) => {
+                    self.tiles.insert(tile, data);
+                }
+                // A partial tile may be served as the prefix of its full one.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Ok(full) = fs_err::read(self.file(SumdbFile::Tile(&tile.full()))) {
+                        self.tiles.insert(tile.full(), full);
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(TileHashReader::new(*tree, TILE_HEIGHT, &self.tiles))
+    }
+}
