@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod nginx;
 mod selftest;
+mod sumdb;
 mod sync;
 mod upstream;
 mod zipgen;
