@@ -11,6 +11,7 @@ mod hostile;
 mod nginx;
 mod selftest;
 mod sumdb;
+mod sumdb_go;
 mod sync;
 mod upstream;
 mod zipgen;

@@ -87,19 +87,25 @@ impl SumdbServer {
         server
     }
 
-    /// A database with `other`'s name and key whose history differs from the first record on:
-    /// it holds a record `other` never had, then all of `other`'s records. Every lookup `other`
-    /// answers, this one answers too, but no tree of it extends any tree of `other`: a client
-    /// that saw `other` must detect the fork (Go: sumdb/client_test.go fork).
+    /// A database with `other`'s name and key and another history: `other`'s records, except
+    /// that a record `other` never had takes the place of its last one (which follows it).
+    /// Every lookup `other` answers, this one answers too; trees smaller than `other`'s current
+    /// one agree, but none of this database's trees extends `other`'s current tree, so a client
+    /// that saw that tree must detect the fork (Go: sumdb/client_test.go fork).
     pub fn fork_of(other: &SumdbServer) -> Arc<SumdbServer> {
         let fork = Self::with_signer(other.signer.clone(), other.vkey.clone());
-        let records = other.state().records.clone();
+        let mut records = other.state().records.clone();
+        let last = records.pop();
         {
             let mut st = fork.state();
+            for text in records {
+                let key = record_key(&text);
+                st.append(key, text);
+            }
             let marker =
                 b"fork.sumdb.test v0.0.0 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
             st.append(None, marker.to_vec());
-            for text in records {
+            if let Some(text) = last {
                 let key = record_key(&text);
                 st.append(key, text);
             }
