@@ -10,6 +10,8 @@ mod harness;
 mod hostile;
 mod nginx;
 mod selftest;
+mod sumdb;
+mod sumdb_go;
 mod sync;
 mod upstream;
 mod zipgen;

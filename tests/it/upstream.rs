@@ -3,7 +3,8 @@
 //! Input: [`ModuleFiles`] (from the Go corpus, `zipgen`, or by hand) and raw bodies at exact URL
 //! paths. Output: the GOPROXY protocol on `http://127.0.0.1:PORT` (PROTOCOL.md "GOPROXY"):
 //! `/<escaped path>/@v/list`, `/<escaped path>/@v/<escaped version>.info|.mod|.zip` and
-//! `/<escaped path>/@latest`; everything else is 404. Faults ([`Fault`], latency) are switched
+//! `/<escaped path>/@latest`, and `/sumdb/<name>/...` for an attached checksum database
+//! ([`Upstream::attach_sumdb`]); everything else is 404. Faults ([`Fault`], latency) are switched
 //! on and off while it runs through [`Faults`].
 //!
 //! Built on axum with a custom listener: every connection carries a reset flag, so
@@ -103,6 +104,16 @@ impl From<CorpusVersion> for ModuleFiles {
     }
 }
 
+/// A checksum database served under `/sumdb/<name>/` (how the go command and gomirror reach
+/// one through a proxy, PROTOCOL.md "Checksum database"); `sumdb.rs` implements it. A trait
+/// rather than that type, so this file builds without `sumdb.rs`.
+pub trait SumdbHandler: Send + Sync {
+    /// The database name, the `<name>` in `/sumdb/<name>/`.
+    fn name(&self) -> &str;
+    /// The answer for `rel_path` (e.g. `supported`, `lookup/...`), `None` for 404.
+    fn handle(&self, rel_path: &str) -> Option<(u16, Bytes)>;
+}
+
 /// What the next matching requests get instead of their normal answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -137,6 +148,8 @@ struct Shared {
     latency_nanos: AtomicU64,
     /// URL path → number of requests.
     hits: Mutex<HashMap<String, usize>>,
+    /// Attached checksum databases. Held only to clone one handler out.
+    sumdbs: Mutex<Vec<Arc<dyn SumdbHandler>>>,
     total: AtomicUsize,
 }
 
@@ -227,6 +240,14 @@ impl Upstream {
     pub fn faults(&self) -> Faults {
         Faults(self.shared.clone())
     }
+
+    /// Serves `db` under `/sumdb/<db.name()>/`, behind the same latency and faults as every
+    /// other path. Replaces a database of the same name.
+    pub fn attach_sumdb(&self, db: Arc<dyn SumdbHandler>) {
+        let mut dbs = self.shared.sumdbs.lock().expect("sumdbs lock");
+        dbs.retain(|d| d.name() != db.name());
+        dbs.push(db);
+    }
 }
 
 impl Drop for Upstream {
@@ -311,6 +332,17 @@ impl Shared {
         self.tables().files.get(path).cloned()
     }
 
+    /// `/sumdb/<name>/<rel>` answered by the attached database `<name>`, if any.
+    fn sumdb(&self, path: &str) -> Option<(StatusCode, Bytes)> {
+        let (name, rel) = path.strip_prefix("/sumdb/")?.split_once('/')?;
+        let db = {
+            let dbs = self.sumdbs.lock().expect("sumdbs lock");
+            dbs.iter().find(|d| d.name() == name)?.clone()
+        };
+        let (status, body) = db.handle(rel)?;
+        Some((StatusCode::from_u16(status).ok()?, body))
+    }
+
     fn count(&self, path: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
         *self
@@ -368,9 +400,12 @@ async fn handle(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    let normal = || match shared.lookup(&path) {
-        Some(body) => (StatusCode::OK, body),
-        None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+    let normal = || match shared.sumdb(&path) {
+        Some(answer) => answer,
+        None => match shared.lookup(&path) {
+            Some(body) => (StatusCode::OK, body),
+            None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+        },
     };
     match shared.take_fault(&path) {
         None => {

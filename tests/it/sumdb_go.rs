@@ -1,0 +1,317 @@
+//! The real `go` command checks the test checksum database: proof that `sumdb.rs` and
+//! gomirror's `verify::sumdb` speak Go's protocol, not just agree with each other.
+//!
+//! The corpus upstream serves the database under `/sumdb/<name>/` (PROTOCOL.md "Checksum
+//! database": `go` probes `supported` on its GOPROXY first). The log is padded around the
+//! records `go` looks up, so it reads full and partial level-0 tiles and level-1 and level-2
+//! tiles. Then:
+//! - an honest database: `go mod download` succeeds and prints the sums the log holds;
+//! - a log holding a wrong hash: `go` reports a checksum mismatch, "SECURITY ERROR";
+//! - a lookup serving a record the log does not hold: `go` cannot authenticate it;
+//! - a corrupted tile: `go` refuses the inconsistent tile;
+//! - a fork under the same key after `go` saw the original: "SECURITY ERROR", misbehavior
+//!   detected (Go: x/mod/sumdb/client.go checkTrees);
+//! - GONOSUMDB keeps a module away from the database.
+//!
+//! `go` runs with a cleared environment and all its state under temp dirs; without `go` the
+//! tests skip with a message, or fail under `GOMIRROR_REQUIRE_TOOLS=1` (as e2e.rs does).
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+
+use tokio::process::Command;
+
+use gomirror::verify::sumdb::tile::{plan_tiles, Tile};
+use gomirror::verify::sumdb::tlog::stored_hash_index;
+use gomirror::verify::sumdb::TILE_HEIGHT;
+
+use crate::harness::corpus_upstream;
+use crate::nginx::find_on_path;
+use crate::sumdb::SumdbServer;
+use crate::upstream::{ModuleFiles, Upstream};
+
+const DB_NAME: &str = "sum.test.example";
+const QUOTE: &str = "rsc.io/quote@v1.5.2";
+/// Case-encoded in path and version: `lookup/rsc.io/!q!u!o!t!e@v1.5.3-!p!r!e`.
+const UPPER_QUOTE: &str = "rsc.io/QUOTE@v1.5.3-PRE";
+/// The corpus copy's hash (see h1.rs).
+const QUOTE_H1: &str = "h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=";
+/// A well-formed hash no corpus version has.
+const WRONG_H1: &str = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// `go`: the first on PATH, else Debian's `/usr/lib/go-1.19/bin/go`; `None` after saying why
+/// the test skips, a panic under `GOMIRROR_REQUIRE_TOOLS=1`.
+fn go_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_on_path("go").or_else(|| {
+        let p = PathBuf::from("/usr/lib/go-1.19/bin/go");
+        p.is_file().then_some(p)
+    });
+    if found.is_none() {
+        if std::env::var("GOMIRROR_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test}: go not found and GOMIRROR_REQUIRE_TOOLS=1");
+        }
+        eprintln!("skipping {test}: go not found (GOMIRROR_REQUIRE_TOOLS=1 makes this a failure)");
+    }
+    found
+}
+
+/// The real `go` with a cleared environment, checking `GOSUMDB` through `GOPROXY`. `GOPATH`
+/// (where `go` remembers the latest signed tree) and `GOMODCACHE` (cached modules, lookups and
+/// tiles) live as long as the client, so a second download sees what the first one did.
+struct GoClient {
+    bin: PathBuf,
+    proxy: String,
+    vkey: String,
+    home: tempfile::TempDir,
+    nosumdb: String,
+}
+
+impl GoClient {
+    fn new(bin: PathBuf, upstream: &Upstream, db: &SumdbServer) -> GoClient {
+        GoClient {
+            bin,
+            proxy: upstream.url(),
+            vkey: db.vkey().to_owned(),
+            home: tempfile::tempdir().expect("temp dir"),
+            nosumdb: String::new(),
+        }
+    }
+
+    /// `go mod download -json <targets>` outside any module.
+    async fn download(&self, targets: &[&str]) -> Output {
+        let work = tempfile::tempdir().expect("temp dir");
+        let g = self.home.path();
+        let mut args = vec!["mod", "download", "-json"];
+        args.extend(targets);
+        Command::new(&self.bin)
+            .args(&args)
+            .current_dir(work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", g)
+            .env("GOENV", "off")
+            .env("GOPATH", g)
+            .env("GOMODCACHE", g.join("modcache"))
+            .env("GOCACHE", g.join("gocache"))
+            .env("GOPROXY", &self.proxy)
+            .env("GOSUMDB", &self.vkey)
+            .env("GONOSUMDB", &self.nosumdb)
+            .env("GONOPROXY", "")
+            .env("GOPRIVATE", "")
+            .env("GOINSECURE", "")
+            .env("GOFLAGS", "-mod=mod -modcacherw")
+            .env("GO111MODULE", "on")
+            .env("GOWORK", "off")
+            .env("CGO_ENABLED", "0")
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The `Sum` and `GoModSum` `go mod download -json` printed for `path`.
+fn sums(out: &Output, path: &str) -> (String, String) {
+    let objects: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", describe(out)));
+    let obj = objects
+        .iter()
+        .find(|o| o["Path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in {}", describe(out)));
+    let field = |name: &str| obj[name].as_str().unwrap_or_default().to_owned();
+    (field("Sum"), field("GoModSum"))
+}
+
+/// The corpus upstream with a database attached: 300 padding records, then the records of
+/// `with_records` (hashed as gomirror hashes them), then 70 000 more padding records, so the
+/// looked-up records sit in full level-0 and level-1 tiles below a partial right edge.
+async fn setup(with_records: &[&str]) -> (Upstream, Arc<SumdbServer>) {
+    let upstream = corpus_upstream().await;
+    let db = SumdbServer::new(DB_NAME);
+    db.pad(300);
+    let wanted: Vec<ModuleFiles> = crate::corpus::load_go_corpus()
+        .into_iter()
+        .map(ModuleFiles::from)
+        .filter(|m| with_records.contains(&format!("{}@{}", m.path, m.version).as_str()))
+        .collect();
+    assert_eq!(
+        db.add_modules(&wanted),
+        with_records.len(),
+        "hash {with_records:?}"
+    );
+    db.pad(70_000);
+    upstream.attach_sumdb(db.clone());
+    (upstream, db)
+}
+
+fn tile_requests(upstream: &Upstream, tile: &str) -> usize {
+    upstream.requests(&format!("/sumdb/{DB_NAME}/{tile}"))
+}
+
+#[tokio::test]
+async fn go_verifies_lookups_through_the_proxy() {
+    let Some(go) = go_or_skip("go_verifies_lookups_through_the_proxy") else {
+        return;
+    };
+    let (upstream, db) = setup(&[QUOTE, UPPER_QUOTE]).await;
+    let client = GoClient::new(go, &upstream, &db);
+    let out = client.download(&[QUOTE, UPPER_QUOTE]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+
+    for (target, path, version) in [
+        (QUOTE, "rsc.io/quote", "v1.5.2"),
+        (UPPER_QUOTE, "rsc.io/QUOTE", "v1.5.3-PRE"),
+    ] {
+        let record = String::from_utf8(db.record(path, version).unwrap()).unwrap();
+        let (sum, go_mod_sum) = sums(&out, path);
+        assert_eq!(
+            record,
+            format!("{path} {version} {sum}\n{path} {version}/go.mod {go_mod_sum}\n"),
+            "{target}"
+        );
+        assert_eq!(db.lookups_of(path), 1, "{target}");
+    }
+    assert_eq!(sums(&out, "rsc.io/quote").0, QUOTE_H1);
+    assert_eq!(tile_requests(&upstream, "supported"), 1);
+    // Records 300 and 301 of 70 302: Go reads the right edge of every level, then the full
+    // tiles between the records and the edge: exactly what plan_tiles predicts, once each.
+    let size = db.size();
+    assert_eq!(size, 70_302);
+    let want = [
+        "tile/8/2/000.p/1",
+        "tile/8/1/001.p/18",
+        "tile/8/0/274.p/158",
+        "tile/8/1/000",
+        "tile/8/0/001",
+    ];
+    let tree = db.tree();
+    for id in [300, 301] {
+        let plan = plan_tiles(TILE_HEIGHT, &tree, &[stored_hash_index(0, id)]).unwrap();
+        let plan: Vec<String> = plan.iter().map(Tile::path).collect();
+        assert_eq!(plan, want, "record {id}");
+    }
+    for tile in want {
+        assert_eq!(tile_requests(&upstream, tile), 1, "{tile}");
+    }
+    assert_eq!(tile_requests(&upstream, "tile/"), want.len());
+}
+
+#[tokio::test]
+async fn go_skips_the_database_for_gonosumdb() {
+    let Some(go) = go_or_skip("go_skips_the_database_for_gonosumdb") else {
+        return;
+    };
+    let (upstream, db) = setup(&[QUOTE]).await;
+    let mut client = GoClient::new(go, &upstream, &db);
+    client.nosumdb = "rsc.io/QUOTE".to_owned();
+    let out = client.download(&[QUOTE, UPPER_QUOTE]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(db.lookups_of("rsc.io/quote"), 1);
+    assert_eq!(db.lookups_of("rsc.io/QUOTE"), 0);
+}
+
+#[tokio::test]
+async fn go_reports_a_checksum_mismatch_for_a_wrong_logged_hash() {
+    let Some(go) = go_or_skip("go_reports_a_checksum_mismatch_for_a_wrong_logged_hash") else {
+        return;
+    };
+    let (upstream, db) = setup(&[]).await;
+    let mod_h1 = crate::sumdb::module_hashes(&quote_files()).unwrap().1;
+    db.add("rsc.io/quote", "v1.5.2", WRONG_H1, &mod_h1);
+    let out = GoClient::new(go, &upstream, &db).download(&[QUOTE]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let text = describe(&out);
+    for want in [
+        "verifying module: checksum mismatch",
+        &format!("downloaded: {QUOTE_H1}"),
+        &format!("{DB_NAME}: {WRONG_H1}"),
+        "SECURITY ERROR",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn go_refuses_a_record_outside_the_log() {
+    let Some(go) = go_or_skip("go_refuses_a_record_outside_the_log") else {
+        return;
+    };
+    let (upstream, db) = setup(&[QUOTE]).await;
+    db.tamper_lookup("rsc.io/quote", "v1.5.2", WRONG_H1);
+    let out = GoClient::new(go, &upstream, &db).download(&[QUOTE]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let text = describe(&out);
+    // Go: x/mod/sumdb/client.go checkRecord.
+    assert!(
+        text.contains(
+            "rsc.io/quote@v1.5.2/go.mod: cannot authenticate record data in server response"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn go_refuses_a_corrupt_tile() {
+    let Some(go) = go_or_skip("go_refuses_a_corrupt_tile") else {
+        return;
+    };
+    let (upstream, db) = setup(&[QUOTE]).await;
+    // The right edge of level 0: Go checks it against the signed tree hash.
+    let size = db.size();
+    let edge = Tile {
+        h: TILE_HEIGHT,
+        l: 0,
+        n: size >> TILE_HEIGHT,
+        w: (size % (1 << TILE_HEIGHT)) as i32,
+    };
+    db.corrupt_tile(&edge.path());
+    let out = GoClient::new(go, &upstream, &db).download(&[QUOTE]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let text = describe(&out);
+    assert!(text.contains("downloaded inconsistent tile"), "{text}");
+}
+
+#[tokio::test]
+async fn go_detects_a_forked_log() {
+    let Some(go) = go_or_skip("go_detects_a_forked_log") else {
+        return;
+    };
+    let (upstream, db) = setup(&[QUOTE, UPPER_QUOTE]).await;
+    let client = GoClient::new(go, &upstream, &db);
+    let out = client.download(&[QUOTE]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Same name and key, another history. `go` remembers the tree it saw (GOPATH) and has its
+    // tiles cached (GOMODCACHE); the fork's newer tree must contain that tree, and does not.
+    let fork = SumdbServer::fork_of(&db);
+    upstream.attach_sumdb(fork.clone());
+    let out = client.download(&[UPPER_QUOTE]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let text = describe(&out);
+    for want in [
+        "SECURITY ERROR",
+        "go.sum database server misbehavior detected!",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+    assert_eq!(fork.lookups_of("rsc.io/QUOTE"), 1);
+}
+
+fn quote_files() -> ModuleFiles {
+    crate::corpus::load_go_corpus()
+        .into_iter()
+        .map(ModuleFiles::from)
+        .find(|m| m.path == "rsc.io/quote" && m.version == "v1.5.2")
+        .expect("corpus has rsc.io/quote v1.5.2")
+}
