@@ -13,5 +13,6 @@ mod selftest;
 mod sumdb;
 mod sumdb_go;
 mod sync;
+mod trust;
 mod upstream;
 mod zipgen;

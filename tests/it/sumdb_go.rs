@@ -42,7 +42,7 @@ const WRONG_H1: &str = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 /// `go`: the first on PATH, else Debian's `/usr/lib/go-1.19/bin/go`; `None` after saying why
 /// the test skips, a panic under `GOMIRROR_REQUIRE_TOOLS=1`.
-fn go_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn go_or_skip(test: &str) -> Option<PathBuf> {
     let found = find_on_path("go").or_else(|| {
         let p = PathBuf::from("/usr/lib/go-1.19/bin/go");
         p.is_file().then_some(p)
@@ -59,34 +59,44 @@ fn go_or_skip(test: &str) -> Option<PathBuf> {
 /// The real `go` with a cleared environment, checking `GOSUMDB` through `GOPROXY`. `GOPATH`
 /// (where `go` remembers the latest signed tree) and `GOMODCACHE` (cached modules, lookups and
 /// tiles) live as long as the client, so a second download sees what the first one did.
-struct GoClient {
+pub(crate) struct GoClient {
     bin: PathBuf,
     proxy: String,
     vkey: String,
     home: tempfile::TempDir,
-    nosumdb: String,
+    pub nosumdb: String,
 }
 
 impl GoClient {
     fn new(bin: PathBuf, upstream: &Upstream, db: &SumdbServer) -> GoClient {
+        GoClient::with_proxy(bin, &upstream.url(), db.vkey())
+    }
+
+    /// A client of `proxy` alone (nothing else is reachable) that trusts `vkey`.
+    pub(crate) fn with_proxy(bin: PathBuf, proxy: &str, vkey: &str) -> GoClient {
         GoClient {
             bin,
-            proxy: upstream.url(),
-            vkey: db.vkey().to_owned(),
+            proxy: proxy.to_owned(),
+            vkey: vkey.to_owned(),
             home: tempfile::tempdir().expect("temp dir"),
             nosumdb: String::new(),
         }
     }
 
     /// `go mod download -json <targets>` outside any module.
-    async fn download(&self, targets: &[&str]) -> Output {
+    pub(crate) async fn download(&self, targets: &[&str]) -> Output {
         let work = tempfile::tempdir().expect("temp dir");
-        let g = self.home.path();
         let mut args = vec!["mod", "download", "-json"];
         args.extend(targets);
+        self.run(work.path(), &args).await
+    }
+
+    /// `go <args>` in `dir`.
+    pub(crate) async fn run(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        let g = self.home.path();
         Command::new(&self.bin)
-            .args(&args)
-            .current_dir(work.path())
+            .args(args)
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", g)
@@ -108,9 +118,14 @@ impl GoClient {
             .await
             .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
     }
+
+    /// The signed tree this client remembers, `GOPATH/pkg/sumdb/<name>/latest`.
+    pub(crate) fn cached_latest(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.home.path().join("pkg/sumdb").join(name).join("latest")).ok()
+    }
 }
 
-fn describe(out: &Output) -> String {
+pub(crate) fn describe(out: &Output) -> String {
     format!(
         "{}\n{}{}",
         out.status,
@@ -120,7 +135,7 @@ fn describe(out: &Output) -> String {
 }
 
 /// The `Sum` and `GoModSum` `go mod download -json` printed for `path`.
-fn sums(out: &Output, path: &str) -> (String, String) {
+pub(crate) fn sums(out: &Output, path: &str) -> (String, String) {
     let objects: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
         .into_iter()
         .collect::<Result<_, _>>()

@@ -32,6 +32,8 @@ use super::{
 use crate::fetch::{self, FetchError};
 use crate::module::ModVer;
 
+/// Far beyond any real log (sum.golang.org holds well under 2^30 records).
+const MAX_TREE_SIZE: i64 = 1 << 60;
 /// A lookup response or a tile is far smaller than this.
 const MAX_BODY: u64 = 1 << 20;
 /// Tiles kept in memory; past it the cache starts over (a run touches few
@@ -451,6 +453,13 @@ pub fn open_head(
         what: what.to_owned(),
         source,
     })?;
+    // Stored-hash indexes of a larger tree overflow i64 (Go wraps silently).
+    if tree.n > MAX_TREE_SIZE {
+        return Err(SumdbError::Tlog {
+            what: what.to_owned(),
+            source: TlogError::InvalidInputs("tree size beyond 2^60"),
+        });
+    }
     Ok(SignedHead {
         tree,
         note: Bytes::copy_from_slice(note_bytes),
