@@ -732,6 +732,33 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_tile_below_the_edge_is_refused() {
+        // Go 1.19's x/mod tileHashReader returns this forged hash without error (checked by
+        // running the vendored tlog package on the same log): its child check starts at
+        // len(stx) = 6, past the 5 planned tiles. See TileHashReader::check_children.
+        const N: i64 = 70_000;
+        let stored = build_log(N);
+        let tree = Tree {
+            n: N,
+            hash: tree_hash(N, &stored).unwrap(),
+        };
+        let x = stored_hash_index(0, 1000);
+        let mut tiles = serve_tiles(&stored, N);
+        let tile = t(8, 0, 3, 256);
+        let mut forged = tiles[&tile].to_vec();
+        let at = (1000 % 256) * HASH_SIZE;
+        forged[at..at + HASH_SIZE].copy_from_slice(&record_hash(b"forged record"));
+        tiles.insert(tile, Bytes::from(forged));
+        let err = TileHashReader::new(tree, 8, &tiles)
+            .read_hashes(&[x])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "downloaded inconsistent tile: tile/8/0/003 does not hash to its entry in tile/8/1/000"
+        );
+    }
+
+    #[test]
     fn partial_tiles_come_from_full_ones() {
         // A mirror that has the full tile can answer for any prefix of it.
         let stored = build_log(600);
