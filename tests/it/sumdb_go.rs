@@ -1,5 +1,7 @@
 //! The real `go` command checks the test checksum database: proof that `sumdb.rs` and
-//! gomirror's `verify::sumdb` speak Go's protocol, not just agree with each other.
+//! gomirror's `verify::sumdb` speak Go's protocol, not just agree with each other. (At the end,
+//! `server` checks the server with gomirror's own sumdb code; those tests live here rather than
+//! in `sumdb.rs`, which a bench includes.)
 //!
 //! The corpus upstream serves the database under `/sumdb/<name>/` (PROTOCOL.md "Checksum
 //! database": `go` probes `supported` on its GOPROXY first). The log is padded around the
@@ -329,4 +331,171 @@ fn quote_files() -> ModuleFiles {
         .map(ModuleFiles::from)
         .find(|m| m.path == "rsc.io/quote" && m.version == "v1.5.2")
         .expect("corpus has rsc.io/quote v1.5.2")
+}
+
+// ---- the server on its own, checked with gomirror's sumdb code (no go needed) ----
+
+mod server {
+    use super::*;
+    use bytes::Bytes;
+    use gomirror::module::ModVer;
+    use gomirror::verify::sumdb::note::{open, Verifier};
+    use gomirror::verify::sumdb::tile::{plan_tiles, TileHashReader};
+    use gomirror::verify::sumdb::tlog;
+    use gomirror::verify::sumdb::tlog::{parse_record, parse_tree, stored_hash_index};
+    use gomirror::verify::sumdb::{parse_lookup, parse_record_hashes};
+    use std::collections::HashMap;
+
+    const ZIP: &str = "h1:w5fcysjrx7yqtD/aO+QwRjYZOKnaM9Uh2b40tElTs3Y=";
+    const MOD: &str = "h1:9c8NDE7XDS9iiJRmjcL1LgIAL6U/wMnFfUcd8dcw2W4=";
+
+    /// What a client does with a lookup: open the note, fetch the planned tiles, check the
+    /// record's inclusion. Returns the record's zip hash.
+    fn client_lookup(db: &SumdbServer, path: &str, version: &str) -> Result<String, String> {
+        let verifier = Verifier::parse(db.vkey()).map_err(|e| e.to_string())?;
+        let mv = ModVer::parse(path, version).map_err(|e| e.to_string())?;
+        let rel = gomirror::verify::sumdb::lookup_path(&mv);
+        let (status, body) = db.handle(&rel).ok_or("lookup: 404")?;
+        assert_eq!(status, 200);
+        let lookup = parse_lookup(&mv, &body).map_err(|e| e.to_string())?;
+        let note = open(&lookup.note, &[&verifier]).map_err(|e| e.to_string())?;
+        let tree = parse_tree(note.text.as_bytes()).map_err(|e| e.to_string())?;
+        let x = stored_hash_index(0, lookup.id);
+        let mut tiles: HashMap<Tile, Bytes> = HashMap::new();
+        for tile in plan_tiles(TILE_HEIGHT, &tree, &[x]).map_err(|e| e.to_string())? {
+            let (status, data) = db.handle(&tile.path()).ok_or("tile: 404")?;
+            assert_eq!(status, 200);
+            tiles.insert(tile, data);
+        }
+        let reader = TileHashReader::new(tree, TILE_HEIGHT, &tiles);
+        let got = tlog::HashReader::read_hashes(&reader, &[x]).map_err(|e| e.to_string())?;
+        if got[0] != tlog::record_hash(&lookup.text) {
+            return Err("cannot authenticate record data in server response".into());
+        }
+        let hashes = parse_record_hashes(&mv, &lookup.text).map_err(|e| e.to_string())?;
+        Ok(hashes.h1_zip)
+    }
+
+    #[test]
+    fn serves_the_protocol() {
+        let db = SumdbServer::new("sum.test.example");
+        assert!(db.vkey().starts_with("sum.test.example+"));
+        db.pad(300);
+        db.add("github.com/Azure/x", "v1.0.0-RC1", ZIP, MOD);
+        db.pad(70_000);
+        assert_eq!(db.size(), 70_301);
+        assert_eq!(db.handle("supported"), Some((200, Bytes::new())));
+        let (_, latest) = db.handle("latest").unwrap();
+        let verifier = Verifier::parse(db.vkey()).unwrap();
+        let tree = parse_tree(open(&latest, &[&verifier]).unwrap().text.as_bytes()).unwrap();
+        assert_eq!(tree, db.tree());
+
+        let (status, body) = db
+            .handle("lookup/github.com/!azure/x@v1.0.0-!r!c1")
+            .unwrap();
+        assert_eq!(status, 200);
+        let (id, text, rest) = parse_record(&body).unwrap();
+        assert_eq!(id, 300);
+        assert_eq!(text, db.record("github.com/Azure/x", "v1.0.0-RC1").unwrap());
+        assert_eq!(rest, &latest[..]);
+        assert_eq!(
+            client_lookup(&db, "github.com/Azure/x", "v1.0.0-RC1"),
+            Ok(ZIP.into())
+        );
+        assert_eq!(db.lookups_of("github.com/Azure/x"), 2);
+
+        assert_eq!(
+            db.handle("lookup/github.com/Azure/x@v1.0.0-RC1").unwrap().0,
+            400
+        );
+        assert_eq!(db.handle("lookup/example.com/nope@v1.0.0"), None);
+        assert_eq!(db.lookups(), 4);
+        assert_eq!(db.lookups_of("example.com/nope"), 1);
+
+        // Tiles: full, partial, level 1 and 2, data; beyond the tree and malformed.
+        assert_eq!(db.handle("tile/8/0/000").unwrap().1.len(), 256 * 32);
+        assert_eq!(db.handle("tile/8/0/274.p/157").unwrap().1.len(), 157 * 32);
+        assert_eq!(db.handle("tile/8/1/000").unwrap().1.len(), 256 * 32);
+        assert_eq!(db.handle("tile/8/1/001.p/18").unwrap().1.len(), 18 * 32);
+        assert_eq!(db.handle("tile/8/2/000.p/1").unwrap().1.len(), 32);
+        assert_eq!(db.handle("tile/8/0/274.p/158"), None);
+        assert_eq!(db.handle("tile/8/0/275.p/1"), None);
+        assert_eq!(db.handle("tile/8/0/0001").unwrap().0, 400);
+        let (_, data) = db.handle("tile/8/data/001.p/45").unwrap();
+        assert!(data.starts_with(b"256\npad.sumdb.test/m v0.0.256 h1:"));
+        assert!(std::str::from_utf8(&data)
+            .unwrap()
+            .contains("\n300\ngithub.com/Azure/x "));
+    }
+
+    #[test]
+    fn misbehaves_on_demand() {
+        let db = SumdbServer::new("sum.test.example");
+        db.pad(1000);
+        db.add("example.com/m", "v1.0.0", ZIP, MOD);
+        db.pad(10);
+        assert_eq!(
+            client_lookup(&db, "example.com/m", "v1.0.0"),
+            Ok(ZIP.into())
+        );
+
+        db.tamper_lookup("example.com/m", "v1.0.0", MOD);
+        assert_eq!(
+            client_lookup(&db, "example.com/m", "v1.0.0"),
+            Err("cannot authenticate record data in server response".into())
+        );
+        db.heal();
+
+        // The right-edge level-0 tile: every client reads it.
+        db.corrupt_tile("tile/8/0/003.p/243");
+        let err = client_lookup(&db, "example.com/m", "v1.0.0").unwrap_err();
+        assert!(err.starts_with("downloaded inconsistent tile"), "{err}");
+        db.heal();
+
+        db.set_disabled(true);
+        assert_eq!(db.handle("supported"), None);
+        assert_eq!(
+            client_lookup(&db, "example.com/m", "v1.0.0"),
+            Err("lookup: 404".into())
+        );
+        db.set_disabled(false);
+
+        // A fork: same key, every lookup answered, no tree consistent with the original's.
+        let fork = SumdbServer::fork_of(&db);
+        assert_eq!(fork.vkey(), db.vkey());
+        assert_eq!(
+            client_lookup(&fork, "example.com/m", "v1.0.0"),
+            Ok(ZIP.into())
+        );
+        fork.pad(5);
+        let (old, new) = (db.tree(), fork.tree());
+        assert!(new.n > old.n);
+        let mut tiles: HashMap<Tile, Bytes> = HashMap::new();
+        let rec = tlog::IndexRecorder::new();
+        tlog::tree_hash(old.n, &rec).unwrap();
+        for tile in plan_tiles(TILE_HEIGHT, &new, &rec.take()).unwrap() {
+            tiles.insert(tile, fork.handle(&tile.path()).unwrap().1);
+        }
+        let reader = TileHashReader::new(new, TILE_HEIGHT, &tiles);
+        assert_ne!(tlog::tree_hash(old.n, &reader).unwrap(), old.hash);
+    }
+
+    #[test]
+    fn hashes_upstream_modules_like_gomirror() {
+        let versions: Vec<ModuleFiles> = crate::corpus::load_go_corpus()
+            .into_iter()
+            .filter(|v| v.path == "rsc.io/quote" && v.version == "v1.5.2")
+            .map(ModuleFiles::from)
+            .collect();
+        let db = SumdbServer::new("sum.test.example");
+        assert_eq!(db.add_modules(&versions), 1);
+        let record = String::from_utf8(db.record("rsc.io/quote", "v1.5.2").unwrap()).unwrap();
+        // The go.sum line Go's scripts expect for the corpus copy (see h1.rs).
+        assert!(
+            record.starts_with(
+                "rsc.io/quote v1.5.2 h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=\n"
+            ),
+            "{record}"
+        );
+    }
 }

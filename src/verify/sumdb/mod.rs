@@ -16,6 +16,22 @@
 //!   (Go: x/mod/sumdb/client.go Lookup, server.go).
 //!
 //! PROTOCOL.md "Checksum database" lists the endpoints.
+//!
+//! How a client checks a lookup of `mv` (Go: client.go Lookup, mergeLatest,
+//! checkRecord, checkTrees), with the fetching left to the caller:
+//! 1. [`parse_lookup`] the body of [`lookup_path`]`(mv)`;
+//!    [`note::open`] its note with the database's [`note::Verifier`];
+//!    [`tlog::parse_tree`] the note's text.
+//! 2. If a tree was seen before, the newer of the two must contain the older:
+//!    `tree_hash(older.n, TileHashReader(newer))` must equal `older.hash`;
+//!    run [`tlog::tree_hash`] over a [`tlog::IndexRecorder`] to learn the
+//!    indexes, and [`tile::plan_tiles`] to learn the tiles to fetch. A
+//!    mismatch is a forked log (Go's "SECURITY ERROR").
+//! 3. The record must be in the tree: `id < tree.n`, and the stored hash
+//!    [`tlog::stored_hash_index`]`(0, id)` read through a
+//!    [`tile::TileHashReader`] over the tiles [`tile::plan_tiles`] names must
+//!    equal [`tlog::record_hash`]`(text)`.
+//! 4. [`parse_record_hashes`] gives the `h1:` hashes to compare with ours.
 
 pub mod client;
 pub mod note;
@@ -81,12 +97,17 @@ pub enum LookupError {
     MalformedHash { mv: String, line: String },
 }
 
-/// Go: client.go Lookup, ParseRecord: splits a lookup response body.
+/// Go: client.go Lookup, ParseRecord: splits a lookup response body. A
+/// negative id, which ParseRecord lets through, is refused here.
 pub fn parse_lookup(mv: &ModVer, body: &[u8]) -> Result<Lookup, LookupError> {
-    let (id, text, note) = tlog::parse_record(body).map_err(|source| LookupError::Malformed {
+    let malformed = |source| LookupError::Malformed {
         mv: mv.to_string(),
         source,
-    })?;
+    };
+    let (id, text, note) = tlog::parse_record(body).map_err(malformed)?;
+    if id < 0 {
+        return Err(malformed(tlog::TlogError::MalformedRecord));
+    }
     Ok(Lookup {
         id,
         text: text.to_vec(),
@@ -172,11 +193,16 @@ mod tests {
         assert!(lookup.note.starts_with(b"go.sum database tree\n43\n"));
         let hashes = parse_record_hashes(&m, &lookup.text).unwrap();
         assert_eq!((hashes.h1_zip.as_str(), hashes.h1_mod.as_str()), (ZIP, MOD));
-        let err = parse_lookup(&m, b"42\nno blank line\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "rsc.io/quote@v1.5.2: lookup response: malformed record data"
-        );
+        for bad in [
+            &b"42\nno blank line\n"[..],
+            b"-1\nrsc.io/quote v1.5.2 h1:x\n\n",
+        ] {
+            let err = parse_lookup(&m, bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "rsc.io/quote@v1.5.2: lookup response: malformed record data"
+            );
+        }
     }
 
     #[test]

@@ -202,9 +202,9 @@ pub fn new_tiles(h: i32, old_tree_size: i64, new_tree_size: i64) -> Vec<Tile> {
     assert!(h > 0, "new_tiles: invalid height {h}");
     let mut tiles = Vec::new();
     let mut level = 0;
-    while new_tree_size >> (h * level) > 0 {
-        let old_n = old_tree_size >> (h * level);
-        let new_n = new_tree_size >> (h * level);
+    while go_shr(new_tree_size, h * level) > 0 {
+        let old_n = go_shr(old_tree_size, h * level);
+        let new_n = go_shr(new_tree_size, h * level);
         for n in (old_n >> h)..(new_n >> h) {
             tiles.push(Tile {
                 h,
@@ -247,15 +247,24 @@ pub fn read_tile_data(t: Tile, r: &(impl HashReader + ?Sized)) -> Result<Vec<u8>
     Ok(hashes.concat())
 }
 
+/// `x >> s` with Go's semantics: shifting by 64 or more gives 0, where
+/// Rust's `>>` would overflow.
+fn go_shr(x: i64, s: i32) -> i64 {
+    u32::try_from(s)
+        .ok()
+        .and_then(|s| x.checked_shr(s))
+        .unwrap_or(0)
+}
+
 /// Go: tile.go tileParent: the tile `k` levels above `t` in a tree of `n`
 /// records, partial at the right edge; `None` where Go returns `Tile{}`
 /// (the parent lies beyond the tree).
 fn tile_parent(t: Tile, k: i32, n: i64) -> Option<Tile> {
     let mut t = t;
     t.l += k;
-    t.n >>= k * t.h;
+    t.n = go_shr(t.n, k * t.h);
     t.w = 1 << t.h;
-    let max = n >> (t.l * t.h);
+    let max = go_shr(n, t.l * t.h);
     if (t.n << t.h) + i64::from(t.w) >= max {
         if t.n << t.h >= max {
             return None;
@@ -556,6 +565,14 @@ mod tests {
     }
 
     #[test]
+    fn huge_trees_do_not_overflow_shifts() {
+        // Levels up to 7 of height 8 cover 2^62 records; Go shifts past 63 bits to 0.
+        let tiles = new_tiles(8, (1 << 62) - 1, 1 << 62);
+        assert_eq!(tiles.last(), Some(&t(8, 7, 0, 64)));
+        assert_eq!(tile_parent(t(8, 0, 5, 256), 8, 1 << 62), None);
+    }
+
+    #[test]
     fn tile_for_index_and_new_tiles() {
         // Record 0 is index 0; record 255 closes the first full tile.
         assert_eq!(tile_for_index(8, 0), t(8, 0, 0, 1));
@@ -728,6 +745,33 @@ mod tests {
             err.to_string(),
             "downloaded inconsistent tile: tiles tile/8/2/000.p/1, tile/8/1/001.p/17, \
              tile/8/0/273.p/112 do not hash to tree#70000"
+        );
+    }
+
+    #[test]
+    fn a_forged_tile_below_the_edge_is_refused() {
+        // Go 1.19's x/mod tileHashReader returns this forged hash without error (checked by
+        // running the vendored tlog package on the same log): its child check starts at
+        // len(stx) = 6, past the 5 planned tiles. See TileHashReader::check_children.
+        const N: i64 = 70_000;
+        let stored = build_log(N);
+        let tree = Tree {
+            n: N,
+            hash: tree_hash(N, &stored).unwrap(),
+        };
+        let x = stored_hash_index(0, 1000);
+        let mut tiles = serve_tiles(&stored, N);
+        let tile = t(8, 0, 3, 256);
+        let mut forged = tiles[&tile].to_vec();
+        let at = (1000 % 256) * HASH_SIZE;
+        forged[at..at + HASH_SIZE].copy_from_slice(&record_hash(b"forged record"));
+        tiles.insert(tile, Bytes::from(forged));
+        let err = TileHashReader::new(tree, 8, &tiles)
+            .read_hashes(&[x])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "downloaded inconsistent tile: tile/8/0/003 does not hash to its entry in tile/8/1/000"
         );
     }
 
