@@ -14,6 +14,12 @@
 //! 4. big zip: one module `example.com/bench/big` with a zip of `--big-zip-mib` incompressible
 //!    bytes, alone.
 //!
+//! With `--sumdb`, the upstream also serves a checksum database (`tests/it/sumdb.rs`: a real
+//! Merkle log of 100 000 padding records followed by one record per version, behind the same
+//! latency), and the cold and no-op syncs run a second time, into a fresh tree and database,
+//! with verification on: every version looked up and proved, and the offline copy published.
+//! Runs 1 and 2 keep verification off, so the two cold runs compare the cost of verifying.
+//!
 //! Peak RSS comes from `wait4`, which returns the rusage of exactly that child. But Linux starts
 //! a child's `ru_maxrss` at the RSS of the process that spawned it: exec records the high-water
 //! mark of the old address space, which after posix_spawn/vfork is the parent's (a 300 MiB
@@ -28,6 +34,8 @@
 
 #[path = "../tests/it/corpus.rs"]
 mod corpus;
+#[path = "../tests/it/sumdb.rs"]
+mod sumdb;
 #[path = "../tests/it/upstream.rs"]
 mod upstream;
 #[path = "../tests/it/zipgen.rs"]
@@ -57,6 +65,7 @@ usage: cargo bench --bench sync -- [options]
   --files N           files per zip, go.mod and x.go included (default 10)
   --big-zip-mib MIB   zip size of the big-zip run; 0 skips it (default 400)
   --no-go             skip the `go mod download` comparison
+  --sumdb             also sync with checksum-database verification on, to compare
   --keep              keep the work directory (trees, state, logs)
   --gomirror PATH     binary to measure (default: the one cargo built for this bench)
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
@@ -72,7 +81,7 @@ const VALUED: &[&str] = &[
     "big-zip-mib",
     "gomirror",
 ];
-const FLAGS: &[&str] = &["no-go", "keep"];
+const FLAGS: &[&str] = &["no-go", "keep", "sumdb"];
 
 /// The first argument that turns this binary into the upstream process.
 const SERVE: &str = "--serve-upstream";
@@ -93,6 +102,7 @@ struct Opts {
     big_zip_mib: usize,
     go: bool,
     keep: bool,
+    sumdb: bool,
     gomirror: PathBuf,
 }
 
@@ -113,6 +123,7 @@ impl Opts {
             big_zip_mib: number(get("big-zip-mib"), "big-zip-mib", 400)?,
             go: !flag("no-go"),
             keep: flag("keep"),
+            sumdb: flag("sumdb"),
             gomirror: get("gomirror").map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from),
         };
         ensure!(opts.versions > 0, "--versions: must be at least 1");
@@ -182,6 +193,8 @@ struct Corpus {
     /// Approximate zip size of each module.
     bytes: usize,
     latency_ms: u64,
+    /// Serve a checksum database holding every version's record.
+    sumdb: bool,
 }
 
 impl Corpus {
@@ -191,13 +204,13 @@ impl Corpus {
         [SERVE.to_string(), kind.to_string()]
             .into_iter()
             .chain(numbers)
-            .chain([self.latency_ms.to_string()])
+            .chain([self.latency_ms.to_string(), self.sumdb.to_string()])
             .collect()
     }
 
     fn from_args(args: &[String]) -> Result<Corpus> {
-        let [kind, count, files, bytes, latency_ms] = args else {
-            bail!("{SERVE}: want kind, count, files, bytes, latency_ms; got {args:?}");
+        let [kind, count, files, bytes, latency_ms, sumdb] = args else {
+            bail!("{SERVE}: want kind, count, files, bytes, latency_ms, sumdb; got {args:?}");
         };
         Ok(Corpus {
             big: kind == "big",
@@ -205,6 +218,7 @@ impl Corpus {
             files: files.parse()?,
             bytes: bytes.parse()?,
             latency_ms: latency_ms.parse()?,
+            sumdb: sumdb.parse()?,
         })
     }
 
@@ -218,21 +232,35 @@ impl Corpus {
     }
 }
 
-/// The upstream process: generates `corpus`, serves it, prints its URL, one [`Target`] line per
-/// version and `ready <generation seconds>`, then answers each `count` line on stdin with the
+/// Padding records before the bench's own in the checksum database: enough for a level-2 tile.
+const SUMDB_PADDING: usize = 100_000;
+
+/// The upstream process: generates `corpus`, serves it, prints its URL, `sumdb <verifier key>`
+/// if it serves a checksum database, one [`Target`] line per version and `ready <generation
+/// seconds>`, then answers each `count` line on stdin with the
 /// number of requests so far. Exits when stdin closes, i.e. when the bench process is done.
 fn serve(corpus: Corpus) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the upstream's runtime")?;
     let start = Instant::now();
     let modules: Vec<ModuleFiles> = (0..corpus.count).map(|i| corpus.module(i)).collect();
-    let gen_secs = start.elapsed().as_secs_f64();
     let manifest: Vec<String> = modules.iter().map(Target::line).collect();
+    let db = corpus.sumdb.then(|| {
+        let db = sumdb::SumdbServer::new("sum.bench.example");
+        db.pad(SUMDB_PADDING);
+        db.add_modules(&modules);
+        db
+    });
+    let gen_secs = start.elapsed().as_secs_f64();
     let upstream = rt.block_on(Upstream::start(modules));
     upstream
         .faults()
         .set_latency(Duration::from_millis(corpus.latency_ms));
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", upstream.url())?;
+    if let Some(db) = db {
+        writeln!(out, "sumdb {}", db.vkey())?;
+        upstream.attach_sumdb(db);
+    }
     for line in manifest {
         writeln!(out, "{line}")?;
     }
@@ -253,6 +281,8 @@ struct Server {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     url: String,
+    /// The verifier key of the checksum database it serves, if any.
+    sumdb_key: Option<String>,
     targets: Vec<Target>,
     gen_secs: f64,
 }
@@ -273,6 +303,7 @@ impl Server {
             stdin: Some(stdin),
             stdout,
             url: String::new(),
+            sumdb_key: None,
             targets: Vec::new(),
             gen_secs: 0.0,
         };
@@ -282,6 +313,10 @@ impl Server {
             if let Some(secs) = line.strip_prefix("ready ") {
                 server.gen_secs = secs.parse()?;
                 break;
+            }
+            if let Some(key) = line.strip_prefix("sumdb ") {
+                server.sumdb_key = Some(key.to_string());
+                continue;
             }
             server.targets.push(Target::parse(&line)?);
         }
@@ -469,16 +504,24 @@ fn check_tree(tree: &Path, targets: &[Target]) -> Result<()> {
     Ok(())
 }
 
-/// A mirror.toml for `targets` under `dir` (tree, state, config), watching each exactly.
-fn write_config(dir: &Path, url: &str, concurrency: usize, targets: &[Target]) -> Result<PathBuf> {
+/// A mirror.toml for `targets` under `dir` (tree, state, config), watching each exactly;
+/// verifying against the checksum database `sumdb_key` names, or not at all.
+fn write_config(
+    dir: &Path,
+    url: &str,
+    concurrency: usize,
+    sumdb_key: Option<&str>,
+    targets: &[Target],
+) -> Result<PathBuf> {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let path_str = |p: PathBuf| p.to_string_lossy().into_owned();
     let mut text = format!(
         "[upstream]\nproxies = [{}]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
-         [fetch]\nconcurrency = {concurrency}\n",
+         [fetch]\nconcurrency = {concurrency}\n[sumdb]\nkey = {}\n",
         q(url),
         q(&path_str(dir.join("tree"))),
         q(&path_str(dir.join("state.db"))),
+        q(sumdb_key.unwrap_or("off")),
     );
     for t in targets {
         let (module, versions) = (q(&t.path), q(&t.version));
@@ -600,6 +643,8 @@ struct Many {
     cold: Measured,
     noop: Measured,
     go: Option<Measured>,
+    /// Cold and no-op with checksum-database verification on (`--sumdb`).
+    verified: Option<(Measured, Measured)>,
 }
 
 fn bench_many(opts: &Opts, bin: &Path, work: &Path) -> Result<Many> {
@@ -609,9 +654,10 @@ fn bench_many(opts: &Opts, bin: &Path, work: &Path) -> Result<Many> {
         files: opts.files,
         bytes: opts.zip_kib << 10,
         latency_ms: u64::try_from(opts.latency.as_millis())?,
+        sumdb: opts.sumdb,
     })?;
     let dir = work.join("many");
-    let config = write_config(&dir, &server.url, opts.concurrency, &server.targets)?;
+    let config = write_config(&dir, &server.url, opts.concurrency, None, &server.targets)?;
     let cold = sync(bin, &config, &dir.join("cold.log"), &mut server)?;
     check_tree(&dir.join("tree"), &server.targets)?;
     eprintln!("cold:  {:.2}s  {}", cold.secs, cold.last_line);
@@ -624,12 +670,40 @@ fn bench_many(opts: &Opts, bin: &Path, work: &Path) -> Result<Many> {
     if let Some(g) = &go {
         eprintln!("go:    {:.2}s", g.secs);
     }
+    let verified = match server.sumdb_key.clone() {
+        Some(key) => Some(bench_verified(opts, bin, work, &key, &mut server)?),
+        None => None,
+    };
     Ok(Many {
         gen_secs: server.gen_secs,
         cold,
         noop,
         go,
+        verified,
     })
+}
+
+/// Cold and no-op sync with verification on, into a fresh tree and database.
+fn bench_verified(
+    opts: &Opts,
+    bin: &Path,
+    work: &Path,
+    key: &str,
+    server: &mut Server,
+) -> Result<(Measured, Measured)> {
+    let dir = work.join("verified");
+    let config = write_config(&dir, &server.url, opts.concurrency, Some(key), &server.targets)?;
+    let cold = sync(bin, &config, &dir.join("cold.log"), server)?;
+    check_tree(&dir.join("tree"), &server.targets)?;
+    ensure!(
+        dir.join("tree/sumdb/sum.bench.example/supported").is_file(),
+        "verified run: no offline checksum database in {}",
+        dir.display()
+    );
+    eprintln!("cold, verified:  {:.2}s  {}", cold.secs, cold.last_line);
+    let noop = sync(bin, &config, &dir.join("noop.log"), server)?;
+    eprintln!("no-op, verified: {:.2}s  {}", noop.secs, noop.last_line);
+    Ok((cold, noop))
 }
 
 /// One module with a zip of about `big_zip_mib`, synced alone.
@@ -642,9 +716,10 @@ fn bench_big(opts: &Opts, bin: &Path, work: &Path) -> Result<Measured> {
         files: mib + 2,
         bytes: mib << 20,
         latency_ms: u64::try_from(opts.latency.as_millis())?,
+        sumdb: false,
     })?;
     let dir = work.join("big");
-    let config = write_config(&dir, &server.url, opts.concurrency, &server.targets)?;
+    let config = write_config(&dir, &server.url, opts.concurrency, None, &server.targets)?;
     let big = sync(bin, &config, &dir.join("sync.log"), &mut server)?;
     check_tree(&dir.join("tree"), &server.targets)?;
     eprintln!("big:   {:.2}s  {}", big.secs, big.last_line);
@@ -692,6 +767,10 @@ fn print_table(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: 
     );
     row("gomirror sync (cold)", &many.cold);
     row("gomirror sync (no-op)", &many.noop);
+    if let Some((cold, noop)) = &many.verified {
+        row("gomirror sync (cold, sumdb)", cold);
+        row("gomirror sync (no-op, sumdb)", noop);
+    }
     if let Some(g) = &many.go {
         row("go mod download", g);
     }
@@ -708,6 +787,13 @@ fn print_table(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: 
         "gomirror cold / bound",
         many.cold.secs / bound
     );
+    if let Some((cold, _)) = &many.verified {
+        println!(
+            "{:<30} {:>8.2} x",
+            "cold verified / unverified",
+            cold.secs / many.cold.secs
+        );
+    }
     if let Some(g) = &many.go {
         println!(
             "{:<30} {:>8.2} x",
@@ -746,6 +832,9 @@ fn figures(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: u64)
         "cold": many.cold.json(),
         "noop": many.noop.json(),
         "go": many.go.as_ref().map(Measured::json),
+        "cold_sumdb": many.verified.as_ref().map(|(c, _)| c.json()),
+        "noop_sumdb": many.verified.as_ref().map(|(_, n)| n.json()),
+        "sumdb_over_cold": many.verified.as_ref().map(|(c, _)| round(c.secs / many.cold.secs, 3)),
         "latency_bound_secs": round(bound, 3),
         "cold_over_bound": round(many.cold.secs / bound, 2),
         "go_over_cold": many.go.as_ref().map(|g| round(g.secs / many.cold.secs, 2)),
