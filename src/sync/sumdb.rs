@@ -172,7 +172,7 @@ async fn dial(
     token: &CancellationToken,
 ) -> Result<fetch::Client, SumdbError> {
     if let Some(url) = &settings.url {
-        return client_for(config, url.clone());
+        return reachable(client_for(config, url.clone())?, settings, token).await;
     }
     for proxy in &config.upstreams {
         let base = format!("{}sumdb/{}/", proxy.as_str(), settings.name);
@@ -199,7 +199,23 @@ async fn dial(
             name: settings.name.clone(),
             reason: e.to_string(),
         })?;
-    client_for(config, direct)
+    reachable(client_for(config, direct)?, settings, token).await
+}
+
+/// Fails the run early, with one clear error, when the database does not
+/// answer `latest`, rather than failing every version's lookup alike.
+async fn reachable(
+    http: fetch::Client,
+    settings: &SumdbSettings,
+    token: &CancellationToken,
+) -> Result<fetch::Client, SumdbError> {
+    match http.get("latest", 1 << 16, token).await {
+        Ok(_) => Ok(http),
+        Err(source) => Err(SumdbError::Fetch {
+            what: format!("reaching checksum database {}", settings.name),
+            source,
+        }),
+    }
 }
 
 fn client_for(config: &Config, base: Upstream) -> Result<fetch::Client, SumdbError> {

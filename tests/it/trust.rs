@@ -426,3 +426,30 @@ async fn versions_published_before_verification_are_backfilled() {
     let audit = run_command(gomirror(&mirror.config_path(), &["verify"])).await;
     assert_eq!(audit.code, Some(0), "{audit:#?}");
 }
+
+/// `[sumdb] url` reaches a database that no upstream proxy serves; without it, the same
+/// database name would be looked for at `https://<name>/`, which does not exist here.
+#[tokio::test]
+async fn the_database_url_can_be_configured() {
+    let upstream = corpus_upstream().await;
+    let db = SumdbServer::new(DB);
+    db.add_modules(&corpus_files(&WATCH[..1]));
+    let elsewhere = Upstream::start(Vec::new()).await;
+    elsewhere.attach_sumdb(db.clone());
+    let mut mirror = verifying_mirror(&upstream, &db, &WATCH[..1]);
+    let err = mirror
+        .sync()
+        .await
+        .expect_err("no database at https://<name>/ here");
+    assert!(matches!(err, SyncError::Sumdb(_)), "{err:?}");
+    mirror.sumdb = format!("key = \"{} {}/sumdb/{DB}\"\n", db.vkey(), elsewhere.url());
+    let report = mirror.sync().await.expect("sync runs");
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(db.lookups_of("rsc.io/quote"), 1);
+    assert_eq!(upstream.requests(&format!("/sumdb/{DB}/lookup")), 0);
+    assert_eq!(
+        upstream.requests(&format!("/sumdb/{DB}/supported")),
+        1,
+        "probed once, 404"
+    );
+}
