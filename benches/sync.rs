@@ -692,7 +692,13 @@ fn bench_verified(
     server: &mut Server,
 ) -> Result<(Measured, Measured)> {
     let dir = work.join("verified");
-    let config = write_config(&dir, &server.url, opts.concurrency, Some(key), &server.targets)?;
+    let config = write_config(
+        &dir,
+        &server.url,
+        opts.concurrency,
+        Some(key),
+        &server.targets,
+    )?;
     let cold = sync(bin, &config, &dir.join("cold.log"), server)?;
     check_tree(&dir.join("tree"), &server.targets)?;
     ensure!(
