@@ -273,6 +273,7 @@ fn client_config(config: &Config) -> crate::fetch::ClientConfig {
         backoff_base: f.backoff_base,
         backoff_max: f.backoff_max,
         user_agent: f.user_agent.clone(),
+        requests_per_second: f.requests_per_second,
     }
 }
 
