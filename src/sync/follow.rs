@@ -1,0 +1,230 @@
+//! Following the index feed within a run: read pages from the cursor on,
+//! decide each entry with the rules, and record each page's selected
+//! versions as `pending` in the same transaction that moves the cursor
+//! (`state::Store::record_feed_page`), so the cursor never runs ahead of the
+//! work it planned.
+//!
+//! Paging stops when a page comes back short (the feed is exhausted), after
+//! `[feed] max_pages`, when the run is cancelled, or on an error. A failed
+//! page request is a plan error (exit 1): the cursor stays, the next run
+//! asks again, and the rest of the run goes on. A full page holding only
+//! entries already seen (more entries share one Timestamp than a page
+//! holds) is asked for again with twice the limit; if the server cannot
+//! give more, the run says so instead of looping or skipping.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::{debug, info, warn};
+
+use super::{chain, Ctx, SyncError, Tally};
+use crate::config::{FeedSettings, FeedStart};
+use crate::fetch::Client;
+use crate::module::{ModVer, ModulePath};
+use crate::plan::feed::{format_timestamp, parse_timestamp, Cursor, Page};
+use crate::plan::rules::{Decision, Known};
+use crate::state::{FeedCursor, PageRecord};
+
+/// The largest page body read: 2000 entries of at most [`MAX_LINE`] bytes.
+///
+/// [`MAX_LINE`]: crate::plan::feed::MAX_LINE
+const MAX_PAGE_BYTES: u64 = 2000 * 4096;
+
+/// How far a stuck page's limit may grow, as a multiple of `page_size`.
+const MAX_GROWTH: usize = 64;
+
+/// What following the feed did in one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeedReport {
+    /// Feed requests made.
+    pub pages: u64,
+    /// Entries not seen before.
+    pub entries: u64,
+    /// Versions newly made pending.
+    pub planned: u64,
+    /// Entries refused by Go's rules.
+    pub rejected: u64,
+    /// Entries per decision of the rules (`included`, `watched`, `fresh`,
+    /// `excluded`, `pseudo`, `unmatched`).
+    pub decisions: BTreeMap<String, u64>,
+    /// The cursor after the run.
+    pub since: String,
+    /// The newest entry Timestamp seen so far (feed lag = now − newest).
+    pub newest: Option<String>,
+    /// Whether the feed was read to its end (false: `max_pages`, an error,
+    /// or cancellation stopped it; the next run continues).
+    pub exhausted: bool,
+}
+
+/// The feed's contribution to the plan.
+#[derive(Default)]
+pub(super) struct Followed {
+    /// Versions made pending by this run's pages.
+    pub planned: Vec<ModVer>,
+    /// Modules the feed named, whatever the rules decided.
+    pub mentioned: HashSet<ModulePath>,
+    pub report: FeedReport,
+}
+
+/// Reads the feed from the stored cursor on. Only state failures stop the
+/// run; a feed that cannot be read is a plan error.
+pub(super) async fn follow(
+    ctx: &Ctx,
+    feed: &FeedSettings,
+    index: &Client,
+    watched: &HashSet<ModulePath>,
+    tally: &mut Tally,
+) -> Result<Followed, SyncError> {
+    let mut out = Followed::default();
+    let stored = ctx.store.feed_cursor().await?;
+    let mut cursor = match start_cursor(feed, stored.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tally.plan_errors.push(e);
+            return Ok(out);
+        }
+    };
+    let mut newest = stored
+        .and_then(|s| s.newest)
+        .and_then(|n| parse_timestamp(&n).ok());
+    let mut limit = feed.page_size;
+    while out.report.pages < feed.max_pages as u64 && !ctx.stop.is_cancelled() {
+        let query = cursor.query(limit);
+        out.report.pages += 1;
+        let body = match index
+            .get_query("index", &query, MAX_PAGE_BYTES, &ctx.stop)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) if e.is_cancelled() => break,
+            Err(e) => {
+                let e = format!("index feed: {}", chain(&e));
+                warn!("{e}");
+                tally.plan_errors.push(e);
+                break;
+            }
+        };
+        let page = cursor.read_page(&body);
+        debug!(since = %query[0].1, limit, lines = page.lines, new = page.lines - page.repeated, "feed page");
+        if !page.progressed() && page.lines >= feed.page_size {
+            if page.lines < limit || limit >= feed.page_size * MAX_GROWTH {
+                let e = format!(
+                    "index feed: more than {} entries share Timestamp {}; cannot page past them \
+                     without skipping some (the cursor stays)",
+                    page.lines,
+                    format_timestamp(cursor.since())
+                );
+                warn!("{e}");
+                tally.plan_errors.push(e);
+                break;
+            }
+            limit *= 2;
+            continue;
+        }
+        let full = page.lines >= limit;
+        newest = newest.max(page.newest);
+        record(ctx, feed, &cursor, newest, page, watched, tally, &mut out).await?;
+        if !full {
+            out.report.exhausted = true;
+            break;
+        }
+        limit = feed.page_size;
+    }
+    out.report.since = format_timestamp(cursor.since());
+    out.report.newest = newest.map(format_timestamp);
+    info!(
+        pages = out.report.pages,
+        entries = out.report.entries,
+        planned = out.report.planned,
+        rejected = out.report.rejected,
+        since = %out.report.since,
+        "feed read"
+    );
+    Ok(out)
+}
+
+/// The cursor to start from: the stored one, else `[feed] start`.
+fn start_cursor(feed: &FeedSettings, stored: Option<&FeedCursor>) -> Result<Cursor, String> {
+    match stored {
+        Some(s) => Cursor::resume(&s.since, s.seen.iter().cloned())
+            .map_err(|e| format!("state holds a feed cursor that does not parse: {e}")),
+        None => Ok(Cursor::start(match feed.start {
+            FeedStart::Now => OffsetDateTime::now_utc(),
+            FeedStart::At(t) => t,
+        })),
+    }
+}
+
+/// Decides a page's entries and records them with the cursor after it.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    ctx: &Ctx,
+    feed: &FeedSettings,
+    cursor: &Cursor,
+    newest: Option<OffsetDateTime>,
+    page: Page,
+    watched: &HashSet<ModulePath>,
+    tally: &mut Tally,
+    out: &mut Followed,
+) -> Result<(), SyncError> {
+    let paths: Vec<String> = page
+        .entries
+        .iter()
+        .map(|e| e.mv.path.to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mirrored = ctx.store.mirrored_modules(paths).await?;
+    let mut planned = Vec::new();
+    for entry in &page.entries {
+        let known = Known {
+            watched: watched.contains(&entry.mv.path),
+            mirrored: mirrored.contains(entry.mv.path.as_str()),
+        };
+        let decision = feed.rules.decide(&entry.mv, known);
+        *out.report
+            .decisions
+            .entry(decision_name(decision).into())
+            .or_default() += 1;
+        out.mentioned.insert(entry.mv.path.clone());
+        if decision.mirrors() {
+            planned.push((entry.mv.path.to_string(), entry.mv.version.to_string()));
+        }
+    }
+    for r in &page.rejected {
+        warn!(module = %r.module, version = %r.version, "feed entry rejected: {}", r.reason);
+    }
+    out.report.entries += (page.entries.len() + page.rejected.len()) as u64;
+    out.report.rejected += page.rejected.len() as u64;
+    let record = PageRecord {
+        planned,
+        rejections: page
+            .rejected
+            .iter()
+            .map(|r| (r.module.clone(), r.version.clone(), r.reason.clone()))
+            .collect(),
+        cursor: FeedCursor {
+            since: format_timestamp(cursor.since()),
+            seen: cursor.seen(),
+            newest: newest.map(format_timestamp),
+        },
+    };
+    tally.rejected.extend(page.rejected);
+    let added = ctx.store.record_feed_page(ctx.run_id, record).await?;
+    out.report.planned += added.len() as u64;
+    out.planned
+        .extend(added.iter().filter_map(|(p, v)| ModVer::parse(p, v).ok()));
+    Ok(())
+}
+
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Included => "included",
+        Decision::Watched => "watched",
+        Decision::Fresh => "fresh",
+        Decision::Excluded => "excluded",
+        Decision::Pseudo => "pseudo",
+        Decision::Unmatched => "unmatched",
+    }
+}
