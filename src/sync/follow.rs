@@ -9,8 +9,10 @@
 //! page request is a plan error (exit 1): the cursor stays, the next run
 //! asks again, and the rest of the run goes on. A full page holding only
 //! entries already seen (more entries share one Timestamp than a page
-//! holds) is asked for again with twice the limit; if the server cannot
-//! give more, the run says so instead of looping or skipping.
+//! holds) is asked for again with twice the limit. A short answer to that
+//! is the end of the feed, unless it holds exactly the index's cap of 2000
+//! entries: then the server cannot give more, and the run says so (a plan
+//! error; the cursor stays) instead of looping or skipping.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,14 +24,15 @@ use super::{chain, Ctx, SyncError, Tally};
 use crate::config::{FeedSettings, FeedStart};
 use crate::fetch::Client;
 use crate::module::{ModVer, ModulePath};
-use crate::plan::feed::{format_timestamp, parse_timestamp, Cursor, Page};
+use crate::plan::feed::{format_timestamp, parse_timestamp, Cursor, Page, MAX_LINE, MAX_PAGE};
 use crate::plan::rules::{Decision, Known};
 use crate::state::{FeedCursor, PageRecord};
 
-/// The largest page body read: 2000 entries of at most [`MAX_LINE`] bytes.
-///
-/// [`MAX_LINE`]: crate::plan::feed::MAX_LINE
-const MAX_PAGE_BYTES: u64 = 2000 * 4096;
+/// The largest body read for a page of `limit` entries: each at most
+/// [`MAX_LINE`] bytes and its newline (a longer line is refused anyway).
+fn max_page_bytes(limit: usize) -> u64 {
+    (limit as u64).saturating_mul(MAX_LINE as u64 + 1)
+}
 
 /// How far a stuck page's limit may grow, as a multiple of `page_size`.
 const MAX_GROWTH: usize = 64;
@@ -93,7 +96,7 @@ pub(super) async fn follow(
         let query = cursor.query(limit);
         out.report.pages += 1;
         let body = match index
-            .get_query("index", &query, MAX_PAGE_BYTES, &ctx.stop)
+            .get_query("index", &query, max_page_bytes(limit), &ctx.stop)
             .await
         {
             Ok(body) => body,
@@ -108,6 +111,13 @@ pub(super) async fn follow(
         let page = cursor.read_page(&body);
         debug!(since = %query[0].1, limit, lines = page.lines, new = page.lines - page.repeated, "feed page");
         if !page.progressed() && page.lines >= feed.page_size {
+            if page.lines < limit && page.lines != MAX_PAGE {
+                // Fewer than asked and all seen: the feed ends inside the run.
+                out.report.exhausted = true;
+                break;
+            }
+            // Exactly the index's page cap, or the limit grew as far as it may:
+            // more entries share the timestamp than can be read.
             if page.lines < limit || limit >= feed.page_size * MAX_GROWTH {
                 let e = format!(
                     "index feed: more than {} entries share Timestamp {}; cannot page past them \
@@ -124,7 +134,12 @@ pub(super) async fn follow(
         }
         let full = page.lines >= limit;
         newest = newest.max(page.newest);
-        record(ctx, feed, &cursor, newest, page, watched, tally, &mut out).await?;
+        let after = FeedCursor {
+            since: format_timestamp(cursor.since()),
+            seen: cursor.seen(),
+            newest: newest.map(format_timestamp),
+        };
+        record(ctx, feed, watched, page, after, tally, &mut out).await?;
         if !full {
             out.report.exhausted = true;
             break;
@@ -157,14 +172,12 @@ fn start_cursor(feed: &FeedSettings, stored: Option<&FeedCursor>) -> Result<Curs
 }
 
 /// Decides a page's entries and records them with the cursor after it.
-#[allow(clippy::too_many_arguments)]
 async fn record(
     ctx: &Ctx,
     feed: &FeedSettings,
-    cursor: &Cursor,
-    newest: Option<OffsetDateTime>,
-    page: Page,
     watched: &HashSet<ModulePath>,
+    page: Page,
+    after: FeedCursor,
     tally: &mut Tally,
     out: &mut Followed,
 ) -> Result<(), SyncError> {
@@ -204,11 +217,7 @@ async fn record(
             .iter()
             .map(|r| (r.module.clone(), r.version.clone(), r.reason.clone()))
             .collect(),
-        cursor: FeedCursor {
-            since: format_timestamp(cursor.since()),
-            seen: cursor.seen(),
-            newest: newest.map(format_timestamp),
-        },
+        cursor: after,
     };
     tally.rejected.extend(page.rejected);
     let added = ctx.store.record_feed_page(ctx.run_id, record).await?;

@@ -152,6 +152,43 @@ fn parse_query(q: &str) -> (String, usize) {
     )
 }
 
+// See: #6 (never loop forever, never skip one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_6_more_equal_timestamps_than_the_index_serves_stops_without_skipping() {
+    // 2002 entries share one timestamp; the index serves at most 2000 per page, as
+    // index.golang.org does. Only the first and the last are wanted (and served).
+    let (first, last) = ("example.com/e0000", "example.com/e2001");
+    let upstream = Upstream::start(vec![module(first, "v1.0.0"), module(last, "v1.0.0")]).await;
+    upstream.feed_push(
+        (0..2002).map(|i| FeedLine::entry(&format!("example.com/e{i:04}"), "v1.0.0", &at(1))),
+    );
+    upstream.feed_cap_limit(2000);
+    let rules = format!("[[feed.rule]]\ninclude = \"{first},{last}\"\n");
+    let mirror = feed_mirror(&upstream, &upstream.url(), &[], &rules);
+    let report = mirror.sync().await.expect("sync runs");
+    // Pages: 2000 new; the same 2000 (no progress); limit 4000, still 2000: stop.
+    let limits: Vec<usize> = upstream
+        .feed_queries()
+        .iter()
+        .map(|q| parse_query(q).1)
+        .collect();
+    assert_eq!(limits, [2000, 2000, 4000]);
+    assert!(!report.all_ok(), "{report:#?}");
+    assert!(
+        report.plan_errors[0].contains("more than 2000 entries share Timestamp"),
+        "{:?}",
+        report.plan_errors
+    );
+    assert!(is_published(&mirror, first, "v1.0.0"));
+    // The cursor stayed inside the run: an index that serves more finds the rest.
+    upstream.feed_cap_limit(usize::MAX);
+    let report = mirror.sync().await.expect("second sync");
+    assert!(report.all_ok(), "{report:#?}");
+    assert_eq!(report.feed.expect("feed").entries, 2);
+    assert!(is_published(&mirror, last, "v1.0.0"));
+    assert!(mirror.rows().iter().all(|r| r.status == "published"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_6_feed_versions_come_from_the_feed_proxy() {
     let index = Upstream::start(vec![]).await;
