@@ -43,7 +43,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 ];
 
 /// Versions taken by migrations that land on another branch; until they
-/// merge, [`MIGRATIONS`] skips them.
+/// merge, [`MIGRATIONS`] may skip them. Empty once they have.
 #[cfg(test)]
 const RESERVED: &[u32] = &[3];
 
@@ -166,7 +166,8 @@ mod tests {
     fn versions_start_at_one_without_gaps() {
         let mut want = 1;
         for m in MIGRATIONS {
-            while RESERVED.contains(&want) {
+            // A reserved version may be missing (its branch not merged yet) or present.
+            while m.version != want && RESERVED.contains(&want) {
                 want += 1;
             }
             assert_eq!(m.version, want, "migration {}", m.name);
