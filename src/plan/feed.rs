@@ -14,8 +14,12 @@
 //!   `since` (a misbehaving server) are skipped too.
 //! - A page can end inside a run of equal Timestamps, and a full page can
 //!   hold nothing but entries already seen (more entries share one Timestamp
-//!   than a page holds). Such a page makes no progress: [`Page::progressed`]
-//!   is false and the caller must ask for a bigger page, never skip ahead.
+//!   than a page holds). Such a page makes no progress (the cursor did not
+//!   move): [`Page::progressed`] is false and the caller must ask for a
+//!   bigger page, never skip ahead.
+//! - A Timestamp more than [`FUTURE_SLACK`] ahead of the reader's clock is
+//!   refused and does not move the cursor: one bad entry must not carry the
+//!   cursor past every real one to come.
 //! - Every entry is hostile until [`ModVer::parse`] accepts it (x/mod
 //!   `module.Check` plus canonical versions and file-name limits): `..`,
 //!   absolute paths, NUL, bad versions and over-long names are refused with
@@ -38,6 +42,9 @@ pub const MAX_PAGE: usize = 2000;
 /// The longest feed line read. A real entry is a path (Go allows no more
 /// than a few hundred bytes in practice), a version and a timestamp.
 pub const MAX_LINE: usize = 4096;
+
+/// How far ahead of our clock a Timestamp may be (clock skew).
+pub const FUTURE_SLACK: time::Duration = time::Duration::hours(24);
 
 /// The first entry of index.golang.org; nothing is older.
 pub const FEED_START: &str = "2019-04-10T19:08:52.997264Z";
@@ -68,6 +75,8 @@ pub struct Page {
     pub lines: usize,
     /// Lines skipped as already seen or older than `since`.
     pub repeated: usize,
+    /// Whether the cursor moved: a later `since`, or more entries seen at it.
+    advanced: bool,
     /// The newest Timestamp on the page.
     pub newest: Option<OffsetDateTime>,
 }
@@ -76,7 +85,7 @@ impl Page {
     /// Whether the page held anything not seen before. A full page that did
     /// not progress must be asked for again with a bigger limit.
     pub fn progressed(&self) -> bool {
-        self.lines > self.repeated
+        self.advanced
     }
 }
 
@@ -130,8 +139,11 @@ impl Cursor {
         ]
     }
 
-    /// Reads one page body and moves the cursor past it.
-    pub fn read_page(&mut self, body: &[u8]) -> Page {
+    /// Reads one page body and moves the cursor past it. `now` is the
+    /// reader's clock, for refusing Timestamps from the future.
+    pub fn read_page(&mut self, body: &[u8], now: OffsetDateTime) -> Page {
+        let before = (self.since, self.seen.len());
+        let latest = now + FUTURE_SLACK;
         let mut page = Page::default();
         for raw in body.split(|&b| b == b'\n') {
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -139,12 +151,13 @@ impl Cursor {
                 continue;
             }
             page.lines += 1;
-            self.read_line(raw, &mut page);
+            self.read_line(raw, latest, &mut page);
         }
+        page.advanced = (self.since, self.seen.len()) != before;
         page
     }
 
-    fn read_line(&mut self, raw: &[u8], page: &mut Page) {
+    fn read_line(&mut self, raw: &[u8], latest: OffsetDateTime, page: &mut Page) {
         let line = match parse_line(raw) {
             Ok(line) => line,
             Err(reason) => {
@@ -162,6 +175,10 @@ impl Cursor {
             reason,
         };
         let timestamp = match parse_timestamp(&line.timestamp) {
+            Ok(t) if t > latest => {
+                let reason = format!("Timestamp {} is in the future", shorten(&line.timestamp));
+                return page.rejected.push(reject(reason));
+            }
             Ok(t) => t,
             Err(reason) => return page.rejected.push(reject(reason)),
         };
@@ -241,6 +258,10 @@ mod tests {
         format!("{entry}\n")
     }
 
+    fn now() -> OffsetDateTime {
+        datetime!(2024-06-01 00:00 UTC)
+    }
+
     fn names(page: &Page) -> Vec<String> {
         page.entries.iter().map(|e| e.mv.to_string()).collect()
     }
@@ -273,17 +294,17 @@ mod tests {
         let t2 = "2024-01-01T00:00:00.000000002Z";
         let mut c = Cursor::start(datetime!(2024-01-01 00:00 UTC));
         let first = line("a.example/m", "v1.0.0", t1) + &line("b.example/m", "v1.0.0", t2);
-        let page = c.read_page(first.as_bytes());
+        let page = c.read_page(first.as_bytes(), now());
         assert_eq!(names(&page), ["a.example/m@v1.0.0", "b.example/m@v1.0.0"]);
         assert_eq!(c.query(2000)[0].1, t2);
         // The server repeats the entry at `since`, then a new one at the same instant.
         let second = line("b.example/m", "v1.0.0", t2) + &line("c.example/m", "v1.0.0", t2);
-        let page = c.read_page(second.as_bytes());
+        let page = c.read_page(second.as_bytes(), now());
         assert_eq!(names(&page), ["c.example/m@v1.0.0"]);
         assert_eq!((page.lines, page.repeated), (2, 1));
         assert!(page.progressed());
         // Both are now behind the cursor.
-        let page = c.read_page(second.as_bytes());
+        let page = c.read_page(second.as_bytes(), now());
         assert!(page.entries.is_empty() && !page.progressed());
         // It survives a round trip through state.
         let since = format_timestamp(c.since());
@@ -295,7 +316,7 @@ mod tests {
     fn older_than_since_is_skipped() {
         let mut c = Cursor::start(datetime!(2024-01-02 00:00 UTC));
         let body = line("a.example/m", "v1.0.0", "2024-01-01T00:00:00Z");
-        let page = c.read_page(body.as_bytes());
+        let page = c.read_page(body.as_bytes(), now());
         assert!(page.entries.is_empty());
         assert_eq!(page.repeated, 1);
         assert_eq!(c.since(), datetime!(2024-01-02 00:00 UTC));
@@ -319,23 +340,29 @@ mod tests {
         ];
         let body: String = cases.iter().map(|(p, v, _)| line(p, v, ts)).collect();
         let mut c = Cursor::start(datetime!(2024-01-01 00:00 UTC));
-        let page = c.read_page(body.as_bytes());
+        let page = c.read_page(body.as_bytes(), now());
         assert!(page.entries.is_empty(), "{:?}", names(&page));
         assert_eq!(page.rejected.len(), cases.len());
         for (r, (p, _, want)) in page.rejected.iter().zip(cases) {
             assert!(r.reason.contains(want), "{p:?}: {}", r.reason);
         }
         // Refused entries still move the cursor: they are refused once.
-        assert_eq!(c.read_page(body.as_bytes()).rejected.len(), 0);
+        assert_eq!(c.read_page(body.as_bytes(), now()).rejected.len(), 0);
 
         let junk = format!(
-            "not json\n{{\"Path\":\"example.com/m\"}}\n{}\n{}",
+            "not json\n{{\"Path\":\"example.com/m\"}}\n{}\n{}{}",
             "x".repeat(MAX_LINE + 1),
-            line("example.com/m", "v1.0.0", "soon")
+            line("example.com/m", "v1.0.0", "soon"),
+            line("example.com/m", "v1.0.0", "2024-06-02T00:00:01Z"),
         );
-        let page = c.read_page(junk.as_bytes());
+        let since = c.since();
+        let page = c.read_page(junk.as_bytes(), now());
         let reasons: Vec<&str> = page.rejected.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(reasons[4].contains("is in the future"), "{reasons:?}");
+        // None of them moves the cursor: a page of them makes no progress.
+        assert_eq!(c.since(), since);
+        assert!(!page.progressed());
         assert!(reasons[0].starts_with("malformed feed line"), "{reasons:?}");
         assert!(
             reasons[1].contains("missing field `Version`"),
@@ -356,8 +383,8 @@ mod tests {
             .map(|i| line(&format!("example.com/m{i}"), "v1.0.0", ts))
             .collect();
         let mut c = Cursor::start(datetime!(2024-01-01 00:00 UTC));
-        assert_eq!(c.read_page(body.as_bytes()).entries.len(), 3);
-        let again = c.read_page(body.as_bytes());
+        assert_eq!(c.read_page(body.as_bytes(), now()).entries.len(), 3);
+        let again = c.read_page(body.as_bytes(), now());
         assert!(!again.progressed());
         assert_eq!(again.lines, 3);
     }

@@ -108,8 +108,8 @@ pub(super) async fn follow(
                 break;
             }
         };
-        let page = cursor.read_page(&body);
-        debug!(since = %query[0].1, limit, lines = page.lines, new = page.lines - page.repeated, "feed page");
+        let page = cursor.read_page(&body, OffsetDateTime::now_utc());
+        debug!(since = %query[0].1, limit, lines = page.lines, repeated = page.repeated, "feed page");
         if !page.progressed() && page.lines >= feed.page_size {
             if page.lines < limit && page.lines != MAX_PAGE {
                 // Fewer than asked and all seen: the feed ends inside the run.
@@ -120,8 +120,9 @@ pub(super) async fn follow(
             // more entries share the timestamp than can be read.
             if page.lines < limit || limit >= feed.page_size * MAX_GROWTH {
                 let e = format!(
-                    "index feed: more than {} entries share Timestamp {}; cannot page past them \
-                     without skipping some (the cursor stays)",
+                    "index feed: a page of {} entries from {} moves the cursor no further: more \
+                     entries share that Timestamp than the index serves per page, or none has a \
+                     usable Timestamp; the cursor stays rather than skip any",
                     page.lines,
                     format_timestamp(cursor.since())
                 );
