@@ -93,32 +93,23 @@ pub(super) async fn follow(
         .and_then(|n| parse_timestamp(&n).ok());
     let mut limit = feed.page_size;
     while out.report.pages < feed.max_pages as u64 && !ctx.stop.is_cancelled() {
-        let query = cursor.query(limit);
         out.report.pages += 1;
-        let body = match index
-            .get_query("index", &query, max_page_bytes(limit), &ctx.stop)
-            .await
-        {
-            Ok(body) => body,
-            Err(e) if e.is_cancelled() => break,
+        let body = match fetch_page(ctx, index, &cursor, limit).await {
+            Ok(Some(body)) => body,
+            Ok(None) => break,
             Err(e) => {
-                let e = format!("index feed: {}", chain(&e));
                 warn!("{e}");
                 tally.plan_errors.push(e);
                 break;
             }
         };
         let page = cursor.read_page(&body, OffsetDateTime::now_utc());
-        debug!(since = %query[0].1, limit, lines = page.lines, repeated = page.repeated, "feed page");
-        if !page.progressed() && page.lines >= feed.page_size {
-            if page.lines < limit && page.lines != MAX_PAGE {
-                // Fewer than asked and all seen: the feed ends inside the run.
-                out.report.exhausted = true;
-                break;
+        match next_step(page.progressed(), page.lines, limit, feed.page_size) {
+            Step::Grow => {
+                limit *= 2;
+                continue;
             }
-            // Exactly the index's page cap, or the limit grew as far as it may:
-            // more entries share the timestamp than can be read.
-            if page.lines < limit || limit >= feed.page_size * MAX_GROWTH {
+            Step::Stuck => {
                 let e = format!(
                     "index feed: a page of {} entries from {} moves the cursor no further: more \
                      entries share that Timestamp than the index serves per page, or none has a \
@@ -130,22 +121,25 @@ pub(super) async fn follow(
                 tally.plan_errors.push(e);
                 break;
             }
-            limit *= 2;
-            continue;
+            Step::End if !page.progressed() => {
+                out.report.exhausted = true;
+                break;
+            }
+            step => {
+                newest = newest.max(page.newest);
+                let after = FeedCursor {
+                    since: format_timestamp(cursor.since()),
+                    seen: cursor.seen(),
+                    newest: newest.map(format_timestamp),
+                };
+                record(ctx, feed, watched, page, after, tally, &mut out).await?;
+                if step == Step::End {
+                    out.report.exhausted = true;
+                    break;
+                }
+                limit = feed.page_size;
+            }
         }
-        let full = page.lines >= limit;
-        newest = newest.max(page.newest);
-        let after = FeedCursor {
-            since: format_timestamp(cursor.since()),
-            seen: cursor.seen(),
-            newest: newest.map(format_timestamp),
-        };
-        record(ctx, feed, watched, page, after, tally, &mut out).await?;
-        if !full {
-            out.report.exhausted = true;
-            break;
-        }
-        limit = feed.page_size;
     }
     out.report.since = format_timestamp(cursor.since());
     out.report.newest = newest.map(format_timestamp);
@@ -158,6 +152,55 @@ pub(super) async fn follow(
         "feed read"
     );
     Ok(out)
+}
+
+/// One feed request from `cursor`; `None` when the run is cancelled.
+async fn fetch_page(
+    ctx: &Ctx,
+    index: &Client,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, String> {
+    let query = cursor.query(limit);
+    debug!(since = %query[0].1, limit, "feed page");
+    match index
+        .get_query("index", &query, max_page_bytes(limit), &ctx.stop)
+        .await
+    {
+        Ok(body) => Ok(Some(body)),
+        Err(e) if e.is_cancelled() => Ok(None),
+        Err(e) => Err(format!("index feed: {}", chain(&e))),
+    }
+}
+
+/// What follows a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Record it and ask for the next page.
+    Next,
+    /// Record it (if it moved the cursor); the feed has nothing more.
+    End,
+    /// It was full and moved nothing: ask again with twice the limit.
+    Grow,
+    /// It cannot move the cursor and the index cannot give more.
+    Stuck,
+}
+
+/// Decides what follows a page of `lines` asked for with `limit`. A full
+/// page is followed by another. A full page that did not move the cursor
+/// is asked for again, bigger; a short answer to that is the feed's end,
+/// unless it is exactly the index's cap of 2000 lines (the server cannot
+/// give more), or the limit has grown [`MAX_GROWTH`] times.
+fn next_step(progressed: bool, lines: usize, limit: usize, page_size: usize) -> Step {
+    let full = lines >= limit;
+    match (progressed, full) {
+        (true, true) => Step::Next,
+        (true, false) => Step::End,
+        (false, _) if lines < page_size => Step::End,
+        (false, true) if limit < page_size * MAX_GROWTH => Step::Grow,
+        (false, false) if lines != MAX_PAGE => Step::End,
+        (false, _) => Step::Stuck,
+    }
 }
 
 /// The cursor to start from: the stored one, else `[feed] start`.
@@ -236,5 +279,35 @@ fn decision_name(d: Decision) -> &'static str {
         Decision::Excluded => "excluded",
         Decision::Pseudo => "pseudo",
         Decision::Unmatched => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_follows_a_page() {
+        // (cursor moved, lines, limit, page_size, want)
+        let cases = [
+            (true, 2000, 2000, 2000, Step::Next),
+            (true, 1999, 2000, 2000, Step::End),
+            (true, 0, 2000, 2000, Step::End),
+            (false, 0, 2000, 2000, Step::End),
+            (false, 1, 2000, 2000, Step::End),
+            (false, 2000, 2000, 2000, Step::Grow),
+            (false, 2002, 4000, 2000, Step::End),
+            (false, 2000, 4000, 2000, Step::Stuck),
+            (false, 3, 3, 3, Step::Grow),
+            (false, 4, 6, 3, Step::End),
+            (false, 192, 192, 3, Step::Stuck),
+        ];
+        for (progressed, lines, limit, page_size, want) in cases {
+            assert_eq!(
+                next_step(progressed, lines, limit, page_size),
+                want,
+                "{progressed} {lines}/{limit} of {page_size}"
+            );
+        }
     }
 }
