@@ -197,6 +197,9 @@ async fn existing_store(config: &Config) -> anyhow::Result<gomirror::state::Stor
 }
 
 async fn retry(config: Config, pattern: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(p) = &pattern {
+        gomirror::plan::rules::check_globs(p).map_err(|e| anyhow::anyhow!("retry: {e}"))?;
+    }
     let store = existing_store(&config).await?;
     let back = store.retry_failed(pattern.clone()).await?;
     for (path, version) in &back {

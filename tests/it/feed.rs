@@ -337,7 +337,13 @@ async fn issue_6_out_of_attempts_is_failed_in_status_until_retry() {
     mirror.sync().await.expect("third run");
     assert_eq!(upstream.requests(zips[0]), tries);
 
-    // `retry <pattern>` puts back only what matches.
+    // `retry <pattern>` puts back only what matches; a malformed pattern is refused.
+    let bad = mirror.run_bin(&["retry", "example.com/[a"]).await;
+    assert_eq!(bad.code, Some(2), "{bad:#?}");
+    assert_eq!(
+        bad.stderr,
+        "gomirror: retry: \"example.com/[a\": unclosed [\n"
+    );
     let retry = mirror.run_bin(&["retry", "example.com"]).await;
     assert_eq!(retry.code, Some(0), "{retry:#?}");
     assert_eq!(retry.stdout, "example.com/a@v1.0.0\n");
