@@ -34,6 +34,8 @@
 
 #[path = "../tests/it/corpus.rs"]
 mod corpus;
+#[path = "support/feed_mode.rs"]
+mod feed_mode;
 #[path = "../tests/it/sumdb.rs"]
 mod sumdb;
 #[path = "../tests/it/upstream.rs"]
@@ -68,6 +70,8 @@ usage: cargo bench --bench sync -- [options]
   --sumdb             also sync with checksum-database verification on, to compare
   --keep              keep the work directory (trees, state, logs)
   --gomirror PATH     binary to measure (default: the one cargo built for this bench)
+  --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
+                      --known N (100000), --watched N (1000), --new N (20000), --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
 SYNC_BENCH_NO_GO=1; arguments win over the environment.";
 
@@ -871,6 +875,11 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(SERVE) {
         return serve(Corpus::from_args(&args[2..])?);
+    }
+    if args.iter().any(|a| a == "--feed") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return feed_mode::main(&args, &bin);
     }
     let opts = Opts::parse()?;
     let work = tempfile::Builder::new()

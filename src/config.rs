@@ -19,6 +19,9 @@
 //! - A module may appear in one `[[watch]]` entry only; a second one is an
 //!   error naming the first, rather than a silent merge.
 //! - `versions` defaults to `latest`. Selectors: [`crate::plan::watchlist`].
+//! - `[feed]` is off unless `enabled = true`. With no `[[feed.rule]]` the
+//!   rules are `[{ watched = true }]`. Rules: [`crate::plan::rules`]; a
+//!   malformed glob is refused here, where Go would silently never match it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +34,8 @@ use toml::Spanned;
 
 use crate::fetch::Upstream;
 use crate::module::ModulePath;
+use crate::plan::feed::{parse_timestamp, MAX_PAGE};
+use crate::plan::rules::{check_globs, PseudoPolicy, Rule, Rules};
 use crate::plan::watchlist::Selector;
 
 pub use file::File;
@@ -54,6 +59,8 @@ pub mod file {
         pub watch: Vec<Watch>,
         #[serde(default)]
         pub sumdb: Sumdb,
+        #[serde(default)]
+        pub feed: Feed,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -85,6 +92,34 @@ pub mod file {
         pub backoff_base: Option<String>,
         pub backoff_max: Option<String>,
         pub user_agent: Option<String>,
+        pub requests_per_second: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Feed {
+        pub enabled: Option<bool>,
+        pub index: Option<String>,
+        pub proxy: Option<String>,
+        pub start: Option<String>,
+        pub page_size: Option<i64>,
+        pub max_pages: Option<i64>,
+        pub max_attempts: Option<i64>,
+        pub retry_base: Option<String>,
+        pub retry_max: Option<String>,
+        pub refresh_interval: Option<String>,
+        pub pseudo_versions: Option<String>,
+        #[serde(default)]
+        pub rule: Vec<FeedRule>,
+    }
+
+    /// Exactly one key per rule; checked in `Config::parse`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FeedRule {
+        pub include: Option<String>,
+        pub exclude: Option<String>,
+        pub watched: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -116,6 +151,7 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// At most one entry per module.
     pub watch: Vec<WatchEntry>,
+    pub feed: FeedSettings,
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
 }
@@ -157,6 +193,44 @@ pub struct FetchSettings {
     /// At least `backoff_base`. (Retry-After has its own cap in fetch.)
     pub backoff_max: Duration,
     pub user_agent: String,
+    /// Upstream requests started per second, across the run; `None`: no cap.
+    pub requests_per_second: Option<u32>,
+}
+
+/// `[feed]`: following the index feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// Off unless `enabled = true`; then every sync reads the feed.
+    pub enabled: bool,
+    /// The index base, http(s); requests go to `<index>/index`.
+    pub index: Upstream,
+    /// Where versions planned from the feed are fetched.
+    pub proxy: Upstream,
+    /// Where a database that never followed the feed starts.
+    pub start: FeedStart,
+    /// Entries per page, 1..=2000.
+    pub page_size: usize,
+    /// Pages per run, at least 1; the rest waits for the next run.
+    pub max_pages: usize,
+    /// Runs that may try a feed version before it is `failed`.
+    pub max_attempts: u32,
+    /// Wait before the second try of a failed feed version; doubles per try.
+    pub retry_base: Duration,
+    /// The longest such wait; at least `retry_base`.
+    pub retry_max: Duration,
+    /// A watched module's `@v/list` is read again after this long, to catch
+    /// what the feed missed (it has stalled before).
+    pub refresh_interval: Duration,
+    pub rules: Rules,
+}
+
+/// Where a database that never followed the feed starts reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedStart {
+    /// At the first run's time: only what is published from then on.
+    Now,
+    /// At this Timestamp (inclusive).
+    At(time::OffsetDateTime),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,6 +294,18 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Longest duration accepted, so that `Instant::now() + d` cannot overflow.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest wait between tries of a feed version, or between listings.
+const MAX_FEED_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const REQUESTS_PER_SECOND: RangeInclusive<i64> = 1..=100_000;
+pub const DEFAULT_INDEX: &str = "https://index.golang.org";
+/// What the Go team asks bulk fetchers driven by the feed to use (PROTOCOL.md).
+pub const DEFAULT_FEED_PROXY: &str = "https://proxy.golang.org/cached-only";
+const PAGE_SIZE: (i64, RangeInclusive<i64>) = (MAX_PAGE as i64, 1..=MAX_PAGE as i64);
+const MAX_PAGES: (i64, RangeInclusive<i64>) = (100, 1..=1_000_000);
+const FEED_MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (10, 1..=1000);
+const RETRY_BASE: Duration = Duration::from_secs(10 * 60);
+const RETRY_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+const REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Config {
     /// Reads and checks the file at `path`, then applies `overrides`.
@@ -252,6 +338,7 @@ impl Config {
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
             sumdb: src.sumdb(&file.sumdb)?,
+            feed: src.feed(&file.feed)?,
         })
     }
 }
@@ -410,6 +497,11 @@ impl<'a> Source<'a> {
         }
         Ok(FetchSettings {
             concurrency: self.int("concurrency", f.concurrency, CONCURRENCY)? as usize,
+            requests_per_second: f
+                .requests_per_second
+                .map(|n| self.int("requests_per_second", Some(n), (1, REQUESTS_PER_SECOND)))
+                .transpose()?
+                .map(|n| n as u32),
             connect_timeout: self.duration(
                 "connect_timeout",
                 &f.connect_timeout,
@@ -428,6 +520,17 @@ impl<'a> Source<'a> {
         &self,
         key: &str,
         value: Option<i64>,
+        bounds: (i64, RangeInclusive<i64>),
+    ) -> Result<i64, ConfigError> {
+        self.int_in("fetch", key, value, bounds)
+    }
+
+    /// An integer of `[table]` within `bounds`, which fit `u32`.
+    fn int_in(
+        &self,
+        table: &str,
+        key: &str,
+        value: Option<i64>,
         (default, bounds): (i64, RangeInclusive<i64>),
     ) -> Result<i64, ConfigError> {
         let v = value.unwrap_or(default);
@@ -438,7 +541,7 @@ impl<'a> Source<'a> {
         } else {
             return Ok(v);
         };
-        Err(self.error(&["fetch".into(), key.into()], reason))
+        Err(self.error(&[table.into(), key.into()], reason))
     }
 
     fn duration(
@@ -447,14 +550,26 @@ impl<'a> Source<'a> {
         value: &Option<String>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        self.duration_in("fetch", key, value, default, (MAX_DURATION, "24h"))
+    }
+
+    /// A duration of `[table]`, more than 0 and at most `max`.
+    fn duration_in(
+        &self,
+        table: &str,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+        (max, max_text): (Duration, &str),
+    ) -> Result<Duration, ConfigError> {
         let Some(s) = value else { return Ok(default) };
         let reason = match humantime::parse_duration(s) {
             Err(e) => format!("invalid duration {s:?}: {e}"),
             Ok(d) if d.is_zero() => format!("must be greater than 0, got {s:?}"),
-            Ok(d) if d > MAX_DURATION => format!("must be at most 24h, got {s:?}"),
+            Ok(d) if d > max => format!("must be at most {max_text}, got {s:?}"),
             Ok(d) => return Ok(d),
         };
-        Err(self.error(&["fetch".into(), key.into()], reason))
+        Err(self.error(&[table.into(), key.into()], reason))
     }
 
     fn user_agent(&self, value: &Option<String>) -> Result<String, ConfigError> {
@@ -470,6 +585,114 @@ impl<'a> Source<'a> {
             return Ok(ua.clone());
         };
         Err(self.error(&["fetch".into(), "user_agent".into()], reason))
+    }
+
+    fn feed(&self, f: &file::Feed) -> Result<FeedSettings, ConfigError> {
+        let at = |key: &str| ["feed".into(), Seg::from(key)];
+        let int = |key, value, bounds| self.int_in("feed", key, value, bounds);
+        let long = |key, value: &Option<String>, default| {
+            self.duration_in("feed", key, value, default, (MAX_FEED_DURATION, "30 days"))
+        };
+        let retry_base = long("retry_base", &f.retry_base, RETRY_BASE)?;
+        let retry_max = long("retry_max", &f.retry_max, RETRY_MAX)?;
+        if retry_base > retry_max {
+            let key = if f.retry_base.is_some() {
+                "retry_base"
+            } else {
+                "retry_max"
+            };
+            let reason = format!(
+                "retry_base ({}) must not exceed retry_max ({})",
+                humantime::format_duration(retry_base),
+                humantime::format_duration(retry_max)
+            );
+            return Err(self.error(&at(key), reason));
+        }
+        Ok(FeedSettings {
+            enabled: f.enabled.unwrap_or(false),
+            index: self.index_url(&f.index)?,
+            proxy: check_proxy(f.proxy.as_deref().unwrap_or(DEFAULT_FEED_PROXY))
+                .map_err(|reason| self.error(&at("proxy"), reason))?,
+            start: self.feed_start(&f.start)?,
+            page_size: int("page_size", f.page_size, PAGE_SIZE)? as usize,
+            max_pages: int("max_pages", f.max_pages, MAX_PAGES)? as usize,
+            max_attempts: int("max_attempts", f.max_attempts, FEED_MAX_ATTEMPTS)? as u32,
+            retry_base,
+            retry_max,
+            refresh_interval: long("refresh_interval", &f.refresh_interval, REFRESH_INTERVAL)?,
+            rules: Rules {
+                rules: self.feed_rules(&f.rule)?,
+                pseudo: self.pseudo_policy(&f.pseudo_versions)?,
+            },
+        })
+    }
+
+    fn index_url(&self, value: &Option<String>) -> Result<Upstream, ConfigError> {
+        let s = value.as_deref().unwrap_or(DEFAULT_INDEX);
+        let at = ["feed".into(), "index".into()];
+        if !(s.starts_with("https://") || s.starts_with("http://")) {
+            return Err(self.error(
+                &at,
+                format!("{s:?}: the index is an https:// or http:// URL"),
+            ));
+        }
+        Upstream::parse(s).map_err(|e| self.error(&at, e.to_string()))
+    }
+
+    fn feed_start(&self, value: &Option<String>) -> Result<FeedStart, ConfigError> {
+        match value.as_deref() {
+            None | Some("now") => Ok(FeedStart::Now),
+            Some(s) => parse_timestamp(s).map(FeedStart::At).map_err(|e| {
+                let reason = format!(
+                    "{e}; want \"now\" or an RFC 3339 time such as \"2024-01-01T00:00:00Z\""
+                );
+                self.error(&["feed".into(), "start".into()], reason)
+            }),
+        }
+    }
+
+    fn pseudo_policy(&self, value: &Option<String>) -> Result<PseudoPolicy, ConfigError> {
+        match value.as_deref() {
+            None | Some("watched") => Ok(PseudoPolicy::Watched),
+            Some("skip") => Ok(PseudoPolicy::Skip),
+            Some("all") => Ok(PseudoPolicy::All),
+            Some(other) => Err(self.error(
+                &["feed".into(), "pseudo_versions".into()],
+                format!("expected \"watched\", \"skip\" or \"all\", got {other:?}"),
+            )),
+        }
+    }
+
+    /// `[[feed.rule]]`s; none means `[{ watched = true }]`.
+    fn feed_rules(&self, rules: &[file::FeedRule]) -> Result<Vec<Rule>, ConfigError> {
+        if rules.is_empty() {
+            return Ok(vec![Rule::Watched]);
+        }
+        let mut out = Vec::with_capacity(rules.len());
+        for (i, r) in rules.iter().enumerate() {
+            let at = |key: &str| ["feed".into(), "rule".into(), i.into(), key.into()];
+            let rule = match (&r.include, &r.exclude, r.watched) {
+                (Some(g), None, None) => check_globs(g)
+                    .map(|()| Rule::Include(g.clone()))
+                    .map_err(|e| self.error(&at("include"), e))?,
+                (None, Some(g), None) => check_globs(g)
+                    .map(|()| Rule::Exclude(g.clone()))
+                    .map_err(|e| self.error(&at("exclude"), e))?,
+                (None, None, Some(true)) => Rule::Watched,
+                (None, None, Some(false)) => {
+                    let reason =
+                        "a rule that matches nothing: write watched = true or remove the rule";
+                    return Err(self.error(&at("watched"), reason));
+                }
+                _ => {
+                    let reason = "give each rule exactly one of include, exclude or watched";
+                    let whole = ["feed".into(), "rule".into(), i.into()];
+                    return Err(self.error(&whole, reason));
+                }
+            };
+            out.push(rule);
+        }
+        Ok(out)
     }
 
     fn watch(&self, entries: &[file::Watch]) -> Result<Vec<WatchEntry>, ConfigError> {
@@ -698,6 +921,11 @@ mod tests {
         );
         assert_eq!(cfg.fetch.concurrency, 64);
         assert_eq!(cfg.fetch.backoff_base, Duration::from_millis(250));
+        let defaults = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.feed, defaults.feed,
+            "the sample's [feed] is the defaults"
+        );
         let watched: Vec<String> = cfg
             .watch
             .iter()
@@ -737,6 +965,7 @@ mod tests {
                 backoff_base: Duration::from_millis(250),
                 backoff_max: Duration::from_secs(30),
                 user_agent: format!("gomirror/{}", env!("CARGO_PKG_VERSION")),
+                requests_per_second: None,
             },
             watch: vec![WatchEntry {
                 module: ModulePath::new("rsc.io/quote").expect("valid"),
@@ -749,6 +978,22 @@ mod tests {
                 private: String::new(),
                 offline_copy: true,
             }),
+            feed: FeedSettings {
+                enabled: false,
+                index: Upstream::parse("https://index.golang.org/").expect("valid"),
+                proxy: Upstream::parse("https://proxy.golang.org/cached-only/").expect("valid"),
+                start: FeedStart::Now,
+                page_size: 2000,
+                max_pages: 100,
+                max_attempts: 10,
+                retry_base: Duration::from_secs(600),
+                retry_max: Duration::from_secs(24 * 3600),
+                refresh_interval: Duration::from_secs(24 * 3600),
+                rules: Rules {
+                    rules: vec![Rule::Watched],
+                    pseudo: PseudoPolicy::Watched,
+                },
+            },
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -799,9 +1044,9 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb)"),
-            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed)"),
+            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
             ("[fetch]\nconcurrency = \"64\"\n", "mirror.toml:2: [fetch] concurrency: invalid type: string \"64\", expected an integer"),
@@ -842,6 +1087,89 @@ versions = ">=v0.10.0, <v0.20"
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}\n got: {err}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn feed_values_are_read() {
+        let text = r#"
+[fetch]
+requests_per_second = 20
+[feed]
+enabled = true
+index = "http://127.0.0.1:9/idx"
+proxy = "http://127.0.0.1:9/cached-only"
+start = "2019-04-10T19:08:52.997264Z"
+page_size = 500
+max_pages = 3
+max_attempts = 4
+retry_base = "1m"
+retry_max = "7days"
+refresh_interval = "6h"
+pseudo_versions = "all"
+[[feed.rule]]
+exclude = "github.com/myorg/secret"
+[[feed.rule]]
+include = "github.com/myorg/*,*.corp.example.com"
+[[feed.rule]]
+watched = true
+"#;
+        let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.fetch.requests_per_second, Some(20));
+        let f = &cfg.feed;
+        assert!(f.enabled);
+        assert_eq!(f.index.as_str(), "http://127.0.0.1:9/idx/");
+        assert_eq!(f.proxy.as_str(), "http://127.0.0.1:9/cached-only/");
+        assert_eq!(
+            f.start,
+            FeedStart::At(time::macros::datetime!(2019-04-10 19:08:52.997264 UTC))
+        );
+        assert_eq!((f.page_size, f.max_pages, f.max_attempts), (500, 3, 4));
+        assert_eq!(f.retry_base, Duration::from_secs(60));
+        assert_eq!(f.retry_max, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(f.refresh_interval, Duration::from_secs(6 * 3600));
+        let want = Rules {
+            rules: vec![
+                Rule::Exclude("github.com/myorg/secret".into()),
+                Rule::Include("github.com/myorg/*,*.corp.example.com".into()),
+                Rule::Watched,
+            ],
+            pseudo: PseudoPolicy::All,
+        };
+        assert_eq!(f.rules, want);
+    }
+
+    #[test]
+    fn feed_errors_name_line_and_key() {
+        // (file text, the whole message or its start)
+        let cases: &[(&str, &str)] = &[
+            ("[feed]\nenable = true\n", "mirror.toml:2: [feed] enable: unknown key (expected one of: enabled, index, proxy, start, page_size, max_pages, max_attempts, retry_base, retry_max, refresh_interval, pseudo_versions, rule)"),
+            ("[feed]\nenabled = \"yes\"\n", "mirror.toml:2: [feed] enabled: invalid type: string \"yes\", expected a boolean"),
+            ("[feed]\nindex = \"file:///srv/index\"\n", "mirror.toml:2: [feed] index: \"file:///srv/index\": the index is an https:// or http:// URL"),
+            ("[feed]\nindex = \"https://index.golang.org?x\"\n", "mirror.toml:2: [feed] index: invalid upstream \"https://index.golang.org?x\": a proxy base cannot have a query or fragment"),
+            ("[feed]\nproxy = \"direct\"\n", "mirror.toml:2: [feed] proxy: \"direct\": gomirror needs a proxy"),
+            ("[feed]\nstart = \"yesterday\"\n", "mirror.toml:2: [feed] start: invalid Timestamp \"yesterday\""),
+            ("[feed]\npage_size = 2001\n", "mirror.toml:2: [feed] page_size: must be at most 2000, got 2001"),
+            ("[feed]\npage_size = 0\n", "mirror.toml:2: [feed] page_size: must be at least 1, got 0"),
+            ("[feed]\nmax_pages = 0\n", "mirror.toml:2: [feed] max_pages: must be at least 1, got 0"),
+            ("[feed]\nmax_attempts = 0\n", "mirror.toml:2: [feed] max_attempts: must be at least 1, got 0"),
+            ("[feed]\nretry_base = \"soon\"\n", "mirror.toml:2: [feed] retry_base: invalid duration \"soon\""),
+            ("[feed]\nretry_max = \"60days\"\n", "mirror.toml:2: [feed] retry_max: must be at most 30 days, got \"60days\""),
+            ("[feed]\nretry_base = \"2days\"\n", "mirror.toml:2: [feed] retry_base: retry_base (2days) must not exceed retry_max (1day)"),
+            ("[feed]\nrefresh_interval = \"0s\"\n", "mirror.toml:2: [feed] refresh_interval: must be greater than 0, got \"0s\""),
+            ("[feed]\npseudo_versions = \"some\"\n", "mirror.toml:2: [feed] pseudo_versions: expected \"watched\", \"skip\" or \"all\", got \"some\""),
+            ("[[feed.rule]]\ninclude = \"a.example\"\nexclude = \"b.example\"\n", "mirror.toml:1: [feed] rule #1: give each rule exactly one of include, exclude or watched"),
+            ("[[feed.rule]]\nwatched = true\n[[feed.rule]]\n", "mirror.toml:3: [feed] rule #2: give each rule exactly one of include, exclude or watched"),
+            ("[[feed.rule]]\nwatched = false\n", "mirror.toml:2: [feed] rule #1.watched: a rule that matches nothing"),
+            ("[[feed.rule]]\ninclude = \"github.com/[org\"\n", "mirror.toml:2: [feed] rule #1.include: \"github.com/[org\": unclosed ["),
+            ("[[feed.rule]]\nexclude = \"a.example,\"\n", "mirror.toml:2: [feed] rule #1.exclude: \"a.example,\": empty pattern"),
+            ("[[feed.rule]]\nincludes = \"a.example\"\n", "mirror.toml:2: [feed] rule #1.includes: unknown key (expected one of: include, exclude, watched)"),
+            ("[fetch]\nrequests_per_second = 0\n", "mirror.toml:2: [fetch] requests_per_second: must be at least 1, got 0"),
+            ("[fetch]\nrequests_per_second = 1.5\n", "mirror.toml:2: [fetch] requests_per_second: invalid type: floating point `1.5`, expected an integer"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with(want), "{text:?}\n got: {err}\nwant: {want}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! gomirror keeps a static GOPROXY tree warm.
 //!
 //! The data path, one module per stage:
-//! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
+//! `config` → `plan` (watchlist, index feed) → `fetch` → `verify` (zip rules, `h1:`, checksum database) → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
 pub mod audit;

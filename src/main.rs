@@ -55,6 +55,17 @@ enum Command {
         /// No progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Plan only: read the feed and the watchlist, record what to fetch
+        /// as pending (the next sync fetches it), fetch nothing.
+        #[arg(long)]
+        plan_only: bool,
+    },
+    /// Put failed versions back to pending, with their attempts reset; the
+    /// next sync fetches them.
+    Retry {
+        /// Only modules matching these comma-separated globs (Go path.Match
+        /// on leading path elements, as GONOSUMDB); all when omitted.
+        pattern: Option<String>,
     },
     /// What is mirrored, the last runs, and what failed.
     Status {
@@ -93,12 +104,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync {
             upstream,
             no_progress,
+            plan_only,
         } => {
             let overrides = Overrides {
                 upstream: upstream_override(upstream),
             };
             let config = Config::load(&cli.config, &overrides)?;
-            runtime.block_on(sync_once(config, no_progress))
+            let options = sync::RunOptions { plan_only };
+            runtime.block_on(sync_once(config, no_progress, options))
+        }
+        Command::Retry { pattern } => {
+            let config = Config::load(&cli.config, &Overrides::default())?;
+            runtime.block_on(retry(config, pattern))
         }
         Command::Status { json } => {
             let config = Config::load(&cli.config, &Overrides::default())?;
@@ -126,12 +143,16 @@ fn upstream_override(flag: Option<String>) -> Option<Override> {
     })
 }
 
-async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode> {
+async fn sync_once(
+    config: Config,
+    no_progress: bool,
+    options: sync::RunOptions,
+) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
     spawn_signal_handler(token.clone());
     let show_bar = !no_progress && std::io::stderr().is_terminal();
     let bar = Arc::new(Bar::new(show_bar));
-    let report = sync::run(&config, bar.clone(), token).await?;
+    let report = sync::run_with(&config, bar.clone(), token, options).await?;
     bar.finish();
     let s = &report.summary;
     let mut extra = String::new();
@@ -143,6 +164,25 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     }
     if report.fetch.retries > 0 {
         extra += &format!(", {} requests retried", report.fetch.retries);
+    }
+    if let Some(f) = &report.feed {
+        extra += &format!(
+            ", feed: {} new entries in {} pages, {} planned, {} rejected",
+            f.entries, f.pages, f.planned, f.rejected
+        );
+    }
+    if report.plan_only {
+        eprintln!(
+            "gomirror: sync planned (nothing fetched): {} versions to fetch, {} already published{extra} in {:.1}s",
+            s.planned - s.skipped,
+            s.skipped,
+            report.seconds,
+        );
+        return Ok(if report.plan_errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     eprintln!(
         "gomirror: sync {}: {}{extra} in {:.1}s",
@@ -157,15 +197,37 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     })
 }
 
-async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
-    // `status` only reads: it must not create a database where none is.
+/// Opens the state database of an earlier sync; never creates one.
+async fn existing_store(config: &Config) -> anyhow::Result<gomirror::state::Store> {
     if !config.database.exists() {
         anyhow::bail!(
             "no state database at {}: no sync has run with this config yet",
             config.database.display()
         );
     }
-    let store = gomirror::state::Store::open(&config.database).await?;
+    Ok(gomirror::state::Store::open(&config.database).await?)
+}
+
+async fn retry(config: Config, pattern: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(p) = &pattern {
+        gomirror::plan::rules::check_globs(p).map_err(|e| anyhow::anyhow!("retry: {e}"))?;
+    }
+    let store = existing_store(&config).await?;
+    let back = store.retry_failed(pattern.clone()).await?;
+    for (path, version) in &back {
+        println!("{path}@{version}");
+    }
+    let which = pattern.map_or_else(String::new, |p| format!(" matching {p:?}"));
+    eprintln!(
+        "gomirror: retry: {} failed versions{which} back to pending; the next sync fetches them",
+        back.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    // `status` only reads: it must not create a database where none is.
+    let store = existing_store(&config).await?;
     let report = store.status().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -237,6 +299,10 @@ fn print_status(r: &gomirror::state::StatusReport) {
         "pending {}, quarantined {}, not found {}, failed {}",
         v.pending, v.quarantined, v.not_found, v.failed
     );
+    if let Some(f) = &r.feed {
+        let newest = f.newest.as_deref().unwrap_or("none yet");
+        println!("feed: next read since {}, newest entry {newest}", f.since);
+    }
     if !r.runs.is_empty() {
         println!("\nrecent runs:");
     }
@@ -260,8 +326,12 @@ fn print_status(r: &gomirror::state::StatusReport) {
         println!("\nversions not published:");
     }
     for p in &r.problems {
+        let next = p
+            .next_try_at
+            .as_ref()
+            .map_or_else(String::new, |at| format!(", next try {at}"));
         println!(
-            "  {}@{}  {} after {} attempt(s), {}: {}",
+            "  {}@{}  {} after {} attempt(s){next}, {}: {}",
             p.path,
             p.version,
             p.status.as_str(),

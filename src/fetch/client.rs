@@ -13,13 +13,18 @@
 //!
 //! Waits: delay = `Retry-After` if a 429 or 503 carries one (seconds or HTTP-date,
 //! capped at [`RETRY_AFTER_MAX`]), otherwise full jitter: uniform in
-//! `[0, min(backoff_max, backoff_base · 2^(attempt-1))]`. A `Retry-After` also holds
-//! back every new request to that upstream until it expires, so one rate-limit answer
-//! pauses the whole run against that host instead of each task discovering it alone.
+//! `[0, min(backoff_max, backoff_base · 2^(attempt-1))]`. A `Retry-After`, and any 429,
+//! also holds back every new request to that host until the wait is over, so one
+//! rate-limit answer slows the whole run against that server instead of each task
+//! discovering it alone; an optional rate cap spaces all request starts (`throttle.rs`).
+//!
+//! Per-job bases: [`Client::with_upstreams`] derives a client for another upstream list
+//! (the feed's `cached-only` base, the index) that shares this one's connection pool,
+//! in-flight bound, throttle and counters, so the limits hold for the whole run.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,13 +34,13 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
+use super::throttle::Throttle;
 use super::upstream::{check_rel, Location, Upstream};
 use super::{Chain, FetchError};
 
@@ -61,7 +66,10 @@ pub struct ClientConfig {
     pub backoff_base: Duration,
     /// Backoff ceiling never exceeds this.
     pub backoff_max: Duration,
+    /// Names gomirror and its version by default; sent on every request.
     pub user_agent: String,
+    /// Request starts per second across all callers; `None`: no cap.
+    pub requests_per_second: Option<u32>,
 }
 
 impl ClientConfig {
@@ -77,6 +85,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             user_agent: concat!("gomirror/", env!("CARGO_PKG_VERSION")).to_string(),
+            requests_per_second: None,
         }
     }
 }
@@ -92,19 +101,22 @@ pub enum ClientError {
     Http(#[source] reqwest::Error),
 }
 
-/// Fetches from the upstream list. Cheap to clone; clones share the in-flight limit,
-/// the connection pool and the counters.
+/// Fetches from the upstream list. Cheap to clone; clones, and clients derived with
+/// [`Client::with_upstreams`], share the in-flight limit, the throttle, the connection
+/// pool and the counters.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    sources: Arc<[Source]>,
 }
 
 struct Inner {
     http: reqwest::Client,
-    sources: Vec<Source>,
     /// One permit per request in progress, held from sending it until its body is read
     /// (or it failed), and never while sleeping before a retry.
     in_flight: Semaphore,
+    /// Hold-offs per host and the rate cap, for every request of the run.
+    throttle: Throttle,
     read_timeout: Duration,
     max_attempts: u32,
     backoff_base: Duration,
@@ -114,29 +126,15 @@ struct Inner {
 
 struct Source {
     upstream: Upstream,
-    /// No new request to this upstream starts before this instant; set from a
-    /// `Retry-After`. std Mutex: only read or raised, never held across an await.
-    resume_at: Mutex<Option<Instant>>,
+    /// What hold-offs are keyed by; `None` for a local directory.
+    host: Option<String>,
 }
 
 impl Source {
-    fn hold_off(&self, delay: Duration) {
-        let until = Instant::now().checked_add(delay);
-        let mut at = self
-            .resume_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *at = (*at).max(until);
-    }
-
-    async fn wait_turn(&self, token: &CancellationToken) -> Result<(), FetchError> {
-        let at = *self
-            .resume_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match at {
-            Some(at) if at > Instant::now() => sleep(tokio::time::sleep_until(at), token).await,
-            _ => Ok(()),
+    fn new(upstream: Upstream) -> Source {
+        Source {
+            host: upstream.host_key(),
+            upstream,
         }
     }
 }
@@ -174,19 +172,12 @@ impl Client {
             .pool_max_idle_per_host(cfg.max_in_flight)
             .build()
             .map_err(ClientError::Http)?;
-        let sources = cfg
-            .upstreams
-            .into_iter()
-            .map(|upstream| Source {
-                upstream,
-                resume_at: Mutex::new(None),
-            })
-            .collect();
         Ok(Client {
+            sources: cfg.upstreams.into_iter().map(Source::new).collect(),
             inner: Arc::new(Inner {
                 http,
-                sources,
                 in_flight: Semaphore::new(cfg.max_in_flight),
+                throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
                 max_attempts: cfg.max_attempts,
                 backoff_base: cfg.backoff_base,
@@ -194,6 +185,32 @@ impl Client {
                 stats: FetchStats::default(),
             }),
         })
+    }
+
+    /// A client for another upstream list that shares this one's limits, pool and
+    /// counters: feed-driven fetches go to their own base under the run's limits.
+    pub fn with_upstreams(&self, upstreams: Vec<Upstream>) -> Result<Client, ClientError> {
+        if upstreams.is_empty() {
+            return Err(ClientError::NoUpstreams);
+        }
+        Ok(Client {
+            inner: self.inner.clone(),
+            sources: upstreams.into_iter().map(Source::new).collect(),
+        })
+    }
+
+    /// Like [`Client::get`], with a query string appended to each upstream's URL
+    /// (`index?since=…&limit=…`). Only http(s) upstreams can take one.
+    #[tracing::instrument(level = "debug", skip_all, fields(rel = rel))]
+    pub async fn get_query(
+        &self,
+        rel: &str,
+        query: &[(&str, String)],
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<Bytes, FetchError> {
+        self.fetch_query::<MemSink>(rel, query, &(), limit, token)
+            .await
     }
 
     /// Fetches a small body (`@v/list`, `.info`, `.mod`, `@latest`) into memory.
@@ -234,10 +251,22 @@ impl Client {
         limit: u64,
         token: &CancellationToken,
     ) -> Result<S::Output, FetchError> {
+        self.fetch_query::<S>(rel, &[], args, limit, token).await
+    }
+
+    async fn fetch_query<S: Sink>(
+        &self,
+        rel: &str,
+        query: &[(&str, String)],
+        args: &S::Args,
+        limit: u64,
+        token: &CancellationToken,
+    ) -> Result<S::Output, FetchError> {
         check_rel(rel)?;
         let mut not_found = None;
-        for source in &self.inner.sources {
-            match self.fetch_from::<S>(source, rel, args, limit, token).await {
+        for source in self.sources.iter() {
+            let loc = with_query(source.upstream.locate(rel)?, rel, query)?;
+            match self.fetch_from::<S>(source, &loc, args, limit, token).await {
                 Err(e) if e.is_not_found() => {
                     debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
                     self.inner.stats.not_found.fetch_add(1, Ordering::Relaxed);
@@ -253,24 +282,25 @@ impl Client {
     async fn fetch_from<S: Sink>(
         &self,
         source: &Source,
-        rel: &str,
+        loc: &Location,
         args: &S::Args,
         limit: u64,
         token: &CancellationToken,
     ) -> Result<S::Output, FetchError> {
         let inner = &*self.inner;
-        let loc = source.upstream.locate(rel)?;
+        let host = source.host.as_deref();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            source.wait_turn(token).await?;
+            let waited = inner.throttle.wait_turn(host, token).await?;
+            inner.stats.record_wait(waited);
             let permit = tokio::select! {
                 biased;
                 () = token.cancelled() => return Err(FetchError::Cancelled),
                 p = inner.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
             inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let res = self.attempt::<S>(&loc, args, limit, token).await;
+            let res = self.attempt::<S>(loc, args, limit, token).await;
             drop(permit);
             let Failed {
                 mut error,
@@ -284,17 +314,20 @@ impl Client {
             if !error.is_retryable() || attempt >= inner.max_attempts {
                 return Err(error);
             }
-            let delay = match retry_after {
-                Some(d) => {
-                    source.hold_off(d);
-                    d
-                }
-                None => full_jitter(backoff_ceiling(
+            let delay = retry_after.unwrap_or_else(|| {
+                full_jitter(backoff_ceiling(
                     inner.backoff_base,
                     inner.backoff_max,
                     attempt,
-                )),
-            };
+                ))
+            });
+            // A server that asks for a pause, or rate-limits us, gets it from every
+            // request of the run, not only this one.
+            if retry_after.is_some() || is_too_many(&error) {
+                if let Some(host) = host {
+                    inner.throttle.hold_off(host, delay);
+                }
+            }
             inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             debug!(url = loc.shown(), attempt, delay = %humantime::format_duration(delay), cause = %Chain(&error), "retrying");
             // tokio::time::sleep, not Instant + delay: a huge backoff_max must not overflow.
@@ -394,6 +427,28 @@ fn check_config(cfg: &ClientConfig) -> Result<(), ClientError> {
         return Err(invalid("read_timeout", "must be more than zero"));
     }
     Ok(())
+}
+
+fn is_too_many(e: &FetchError) -> bool {
+    matches!(e, FetchError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// `loc` with `query` appended; a query needs an http(s) upstream.
+fn with_query(loc: Location, rel: &str, query: &[(&str, String)]) -> Result<Location, FetchError> {
+    if query.is_empty() {
+        return Ok(loc);
+    }
+    match loc {
+        Location::Http { mut url, shown } => {
+            url.query_pairs_mut().extend_pairs(query);
+            let shown = format!("{shown}?{}", url.query().unwrap_or_default());
+            Ok(Location::Http { url, shown })
+        }
+        Location::File { .. } => Err(FetchError::InvalidPath {
+            rel: rel.to_string(),
+            reason: "a query needs an http(s) upstream, not a directory",
+        }),
+    }
 }
 
 fn transport(shown: &str, e: reqwest::Error) -> FetchError {
@@ -530,6 +585,10 @@ stats! {
     transport_errors,
     /// Attempts whose body ended before `Content-Length`.
     truncated,
+    /// Attempts that waited for a host's hold-off (after a 429 or `Retry-After`).
+    held_off,
+    /// Attempts that waited for the rate cap.
+    rate_limited,
 }
 
 impl FetchStats {
@@ -548,6 +607,15 @@ impl FetchStats {
         class.fetch_add(1, Ordering::Relaxed);
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.too_many_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn record_wait(&self, waited: super::throttle::Waited) {
+        if waited.held {
+            self.held_off.fetch_add(1, Ordering::Relaxed);
+        }
+        if waited.limited {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -572,6 +640,7 @@ mod tests {
     use axum::Router;
     use std::collections::VecDeque;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
     use time::macros::datetime;
 
     const REL: &str = "rsc.io/quote/@v/list";
@@ -755,25 +824,69 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_holds_back_every_request_to_the_upstream() {
-        let source = Source {
-            upstream: Upstream::parse("https://proxy.example").expect("parses"),
-            resume_at: Mutex::new(None),
-        };
-        let start = Instant::now();
-        source
-            .wait_turn(&CancellationToken::new())
+    /// Answers `<User-Agent header>?<query>` on every path.
+    async fn echo_server() -> String {
+        let router = Router::new().fallback(|req: axum::extract::Request| async move {
+            let ua = req
+                .headers()
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            format!("{ua}?{}", req.uri().query().unwrap_or(""))
+        });
+        serve(router).await
+    }
+
+    #[tokio::test]
+    async fn sends_user_agent_and_query() {
+        let base = echo_server().await;
+        let c = client(config(&[&base]));
+        let query = [("since", "2019-04-10T19:08:52.997264Z".to_string())];
+        let body = c
+            .get_query("index", &query, 1024, &CancellationToken::new())
             .await
-            .expect("no hold");
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        source.hold_off(Duration::from_secs(10));
-        source.hold_off(Duration::from_secs(2)); // a shorter ask does not shorten the hold
-        source
-            .wait_turn(&CancellationToken::new())
+            .expect("echo");
+        let want = format!(
+            "gomirror/{}?since=2019-04-10T19%3A08%3A52.997264Z",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(body, want);
+        let dir = client(config(&["file:///nonexistent"]));
+        let err = dir
+            .get_query("index", &query, 1024, &CancellationToken::new())
             .await
-            .expect("waits");
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+            .expect_err("no query on a directory");
+        assert!(matches!(err, FetchError::InvalidPath { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn derived_client_shares_counters_and_holds() {
+        // A 429 without Retry-After holds back the host, for the derived client too
+        // (another base on the same server).
+        let (base, calls) = scripted(vec![(429, None)]).await;
+        let c = client(config(&[&format!("{base}a/")]));
+        let feed = c
+            .with_upstreams(vec![
+                Upstream::parse(&format!("{base}cached-only/")).expect("url")
+            ])
+            .expect("one upstream");
+        c.get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect("retried after the 429");
+        let host = feed.sources[0].host.as_deref().expect("an http upstream");
+        assert_eq!(c.sources[0].host.as_deref(), Some(host));
+        assert!(
+            feed.inner.throttle.held_until(host).is_some(),
+            "no hold after a 429"
+        );
+        feed.get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect("second client");
+        let s = feed.stats();
+        assert_eq!((s.requests, s.too_many_requests, s.retries), (3, 1, 1));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(c.with_upstreams(vec![]).is_err());
     }
 
     #[tokio::test]

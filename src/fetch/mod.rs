@@ -17,10 +17,12 @@
 //! - Size limits are enforced while streaming, before the limit is passed.
 //!
 //! Modules: `upstream` (what a GOPROXY entry may be), `client` (requests, retries,
-//! concurrency, stats), `download` (streaming bodies into memory or a hashed temp file).
+//! concurrency, stats), `throttle` (hold-offs per host and the rate cap for the whole
+//! run), `download` (streaming bodies into memory or a hashed temp file).
 
 mod client;
 mod download;
+mod throttle;
 mod upstream;
 
 use std::io;

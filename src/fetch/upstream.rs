@@ -98,6 +98,15 @@ impl Upstream {
         }
     }
 
+    /// `scheme://host:port` of an http(s) upstream, which hold-offs are keyed by:
+    /// two bases on one server share one; `None` for a directory.
+    pub(crate) fn host_key(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Http(url) => Some(url.origin().ascii_serialization()),
+            Kind::Dir(_) => None,
+        }
+    }
+
     /// Where `rel` is on this upstream. `rel` must have passed [`check_rel`].
     pub(crate) fn locate(&self, rel: &str) -> Result<Location, FetchError> {
         let shown = format!("{}{rel}", self.shown);

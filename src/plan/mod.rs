@@ -1,5 +1,8 @@
 //! Plan stage: what this run must fetch, as de-duplicated [`ModVer`]s.
 //!
+//! Sources: the watchlist (`watchlist`), and the index feed (`feed` reads
+//! its pages and moves its cursor; `rules` decides which entries to take).
+//!
 //! Input: the watchlist and upstream's answers for each watched module
 //! (`@v/list`, `@latest`), as raw bytes; output: a [`Plan`]. Every version
 //! string from upstream is hostile until [`Version::for_path`] accepts it;
@@ -7,6 +10,8 @@
 //! does no I/O: `sync` fetches the listings and subtracts what state says
 //! is already done.
 
+pub mod feed;
+pub mod rules;
 pub mod watchlist;
 
 use std::collections::{BTreeSet, HashSet};

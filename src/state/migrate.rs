@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "sumdb",
         sql: include_str!("../../migrations/0003_sumdb.sql"),
     },
+    Migration {
+        version: 4,
+        name: "feed",
+        sql: include_str!("../../migrations/0004_feed.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -196,7 +201,7 @@ mod tests {
             format!(
                 "state /srv/state.db: database has migration 99 but this gomirror knows only \
                  up to {}; upgrade gomirror",
-                MIGRATIONS.len()
+                MIGRATIONS.last().map_or(0, |m| m.version)
             )
         );
     }

@@ -19,6 +19,7 @@
 //! checked them (`module::ModulePath`, `module::Version`).
 
 mod error;
+mod feed;
 mod migrate;
 mod runs;
 mod status;
@@ -37,6 +38,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StateError;
+pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{Problem, Rejection, StatusCounts, StatusReport, STATUS_PROBLEMS, STATUS_RUNS};
 pub use sumdb::{RecordRow, StoredHead};
@@ -276,6 +278,87 @@ impl Store {
         .await
     }
 
+    /// Where the index feed resumes; `None` before the first feed run.
+    pub async fn feed_cursor(&self) -> Result<Option<FeedCursor>, StateError> {
+        self.call_as("feed cursor", |c| feed::cursor(c)).await
+    }
+
+    /// Records one feed page in one transaction: its versions as `pending`
+    /// feed work, its rejections, and the cursor after it. Returns the
+    /// versions that were not known before.
+    pub async fn record_feed_page(
+        &self,
+        run: RunId,
+        page: PageRecord,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.call_as("record feed page", move |c| {
+            feed::record_page(c, run, &page)
+        })
+        .await
+    }
+
+    /// The modules among `paths` that have a published version.
+    pub async fn mirrored_modules(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<HashSet<String>, StateError> {
+        self.call_as("mirrored modules", move |c| {
+            feed::mirrored_modules(c, &paths)
+        })
+        .await
+    }
+
+    /// `pending` versions due now: interrupted, newly planned, or whose
+    /// retry time has come.
+    pub async fn due_versions(&self) -> Result<Vec<DueVersion>, StateError> {
+        let now = now();
+        self.call_as("due versions", move |c| feed::due_versions(c, &now))
+            .await
+    }
+
+    /// Schedules the next try of feed versions that failed (see
+    /// [`RetryPolicy`]); returns how many were scheduled.
+    pub async fn schedule_retries(&self, policy: RetryPolicy) -> Result<usize, StateError> {
+        self.call_as("schedule retries", move |c| {
+            feed::schedule_retries(c, &policy, OffsetDateTime::now_utc())
+        })
+        .await
+    }
+
+    /// Puts `failed` versions of modules matching `pattern` (comma-separated
+    /// `path.Match` globs on leading path elements, as GONOSUMDB; `None`:
+    /// every module) back to `pending` with no attempts used.
+    pub async fn retry_failed(
+        &self,
+        pattern: Option<String>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.call_as("retry failed", move |c| {
+            feed::retry_failed(c, pattern.as_deref())
+        })
+        .await
+    }
+
+    /// The modules among `paths` whose `@v/list` was not read within `interval`.
+    pub async fn listing_due(
+        &self,
+        paths: Vec<String>,
+        interval: Duration,
+    ) -> Result<HashSet<String>, StateError> {
+        let cutoff = OffsetDateTime::now_utc()
+            .checked_sub(time::Duration::try_from(interval).unwrap_or(time::Duration::MAX))
+            .map_or_else(|| "0000".to_string(), feed::stamp);
+        self.call_as("listing due", move |c| {
+            feed::listing_due(c, &paths, &cutoff)
+        })
+        .await
+    }
+
+    /// Records that `paths` were listed upstream now.
+    pub async fn mark_listed(&self, paths: Vec<String>) -> Result<(), StateError> {
+        self.call_as("mark listed", move |c| feed::mark_listed(c, &paths))
+            .await
+    }
+
     /// Counts, recent runs and recent problems for `gomirror status`.
     pub async fn status(&self) -> Result<StatusReport, StateError> {
         self.call_as("status", status::status).await
@@ -431,7 +514,7 @@ pub(crate) mod tests {
             .unwrap();
         drop(store);
         let err = Store::open(&path).await.unwrap_err();
-        let known = migrate::MIGRATIONS.len();
+        let known = migrate::MIGRATIONS.last().map_or(0, |m| m.version);
         assert_eq!(
             err.to_string(),
             format!(

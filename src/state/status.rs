@@ -4,6 +4,7 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
+use super::feed::{cursor, FeedCursor};
 use super::runs::{recent_runs, RunId, RunRecord};
 use super::versions::VersionStatus;
 
@@ -20,10 +21,14 @@ pub struct StatusReport {
     pub published_bytes: u64,
     /// The most recent runs, newest first.
     pub runs: Vec<RunRecord>,
-    /// The most recently updated quarantined, not-found and failed versions.
+    /// The most recently updated quarantined, not-found and failed versions,
+    /// and pending ones waiting for a retry.
     pub problems: Vec<Problem>,
     /// The most recent upstream entries refused by Go's rules.
     pub rejections: Vec<Rejection>,
+    /// Where the index feed resumes and the newest entry timestamp seen
+    /// (feed lag = now − `newest`); `None` if the feed was never followed.
+    pub feed: Option<FeedCursor>,
 }
 
 /// An upstream entry that can never be mirrored, and why.
@@ -54,6 +59,8 @@ pub struct Problem {
     pub reason: Option<String>,
     pub attempts: u32,
     pub updated_at: String,
+    /// A pending version waits until then for its next try.
+    pub next_try_at: Option<String>,
 }
 
 pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
@@ -70,6 +77,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         runs: recent_runs(&tx, STATUS_RUNS)?,
         problems: problems(&tx, STATUS_PROBLEMS)?,
         rejections: rejections(&tx, STATUS_PROBLEMS)?,
+        feed: cursor(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -94,9 +102,10 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
 
 fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
     conn.prepare(
-        "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at
+        "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at, v.next_try_at
          FROM versions v JOIN modules m ON m.id = v.module_id
          WHERE v.status IN ('quarantined', 'not_found', 'failed')
+             OR (v.status = 'pending' AND v.next_try_at IS NOT NULL)
          ORDER BY v.updated_at DESC, v.id DESC LIMIT ?1",
     )?
     .query_map([limit as i64], |r| {
@@ -107,6 +116,7 @@ fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
             reason: r.get(3)?,
             attempts: r.get(4)?,
             updated_at: r.get(5)?,
+            next_try_at: r.get(6)?,
         })
     })?
     .collect()

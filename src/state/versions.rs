@@ -121,7 +121,7 @@ pub(crate) fn mark_pending(
              VALUES (?1, ?2, 'pending', ?3, ?3, ?4)
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = 'pending', updated_at = excluded.updated_at,
-                 last_run_id = excluded.last_run_id
+                 last_run_id = excluded.last_run_id, next_try_at = NULL
              WHERE versions.status != 'published'",
         )?;
         for (path, version) in items {

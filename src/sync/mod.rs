@@ -1,7 +1,10 @@
 //! One sync run, stage after stage: the only module that knows the order.
 //!
-//! lock → state → clean strays → plan (list each watched module upstream,
-//! select, subtract what is published) → mark pending → for each version,
+//! lock → state → clean strays → plan (due pending versions; the index feed
+//! from its cursor, page by page, each page recorded as pending work with
+//! the cursor (`follow.rs`); list each watched module upstream — with the
+//! feed on, only when its refresh interval has passed or the feed named it
+//! — select, subtract what is published) → mark pending → for each version,
 //! concurrently and bounded: fetch → verify → stage its files → then, per
 //! batch (see `batch.rs`): place the files,
 //! rewrite `@v/list`/`@latest`, record outcomes in one transaction.
@@ -11,14 +14,21 @@
 //! records it as published only after its list was rewritten. A crash at
 //! any point leaves the version `pending`; the next run cleans temporary
 //! files, fetches it again and finds identical files already in place.
+//!
+//! Versions planned from the feed are fetched from `[feed] proxy` (a client
+//! derived from the run's, sharing its limits); a feed version that fails
+//! is retried by later runs with backoff (`state::RetryPolicy`).
 
 mod batch;
+mod follow;
 mod sumdb;
 mod version;
 
+pub use follow::FeedReport;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
@@ -26,13 +36,15 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, WatchEntry};
 use crate::fetch::Client;
 use crate::lock::{LockError, RunLock};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::{self, watchlist::Selector, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
-use crate::state::{OutcomeKind, RunId, RunOutcome, RunSummary, StateError, Store};
+use crate::state::{
+    Origin, OutcomeKind, RetryPolicy, RunId, RunOutcome, RunSummary, StateError, Store,
+};
 use crate::verify;
 use crate::verify::sumdb::client::{Record, SumdbError};
 
@@ -96,6 +108,17 @@ pub struct Report {
     /// Upstream requests, retries, bytes and status codes of this run.
     pub fetch: crate::fetch::StatsSnapshot,
     pub seconds: f64,
+    /// What following the index feed did; `None` with the feed off.
+    pub feed: Option<FeedReport>,
+    /// The run planned (and recorded the plan as pending) but fetched nothing.
+    pub plan_only: bool,
+}
+
+/// How a run goes beyond its config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Plan, record the plan as pending work, fetch nothing.
+    pub plan_only: bool,
 }
 
 impl Report {
@@ -110,6 +133,11 @@ impl Report {
 struct Ctx {
     tree: Tree,
     client: Client,
+    /// For versions planned from the feed: `[feed] proxy`, sharing the
+    /// run's limits; `None` with the feed off.
+    feed_client: Option<Client>,
+    /// The jobs fetched with `feed_client`, set once the plan is made.
+    feed_jobs: OnceLock<HashSet<ModVer>>,
     store: Store,
     run_id: RunId,
     /// Cancelled by a signal (from main.rs) or by a fatal error here: no
@@ -151,6 +179,16 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     token: CancellationToken,
 ) -> Result<Report, SyncError> {
+    run_with(config, progress, token, RunOptions::default()).await
+}
+
+/// [`run`], with [`RunOptions`].
+pub async fn run_with(
+    config: &Config,
+    progress: Arc<dyn Progress>,
+    token: CancellationToken,
+    options: RunOptions,
+) -> Result<Report, SyncError> {
     let started = Instant::now();
     let tree = Tree::new(&config.tree_dir);
     fs_err::create_dir_all(tree.root()).map_err(|source| SyncError::Tree {
@@ -164,9 +202,17 @@ pub async fn run(
     let store = Store::open(&config.database).await?;
     let run_id = store.begin_run().await?;
     let client = Client::new(client_config(config)).map_err(SyncError::Client)?;
+    let feed_client = config
+        .feed
+        .enabled
+        .then(|| client.with_upstreams(vec![config.feed.proxy.clone()]))
+        .transpose()
+        .map_err(SyncError::Client)?;
     let ctx = Arc::new(Ctx {
         tree,
         client,
+        feed_client,
+        feed_jobs: OnceLock::new(),
         store: store.clone(),
         run_id,
         stop: token.child_token(),
@@ -175,7 +221,15 @@ pub async fn run(
         sumdb: std::sync::OnceLock::new(),
     });
     let mut tally = Tally::default();
-    let result = run_stages(&ctx, config, &mut tally, progress).await;
+    let mut result = run_stages(&ctx, config, &mut tally, progress, options).await;
+    if result.is_ok() {
+        // This run's failed feed versions get their next try.
+        result = store
+            .schedule_retries(retry_policy(config))
+            .await
+            .map(drop)
+            .map_err(SyncError::from);
+    }
     tally.summary.outcome = match (&result, &tally.fatal) {
         (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
         _ if tally.forked.is_some() => RunOutcome::Failed,
@@ -207,6 +261,8 @@ pub async fn run(
         plan_errors: tally.plan_errors,
         fetch,
         seconds: started.elapsed().as_secs_f64(),
+        feed: tally.feed,
+        plan_only: options.plan_only,
     })
 }
 
@@ -218,6 +274,7 @@ struct Tally {
     plan_errors: Vec<String>,
     fatal: Option<WriteError>,
     forked: Option<SumdbError>,
+    feed: Option<FeedReport>,
 }
 
 impl Tally {
@@ -245,30 +302,71 @@ async fn run_stages(
     config: &Config,
     tally: &mut Tally,
     progress: Arc<dyn Progress>,
+    options: RunOptions,
 ) -> Result<(), SyncError> {
+    // Feed versions whose failure a killed run recorded but did not schedule.
+    ctx.store.schedule_retries(retry_policy(config)).await?;
     let resumed = clean_interrupted(ctx).await?;
-    let mut published = published_versions(ctx, config, &resumed).await?;
-    let selected = plan_watchlist(ctx, config, tally).await;
+    let followed = follow_feed(ctx, config, tally).await?;
+    let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
+    let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
+    let paths = watch
+        .iter()
+        .map(|w| w.module.to_string())
+        .chain(resumed.iter().map(|(mv, _)| mv.path.to_string()))
+        .chain(feed_new.iter().map(|mv| mv.path.to_string()));
+    let mut published = published_versions(ctx, paths).await?;
+    let selected = plan_watchlist(ctx, config, &watch, tally).await?;
+    let by_watch: HashSet<&ModVer> = selected.iter().collect();
+    let feed_jobs: HashSet<ModVer> = resumed
+        .iter()
+        .filter(|(_, origin)| *origin == Origin::Feed)
+        .map(|(mv, _)| mv)
+        .chain(&feed_new)
+        .filter(|mv| !by_watch.contains(mv))
+        .cloned()
+        .collect();
     let plan = plan::subtract(
-        selected.into_iter().chain(resumed),
+        selected
+            .iter()
+            .cloned()
+            .chain(resumed.into_iter().map(|(mv, _)| mv))
+            .chain(feed_new.iter().cloned()),
         &published_keys(&published),
     );
     tally.summary.planned = (plan.jobs.len() + plan.skipped) as u64;
     tally.summary.skipped = plan.skipped as u64;
     info!(
         fetch = plan.jobs.len(),
+        from_feed = feed_jobs.len(),
         skipped = plan.skipped,
         "plan ready"
     );
-    progress.planned(plan.jobs.len());
+    let _ = ctx.feed_jobs.set(feed_jobs);
+    progress.planned(if options.plan_only {
+        0
+    } else {
+        plan.jobs.len()
+    });
     let unvouched = sumdb::unvouched(config, &ctx.store).await?;
-    if plan.jobs.is_empty() && unvouched.is_empty() {
+    if plan.jobs.is_empty() && (unvouched.is_empty() || options.plan_only) {
         return Ok(());
     }
-    let keys: Vec<(String, String)> = plan.jobs.iter().map(key).collect();
-    ctx.store.mark_pending(ctx.run_id, &keys).await?;
+    // The feed's new versions are pending already, recorded with the cursor.
+    let keys: Vec<(String, String)> = plan
+        .jobs
+        .iter()
+        .filter(|mv| !feed_new.contains(*mv))
+        .map(key)
+        .collect();
+    if !keys.is_empty() {
+        ctx.store.mark_pending(ctx.run_id, &keys).await?;
+    }
+    if options.plan_only {
+        return Ok(());
+    }
     let complete = unvouched.is_empty();
-    if let Some(db) = sumdb::connect(config, &ctx.store, complete, &ctx.stop).await? {
+    if let Some(db) = sumdb::connect(config, ctx, complete).await? {
         let db = ctx.sumdb.get_or_init(|| db);
         if !unvouched.is_empty() {
             let problems = sumdb::backfill(ctx, db, unvouched, config.fetch.concurrency).await?;
@@ -276,6 +374,56 @@ async fn run_stages(
         }
     }
     fetch_verify_publish(ctx, plan.jobs, &mut published, tally, progress).await
+}
+
+/// Reads the index feed when `[feed] enabled`; its report goes to the tally.
+async fn follow_feed(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    tally: &mut Tally,
+) -> Result<follow::Followed, SyncError> {
+    if !config.feed.enabled {
+        return Ok(follow::Followed::default());
+    }
+    let index = ctx
+        .client
+        .with_upstreams(vec![config.feed.index.clone()])
+        .map_err(SyncError::Client)?;
+    let watched: HashSet<ModulePath> = config.watch.iter().map(|w| w.module.clone()).collect();
+    let followed = follow::follow(ctx, &config.feed, &index, &watched, tally).await?;
+    tally.feed = Some(followed.report.clone());
+    Ok(followed)
+}
+
+/// The watch entries to list upstream this run: all of them with the feed
+/// off; with it on, those whose refresh interval has passed and those the
+/// feed named, so that a run with nothing new lists nothing.
+async fn watch_entries_due<'c>(
+    ctx: &Ctx,
+    config: &'c Config,
+    mentioned: &HashSet<ModulePath>,
+) -> Result<Vec<&'c WatchEntry>, SyncError> {
+    if !config.feed.enabled {
+        return Ok(config.watch.iter().collect());
+    }
+    let paths = config.watch.iter().map(|w| w.module.to_string()).collect();
+    let due = ctx
+        .store
+        .listing_due(paths, config.feed.refresh_interval)
+        .await?;
+    Ok(config
+        .watch
+        .iter()
+        .filter(|w| mentioned.contains(&w.module) || due.contains(w.module.as_str()))
+        .collect())
+}
+
+fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: config.feed.max_attempts,
+        base: config.feed.retry_base,
+        max: config.feed.retry_max,
+    }
 }
 
 fn key(mv: &ModVer) -> (String, String) {
@@ -288,7 +436,7 @@ fn db_lock_path(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn client_config(config: &Config) -> crate::fetch::ClientConfig {
+fn client_config(config: &Config) -> crate::fetch::ClientConfig {
     let f = &config.fetch;
     crate::fetch::ClientConfig {
         upstreams: config.upstreams.clone(),
@@ -299,18 +447,20 @@ pub(super) fn client_config(config: &Config) -> crate::fetch::ClientConfig {
         backoff_base: f.backoff_base,
         backoff_max: f.backoff_max,
         user_agent: f.user_agent.clone(),
+        requests_per_second: f.requests_per_second,
     }
 }
 
-/// Versions a killed run left pending: their temporary files are removed
-/// and they are planned again.
-async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<ModVer>, SyncError> {
-    let pending = ctx.store.pending_versions().await?;
-    let resumed: Vec<ModVer> = pending
+/// Pending versions that are due: left by a killed run (their temporary
+/// files are removed), or feed versions whose retry time has come. They
+/// are planned again, each with who planned it first.
+async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<(ModVer, Origin)>, SyncError> {
+    let due = ctx.store.due_versions().await?;
+    let resumed: Vec<(ModVer, Origin)> = due
         .iter()
-        .filter_map(|(p, v)| ModVer::parse(p, v).ok())
+        .filter_map(|d| Some((ModVer::parse(&d.path, &d.version).ok()?, d.origin)))
         .collect();
-    let modules: HashSet<ModulePath> = resumed.iter().map(|mv| mv.path.clone()).collect();
+    let modules: HashSet<ModulePath> = resumed.iter().map(|(mv, _)| mv.path.clone()).collect();
     let tree = ctx.tree.clone();
     let removed = blocking("stray cleanup", move || {
         modules
@@ -324,7 +474,7 @@ async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<ModVer>, SyncError> {
         info!(
             versions = resumed.len(),
             temp_files_removed = removed,
-            "resuming an interrupted run"
+            "resuming pending versions"
         );
     }
     Ok(resumed)
@@ -335,15 +485,9 @@ type Published = BTreeMap<ModulePath, Vec<Version>>;
 
 async fn published_versions(
     ctx: &Arc<Ctx>,
-    config: &Config,
-    resumed: &[ModVer],
+    paths: impl Iterator<Item = String>,
 ) -> Result<Published, SyncError> {
-    let paths: Vec<String> = config
-        .watch
-        .iter()
-        .map(|w| w.module.to_string())
-        .chain(resumed.iter().map(|mv| mv.path.to_string()))
-        .collect();
+    let paths: Vec<String> = paths.collect::<HashSet<_>>().into_iter().collect();
     let mut published = Published::new();
     for (p, v) in ctx.store.published_set(&paths).await? {
         match ModVer::parse(&p, &v) {
@@ -361,19 +505,32 @@ fn published_keys(published: &Published) -> HashSet<(String, String)> {
         .collect()
 }
 
-/// Resolves every watch entry against upstream, concurrently. A module
-/// that cannot be listed is a plan error (exit 1), not a fatal one.
-async fn plan_watchlist(ctx: &Arc<Ctx>, config: &Config, tally: &mut Tally) -> Vec<ModVer> {
-    let resolved: Vec<_> = stream::iter(&config.watch)
-        .map(|entry| resolve(ctx, &entry.module, &entry.selector))
+/// Resolves `entries` against upstream, concurrently. A module that cannot
+/// be listed is a plan error (exit 1), not a fatal one. With the feed on,
+/// the modules listed are recorded, for their refresh interval.
+async fn plan_watchlist(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    entries: &[&WatchEntry],
+    tally: &mut Tally,
+) -> Result<Vec<ModVer>, SyncError> {
+    let resolved: Vec<_> = stream::iter(entries)
+        .map(|entry| async move {
+            (
+                &entry.module,
+                resolve(ctx, &entry.module, &entry.selector).await,
+            )
+        })
         .buffer_unordered(config.fetch.concurrency)
         .collect()
         .await;
     let mut selected = Vec::new();
-    for r in resolved {
+    let mut listed = Vec::new();
+    for (module, r) in resolved {
         match r {
             Ok((versions, rejected)) => {
                 selected.extend(versions);
+                listed.push(module.to_string());
                 for r in &rejected {
                     warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
                 }
@@ -385,7 +542,10 @@ async fn plan_watchlist(ctx: &Arc<Ctx>, config: &Config, tally: &mut Tally) -> V
             }
         }
     }
-    selected
+    if config.feed.enabled && !listed.is_empty() {
+        ctx.store.mark_listed(listed).await?;
+    }
+    Ok(selected)
 }
 
 /// The versions one watch entry selects, and what upstream listed that
@@ -440,6 +600,15 @@ async fn resolve(
 const MAX_LIST: u64 = 16 << 20;
 
 impl Ctx {
+    /// The client that fetches `mv`: the feed's base for versions planned
+    /// from the feed, the configured upstreams for everything else.
+    fn client_for(&self, mv: &ModVer) -> &Client {
+        match (&self.feed_client, self.feed_jobs.get()) {
+            (Some(feed), Some(jobs)) if jobs.contains(mv) => feed,
+            _ => &self.client,
+        }
+    }
+
     /// GETs a small body; `None` when upstream has no such file.
     async fn get_optional(&self, rel: &str, limit: u64) -> Result<Option<bytes::Bytes>, String> {
         match self.client.get(rel, limit, &self.stop).await {

@@ -52,10 +52,10 @@ impl Sumdb {
 /// nothing needs a backfill.
 pub(super) async fn connect(
     config: &Config,
-    store: &Store,
+    ctx: &Ctx,
     complete: bool,
-    token: &CancellationToken,
 ) -> Result<Option<Sumdb>, SyncError> {
+    let (store, token) = (&ctx.store, &ctx.stop);
     let Some(settings) = config.sumdb.clone() else {
         return Ok(None);
     };
@@ -66,7 +66,9 @@ pub(super) async fn connect(
             source,
         })
     })?;
-    let http = dial(config, &settings, token).await.map_err(err)?;
+    let http = dial(config, &ctx.client, &settings, token)
+        .await
+        .map_err(err)?;
     let newest = match store.newest_sumdb_head(&settings.name).await? {
         Some(h) => Some(open_head(&verifier, &h.note, "stored tree head").map_err(err)?),
         None => None,
@@ -168,18 +170,29 @@ pub(super) async fn backfill(
 /// (404/410: try the next); else `https://<name>/`.
 async fn dial(
     config: &Config,
+    run_client: &fetch::Client,
     settings: &SumdbSettings,
     token: &CancellationToken,
 ) -> Result<fetch::Client, SumdbError> {
+    let client_for = |base: Upstream| {
+        // The run's limits (in flight, request rate, Retry-After holds) and
+        // counters cover the database's requests too.
+        run_client
+            .with_upstreams(vec![base])
+            .map_err(|e| SumdbError::Setup {
+                name: settings.name.clone(),
+                reason: e.to_string(),
+            })
+    };
     if let Some(url) = &settings.url {
-        return reachable(client_for(config, url.clone())?, settings, token).await;
+        return reachable(client_for(url.clone())?, settings, token).await;
     }
     for proxy in &config.upstreams {
         let base = format!("{}sumdb/{}/", proxy.as_str(), settings.name);
         let Ok(base) = Upstream::parse(&base) else {
             continue;
         };
-        let http = client_for(config, base)?;
+        let http = client_for(base)?;
         match http.get("supported", 1 << 10, token).await {
             Ok(_) => {
                 info!(via = %proxy, db = %settings.name, "checksum database through the proxy");
@@ -199,7 +212,7 @@ async fn dial(
             name: settings.name.clone(),
             reason: e.to_string(),
         })?;
-    reachable(client_for(config, direct)?, settings, token).await
+    reachable(client_for(direct)?, settings, token).await
 }
 
 /// Fails the run early, with one clear error, when the database does not
@@ -216,15 +229,6 @@ async fn reachable(
             source,
         }),
     }
-}
-
-fn client_for(config: &Config, base: Upstream) -> Result<fetch::Client, SumdbError> {
-    let mut cfg = super::client_config(config);
-    cfg.upstreams = vec![base];
-    fetch::Client::new(cfg).map_err(|e| SumdbError::Setup {
-        name: "client".into(),
-        reason: e.to_string(),
-    })
 }
 
 /// Per batch, before its module files are placed: pin the offline copy to

@@ -144,11 +144,11 @@ async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
     let dest = ctx.tree.version_dir(&mv.path);
     let [info_rel, mod_rel, zip_rel] =
         [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
+    let client = ctx.client_for(mv);
     let (info, mod_file, zip) = tokio::try_join!(
-        ctx.client.get(&info_rel, verify::MAX_INFO, token),
-        ctx.client
-            .download(&mod_rel, &dest, verify::MAX_GO_MOD, token),
-        ctx.client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
+        client.get(&info_rel, verify::MAX_INFO, token),
+        client.download(&mod_rel, &dest, verify::MAX_GO_MOD, token),
+        client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
     )?;
     debug!(bytes = zip.size, "fetched");
     Ok(Fetched {

@@ -5,6 +5,7 @@ mod corpus;
 mod crash;
 mod e2e;
 mod faults;
+mod feed;
 mod h1;
 mod harness;
 mod hostile;

@@ -3,8 +3,9 @@
 //! Input: [`ModuleFiles`] (from the Go corpus, `zipgen`, or by hand) and raw bodies at exact URL
 //! paths. Output: the GOPROXY protocol on `http://127.0.0.1:PORT` (PROTOCOL.md "GOPROXY"):
 //! `/<escaped path>/@v/list`, `/<escaped path>/@v/<escaped version>.info|.mod|.zip` and
-//! `/<escaped path>/@latest`, and `/sumdb/<name>/...` for an attached checksum database
-//! ([`Upstream::attach_sumdb`]); everything else is 404. Faults ([`Fault`], latency) are switched
+//! `/<escaped path>/@latest`, the index feed `/index?since=&limit=` (see [`FeedLine`]), and
+//! `/sumdb/<name>/...` for an attached checksum database ([`Upstream::attach_sumdb`]);
+//! everything else is 404. Faults ([`Fault`], latency) are switched
 //! on and off while it runs through [`Faults`].
 //!
 //! Built on axum with a custom listener: every connection carries a reset flag, so
@@ -151,6 +152,8 @@ struct Shared {
     /// Attached checksum databases. Held only to clone one handler out.
     sumdbs: Mutex<Vec<Arc<dyn SumdbHandler>>>,
     total: AtomicUsize,
+    /// The index feed.
+    feed: Mutex<Feed>,
 }
 
 #[derive(Default)]
@@ -402,6 +405,7 @@ async fn handle(
     }
     let normal = || match shared.sumdb(&path) {
         Some(answer) => answer,
+        None if path == "/index" => feed_page(&shared, req.uri().query().unwrap_or("")),
         None => match shared.lookup(&path) {
             Some(body) => (StatusCode::OK, body),
             None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
@@ -468,6 +472,97 @@ fn truncated(status: StatusCode, body: Bytes) -> Response {
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_LENGTH, len.into());
     r
+}
+
+// ---------------------------------------------------------------------------
+// The index feed (issue 6): `GET /index?since=<RFC3339>&limit=<n>` answers the lines whose
+// timestamp is at or after `since` (inclusive, as index.golang.org), in the order added, at
+// most `limit` of them (default 2000; [`Upstream::feed_cap_limit`] caps it, as the real index
+// caps at 2000). A missing or bad `since` is 400.
+// ---------------------------------------------------------------------------
+
+/// One line of the feed: where it sorts, and its text (a JSON entry, or anything at all).
+#[derive(Clone, Debug)]
+pub struct FeedLine {
+    pub at: time::OffsetDateTime,
+    pub text: String,
+}
+
+impl FeedLine {
+    /// `{"Path","Version","Timestamp"}`; the strings go out as given, hostile or not.
+    pub fn entry(path: &str, version: &str, timestamp: &str) -> FeedLine {
+        FeedLine {
+            at: parse_time(timestamp).expect("test feed timestamp is RFC 3339"),
+            text: serde_json::json!({"Path": path, "Version": version, "Timestamp": timestamp})
+                .to_string(),
+        }
+    }
+
+    /// A line of any text, served among the entries of `timestamp`.
+    pub fn raw(timestamp: &str, text: &str) -> FeedLine {
+        FeedLine {
+            at: parse_time(timestamp).expect("test feed timestamp is RFC 3339"),
+            text: text.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Feed {
+    lines: Vec<FeedLine>,
+    cap: Option<usize>,
+    /// The query string of every `/index` request, in order.
+    queries: Vec<String>,
+}
+
+impl Upstream {
+    /// Appends lines to the feed; add them in timestamp order, as the index serves them.
+    pub fn feed_push(&self, lines: impl IntoIterator<Item = FeedLine>) {
+        self.shared.feed().lines.extend(lines);
+    }
+
+    /// Serves at most `cap` lines per page, whatever `limit` asks.
+    pub fn feed_cap_limit(&self, cap: usize) {
+        self.shared.feed().cap = Some(cap);
+    }
+
+    /// The query strings of the `/index` requests so far.
+    pub fn feed_queries(&self) -> Vec<String> {
+        self.shared.feed().queries.clone()
+    }
+}
+
+impl Shared {
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().expect("feed lock")
+    }
+}
+
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn feed_page(shared: &Shared, query: &str) -> (StatusCode, Bytes) {
+    let mut feed = shared.feed();
+    feed.queries.push(query.to_string());
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let Some(since) = param("since").as_deref().and_then(parse_time) else {
+        return (StatusCode::BAD_REQUEST, Bytes::from_static(b"bad since\n"));
+    };
+    let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(2000);
+    let limit = feed.cap.map_or(limit, |cap| limit.min(cap));
+    let body: String = feed
+        .lines
+        .iter()
+        .filter(|l| l.at >= since)
+        .take(limit)
+        .map(|l| format!("{}\n", l.text))
+        .collect();
+    (StatusCode::OK, Bytes::from(body))
 }
 
 /// `%XX` → byte, as Go's `r.URL.Path` is decoded; malformed escapes stay as they are.
