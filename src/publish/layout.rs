@@ -132,6 +132,12 @@ impl Tree {
         self.root.join(latest_rel(path))
     }
 
+    /// `<root>/sumdb/<name>`: the offline copy, and where its temporary
+    /// files are written before being linked into place.
+    pub fn sumdb_dir(&self, name: &str) -> PathBuf {
+        self.root.join("sumdb").join(name)
+    }
+
     pub fn sumdb_file(&self, name: &str, file: SumdbFile<'_>) -> PathBuf {
         self.root.join(sumdb_rel(name, file))
     }

@@ -35,12 +35,14 @@ pub fn place_sumdb(
     tiles: &[(Tile, Bytes)],
     lookups: &[(ModVer, Vec<u8>)],
 ) -> Result<(), WriteError> {
+    let staging = tree.sumdb_dir(name);
     for (tile, data) in tiles {
-        write_immutable(&tree.sumdb_file(name, SumdbFile::Tile(tile)), data)?;
+        let path = tree.sumdb_file(name, SumdbFile::Tile(tile));
+        write_immutable(&staging, &path, data)?;
     }
     for (mv, body) in lookups {
         let path = tree.sumdb_file(name, SumdbFile::Lookup(mv));
-        match write_immutable(&path, body) {
+        match write_immutable(&staging, &path, body) {
             Err(WriteError::Conflict { .. }) if same_record(&path, body)? => {}
             result => result?,
         }
@@ -60,7 +62,7 @@ pub fn update_sumdb_head(
     latest.commit()?;
     let supported = tree.sumdb_file(name, SumdbFile::Supported);
     if complete && !supported.exists() {
-        write_immutable(&supported, b"")?;
+        write_immutable(&tree.sumdb_dir(name), &supported, b"")?;
     }
     atomic::barrier(tree.root())
 }
@@ -73,9 +75,20 @@ pub fn lookup_body(id: i64, text: &[u8], note: &[u8]) -> Result<Vec<u8>, tlog::T
     Ok(body)
 }
 
-fn write_immutable(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+/// Removes temporary files a killed run left in the offline copy.
+pub fn remove_stray_sumdb_temps(tree: &Tree, name: &str) -> Result<usize, WriteError> {
+    atomic::remove_stray_temps(&tree.sumdb_dir(name))
+}
+
+/// Writes `bytes` to a temporary file in `staging` (`sumdb/<name>/`, one
+/// directory to clean after a crash, on the same file system) and links it
+/// to `path`, which must not exist with other content.
+fn write_immutable(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = atomic::write_temp(staging, bytes)?.into_temp_path();
     let dir = path.parent().expect("sumdb files live below sumdb/<name>/");
-    let tmp = atomic::write_temp(dir, bytes)?.into_temp_path();
+    if !dir.is_dir() {
+        fs_err::create_dir_all(dir).map_err(atomic::io_err("create directory", dir))?;
+    }
     atomic::link_immutable(&tmp, path, &Sha256::digest(bytes).into()).map(drop)
 }
 

@@ -74,6 +74,14 @@ pub(super) async fn connect(
         None => None,
     };
     let client = Client::new(http, verifier, newest);
+    if settings.offline_copy {
+        let (tree, name) = (ctx.tree.clone(), settings.name.clone());
+        blocking("stray cleanup", move || {
+            publish::remove_stray_sumdb_temps(&tree, &name)
+        })
+        .await?
+        .map_err(SyncError::Publish)?;
+    }
     let pinned = store.pinned_sumdb_heads(&settings.name).await?;
     Ok(Some(Sumdb {
         client,
