@@ -52,6 +52,10 @@ pub mod file {
         pub fetch: Fetch,
         #[serde(default)]
         pub watch: Vec<Watch>,
+        #[serde(default)]
+        pub daemon: Daemon,
+        #[serde(default)]
+        pub metrics: Metrics,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -85,6 +89,20 @@ pub mod file {
         pub user_agent: Option<String>,
     }
 
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Daemon {
+        pub schedule: Option<String>,
+        pub shutdown_grace: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        pub textfile: Option<String>,
+        pub listen: Option<String>,
+    }
+
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Watch {
@@ -105,6 +123,28 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// At most one entry per module.
     pub watch: Vec<WatchEntry>,
+    pub daemon: DaemonSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `[daemon]`: how `gomirror daemon` schedules runs and stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// When runs start: a cron expression with a seconds field, in UTC.
+    pub schedule: cron::Schedule,
+    /// After SIGTERM/SIGINT, how long a run in flight may take to finish
+    /// before it is abandoned (its versions stay pending for the next run).
+    pub shutdown_grace: Duration,
+}
+
+/// `[metrics]`: where Prometheus metrics go; both optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// A `.prom` file for node_exporter's textfile collector, rewritten
+    /// atomically after every run.
+    pub textfile: Option<PathBuf>,
+    /// Where `gomirror daemon` serves `GET /metrics`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +211,8 @@ impl fmt::Display for ConfigError {
 pub const DEFAULT_PROXY: &str = "https://proxy.golang.org";
 pub const DEFAULT_TREE_DIR: &str = "tree";
 pub const DEFAULT_DATABASE: &str = "state/gomirror.db";
+pub const DEFAULT_SCHEDULE: &str = "0 */10 * * * *";
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_USER_AGENT: &str = concat!("gomirror/", env!("CARGO_PKG_VERSION"));
 const CONCURRENCY: (i64, RangeInclusive<i64>) = (64, 1..=1024);
 const MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=100);
@@ -211,6 +253,8 @@ impl Config {
             )?,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
+            daemon: src.daemon(&file.daemon)?,
+            metrics: src.metrics(&file.metrics, base)?,
         })
     }
 }
@@ -406,6 +450,17 @@ impl<'a> Source<'a> {
         value: &Option<String>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        self.duration_in("fetch", key, value, default)
+    }
+
+    /// A duration in `[table] key`: above zero and at most 24h.
+    fn duration_in(
+        &self,
+        table: &str,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         let Some(s) = value else { return Ok(default) };
         let reason = match humantime::parse_duration(s) {
             Err(e) => format!("invalid duration {s:?}: {e}"),
@@ -413,7 +468,7 @@ impl<'a> Source<'a> {
             Ok(d) if d > MAX_DURATION => format!("must be at most 24h, got {s:?}"),
             Ok(d) => return Ok(d),
         };
-        Err(self.error(&["fetch".into(), key.into()], reason))
+        Err(self.error(&[table.into(), key.into()], reason))
     }
 
     fn user_agent(&self, value: &Option<String>) -> Result<String, ConfigError> {
@@ -429,6 +484,51 @@ impl<'a> Source<'a> {
             return Ok(ua.clone());
         };
         Err(self.error(&["fetch".into(), "user_agent".into()], reason))
+    }
+
+    fn daemon(&self, d: &file::Daemon) -> Result<DaemonSettings, ConfigError> {
+        let text = d.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE);
+        let schedule = check_schedule(text)
+            .map_err(|reason| self.error(&["daemon".into(), "schedule".into()], reason))?;
+        let grace = self.duration_in(
+            "daemon",
+            "shutdown_grace",
+            &d.shutdown_grace,
+            SHUTDOWN_GRACE,
+        )?;
+        Ok(DaemonSettings {
+            schedule,
+            shutdown_grace: grace,
+        })
+    }
+
+    fn metrics(&self, m: &file::Metrics, base: &Path) -> Result<MetricsSettings, ConfigError> {
+        let textfile = match &m.textfile {
+            None => None,
+            Some(t) => Some(self.textfile(t, base)?),
+        };
+        let listen = match &m.listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|e| {
+                let reason =
+                    format!("{addr:?}: {e}; write an address and port, as \"127.0.0.1:9150\"");
+                self.error(&["metrics".into(), "listen".into()], reason)
+            })?),
+        };
+        Ok(MetricsSettings { textfile, listen })
+    }
+
+    /// node_exporter's textfile collector reads only `*.prom` files, and
+    /// the file is replaced by rename, so it needs a file name of its own.
+    fn textfile(&self, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+        let reason = if !value.ends_with(".prom") {
+            format!("{value:?}: must end in .prom (node_exporter's textfile collector reads only those)")
+        } else if value.ends_with('/') || Path::new(value).file_name().is_none() {
+            format!("{value:?}: must name a file")
+        } else {
+            return Ok(base.join(value));
+        };
+        Err(self.error(&["metrics".into(), "textfile".into()], reason))
     }
 
     fn watch(&self, entries: &[file::Watch]) -> Result<Vec<WatchEntry>, ConfigError> {
@@ -462,6 +562,25 @@ impl<'a> Source<'a> {
         }
         Ok(out)
     }
+}
+
+/// A cron expression as the `cron` crate reads it: six or seven fields,
+/// seconds first (`sec min hour day-of-month month day-of-week [year]`),
+/// that fires at least once more.
+fn check_schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "{text:?}: 5 fields; gomirror's cron has a seconds field first, as \"0 {text}\""
+        ));
+    }
+    let schedule: cron::Schedule = text
+        .parse()
+        .map_err(|e| format!("invalid cron expression {text:?}: {e}"))?;
+    if schedule.upcoming(chrono::Utc).next().is_none() {
+        return Err(format!("{text:?} never fires again"));
+    }
+    Ok(schedule)
 }
 
 /// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
@@ -647,6 +766,11 @@ mod tests {
                 module: ModulePath::new("rsc.io/quote").expect("valid"),
                 selector: Selector::Latest,
             }],
+            daemon: DaemonSettings {
+                schedule: "0 */10 * * * *".parse().expect("valid"),
+                shutdown_grace: Duration::from_secs(30),
+            },
+            metrics: MetricsSettings::default(),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -693,12 +817,35 @@ versions = ">=v0.10.0, <v0.20"
     }
 
     #[test]
+    fn daemon_and_metrics_are_read() {
+        let text = "[daemon]\nschedule = \"*/2 * * * * *\"\nshutdown_grace = \"5s\"\n\
+                    [metrics]\ntextfile = \"prom/gomirror.prom\"\nlisten = \"[::1]:9150\"\n";
+        let cfg = Config::parse(
+            text,
+            Path::new("/etc/gomirror/mirror.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.daemon.schedule.source(), "*/2 * * * * *");
+        assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(5));
+        let textfile = cfg.metrics.textfile.as_deref();
+        assert_eq!(
+            textfile,
+            Some(Path::new("/etc/gomirror/prom/gomirror.prom"))
+        );
+        assert_eq!(
+            cfg.metrics.listen,
+            Some("[::1]:9150".parse().expect("valid"))
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, daemon, metrics)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, daemon, metrics)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -736,6 +883,16 @@ versions = ">=v0.10.0, <v0.20"
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\n[[watch]]\nmodule = \"rsc.io/quote\"\nversions = \"all\"\n"), "mirror.toml:6: [[watch]] #3 module: rsc.io/quote is already watched by [[watch]] #1 (line 2); give each module one entry"),
             ("[fetch]\nconcurrency = 3\n[fetch]\n", "mirror.toml:3: duplicate key"),
             ("[fetch\n", "mirror.toml:1: unclosed table"),
+            ("[daemon]\nschedule = \"*/10 * * * *\"\n", "mirror.toml:2: [daemon] schedule: \"*/10 * * * *\": 5 fields; gomirror's cron has a seconds field first, as \"0 */10 * * * *\""),
+            ("[daemon]\nschedule = \"0 */10 * * * * * *\"\n", "mirror.toml:2: [daemon] schedule: invalid cron expression \"0 */10 * * * * * *\""),
+            ("[daemon]\nschedule = \"0 61 * * * *\"\n", "mirror.toml:2: [daemon] schedule: invalid cron expression \"0 61 * * * *\""),
+            ("[daemon]\nschedule = \"0 0 0 1 1 * 2001\"\n", "mirror.toml:2: [daemon] schedule: \"0 0 0 1 1 * 2001\" never fires again"),
+            ("[daemon]\nschedule = 10\n", "mirror.toml:2: [daemon] schedule: invalid type: integer `10`, expected a string"),
+            ("[daemon]\nshutdown_grace = \"0s\"\n", "mirror.toml:2: [daemon] shutdown_grace: must be greater than 0, got \"0s\""),
+            ("[daemon]\nschedul = \"x\"\n", "mirror.toml:2: [daemon] schedul: unknown key (expected one of: schedule, shutdown_grace)"),
+            ("[metrics]\nlisten = \"localhost:9150\"\n", "mirror.toml:2: [metrics] listen: \"localhost:9150\": invalid socket address syntax; write an address and port, as \"127.0.0.1:9150\""),
+            ("[metrics]\nlisten = \"127.0.0.1\"\n", "mirror.toml:2: [metrics] listen: \"127.0.0.1\": invalid socket address syntax"),
+            ("[metrics]\ntextfile = \"/var/lib/node_exporter/gomirror.txt\"\n", "mirror.toml:2: [metrics] textfile: \"/var/lib/node_exporter/gomirror.txt\": must end in .prom"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();
