@@ -24,6 +24,22 @@ pub struct StatusReport {
     pub problems: Vec<Problem>,
     /// The most recent upstream entries refused by Go's rules.
     pub rejections: Vec<Rejection>,
+    /// Every run counted by outcome, and when the last good ones ended.
+    pub run_totals: RunTotals,
+}
+
+/// All runs by outcome, for metrics and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunTotals {
+    pub ok: u64,
+    pub partial: u64,
+    pub failed: u64,
+    pub interrupted: u64,
+    pub running: u64,
+    /// When the newest run with outcome `ok` ended (RFC 3339).
+    pub last_ok_at: Option<String>,
+    /// When the newest run that went to its end (`ok` or `partial`) ended.
+    pub last_completed_at: Option<String>,
 }
 
 /// An upstream entry that can never be mirrored, and why.
@@ -70,6 +86,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         runs: recent_runs(&tx, STATUS_RUNS)?,
         problems: problems(&tx, STATUS_PROBLEMS)?,
         rejections: rejections(&tx, STATUS_PROBLEMS)?,
+        run_totals: run_totals(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -90,6 +107,34 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
         } = n;
     }
     Ok(c)
+}
+
+fn run_totals(conn: &Connection) -> rusqlite::Result<RunTotals> {
+    let mut t = RunTotals::default();
+    let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+    for row in rows {
+        let (outcome, n): (String, u64) = row?;
+        match outcome.as_str() {
+            "ok" => t.ok = n,
+            "partial" => t.partial = n,
+            "failed" => t.failed = n,
+            "interrupted" => t.interrupted = n,
+            "running" => t.running = n,
+            // The schema's CHECK admits only the five above.
+            _ => {}
+        }
+    }
+    let last_ended = |outcomes: &str| {
+        conn.query_row(
+            &format!("SELECT MAX(ended_at) FROM runs WHERE outcome IN ({outcomes})"),
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )
+    };
+    t.last_ok_at = last_ended("'ok'")?;
+    t.last_completed_at = last_ended("'ok', 'partial'")?;
+    Ok(t)
 }
 
 fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
@@ -192,6 +237,7 @@ mod tests {
         assert_eq!(r.versions, StatusCounts::default());
         assert_eq!(r.published_bytes, 0);
         assert!(r.runs.is_empty() && r.problems.is_empty());
+        assert_eq!(r.run_totals, RunTotals::default());
     }
 
     #[test]
@@ -241,6 +287,10 @@ mod tests {
 
         let r = status(&mut conn).unwrap();
         assert_eq!(r.modules, 3);
+        let totals = &r.run_totals;
+        assert_eq!((totals.partial, totals.ok, totals.running), (1, 0, 0));
+        assert_eq!(totals.last_ok_at, None);
+        assert_eq!(totals.last_completed_at, r.runs[0].ended_at);
         let want = StatusCounts {
             pending: 1,
             published: 2,
@@ -277,6 +327,39 @@ mod tests {
             ("v0.2.0", VersionStatus::Failed, Some("503"), 1),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn run_totals_count_outcomes_and_name_the_last_good_runs() {
+        let mut conn = migrated();
+        let finish = |conn: &mut Connection, outcome, ended: &str| {
+            let run = begin_run(conn, 7).unwrap();
+            let summary = RunSummary {
+                outcome,
+                ..RunSummary::default()
+            };
+            finish_run(conn, run, &summary).unwrap();
+            conn.execute(
+                "UPDATE runs SET ended_at = ?2 WHERE id = ?1",
+                (run.0, ended),
+            )
+            .unwrap();
+        };
+        finish(&mut conn, RunOutcome::Ok, "2026-01-01T00:00:00Z");
+        finish(&mut conn, RunOutcome::Partial, "2026-01-02T00:00:00Z");
+        finish(&mut conn, RunOutcome::Failed, "2026-01-03T00:00:00Z");
+        begin_run(&mut conn, 8).unwrap();
+        let t = status(&mut conn).unwrap().run_totals;
+        let want = RunTotals {
+            ok: 1,
+            partial: 1,
+            failed: 1,
+            interrupted: 0,
+            running: 1,
+            last_ok_at: Some("2026-01-01T00:00:00Z".into()),
+            last_completed_at: Some("2026-01-02T00:00:00Z".into()),
+        };
+        assert_eq!(t, want);
     }
 
     #[test]
