@@ -7,6 +7,7 @@
 pub mod config;
 pub mod fetch;
 pub mod lock;
+pub mod metrics;
 pub mod module;
 pub mod plan;
 pub mod publish;
