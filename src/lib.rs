@@ -5,6 +5,7 @@
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
 
 pub mod config;
+pub mod daemon;
 pub mod fetch;
 pub mod lock;
 pub mod metrics;

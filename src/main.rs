@@ -6,8 +6,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use gomirror::config::{Config, Override, Overrides};
+use gomirror::daemon;
+use gomirror::metrics::{self, LastRun};
 use gomirror::module::ModVer;
 use gomirror::sync::{self, Progress};
 
@@ -30,7 +33,9 @@ struct Cli {
         default_value = "mirror.toml"
     )]
     config: PathBuf,
-    /// Log format on stderr; `auto` is human on a terminal, JSON otherwise.
+    /// Log format on stderr; `auto` is human on a terminal, journal when
+    /// stderr is systemd's journal (plain lines with a syslog priority
+    /// prefix, no timestamps), JSON otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -42,6 +47,7 @@ enum LogFormat {
     Auto,
     Human,
     Json,
+    Journal,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +61,14 @@ enum Command {
         /// No progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Sync on the `[daemon] schedule`, until SIGTERM or SIGINT; SIGHUP
+    /// re-reads the config.
+    Daemon {
+        /// Comma-separated upstream GOPROXY list, replacing [upstream] proxies
+        /// (also from GOMIRROR_UPSTREAM); kept across SIGHUP.
+        #[arg(long)]
+        upstream: Option<String>,
     },
     /// What is mirrored, the last runs, and what failed.
     Status {
@@ -92,6 +106,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&cli.config, &overrides)?;
             runtime.block_on(sync_once(config, no_progress))
         }
+        Command::Daemon { upstream } => {
+            let overrides = Overrides {
+                upstream: upstream_override(upstream),
+            };
+            let config = Config::load(&cli.config, &overrides)?;
+            let options = daemon::Options {
+                config_path: cli.config.clone(),
+                overrides,
+            };
+            let code = runtime.block_on(run_daemon(config, options))?;
+            // A run abandoned after its grace period may leave a publish
+            // running on the blocking pool; it is not waited for forever.
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            Ok(code)
+        }
         Command::Status { json } => {
             let config = Config::load(&cli.config, &Overrides::default())?;
             runtime.block_on(status(config, json))
@@ -119,8 +148,18 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     spawn_signal_handler(token.clone());
     let show_bar = !no_progress && std::io::stderr().is_terminal();
     let bar = Arc::new(Bar::new(show_bar));
-    let report = sync::run(&config, bar.clone(), token).await?;
+    let result = sync::run(&config, bar.clone(), token).await;
     bar.finish();
+    if config.metrics.textfile.is_some() {
+        let last_run = result.as_ref().ok().map(|r| LastRun {
+            fetch: r.fetch,
+            seconds: r.seconds,
+        });
+        if let Err(e) = metrics::after_run(&config, last_run, None).await {
+            tracing::warn!("metrics not written: {e:#}", e = anyhow::Error::from(e));
+        }
+    }
+    let report = result?;
     let s = &report.summary;
     let mut extra = String::new();
     if !report.plan_errors.is_empty() {
@@ -145,6 +184,16 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     })
 }
 
+async fn run_daemon(config: Config, options: daemon::Options) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let reload = spawn_reload_handler()?;
+    let signals = daemon::Signals { shutdown, reload };
+    let stopped = daemon::run(config, options, signals).await?;
+    tracing::info!(?stopped, "daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     // `status` only reads: it must not create a database where none is.
     if !config.database.exists() {
@@ -154,13 +203,45 @@ async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let store = gomirror::state::Store::open(&config.database).await?;
-    let report = store.status().await?;
+    // The same numbers the metrics show: both come from metrics::gather.
+    let inputs = metrics::gather(&store, &config.tree_dir, None).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let out = StatusJson {
+            report: &inputs.status,
+            tree: inputs.tree,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_status(&report);
+        print_status(&inputs.status);
+        print_tree_and_runs(&inputs);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status --json`: the state report with the tree's disk usage beside it.
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    report: &'a gomirror::state::StatusReport,
+    tree: metrics::TreeUsage,
+}
+
+fn print_tree_and_runs(inputs: &metrics::Inputs) {
+    let t = &inputs.status.run_totals;
+    println!(
+        "\ntree: {} files, {} on disk",
+        inputs.tree.files,
+        indicatif::HumanBytes(inputs.tree.disk_usage_bytes)
+    );
+    println!(
+        "runs: {} ok, {} partial, {} failed, {} interrupted, {} running",
+        t.ok, t.partial, t.failed, t.interrupted, t.running
+    );
+    println!(
+        "last ok run ended {}; last completed run ended {}",
+        t.last_ok_at.as_deref().unwrap_or("never"),
+        t.last_completed_at.as_deref().unwrap_or("never")
+    );
 }
 
 /// A run's counts, as the final line of `sync` and `status` show them.
@@ -223,8 +304,15 @@ fn print_status(r: &gomirror::state::StatusReport) {
     }
 }
 
-/// First SIGINT/SIGTERM: stop taking work and finish cleanly.
-fn spawn_signal_handler(token: CancellationToken) {
+/// Linux (and POSIX) numbers of the two stop signals, for exit codes.
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// First SIGINT/SIGTERM: stop taking work and finish cleanly. Returns the
+/// signal's number once one came, 0 before.
+fn spawn_signal_handler(token: CancellationToken) -> Arc<AtomicI32> {
+    let received = Arc::new(AtomicI32::new(0));
+    let seen = received.clone();
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -234,30 +322,104 @@ fn spawn_signal_handler(token: CancellationToken) {
                     return;
                 }
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::warn!("signal received: finishing in-flight versions, then stopping");
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = term.recv() => SIGTERM,
+        };
+        seen.store(signal, Ordering::Relaxed);
+        tracing::warn!(
+            signal,
+            "signal received: finishing in-flight versions, then stopping"
+        );
         token.cancel();
     });
+    received
+}
+
+/// Every SIGHUP becomes a message; while one waits, more add nothing.
+fn spawn_reload_handler() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOMIRROR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-        LogFormat::Human => false,
-        LogFormat::Json => true,
+    let format = match format {
+        LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Human,
+        LogFormat::Auto if stderr_is_journal() => LogFormat::Journal,
+        LogFormat::Auto => LogFormat::Json,
+        chosen => chosen,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(false).init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Journal => {
+            let plain = tracing_subscriber::fmt::format()
+                .without_time()
+                .with_target(false)
+                .with_ansi(false);
+            builder
+                .with_ansi(false)
+                .event_format(JournalFormat(plain))
+                .init()
+        }
+        LogFormat::Human | LogFormat::Auto => builder.init(),
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=<dev>:<inode>` to the stream it connects
+/// to stderr; a match means our stderr goes to the journal (and not, say,
+/// to a file a child process inherited the variable with).
+/// See: systemd.exec(5), JOURNAL_STREAM.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    rustix::fs::fstat(std::io::stderr())
+        .is_ok_and(|st| dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino))
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error … `<7>`
+/// debug), which journald reads as the entry's level and strips.
+/// See: sd-daemon(3).
+struct JournalFormat<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
 

@@ -34,6 +34,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::fetch::StatsSnapshot;
 use crate::state::{RunOutcome, RunRecord, StateError, StatusReport, Store};
 
@@ -58,9 +59,13 @@ pub enum MetricsError {
         #[source]
         source: std::io::Error,
     },
-    /// The blocking tree walk panicked: a bug, reported instead of crashing.
-    #[error("internal error measuring the tree")]
-    Task(#[source] tokio::task::JoinError),
+    /// A blocking task panicked: a bug, reported instead of crashing.
+    #[error("internal error in {task}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Everything the metrics show.
@@ -96,6 +101,27 @@ pub struct DaemonCounters {
     pub reload_failures: AtomicU64,
 }
 
+/// After a run: reads `config`'s database and tree and, if `[metrics]
+/// textfile` is set, rewrites it. Returns what it read, for `/metrics`.
+pub async fn after_run(
+    config: &Config,
+    last_run: Option<LastRun>,
+    daemon: Option<&DaemonCounters>,
+) -> Result<Inputs, MetricsError> {
+    let store = Store::open(&config.database).await?;
+    let inputs = gather(&store, &config.tree_dir, last_run).await?;
+    if let Some(path) = config.metrics.textfile.clone() {
+        let text = render(&inputs, daemon);
+        tokio::task::spawn_blocking(move || write_textfile(&path, &text))
+            .await
+            .map_err(|source| MetricsError::Task {
+                task: "textfile write",
+                source,
+            })??;
+    }
+    Ok(inputs)
+}
+
 /// Reads the database and measures `tree_dir`.
 pub async fn gather(
     store: &Store,
@@ -106,7 +132,10 @@ pub async fn gather(
     let dir = tree_dir.to_owned();
     let tree = tokio::task::spawn_blocking(move || disk_usage(&dir))
         .await
-        .map_err(MetricsError::Task)??;
+        .map_err(|source| MetricsError::Task {
+            task: "tree walk",
+            source,
+        })??;
     Ok(Inputs {
         status,
         tree,

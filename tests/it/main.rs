@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod crash;
+mod daemon;
 mod e2e;
 mod faults;
 mod h1;
