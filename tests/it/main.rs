@@ -12,5 +12,6 @@ mod hostile;
 mod nginx;
 mod selftest;
 mod sync;
+mod units;
 mod upstream;
 mod zipgen;
