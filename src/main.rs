@@ -145,7 +145,7 @@ fn upstream_override(flag: Option<String>) -> Option<Override> {
 
 async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
-    spawn_signal_handler(token.clone());
+    let stopped_by = spawn_signal_handler(token.clone());
     let show_bar = !no_progress && std::io::stderr().is_terminal();
     let bar = Arc::new(Bar::new(show_bar));
     let result = sync::run(&config, bar.clone(), token).await;
@@ -177,8 +177,15 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
         counts(s),
         report.seconds,
     );
+    let signal = stopped_by.load(Ordering::Relaxed);
     Ok(if report.all_ok() {
         ExitCode::SUCCESS
+    } else if signal != 0 && s.outcome == gomirror::state::RunOutcome::Interrupted {
+        // Stopped on request, not failed: 128 + signal, as a shell reports
+        // it, so a script sees the run is incomplete, and a systemd oneshot
+        // stopped by `systemctl stop` is not marked failed
+        // (gomirror-sync.service lists 143 in SuccessExitStatus=).
+        ExitCode::from(128 + signal as u8)
     } else {
         ExitCode::from(1)
     })
