@@ -9,6 +9,7 @@ mod faults;
 mod h1;
 mod harness;
 mod hostile;
+mod metrics;
 mod nginx;
 mod selftest;
 mod sync;
