@@ -165,10 +165,7 @@ impl Daemon {
         info!(tick = %tick, "run starting");
         Box::pin(async move {
             let last_run = match sync::run(&config, Arc::new(Quiet), token).await {
-                Ok(report) => Some(LastRun {
-                    fetch: report.fetch,
-                    seconds: report.seconds,
-                }),
+                Ok(report) => Some(LastRun::of(&report)),
                 Err(e) => {
                     error!("run could not proceed: {}", chain(&e));
                     None

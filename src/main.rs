@@ -151,10 +151,7 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
     let result = sync::run(&config, bar.clone(), token).await;
     bar.finish();
     if config.metrics.textfile.is_some() {
-        let last_run = result.as_ref().ok().map(|r| LastRun {
-            fetch: r.fetch,
-            seconds: r.seconds,
-        });
+        let last_run = result.as_ref().ok().map(LastRun::of);
         if let Err(e) = metrics::after_run(&config, last_run, None).await {
             tracing::warn!("metrics not written: {e:#}", e = anyhow::Error::from(e));
         }

@@ -90,6 +90,21 @@ pub struct TreeUsage {
 pub struct LastRun {
     pub fetch: StatsSnapshot,
     pub seconds: f64,
+    /// Watched modules that could not be resolved upstream.
+    pub plan_errors: u64,
+    /// Upstream `@v/list` or `@latest` entries refused by Go's rules.
+    pub rejected: u64,
+}
+
+impl LastRun {
+    pub fn of(report: &crate::sync::Report) -> LastRun {
+        LastRun {
+            fetch: report.fetch,
+            seconds: report.seconds,
+            plan_errors: report.plan_errors.len() as u64,
+            rejected: report.rejected.len() as u64,
+        }
+    }
 }
 
 /// Counters of a running daemon.
@@ -228,6 +243,18 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
     if let Some(r) = &inputs.last_run {
+        x.gauge(
+            "gomirror_last_run_plan_errors",
+            "Watched modules the last run could not resolve upstream.",
+            &[],
+            r.plan_errors,
+        );
+        x.gauge(
+            "gomirror_last_run_rejected_entries",
+            "Upstream list entries the last run refused by Go's rules.",
+            &[],
+            r.rejected,
+        );
         render_upstream(&mut x, &r.fetch);
     }
     if let Some(d) = daemon {
