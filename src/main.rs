@@ -371,8 +371,10 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Journal => {
+            // journald records the time and, from the prefix, the level.
             let plain = tracing_subscriber::fmt::format()
                 .without_time()
+                .with_level(false)
                 .with_target(false)
                 .with_ansi(false);
             builder

@@ -277,3 +277,80 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     assert!(log.contains("config reloaded"), "{log}");
     check_consistent(&one);
 }
+
+/// Under systemd (`JOURNAL_STREAM` names our stderr), every log line starts
+/// with its syslog priority and carries no timestamp: journald adds its
+/// own. A `JOURNAL_STREAM` inherited by a process whose stderr is elsewhere
+/// does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_journal_lines_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+
+    let upstream = Upstream::start(modules(1)).await;
+    // A watched module upstream lacks: the run logs a warning.
+    let mirror = Mirror::new(
+        &upstream.url(),
+        &[("example.com/d0", "v1.0.0"), ("example.com/gone", "latest")],
+    );
+    let config = mirror.config_path();
+    let log_path = mirror.dir.path().join("stderr.log");
+    let run_with = |journal_stream: Option<String>| {
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let mut cmd = gomirror(&config, &["sync", "--no-progress"]);
+        cmd.env("GOMIRROR_LOG", "info").stderr(Stdio::from(log));
+        match journal_stream {
+            Some(v) => cmd.env("JOURNAL_STREAM", v),
+            None => cmd.env_remove("JOURNAL_STREAM"),
+        };
+        cmd
+    };
+    let meta = std::fs::File::create(&log_path)
+        .and_then(|f| f.metadata())
+        .expect("stat log file");
+    // File::create truncates the same inode, so dev:ino stays valid.
+    let status = |mut cmd: tokio::process::Command| async move {
+        // Not `output()`, which would pipe stderr instead of the file.
+        cmd.spawn()
+            .expect("spawn")
+            .wait()
+            .await
+            .expect("wait")
+            .code()
+    };
+    let cmd = run_with(Some(format!("{}:{}", meta.dev(), meta.ino())));
+    assert_eq!(status(cmd).await, Some(1));
+    let log = std::fs::read_to_string(&log_path).expect("read log");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("gomirror: "))
+        .collect();
+    let warning = "<4>example.com/gone: not found upstream";
+    assert!(
+        lines.iter().any(|l| l.starts_with(warning)),
+        "no warning:\n{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("<6>sync finished")),
+        "no info:\n{log}"
+    );
+    for line in &lines {
+        let rest = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .unwrap_or_else(|| panic!("no priority prefix: {line:?}"));
+        // No timestamp and no level word: journald keeps both itself.
+        let first = rest.split_whitespace().next().unwrap_or("");
+        let is_level = ["ERROR", "WARN", "INFO", "DEBUG"].contains(&first);
+        assert!(!first.starts_with("20") && !is_level, "{line:?}");
+        assert!(!line.contains('\x1b'), "colour codes: {line:?}");
+    }
+
+    let cmd = run_with(Some("1:1".into()));
+    assert_eq!(status(cmd).await, Some(1));
+    let log = std::fs::read_to_string(&log_path).expect("read log");
+    let first = log.lines().next().expect("a log line");
+    assert!(
+        first.starts_with('{'),
+        "not the journal: JSON expected, got {first:?}"
+    );
+}

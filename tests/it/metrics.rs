@@ -317,3 +317,31 @@ async fn daemon_serves_metrics_over_http_equal_to_the_textfile() {
     );
     check_against_database(&http, &mirror);
 }
+
+/// A metrics address the daemon cannot bind stops it at start (exit 2),
+/// naming the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_exits_2_when_the_metrics_address_is_taken() {
+    let (_upstream, mirror) = partial_mirror().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let extra = format!("[metrics]\nlisten = \"{addr}\"\n");
+    let config = daemon_config(&mirror, &extra);
+    let run = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_command(gomirror(&config, &["daemon"])),
+    )
+    .await
+    .expect("the daemon exits at once");
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("gomirror: metrics listener {addr}: ")),
+        "{run:#?}"
+    );
+    assert_eq!(
+        count(&mirror, "SELECT COUNT(*) FROM runs"),
+        0,
+        "no run started"
+    );
+}
