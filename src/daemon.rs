@@ -16,7 +16,8 @@
 //! - Shutdown: no tick starts a run once `shutdown` fires. The run in
 //!   flight sees the same token (sync stops taking versions, lets in-flight
 //!   ones finish or leaves them pending, records itself `interrupted`) and
-//!   gets `[daemon] shutdown_grace` to do so. Past that it is abandoned: its
+//!   gets `[daemon] shutdown_grace` to do so (a second signal cuts that
+//!   short). Past that it is abandoned: its
 //!   row stays `running` and the next run marks it `interrupted` and takes
 //!   up its pending versions; the tree is consistent at every instant
 //!   anyway (sync's ordering guarantees).
@@ -55,6 +56,9 @@ pub struct Options {
 pub struct Signals {
     /// SIGTERM or SIGINT: stop taking work, let the run in flight end.
     pub shutdown: CancellationToken,
+    /// A second SIGTERM or SIGINT: abandon the run in flight now rather
+    /// than at the end of the grace period.
+    pub abandon: CancellationToken,
     /// One message per SIGHUP (several pending ones may arrive as one).
     pub reload: mpsc::Receiver<()>,
 }
@@ -95,7 +99,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<Stop
     };
     let running = daemon.schedule_loop(signals.reload).await;
     let grace = daemon.config.daemon.shutdown_grace;
-    let stopped = stop(running, grace).await;
+    let stopped = stop(running, grace, &signals.abandon).await;
     if let Some(listener) = listener {
         // The listener stops on the same token; it only has to drain.
         let _ = listener.await;
@@ -213,8 +217,9 @@ async fn sleep_until(at: Option<DateTime<Utc>>) {
     tokio::time::sleep(wait).await;
 }
 
-/// Gives the run in flight `grace` to end, then abandons it.
-async fn stop(running: Option<RunFuture>, grace: Duration) -> Stopped {
+/// Gives the run in flight `grace` to end, then abandons it; `abandon`
+/// cuts the wait short.
+async fn stop(running: Option<RunFuture>, grace: Duration, abandon: &CancellationToken) -> Stopped {
     let Some(mut run) = running else {
         info!("stopping: no run in flight");
         return Stopped::Idle;
@@ -223,11 +228,15 @@ async fn stop(running: Option<RunFuture>, grace: Duration) -> Stopped {
         grace = %humantime::format_duration(grace),
         "stopping: waiting for the run in flight to finish its versions"
     );
-    match tokio::time::timeout(grace, &mut run).await {
-        Ok(()) => Stopped::RunFinished,
-        Err(_) => {
+    let ended = tokio::select! {
+        ended = tokio::time::timeout(grace, &mut run) => ended.is_ok(),
+        () = abandon.cancelled() => false,
+    };
+    match ended {
+        true => Stopped::RunFinished,
+        false => {
             drop(run);
-            warn!("the run in flight did not end within the grace period: abandoned; its versions stay pending for the next run");
+            warn!("the run in flight was abandoned before it ended; its versions stay pending for the next run");
             Stopped::RunAbandoned
         }
     }

@@ -145,7 +145,7 @@ fn upstream_override(flag: Option<String>) -> Option<Override> {
 
 async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
-    let stopped_by = spawn_signal_handler(token.clone());
+    let stopped_by = spawn_signal_handler(token.clone(), None);
     let show_bar = !no_progress && std::io::stderr().is_terminal();
     let bar = Arc::new(Bar::new(show_bar));
     let result = sync::run(&config, bar.clone(), token).await;
@@ -189,10 +189,14 @@ async fn sync_once(config: Config, no_progress: bool) -> anyhow::Result<ExitCode
 }
 
 async fn run_daemon(config: Config, options: daemon::Options) -> anyhow::Result<ExitCode> {
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    let (shutdown, abandon) = (CancellationToken::new(), CancellationToken::new());
+    spawn_signal_handler(shutdown.clone(), Some(abandon.clone()));
     let reload = spawn_reload_handler()?;
-    let signals = daemon::Signals { shutdown, reload };
+    let signals = daemon::Signals {
+        shutdown,
+        abandon,
+        reload,
+    };
     let stopped = daemon::run(config, options, signals).await?;
     tracing::info!(?stopped, "daemon stopped");
     Ok(ExitCode::SUCCESS)
@@ -312,22 +316,29 @@ fn print_status(r: &gomirror::state::StatusReport) {
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 
-/// First SIGINT/SIGTERM: stop taking work and finish cleanly. Returns the
-/// signal's number once one came, 0 before.
-fn spawn_signal_handler(token: CancellationToken) -> Arc<AtomicI32> {
+/// First SIGINT/SIGTERM: stop taking work and finish cleanly (`stop`).
+/// A second one cancels `abandon`, if given: stop waiting at once.
+/// Returns the first signal's number once one came, 0 before.
+fn spawn_signal_handler(
+    stop: CancellationToken,
+    abandon: Option<CancellationToken>,
+) -> Arc<AtomicI32> {
+    use tokio::signal::unix::{signal, SignalKind};
     let received = Arc::new(AtomicI32::new(0));
     let seen = received.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot listen for SIGTERM and SIGINT: {e}");
+                return;
+            }
+        };
         let signal = tokio::select! {
-            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = int.recv() => SIGINT,
             _ = term.recv() => SIGTERM,
         };
         seen.store(signal, Ordering::Relaxed);
@@ -335,7 +346,14 @@ fn spawn_signal_handler(token: CancellationToken) -> Arc<AtomicI32> {
             signal,
             "signal received: finishing in-flight versions, then stopping"
         );
-        token.cancel();
+        stop.cancel();
+        let Some(abandon) = abandon else { return };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal: not waiting for the run in flight");
+        abandon.cancel();
     });
     received
 }

@@ -133,11 +133,11 @@ fn outcomes(mirror: &Mirror) -> Vec<String> {
         .expect("read runs")
 }
 
-/// What a client or the next run relies on: every version a list names
-/// has its three files, every published row has them, and a version in a
-/// list is published in the database.
-fn check_consistent(mirror: &Mirror) {
+/// What a client relies on at every instant, even after a crash: every
+/// version a list names has its three files. Returns the listed versions.
+fn check_lists_name_whole_versions(mirror: &Mirror) -> Vec<(String, String)> {
     let tree = mirror.tree();
+    let mut listed = Vec::new();
     for rel in files_in(&tree).iter().filter(|f| f.ends_with("/@v/list")) {
         let module = rel.trim_end_matches("/@v/list");
         let list = std::fs::read_to_string(tree.join(rel)).expect("read list");
@@ -150,13 +150,21 @@ fn check_consistent(mirror: &Mirror) {
                     file.display()
                 );
             }
-            assert_eq!(
-                mirror.row(module, version).status,
-                "published",
-                "{module}@{version}"
-            );
+            listed.push((module.to_string(), version.to_string()));
         }
     }
+    listed
+}
+
+/// What the next run relies on after a run that recorded its end: the
+/// above, a version in a list is published in the database, and every
+/// published row has its files.
+fn check_consistent(mirror: &Mirror) {
+    for (module, version) in check_lists_name_whole_versions(mirror) {
+        let status = mirror.row(&module, &version).status;
+        assert_eq!(status, "published", "{module}@{version}");
+    }
+    let tree = mirror.tree();
     for row in mirror.rows().iter().filter(|r| r.status == "published") {
         let zip = tree.join(format!("{}/@v/{}.zip", row.path, row.version));
         assert!(
@@ -231,6 +239,63 @@ async fn sigterm_mid_run_exits_0_and_the_next_run_completes() {
     assert_eq!(code, Some(0), "{log}");
     assert!(mirror.rows().iter().all(|r| r.status == "published"));
     assert_eq!(mirror.rows().len(), 20);
+    check_consistent(&mirror);
+}
+
+/// A run that cannot record its end (the test holds the database's write
+/// lock) is abandoned: when the grace period ends, or at once on a second
+/// SIGTERM. Either way the daemon exits 0, clients never see a listed
+/// version without its files, and the next run takes the abandoned one up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_run_is_abandoned_after_the_grace_or_a_second_sigterm() {
+    let upstream = Upstream::start(modules(20)).await;
+    upstream.faults().set_latency(Duration::from_millis(300));
+    let mut mirror = mirror_of(&upstream, 20);
+    mirror.fetch.push_str("concurrency = 2\n");
+    let published = "SELECT COUNT(*) FROM versions WHERE status = 'published'";
+    for (grace, second_sigterm) in [("1s", false), ("60s", true)] {
+        let extra = format!("[daemon]\nschedule = \"* * * * * *\"\nshutdown_grace = \"{grace}\"\n");
+        let config = daemon_config(&mirror, &extra);
+        let daemon = Daemon::start(&config);
+        let before = count(&mirror, published);
+        wait_for(&mirror, "a run under way", published, before + 1).await;
+        let mut lock = mirror.db();
+        let hold = lock
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .expect("take the database's write lock");
+        if second_sigterm {
+            daemon.signal("TERM");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // The first SIGTERM of the 60 s case is already sent; stop() sends
+        // the next one. Either way no grace of 60 s is waited for.
+        let (code, log) = daemon.stop(Duration::from_secs(15)).await;
+        hold.rollback().expect("release the lock");
+        assert_eq!(code, Some(0), "{log}");
+        assert!(log.contains("abandoned"), "grace {grace}:\n{log}");
+        check_lists_name_whole_versions(&mirror);
+        let running = "SELECT COUNT(*) FROM runs WHERE outcome = 'running'";
+        assert_eq!(
+            count(&mirror, running),
+            1,
+            "the abandoned run could not record its end"
+        );
+    }
+
+    upstream.faults().set_latency(Duration::ZERO);
+    let config = daemon_config(&mirror, "[daemon]\nschedule = \"* * * * * *\"\n");
+    let daemon = Daemon::start(&config);
+    wait_for(&mirror, "a complete run", OK_RUNS, 1).await;
+    let (code, log) = daemon.stop(PATIENCE).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(mirror.rows().len(), 20);
+    assert!(mirror.rows().iter().all(|r| r.status == "published"));
+    let stale = "SELECT COUNT(*) FROM runs WHERE outcome IN ('running', 'ok', 'partial')";
+    assert_eq!(
+        count(&mirror, stale),
+        1,
+        "the abandoned runs are marked interrupted: {log}"
+    );
     check_consistent(&mirror);
 }
 
