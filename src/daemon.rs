@@ -81,7 +81,8 @@ pub enum Stopped {
     Idle,
     /// The run in flight ended within the grace period and recorded itself.
     RunFinished,
-    /// The run in flight was abandoned after the grace period.
+    /// The run in flight was abandoned: the grace period ended, or a second
+    /// signal came.
     RunAbandoned,
 }
 

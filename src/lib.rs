@@ -3,6 +3,8 @@
 //! The data path, one module per stage:
 //! `config` → `plan` (watchlist, later feed and closure) → `fetch` → `verify` → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
+//! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
+//! last run in Prometheus' text format.
 
 pub mod config;
 pub mod daemon;
