@@ -196,65 +196,61 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     let mut x = Exposition::default();
     let s = &inputs.status;
     let v = &s.versions;
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
     x.gauge(
         "gomirror_build_info",
         "gomirror's version, as a label.",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &version,
         1u64,
     );
-    x.gauge(
-        "gomirror_modules",
-        "Modules in the state database.",
-        &[],
-        s.modules,
-    );
-    x.labeled(
-        "gomirror_versions",
-        "Versions in the state database by status.",
-        "status",
-        &[
-            ("published", v.published),
-            ("pending", v.pending),
-            ("quarantined", v.quarantined),
-            ("not_found", v.not_found),
-            ("failed", v.failed),
-        ],
-    );
-    x.gauge(
-        "gomirror_published_bytes",
-        "Bytes of published .info, .mod and .zip files.",
-        &[],
-        s.published_bytes,
-    );
-    x.gauge(
-        "gomirror_tree_disk_usage_bytes",
-        "Disk space the tree takes (allocated blocks).",
-        &[],
-        inputs.tree.disk_usage_bytes,
-    );
-    x.gauge(
-        "gomirror_tree_files",
-        "Files in the tree.",
-        &[],
-        inputs.tree.files,
-    );
+    let by_status = [
+        ("published", v.published),
+        ("pending", v.pending),
+        ("quarantined", v.quarantined),
+        ("not_found", v.not_found),
+        ("failed", v.failed),
+    ];
+    let help = "Versions in the state database by status.";
+    x.labeled("gomirror_versions", help, "status", &by_status);
+    x.gauges(&[
+        (
+            "gomirror_modules",
+            "Modules in the state database.",
+            s.modules,
+        ),
+        (
+            "gomirror_published_bytes",
+            "Bytes of published .info, .mod and .zip files.",
+            s.published_bytes,
+        ),
+        (
+            "gomirror_tree_disk_usage_bytes",
+            "Disk space the tree takes (allocated blocks).",
+            inputs.tree.disk_usage_bytes,
+        ),
+        (
+            "gomirror_tree_files",
+            "Files in the tree.",
+            inputs.tree.files,
+        ),
+    ]);
     render_runs(&mut x, s);
     if let Some(run) = latest_finished(&s.runs) {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
     if let Some(r) = &inputs.last_run {
-        x.gauge(
-            "gomirror_last_run_plan_errors",
-            "Watched modules the last run could not resolve upstream.",
-            &[],
-            r.plan_errors,
-        );
-        x.gauge(
-            "gomirror_last_run_rejected_entries",
-            "Upstream list entries the last run refused by Go's rules.",
-            &[],
-            r.rejected,
-        );
+        x.gauges(&[
+            (
+                "gomirror_last_run_plan_errors",
+                "Watched modules the last run could not resolve upstream.",
+                r.plan_errors,
+            ),
+            (
+                "gomirror_last_run_rejected_entries",
+                "Upstream list entries the last run refused by Go's rules.",
+                r.rejected,
+            ),
+        ]);
         render_upstream(&mut x, &r.fetch);
     }
     if let Some(d) = daemon {
@@ -466,6 +462,13 @@ impl Exposition {
     fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: impl Number) {
         self.family(name, "gauge", help);
         self.sample(name, labels, value.to_f64());
+    }
+
+    /// Unlabelled gauges: (name, help, value).
+    fn gauges(&mut self, list: &[(&str, &str, u64)]) {
+        for (name, help, value) in list {
+            self.gauge(name, help, &[], *value);
+        }
     }
 
     /// A gauge family with one sample per value of `label`.
