@@ -158,6 +158,32 @@ async fn partial_mirror() -> (Upstream, Mirror) {
     (upstream, mirror)
 }
 
+/// `gomirror status` and `--json` show the numbers the metrics show.
+async fn check_status(scrape: &Scrape, config: &Path, bytes: u64, files: u64) {
+    let status = run_command(gomirror(config, &["status", "--json"])).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    for s in ["published", "pending", "quarantined", "not_found", "failed"] {
+        let metric = get(scrape, "gomirror_versions", Some(("status", s)));
+        assert_eq!(json["versions"][s].as_f64(), Some(metric), "status {s}");
+    }
+    assert_eq!(
+        json["published_bytes"].as_f64(),
+        Some(get(scrape, "gomirror_published_bytes", None))
+    );
+    assert_eq!(
+        json["tree"]["disk_usage_bytes"].as_f64(),
+        Some(bytes as f64)
+    );
+    assert_eq!(json["tree"]["files"].as_f64(), Some(files as f64));
+    assert_eq!(json["run_totals"]["partial"].as_f64(), Some(1.0));
+    let human = run_command(gomirror(config, &["status"])).await;
+    assert!(
+        human.stdout.contains(&format!("tree: {files} files, ")),
+        "{human:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_textfile_parses_and_equals_the_database_and_status() {
     let (upstream, mirror) = partial_mirror().await;
@@ -231,28 +257,7 @@ async fn sync_textfile_parses_and_equals_the_database_and_status() {
         .collect();
     assert_eq!(names, ["gomirror.prom"]);
 
-    let status = run_command(gomirror(&config, &["status", "--json"])).await;
-    assert_eq!(status.code, Some(0), "{status:#?}");
-    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    for s in ["published", "pending", "quarantined", "not_found", "failed"] {
-        let metric = get(&scrape, "gomirror_versions", Some(("status", s)));
-        assert_eq!(json["versions"][s].as_f64(), Some(metric), "status {s}");
-    }
-    assert_eq!(
-        json["published_bytes"].as_f64(),
-        Some(get(&scrape, "gomirror_published_bytes", None))
-    );
-    assert_eq!(
-        json["tree"]["disk_usage_bytes"].as_f64(),
-        Some(bytes as f64)
-    );
-    assert_eq!(json["tree"]["files"].as_f64(), Some(files as f64));
-    assert_eq!(json["run_totals"]["partial"].as_f64(), Some(1.0));
-    let human = run_command(gomirror(&config, &["status"])).await;
-    assert!(
-        human.stdout.contains(&format!("tree: {files} files, ")),
-        "{human:#?}"
-    );
+    check_status(&scrape, &config, bytes, files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
