@@ -61,6 +61,10 @@ pub mod file {
         pub sumdb: Sumdb,
         #[serde(default)]
         pub feed: Feed,
+        #[serde(default)]
+        pub daemon: Daemon,
+        #[serde(default)]
+        pub metrics: Metrics,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -131,6 +135,20 @@ pub mod file {
         pub offline_copy: Option<bool>,
     }
 
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Daemon {
+        pub schedule: Option<String>,
+        pub shutdown_grace: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        pub textfile: Option<String>,
+        pub listen: Option<String>,
+    }
+
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Watch {
@@ -154,6 +172,8 @@ pub struct Config {
     pub feed: FeedSettings,
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
+    pub daemon: DaemonSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// The checksum database every download is verified against.
@@ -178,6 +198,26 @@ impl SumdbSettings {
     pub fn is_private(&self, path: &str) -> bool {
         crate::module::match_prefix_patterns(&self.private, path)
     }
+}
+
+/// `[daemon]`: how `gomirror daemon` schedules runs and stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// When runs start: a cron expression with a seconds field, in UTC.
+    pub schedule: cron::Schedule,
+    /// After SIGTERM/SIGINT, how long a run in flight may take to finish
+    /// before it is abandoned (its versions stay pending for the next run).
+    pub shutdown_grace: Duration,
+}
+
+/// `[metrics]`: where Prometheus metrics go; both optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// A `.prom` file for node_exporter's textfile collector, rewritten
+    /// atomically after every run.
+    pub textfile: Option<PathBuf>,
+    /// Where `gomirror daemon` serves `GET /metrics`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,6 +325,8 @@ pub const DEFAULT_DATABASE: &str = "state/gomirror.db";
 /// sum.golang.org's key, as the go command knows it (cmd/go/internal/modfetch/key.go).
 pub const DEFAULT_SUMDB_KEY: &str =
     "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
+pub const DEFAULT_SCHEDULE: &str = "0 */10 * * * *";
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_USER_AGENT: &str = concat!("gomirror/", env!("CARGO_PKG_VERSION"));
 const CONCURRENCY: (i64, RangeInclusive<i64>) = (64, 1..=1024);
 const MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=100);
@@ -339,6 +381,8 @@ impl Config {
             watch: src.watch(&file.watch)?,
             sumdb: src.sumdb(&file.sumdb)?,
             feed: src.feed(&file.feed)?,
+            daemon: src.daemon(&file.daemon)?,
+            metrics: src.metrics(&file.metrics, base)?,
         })
     }
 }
@@ -695,6 +739,52 @@ impl<'a> Source<'a> {
         Ok(out)
     }
 
+    fn daemon(&self, d: &file::Daemon) -> Result<DaemonSettings, ConfigError> {
+        let text = d.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE);
+        let schedule = check_schedule(text)
+            .map_err(|reason| self.error(&["daemon".into(), "schedule".into()], reason))?;
+        let grace = self.duration_in(
+            "daemon",
+            "shutdown_grace",
+            &d.shutdown_grace,
+            SHUTDOWN_GRACE,
+            (MAX_DURATION, "24h"),
+        )?;
+        Ok(DaemonSettings {
+            schedule,
+            shutdown_grace: grace,
+        })
+    }
+
+    fn metrics(&self, m: &file::Metrics, base: &Path) -> Result<MetricsSettings, ConfigError> {
+        let textfile = match &m.textfile {
+            None => None,
+            Some(t) => Some(self.textfile(t, base)?),
+        };
+        let listen = match &m.listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|e| {
+                let reason =
+                    format!("{addr:?}: {e}; write an address and port, as \"127.0.0.1:9150\"");
+                self.error(&["metrics".into(), "listen".into()], reason)
+            })?),
+        };
+        Ok(MetricsSettings { textfile, listen })
+    }
+
+    /// node_exporter's textfile collector reads only `*.prom` files, and
+    /// the file is replaced by rename, so it needs a file name of its own.
+    fn textfile(&self, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+        let reason = if !value.ends_with(".prom") {
+            format!("{value:?}: must end in .prom (node_exporter's textfile collector reads only those)")
+        } else if value.ends_with('/') || Path::new(value).file_name().is_none() {
+            format!("{value:?}: must name a file")
+        } else {
+            return Ok(base.join(value));
+        };
+        Err(self.error(&["metrics".into(), "textfile".into()], reason))
+    }
+
     fn watch(&self, entries: &[file::Watch]) -> Result<Vec<WatchEntry>, ConfigError> {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut out = Vec::with_capacity(entries.len());
@@ -780,6 +870,25 @@ impl Source<'_> {
             offline_copy: f.offline_copy.unwrap_or(true),
         }))
     }
+}
+
+/// A cron expression as the `cron` crate reads it: six or seven fields,
+/// seconds first (`sec min hour day-of-month month day-of-week [year]`),
+/// that fires at least once more.
+fn check_schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "{text:?}: 5 fields; gomirror's cron has a seconds field first, as \"0 {text}\""
+        ));
+    }
+    let schedule: cron::Schedule = text
+        .parse()
+        .map_err(|e| format!("invalid cron expression {text:?}: {e}"))?;
+    if schedule.upcoming(chrono::Utc).next().is_none() {
+        return Err(format!("{text:?} never fires again"));
+    }
+    Ok(schedule)
 }
 
 /// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
@@ -994,6 +1103,11 @@ mod tests {
                     pseudo: PseudoPolicy::Watched,
                 },
             },
+            daemon: DaemonSettings {
+                schedule: "0 */10 * * * *".parse().expect("valid"),
+                shutdown_grace: Duration::from_secs(30),
+            },
+            metrics: MetricsSettings::default(),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1040,12 +1154,35 @@ versions = ">=v0.10.0, <v0.20"
     }
 
     #[test]
+    fn daemon_and_metrics_are_read() {
+        let text = "[daemon]\nschedule = \"*/2 * * * * *\"\nshutdown_grace = \"5s\"\n\
+                    [metrics]\ntextfile = \"prom/gomirror.prom\"\nlisten = \"[::1]:9150\"\n";
+        let cfg = Config::parse(
+            text,
+            Path::new("/etc/gomirror/mirror.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.daemon.schedule.source(), "*/2 * * * * *");
+        assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(5));
+        let textfile = cfg.metrics.textfile.as_deref();
+        assert_eq!(
+            textfile,
+            Some(Path::new("/etc/gomirror/prom/gomirror.prom"))
+        );
+        assert_eq!(
+            cfg.metrics.listen,
+            Some("[::1]:9150".parse().expect("valid"))
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -1083,6 +1220,16 @@ versions = ">=v0.10.0, <v0.20"
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\n[[watch]]\nmodule = \"rsc.io/quote\"\nversions = \"all\"\n"), "mirror.toml:6: [[watch]] #3 module: rsc.io/quote is already watched by [[watch]] #1 (line 2); give each module one entry"),
             ("[fetch]\nconcurrency = 3\n[fetch]\n", "mirror.toml:3: duplicate key"),
             ("[fetch\n", "mirror.toml:1: unclosed table"),
+            ("[daemon]\nschedule = \"*/10 * * * *\"\n", "mirror.toml:2: [daemon] schedule: \"*/10 * * * *\": 5 fields; gomirror's cron has a seconds field first, as \"0 */10 * * * *\""),
+            ("[daemon]\nschedule = \"0 */10 * * * * * *\"\n", "mirror.toml:2: [daemon] schedule: invalid cron expression \"0 */10 * * * * * *\""),
+            ("[daemon]\nschedule = \"0 61 * * * *\"\n", "mirror.toml:2: [daemon] schedule: invalid cron expression \"0 61 * * * *\""),
+            ("[daemon]\nschedule = \"0 0 0 1 1 * 2001\"\n", "mirror.toml:2: [daemon] schedule: \"0 0 0 1 1 * 2001\" never fires again"),
+            ("[daemon]\nschedule = 10\n", "mirror.toml:2: [daemon] schedule: invalid type: integer `10`, expected a string"),
+            ("[daemon]\nshutdown_grace = \"0s\"\n", "mirror.toml:2: [daemon] shutdown_grace: must be greater than 0, got \"0s\""),
+            ("[daemon]\nschedul = \"x\"\n", "mirror.toml:2: [daemon] schedul: unknown key (expected one of: schedule, shutdown_grace)"),
+            ("[metrics]\nlisten = \"localhost:9150\"\n", "mirror.toml:2: [metrics] listen: \"localhost:9150\": invalid socket address syntax; write an address and port, as \"127.0.0.1:9150\""),
+            ("[metrics]\nlisten = \"127.0.0.1\"\n", "mirror.toml:2: [metrics] listen: \"127.0.0.1\": invalid socket address syntax"),
+            ("[metrics]\ntextfile = \"/var/lib/node_exporter/gomirror.txt\"\n", "mirror.toml:2: [metrics] textfile: \"/var/lib/node_exporter/gomirror.txt\": must end in .prom"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -3,11 +3,15 @@
 //! The data path, one module per stage:
 //! `config` → `plan` (watchlist, index feed) → `fetch` → `verify` (zip rules, `h1:`, checksum database) → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
+//! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
+//! last run in Prometheus' text format.
 
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod fetch;
 pub mod lock;
+pub mod metrics;
 pub mod module;
 pub mod plan;
 pub mod publish;

@@ -103,18 +103,20 @@ pub enum ClientError {
 
 /// Fetches from the upstream list. Cheap to clone; clones, and clients derived with
 /// [`Client::with_upstreams`], share the in-flight limit, the throttle, the connection
-/// pool and the counters.
+/// pool and the counters ([`Client::for_service`]: all but the in-flight limit).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// One permit per request in progress, held from sending it until its body is read
+    /// (or it failed), and never while sleeping before a retry.
+    in_flight: Arc<Semaphore>,
     sources: Arc<[Source]>,
 }
 
 struct Inner {
     http: reqwest::Client,
-    /// One permit per request in progress, held from sending it until its body is read
-    /// (or it failed), and never while sleeping before a retry.
-    in_flight: Semaphore,
+    /// The in-flight limit, for [`Client::for_service`].
+    max_in_flight: usize,
     /// Hold-offs per host and the rate cap, for every request of the run.
     throttle: Throttle,
     read_timeout: Duration,
@@ -174,9 +176,10 @@ impl Client {
             .map_err(ClientError::Http)?;
         Ok(Client {
             sources: cfg.upstreams.into_iter().map(Source::new).collect(),
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             inner: Arc::new(Inner {
                 http,
-                in_flight: Semaphore::new(cfg.max_in_flight),
+                max_in_flight: cfg.max_in_flight,
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
                 max_attempts: cfg.max_attempts,
@@ -195,8 +198,19 @@ impl Client {
         }
         Ok(Client {
             inner: self.inner.clone(),
+            in_flight: self.in_flight.clone(),
             sources: upstreams.into_iter().map(Source::new).collect(),
         })
+    }
+
+    /// A client for another service (the checksum database): it shares the
+    /// throttle, the pool and the counters, but has an in-flight limit of its
+    /// own, of the same size — one budget per resource (STYLE.md §3), so that
+    /// lookups run beside the module downloads instead of queueing behind them.
+    pub fn for_service(&self, upstreams: Vec<Upstream>) -> Result<Client, ClientError> {
+        let mut client = self.with_upstreams(upstreams)?;
+        client.in_flight = Arc::new(Semaphore::new(self.inner.max_in_flight));
+        Ok(client)
     }
 
     /// Like [`Client::get`], with a query string appended to each upstream's URL
@@ -297,7 +311,7 @@ impl Client {
             let permit = tokio::select! {
                 biased;
                 () = token.cancelled() => return Err(FetchError::Cancelled),
-                p = inner.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
+                p = self.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
             inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             let res = self.attempt::<S>(loc, args, limit, token).await;
@@ -991,6 +1005,55 @@ mod tests {
         }
         let max = gauge.max.load(Ordering::SeqCst);
         assert!((2..=3).contains(&max), "max concurrent requests {max}");
+    }
+
+    #[tokio::test]
+    async fn a_service_client_has_its_own_in_flight_budget_and_shares_counters() {
+        #[derive(Default)]
+        struct Gauge {
+            now: AtomicUsize,
+            max: AtomicUsize,
+        }
+        let gauge = Arc::new(Gauge::default());
+        let router = Router::new()
+            .fallback(|State(g): State<Arc<Gauge>>| async move {
+                let now = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+                g.max.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                g.now.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            })
+            .with_state(gauge.clone());
+        let base = serve(router).await;
+        let c = client(ClientConfig {
+            max_in_flight: 2,
+            ..config(&[&base])
+        });
+        let service = c
+            .for_service(vec![Upstream::parse(&base).expect("url")])
+            .expect("service client");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let c = if i % 2 == 0 {
+                    c.clone()
+                } else {
+                    service.clone()
+                };
+                tokio::spawn(async move {
+                    c.get(&format!("m{i}/@v/list"), 16, &CancellationToken::new())
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("get");
+        }
+        let max = gauge.max.load(Ordering::SeqCst);
+        assert!(
+            (3..=4).contains(&max),
+            "two budgets of 2: max concurrent {max}"
+        );
+        assert_eq!(c.stats().requests, 8, "one set of counters");
     }
 
     #[tokio::test]

@@ -40,7 +40,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StateError;
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
-pub use status::{Problem, Rejection, StatusCounts, StatusReport, STATUS_PROBLEMS, STATUS_RUNS};
+pub use status::{
+    Problem, Rejection, RunTotals, StatusCounts, StatusReport, SumdbStatus, STATUS_PROBLEMS,
+    STATUS_RUNS,
+};
 pub use sumdb::{RecordRow, StoredHead};
 pub use versions::{Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
 

@@ -29,6 +29,38 @@ pub struct StatusReport {
     /// Where the index feed resumes and the newest entry timestamp seen
     /// (feed lag = now − `newest`); `None` if the feed was never followed.
     pub feed: Option<FeedCursor>,
+    /// Every run counted by outcome, and when the last good ones ended.
+    pub run_totals: RunTotals,
+    /// Per checksum database: the newest verified head and the newest head
+    /// the offline copy is pinned to.
+    pub sumdb: Vec<SumdbStatus>,
+}
+
+/// What this mirror knows of one checksum database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SumdbStatus {
+    pub name: String,
+    /// Records in the newest verified tree.
+    pub verified_tree: i64,
+    pub verified_at: String,
+    /// Records in the tree the offline copy's `latest` names, if published.
+    pub pinned_tree: Option<i64>,
+    /// Published versions with a record in this database.
+    pub records: u64,
+}
+
+/// All runs by outcome, for metrics and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunTotals {
+    pub ok: u64,
+    pub partial: u64,
+    pub failed: u64,
+    pub interrupted: u64,
+    pub running: u64,
+    /// When the newest run with outcome `ok` ended (RFC 3339).
+    pub last_ok_at: Option<String>,
+    /// When the newest run that went to its end (`ok` or `partial`) ended.
+    pub last_completed_at: Option<String>,
 }
 
 /// An upstream entry that can never be mirrored, and why.
@@ -78,6 +110,8 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         problems: problems(&tx, STATUS_PROBLEMS)?,
         rejections: rejections(&tx, STATUS_PROBLEMS)?,
         feed: cursor(&tx)?,
+        run_totals: run_totals(&tx)?,
+        sumdb: sumdb_status(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -98,6 +132,34 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
         } = n;
     }
     Ok(c)
+}
+
+fn run_totals(conn: &Connection) -> rusqlite::Result<RunTotals> {
+    let mut t = RunTotals::default();
+    let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+    for row in rows {
+        let (outcome, n): (String, u64) = row?;
+        match outcome.as_str() {
+            "ok" => t.ok = n,
+            "partial" => t.partial = n,
+            "failed" => t.failed = n,
+            "interrupted" => t.interrupted = n,
+            "running" => t.running = n,
+            // The schema's CHECK admits only the five above.
+            _ => {}
+        }
+    }
+    let last_ended = |outcomes: &str| {
+        conn.query_row(
+            &format!("SELECT MAX(ended_at) FROM runs WHERE outcome IN ({outcomes})"),
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )
+    };
+    t.last_ok_at = last_ended("'ok'")?;
+    t.last_completed_at = last_ended("'ok', 'partial'")?;
+    Ok(t)
 }
 
 fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
@@ -156,6 +218,28 @@ fn rejections(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Rejection
     .collect()
 }
 
+fn sumdb_status(conn: &Connection) -> rusqlite::Result<Vec<SumdbStatus>> {
+    let mut stmt = conn.prepare(
+        "SELECT h.db_name, h.size, h.seen_at,
+             (SELECT MAX(size) FROM sumdb_heads p WHERE p.db_name = h.db_name AND p.pinned = 1),
+             (SELECT COUNT(*) FROM sumdb_records r JOIN versions v ON v.id = r.version_id
+              WHERE r.db_name = h.db_name AND v.status = 'published')
+         FROM sumdb_heads h
+         WHERE h.size = (SELECT MAX(size) FROM sumdb_heads m WHERE m.db_name = h.db_name)
+         ORDER BY h.db_name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SumdbStatus {
+            name: r.get(0)?,
+            verified_tree: r.get(1)?,
+            verified_at: r.get(2)?,
+            pinned_tree: r.get(3)?,
+            records: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +286,7 @@ mod tests {
         assert_eq!(r.versions, StatusCounts::default());
         assert_eq!(r.published_bytes, 0);
         assert!(r.runs.is_empty() && r.problems.is_empty());
+        assert_eq!(r.run_totals, RunTotals::default());
     }
 
     #[test]
@@ -251,6 +336,10 @@ mod tests {
 
         let r = status(&mut conn).unwrap();
         assert_eq!(r.modules, 3);
+        let totals = &r.run_totals;
+        assert_eq!((totals.partial, totals.ok, totals.running), (1, 0, 0));
+        assert_eq!(totals.last_ok_at, None);
+        assert_eq!(totals.last_completed_at, r.runs[0].ended_at);
         let want = StatusCounts {
             pending: 1,
             published: 2,
@@ -287,6 +376,39 @@ mod tests {
             ("v0.2.0", VersionStatus::Failed, Some("503"), 1),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn run_totals_count_outcomes_and_name_the_last_good_runs() {
+        let mut conn = migrated();
+        let finish = |conn: &mut Connection, outcome, ended: &str| {
+            let run = begin_run(conn, 7).unwrap();
+            let summary = RunSummary {
+                outcome,
+                ..RunSummary::default()
+            };
+            finish_run(conn, run, &summary).unwrap();
+            conn.execute(
+                "UPDATE runs SET ended_at = ?2 WHERE id = ?1",
+                (run.0, ended),
+            )
+            .unwrap();
+        };
+        finish(&mut conn, RunOutcome::Ok, "2026-01-01T00:00:00Z");
+        finish(&mut conn, RunOutcome::Partial, "2026-01-02T00:00:00Z");
+        finish(&mut conn, RunOutcome::Failed, "2026-01-03T00:00:00Z");
+        begin_run(&mut conn, 8).unwrap();
+        let t = status(&mut conn).unwrap().run_totals;
+        let want = RunTotals {
+            ok: 1,
+            partial: 1,
+            failed: 1,
+            interrupted: 0,
+            running: 1,
+            last_ok_at: Some("2026-01-01T00:00:00Z".into()),
+            last_completed_at: Some("2026-01-02T00:00:00Z".into()),
+        };
+        assert_eq!(t, want);
     }
 
     #[test]

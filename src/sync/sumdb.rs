@@ -183,10 +183,10 @@ async fn dial(
     token: &CancellationToken,
 ) -> Result<fetch::Client, SumdbError> {
     let client_for = |base: Upstream| {
-        // The run's limits (in flight, request rate, Retry-After holds) and
-        // counters cover the database's requests too.
+        // The run's request rate, Retry-After holds and counters cover the
+        // database's requests too; its in-flight budget is its own.
         run_client
-            .with_upstreams(vec![base])
+            .for_service(vec![base])
             .map_err(|e| SumdbError::Setup {
                 name: settings.name.clone(),
                 reason: e.to_string(),

@@ -24,8 +24,9 @@ use tokio::process::Command;
 
 use crate::corpus::{escape_path, parse_txtar, semver_compare, GO_SRC};
 use crate::harness::{corpus_upstream, files_in, Mirror};
-use crate::nginx::{find_nginx, find_on_path, is_root, Nginx, Workers};
+use crate::nginx::{find_nginx, find_on_path, is_root, Misses, Nginx, Workers};
 use crate::upstream::Upstream;
+use crate::zipgen::synthetic_module;
 
 /// What the e2e mirror watches: enough to build a program importing `rsc.io/quote` v1.5.2
 /// (its go.mod requires `rsc.io/sampler` v1.3.0, whose go.mod requires that `golang.org/x/text`
@@ -483,6 +484,168 @@ async fn nginx_serves_only_protocol_files() {
         assert!(
             !resp.cache_control.contains("immutable"),
             "/{rel}: {resp:?}"
+        );
+    }
+}
+
+/// Writes `files` (tree-relative path, content) under `root`.
+fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, body) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
+        std::fs::write(&path, body).expect("write tree file");
+    }
+}
+
+/// The checksum database through the proxy (PROTOCOL.md, "Through a proxy"):
+/// `supported` and `latest` change, so a short lifetime; lookups and tiles
+/// never do, so immutable; whatever is missing is 404 and not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_sumdb_files_with_their_lifetimes() {
+    let test = "e2e::nginx_serves_sumdb_files_with_their_lifetimes";
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let tree = tempfile::tempdir().expect("temp dir");
+    let db = "sumdb/sum.golang.org";
+    let note = b"go.sum database tree\n5\nAAAA\n\n\xe2\x80\x94 sum.golang.org x\n";
+    let files: Vec<(String, &[u8])> = vec![
+        (format!("{db}/supported"), b""),
+        (format!("{db}/latest"), note),
+        (
+            format!("{db}/lookup/rsc.io/quote@v1.5.2"),
+            b"1\nrsc.io/quote v1.5.2 h1:x\n",
+        ),
+        // A valid pre-release that looks like a file extension.
+        (format!("{db}/lookup/example.com/m@v1.0.0-x.json"), b"2\n"),
+        (format!("{db}/tile/8/0/000"), &[0u8; 32]),
+        (format!("{db}/tile/8/0/001.p/5"), &[1u8; 32]),
+        (
+            format!("{db}/tile/8/data/000"),
+            b"rsc.io/quote v1.5.2 h1:x\n",
+        ),
+        (format!("{db}/.tmp-latest"), b"partial"),
+        ("example.com/m/@v/v1.0.0-x.json.info".to_string(), b"{}"),
+    ];
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+    write_tree(tree.path(), &refs);
+    let server = Nginx::start(&nginx, tree.path(), Workers::SameUser);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    const TEXT: &str = "text/plain; charset=utf-8";
+    const BINARY: &str = "application/octet-stream";
+    // (path, Content-Type, immutable)
+    let served = [
+        (format!("{db}/supported"), TEXT, false),
+        (format!("{db}/latest"), TEXT, false),
+        (format!("{db}/lookup/rsc.io/quote@v1.5.2"), TEXT, true),
+        (
+            format!("{db}/lookup/example.com/m@v1.0.0-x.json"),
+            TEXT,
+            true,
+        ),
+        (format!("{db}/tile/8/0/000"), BINARY, true),
+        (format!("{db}/tile/8/0/001.p/5"), BINARY, true),
+        (format!("{db}/tile/8/data/000"), BINARY, true),
+        (
+            "example.com/m/@v/v1.0.0-x.json.info".to_string(),
+            "application/json",
+            true,
+        ),
+    ];
+    for (rel, content_type, immutable) in &served {
+        let resp = get(&client, &server, rel).await;
+        assert_eq!(resp.status, 200, "{rel}: {resp:?}\n{}", server.logs());
+        assert_eq!(resp.content_type, *content_type, "{rel}: Content-Type");
+        let want = std::fs::read(tree.path().join(rel)).expect("tree file");
+        assert_eq!(resp.body, want, "{rel}: body");
+        let age = max_age(&resp.cache_control)
+            .unwrap_or_else(|| panic!("{rel}: Cache-Control {:?}", resp.cache_control));
+        if *immutable {
+            assert!(resp.cache_control.contains("immutable"), "{rel}: {resp:?}");
+            assert!(age >= 86_400, "{rel}: {resp:?}");
+        } else {
+            assert!(!resp.cache_control.contains("immutable"), "{rel}: {resp:?}");
+            assert!((1..=300).contains(&age), "{rel}: a short max-age: {resp:?}");
+        }
+    }
+    let not_served = [
+        format!("{db}/lookup/rsc.io/quote@v9.9.9"),
+        format!("{db}/tile/8/0/002"),
+        format!("{db}/.tmp-latest"),
+        format!("{db}/"),
+        format!("{db}/tile/8/0/"),
+        "sumdb/other.example/supported".to_string(),
+    ];
+    for rel in &not_served {
+        let resp = get(&client, &server, rel).await;
+        assert_eq!(resp.status, 404, "/{rel}: {resp:?}");
+        assert_eq!(
+            resp.cache_control, "",
+            "/{rel}: a 404 is not cached: {resp:?}"
+        );
+    }
+}
+
+/// With the block's optional fall-through enabled, what the tree lacks is
+/// answered by the upstream; what it has never leaves the tree; what
+/// neither has is still 404, and the lock file is never read from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_falls_through_to_upstream_when_enabled() {
+    let test = "e2e::nginx_falls_through_to_upstream_when_enabled";
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let old = synthetic_module("example.com/m", "v1.0.0", 3, 2048);
+    let new = synthetic_module("example.com/m", "v1.1.0", 3, 2048);
+    let upstream = Upstream::start(vec![old.clone(), new.clone()]).await;
+    let tree = tempfile::tempdir().expect("temp dir");
+    write_tree(
+        tree.path(),
+        &[
+            ("example.com/m/@v/list", b"v1.0.0\n"),
+            (
+                "example.com/m/@v/v1.0.0.info",
+                &old.info.clone().expect("info"),
+            ),
+            ("example.com/m/@v/v1.0.0.zip", &old.zip),
+            (".gomirror.lock", b"4242\n"),
+        ],
+    );
+    let misses = Misses::FallThrough(&upstream.url());
+    let server = Nginx::start_with(&nginx, tree.path(), Workers::SameUser, misses);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let from_tree = get(&client, &server, "example.com/m/@v/v1.0.0.zip").await;
+    assert_eq!(from_tree.status, 200, "{from_tree:?}\n{}", server.logs());
+    assert_eq!(from_tree.body, old.zip.to_vec());
+    assert!(
+        from_tree.cache_control.contains("immutable"),
+        "{from_tree:?}"
+    );
+    assert_eq!(
+        upstream.requests("v1.0.0"),
+        0,
+        "a file in the tree went upstream"
+    );
+
+    let missed = get(&client, &server, "example.com/m/@v/v1.1.0.zip").await;
+    assert_eq!(missed.status, 200, "{missed:?}\n{}", server.logs());
+    assert_eq!(missed.body, new.zip.to_vec(), "served from upstream");
+    assert_eq!(upstream.requests("/example.com/m/@v/v1.1.0.zip"), 1);
+
+    for rel in ["example.com/none/@v/list", ".gomirror.lock"] {
+        let resp = get(&client, &server, rel).await;
+        assert_eq!(resp.status, 404, "/{rel}: {resp:?}");
+        assert!(
+            !resp.body.starts_with(b"4242"),
+            "/{rel}: the lock file was served"
         );
     }
 }

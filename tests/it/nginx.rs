@@ -52,6 +52,17 @@ pub enum Workers {
     Unprivileged,
 }
 
+/// What the server block does with a path the tree lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misses<'a> {
+    /// As shipped: 404.
+    NotFound,
+    /// The block's optional fall-through enabled (its `#~ ` lines
+    /// uncommented), proxying to this `http://host:port` instead of
+    /// proxy.golang.org.
+    FallThrough(&'a str),
+}
+
 /// A running nginx; dropping it stops nginx and waits for it.
 pub struct Nginx {
     child: Child,
@@ -64,11 +75,16 @@ impl Nginx {
     /// Starts `nginx` serving `root` with the shipped server block and waits until it accepts
     /// connections. Panics with nginx's error log if it does not start.
     pub fn start(nginx: &Path, root: &Path, workers: Workers) -> Nginx {
+        Nginx::start_with(nginx, root, workers, Misses::NotFound)
+    }
+
+    /// [`Nginx::start`], choosing what happens to misses.
+    pub fn start_with(nginx: &Path, root: &Path, workers: Workers, misses: Misses) -> Nginx {
         // The free port is found by binding and closing it, so another process may take it
         // before nginx binds; a failed start is retried on a new port.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Nginx::try_start(nginx, root, workers) {
+            match Nginx::try_start(nginx, root, workers, misses) {
                 Ok(n) => return n,
                 Err(e) => last_error = e,
             }
@@ -80,11 +96,17 @@ impl Nginx {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn try_start(nginx: &Path, root: &Path, workers: Workers) -> Result<Nginx, String> {
+    fn try_start(
+        nginx: &Path,
+        root: &Path,
+        workers: Workers,
+        misses: Misses,
+    ) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, main_config(dir.path(), root, port, workers)).expect("write conf");
+        let text = main_config(dir.path(), root, port, workers, misses);
+        std::fs::write(&conf, text).expect("write conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let child = Command::new(nginx)
             .arg("-p")
@@ -146,6 +168,17 @@ impl Drop for Nginx {
     }
 }
 
+/// An enabled fall-through line, with the upstream replaced by the test's.
+fn fall_through_line(line: &str, upstream: &str) -> String {
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let host = upstream.trim_start_matches("http://").trim_end_matches('/');
+    match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["proxy_pass", _] => format!("{indent}proxy_pass {};", upstream.trim_end_matches('/')),
+        ["proxy_set_header", "Host", _] => format!("{indent}proxy_set_header Host {host};"),
+        _ => line.to_string(),
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -153,7 +186,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers) -> String {
+fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers, misses: Misses) -> String {
     let d = dir.display();
     let process = match workers {
         Workers::SameUser => "master_process off;".to_string(),
@@ -181,19 +214,31 @@ fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers) -> String {
          client_body_temp_path {d}/client_body;\nproxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
          {}\n}}\n",
-        server_block(root, port)
+        server_block(root, port, misses)
     )
 }
 
-/// `nginx/gomirror.conf` with its `listen` and `root` lines replaced.
-pub fn server_block(root: &Path, port: u16) -> String {
+/// The fall-through lines of the shipped block, commented out with this prefix.
+const OPTIONAL: &str = "#~ ";
+
+/// `nginx/gomirror.conf` with its `listen` and `root` lines replaced and,
+/// for [`Misses::FallThrough`], its optional lines enabled and pointed at
+/// the given upstream.
+pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/gomirror.conf");
     let text = std::fs::read_to_string(&path).expect("read nginx/gomirror.conf");
-    let (mut listens, mut roots) = (0, 0);
+    let (mut listens, mut roots, mut optional) = (0, 0, 0);
     let out: Vec<String> = text
         .lines()
         .map(|line| {
             let indent = &line[..line.len() - line.trim_start().len()];
+            let line = match (misses, line.trim_start().strip_prefix(OPTIONAL)) {
+                (Misses::FallThrough(upstream), Some(enabled)) => {
+                    optional += 1;
+                    fall_through_line(&format!("{indent}{enabled}"), upstream)
+                }
+                _ => line.to_string(),
+            };
             let first = line.split_whitespace().next().unwrap_or("");
             match first {
                 "listen" => {
@@ -204,10 +249,17 @@ pub fn server_block(root: &Path, port: u16) -> String {
                     roots += 1;
                     format!("{indent}root \"{}\";", root.display())
                 }
-                _ => line.to_string(),
+                _ => line,
             }
         })
         .collect();
+    if let Misses::FallThrough(_) = misses {
+        assert!(
+            optional > 0,
+            "{} has no {OPTIONAL:?} lines to enable",
+            path.display()
+        );
+    }
     // A second listen (say, TLS) or a root inside a location would be served unreplaced and
     // make the tests pass against the wrong thing: refuse instead.
     assert_eq!(

@@ -453,3 +453,31 @@ async fn the_database_url_can_be_configured() {
         "probed once, 404"
     );
 }
+
+/// `status --json` and the Prometheus textfile show the verified and the pinned tree, and
+/// how many published versions have a record.
+#[tokio::test]
+async fn status_and_metrics_show_the_checksum_database() {
+    let (upstream, db) = upstream_with_db(WATCH).await;
+    let mut mirror = verifying_mirror(&upstream, &db, WATCH);
+    mirror
+        .sumdb
+        .push_str("[metrics]\ntextfile = \"gomirror.prom\"\n");
+    let synced = run_command(gomirror(&mirror.config_path(), &["sync", "--no-progress"])).await;
+    assert_eq!(synced.code, Some(0), "{synced:#?}");
+    let status = run_command(gomirror(&mirror.config_path(), &["status", "--json"])).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    let entry = &json["sumdb"][0];
+    assert_eq!(entry["name"], DB);
+    assert_eq!(entry["verified_tree"], db.size());
+    assert_eq!(entry["pinned_tree"], db.size());
+    assert_eq!(entry["records"], 3);
+    let text = std::fs::read_to_string(mirror.dir.path().join("gomirror.prom")).expect("textfile");
+    let scrape = crate::metrics::parse(&text);
+    let label = Some(("db", DB));
+    let get = |name| crate::metrics::get(&scrape, name, label);
+    assert_eq!(get("gomirror_sumdb_verified_tree_size"), db.size() as f64);
+    assert_eq!(get("gomirror_sumdb_pinned_tree_size"), db.size() as f64);
+    assert_eq!(get("gomirror_sumdb_records"), 3.0);
+}
