@@ -175,29 +175,9 @@ impl Go {
     }
 
     async fn run(&self, dir: &Path, args: &[&str]) -> Output {
-        let h = self.home.path();
-        Command::new(&self.bin)
+        crate::sumdb_go::hermetic_go(&self.bin, self.home.path(), &self.proxy, "off", "")
             .args(args)
             .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", h)
-            .env("GOENV", "off")
-            .env("GOPATH", h.join("gopath"))
-            .env("GOMODCACHE", h.join("modcache"))
-            .env("GOCACHE", h.join("gocache"))
-            .env("GOPROXY", &self.proxy)
-            .env("GOSUMDB", "off")
-            .env("GONOSUMDB", "")
-            .env("GONOPROXY", "")
-            .env("GOPRIVATE", "")
-            .env("GOINSECURE", "")
-            // -modcacherw: the module cache is left writable, so the temp dir can be removed.
-            .env("GOFLAGS", "-mod=mod -modcacherw")
-            .env("GO111MODULE", "on")
-            .env("GOWORK", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0")
             .output()
             .await
             .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))

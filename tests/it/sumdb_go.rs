@@ -95,36 +95,58 @@ impl GoClient {
 
     /// `go <args>` in `dir`.
     pub(crate) async fn run(&self, dir: &std::path::Path, args: &[&str]) -> Output {
-        let g = self.home.path();
-        Command::new(&self.bin)
-            .args(args)
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", g)
-            .env("GOENV", "off")
-            .env("GOPATH", g)
-            .env("GOMODCACHE", g.join("modcache"))
-            .env("GOCACHE", g.join("gocache"))
-            .env("GOPROXY", &self.proxy)
-            .env("GOSUMDB", &self.vkey)
-            .env("GONOSUMDB", &self.nosumdb)
-            .env("GONOPROXY", "")
-            .env("GOPRIVATE", "")
-            .env("GOINSECURE", "")
-            .env("GOFLAGS", "-mod=mod -modcacherw")
-            .env("GO111MODULE", "on")
-            .env("GOWORK", "off")
-            .env("CGO_ENABLED", "0")
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+        hermetic_go(
+            &self.bin,
+            self.home.path(),
+            &self.proxy,
+            &self.vkey,
+            &self.nosumdb,
+        )
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
     }
 
     /// The signed tree this client remembers, `GOPATH/pkg/sumdb/<name>/latest`.
     pub(crate) fn cached_latest(&self, name: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.home.path().join("pkg/sumdb").join(name).join("latest")).ok()
+        let gopath = self.home.path().join("gopath");
+        std::fs::read(gopath.join("pkg/sumdb").join(name).join("latest")).ok()
     }
+}
+
+/// `go` with a cleared environment: every cache and config under `home`, only `proxy`
+/// reachable, the checksum database as `gosumdb` names it (a key, or `off`), and nothing
+/// from the host's Go setup.
+pub(crate) fn hermetic_go(
+    bin: &std::path::Path,
+    home: &std::path::Path,
+    proxy: &str,
+    gosumdb: &str,
+    gonosumdb: &str,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GOENV", "off")
+        .env("GOPATH", home.join("gopath"))
+        .env("GOMODCACHE", home.join("modcache"))
+        .env("GOCACHE", home.join("gocache"))
+        .env("GOPROXY", proxy)
+        .env("GOSUMDB", gosumdb)
+        .env("GONOSUMDB", gonosumdb)
+        .env("GONOPROXY", "")
+        .env("GOPRIVATE", "")
+        .env("GOINSECURE", "")
+        // -modcacherw: the module cache is left writable, so the temp dir can be removed.
+        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("GO111MODULE", "on")
+        .env("GOWORK", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0");
+    cmd
 }
 
 pub(crate) fn describe(out: &Output) -> String {
