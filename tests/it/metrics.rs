@@ -231,9 +231,15 @@ async fn sync_textfile_parses_and_equals_the_database_and_status() {
         ),
         get(&scrape, "gomirror_last_run_timestamp_seconds", None)
     );
-    // Upstream counters are the run's own: the test server counted the same requests.
+    // Upstream counters are the run's own: the test server counted the same requests, but
+    // for a race: a version's three requests run together, and when one answers 404 the
+    // other two are dropped; one dropped before it reached the server is counted only here.
     let requests = get(&scrape, "gomirror_last_run_upstream_requests", None);
-    assert_eq!(requests, upstream.total_requests() as f64);
+    let served = upstream.total_requests() as f64;
+    assert!(
+        (served..=served + 2.0).contains(&requests),
+        "{requests} requests counted, {served} served"
+    );
     assert_eq!(
         get(&scrape, "gomirror_last_run_upstream_retries", None),
         0.0
