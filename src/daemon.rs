@@ -42,7 +42,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Overrides};
 use crate::metrics::{self, LastRun, Latest};
-use crate::sync::{self, Quiet};
+use crate::sync::{self, chain, Quiet};
 
 /// Where the config came from, to read it again on SIGHUP.
 #[derive(Debug, Clone)]
@@ -271,16 +271,4 @@ async fn publish_metrics(config: &Config, latest: &Latest, last_run: Option<Last
         Ok(inputs) => latest.set(inputs),
         Err(e) => warn!("metrics not updated: {}", chain(&e)),
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
 }

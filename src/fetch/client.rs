@@ -969,13 +969,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn bounds_requests_in_flight() {
-        #[derive(Default)]
-        struct Gauge {
-            now: AtomicUsize,
-            max: AtomicUsize,
-        }
+    /// Most requests in progress at once.
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    /// A server that answers every request after 100 ms, counting how many overlap.
+    async fn gauge_server() -> (String, Arc<Gauge>) {
         let gauge = Arc::new(Gauge::default());
         let router = Router::new()
             .fallback(|State(g): State<Arc<Gauge>>| async move {
@@ -986,7 +988,12 @@ mod tests {
                 "ok"
             })
             .with_state(gauge.clone());
-        let base = serve(router).await;
+        (serve(router).await, gauge)
+    }
+
+    #[tokio::test]
+    async fn bounds_requests_in_flight() {
+        let (base, gauge) = gauge_server().await;
         let c = client(ClientConfig {
             max_in_flight: 3,
             ..config(&[&base])
@@ -1009,22 +1016,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_client_has_its_own_in_flight_budget_and_shares_counters() {
-        #[derive(Default)]
-        struct Gauge {
-            now: AtomicUsize,
-            max: AtomicUsize,
-        }
-        let gauge = Arc::new(Gauge::default());
-        let router = Router::new()
-            .fallback(|State(g): State<Arc<Gauge>>| async move {
-                let now = g.now.fetch_add(1, Ordering::SeqCst) + 1;
-                g.max.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                g.now.fetch_sub(1, Ordering::SeqCst);
-                "ok"
-            })
-            .with_state(gauge.clone());
-        let base = serve(router).await;
+        let (base, gauge) = gauge_server().await;
         let c = client(ClientConfig {
             max_in_flight: 2,
             ..config(&[&base])

@@ -658,7 +658,7 @@ async fn fetch_verify_publish(
 }
 
 /// An error with its causes, `a: b: c`, as Go prints wrapped errors.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
