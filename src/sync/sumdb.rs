@@ -28,8 +28,8 @@ use crate::verify::sumdb::tlog::format_hash;
 pub(super) struct Sumdb {
     pub client: Client,
     pub settings: SumdbSettings,
-    /// Size of the head the offline copy was last pinned to: while it stays
-    /// the same, a batch needs tiles for its own records only.
+    /// Size of the head this run last pinned the offline copy to: while it
+    /// stays the same, a batch needs tiles for its own records only.
     pinned: Mutex<Option<i64>>,
     /// Every published version the database covers has its lookup in the
     /// tree, so `supported` may be served.
@@ -82,10 +82,11 @@ pub(super) async fn connect(
         .await?
         .map_err(SyncError::Publish)?;
     }
-    let pinned = store.pinned_sumdb_heads(&settings.name).await?;
     Ok(Some(Sumdb {
         client,
-        pinned: Mutex::new(pinned.last().map(|h| h.size)),
+        // Unknown at first, even if the state names a pinned head: a run that
+        // stopped after pinning it may not have written all of its tiles.
+        pinned: Mutex::new(None),
         complete: AtomicBool::new(complete),
         settings,
     }))
