@@ -481,3 +481,139 @@ async fn status_and_metrics_show_the_checksum_database() {
     assert_eq!(get("gomirror_sumdb_pinned_tree_size"), db.size() as f64);
     assert_eq!(get("gomirror_sumdb_records"), 3.0);
 }
+
+/// What a go client of the tree may rely on at any instant of a verifying sync: once
+/// `supported` is served, every version a list names has its lookup, and every lookup names a
+/// head whose tiles are there (`gomirror verify` checks the proofs of the recorded ones).
+fn check_listed_have_lookups(mirror: &Mirror, when: &str) -> usize {
+    let tree = mirror.tree();
+    if !sumdb_file(mirror, "supported").exists() {
+        return 0;
+    }
+    let mut listed = 0;
+    for rel in crate::harness::files_in(&tree) {
+        let Some(module) = rel.strip_suffix("/@v/list") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(tree.join(&rel)).expect("read a list");
+        for version in text.lines() {
+            let lookup = sumdb_file(mirror, &format!("lookup/{module}@{version}"));
+            let body = std::fs::read_to_string(&lookup)
+                .unwrap_or_else(|e| panic!("{when}: {module}@{version} listed, lookup: {e}"));
+            assert!(
+                body.contains(" h1:"),
+                "{when}: torn lookup {}",
+                lookup.display()
+            );
+            listed += 1;
+        }
+    }
+    listed
+}
+
+/// kill -9 at random points of verifying syncs: no listed version ever lacks its lookup, and
+/// the next complete run leaves a tree that `gomirror verify` and the real `go` accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_verifying_syncs_keeps_the_offline_copy_usable() {
+    let mut modules = Vec::new();
+    for m in ["example.com/k0", "example.com/k1", "example.com/k2"] {
+        for minor in 0..8 {
+            let v = format!("v1.{minor}.0");
+            modules.push(crate::zipgen::synthetic_module(m, &v, 4, 16 * 1024));
+        }
+    }
+    let upstream = Upstream::start(modules.clone()).await;
+    let db = SumdbServer::new(DB);
+    db.pad(500);
+    assert_eq!(db.add_modules(&modules), modules.len());
+    upstream.attach_sumdb(db.clone());
+    let watch = [
+        ("example.com/k0", "all"),
+        ("example.com/k1", "all"),
+        ("example.com/k2", "all"),
+    ];
+    let mut mirror = verifying_mirror(&upstream, &db, &watch);
+    mirror.fetch.push_str("concurrency = 2\n");
+    upstream
+        .faults()
+        .set_latency(std::time::Duration::from_millis(25));
+    let mut delay_ms = 300;
+    let mut listed_after_kill = Vec::new();
+    for i in 0..8 {
+        // A 429 a few versions in pauses the run for a second, so the versions done so far
+        // are published (lookups, tiles, lists) before the kill can land.
+        let done: Vec<(String, String)> = mirror
+            .rows()
+            .into_iter()
+            .filter(|r| r.status == "published")
+            .map(|r| (r.path, r.version))
+            .collect();
+        let pause = modules
+            .iter()
+            .filter(|m| !done.contains(&(m.path.clone(), m.version.clone())))
+            .nth(3)
+            .map(|m| format!("/{}/@v/{}.zip", m.path, m.version));
+        upstream.faults().clear();
+        upstream
+            .faults()
+            .set_latency(std::time::Duration::from_millis(25));
+        if let Some(p) = pause {
+            let fault = crate::upstream::Fault::TooMany {
+                retry_after_secs: 1,
+            };
+            upstream.faults().push(&p, fault, 1);
+        }
+        let mut cmd = mirror.command(&["sync", "--no-progress"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn gomirror");
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let _ = child.start_kill();
+        child.wait().await.expect("reap");
+        listed_after_kill.push(check_listed_have_lookups(
+            &mirror,
+            &format!("after kill #{i}"),
+        ));
+        delay_ms += 120;
+        // The log grows meanwhile, so later runs re-pin.
+        if i == 3 {
+            db.pad(300);
+        }
+    }
+    let cut = listed_after_kill
+        .iter()
+        .filter(|&&n| n > 0 && n < modules.len())
+        .count();
+    assert!(
+        cut >= 2,
+        "too few kills landed mid-way (versions listed with `supported` served after each kill: \
+         {listed_after_kill:?})"
+    );
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(
+        check_listed_have_lookups(&mirror, "after the final run"),
+        modules.len()
+    );
+    let temps: Vec<String> = crate::harness::files_in(&mirror.tree().join("sumdb"))
+        .into_iter()
+        .filter(|f| f.rsplit('/').next().is_some_and(|n| n.starts_with(".tmp-")))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    let audit = mirror.run_bin(&["verify"]).await;
+    assert_eq!(audit.code, Some(0), "{audit:#?}");
+    let Some(go) = go_or_skip("kill_9_during_verifying_syncs_keeps_the_offline_copy_usable") else {
+        return;
+    };
+    db.set_disabled(true);
+    let proxy = format!("file://{}", mirror.tree().display());
+    let targets: Vec<String> = modules
+        .iter()
+        .map(|m| format!("{}@{}", m.path, m.version))
+        .collect();
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let out = GoClient::with_proxy(go, &proxy, db.vkey())
+        .download(&targets)
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+}
