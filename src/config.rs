@@ -65,6 +65,15 @@ pub mod file {
         pub daemon: Daemon,
         #[serde(default)]
         pub metrics: Metrics,
+        #[serde(default)]
+        pub export: Export,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Export {
+        pub key: Option<String>,
+        pub source: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -174,6 +183,19 @@ pub struct Config {
     pub sumdb: Option<SumdbSettings>,
     pub daemon: DaemonSettings,
     pub metrics: MetricsSettings,
+    /// `None`: no `[export] key`, so `gomirror export` cannot sign.
+    pub export: Option<ExportSettings>,
+}
+
+/// `[export]`: how `gomirror export` signs and names its bundles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// The private key file (`PRIVATE+KEY+…`, from `gomirror keygen`). Read
+    /// when exporting, not here: the config is read by commands that must
+    /// not need the secret.
+    pub key: PathBuf,
+    /// The mirror's id in bundles; `None`: the signing key's name.
+    pub source: Option<String>,
 }
 
 /// The checksum database every download is verified against.
@@ -383,6 +405,7 @@ impl Config {
             feed: src.feed(&file.feed)?,
             daemon: src.daemon(&file.daemon)?,
             metrics: src.metrics(&file.metrics, base)?,
+            export: src.export(&file.export, base)?,
         })
     }
 }
@@ -819,6 +842,29 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    fn export(&self, f: &file::Export, base: &Path) -> Result<Option<ExportSettings>, ConfigError> {
+        let at = |key: &str| -> Vec<Seg> { vec!["export".into(), key.into()] };
+        if let Some(source) = &f.source {
+            // It names bundle files, so it is a host name like a key's name.
+            crate::publish::layout::check_sumdb_name(source).map_err(|e| {
+                self.error(&at("source"), e.replace("checksum database name", "source"))
+            })?;
+        }
+        let Some(key) = &f.key else {
+            if f.source.is_some() {
+                return Err(self.error(&at("source"), "needs [export] key too"));
+            }
+            return Ok(None);
+        };
+        if key.trim().is_empty() {
+            return Err(self.error(&at("key"), "must not be empty"));
+        }
+        Ok(Some(ExportSettings {
+            key: base.join(key),
+            source: f.source.clone(),
+        }))
+    }
+
     fn sumdb(&self, f: &file::Sumdb) -> Result<Option<SumdbSettings>, ConfigError> {
         let at = |key: &str| -> Vec<Seg> { vec!["sumdb".into(), key.into()] };
         let key = f.key.as_deref().unwrap_or(DEFAULT_SUMDB_KEY).trim();
@@ -1108,6 +1154,7 @@ mod tests {
                 shutdown_grace: Duration::from_secs(30),
             },
             metrics: MetricsSettings::default(),
+            export: None,
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1181,8 +1228,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics, export)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics, export)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -1429,6 +1476,46 @@ watched = true
             (
                 "[sumdb]\noffline = true",
                 "mirror.toml:2: [sumdb] offline: unknown key",
+            ),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn export_settings() {
+        let none = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(none.export, None);
+        let c = Config::parse(
+            "[export]\nkey = \"keys/export.key\"\nsource = \"mirror.example.com\"\n",
+            Path::new("/etc/gomirror/mirror.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.export,
+            Some(ExportSettings {
+                key: "/etc/gomirror/keys/export.key".into(),
+                source: Some("mirror.example.com".into()),
+            })
+        );
+        for (text, want) in [
+            (
+                "[export]\nkey = \"\"",
+                "mirror.toml:2: [export] key: must not be empty",
+            ),
+            (
+                "[export]\nkey = \"k\"\nsource = \"a/b\"",
+                "mirror.toml:3: [export] source: source \"a/b\" must be a host name",
+            ),
+            (
+                "[export]\nsource = \"a.example\"",
+                "mirror.toml:2: [export] source: needs [export] key too",
+            ),
+            (
+                "[export]\nsign = 1",
+                "mirror.toml:2: [export] sign: unknown key",
             ),
         ] {
             let e = parse(text).expect_err(text).to_string();

@@ -7,6 +7,7 @@
 //! last run in Prometheus' text format.
 
 pub mod audit;
+pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod fetch;

@@ -42,6 +42,28 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Signer, sequence, predecessor, counts, sizes and tree head of a
+    /// bundle (the file or its `.000` volume).
+    Inspect {
+        bundle: PathBuf,
+        /// Check the signature with this verifier key (repeatable); the
+        /// `[export] key`'s own verifier is always tried.
+        #[arg(long)]
+        trust: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    None,
+    Zstd,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Auto,
@@ -86,6 +108,39 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a new bundle-signing key (mode 0600) and print its verifier key,
+    /// which the offline mirror trusts.
+    Keygen {
+        /// The key's name, e.g. this mirror's host name.
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write what was published since the last export as a signed bundle.
+    Export {
+        /// The directory to write the bundle to (e.g. a mounted USB disk).
+        #[arg(long)]
+        to: PathBuf,
+        /// Everything published, not only what is new since the last export.
+        #[arg(long)]
+        full: bool,
+        #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+        compression: CompressionArg,
+        /// Split into volumes of at most this size (e.g. 4G, 700M; K, M, G,
+        /// T are powers of 1024).
+        #[arg(long, value_parser = parse_size)]
+        max_volume_size: Option<u64>,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Look at bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
     },
     /// Re-check the tree at rest, offline: every published file's h1:
     /// against the state, every lookup of the offline checksum database
@@ -153,6 +208,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { json } => {
             let config = Config::load(&cli.config, &Overrides::default())?;
             runtime.block_on(verify(config, json))
+        }
+        Command::Keygen { name, out } => {
+            let vkey = gomirror::bundle::export::keygen(&name, &out)?;
+            println!("{vkey}");
+            eprintln!(
+                "gomirror: keygen: private key written to {} (mode 0600); the offline mirror trusts the key above",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            to,
+            full,
+            compression,
+            max_volume_size,
+            no_progress,
+        } => {
+            let config = Config::load(&cli.config, &Overrides::default())?;
+            let options = gomirror::bundle::export::ExportOptions {
+                to,
+                full,
+                compression: match compression {
+                    CompressionArg::None => gomirror::bundle::export::Compression::None,
+                    CompressionArg::Zstd => gomirror::bundle::export::Compression::Zstd,
+                },
+                max_volume_size,
+            };
+            runtime.block_on(export(config, options, no_progress))
+        }
+        Command::Bundle {
+            command:
+                BundleCommand::Inspect {
+                    bundle,
+                    trust,
+                    json,
+                },
+        } => {
+            let config = Config::load(&cli.config, &Overrides::default()).ok();
+            inspect(config.as_ref(), &bundle, &trust, json)
         }
     }
 }
@@ -332,6 +426,146 @@ async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+async fn export(
+    config: Config,
+    options: gomirror::bundle::export::ExportOptions,
+    no_progress: bool,
+) -> anyhow::Result<ExitCode> {
+    drop(existing_store(&config).await?);
+    if !options.to.is_dir() {
+        anyhow::bail!("export: --to {}: not a directory", options.to.display());
+    }
+    let stray = gomirror::bundle::export::remove_stray_temps(&options.to)?;
+    if stray > 0 {
+        tracing::info!(
+            stray,
+            "removed unfinished bundle files of an earlier export"
+        );
+    }
+    let bar = Arc::new(ExportBar::new(
+        !no_progress && std::io::stderr().is_terminal(),
+    ));
+    let result = gomirror::bundle::export::export(&config, &options, bar.clone()).await;
+    bar.finish();
+    let report = result?;
+    let r = &report.record;
+    for p in &report.paths {
+        println!("{}", p.display());
+    }
+    eprintln!(
+        "gomirror: export #{} of {}{}: {} versions, {} tiles, {} files, {} in {} volume(s), bundle {}",
+        r.sequence,
+        r.source,
+        if r.full { " (full)" } else { "" },
+        r.versions,
+        r.tiles,
+        r.files,
+        indicatif::HumanBytes(r.bytes),
+        report.paths.len(),
+        r.bundle_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(
+    config: Option<&Config>,
+    bundle: &std::path::Path,
+    trust: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut keys = Vec::new();
+    for k in trust {
+        keys.push(
+            gomirror::verify::sumdb::note::Verifier::parse(k)
+                .with_context(|| format!("--trust {k:?}"))?,
+        );
+    }
+    if let Some(settings) = config.and_then(|c| c.export.as_ref()) {
+        if let Ok(signer) = gomirror::bundle::export::read_signer(&settings.key) {
+            keys.push(signer.verifier());
+        }
+    }
+    let info = gomirror::bundle::inspect::inspect(bundle, &keys)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", info.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `K`, `M`, `G`, `T` (powers of 1024, optional `B`/`iB`) or plain bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: unknown unit {c:?} (K, M, G, T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: not a size like 4G or 700M"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) | None => Err(format!("{text:?}: must be between 1 byte and 16 EiB")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// The export progress bar: bytes copied of the bundle's tree files.
+struct ExportBar {
+    bar: Option<ProgressBar>,
+}
+
+impl ExportBar {
+    fn new(visible: bool) -> ExportBar {
+        let bar = visible.then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  {msg}",
+                )
+                .expect("the template is valid"),
+            );
+            bar
+        });
+        ExportBar { bar }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl gomirror::bundle::export::ExportProgress for ExportBar {
+    fn planned(&self, files: usize, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(bytes);
+            bar.set_message(format!("{files} files"));
+        }
+    }
+
+    fn copied(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+}
+
 /// `status --json`: the state report with the tree's disk usage beside it.
 #[derive(serde::Serialize)]
 struct StatusJson<'a> {
@@ -408,6 +642,23 @@ fn print_status(r: &gomirror::state::StatusReport) {
             run.started_at,
             s.outcome.as_str(),
             counts(s)
+        );
+    }
+    if !r.exports.is_empty() {
+        println!("\nrecent exports:");
+    }
+    for e in &r.exports {
+        println!(
+            "  {} #{:<5} {}{}  {} versions, {} tiles, {} files, {}  {}",
+            e.source,
+            e.sequence,
+            e.completed,
+            if e.full { " full" } else { "" },
+            e.versions,
+            e.tiles,
+            e.files,
+            indicatif::HumanBytes(e.bytes),
+            e.path
         );
     }
     if !r.rejections.is_empty() {

@@ -657,6 +657,7 @@ mod tests {
             }),
             run_totals: Default::default(),
             sumdb: Vec::new(),
+            exports: Vec::new(),
         }
     }
 

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "feed",
         sql: include_str!("../../migrations/0004_feed.sql"),
     },
+    Migration {
+        version: 5,
+        name: "exports",
+        sql: include_str!("../../migrations/0005_exports.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

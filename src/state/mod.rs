@@ -19,6 +19,7 @@
 //! checked them (`module::ModulePath`, `module::Version`).
 
 mod error;
+mod exports;
 mod feed;
 mod migrate;
 mod runs;
@@ -38,6 +39,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StateError;
+pub use exports::{ExportCandidate, ExportRecord, PreviousExport, STATUS_EXPORTS};
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
@@ -360,6 +362,54 @@ impl Store {
     pub async fn mark_listed(&self, paths: Vec<String>) -> Result<(), StateError> {
         self.call_as("mark listed", move |c| feed::mark_listed(c, &paths))
             .await
+    }
+
+    /// The newest completed export of `source`.
+    pub async fn previous_export(
+        &self,
+        source: &str,
+    ) -> Result<Option<PreviousExport>, StateError> {
+        let source = source.to_owned();
+        self.call_as("previous export", move |c| {
+            exports::previous_export(c, &source)
+        })
+        .await
+    }
+
+    /// Published versions to export: all if `full`, else those no completed
+    /// export of `source` held.
+    pub async fn export_candidates(
+        &self,
+        source: &str,
+        full: bool,
+    ) -> Result<Vec<ExportCandidate>, StateError> {
+        let source = source.to_owned();
+        self.call_as("export candidates", move |c| {
+            exports::export_candidates(c, &source, full)
+        })
+        .await
+    }
+
+    /// Tiles (tree-relative) some completed export of `source` held.
+    pub async fn exported_tiles(&self, source: &str) -> Result<HashSet<String>, StateError> {
+        let source = source.to_owned();
+        self.call_as("exported tiles", move |c| {
+            exports::exported_tiles(c, &source)
+        })
+        .await
+    }
+
+    /// Records a completed export, its versions and tiles, in one transaction.
+    pub async fn record_export(
+        &self,
+        record: ExportRecord,
+        version_ids: Vec<i64>,
+        tiles: Vec<String>,
+    ) -> Result<ExportRecord, StateError> {
+        self.call_as("record export", move |c| {
+            exports::record_export(c, record, &version_ids, &tiles)
+        })
+        .await
     }
 
     /// Counts, recent runs and recent problems for `gomirror status`.

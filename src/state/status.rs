@@ -4,6 +4,7 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
+use super::exports::{recent_exports, ExportRecord, STATUS_EXPORTS};
 use super::feed::{cursor, FeedCursor};
 use super::runs::{recent_runs, RunId, RunRecord};
 use super::versions::VersionStatus;
@@ -34,6 +35,8 @@ pub struct StatusReport {
     /// Per checksum database: the newest verified head and the newest head
     /// the offline copy is pinned to.
     pub sumdb: Vec<SumdbStatus>,
+    /// The most recent air-gap exports, newest first.
+    pub exports: Vec<ExportRecord>,
 }
 
 /// What this mirror knows of one checksum database.
@@ -112,6 +115,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         feed: cursor(&tx)?,
         run_totals: run_totals(&tx)?,
         sumdb: sumdb_status(&tx)?,
+        exports: recent_exports(&tx, STATUS_EXPORTS)?,
     };
     tx.commit()?;
     Ok(report)

@@ -1,0 +1,303 @@
+//! A bundle's bytes on disk: one file, or with a volume size the same byte
+//! stream cut into `<name>.000`, `<name>.001`, … of at most that size.
+//!
+//! [`VolumeWriter`] writes temporary files (`.tmp-<final name>`) in the
+//! target directory and renames them only in [`VolumeWriter::commit`],
+//! after fsyncing every one; dropped before that, it removes them, so an
+//! interrupted export leaves nothing half-written under a bundle's name.
+//!
+//! [`open_stream`] joins the volumes again and undoes zstd if the stream
+//! starts with its magic bytes.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{io_err, BundleError};
+use crate::publish::layout::TMP_PREFIX;
+
+/// zstd frame magic number, little-endian 0xFD2FB528 (RFC 8878 §3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Writes one byte stream as one file or as size-capped volumes.
+pub struct VolumeWriter {
+    dir: PathBuf,
+    name: String,
+    /// `None`: one file named `name`; `Some(n)`: volumes of at most n bytes.
+    max: Option<u64>,
+    /// The volume being written and how many bytes it holds.
+    current: Option<(File, u64)>,
+    /// (temporary, final) path of every volume opened, in order. Removed on
+    /// drop unless committed.
+    volumes: Vec<(PathBuf, PathBuf)>,
+    committed: bool,
+}
+
+impl VolumeWriter {
+    /// A writer of `<dir>/<name>` (or its volumes if `max` is given).
+    pub fn new(dir: &Path, name: &str, max: Option<u64>) -> VolumeWriter {
+        VolumeWriter {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            max: max.map(|m| m.max(1)),
+            current: None,
+            volumes: Vec::new(),
+            committed: false,
+        }
+    }
+
+    fn final_name(&self, index: usize) -> String {
+        match self.max {
+            None => self.name.clone(),
+            Some(_) => format!("{}.{index:03}", self.name),
+        }
+    }
+
+    /// Closes the current volume (fsynced) and opens the next.
+    fn next_volume(&mut self) -> io::Result<()> {
+        self.close_current()?;
+        let final_name = self.final_name(self.volumes.len());
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{final_name}"));
+        // The temp is registered before it exists so that drop removes it
+        // whatever happens next.
+        self.volumes.push((tmp.clone(), self.dir.join(&final_name)));
+        let file = fs_err::File::create(&tmp)?.into_parts().0;
+        self.current = Some((file, 0));
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> io::Result<()> {
+        if let Some((file, _)) = self.current.take() {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the last volume, renames every volume to its final name and
+    /// fsyncs the directory. Returns the final paths.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>, BundleError> {
+        if self.volumes.is_empty() {
+            self.next_volume()
+                .map_err(io_err("create", self.dir.join(&self.name)))?;
+        }
+        self.close_current()
+            .map_err(io_err("fsync", self.dir.join(&self.name)))?;
+        for (tmp, fin) in &self.volumes {
+            fs_err::rename(tmp, fin).map_err(io_err("rename", fin))?;
+        }
+        self.committed = true;
+        fs_err::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &self.dir))?;
+        Ok(self.volumes.iter().map(|(_, f)| f.clone()).collect())
+    }
+}
+
+impl Write for VolumeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let full = match (&self.current, self.max) {
+            (None, _) => true,
+            (Some((_, used)), Some(max)) => *used >= max,
+            (Some(_), None) => false,
+        };
+        if full {
+            self.next_volume()?;
+        }
+        let (file, used) = self.current.as_mut().expect("a volume is open");
+        let room = self.max.map_or(buf.len() as u64, |max| max - *used);
+        let take = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = file.write(&buf[..take])?;
+        *used += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some((file, _)) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for VolumeWriter {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.current = None;
+        for (tmp, _) in &self.volumes {
+            if let Err(e) = std::fs::remove_file(tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %tmp.display(), "cannot remove unfinished bundle volume: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The files of the bundle at `path`: `path` itself, or if it (or the
+/// path it names without `.000`) is split, every volume in order.
+pub fn volume_paths(path: &Path) -> Result<Vec<PathBuf>, BundleError> {
+    let text = path.to_string_lossy();
+    let base = match text.strip_suffix(".000") {
+        Some(base) => PathBuf::from(base),
+        None if path.is_file() => return Ok(vec![path.to_owned()]),
+        None => path.to_owned(),
+    };
+    let mut volumes = Vec::new();
+    loop {
+        let next = PathBuf::from(format!("{}.{:03}", base.display(), volumes.len()));
+        if !next.is_file() {
+            break;
+        }
+        volumes.push(next);
+    }
+    if volumes.is_empty() {
+        let missing = if base == path { path } else { &base };
+        return Err(BundleError::Io {
+            op: "open",
+            path: missing.to_owned(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+    }
+    Ok(volumes)
+}
+
+/// Total bytes on disk of the bundle at `path` (every volume).
+pub fn bundle_len(path: &Path) -> Result<u64, BundleError> {
+    let mut total = 0;
+    for v in volume_paths(path)? {
+        total += fs_err::metadata(&v).map_err(io_err("stat", &v))?.len();
+    }
+    Ok(total)
+}
+
+/// The bundle at `path` (a file or its `.000` volume) as one stream of tar
+/// bytes, decompressed if it is zstd.
+pub fn open_stream(path: &Path) -> Result<impl Read + Send, BundleError> {
+    let mut joined = BufReader::with_capacity(1 << 16, Joined::new(volume_paths(path)?));
+    let head = io::BufRead::fill_buf(&mut joined).map_err(io_err("read", path))?;
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    Ok(if zstd {
+        let decoder = zstd::Decoder::with_buffer(joined).map_err(io_err("zstd", path))?;
+        Stream::Zstd(decoder)
+    } else {
+        Stream::Plain(joined)
+    })
+}
+
+/// The decompressed or plain stream [`open_stream`] returns.
+enum Stream {
+    Plain(BufReader<Joined>),
+    Zstd(zstd::Decoder<'static, BufReader<Joined>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(r) => r.read(buf),
+            Stream::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads volumes one after another, opening each when it is reached.
+struct Joined {
+    paths: std::vec::IntoIter<PathBuf>,
+    current: Option<fs_err::File>,
+}
+
+impl Joined {
+    fn new(paths: Vec<PathBuf>) -> Joined {
+        Joined {
+            paths: paths.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                match self.paths.next() {
+                    Some(p) => self.current = Some(fs_err::File::open(p)?),
+                    None => return Ok(0),
+                }
+            }
+            let file = self.current.as_mut().expect("just opened");
+            match file.read(buf)? {
+                0 if !buf.is_empty() => self.current = None,
+                n => return Ok(n),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_all(dir: &Path, name: &str, max: Option<u64>, data: &[u8]) -> Vec<PathBuf> {
+        let mut w = VolumeWriter::new(dir, name, max);
+        for chunk in data.chunks(7) {
+            w.write_all(chunk).expect("write");
+        }
+        w.commit().expect("commit")
+    }
+
+    #[test]
+    fn volumes_join_to_the_same_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        for (max, count) in [(None, 1), (Some(100), 10), (Some(999), 2), (Some(1000), 1)] {
+            let name = format!("b-{max:?}.tar");
+            let paths = write_all(dir.path(), &name, max, &data);
+            assert_eq!(paths.len(), count, "{max:?}");
+            for p in &paths {
+                assert!(fs_err::metadata(p).unwrap().len() <= max.unwrap_or(u64::MAX));
+            }
+            let mut back = Vec::new();
+            open_stream(&paths[0])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{max:?}");
+            assert_eq!(bundle_len(&paths[0]).unwrap(), 1000);
+        }
+    }
+
+    #[test]
+    fn zstd_is_detected_by_its_magic() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pseudo-random, so that it stays larger than a volume compressed.
+        let mut x: u32 = 1;
+        let data: Vec<u8> = (0..2000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let packed = zstd::encode_all(&data[..], 3).unwrap();
+        let paths = write_all(dir.path(), "b.tar.zst", Some(50), &packed);
+        assert!(paths.len() > 1);
+        let mut back = Vec::new();
+        open_stream(&paths[0])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn an_uncommitted_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = VolumeWriter::new(dir.path(), "b.tar", Some(10));
+        w.write_all(&[0; 35]).unwrap();
+        drop(w);
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
