@@ -21,6 +21,8 @@ pub struct Mirror {
     /// `[sumdb]` lines: verification is off unless a test points it at the
     /// local checksum database (there is no sum.golang.org here).
     pub sumdb: String,
+    /// Whole tables appended after `[fetch]` (e.g. `[export]`).
+    pub extra: String,
 }
 
 impl Mirror {
@@ -34,6 +36,7 @@ impl Mirror {
                 .collect(),
             fetch: "max_attempts = 4\nbackoff_base = \"10ms\"\nbackoff_max = \"100ms\"\n".into(),
             sumdb: "key = \"off\"\n".into(),
+            extra: String::new(),
         }
     }
 
@@ -49,8 +52,8 @@ impl Mirror {
         let path = self.dir.path().join("mirror.toml");
         let mut text = format!(
             "[upstream]\nproxies = [\"{}\"]\n[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
-             [sumdb]\n{}[fetch]\n{}",
-            self.upstream_url, self.sumdb, self.fetch
+             [sumdb]\n{}[fetch]\n{}{}",
+            self.upstream_url, self.sumdb, self.fetch, self.extra
         );
         for (module, versions) in &self.watch {
             text.push_str(&format!(
