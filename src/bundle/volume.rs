@@ -86,10 +86,31 @@ impl VolumeWriter {
             fs_err::rename(tmp, fin).map_err(io_err("rename", fin))?;
         }
         self.committed = true;
+        self.remove_stale_volumes()?;
         fs_err::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("fsync", &self.dir))?;
         Ok(self.volumes.iter().map(|(_, f)| f.clone()).collect())
+    }
+}
+
+impl VolumeWriter {
+    /// Removes `<name>.NNN` volumes past the last one written: left by an
+    /// export of the same name that was never recorded (killed between
+    /// rename and record), they would otherwise be joined to this bundle.
+    fn remove_stale_volumes(&self) -> Result<(), BundleError> {
+        if self.max.is_none() {
+            return Ok(());
+        }
+        let mut index = self.volumes.len();
+        loop {
+            let stale = self.dir.join(self.final_name(index));
+            match fs_err::remove_file(&stale) {
+                Ok(()) => index += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err("remove stale volume", &stale)(e)),
+            }
+        }
     }
 }
 
@@ -290,6 +311,22 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn stale_volumes_of_the_same_name_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = write_all(dir.path(), "b.tar", Some(10), &[1; 45]);
+        assert_eq!(old.len(), 5);
+        let new = write_all(dir.path(), "b.tar", Some(10), &[2; 25]);
+        assert_eq!(new.len(), 3);
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 3);
+        let mut back = Vec::new();
+        open_stream(&new[0])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, vec![2; 25]);
     }
 
     #[test]
