@@ -34,6 +34,8 @@
 
 #[path = "../tests/it/corpus.rs"]
 mod corpus;
+#[path = "support/export_mode.rs"]
+mod export_mode;
 #[path = "support/feed_mode.rs"]
 mod feed_mode;
 #[path = "../tests/it/sumdb.rs"]
@@ -70,6 +72,8 @@ usage: cargo bench --bench sync -- [options]
   --sumdb             also sync with checksum-database verification on, to compare
   --keep              keep the work directory (trees, state, logs)
   --gomirror PATH     binary to measure (default: the one cargo built for this bench)
+  --export            instead: the export bench (benches/support/export_mode.rs), which takes
+                      --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400), --keep
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
                       --known N (100000), --watched N (1000), --new N (20000), --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
@@ -875,6 +879,11 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(SERVE) {
         return serve(Corpus::from_args(&args[2..])?);
+    }
+    if args.iter().any(|a| a == "--export") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return export_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--feed") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
