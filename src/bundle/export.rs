@@ -42,6 +42,9 @@ pub enum Compression {
 /// zstd's default level: fast enough to keep up with a disk.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Bytes per zstd job (see [`zstd_encoder`]).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// What `gomirror export` was asked for.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -441,7 +444,7 @@ fn write_bundle(
     let out = match options.compression {
         Compression::None => write_tar(out, plan, &json, &sig, progress)?,
         Compression::Zstd => {
-            let enc = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(io_err("zstd", &target))?;
+            let enc = zstd_encoder(out).map_err(io_err("zstd", &target))?;
             let enc = write_tar(enc, plan, &json, &sig, progress)?;
             enc.finish().map_err(io_err("write", &target))?
         }
@@ -450,6 +453,17 @@ fn write_bundle(
         .into_inner()
         .map_err(|e| io_err("write", &target)(e.into_error()))?;
     Ok((volumes.commit()?, json))
+}
+
+/// A level-3 zstd stream with one worker thread: compression runs beside
+/// the reading and hashing of the next bytes, as `tar | zstd` runs in two
+/// processes. Jobs of 2 MiB keep its buffers within the memory budget.
+fn zstd_encoder<W: Write>(out: W) -> io::Result<zstd::Encoder<'static, W>> {
+    use zstd::stream::raw::CParameter;
+    let mut enc = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+    enc.multithread(1)?;
+    enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    Ok(enc)
 }
 
 /// The tar stream into `out`; returns `out` once the tar is complete.
