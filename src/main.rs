@@ -715,6 +715,23 @@ fn print_status(r: &gomirror::state::StatusReport) {
             e.path
         );
     }
+    if !r.imports.is_empty() {
+        println!("\nrecent imports:");
+    }
+    for i in &r.imports {
+        println!(
+            "  {} #{:<5} {}{}  {} versions, {} files, {}  signed by {}  {}",
+            i.source,
+            i.sequence,
+            i.imported_at,
+            if i.full { " full" } else { "" },
+            i.versions,
+            i.files,
+            indicatif::HumanBytes(i.bytes),
+            i.signer,
+            &i.bundle_id[..i.bundle_id.len().min(12)]
+        );
+    }
     if !r.rejections.is_empty() {
         println!("\nupstream entries rejected:");
     }
