@@ -60,6 +60,8 @@ pub mod file {
         #[serde(default)]
         pub sumdb: Sumdb,
         #[serde(default)]
+        pub import: Import,
+        #[serde(default)]
         pub feed: Feed,
         #[serde(default)]
         pub daemon: Daemon,
@@ -137,6 +139,12 @@ pub mod file {
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
+    pub struct Import {
+        pub trusted: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct Sumdb {
         pub key: Option<String>,
         pub url: Option<String>,
@@ -181,6 +189,9 @@ pub struct Config {
     pub feed: FeedSettings,
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
+    /// `[import] trusted`: verifier keys (`name+hash+key`, each parsed) whose
+    /// bundles `gomirror import` accepts. Empty: none.
+    pub import_trusted: Vec<String>,
     pub daemon: DaemonSettings,
     pub metrics: MetricsSettings,
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
@@ -402,6 +413,7 @@ impl Config {
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
             sumdb: src.sumdb(&file.sumdb)?,
+            import_trusted: src.import_trusted(&file.import)?,
             feed: src.feed(&file.feed)?,
             daemon: src.daemon(&file.daemon)?,
             metrics: src.metrics(&file.metrics, base)?,
@@ -865,6 +877,18 @@ impl Source<'_> {
         }))
     }
 
+    fn import_trusted(&self, f: &file::Import) -> Result<Vec<String>, ConfigError> {
+        let mut keys = Vec::new();
+        for (i, key) in f.trusted.iter().flatten().enumerate() {
+            let at = ["import".into(), "trusted".into(), i.into()];
+            crate::verify::sumdb::note::Verifier::parse(key).map_err(|e| {
+                self.error(&at, format!("{key:?}: {e} (want \"<name>+<hash>+<key>\")"))
+            })?;
+            keys.push(key.clone());
+        }
+        Ok(keys)
+    }
+
     fn sumdb(&self, f: &file::Sumdb) -> Result<Option<SumdbSettings>, ConfigError> {
         let at = |key: &str| -> Vec<Seg> { vec!["sumdb".into(), key.into()] };
         let key = f.key.as_deref().unwrap_or(DEFAULT_SUMDB_KEY).trim();
@@ -1133,6 +1157,7 @@ mod tests {
                 private: String::new(),
                 offline_copy: true,
             }),
+            import_trusted: Vec::new(),
             feed: FeedSettings {
                 enabled: false,
                 index: Upstream::parse("https://index.golang.org/").expect("valid"),
@@ -1228,8 +1253,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics, export)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, feed, daemon, metrics, export)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),

@@ -150,6 +150,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a bundle from `gomirror export` to this (offline) mirror:
+    /// verified against its signature, the chain, the checksum database and
+    /// the zip rules before anything becomes visible.
+    Import {
+        /// The bundle file, or the first volume (`.000`) of a split bundle.
+        bundle: PathBuf,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -247,6 +257,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(&cli.config, &Overrides::default()).ok();
             inspect(config.as_ref(), &bundle, &trust, json)
+        }
+        Command::Import {
+            bundle,
+            no_progress,
+        } => {
+            let config = Config::load(&cli.config, &Overrides::default())?;
+            runtime.block_on(import(config, bundle, no_progress))
         }
     }
 }
@@ -592,6 +609,43 @@ fn print_tree_and_runs(inputs: &metrics::Inputs) {
     );
 }
 
+async fn import(config: Config, bundle: PathBuf, no_progress: bool) -> anyhow::Result<ExitCode> {
+    use gomirror::bundle::import::ImportError;
+    let started = std::time::Instant::now();
+    let show_bar = !no_progress && std::io::stderr().is_terminal();
+    let bar = Arc::new(Bar::new(show_bar));
+    let result = gomirror::bundle::import::import(&config, &bundle, bar.clone()).await;
+    bar.finish();
+    let r = match result {
+        Ok(r) => r,
+        // The bundle is refused; this mirror is unchanged.
+        Err(e @ (ImportError::Refused(_) | ImportError::File { .. } | ImportError::Bundle(_))) => {
+            eprintln!("gomirror: import refused {}: {e:#}", bundle.display());
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let what = format!(
+        "{} bundle {} ({}), signed by {}",
+        r.source,
+        r.sequence,
+        &r.bundle_id[..r.bundle_id.len().min(12)],
+        r.signer
+    );
+    if r.already_applied {
+        eprintln!("gomirror: import ok: {what} was applied before; nothing to do");
+    } else {
+        eprintln!(
+            "gomirror: import ok: {what}: {} versions, {} files, {} in {:.1}s",
+            r.versions,
+            r.files,
+            indicatif::HumanBytes(r.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A run's counts, as the final line of `sync` and `status` show them.
 fn counts(s: &gomirror::state::RunSummary) -> String {
     format!(
@@ -659,6 +713,23 @@ fn print_status(r: &gomirror::state::StatusReport) {
             e.files,
             indicatif::HumanBytes(e.bytes),
             e.path
+        );
+    }
+    if !r.imports.is_empty() {
+        println!("\nrecent imports:");
+    }
+    for i in &r.imports {
+        println!(
+            "  {} #{:<5} {}{}  {} versions, {} files, {}  signed by {}  {}",
+            i.source,
+            i.sequence,
+            i.imported_at,
+            if i.full { " full" } else { "" },
+            i.versions,
+            i.files,
+            indicatif::HumanBytes(i.bytes),
+            i.signer,
+            &i.bundle_id[..i.bundle_id.len().min(12)]
         );
     }
     if !r.rejections.is_empty() {

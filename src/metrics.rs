@@ -658,6 +658,7 @@ mod tests {
             run_totals: Default::default(),
             sumdb: Vec::new(),
             exports: Vec::new(),
+            imports: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! mtime 0.
 
 pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod manifest;
 pub mod volume;

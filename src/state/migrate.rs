@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "exports",
         sql: include_str!("../../migrations/0005_exports.sql"),
     },
+    Migration {
+        version: 6,
+        name: "imports",
+        sql: include_str!("../../migrations/0006_imports.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -21,6 +21,7 @@
 mod error;
 mod exports;
 mod feed;
+mod imports;
 mod migrate;
 mod runs;
 mod status;
@@ -41,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StateError;
 pub use exports::{ExportCandidate, ExportRecord, PreviousExport, STATUS_EXPORTS};
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
+pub use imports::ImportRecord;
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
     Problem, Rejection, RunTotals, StatusCounts, StatusReport, SumdbStatus, STATUS_PROBLEMS,
@@ -410,6 +412,29 @@ impl Store {
             exports::record_export(c, record, &version_ids, &tiles)
         })
         .await
+    }
+
+    /// The newest applied bundle, and the one applied as `source`'s
+    /// `sequence` (if any).
+    pub async fn import_chain(
+        &self,
+        source: &str,
+        sequence: u64,
+    ) -> Result<(Option<ImportRecord>, Option<ImportRecord>), StateError> {
+        let source = source.to_owned();
+        self.call_as("import chain", move |c| {
+            Ok((
+                imports::last_import(c)?,
+                imports::import_of(c, &source, sequence)?,
+            ))
+        })
+        .await
+    }
+
+    /// Records an applied bundle (after all of it is published).
+    pub async fn record_import(&self, record: ImportRecord) -> Result<(), StateError> {
+        self.call_as("record import", move |c| imports::record_import(c, &record))
+            .await
     }
 
     /// Counts, recent runs and recent problems for `gomirror status`.

@@ -37,6 +37,8 @@ pub struct StatusReport {
     pub sumdb: Vec<SumdbStatus>,
     /// The most recent air-gap exports, newest first.
     pub exports: Vec<ExportRecord>,
+    /// The bundles this (offline) mirror applied, newest first.
+    pub imports: Vec<super::imports::ImportRecord>,
 }
 
 /// What this mirror knows of one checksum database.
@@ -116,6 +118,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         run_totals: run_totals(&tx)?,
         sumdb: sumdb_status(&tx)?,
         exports: recent_exports(&tx, STATUS_EXPORTS)?,
+        imports: super::imports::recent_imports(&tx, STATUS_RUNS)?,
     };
     tx.commit()?;
     Ok(report)

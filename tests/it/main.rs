@@ -1,5 +1,6 @@
 //! The integration test binary: test support modules and the tests that use them.
 
+mod airgap;
 mod bundle_export;
 mod cli;
 mod corpus;

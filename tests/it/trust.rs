@@ -65,7 +65,7 @@ fn sumdb_file(mirror: &Mirror, rel: &str) -> std::path::PathBuf {
 }
 
 /// Writes a module that imports rsc.io/quote and returns its directory.
-fn hello_module() -> tempfile::TempDir {
+pub(crate) fn hello_module() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join("go.mod"),

@@ -1,0 +1,1113 @@
+//! `gomirror import`: apply a signed bundle to an offline mirror.
+//!
+//! Nothing is trusted because it is in the bundle:
+//! 1. **Header** (first two tar entries): the manifest's signature must be
+//!    by a key in `[import] trusted`; the chain must continue (the next
+//!    sequence of the same source, following the last applied bundle; a
+//!    `--full` bundle fits any state; an applied bundle is a no-op); the
+//!    tree must have room for it. All before anything is written.
+//! 2. **Stream** (the rest, in the manifest's order): every file's size and
+//!    sha256 must be the manifest's, and its path one that gomirror
+//!    publishes for the manifest's versions (built with `publish::layout`
+//!    from checked types, so a bundle cannot name a path outside the
+//!    tree). The pinned tree head must be signed by this mirror's `[sumdb]`
+//!    key and consistent with the newest head it verified; each lookup's
+//!    record must be included in it (proved with the bundle's and the
+//!    tree's tiles) and vouch for the manifest's hashes; each version then
+//!    goes through `verify::verify` with that record, exactly as a sync
+//!    from upstream does, into temporary files beside their final names.
+//! 3. **Publish**, only once all of it verified, in sync's order: tiles and
+//!    lookups, then the module files (`publish::place`), then the merged
+//!    `@v/list`/`@latest` (union of what the tree and the bundle publish),
+//!    then `latest`/`supported`; the state records the versions and, last,
+//!    the import.
+//!
+//! Killed anywhere, the tree shows no torn file and no listed version
+//! without its files; the next import removes the temporary files and
+//! completes (files already in place are identical, so linking them again
+//! is a no-op).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::manifest::{self, Manifest, VersionEntry};
+use super::{volume, BundleError};
+use crate::config::Config;
+use crate::fetch::{Downloaded, Fetched};
+use crate::lock::{LockError, RunLock};
+use crate::module::{ModVer, ModulePath, Version};
+use crate::publish::layout::{self, Kind, SumdbFile, Tree};
+use crate::publish::{self, atomic, Staged, WriteError};
+use crate::state::{
+    ImportRecord, Outcome, OutcomeKind, PublishedInfo, RunOutcome, RunSummary, StateError, Store,
+    StoredHead,
+};
+use crate::sync::Progress;
+use crate::verify::sumdb::client::{open_head, SignedHead};
+use crate::verify::sumdb::note::Verifier;
+use crate::verify::sumdb::tile::{plan_tiles, Tile, TileData, TileHashReader};
+use crate::verify::sumdb::tlog::{
+    check_record, check_tree, format_hash, prove_record, prove_tree, record_hash, IndexRecorder,
+    TlogError, Tree as LogTree,
+};
+use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes, TILE_HEIGHT};
+use crate::verify::{self, Vouched};
+
+/// What an import did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub source: String,
+    pub sequence: u64,
+    pub bundle_id: String,
+    pub full: bool,
+    pub signer: String,
+    /// The bundle was applied before: nothing was done.
+    pub already_applied: bool,
+    pub versions: usize,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Why a bundle was refused or could not be applied. A refusal leaves the
+/// offline side as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Bundle(Box<BundleError>),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("refused: {file}: {problem}")]
+    File { file: String, problem: String },
+    #[error(
+        "not enough free space in {}: the bundle needs {need} bytes, {have} are free",
+        dir.display()
+    )]
+    Space { dir: PathBuf, need: u64, have: u64 },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("publishing")]
+    Publish(#[source] WriteError),
+    #[error("internal error in {0}")]
+    Task(String),
+}
+
+impl From<BundleError> for ImportError {
+    fn from(e: BundleError) -> Self {
+        ImportError::Bundle(Box::new(e))
+    }
+}
+
+fn refused(reason: impl Into<String>) -> ImportError {
+    ImportError::Refused(reason.into())
+}
+
+fn file_err(file: &str, problem: impl Into<String>) -> ImportError {
+    ImportError::File {
+        file: file.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Applies the bundle at `path` (a bundle file or its first volume).
+pub async fn import(
+    config: &Config,
+    path: &Path,
+    progress: Arc<dyn Progress>,
+) -> Result<ImportReport, ImportError> {
+    let tree = Tree::new(&config.tree_dir);
+    fs_err::create_dir_all(tree.root()).map_err(|e| {
+        ImportError::Publish(WriteError::Io {
+            op: "create tree directory",
+            path: tree.root().to_owned(),
+            source: e,
+        })
+    })?;
+    let _tree_lock = RunLock::acquire(&tree.lock_file())?;
+    let _db_lock = RunLock::acquire(&db_lock_path(&config.database))?;
+    let store = Store::open(&config.database).await?;
+    let trusted = trusted_keys(config)?;
+    let header = blocking("reading the bundle header", {
+        let path = path.to_owned();
+        move || read_header(&path, &trusted)
+    })
+    .await??;
+    let m = &header.manifest;
+    let mut report = ImportReport {
+        source: m.source.clone(),
+        sequence: m.sequence,
+        bundle_id: header.id.clone(),
+        full: m.full,
+        signer: header.signer.clone(),
+        already_applied: false,
+        versions: m.versions.len(),
+        files: m.files.len(),
+        bytes: m.files.iter().map(|f| f.size).sum(),
+    };
+    if check_chain(&store, m, &header.id).await? {
+        report.already_applied = true;
+        return Ok(report);
+    }
+    check_space(tree.root(), report.bytes)?;
+    let ctx = Arc::new(Context::new(config, &store, &tree, m).await?);
+    remove_strays(&ctx).await?;
+    progress.planned(m.versions.len());
+    let staged = blocking("verifying the bundle", {
+        let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());
+        move || stream(&ctx, &path, &header, progress.as_ref())
+    })
+    .await??;
+    apply(&ctx, &store, staged).await?;
+    store
+        .record_import(ImportRecord {
+            source: report.source.clone(),
+            sequence: report.sequence,
+            bundle_id: report.bundle_id.clone(),
+            full: report.full,
+            signer: report.signer.clone(),
+            versions: report.versions as u64,
+            files: report.files as u64,
+            bytes: report.bytes,
+            imported_at: String::new(),
+        })
+        .await?;
+    Ok(report)
+}
+
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ImportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImportError::Task(format!("{what}: {e}")))
+}
+
+fn db_lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn trusted_keys(config: &Config) -> Result<Vec<Verifier>, ImportError> {
+    if config.import_trusted.is_empty() {
+        return Err(refused(
+            "[import] trusted lists no key: add the verifier key `gomirror keygen` printed on \
+             the online side",
+        ));
+    }
+    config
+        .import_trusted
+        .iter()
+        .map(|k| Verifier::parse(k).map_err(|e| refused(format!("[import] trusted {k:?}: {e}"))))
+        .collect()
+}
+
+/// The signed manifest, opened and checked.
+struct Header {
+    manifest: Manifest,
+    json: Vec<u8>,
+    id: String,
+    signer: String,
+}
+
+/// Manifests hold one line per file; this bounds what a hostile bundle can
+/// make us hold before its signature is checked.
+const MAX_MANIFEST: u64 = 512 << 20;
+const MAX_SIGNATURE: u64 = 64 << 10;
+
+fn read_header(path: &Path, trusted: &[Verifier]) -> Result<Header, ImportError> {
+    let mut archive = tar::Archive::new(volume::open_stream(path)?);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| file_err("bundle", format!("reading tar: {e}")))?;
+    let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
+    let sig = read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
+    let verifiers: Vec<&Verifier> = trusted.iter().collect();
+    let (manifest, signer) = manifest::open(&sig, &json, &verifiers)?;
+    Ok(Header {
+        id: manifest::bundle_id(&json),
+        manifest,
+        json,
+        signer,
+    })
+}
+
+/// The next tar entry, which must be `name`, read whole (at most `limit`).
+fn read_entry<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, ImportError> {
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| file_err(name, "missing: the bundle ends early"))?
+        .map_err(|e| file_err(name, format!("reading tar: {e}")))?;
+    let found = entry
+        .path()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if found != name {
+        return Err(file_err(name, format!("expected here, found {found:?}")));
+    }
+    if entry.size() > limit {
+        return Err(file_err(
+            name,
+            format!("{} bytes, more than {limit}", entry.size()),
+        ));
+    }
+    let mut buf = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut buf)
+        .map_err(|e| file_err(name, format!("reading: {e}")))?;
+    Ok(buf)
+}
+
+/// Go on with this bundle (`false`), or it was applied already (`true`).
+async fn check_chain(store: &Store, m: &Manifest, id: &str) -> Result<bool, ImportError> {
+    let (last, same) = store.import_chain(&m.source, m.sequence).await?;
+    if let Some(done) = same {
+        if done.bundle_id == id {
+            return Ok(true);
+        }
+        return Err(refused(format!(
+            "{} bundle {} is already applied with id {}, this one has id {id}",
+            m.source, m.sequence, done.bundle_id
+        )));
+    }
+    if m.full {
+        return Ok(false);
+    }
+    match last {
+        None if m.sequence == 1 && m.follows.is_none() => Ok(false),
+        None => Err(refused(format!(
+            "a gap: this mirror has applied no bundle, so it expects {}'s bundle 1 or a \
+             --full bundle; got bundle {}",
+            m.source, m.sequence
+        ))),
+        Some(l) if l.source != m.source => Err(refused(format!(
+            "from another source: this mirror follows {}, the bundle comes from {} \
+             (a --full bundle may switch sources)",
+            l.source, m.source
+        ))),
+        Some(l) if m.sequence != l.sequence + 1 => Err(refused(format!(
+            "a gap: this mirror is at {} bundle {}, so it expects bundle {}; got bundle {}",
+            l.source,
+            l.sequence,
+            l.sequence + 1,
+            m.sequence
+        ))),
+        Some(l) if m.follows.as_deref() != Some(l.bundle_id.as_str()) => Err(refused(format!(
+            "bundle {} follows {}, but this mirror applied {} as bundle {}",
+            m.sequence,
+            m.follows.as_deref().unwrap_or("nothing"),
+            l.bundle_id,
+            l.sequence
+        ))),
+        Some(_) => Ok(false),
+    }
+}
+
+/// Room for the bundle's files (plus 1 % and 16 MiB for directories and
+/// metadata) in the tree's file system.
+fn check_space(dir: &Path, bytes: u64) -> Result<(), ImportError> {
+    let need = bytes + bytes / 100 + (16 << 20);
+    let have = free_bytes(dir)?;
+    if have < need {
+        return Err(ImportError::Space {
+            dir: dir.to_owned(),
+            need,
+            have,
+        });
+    }
+    Ok(())
+}
+
+/// Free bytes for an unprivileged writer of `dir`. `GOMIRROR_TEST_FREE_BYTES`
+/// overrides it, so tests can stand for a full disk.
+fn free_bytes(dir: &Path) -> Result<u64, ImportError> {
+    if let Some(n) = std::env::var("GOMIRROR_TEST_FREE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Ok(n);
+    }
+    let st = rustix::fs::statvfs(dir).map_err(|e| {
+        ImportError::Publish(WriteError::Io {
+            op: "statvfs",
+            path: dir.to_owned(),
+            source: e.into(),
+        })
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// What every step of one import shares.
+struct Context {
+    tree: Tree,
+    /// This mirror's checksum database (`None`: `[sumdb] key = "off"`).
+    sumdb: Option<SumdbSide>,
+    /// Tree-relative path → what it must be, for every file the manifest may
+    /// name: built from its versions with `publish::layout`.
+    expected: HashMap<String, Expect>,
+    versions: Vec<(ModVer, VersionEntry)>,
+}
+
+struct SumdbSide {
+    name: String,
+    verifier: Verifier,
+    private: crate::config::SumdbSettings,
+    /// The newest head this mirror verified before.
+    newest: Option<SignedHead>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Mod(usize),
+    Zip(usize),
+    Info(usize),
+    Lookup(usize),
+    List,
+    Latest,
+    SumdbLatest,
+    Supported,
+}
+
+impl Context {
+    async fn new(
+        config: &Config,
+        store: &Store,
+        tree: &Tree,
+        m: &Manifest,
+    ) -> Result<Context, ImportError> {
+        let mut versions = Vec::with_capacity(m.versions.len());
+        let mut seen = HashSet::new();
+        for v in &m.versions {
+            let mv = ModVer::parse(&v.path, &v.version)
+                .map_err(|e| refused(format!("manifest names {}@{}: {e}", v.path, v.version)))?;
+            if !seen.insert(mv.to_string()) {
+                return Err(refused(format!("manifest names {mv} twice")));
+            }
+            versions.push((mv, v.clone()));
+        }
+        let sumdb = match &config.sumdb {
+            None => None,
+            Some(s) => {
+                let verifier =
+                    Verifier::parse(&s.key).map_err(|e| refused(format!("[sumdb] key: {e}")))?;
+                let newest = match store.newest_sumdb_head(&s.name).await? {
+                    Some(h) => Some(
+                        open_head(&verifier, &h.note, "stored tree head")
+                            .map_err(|e| refused(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                Some(SumdbSide {
+                    name: s.name.clone(),
+                    verifier,
+                    private: s.clone(),
+                    newest,
+                })
+            }
+        };
+        let expected = expected_paths(&versions, sumdb.as_ref().map(|s| s.name.as_str()));
+        Ok(Context {
+            tree: tree.clone(),
+            sumdb,
+            expected,
+            versions,
+        })
+    }
+}
+
+fn expected_paths(
+    versions: &[(ModVer, VersionEntry)],
+    db: Option<&str>,
+) -> HashMap<String, Expect> {
+    let mut expected = HashMap::new();
+    for (i, (mv, _)) in versions.iter().enumerate() {
+        expected.insert(layout::version_rel(mv, Kind::Mod), Expect::Mod(i));
+        expected.insert(layout::version_rel(mv, Kind::Zip), Expect::Zip(i));
+        expected.insert(layout::version_rel(mv, Kind::Info), Expect::Info(i));
+        expected.insert(layout::list_rel(&mv.path), Expect::List);
+        expected.insert(layout::latest_rel(&mv.path), Expect::Latest);
+        if let Some(db) = db {
+            expected.insert(
+                layout::sumdb_rel(db, SumdbFile::Lookup(mv)),
+                Expect::Lookup(i),
+            );
+        }
+    }
+    if let Some(db) = db {
+        expected.insert(
+            layout::sumdb_rel(db, SumdbFile::Latest),
+            Expect::SumdbLatest,
+        );
+        expected.insert(
+            layout::sumdb_rel(db, SumdbFile::Supported),
+            Expect::Supported,
+        );
+    }
+    expected
+}
+
+/// Temporary files a killed import (or sync) left for these modules.
+async fn remove_strays(ctx: &Arc<Context>) -> Result<(), ImportError> {
+    let ctx = ctx.clone();
+    blocking("stray cleanup", move || -> Result<(), WriteError> {
+        let modules: HashSet<&ModulePath> = ctx.versions.iter().map(|(mv, _)| &mv.path).collect();
+        for path in modules {
+            publish::remove_stray_temps(&ctx.tree, path)?;
+        }
+        if let Some(db) = &ctx.sumdb {
+            publish::remove_stray_sumdb_temps(&ctx.tree, &db.name)?;
+        }
+        Ok(())
+    })
+    .await?
+    .map_err(ImportError::Publish)
+}
+
+/// Everything of the bundle, verified and written beside its final names.
+struct Verified {
+    tiles: Vec<(Tile, Bytes)>,
+    lookups: Vec<(ModVer, Vec<u8>)>,
+    /// Record ids, for the state.
+    records: Vec<(ModVer, i64)>,
+    staged: Vec<Staged>,
+    pin: Option<SignedHead>,
+}
+
+/// Phase 2: reads the whole bundle once more, checking every file, and
+/// stages the versions. Blocking.
+fn stream(
+    ctx: &Context,
+    path: &Path,
+    header: &Header,
+    progress: &dyn Progress,
+) -> Result<Verified, ImportError> {
+    let mut archive = tar::Archive::new(volume::open_stream(path)?);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| file_err("bundle", format!("reading tar: {e}")))?;
+    let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
+    if json != header.json {
+        return Err(refused("the bundle changed while it was being read"));
+    }
+    read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
+    let mut s = Stream::new(ctx, &header.manifest)?;
+    for f in &header.manifest.files {
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| file_err(&f.path, "missing: the bundle ends early"))?
+            .map_err(|e| file_err(&f.path, format!("reading tar: {e}")))?;
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name != format!("tree/{}", f.path) {
+            return Err(file_err(&f.path, format!("expected here, found {name:?}")));
+        }
+        if entry.size() != f.size {
+            return Err(file_err(
+                &f.path,
+                format!(
+                    "{} bytes in the tar, {} in the manifest",
+                    entry.size(),
+                    f.size
+                ),
+            ));
+        }
+        s.take(&f.path, &f.sha256, &mut entry, progress)?;
+    }
+    if entries.next().is_some() {
+        return Err(refused("the bundle holds files its manifest does not name"));
+    }
+    s.finish()
+}
+
+/// The files of one version, gathered as the stream goes.
+#[derive(Default)]
+struct Pending {
+    mod_file: Option<Downloaded>,
+    zip: Option<Downloaded>,
+}
+
+struct Stream<'a> {
+    ctx: &'a Context,
+    pin: Option<SignedHead>,
+    tiles: Tiles,
+    records: HashMap<usize, (i64, RecordHashes, Vec<u8>)>,
+    pending: HashMap<usize, Pending>,
+    staged: Vec<Staged>,
+    consistent: HashSet<(i64, [u8; 32])>,
+    pin_checked: bool,
+}
+
+impl<'a> Stream<'a> {
+    fn new(ctx: &'a Context, m: &Manifest) -> Result<Stream<'a>, ImportError> {
+        let pin = match (&ctx.sumdb, &m.sumdb) {
+            (None, _) => None,
+            (Some(db), None) => {
+                return Err(refused(format!(
+                    "the bundle carries no checksum-database records, and this mirror \
+                     verifies against {} ([sumdb] key = \"off\" accepts unverified bundles)",
+                    db.name
+                )))
+            }
+            (Some(db), Some(p)) if p.name != db.name => {
+                return Err(refused(format!(
+                    "the bundle is pinned to checksum database {}, this mirror verifies \
+                     against {}",
+                    p.name, db.name
+                )))
+            }
+            (Some(db), Some(p)) => {
+                let head = open_head(&db.verifier, p.note.as_bytes(), "the bundle's tree head")
+                    .map_err(|e| refused(e.to_string()))?;
+                if head.tree.n != p.size || format_hash(&head.tree.hash) != p.hash {
+                    return Err(refused(
+                        "the manifest's tree head does not match its signed note",
+                    ));
+                }
+                Some(head)
+            }
+        };
+        Ok(Stream {
+            ctx,
+            pin,
+            tiles: Tiles::default(),
+            records: HashMap::new(),
+            pending: HashMap::new(),
+            staged: Vec::new(),
+            consistent: HashSet::new(),
+            pin_checked: false,
+        })
+    }
+
+    fn take(
+        &mut self,
+        rel: &str,
+        sha256: &str,
+        entry: &mut impl Read,
+        progress: &dyn Progress,
+    ) -> Result<(), ImportError> {
+        if let Some(tile) = self.tile_path(rel) {
+            let data = read_checked(rel, sha256, entry, 1 << 20)?;
+            self.tiles.bundle.insert(tile, data);
+            return Ok(());
+        }
+        if self.ctx.sumdb.is_none() && rel.starts_with("sumdb/") {
+            // This mirror does not verify ([sumdb] key = "off"): checked, not kept.
+            read_checked(rel, sha256, entry, 1 << 20)?;
+            return Ok(());
+        }
+        let Some(&expect) = self.ctx.expected.get(rel) else {
+            return Err(file_err(
+                rel,
+                "not a file gomirror publishes for this bundle's versions",
+            ));
+        };
+        match expect {
+            Expect::Mod(i) | Expect::Zip(i) => {
+                let (mv, _) = &self.ctx.versions[i];
+                let dir = self.ctx.tree.version_dir(&mv.path);
+                let file = write_checked(rel, sha256, entry, &dir)?;
+                let p = self.pending.entry(i).or_default();
+                match expect {
+                    Expect::Mod(_) => p.mod_file = Some(file),
+                    _ => p.zip = Some(file),
+                }
+            }
+            Expect::Info(i) => {
+                let info = read_checked(rel, sha256, entry, verify::MAX_INFO)?;
+                self.stage(i, Bytes::from(info), progress)?;
+            }
+            Expect::Lookup(i) => {
+                let body = read_checked(rel, sha256, entry, 1 << 20)?;
+                self.check_lookup(i, rel, body)?;
+            }
+            Expect::SumdbLatest => {
+                let note = read_checked(rel, sha256, entry, 1 << 20)?;
+                if self.pin.as_ref().map(|p| &p.note[..]) != Some(&note[..]) {
+                    return Err(file_err(rel, "is not the head the manifest pins"));
+                }
+            }
+            Expect::List | Expect::Latest | Expect::Supported => {
+                // Checked, not copied: lists are rebuilt from what this tree
+                // publishes, and `supported` from whether its copy is complete.
+                read_checked(rel, sha256, entry, 16 << 20)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `sumdb/<name>/tile/…` of this mirror's database, as a [`Tile`] whose
+    /// path renders back to exactly `rel`.
+    fn tile_path(&self, rel: &str) -> Option<Tile> {
+        let db = self.ctx.sumdb.as_ref()?;
+        let prefix = format!("sumdb/{}/", db.name);
+        let tile = Tile::parse_path(rel.strip_prefix(&prefix)?).ok()?;
+        (layout::sumdb_rel(&db.name, SumdbFile::Tile(&tile)) == rel && tile.l >= 0).then_some(tile)
+    }
+
+    /// A lookup: its record vouches for the manifest's hashes, is signed
+    /// under a head consistent with the pin, and is included in the pin.
+    fn check_lookup(&mut self, i: usize, rel: &str, body: Vec<u8>) -> Result<(), ImportError> {
+        let (mv, entry) = &self.ctx.versions[i];
+        let db = self
+            .ctx
+            .sumdb
+            .as_ref()
+            .expect("lookups are expected only with a database");
+        let pin = self
+            .pin
+            .clone()
+            .expect("a database implies a pin (Stream::new)");
+        self.check_pin()?;
+        let lookup = parse_lookup(mv, &body).map_err(|e| file_err(rel, e.to_string()))?;
+        let hashes =
+            parse_record_hashes(mv, &lookup.text).map_err(|e| file_err(rel, e.to_string()))?;
+        if hashes.h1_zip != entry.h1_zip || hashes.h1_mod != entry.h1_mod {
+            return Err(file_err(
+                rel,
+                format!(
+                    "the checksum database says {} and go.mod {}, the manifest {} and {}",
+                    hashes.h1_zip, hashes.h1_mod, entry.h1_zip, entry.h1_mod
+                ),
+            ));
+        }
+        let head =
+            open_head(&db.verifier, &lookup.note, rel).map_err(|e| file_err(rel, e.to_string()))?;
+        if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
+            self.prove_consistent(&head.tree, &pin.tree)
+                .map_err(|e| file_err(rel, format!("signed tree {}: {e}", head.tree.n)))?;
+            self.consistent.insert((head.tree.n, head.tree.hash));
+        }
+        self.prove_included(&pin.tree, lookup.id, &lookup.text)
+            .map_err(|e| file_err(rel, e))?;
+        self.records.insert(i, (lookup.id, hashes, body));
+        Ok(())
+    }
+
+    /// The pin must extend the newest head this mirror verified (or be
+    /// extended by it). Proved once, with the first lookup or at the end.
+    fn check_pin(&mut self) -> Result<(), ImportError> {
+        let (Some(pin), Some(db)) = (self.pin.clone(), self.ctx.sumdb.as_ref()) else {
+            return Ok(());
+        };
+        if self.pin_checked {
+            return Ok(());
+        }
+        if let Some(newest) = db.newest.clone() {
+            let (old, new) = if newest.tree.n <= pin.tree.n {
+                (newest.tree, pin.tree)
+            } else {
+                (pin.tree, newest.tree)
+            };
+            self.prove_consistent(&old, &new).map_err(|e| {
+                refused(format!(
+                    "SECURITY ERROR: the bundle's tree head {} is not consistent with tree {} \
+                     this mirror verified before: {e}",
+                    pin.tree.n, newest.tree.n
+                ))
+            })?;
+        }
+        self.consistent.insert((pin.tree.n, pin.tree.hash));
+        self.pin_checked = true;
+        Ok(())
+    }
+
+    fn prove_consistent(&mut self, old: &LogTree, new: &LogTree) -> Result<(), String> {
+        if old.n == new.n {
+            return (old.hash == new.hash)
+                .then_some(())
+                .ok_or_else(|| "same size, other hash: a forked log".to_owned());
+        }
+        let (n, m) = (new.n, old.n);
+        let name = self.name();
+        let reader = self
+            .tiles
+            .reader(&self.ctx.tree, name, new, |r| prove_tree(n, m, r).map(drop))?;
+        let proof = prove_tree(n, m, &reader).map_err(|e| e.to_string())?;
+        check_tree(&proof, n, new.hash, m, old.hash).map_err(|e| e.to_string())
+    }
+
+    fn prove_included(&mut self, pin: &LogTree, id: i64, text: &[u8]) -> Result<(), String> {
+        if id < 0 || id >= pin.n {
+            return Err(format!("record {id} is not in tree {}", pin.n));
+        }
+        let n = pin.n;
+        let name = self.name();
+        let reader = self.tiles.reader(&self.ctx.tree, name, pin, |r| {
+            prove_record(n, id, r).map(drop)
+        })?;
+        let proof = prove_record(n, id, &reader).map_err(|e| e.to_string())?;
+        check_record(&proof, n, pin.hash, id, record_hash(text))
+            .map_err(|e| format!("record {id} is not included in tree {n}: {e}"))
+    }
+
+    fn name(&self) -> String {
+        self.ctx
+            .sumdb
+            .as_ref()
+            .map(|d| d.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The version's `.info` arrived: its three files go through the same
+    /// checks as a download from upstream, with the database's record.
+    fn stage(&mut self, i: usize, info: Bytes, progress: &dyn Progress) -> Result<(), ImportError> {
+        let (mv, entry) = &self.ctx.versions[i];
+        let p = self.pending.remove(&i).unwrap_or_default();
+        let (Some(mod_file), Some(zip)) = (p.mod_file, p.zip) else {
+            return Err(refused(format!(
+                "{mv}: .info comes before its .mod and .zip"
+            )));
+        };
+        let record = self.records.get(&i);
+        let private = self
+            .ctx
+            .sumdb
+            .as_ref()
+            .is_some_and(|d| d.private.is_private(mv.path.as_str()));
+        if self.ctx.sumdb.is_some() && record.is_none() && !private {
+            return Err(refused(format!(
+                "{mv}: no checksum-database lookup in the bundle"
+            )));
+        }
+        let db = self.name();
+        let vouched = record.map(|(_, hashes, _)| Vouched { db: &db, hashes });
+        let fetched = Fetched {
+            mv: mv.clone(),
+            info,
+            mod_file,
+            zip,
+        };
+        let verified = verify::verify(fetched, vouched)
+            .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
+        let c = verified.checked();
+        if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
+            return Err(file_err(
+                &layout::version_rel(mv, Kind::Zip),
+                format!(
+                    "hashes to {} and go.mod {}, the manifest says {} and {}",
+                    c.h1_zip(),
+                    c.h1_mod(),
+                    entry.h1_zip,
+                    entry.h1_mod
+                ),
+            ));
+        }
+        progress.finished(mv, "verified", c.zip_size());
+        let staged = publish::stage(&self.ctx.tree, verified).map_err(ImportError::Publish)?;
+        self.staged.push(staged);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Verified, ImportError> {
+        self.check_pin()?;
+        if let Some((i, _)) = self.pending.iter().next() {
+            let (mv, _) = &self.ctx.versions[*i];
+            return Err(refused(format!("{mv}: the bundle has no .info for it")));
+        }
+        if self.staged.len() != self.ctx.versions.len() {
+            return Err(refused(format!(
+                "the manifest names {} versions, the bundle holds the files of {}",
+                self.ctx.versions.len(),
+                self.staged.len()
+            )));
+        }
+        let mut lookups = Vec::new();
+        let mut records = Vec::new();
+        let mut ids: Vec<usize> = self.records.keys().copied().collect();
+        ids.sort_unstable();
+        for i in ids {
+            let (id, _, body) = self.records.remove(&i).expect("listed above");
+            let mv = self.ctx.versions[i].0.clone();
+            records.push((mv.clone(), id));
+            lookups.push((mv, body));
+        }
+        let mut tiles: Vec<(Tile, Bytes)> = self
+            .tiles
+            .bundle
+            .drain()
+            .map(|(t, d)| (t, Bytes::from(d)))
+            .collect();
+        tiles.sort_by_key(|(t, _)| *t);
+        Ok(Verified {
+            tiles,
+            lookups,
+            records,
+            staged: self.staged,
+            pin: self.pin,
+        })
+    }
+}
+
+/// Reads a small entry whole, checking its sha256.
+fn read_checked(
+    rel: &str,
+    sha256: &str,
+    entry: &mut impl Read,
+    limit: u64,
+) -> Result<Vec<u8>, ImportError> {
+    let mut buf = Vec::new();
+    entry
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+    if buf.len() as u64 > limit {
+        return Err(file_err(rel, format!("larger than {limit} bytes")));
+    }
+    check_sha(rel, sha256, &Sha256::digest(&buf).into())?;
+    Ok(buf)
+}
+
+/// Streams an entry into a temporary file in `dir`, hashing it.
+fn write_checked(
+    rel: &str,
+    sha256: &str,
+    entry: &mut impl Read,
+    dir: &Path,
+) -> Result<Downloaded, ImportError> {
+    let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(|e| {
+            ImportError::Publish(WriteError::Io {
+                op: "write",
+                path: file.path().to_owned(),
+                source: e,
+            })
+        })?;
+        size += n as u64;
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    check_sha(rel, sha256, &digest)?;
+    Ok(Downloaded {
+        file,
+        size,
+        sha256: digest,
+        url: format!("bundle:{rel}"),
+    })
+}
+
+fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
+    let got = hex::encode(got);
+    if got != want {
+        return Err(file_err(
+            rel,
+            format!("sha256 {got}, the signed manifest says {want}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Tiles for proofs: the bundle's, then the tree's (read when needed).
+#[derive(Default)]
+struct Tiles {
+    bundle: HashMap<Tile, Vec<u8>>,
+    tree: HashMap<Tile, Vec<u8>>,
+}
+
+impl TileData for Tiles {
+    fn tile_data(&self, tile: &Tile) -> Option<&[u8]> {
+        self.bundle
+            .get(tile)
+            .or_else(|| self.tree.get(tile))
+            .map(Vec::as_slice)
+    }
+}
+
+impl Tiles {
+    /// A tile reader over `tree_head` for what `prove` reads, loading from
+    /// the mirror's tree the tiles the bundle does not carry.
+    fn reader(
+        &mut self,
+        tree: &Tree,
+        db: String,
+        tree_head: &LogTree,
+        prove: impl FnOnce(&IndexRecorder) -> Result<(), TlogError>,
+    ) -> Result<TileHashReader<'_>, String> {
+        let recorder = IndexRecorder::new();
+        let _ = prove(&recorder);
+        let plan =
+            plan_tiles(TILE_HEIGHT, tree_head, &recorder.take()).map_err(|e| e.to_string())?;
+        for tile in plan {
+            for t in [tile, tile.full()] {
+                if self.bundle.contains_key(&t) || self.tree.contains_key(&t) {
+                    continue;
+                }
+                if let Ok(data) = fs_err::read(tree.sumdb_file(&db, SumdbFile::Tile(&t))) {
+                    self.tree.insert(t, data);
+                }
+            }
+        }
+        Ok(TileHashReader::new(*tree_head, TILE_HEIGHT, self))
+    }
+}
+
+/// Phase 3: publish in sync's order and record.
+async fn apply(ctx: &Arc<Context>, store: &Store, v: Verified) -> Result<(), ImportError> {
+    let run = store.begin_run().await?;
+    let keys: Vec<(String, String)> = ctx
+        .versions
+        .iter()
+        .map(|(mv, _)| (mv.path.to_string(), mv.version.to_string()))
+        .collect();
+    store.mark_pending(run, &keys).await?;
+    if let (Some(db), Some(pin)) = (&ctx.sumdb, &v.pin) {
+        let head = StoredHead {
+            size: pin.tree.n,
+            hash: format_hash(&pin.tree.hash),
+            note: pin.note.to_vec(),
+            pinned: true,
+        };
+        if !store.save_sumdb_head(&db.name, head).await? {
+            return Err(refused(
+                "SECURITY ERROR: another head of this size is stored",
+            ));
+        }
+        let (tree, name, tiles, lookups) = (ctx.tree.clone(), db.name.clone(), v.tiles, v.lookups);
+        blocking("placing lookups and tiles", move || {
+            publish::place_sumdb(&tree, &name, &tiles, &lookups)
+        })
+        .await?
+        .map_err(ImportError::Publish)?;
+        let ids = v
+            .records
+            .iter()
+            .map(|(mv, id)| (mv.path.to_string(), mv.version.to_string(), *id))
+            .collect();
+        store.record_sumdb_ids(&db.name, ids).await?;
+    }
+    let outcomes = place_versions(ctx, v.staged).await?;
+    let published: Vec<ModVer> = ctx.versions.iter().map(|(mv, _)| mv.clone()).collect();
+    update_lists(ctx, store, &published).await?;
+    // As in a sync: state names a version published only once it is listed.
+    store.record_outcomes(&outcomes).await?;
+    let bytes = outcomes
+        .iter()
+        .map(|o| match &o.result {
+            OutcomeKind::Published(p) => p.info_size + p.mod_size + p.zip_size,
+            _ => 0,
+        })
+        .sum();
+    if let (Some(db), Some(pin)) = (&ctx.sumdb, v.pin) {
+        publish_head(ctx, store, db, pin).await?;
+    }
+    let summary = RunSummary {
+        planned: keys.len() as u64,
+        published: published.len() as u64,
+        bytes,
+        outcome: RunOutcome::Ok,
+        ..RunSummary::default()
+    };
+    store.finish_run(run, &summary).await?;
+    Ok(())
+}
+
+/// Links every version's files into place; their outcomes, to record once
+/// they are listed.
+async fn place_versions(
+    ctx: &Arc<Context>,
+    staged: Vec<Staged>,
+) -> Result<Vec<Outcome>, ImportError> {
+    let tree = ctx.tree.clone();
+    let placed = blocking("placing files", move || publish::place(&tree, staged))
+        .await?
+        .map_err(ImportError::Publish)?;
+    let mut outcomes = Vec::with_capacity(placed.len());
+    for (s, result) in placed {
+        let c = s.checked();
+        result.map_err(|e| file_err(&layout::version_rel(c.mv(), Kind::Zip), e.to_string()))?;
+        outcomes.push(Outcome {
+            path: c.mv().path.to_string(),
+            version: c.mv().version.to_string(),
+            result: OutcomeKind::Published(PublishedInfo {
+                info_size: c.info_size(),
+                mod_size: c.mod_size(),
+                zip_size: c.zip_size(),
+                h1_zip: c.h1_zip().to_owned(),
+                h1_mod: c.h1_mod().to_owned(),
+                zip_sha256: hex::encode(c.zip_sha256()),
+                time: c.time().unwrap_or_default().to_owned(),
+            }),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// `@v/list`/`@latest` of the touched modules: the union of what this tree
+/// published before and what the bundle brought.
+async fn update_lists(
+    ctx: &Arc<Context>,
+    store: &Store,
+    published: &[ModVer],
+) -> Result<(), ImportError> {
+    let paths: Vec<String> = published
+        .iter()
+        .map(|mv| mv.path.to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut modules: BTreeMap<ModulePath, HashSet<Version>> = BTreeMap::new();
+    for (p, v) in store.published_set(&paths).await? {
+        if let Ok(mv) = ModVer::parse(&p, &v) {
+            modules.entry(mv.path).or_default().insert(mv.version);
+        }
+    }
+    for mv in published {
+        modules
+            .entry(mv.path.clone())
+            .or_default()
+            .insert(mv.version.clone());
+    }
+    let modules: Vec<(ModulePath, Vec<Version>)> = modules
+        .into_iter()
+        .map(|(p, vs)| (p, vs.into_iter().collect()))
+        .collect();
+    let tree = ctx.tree.clone();
+    blocking("lists", move || publish::update_indexes(&tree, &modules))
+        .await?
+        .map_err(ImportError::Publish)
+}
+
+/// `latest` names the newest pinned head; `supported` once every published
+/// version the database covers has its lookup.
+async fn publish_head(
+    ctx: &Arc<Context>,
+    store: &Store,
+    db: &SumdbSide,
+    pin: SignedHead,
+) -> Result<(), ImportError> {
+    let newest_pinned = store.pinned_sumdb_heads(&db.name).await?;
+    let note = match newest_pinned.last() {
+        Some(h) if h.size > pin.tree.n => h.note.clone(),
+        _ => pin.note.to_vec(),
+    };
+    let missing = store.published_without_record(&db.name).await?;
+    let complete = missing.iter().all(|r| db.private.is_private(&r.path));
+    let (tree, name) = (ctx.tree.clone(), db.name.clone());
+    blocking("offline checksum database head", move || {
+        publish::update_sumdb_head(&tree, &name, &note, complete)
+    })
+    .await?
+    .map_err(ImportError::Publish)
+}
