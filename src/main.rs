@@ -49,7 +49,8 @@ enum BundleCommand {
     Inspect {
         bundle: PathBuf,
         /// Check the signature with this verifier key (repeatable); the
-        /// `[export] key`'s own verifier is always tried.
+        /// config's `[import] trusted` keys and `[export] key`'s own
+        /// verifier are always tried.
         #[arg(long)]
         trust: Vec<String>,
         /// Machine-readable output.
@@ -255,7 +256,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => {
-            let config = Config::load(&cli.config, &Overrides::default()).ok();
+            // A config is optional here (a bundle can be looked at anywhere),
+            // but one that exists must be valid.
+            let config = match cli.config.exists() {
+                true => Some(Config::load(&cli.config, &Overrides::default())?),
+                false => None,
+            };
             inspect(config.as_ref(), &bundle, &trust, json)
         }
         Command::Import {
@@ -495,6 +501,12 @@ fn inspect(
         keys.push(
             gomirror::verify::sumdb::note::Verifier::parse(k)
                 .with_context(|| format!("--trust {k:?}"))?,
+        );
+    }
+    for k in config.iter().flat_map(|c| &c.import_trusted) {
+        keys.push(
+            gomirror::verify::sumdb::note::Verifier::parse(k)
+                .with_context(|| format!("[import] trusted {k:?}"))?,
         );
     }
     if let Some(settings) = config.and_then(|c| c.export.as_ref()) {

@@ -10,7 +10,9 @@
 //! | zstd -q` (zstd's default level 3, as ours) into a file, and `gomirror export --full`
 //! (zstd level 3) into a fresh directory. The best run of each is reported. Throughput is the
 //! tree's bytes over wall time; peak RSS is gomirror's own (`wait4`, see the module doc of
-//! `sync.rs`).
+//! `sync.rs`). Then, as often and alternating, the first bundle is imported with `gomirror
+//! import` into a fresh offline mirror (trusting the export key, no checksum database), against
+//! `zstd -d | tar -x` of the first `tar | zstd` output into a fresh directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -95,7 +97,7 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         sumdb: false,
     })?;
     let config = write_config(work, &many.url, &big.url, &[&many.targets, &big.targets])?;
-    keygen(&local, &config, &work.join("export.key"))?;
+    let vkey = keygen(&local, &config, &work.join("export.key"))?;
     let synced = crate::sync(&local, &config, &work.join("sync.log"), &mut many)?;
     eprintln!("sync:   {:.2}s  {}", synced.secs, synced.last_line);
     drop(big);
@@ -113,9 +115,30 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         )?);
         export.push(export_full(&local, &config, work, round_no, &mut many)?);
     }
+    let bundle_path = only_file(&work.join("usb-0"))?;
+    let mut imports = Vec::new();
+    let mut untars = Vec::new();
+    for round_no in 0..ROUNDS {
+        untars.push(untar(
+            &work.join("tar-0.tar.zst"),
+            work,
+            round_no,
+            &mut many,
+        )?);
+        imports.push(import(
+            &local,
+            &vkey,
+            &bundle_path,
+            work,
+            round_no,
+            &mut many,
+        )?);
+    }
     let best = |runs: &[Measured]| runs.iter().map(|m| m.secs).fold(f64::INFINITY, f64::min);
     let (tar_secs, export_secs) = (best(&tar), best(&export));
     let peak = export.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+    let (untar_secs, import_secs) = (best(&untars), best(&imports));
+    let import_peak = imports.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
     let ratio = tar_secs / export_secs;
     let bundle = bundle_bytes(&work.join("usb-1"))?;
     let tar_out = fs::metadata(work.join("tar-1.tar.zst"))?.len();
@@ -148,10 +171,33 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         mib(peak)
     );
     println!(
-        "throughput {:.0} % of tar | zstd (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
+        "{:<22} {:>8.2} {:>10.1} {:>12} {:>10}",
+        "zstd -d | tar -x",
+        untar_secs,
+        rate(untar_secs),
+        "-",
+        "-"
+    );
+    println!(
+        "{:<22} {:>8.2} {:>10.1} {:>12} {:>6.1} MiB",
+        "gomirror import",
+        import_secs,
+        rate(import_secs),
+        "-",
+        mib(import_peak)
+    );
+    println!(
+        "export: throughput {:.0} % of tar | zstd (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
         ratio * 100.0,
         THROUGHPUT_TARGET * 100.0,
         mib(peak),
+        RSS_TARGET_KIB >> 10
+    );
+    println!(
+        "import: throughput {:.0} % of zstd -d | tar -x (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
+        untar_secs / import_secs * 100.0,
+        THROUGHPUT_TARGET * 100.0,
+        mib(import_peak),
         RSS_TARGET_KIB >> 10
     );
     println!(
@@ -167,7 +213,12 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
             "export_peak_rss_kib": peak,
             "bundle_bytes": bundle,
             "tar_zstd_bytes": tar_out,
-            "import": null,
+            "import": {
+                "untar_secs": round(untar_secs, 3),
+                "import_secs": round(import_secs, 3),
+                "import_over_untar_throughput": round(untar_secs / import_secs, 3),
+                "import_peak_rss_kib": import_peak,
+            },
         })
     );
     Ok(())
@@ -199,7 +250,8 @@ fn write_config(dir: &Path, a: &str, b: &str, targets: &[&[Target]]) -> Result<P
     Ok(config)
 }
 
-fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<()> {
+/// Writes the signing key; returns its verifier key.
+fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<String> {
     let status = Command::new(bin)
         .args(["keygen", "--name", "bench.example", "--out"])
         .arg(out)
@@ -207,7 +259,73 @@ fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<()> {
         .arg(config)
         .output()?;
     ensure!(status.status.success(), "keygen: {status:?}");
-    Ok(())
+    Ok(String::from_utf8(status.stdout)?.trim().to_string())
+}
+
+/// An offline mirror's config under `dir` trusting `vkey`; no upstream is reachable.
+fn write_offline_config(dir: &Path, vkey: &str) -> Result<PathBuf> {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let p = |name: &str| q(&dir.join(name).to_string_lossy());
+    fs::create_dir_all(dir)?;
+    let text = format!(
+        "[upstream]\nproxies = [\"http://127.0.0.1:9\"]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
+         [sumdb]\nkey = \"off\"\n[import]\ntrusted = [{}]\n",
+        p("tree"),
+        p("state.db"),
+        q(vkey),
+    );
+    let config = dir.join("offline.toml");
+    fs::write(&config, text).with_context(|| format!("{}", config.display()))?;
+    Ok(config)
+}
+
+/// `gomirror import` of `bundle` into a fresh offline mirror.
+fn import(
+    bin: &Path,
+    vkey: &str,
+    bundle: &Path,
+    work: &Path,
+    n: usize,
+    server: &mut Server,
+) -> Result<Measured> {
+    let dir = work.join(format!("offline-{n}"));
+    let config = write_offline_config(&dir, vkey)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["import", "--no-progress", "--config"])
+        .arg(&config)
+        .arg(bundle);
+    let m = measure(cmd, &work.join(format!("import-{n}.log")), None, server)?;
+    ensure!(
+        m.status.success(),
+        "gomirror import: {}; {}",
+        m.status,
+        m.last_line
+    );
+    eprintln!("import: {:.2}s  {}", m.secs, m.last_line);
+    fs::remove_dir_all(&dir)?;
+    Ok(m)
+}
+
+/// `zstd -d | tar -x` of `archive` into a fresh directory.
+fn untar(archive: &Path, work: &Path, n: usize, server: &mut Server) -> Result<Measured> {
+    let dir = work.join(format!("untar-{n}"));
+    fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("zstd -q -d -c \"$1\" | tar -x -C \"$2\" && sync -f \"$2\"")
+        .arg("sh")
+        .arg(archive)
+        .arg(&dir);
+    let m = measure(cmd, &work.join("untar.log"), None, server)?;
+    ensure!(
+        m.status.success(),
+        "zstd -d | tar -x: {}; {}",
+        m.status,
+        m.last_line
+    );
+    eprintln!("zstd -d | tar -x: {:.2}s", m.secs);
+    fs::remove_dir_all(&dir)?;
+    Ok(m)
 }
 
 /// Bytes of every regular file in the tree but the run lock.
@@ -223,6 +341,19 @@ fn tree_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The one file in `dir` (an export's bundle, not split).
+fn only_file(dir: &Path) -> Result<PathBuf> {
+    let files: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        files.len() == 1,
+        "{}: want one bundle file, found {files:?}",
+        dir.display()
+    );
+    Ok(files.into_iter().next().expect("one file"))
 }
 
 fn bundle_bytes(dir: &Path) -> Result<u64> {
