@@ -15,7 +15,7 @@
 //!    records nothing, and the next one holds the same versions.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,6 +41,9 @@ pub enum Compression {
 
 /// zstd's default level: fast enough to keep up with a disk.
 const ZSTD_LEVEL: i32 = 3;
+
+/// Bytes per read of a tree file.
+const READ_BUFFER: usize = 256 << 10;
 
 /// Bytes per zstd job (see [`zstd_encoder`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
@@ -440,18 +443,21 @@ fn write_bundle(
     let name = bundle_name(&plan.manifest, options.compression);
     let target = options.to.join(&name);
     let out = VolumeWriter::new(&options.to, &name, options.max_volume_size);
-    let out = BufWriter::with_capacity(1 << 20, out);
-    let out = match options.compression {
-        Compression::None => write_tar(out, plan, &json, &sig, progress)?,
+    let volumes = match options.compression {
+        Compression::None => {
+            // tar writes headers of 512 bytes: batch them.
+            let out = BufWriter::with_capacity(1 << 20, out);
+            let out = write_tar(out, plan, &json, &sig, progress)?;
+            out.into_inner()
+                .map_err(|e| io_err("write", &target)(e.into_error()))?
+        }
         Compression::Zstd => {
+            // No buffer below: zstd already writes whole blocks.
             let enc = zstd_encoder(out).map_err(io_err("zstd", &target))?;
             let enc = write_tar(enc, plan, &json, &sig, progress)?;
             enc.finish().map_err(io_err("write", &target))?
         }
     };
-    let volumes = out
-        .into_inner()
-        .map_err(|e| io_err("write", &target)(e.into_error()))?;
     Ok((volumes.commit()?, json))
 }
 
@@ -486,7 +492,9 @@ fn write_tar<W: Write>(
         };
         let file = fs_err::File::open(&f.abs).map_err(tree_err)?;
         let mut reader = HashingReader {
-            inner: file.take(f.entry.size),
+            // tar copies through an 8 KiB buffer; read the file in
+            // larger pieces than that.
+            inner: BufReader::with_capacity(READ_BUFFER, file.take(f.entry.size)),
             hasher: Sha256::new(),
             read: 0,
             progress,
