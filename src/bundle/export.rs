@@ -116,27 +116,10 @@ pub async fn export(
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
-    let previous = store.previous_export(&source).await?;
-    let candidates = store.export_candidates(&source, options.full).await?;
-    let exported = if options.full {
-        HashSet::new()
-    } else {
-        store.exported_tiles(&source).await?
-    };
+    let (header, candidates, exported) = gather(&store, &source, options.full).await?;
     let sumdb = match &config.sumdb {
         Some(s) if s.offline_copy => Some((s.name.clone(), parse_verifier(&s.key)?)),
         _ => None,
-    };
-    let header = Manifest {
-        format: FORMAT,
-        source: source.clone(),
-        sequence: previous.as_ref().map_or(1, |p| p.sequence + 1),
-        follows: previous.map(|p| p.bundle_id),
-        full: options.full,
-        created: crate::state::now(),
-        sumdb: None,
-        versions: Vec::new(),
-        files: Vec::new(),
     };
     let options = options.clone();
     let written = tokio::task::spawn_blocking(move || {
@@ -172,6 +155,33 @@ pub async fn export(
         paths,
         manifest: plan.manifest,
     })
+}
+
+/// From state: the new manifest's header (sequence, follows), the versions
+/// to export and the tiles earlier exports of `source` held.
+async fn gather(
+    store: &Store,
+    source: &str,
+    full: bool,
+) -> Result<(Manifest, Vec<ExportCandidate>, HashSet<String>), BundleError> {
+    let previous = store.previous_export(source).await?;
+    let candidates = store.export_candidates(source, full).await?;
+    let exported = match full {
+        true => HashSet::new(),
+        false => store.exported_tiles(source).await?,
+    };
+    let header = Manifest {
+        format: FORMAT,
+        source: source.to_owned(),
+        sequence: previous.as_ref().map_or(1, |p| p.sequence + 1),
+        follows: previous.map(|p| p.bundle_id),
+        full,
+        created: crate::state::now(),
+        sumdb: None,
+        versions: Vec::new(),
+        files: Vec::new(),
+    };
+    Ok((header, candidates, exported))
 }
 
 /// Reads the `PRIVATE+KEY+…` string `gomirror keygen` wrote.
@@ -221,23 +231,17 @@ fn plan(
             .map_err(|e| BundleError::Invalid(format!("state: {e}")))?;
         versions.push((mv, c));
     }
-    let mut files = Vec::new();
-    let mut tiles = Vec::new();
     let head = match sumdb {
         Some((name, verifier)) => pinned_head(tree, name, verifier)?,
         None => None,
     };
-    if let (Some((name, _)), Some(_)) = (sumdb, &head) {
-        for rel in new_tiles(tree, name, exported_tiles)? {
-            files.push(hashed(tree, rel.clone())?);
-            tiles.push(rel);
-        }
-        for (mv, _) in &versions {
-            if let Some(p) = existing(tree, layout::sumdb_rel(name, SumdbFile::Lookup(mv)))? {
-                files.push(p);
-            }
-        }
-    }
+    let db = sumdb
+        .filter(|_| head.is_some())
+        .map(|(name, _)| name.as_str());
+    let (mut files, tiles) = match db {
+        Some(name) => tiles_and_lookups(tree, name, &versions, exported_tiles)?,
+        None => (Vec::new(), Vec::new()),
+    };
     for (mv, c) in &versions {
         files.push(hashed(tree, layout::version_rel(mv, Kind::Mod))?);
         files.push(known(
@@ -254,7 +258,7 @@ fn plan(
             files.extend(existing(tree, rel)?);
         }
     }
-    if let (Some((name, _)), Some(_)) = (sumdb, &head) {
+    if let Some(name) = db {
         for file in [SumdbFile::Latest, SumdbFile::Supported] {
             files.extend(existing(tree, layout::sumdb_rel(name, file))?);
         }
@@ -276,6 +280,28 @@ fn plan(
         version_ids: candidates.iter().map(|c| c.version_id).collect(),
         tiles,
     })
+}
+
+/// The offline copy's files that come first: tiles not in `exported`
+/// (also returned alone, for state), then the versions' lookups.
+fn tiles_and_lookups(
+    tree: &Tree,
+    name: &str,
+    versions: &[(ModVer, &ExportCandidate)],
+    exported: &HashSet<String>,
+) -> Result<(Vec<Planned>, Vec<String>), BundleError> {
+    let mut files = Vec::new();
+    let tiles = new_tiles(tree, name, exported)?;
+    for rel in &tiles {
+        files.push(hashed(tree, rel.clone())?);
+    }
+    for (mv, _) in versions {
+        files.extend(existing(
+            tree,
+            layout::sumdb_rel(name, SumdbFile::Lookup(mv)),
+        )?);
+    }
+    Ok((files, tiles))
 }
 
 /// The head the tree's offline copy is pinned to, verified with the
