@@ -1,6 +1,6 @@
-//! The export benchmark (`cargo bench --bench sync -- --export`): how fast `gomirror export`
-//! writes a bundle, against `tar -c | zstd` of the same tree in the same run, and how much memory
-//! it needs.
+//! The export and import benchmark (`cargo bench --bench sync -- --export`): how fast
+//! `gomirror export` writes a bundle and `gomirror import` applies it, against `tar -c | zstd`
+//! and `zstd -d | tar -x` of the same tree in the same run, and how much memory they need.
 //!
 //! Input: `--versions N` (2000) synthetic modules of `--zip-kib` (100) KiB plus one module with a
 //! `--big-zip-mib` (400) MiB zip, synced once into one tree from two upstream processes (the test
@@ -8,9 +8,12 @@
 //!
 //! Then, twice each and alternating, so that both read from a warm page cache: `tar -c -C tree .
 //! | zstd -q` (zstd's default level 3, as ours) into a file, and `gomirror export --full`
-//! (zstd level 3) into a fresh directory. The best run of each is reported. Throughput is the
-//! tree's bytes over wall time; peak RSS is gomirror's own (`wait4`, see the module doc of
-//! `sync.rs`).
+//! (zstd level 3) into a fresh directory. Then, twice each and alternating: `zstd -d | tar -x`
+//! of the `tar | zstd` output into a fresh directory, and `gomirror import` of the bundle into a
+//! fresh offline mirror (which checks every file's sha256, every zip's rules and `h1:`, and
+//! publishes with its barriers; both sides end with the file system synced). The best run of
+//! each is reported. Throughput is the tree's bytes over wall time; peak RSS is gomirror's own
+//! (`wait4`, see the module doc of `sync.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -111,9 +114,23 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         )?);
         export.push(export_full(&local, &config, work, round_no, &mut many)?);
     }
+    let vkey = fs::read_to_string(work.join("export.vkey"))?;
+    let mut untar = Vec::new();
+    let mut import = Vec::new();
+    for round_no in 0..2 {
+        untar.push(zstd_untar(
+            &work.join(format!("tar-{round_no}.tar.zst")),
+            &work.join(format!("untar-{round_no}")),
+            work,
+            &mut many,
+        )?);
+        import.push(import_bundle(&local, &vkey, work, round_no, &mut many)?);
+    }
     let best = |runs: &[Measured]| runs.iter().map(|m| m.secs).fold(f64::INFINITY, f64::min);
     let (tar_secs, export_secs) = (best(&tar), best(&export));
+    let (untar_secs, import_secs) = (best(&untar), best(&import));
     let peak = export.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+    let import_peak = import.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
     let ratio = tar_secs / export_secs;
     let bundle = bundle_bytes(&work.join("usb-1"))?;
     let tar_out = fs::metadata(work.join("tar-1.tar.zst"))?.len();
@@ -146,10 +163,33 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         mib(peak)
     );
     println!(
-        "throughput {:.0} % of tar | zstd (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
+        "{:<22} {:>8.2} {:>10.1} {:>12} {:>10}",
+        "zstd -d | tar -x",
+        untar_secs,
+        rate(untar_secs),
+        "-",
+        "-"
+    );
+    println!(
+        "{:<22} {:>8.2} {:>10.1} {:>12} {:>6.1} MiB",
+        "gomirror import",
+        import_secs,
+        rate(import_secs),
+        "-",
+        mib(import_peak)
+    );
+    println!(
+        "export: throughput {:.0} % of tar | zstd (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
         ratio * 100.0,
         THROUGHPUT_TARGET * 100.0,
         mib(peak),
+        RSS_TARGET_KIB >> 10
+    );
+    println!(
+        "import: throughput {:.0} % of zstd -d | tar -x (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
+        untar_secs / import_secs * 100.0,
+        THROUGHPUT_TARGET * 100.0,
+        mib(import_peak),
         RSS_TARGET_KIB >> 10
     );
     println!(
@@ -165,7 +205,10 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
             "export_peak_rss_kib": peak,
             "bundle_bytes": bundle,
             "tar_zstd_bytes": tar_out,
-            "import": null,
+            "untar_secs": round(untar_secs, 3),
+            "import_secs": round(import_secs, 3),
+            "import_over_untar_throughput": round(untar_secs / import_secs, 3),
+            "import_peak_rss_kib": import_peak,
         })
     );
     Ok(())
@@ -197,6 +240,7 @@ fn write_config(dir: &Path, a: &str, b: &str, targets: &[&[Target]]) -> Result<P
     Ok(config)
 }
 
+/// Writes the private key to `out` and the verifier key beside it (`export.vkey`).
 fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<()> {
     let status = Command::new(bin)
         .args(["keygen", "--name", "bench.example", "--out"])
@@ -205,7 +249,69 @@ fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<()> {
         .arg(config)
         .output()?;
     ensure!(status.status.success(), "keygen: {status:?}");
+    let vkey = String::from_utf8(status.stdout)?;
+    fs::write(out.with_file_name("export.vkey"), vkey.trim())?;
     Ok(())
+}
+
+fn zstd_untar(bundle: &Path, into: &Path, work: &Path, server: &mut Server) -> Result<Measured> {
+    fs::create_dir_all(into)?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("zstd -d -q -c \"$1\" | tar -x -C \"$2\" && sync -f \"$2\"")
+        .arg("sh")
+        .arg(bundle)
+        .arg(into);
+    let m = measure(cmd, &work.join("untar.log"), None, server)?;
+    ensure!(
+        m.status.success(),
+        "zstd -d | tar -x: {}; {}",
+        m.status,
+        m.last_line
+    );
+    eprintln!("zstd -d | tar -x: {:.2}s", m.secs);
+    Ok(m)
+}
+
+/// `gomirror import` of the round's bundle into a fresh offline mirror trusting `vkey`.
+fn import_bundle(
+    bin: &Path,
+    vkey: &str,
+    work: &Path,
+    n: usize,
+    server: &mut Server,
+) -> Result<Measured> {
+    let dir = work.join(format!("offline-{n}"));
+    fs::create_dir_all(&dir)?;
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let config = dir.join("offline.toml");
+    fs::write(
+        &config,
+        format!(
+            "[tree]\ndir = {}\n[state]\ndatabase = {}\n[sumdb]\nkey = \"off\"\n\
+             [import]\ntrusted = [{}]\n",
+            q(&dir.join("tree").to_string_lossy()),
+            q(&dir.join("state.db").to_string_lossy()),
+            q(vkey)
+        ),
+    )?;
+    let bundle = fs::read_dir(work.join(format!("usb-{n}")))?
+        .next()
+        .context("no bundle")??
+        .path();
+    let mut cmd = Command::new(bin);
+    cmd.args(["import", "--no-progress", "--config"])
+        .arg(&config)
+        .arg(&bundle);
+    let m = measure(cmd, &work.join(format!("import-{n}.log")), None, server)?;
+    ensure!(
+        m.status.success(),
+        "gomirror import: {}; {}",
+        m.status,
+        m.last_line
+    );
+    eprintln!("import: {:.2}s  {}", m.secs, m.last_line);
+    Ok(m)
 }
 
 /// Bytes of every regular file in the tree but the run lock.
