@@ -1,18 +1,19 @@
-//! The export benchmark (`cargo bench --bench sync -- --export`): how fast `gomirror export`
-//! writes a bundle, against `tar -c | zstd` of the same tree in the same run, and how much memory
-//! it needs.
+//! The export and import benchmark (`cargo bench --bench sync -- --export`): how fast
+//! `gomirror export` writes a bundle and `gomirror import` applies it, against `tar -c | zstd`
+//! and `zstd -d | tar -x` of the same tree in the same run, and how much memory they need.
 //!
 //! Input: `--versions N` (2000) synthetic modules of `--zip-kib` (100) KiB plus one module with a
 //! `--big-zip-mib` (400) MiB zip, synced once into one tree from two upstream processes (the test
 //! upstream, no latency, no checksum database). Output: a table on stdout, then one line of JSON.
 //!
-//! Then, three times each, alternating, so that both read from a warm page cache: `tar -c -C tree .
+//! Then, twice each and alternating, so that both read from a warm page cache: `tar -c -C tree .
 //! | zstd -q` (zstd's default level 3, as ours) into a file, and `gomirror export --full`
-//! (zstd level 3) into a fresh directory. The best run of each is reported. Throughput is the
-//! tree's bytes over wall time; peak RSS is gomirror's own (`wait4`, see the module doc of
-//! `sync.rs`). Then, as often and alternating, the first bundle is imported with `gomirror
-//! import` into a fresh offline mirror (trusting the export key, no checksum database), against
-//! `zstd -d | tar -x` of the first `tar | zstd` output into a fresh directory.
+//! (zstd level 3) into a fresh directory. Then, twice each and alternating: `zstd -d | tar -x`
+//! of the `tar | zstd` output into a fresh directory, and `gomirror import` of the bundle into a
+//! fresh offline mirror (which checks every file's sha256, every zip's rules and `h1:`, and
+//! publishes with its barriers; both sides end with the file system synced). The best run of
+//! each is reported. Throughput is the tree's bytes over wall time; peak RSS is gomirror's own
+//! (`wait4`, see the module doc of `sync.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,6 @@ use crate::{measure, mib, number, round, Corpus, Measured, Server, Target};
 const THROUGHPUT_TARGET: f64 = 0.8;
 /// The target for export's peak RSS.
 const RSS_TARGET_KIB: u64 = 64 << 10;
-/// Runs of each, alternating; the best is reported (the machine may be shared).
-const ROUNDS: usize = 3;
 
 struct ExportOpts {
     versions: usize,
@@ -97,7 +96,7 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         sumdb: false,
     })?;
     let config = write_config(work, &many.url, &big.url, &[&many.targets, &big.targets])?;
-    let vkey = keygen(&local, &config, &work.join("export.key"))?;
+    keygen(&local, &config, &work.join("export.key"))?;
     let synced = crate::sync(&local, &config, &work.join("sync.log"), &mut many)?;
     eprintln!("sync:   {:.2}s  {}", synced.secs, synced.last_line);
     drop(big);
@@ -106,7 +105,7 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
 
     let mut tar = Vec::new();
     let mut export = Vec::new();
-    for round_no in 0..ROUNDS {
+    for round_no in 0..2 {
         tar.push(tar_zstd(
             &tree,
             &work.join(format!("tar-{round_no}.tar.zst")),
@@ -115,30 +114,23 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         )?);
         export.push(export_full(&local, &config, work, round_no, &mut many)?);
     }
-    let bundle_path = only_file(&work.join("usb-0"))?;
-    let mut imports = Vec::new();
-    let mut untars = Vec::new();
-    for round_no in 0..ROUNDS {
-        untars.push(untar(
-            &work.join("tar-0.tar.zst"),
+    let vkey = fs::read_to_string(work.join("export.vkey"))?;
+    let mut untar = Vec::new();
+    let mut import = Vec::new();
+    for round_no in 0..2 {
+        untar.push(zstd_untar(
+            &work.join(format!("tar-{round_no}.tar.zst")),
+            &work.join(format!("untar-{round_no}")),
             work,
-            round_no,
             &mut many,
         )?);
-        imports.push(import(
-            &local,
-            &vkey,
-            &bundle_path,
-            work,
-            round_no,
-            &mut many,
-        )?);
+        import.push(import_bundle(&local, &vkey, work, round_no, &mut many)?);
     }
     let best = |runs: &[Measured]| runs.iter().map(|m| m.secs).fold(f64::INFINITY, f64::min);
     let (tar_secs, export_secs) = (best(&tar), best(&export));
+    let (untar_secs, import_secs) = (best(&untar), best(&import));
     let peak = export.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
-    let (untar_secs, import_secs) = (best(&untars), best(&imports));
-    let import_peak = imports.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+    let import_peak = import.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
     let ratio = tar_secs / export_secs;
     let bundle = bundle_bytes(&work.join("usb-1"))?;
     let tar_out = fs::metadata(work.join("tar-1.tar.zst"))?.len();
@@ -213,12 +205,10 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
             "export_peak_rss_kib": peak,
             "bundle_bytes": bundle,
             "tar_zstd_bytes": tar_out,
-            "import": {
-                "untar_secs": round(untar_secs, 3),
-                "import_secs": round(import_secs, 3),
-                "import_over_untar_throughput": round(untar_secs / import_secs, 3),
-                "import_peak_rss_kib": import_peak,
-            },
+            "untar_secs": round(untar_secs, 3),
+            "import_secs": round(import_secs, 3),
+            "import_over_untar_throughput": round(untar_secs / import_secs, 3),
+            "import_peak_rss_kib": import_peak,
         })
     );
     Ok(())
@@ -250,8 +240,8 @@ fn write_config(dir: &Path, a: &str, b: &str, targets: &[&[Target]]) -> Result<P
     Ok(config)
 }
 
-/// Writes the signing key; returns its verifier key.
-fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<String> {
+/// Writes the private key to `out` and the verifier key beside it (`export.vkey`).
+fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<()> {
     let status = Command::new(bin)
         .args(["keygen", "--name", "bench.example", "--out"])
         .arg(out)
@@ -259,63 +249,19 @@ fn keygen(bin: &Path, config: &Path, out: &Path) -> Result<String> {
         .arg(config)
         .output()?;
     ensure!(status.status.success(), "keygen: {status:?}");
-    Ok(String::from_utf8(status.stdout)?.trim().to_string())
+    let vkey = String::from_utf8(status.stdout)?;
+    fs::write(out.with_file_name("export.vkey"), vkey.trim())?;
+    Ok(())
 }
 
-/// An offline mirror's config under `dir` trusting `vkey`; no upstream is reachable.
-fn write_offline_config(dir: &Path, vkey: &str) -> Result<PathBuf> {
-    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let p = |name: &str| q(&dir.join(name).to_string_lossy());
-    fs::create_dir_all(dir)?;
-    let text = format!(
-        "[upstream]\nproxies = [\"http://127.0.0.1:9\"]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
-         [sumdb]\nkey = \"off\"\n[import]\ntrusted = [{}]\n",
-        p("tree"),
-        p("state.db"),
-        q(vkey),
-    );
-    let config = dir.join("offline.toml");
-    fs::write(&config, text).with_context(|| format!("{}", config.display()))?;
-    Ok(config)
-}
-
-/// `gomirror import` of `bundle` into a fresh offline mirror.
-fn import(
-    bin: &Path,
-    vkey: &str,
-    bundle: &Path,
-    work: &Path,
-    n: usize,
-    server: &mut Server,
-) -> Result<Measured> {
-    let dir = work.join(format!("offline-{n}"));
-    let config = write_offline_config(&dir, vkey)?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["import", "--no-progress", "--config"])
-        .arg(&config)
-        .arg(bundle);
-    let m = measure(cmd, &work.join(format!("import-{n}.log")), None, server)?;
-    ensure!(
-        m.status.success(),
-        "gomirror import: {}; {}",
-        m.status,
-        m.last_line
-    );
-    eprintln!("import: {:.2}s  {}", m.secs, m.last_line);
-    fs::remove_dir_all(&dir)?;
-    Ok(m)
-}
-
-/// `zstd -d | tar -x` of `archive` into a fresh directory.
-fn untar(archive: &Path, work: &Path, n: usize, server: &mut Server) -> Result<Measured> {
-    let dir = work.join(format!("untar-{n}"));
-    fs::create_dir_all(&dir)?;
+fn zstd_untar(bundle: &Path, into: &Path, work: &Path, server: &mut Server) -> Result<Measured> {
+    fs::create_dir_all(into)?;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg("zstd -q -d -c \"$1\" | tar -x -C \"$2\" && sync -f \"$2\"")
+        .arg("zstd -d -q -c \"$1\" | tar -x -C \"$2\" && sync -f \"$2\"")
         .arg("sh")
-        .arg(archive)
-        .arg(&dir);
+        .arg(bundle)
+        .arg(into);
     let m = measure(cmd, &work.join("untar.log"), None, server)?;
     ensure!(
         m.status.success(),
@@ -324,7 +270,47 @@ fn untar(archive: &Path, work: &Path, n: usize, server: &mut Server) -> Result<M
         m.last_line
     );
     eprintln!("zstd -d | tar -x: {:.2}s", m.secs);
-    fs::remove_dir_all(&dir)?;
+    Ok(m)
+}
+
+/// `gomirror import` of the round's bundle into a fresh offline mirror trusting `vkey`.
+fn import_bundle(
+    bin: &Path,
+    vkey: &str,
+    work: &Path,
+    n: usize,
+    server: &mut Server,
+) -> Result<Measured> {
+    let dir = work.join(format!("offline-{n}"));
+    fs::create_dir_all(&dir)?;
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let config = dir.join("offline.toml");
+    fs::write(
+        &config,
+        format!(
+            "[tree]\ndir = {}\n[state]\ndatabase = {}\n[sumdb]\nkey = \"off\"\n\
+             [import]\ntrusted = [{}]\n",
+            q(&dir.join("tree").to_string_lossy()),
+            q(&dir.join("state.db").to_string_lossy()),
+            q(vkey)
+        ),
+    )?;
+    let bundle = fs::read_dir(work.join(format!("usb-{n}")))?
+        .next()
+        .context("no bundle")??
+        .path();
+    let mut cmd = Command::new(bin);
+    cmd.args(["import", "--no-progress", "--config"])
+        .arg(&config)
+        .arg(&bundle);
+    let m = measure(cmd, &work.join(format!("import-{n}.log")), None, server)?;
+    ensure!(
+        m.status.success(),
+        "gomirror import: {}; {}",
+        m.status,
+        m.last_line
+    );
+    eprintln!("import: {:.2}s  {}", m.secs, m.last_line);
     Ok(m)
 }
 
@@ -341,19 +327,6 @@ fn tree_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
-}
-
-/// The one file in `dir` (an export's bundle, not split).
-fn only_file(dir: &Path) -> Result<PathBuf> {
-    let files: Vec<PathBuf> = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    ensure!(
-        files.len() == 1,
-        "{}: want one bundle file, found {files:?}",
-        dir.display()
-    );
-    Ok(files.into_iter().next().expect("one file"))
 }
 
 fn bundle_bytes(dir: &Path) -> Result<u64> {

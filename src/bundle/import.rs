@@ -501,7 +501,47 @@ fn stream(
         return Err(refused("the bundle changed while it was being read"));
     }
     read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
-    let mut s = Stream::new(ctx, &header.manifest)?;
+    // Versions are verified (zip rules, `h1:`) on other threads while this
+    // one decompresses and writes the next files.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1);
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 4);
+    let job_rx = std::sync::Mutex::new(job_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<Staged, ImportError>>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || loop {
+                let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(job) = job else { break };
+                if done_tx.send(verify_job(ctx, job, progress)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut staged = Vec::with_capacity(header.manifest.versions.len());
+        let streamed = stream_files(ctx, header, &mut entries, job_tx, &done_rx, &mut staged);
+        // The job sender is gone: the workers finish what is queued, then stop.
+        for result in done_rx.iter() {
+            staged.push(result?);
+        }
+        streamed?.finish(staged)
+    })
+}
+
+/// Every file of the manifest, in order; versions go to the verifiers.
+fn stream_files<'a, R: Read>(
+    ctx: &'a Context,
+    header: &Header,
+    entries: &mut tar::Entries<'_, R>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    done: &std::sync::mpsc::Receiver<Result<Staged, ImportError>>,
+    staged: &mut Vec<Staged>,
+) -> Result<Stream<'a>, ImportError> {
+    let mut s = Stream::new(ctx, &header.manifest, jobs)?;
     for f in &header.manifest.files {
         let mut entry = entries
             .next()
@@ -524,12 +564,51 @@ fn stream(
                 ),
             ));
         }
-        s.take(&f.path, &f.sha256, &mut entry, progress)?;
+        s.take(&f.path, &f.sha256, &mut entry)?;
+        // A version that failed verification stops the import early.
+        while let Ok(result) = done.try_recv() {
+            staged.push(result?);
+        }
     }
     if entries.next().is_some() {
         return Err(refused("the bundle holds files its manifest does not name"));
     }
-    s.finish()
+    s.jobs = None;
+    Ok(s)
+}
+
+/// One version's files, for a verifier thread.
+struct Job {
+    i: usize,
+    fetched: Fetched,
+    /// The checksum database's record (name, hashes), unless private or off.
+    vouched: Option<(String, RecordHashes)>,
+}
+
+/// `verify::verify` with the record, the manifest's hashes, then staging.
+fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged, ImportError> {
+    let (mv, entry) = &ctx.versions[job.i];
+    let vouched = job
+        .vouched
+        .as_ref()
+        .map(|(db, hashes)| Vouched { db, hashes });
+    let verified = verify::verify(job.fetched, vouched)
+        .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
+    let c = verified.checked();
+    if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
+        return Err(file_err(
+            &layout::version_rel(mv, Kind::Zip),
+            format!(
+                "hashes to {} and go.mod {}, the manifest says {} and {}",
+                c.h1_zip(),
+                c.h1_mod(),
+                entry.h1_zip,
+                entry.h1_mod
+            ),
+        ));
+    }
+    progress.finished(mv, "verified", c.zip_size());
+    publish::stage(&ctx.tree, verified).map_err(ImportError::Publish)
 }
 
 /// The files of one version, gathered as the stream goes.
@@ -545,13 +624,18 @@ struct Stream<'a> {
     tiles: Tiles,
     records: HashMap<usize, (i64, RecordHashes, Vec<u8>)>,
     pending: HashMap<usize, Pending>,
-    staged: Vec<Staged>,
+    /// To the verifier threads; `None` once every file was read.
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     consistent: HashSet<(i64, [u8; 32])>,
     pin_checked: bool,
 }
 
 impl<'a> Stream<'a> {
-    fn new(ctx: &'a Context, m: &Manifest) -> Result<Stream<'a>, ImportError> {
+    fn new(
+        ctx: &'a Context,
+        m: &Manifest,
+        jobs: std::sync::mpsc::SyncSender<Job>,
+    ) -> Result<Stream<'a>, ImportError> {
         let pin = match (&ctx.sumdb, &m.sumdb) {
             (None, _) => None,
             (Some(db), None) => {
@@ -585,19 +669,13 @@ impl<'a> Stream<'a> {
             tiles: Tiles::default(),
             records: HashMap::new(),
             pending: HashMap::new(),
-            staged: Vec::new(),
+            jobs: Some(jobs),
             consistent: HashSet::new(),
             pin_checked: false,
         })
     }
 
-    fn take(
-        &mut self,
-        rel: &str,
-        sha256: &str,
-        entry: &mut impl Read,
-        progress: &dyn Progress,
-    ) -> Result<(), ImportError> {
+    fn take(&mut self, rel: &str, sha256: &str, entry: &mut impl Read) -> Result<(), ImportError> {
         if let Some(tile) = self.tile_path(rel) {
             let data = read_checked(rel, sha256, entry, 1 << 20)?;
             self.tiles.bundle.insert(tile, data);
@@ -627,7 +705,7 @@ impl<'a> Stream<'a> {
             }
             Expect::Info(i) => {
                 let info = read_checked(rel, sha256, entry, verify::MAX_INFO)?;
-                self.stage(i, Bytes::from(info), progress)?;
+                self.stage(i, Bytes::from(info))?;
             }
             Expect::Lookup(i) => {
                 let body = read_checked(rel, sha256, entry, 1 << 20)?;
@@ -761,67 +839,54 @@ impl<'a> Stream<'a> {
             .unwrap_or_default()
     }
 
-    /// The version's `.info` arrived: its three files go through the same
-    /// checks as a download from upstream, with the database's record.
-    fn stage(&mut self, i: usize, info: Bytes, progress: &dyn Progress) -> Result<(), ImportError> {
-        let (mv, entry) = &self.ctx.versions[i];
+    /// The version's `.info` arrived: its three files go to a verifier,
+    /// for the same checks as a download from upstream, with the record.
+    fn stage(&mut self, i: usize, info: Bytes) -> Result<(), ImportError> {
+        let (mv, _) = &self.ctx.versions[i];
         let p = self.pending.remove(&i).unwrap_or_default();
         let (Some(mod_file), Some(zip)) = (p.mod_file, p.zip) else {
             return Err(refused(format!(
                 "{mv}: .info comes before its .mod and .zip"
             )));
         };
-        let record = self.records.get(&i);
         let private = self
             .ctx
             .sumdb
             .as_ref()
             .is_some_and(|d| d.private.is_private(mv.path.as_str()));
+        let record = self.records.get(&i).map(|(_, hashes, _)| hashes.clone());
         if self.ctx.sumdb.is_some() && record.is_none() && !private {
             return Err(refused(format!(
                 "{mv}: no checksum-database lookup in the bundle"
             )));
         }
-        let db = self.name();
-        let vouched = record.map(|(_, hashes, _)| Vouched { db: &db, hashes });
-        let fetched = Fetched {
-            mv: mv.clone(),
-            info,
-            mod_file,
-            zip,
+        let job = Job {
+            i,
+            fetched: Fetched {
+                mv: mv.clone(),
+                info,
+                mod_file,
+                zip,
+            },
+            vouched: record.map(|hashes| (self.name(), hashes)),
         };
-        let verified = verify::verify(fetched, vouched)
-            .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
-        let c = verified.checked();
-        if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
-            return Err(file_err(
-                &layout::version_rel(mv, Kind::Zip),
-                format!(
-                    "hashes to {} and go.mod {}, the manifest says {} and {}",
-                    c.h1_zip(),
-                    c.h1_mod(),
-                    entry.h1_zip,
-                    entry.h1_mod
-                ),
-            ));
-        }
-        progress.finished(mv, "verified", c.zip_size());
-        let staged = publish::stage(&self.ctx.tree, verified).map_err(ImportError::Publish)?;
-        self.staged.push(staged);
+        let jobs = self.jobs.as_ref().expect("open while files are read");
+        jobs.send(job)
+            .map_err(|_| ImportError::Task("the verifier threads stopped".into()))?;
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Verified, ImportError> {
+    fn finish(mut self, staged: Vec<Staged>) -> Result<Verified, ImportError> {
         self.check_pin()?;
         if let Some((i, _)) = self.pending.iter().next() {
             let (mv, _) = &self.ctx.versions[*i];
             return Err(refused(format!("{mv}: the bundle has no .info for it")));
         }
-        if self.staged.len() != self.ctx.versions.len() {
+        if staged.len() != self.ctx.versions.len() {
             return Err(refused(format!(
                 "the manifest names {} versions, the bundle holds the files of {}",
                 self.ctx.versions.len(),
-                self.staged.len()
+                staged.len()
             )));
         }
         let mut lookups = Vec::new();
@@ -845,7 +910,7 @@ impl<'a> Stream<'a> {
             tiles,
             lookups,
             records,
-            staged: self.staged,
+            staged,
             pin: self.pin,
         })
     }
