@@ -540,7 +540,11 @@ fn check_listed_files(tree: &Path, when: &str) -> usize {
             .lines()
         {
             for ext in ["info", "mod", "zip"] {
-                let f = tree.join(format!("{module}/@v/{v}.{ext}"));
+                // The list holds versions as `go` names them; files are case-encoded.
+                let escaped = gomirror::module::Version::new(v)
+                    .expect("listed version")
+                    .escaped();
+                let f = tree.join(format!("{module}/@v/{escaped}.{ext}"));
                 assert!(
                     f.is_file(),
                     "{when}: {module} lists {v}, {} is missing",

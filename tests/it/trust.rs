@@ -497,7 +497,10 @@ fn check_listed_have_lookups(mirror: &Mirror, when: &str) -> usize {
         };
         let text = std::fs::read_to_string(tree.join(&rel)).expect("read a list");
         for version in text.lines() {
-            let lookup = sumdb_file(mirror, &format!("lookup/{module}@{version}"));
+            let escaped = gomirror::module::Version::new(version)
+                .expect("listed version")
+                .escaped();
+            let lookup = sumdb_file(mirror, &format!("lookup/{module}@{escaped}"));
             let body = std::fs::read_to_string(&lookup)
                 .unwrap_or_else(|e| panic!("{when}: {module}@{version} listed, lookup: {e}"));
             assert!(
