@@ -567,3 +567,34 @@ async fn a_split_bundle_imports_as_one() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_eq!(off.published(), 3);
 }
+
+/// A `--full` bundle fits any state: a fresh mirror, and one whose chain it supersedes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bundle_imports_onto_any_state() {
+    let mut on = online("mirror.airgap.example").await;
+    on.sync().await;
+    let first = on.export(&[]).await;
+    add_second(&mut on.mirror);
+    on.sync().await;
+    let _second = on.export(&[]).await;
+    let full = on.export(&["--full"]).await;
+    assert!(
+        full[0].to_string_lossy().contains("-full"),
+        "named as full: {full:?}"
+    );
+    let fresh = offline(&on.db, &[&on.vkey]);
+    let run = fresh.import(&full[0]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(fresh.published(), 4);
+    let behind = offline(&on.db, &[&on.vkey]);
+    assert_eq!(behind.import(&first[0]).await.code, Some(0));
+    let run = behind.import(&full[0]).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "a full bundle supersedes the chain: {run:#?}"
+    );
+    assert_eq!(behind.published(), 4);
+    let audit = behind.mirror.run_bin(&["verify"]).await;
+    assert_eq!(audit.code, Some(0), "{audit:#?}");
+}
