@@ -475,7 +475,7 @@ async fn remove_strays(ctx: &Arc<Context>) -> Result<(), ImportError> {
 }
 
 /// Everything of the bundle, verified and written beside its final names.
-struct Verified {
+struct Prepared {
     tiles: Vec<(Tile, Bytes)>,
     lookups: Vec<(ModVer, Vec<u8>)>,
     /// Record ids, for the state.
@@ -491,7 +491,7 @@ fn stream(
     path: &Path,
     header: &Header,
     progress: &dyn Progress,
-) -> Result<Verified, ImportError> {
+) -> Result<Prepared, ImportError> {
     let mut archive = tar::Archive::new(volume::open_stream(path)?);
     let mut entries = archive
         .entries()
@@ -876,7 +876,7 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    fn finish(mut self, staged: Vec<Staged>) -> Result<Verified, ImportError> {
+    fn finish(mut self, staged: Vec<Staged>) -> Result<Prepared, ImportError> {
         self.check_pin()?;
         if let Some((i, _)) = self.pending.iter().next() {
             let (mv, _) = &self.ctx.versions[*i];
@@ -906,7 +906,7 @@ impl<'a> Stream<'a> {
             .map(|(t, d)| (t, Bytes::from(d)))
             .collect();
         tiles.sort_by_key(|(t, _)| *t);
-        Ok(Verified {
+        Ok(Prepared {
             tiles,
             lookups,
             records,
@@ -1029,7 +1029,7 @@ impl Tiles {
 }
 
 /// Phase 3: publish in sync's order and record.
-async fn apply(ctx: &Arc<Context>, store: &Store, v: Verified) -> Result<(), ImportError> {
+async fn apply(ctx: &Arc<Context>, store: &Store, v: Prepared) -> Result<(), ImportError> {
     let run = store.begin_run().await?;
     let keys: Vec<(String, String)> = ctx
         .versions
