@@ -12,7 +12,7 @@
 //! Like sync, this connects stages (state, publish layout, verify) and
 //! holds the tree's run lock, so it never reads a half-published batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,13 +25,11 @@ use crate::module::ModVer;
 use crate::publish::layout::{Kind, SumdbFile, Tree};
 use crate::state::{RecordRow, StateError, Store};
 use crate::verify::sumdb::client::{open_head, SignedHead};
+use crate::verify::sumdb::local::LocalTiles;
 use crate::verify::sumdb::note::Verifier;
-use crate::verify::sumdb::tile::{plan_tiles, Tile, TileHashReader};
-use crate::verify::sumdb::tlog::{
-    check_record, check_tree, format_hash, prove_record, prove_tree, record_hash, Hash,
-    IndexRecorder, Tree as LogTree,
-};
-use crate::verify::sumdb::{parse_lookup, parse_record_hashes, TILE_HEIGHT};
+use crate::verify::sumdb::tile::Tile;
+use crate::verify::sumdb::tlog::{format_hash, Hash};
+use crate::verify::sumdb::{parse_lookup, parse_record_hashes};
 use crate::verify::{dirhash, zip};
 
 /// What `gomirror verify` found.
@@ -165,13 +163,16 @@ fn check_version_files(tree: &Tree, row: &RecordRow) -> Vec<Finding> {
     found
 }
 
+/// Reads a tile of the offline copy.
+type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
+
 /// The offline checksum database as a go client would read it: only files
 /// of the tree.
 struct OfflineCopy<'a> {
     tree: &'a Tree,
     settings: &'a SumdbSettings,
     verifier: &'a Verifier,
-    tiles: HashMap<Tile, Vec<u8>>,
+    tiles: LocalTiles<TileLoader<'a>>,
     /// Heads proved consistent with the pinned one.
     consistent: HashSet<(i64, Hash)>,
     report: AuditReport,
@@ -183,7 +184,9 @@ impl<'a> OfflineCopy<'a> {
             tree,
             settings,
             verifier,
-            tiles: HashMap::new(),
+            tiles: LocalTiles::new(Box::new(|t: &Tile| {
+                crate::publish::read_sumdb_tile(tree, &settings.name, t)
+            })),
             consistent: HashSet::new(),
             report: AuditReport::default(),
         }
@@ -283,66 +286,15 @@ impl<'a> OfflineCopy<'a> {
             ));
         }
         if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
-            self.prove_consistent(&head.tree, &pin.tree)?;
+            self.tiles.check_tree(&head.tree, &pin.tree).map_err(|e| {
+                format!(
+                    "tree {} ({}) is not consistent with latest: {e}",
+                    head.tree.n,
+                    format_hash(&head.tree.hash)
+                )
+            })?;
             self.consistent.insert((head.tree.n, head.tree.hash));
         }
-        self.prove_included(&pin.tree, lookup.id, &lookup.text)
-    }
-
-    fn prove_consistent(&mut self, old: &LogTree, pin: &LogTree) -> Result<(), String> {
-        let (n, m) = (pin.n, old.n);
-        let reader = self.reader(pin, |r| prove_tree(n, m, r).map(drop))?;
-        let proof = prove_tree(n, m, &reader).map_err(|e| e.to_string())?;
-        check_tree(&proof, n, pin.hash, m, old.hash).map_err(|e| {
-            format!(
-                "tree {} ({}) is not consistent with latest: {e}",
-                m,
-                format_hash(&old.hash)
-            )
-        })
-    }
-
-    fn prove_included(&mut self, pin: &LogTree, id: i64, text: &[u8]) -> Result<(), String> {
-        if id < 0 || id >= pin.n {
-            return Err(format!("record {id} is not in tree {}", pin.n));
-        }
-        let n = pin.n;
-        let reader = self.reader(pin, |r| prove_record(n, id, r).map(drop))?;
-        let proof = prove_record(n, id, &reader).map_err(|e| e.to_string())?;
-        check_record(&proof, n, pin.hash, id, record_hash(text))
-            .map_err(|e| format!("record {id} is not included in tree {n}: {e}"))
-    }
-
-    /// A tile reader over the tree's tiles for what `prove` reads.
-    fn reader(
-        &mut self,
-        tree: &LogTree,
-        prove: impl FnOnce(&IndexRecorder) -> Result<(), crate::verify::sumdb::tlog::TlogError>,
-    ) -> Result<TileHashReader<'_>, String> {
-        let recorder = IndexRecorder::new();
-        let _ = prove(&recorder);
-        let plan = plan_tiles(TILE_HEIGHT, tree, &recorder.take()).map_err(|e| e.to_string())?;
-        if self.tiles.len() > 16 * 1024 {
-            self.tiles.clear();
-        }
-        for tile in plan {
-            if self.tiles.contains_key(&tile) {
-                continue;
-            }
-            let path = self.file(SumdbFile::Tile(&tile));
-            match fs_err::read(&path) {
-                Ok(data) => {
-                    self.tiles.insert(tile, data);
-                }
-                // A partial tile may be served as the prefix of its full one.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Ok(full) = fs_err::read(self.file(SumdbFile::Tile(&tile.full()))) {
-                        self.tiles.insert(tile.full(), full);
-                    }
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Ok(TileHashReader::new(*tree, TILE_HEIGHT, &self.tiles))
+        self.tiles.check_record(&pin.tree, lookup.id, &lookup.text)
     }
 }

@@ -49,13 +49,11 @@ use crate::state::{
 };
 use crate::sync::Progress;
 use crate::verify::sumdb::client::{open_head, SignedHead};
+use crate::verify::sumdb::local::LocalTiles;
 use crate::verify::sumdb::note::Verifier;
-use crate::verify::sumdb::tile::{plan_tiles, Tile, TileData, TileHashReader};
-use crate::verify::sumdb::tlog::{
-    check_record, check_tree, format_hash, prove_record, prove_tree, record_hash, IndexRecorder,
-    TlogError, Tree as LogTree,
-};
-use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes, TILE_HEIGHT};
+use crate::verify::sumdb::tile::Tile;
+use crate::verify::sumdb::tlog::format_hash;
+use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes};
 use crate::verify::{self, Vouched};
 
 /// What an import did.
@@ -618,10 +616,14 @@ struct Pending {
     zip: Option<Downloaded>,
 }
 
+/// Reads a tile of this mirror's offline copy.
+type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
+
 struct Stream<'a> {
     ctx: &'a Context,
     pin: Option<SignedHead>,
-    tiles: Tiles,
+    /// The bundle's tiles, then this tree's.
+    tiles: LocalTiles<TileLoader<'a>>,
     records: HashMap<usize, (i64, RecordHashes, Vec<u8>)>,
     pending: HashMap<usize, Pending>,
     /// To the verifier threads; `None` once every file was read.
@@ -666,7 +668,10 @@ impl<'a> Stream<'a> {
         Ok(Stream {
             ctx,
             pin,
-            tiles: Tiles::default(),
+            tiles: LocalTiles::new(Box::new(move |t: &Tile| match &ctx.sumdb {
+                Some(db) => publish::read_sumdb_tile(&ctx.tree, &db.name, t),
+                None => Ok(None),
+            })),
             records: HashMap::new(),
             pending: HashMap::new(),
             jobs: Some(jobs),
@@ -678,7 +683,7 @@ impl<'a> Stream<'a> {
     fn take(&mut self, rel: &str, sha256: &str, entry: &mut impl Read) -> Result<(), ImportError> {
         if let Some(tile) = self.tile_path(rel) {
             let data = read_checked(rel, sha256, entry, 1 << 20)?;
-            self.tiles.bundle.insert(tile, data);
+            self.tiles.give(tile, data);
             return Ok(());
         }
         if self.ctx.sumdb.is_none() && rel.starts_with("sumdb/") {
@@ -764,11 +769,13 @@ impl<'a> Stream<'a> {
         let head =
             open_head(&db.verifier, &lookup.note, rel).map_err(|e| file_err(rel, e.to_string()))?;
         if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
-            self.prove_consistent(&head.tree, &pin.tree)
+            self.tiles
+                .check_tree(&head.tree, &pin.tree)
                 .map_err(|e| file_err(rel, format!("signed tree {}: {e}", head.tree.n)))?;
             self.consistent.insert((head.tree.n, head.tree.hash));
         }
-        self.prove_included(&pin.tree, lookup.id, &lookup.text)
+        self.tiles
+            .check_record(&pin.tree, lookup.id, &lookup.text)
             .map_err(|e| file_err(rel, e))?;
         self.records.insert(i, (lookup.id, hashes, body));
         Ok(())
@@ -789,7 +796,7 @@ impl<'a> Stream<'a> {
             } else {
                 (pin.tree, newest.tree)
             };
-            self.prove_consistent(&old, &new).map_err(|e| {
+            self.tiles.check_tree(&old, &new).map_err(|e| {
                 refused(format!(
                     "SECURITY ERROR: the bundle's tree head {} is not consistent with tree {} \
                      this mirror verified before: {e}",
@@ -800,35 +807,6 @@ impl<'a> Stream<'a> {
         self.consistent.insert((pin.tree.n, pin.tree.hash));
         self.pin_checked = true;
         Ok(())
-    }
-
-    fn prove_consistent(&mut self, old: &LogTree, new: &LogTree) -> Result<(), String> {
-        if old.n == new.n {
-            return (old.hash == new.hash)
-                .then_some(())
-                .ok_or_else(|| "same size, other hash: a forked log".to_owned());
-        }
-        let (n, m) = (new.n, old.n);
-        let name = self.name();
-        let reader = self
-            .tiles
-            .reader(&self.ctx.tree, name, new, |r| prove_tree(n, m, r).map(drop))?;
-        let proof = prove_tree(n, m, &reader).map_err(|e| e.to_string())?;
-        check_tree(&proof, n, new.hash, m, old.hash).map_err(|e| e.to_string())
-    }
-
-    fn prove_included(&mut self, pin: &LogTree, id: i64, text: &[u8]) -> Result<(), String> {
-        if id < 0 || id >= pin.n {
-            return Err(format!("record {id} is not in tree {}", pin.n));
-        }
-        let n = pin.n;
-        let name = self.name();
-        let reader = self.tiles.reader(&self.ctx.tree, name, pin, |r| {
-            prove_record(n, id, r).map(drop)
-        })?;
-        let proof = prove_record(n, id, &reader).map_err(|e| e.to_string())?;
-        check_record(&proof, n, pin.hash, id, record_hash(text))
-            .map_err(|e| format!("record {id} is not included in tree {n}: {e}"))
     }
 
     fn name(&self) -> String {
@@ -901,8 +879,8 @@ impl<'a> Stream<'a> {
         }
         let mut tiles: Vec<(Tile, Bytes)> = self
             .tiles
-            .bundle
-            .drain()
+            .take_given()
+            .into_iter()
             .map(|(t, d)| (t, Bytes::from(d)))
             .collect();
         tiles.sort_by_key(|(t, _)| *t);
@@ -982,50 +960,6 @@ fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
         ));
     }
     Ok(())
-}
-
-/// Tiles for proofs: the bundle's, then the tree's (read when needed).
-#[derive(Default)]
-struct Tiles {
-    bundle: HashMap<Tile, Vec<u8>>,
-    tree: HashMap<Tile, Vec<u8>>,
-}
-
-impl TileData for Tiles {
-    fn tile_data(&self, tile: &Tile) -> Option<&[u8]> {
-        self.bundle
-            .get(tile)
-            .or_else(|| self.tree.get(tile))
-            .map(Vec::as_slice)
-    }
-}
-
-impl Tiles {
-    /// A tile reader over `tree_head` for what `prove` reads, loading from
-    /// the mirror's tree the tiles the bundle does not carry.
-    fn reader(
-        &mut self,
-        tree: &Tree,
-        db: String,
-        tree_head: &LogTree,
-        prove: impl FnOnce(&IndexRecorder) -> Result<(), TlogError>,
-    ) -> Result<TileHashReader<'_>, String> {
-        let recorder = IndexRecorder::new();
-        let _ = prove(&recorder);
-        let plan =
-            plan_tiles(TILE_HEIGHT, tree_head, &recorder.take()).map_err(|e| e.to_string())?;
-        for tile in plan {
-            for t in [tile, tile.full()] {
-                if self.bundle.contains_key(&t) || self.tree.contains_key(&t) {
-                    continue;
-                }
-                if let Ok(data) = fs_err::read(tree.sumdb_file(&db, SumdbFile::Tile(&t))) {
-                    self.tree.insert(t, data);
-                }
-            }
-        }
-        Ok(TileHashReader::new(*tree_head, TILE_HEIGHT, self))
-    }
 }
 
 /// Phase 3: publish in sync's order and record.

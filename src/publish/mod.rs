@@ -23,7 +23,9 @@ mod sumdb;
 
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
-pub use sumdb::{lookup_body, place_sumdb, remove_stray_sumdb_temps, update_sumdb_head};
+pub use sumdb::{
+    lookup_body, place_sumdb, read_sumdb_tile, remove_stray_sumdb_temps, update_sumdb_head,
+};
 
 use crate::module::{ModVer, ModulePath, Version};
 use crate::verify::{Checked, Verified};

@@ -75,6 +75,17 @@ pub fn lookup_body(id: i64, text: &[u8], note: &[u8]) -> Result<Vec<u8>, tlog::T
     Ok(body)
 }
 
+/// A tile of the offline copy, if the tree has it: what `gomirror verify`
+/// and `gomirror import` prove with.
+pub fn read_sumdb_tile(tree: &Tree, name: &str, tile: &Tile) -> Result<Option<Vec<u8>>, String> {
+    let path = tree.sumdb_file(name, SumdbFile::Tile(tile));
+    match fs_err::read(&path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Removes temporary files a killed run left in the offline copy.
 pub fn remove_stray_sumdb_temps(tree: &Tree, name: &str) -> Result<usize, WriteError> {
     atomic::remove_stray_temps(&tree.sumdb_dir(name))

@@ -20,11 +20,12 @@ use futures::future::try_join_all;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::local::recorded;
 use super::note::{self, NoteError, Verifier};
 use super::tile::{plan_tiles, Tile, TileHashReader};
 use super::tlog::{
     self, check_record, check_tree, format_hash, prove_record, prove_tree, record_hash,
-    stored_hash_index, HashReader, IndexRecorder, TlogError, Tree,
+    stored_hash_index, HashReader, TlogError, Tree,
 };
 use super::{
     lookup_path, parse_lookup, parse_record_hashes, LookupError, RecordHashes, TILE_HEIGHT,
@@ -476,17 +477,4 @@ fn tile_bytes(tiles: &HashMap<Tile, Bytes>, tile: &Tile) -> Option<Bytes> {
         .get(&tile.full())
         .filter(|b| b.len() >= want)
         .map(|b| b.slice(..want))
-}
-
-/// The stored-hash indexes a proof computation reads, learned by running it
-/// over a reader that only records them.
-fn recorded(prove: impl FnOnce(&IndexRecorder) -> Result<(), TlogError>) -> Vec<i64> {
-    let recorder = IndexRecorder::new();
-    // Over zero hashes a proof can fail to check, never to be computed:
-    // computing it reads every index it needs first.
-    let _ = prove(&recorder);
-    let mut indexes = recorder.take();
-    indexes.sort_unstable();
-    indexes.dedup();
-    indexes
 }

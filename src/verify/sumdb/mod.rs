@@ -34,6 +34,7 @@
 //! 4. [`parse_record_hashes`] gives the `h1:` hashes to compare with ours.
 
 pub mod client;
+pub mod local;
 pub mod note;
 pub mod tile;
 pub mod tlog;
