@@ -22,6 +22,15 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// The run lock of a state database, beside it (`state.db.lock`): a sync or
+/// an import holds it with the tree's, so that two trees never share one
+/// database.
+pub fn db_lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 /// Held for as long as this value lives; dropping it (or the process dying)
 /// releases the lock.
 #[derive(Debug)]

@@ -44,8 +44,7 @@ use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::layout::{self, Kind, SumdbFile, Tree};
 use crate::publish::{self, atomic, Staged, WriteError};
 use crate::state::{
-    ImportRecord, Outcome, OutcomeKind, PublishedInfo, RunOutcome, RunSummary, StateError, Store,
-    StoredHead,
+    ImportRecord, Outcome, OutcomeKind, RunOutcome, RunSummary, StateError, Store, StoredHead,
 };
 use crate::sync::Progress;
 use crate::verify::sumdb::client::{open_head, SignedHead};
@@ -128,7 +127,7 @@ pub async fn import(
         })
     })?;
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
-    let _db_lock = RunLock::acquire(&db_lock_path(&config.database))?;
+    let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
     let trusted = trusted_keys(config)?;
     let header = blocking("reading the bundle header", {
@@ -185,12 +184,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ImportError::Task(format!("{what}: {e}")))
-}
-
-fn db_lock_path(database: &Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
 }
 
 fn trusted_keys(config: &Config) -> Result<Vec<Verifier>, ImportError> {
@@ -1039,15 +1032,7 @@ async fn place_versions(
         outcomes.push(Outcome {
             path: c.mv().path.to_string(),
             version: c.mv().version.to_string(),
-            result: OutcomeKind::Published(PublishedInfo {
-                info_size: c.info_size(),
-                mod_size: c.mod_size(),
-                zip_size: c.zip_size(),
-                h1_zip: c.h1_zip().to_owned(),
-                h1_mod: c.h1_mod().to_owned(),
-                zip_sha256: hex::encode(c.zip_sha256()),
-                time: c.time().unwrap_or_default().to_owned(),
-            }),
+            result: OutcomeKind::Published(crate::sync::published_info(c)),
         });
     }
     Ok(outcomes)

@@ -24,6 +24,8 @@ mod follow;
 mod sumdb;
 mod version;
 
+pub(crate) use version::published_info;
+
 pub use follow::FeedReport;
 
 use std::collections::{BTreeMap, HashSet};
@@ -198,7 +200,7 @@ pub async fn run_with(
     // Two locks: the tree's (two databases must not share a tree) and the
     // database's (two trees must not share a database).
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
-    let _db_lock = RunLock::acquire(&db_lock_path(&config.database))?;
+    let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
     let run_id = store.begin_run().await?;
     let client = Client::new(client_config(config)).map_err(SyncError::Client)?;
@@ -428,12 +430,6 @@ fn retry_policy(config: &Config) -> RetryPolicy {
 
 fn key(mv: &ModVer) -> (String, String) {
     (mv.path.to_string(), mv.version.to_string())
-}
-
-fn db_lock_path(database: &std::path::Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
 }
 
 fn client_config(config: &Config) -> crate::fetch::ClientConfig {

@@ -125,7 +125,8 @@ fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
     done(mv, OutcomeKind::Quarantined { reason: q.reason })
 }
 
-pub(super) fn published_info(v: &Checked) -> PublishedInfo {
+/// What state records for a version placed in the tree (sync and import).
+pub(crate) fn published_info(v: &Checked) -> PublishedInfo {
     PublishedInfo {
         info_size: v.info_size(),
         mod_size: v.mod_size(),
