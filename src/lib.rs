@@ -3,11 +3,14 @@
 //! The data path, one module per stage:
 //! `config` → `plan` (watchlist, index feed) → `fetch` → `verify` (zip rules, `h1:`, checksum database) → `publish` → `state`.
 //! `sync` is the only module that knows the order of the stages; stages never call each other.
+//! Every way of publishing — a sync batch, an import — ends in `commit`, the only module that
+//! knows the commit order (files, lists, checksum-database head, state).
 //! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
 //! last run in Prometheus' text format.
 
 pub mod audit;
 pub mod bundle;
+pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod fetch;

@@ -27,7 +27,7 @@
 //! completes (files already in place are identical, so linking them again
 //! is a no-op).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,15 +37,14 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{self, Manifest, VersionEntry};
 use super::{volume, BundleError};
+use crate::commit;
 use crate::config::Config;
 use crate::fetch::{Downloaded, Fetched};
 use crate::lock::{LockError, RunLock};
-use crate::module::{ModVer, ModulePath, Version};
+use crate::module::{ModVer, ModulePath};
 use crate::publish::layout::{self, Kind, SumdbFile, Tree};
 use crate::publish::{self, atomic, Staged, WriteError};
-use crate::state::{
-    ImportRecord, Outcome, OutcomeKind, RunOutcome, RunSummary, StateError, Store, StoredHead,
-};
+use crate::state::{ImportRecord, OutcomeKind, RunOutcome, RunSummary, StateError, Store};
 use crate::sync::Progress;
 use crate::verify::sumdb::client::{open_head, SignedHead};
 use crate::verify::sumdb::local::LocalTiles;
@@ -152,8 +151,20 @@ pub async fn import(
         return Ok(report);
     }
     check_space(tree.root(), report.bytes)?;
-    let ctx = Arc::new(Context::new(config, &store, &tree, m).await?);
-    remove_strays(&ctx).await?;
+    remove_strays(&tree, &header.manifest, config).await?;
+    // Files are staged in a directory of their own until the commit: a
+    // refused bundle leaves the tree as it was, not even a new directory.
+    let staging = blocking("staging directory", {
+        let root = tree.root().to_owned();
+        move || {
+            tempfile::Builder::new()
+                .prefix(STAGING_PREFIX)
+                .tempdir_in(&root)
+                .map_err(|e| ImportError::Publish(atomic::io_err("create directory in", &root)(e)))
+        }
+    })
+    .await??;
+    let ctx = Arc::new(Context::new(config, &store, &tree, staging.path(), m).await?);
     progress.planned(m.versions.len());
     let staged = blocking("verifying the bundle", {
         let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());
@@ -342,6 +353,8 @@ fn free_bytes(dir: &Path) -> Result<u64, ImportError> {
 /// What every step of one import shares.
 struct Context {
     tree: Tree,
+    /// Where the bundle's module files are staged until the commit.
+    staging: PathBuf,
     /// This mirror's checksum database (`None`: `[sumdb] key = "off"`).
     sumdb: Option<SumdbSide>,
     /// Tree-relative path → what it must be, for every file the manifest may
@@ -353,7 +366,7 @@ struct Context {
 struct SumdbSide {
     name: String,
     verifier: Verifier,
-    private: crate::config::SumdbSettings,
+    settings: crate::config::SumdbSettings,
     /// The newest head this mirror verified before.
     newest: Option<SignedHead>,
 }
@@ -375,6 +388,7 @@ impl Context {
         config: &Config,
         store: &Store,
         tree: &Tree,
+        staging: &Path,
         m: &Manifest,
     ) -> Result<Context, ImportError> {
         let mut versions = Vec::with_capacity(m.versions.len());
@@ -402,7 +416,7 @@ impl Context {
                 Some(SumdbSide {
                     name: s.name.clone(),
                     verifier,
-                    private: s.clone(),
+                    settings: s.clone(),
                     newest,
                 })
             }
@@ -410,6 +424,7 @@ impl Context {
         let expected = expected_paths(&versions, sumdb.as_ref().map(|s| s.name.as_str()));
         Ok(Context {
             tree: tree.clone(),
+            staging: staging.to_owned(),
             sumdb,
             expected,
             versions,
@@ -448,16 +463,38 @@ fn expected_paths(
     expected
 }
 
-/// Temporary files a killed import (or sync) left for these modules.
-async fn remove_strays(ctx: &Arc<Context>) -> Result<(), ImportError> {
-    let ctx = ctx.clone();
+/// Prefix of an import's staging directory in the tree root (a
+/// [`layout::TMP_PREFIX`] name, so nginx never serves it).
+const STAGING_PREFIX: &str = ".tmp-import-";
+
+/// What a killed import (or sync) left: temporary files beside the
+/// bundle's modules and in the offline copy, and staging directories.
+async fn remove_strays(tree: &Tree, m: &Manifest, config: &Config) -> Result<(), ImportError> {
+    let tree = tree.clone();
+    let modules: HashSet<ModulePath> = m
+        .versions
+        .iter()
+        .filter_map(|v| ModulePath::new(&v.path).ok())
+        .collect();
+    let db = config.sumdb.as_ref().map(|s| s.name.clone());
     blocking("stray cleanup", move || -> Result<(), WriteError> {
-        let modules: HashSet<&ModulePath> = ctx.versions.iter().map(|(mv, _)| &mv.path).collect();
-        for path in modules {
-            publish::remove_stray_temps(&ctx.tree, path)?;
+        for path in &modules {
+            publish::remove_stray_temps(&tree, path)?;
         }
-        if let Some(db) = &ctx.sumdb {
-            publish::remove_stray_sumdb_temps(&ctx.tree, &db.name)?;
+        if let Some(db) = &db {
+            publish::remove_stray_sumdb_temps(&tree, db)?;
+        }
+        let root = tree.root();
+        for entry in fs_err::read_dir(root).map_err(atomic::io_err("read directory", root))? {
+            let entry = entry.map_err(atomic::io_err("read directory", root))?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
+                let path = entry.path();
+                fs_err::remove_dir_all(&path).map_err(atomic::io_err("remove", &path))?;
+            }
         }
         Ok(())
     })
@@ -466,7 +503,7 @@ async fn remove_strays(ctx: &Arc<Context>) -> Result<(), ImportError> {
 }
 
 /// Everything of the bundle, verified and written beside its final names.
-struct Prepared {
+struct StagedBundle {
     tiles: Vec<(Tile, Bytes)>,
     lookups: Vec<(ModVer, Vec<u8>)>,
     /// Record ids, for the state.
@@ -482,7 +519,7 @@ fn stream(
     path: &Path,
     header: &Header,
     progress: &dyn Progress,
-) -> Result<Prepared, ImportError> {
+) -> Result<StagedBundle, ImportError> {
     let mut archive = tar::Archive::new(volume::open_stream(path)?);
     let mut entries = archive
         .entries()
@@ -599,7 +636,7 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
         ));
     }
     progress.finished(mv, "verified", c.zip_size());
-    publish::stage(&ctx.tree, verified).map_err(ImportError::Publish)
+    publish::stage(verified).map_err(ImportError::Publish)
 }
 
 /// The files of one version, gathered as the stream goes.
@@ -692,9 +729,7 @@ impl<'a> Stream<'a> {
         };
         match expect {
             Expect::Mod(i) | Expect::Zip(i) => {
-                let (mv, _) = &self.ctx.versions[i];
-                let dir = self.ctx.tree.version_dir(&mv.path);
-                let file = write_checked(rel, sha256, entry, &dir)?;
+                let file = write_checked(rel, sha256, entry, &self.ctx.staging)?;
                 let p = self.pending.entry(i).or_default();
                 match expect {
                     Expect::Mod(_) => p.mod_file = Some(file),
@@ -824,7 +859,7 @@ impl<'a> Stream<'a> {
             .ctx
             .sumdb
             .as_ref()
-            .is_some_and(|d| d.private.is_private(mv.path.as_str()));
+            .is_some_and(|d| d.settings.is_private(mv.path.as_str()));
         let record = self.records.get(&i).map(|(_, hashes, _)| hashes.clone());
         if self.ctx.sumdb.is_some() && record.is_none() && !private {
             return Err(refused(format!(
@@ -847,7 +882,7 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    fn finish(mut self, staged: Vec<Staged>) -> Result<Prepared, ImportError> {
+    fn finish(mut self, staged: Vec<Staged>) -> Result<StagedBundle, ImportError> {
         self.check_pin()?;
         if let Some((i, _)) = self.pending.iter().next() {
             let (mv, _) = &self.ctx.versions[*i];
@@ -877,7 +912,7 @@ impl<'a> Stream<'a> {
             .map(|(t, d)| (t, Bytes::from(d)))
             .collect();
         tiles.sort_by_key(|(t, _)| *t);
-        Ok(Prepared {
+        Ok(StagedBundle {
             tiles,
             lookups,
             records,
@@ -955,143 +990,91 @@ fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
     Ok(())
 }
 
-/// Phase 3: publish in sync's order and record.
-async fn apply(ctx: &Arc<Context>, store: &Store, v: Prepared) -> Result<(), ImportError> {
+/// Phase 3: one commit, as a sync's batch. Every final name is checked
+/// first: a clash refuses the bundle with nothing written, not even a run.
+async fn apply(ctx: &Arc<Context>, store: &Store, bundle: StagedBundle) -> Result<(), ImportError> {
+    let records = match (&ctx.sumdb, bundle.pin) {
+        (Some(db), Some(pin)) => Some(commit::Records {
+            db: db.settings.clone(),
+            head: pin,
+            ids: bundle.records,
+            offline: Some(commit::OfflineCopy {
+                tiles: bundle.tiles,
+                lookups: bundle.lookups,
+            }),
+        }),
+        _ => None,
+    };
+    let batch = commit::Batch {
+        staged: bundle.staged,
+        records,
+    };
+    let prepared = commit::prepare(&ctx.tree, batch)
+        .await
+        .map_err(|e| commit_error(&ctx.tree, e))?;
+    if let Some(c) = prepared.conflicts().first() {
+        return Err(write_refusal(&ctx.tree, &c.error));
+    }
     let run = store.begin_run().await?;
-    let keys: Vec<(String, String)> = ctx
-        .versions
-        .iter()
-        .map(|(mv, _)| (mv.path.to_string(), mv.version.to_string()))
-        .collect();
-    store.mark_pending(run, &keys).await?;
-    if let (Some(db), Some(pin)) = (&ctx.sumdb, &v.pin) {
-        let head = StoredHead {
-            size: pin.tree.n,
-            hash: format_hash(&pin.tree.hash),
-            note: pin.note.to_vec(),
-            pinned: true,
-        };
-        if !store.save_sumdb_head(&db.name, head).await? {
-            return Err(refused(
-                "SECURITY ERROR: another head of this size is stored",
-            ));
-        }
-        let (tree, name, tiles, lookups) = (ctx.tree.clone(), db.name.clone(), v.tiles, v.lookups);
-        blocking("placing lookups and tiles", move || {
-            publish::place_sumdb(&tree, &name, &tiles, &lookups)
-        })
-        .await?
-        .map_err(ImportError::Publish)?;
-        let ids = v
-            .records
-            .iter()
-            .map(|(mv, id)| (mv.path.to_string(), mv.version.to_string(), *id))
-            .collect();
-        store.record_sumdb_ids(&db.name, ids).await?;
-    }
-    let outcomes = place_versions(ctx, v.staged).await?;
-    let published: Vec<ModVer> = ctx.versions.iter().map(|(mv, _)| mv.clone()).collect();
-    update_lists(ctx, store, &published).await?;
-    // As in a sync: state names a version published only once it is listed.
-    store.record_outcomes(&outcomes).await?;
-    let bytes = outcomes
-        .iter()
-        .map(|o| match &o.result {
-            OutcomeKind::Published(p) => p.info_size + p.mod_size + p.zip_size,
-            _ => 0,
-        })
-        .sum();
-    if let (Some(db), Some(pin)) = (&ctx.sumdb, v.pin) {
-        publish_head(ctx, store, db, pin).await?;
-    }
-    let summary = RunSummary {
-        planned: keys.len() as u64,
-        published: published.len() as u64,
-        bytes,
-        outcome: RunOutcome::Ok,
+    let mut summary = RunSummary {
+        planned: ctx.versions.len() as u64,
+        outcome: RunOutcome::Failed,
         ..RunSummary::default()
     };
+    let result = match prepared.apply(&ctx.tree, store).await {
+        Ok(outcomes) => all_published(&outcomes, &mut summary),
+        Err(e) => Err(commit_error(&ctx.tree, e)),
+    };
+    if result.is_ok() {
+        summary.outcome = RunOutcome::Ok;
+    }
     store.finish_run(run, &summary).await?;
+    result
+}
+
+/// Every version of the bundle must have been published; counts them.
+fn all_published(
+    outcomes: &[(ModVer, OutcomeKind)],
+    summary: &mut RunSummary,
+) -> Result<(), ImportError> {
+    for (mv, kind) in outcomes {
+        match kind {
+            OutcomeKind::Published(p) => {
+                summary.published += 1;
+                summary.bytes += p.info_size + p.mod_size + p.zip_size;
+            }
+            OutcomeKind::Quarantined { reason } => return Err(file_err(&zip_rel(mv), reason)),
+            OutcomeKind::NotFound { reason } => return Err(file_err(&zip_rel(mv), reason)),
+            OutcomeKind::Failed { error } => return Err(file_err(&zip_rel(mv), error)),
+        }
+    }
     Ok(())
 }
 
-/// Links every version's files into place; their outcomes, to record once
-/// they are listed.
-async fn place_versions(
-    ctx: &Arc<Context>,
-    staged: Vec<Staged>,
-) -> Result<Vec<Outcome>, ImportError> {
-    let tree = ctx.tree.clone();
-    let placed = blocking("placing files", move || publish::place(&tree, staged))
-        .await?
-        .map_err(ImportError::Publish)?;
-    let mut outcomes = Vec::with_capacity(placed.len());
-    for (s, result) in placed {
-        let c = s.checked();
-        result.map_err(|e| file_err(&layout::version_rel(c.mv(), Kind::Zip), e.to_string()))?;
-        outcomes.push(Outcome {
-            path: c.mv().path.to_string(),
-            version: c.mv().version.to_string(),
-            result: OutcomeKind::Published(crate::sync::published_info(c)),
-        });
-    }
-    Ok(outcomes)
+fn zip_rel(mv: &ModVer) -> String {
+    layout::version_rel(mv, Kind::Zip)
 }
 
-/// `@v/list`/`@latest` of the touched modules: the union of what this tree
-/// published before and what the bundle brought.
-async fn update_lists(
-    ctx: &Arc<Context>,
-    store: &Store,
-    published: &[ModVer],
-) -> Result<(), ImportError> {
-    let paths: Vec<String> = published
-        .iter()
-        .map(|mv| mv.path.to_string())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let mut modules: BTreeMap<ModulePath, HashSet<Version>> = BTreeMap::new();
-    for (p, v) in store.published_set(&paths).await? {
-        if let Ok(mv) = ModVer::parse(&p, &v) {
-            modules.entry(mv.path).or_default().insert(mv.version);
-        }
+/// A commit that stopped: a clash is a refusal naming the file, a full disk
+/// an error of the environment.
+fn commit_error(tree: &Tree, e: commit::CommitError) -> ImportError {
+    match e {
+        commit::CommitError::Publish(e @ WriteError::Conflict { .. }) => write_refusal(tree, &e),
+        commit::CommitError::Publish(e) => ImportError::Publish(e),
+        e @ commit::CommitError::Fork { .. } => refused(e.to_string()),
+        commit::CommitError::State(e) => ImportError::State(e),
+        e @ commit::CommitError::Task { .. } => ImportError::Task(crate::sync::chain(&e)),
     }
-    for mv in published {
-        modules
-            .entry(mv.path.clone())
-            .or_default()
-            .insert(mv.version.clone());
-    }
-    let modules: Vec<(ModulePath, Vec<Version>)> = modules
-        .into_iter()
-        .map(|(p, vs)| (p, vs.into_iter().collect()))
-        .collect();
-    let tree = ctx.tree.clone();
-    blocking("lists", move || publish::update_indexes(&tree, &modules))
-        .await?
-        .map_err(ImportError::Publish)
 }
 
-/// `latest` names the newest pinned head; `supported` once every published
-/// version the database covers has its lookup.
-async fn publish_head(
-    ctx: &Arc<Context>,
-    store: &Store,
-    db: &SumdbSide,
-    pin: SignedHead,
-) -> Result<(), ImportError> {
-    let newest_pinned = store.pinned_sumdb_heads(&db.name).await?;
-    let note = match newest_pinned.last() {
-        Some(h) if h.size > pin.tree.n => h.note.clone(),
-        _ => pin.note.to_vec(),
+/// A file the bundle would publish clashes with the tree's.
+fn write_refusal(tree: &Tree, e: &WriteError) -> ImportError {
+    let rel = match e {
+        WriteError::Conflict { path, .. } | WriteError::Io { path, .. } => path
+            .strip_prefix(tree.root())
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned(),
     };
-    let missing = store.published_without_record(&db.name).await?;
-    let complete = missing.iter().all(|r| db.private.is_private(&r.path));
-    let (tree, name) = (ctx.tree.clone(), db.name.clone());
-    blocking("offline checksum database head", move || {
-        publish::update_sumdb_head(&tree, &name, &note, complete)
-    })
-    .await?
-    .map_err(ImportError::Publish)
+    file_err(&rel, e.to_string())
 }

@@ -1,18 +1,24 @@
 //! Publish stage: [`Verified`] versions → the served tree, in the safe order,
-//! a batch at a time.
+//! a batch at a time. `commit` calls these steps in order; nothing else does.
 //!
 //! 1. [`stage`] (per version, as soon as it is verified): write `.info` to
-//!    a temporary file beside its final name; the `.mod` and the zip already
-//!    are, as downloaded. Nothing is visible yet.
-//! 2. [`place`] (per batch): barrier (all staged bytes durable); link every
+//!    a temporary file beside the version's `.mod` and zip, which already
+//!    are temporary files, as downloaded (sync: in the version directory;
+//!    import: in a staging directory of the tree). Nothing is visible yet.
+//! 2. [`check_staged`] (per version, before anything of the batch is
+//!    written): every final name is free, or holds the same bytes, or (an
+//!    `.info` only) holds one that names the same `Version` and `Time`,
+//!    which stays. Anything else is a [`WriteError::Conflict`].
+//! 3. [`place`] (per batch): barrier (all staged bytes durable); link every
 //!    `.mod` and `.zip` into place; barrier; link every `.info` — the file
 //!    that makes `go` believe a version exists comes last.
-//! 3. [`update_indexes`] (per batch): stage each touched module's new
-//!    `@v/list` and `@latest`; barrier (the `.info` names and the staged
-//!    lists durable); rename them into place; barrier.
+//! 4. [`Metadata`] (per batch): stage each touched module's new `@v/list`
+//!    and `@latest` (and the offline checksum database's `latest`); barrier
+//!    (the `.info` names and the staged files durable); rename them into
+//!    place; barrier.
 //!
 //! So no client ever sees a version listed before its files exist, not even
-//! after a power loss. `sync` records the versions in state after step 3.
+//! after a power loss. `commit` records the versions in state after step 4.
 //!
 //! Everything here blocks; callers run it on the blocking pool.
 
@@ -24,13 +30,16 @@ mod sumdb;
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
 pub use sumdb::{
-    lookup_body, place_sumdb, read_sumdb_tile, remove_stray_sumdb_temps, update_sumdb_head,
+    check_sumdb, lookup_body, place_sumdb, read_sumdb_tile, remove_stray_sumdb_temps, SumdbHead,
 };
+
+use std::io::Read;
+use std::path::Path;
 
 use crate::module::{ModVer, ModulePath, Version};
 use crate::verify::{Checked, Verified};
 
-use atomic::Replacement;
+use atomic::{io_err, Replacement};
 use sha2::{Digest, Sha256};
 
 /// A verified version written beside its final names, not yet visible.
@@ -39,31 +48,151 @@ pub struct Staged {
     checked: Checked,
     info_tmp: tempfile::TempPath,
     info_sha256: [u8; 32],
+    /// What [`check_staged`] found under the final names.
+    found: Found,
+}
+
+/// What the final names of a staged version held when it was checked.
+#[derive(Debug, Clone, Copy, Default)]
+struct Found {
+    /// The `.mod` with these very bytes is published already.
+    mod_present: bool,
+    zip_present: bool,
+    /// Size of the published `.info`, if one is: identical, or naming the
+    /// same version and time (it stays; a published file never changes).
+    info_present: Option<u64>,
 }
 
 impl Staged {
     pub fn checked(&self) -> &Checked {
         &self.checked
     }
+
+    /// Size of the `.info` the tree serves once this version is placed: a
+    /// published one that stays, else the staged one.
+    pub fn info_size(&self) -> u64 {
+        self.found
+            .info_present
+            .unwrap_or_else(|| self.checked.info_size())
+    }
 }
 
-/// Writes a version's `.info` to a temporary file in its directory; its
-/// `.mod` and `.zip` already are temporary files there, as downloaded (step 1).
-pub fn stage(tree: &Tree, verified: Verified) -> Result<Staged, WriteError> {
+/// Writes a version's `.info` to a temporary file beside its staged `.mod`
+/// and `.zip` (step 1).
+pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
     let (checked, info) = verified.into_parts();
-    let dir = tree.version_dir(&checked.mv().path);
+    let dir = parent(checked.zip_path());
     Ok(Staged {
-        info_tmp: atomic::write_temp(&dir, &info)?.into_temp_path(),
+        info_tmp: atomic::write_temp(dir, &info)?.into_temp_path(),
         info_sha256: Sha256::digest(&info).into(),
         checked,
+        found: Found::default(),
     })
+}
+
+/// Checks what `staged`'s final names hold, writing nothing (step 2). A
+/// name held by other bytes is [`WriteError::Conflict`], except an `.info`
+/// that names the same `Version` and `Time`: upstreams serve such `.info`
+/// files with other fields (an `Origin`, say), and the published one stays.
+pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> {
+    let c = &staged.checked;
+    let mv = c.mv();
+    let mod_path = tree.version_file(mv, Kind::Mod);
+    staged.found.mod_present = check_free_or_same(&mod_path, c.mod_sha256())?.is_some();
+    let zip_path = tree.version_file(mv, Kind::Zip);
+    staged.found.zip_present = check_free_or_same(&zip_path, c.zip_sha256())?.is_some();
+    let info_path = tree.version_file(mv, Kind::Info);
+    staged.found.info_present = match read_small(&info_path)? {
+        None => None,
+        Some(existing) if Sha256::digest(&existing)[..] == staged.info_sha256 => {
+            Some(existing.len() as u64)
+        }
+        Some(existing) => {
+            let staged_info =
+                fs_err::read(&staged.info_tmp).map_err(io_err("read", staged.info_tmp.as_ref()))?;
+            if !same_version_and_time(&existing, &staged_info) {
+                return Err(WriteError::Conflict {
+                    path: info_path,
+                    existing: hex::encode(Sha256::digest(&existing)),
+                    new: hex::encode(staged.info_sha256),
+                });
+            }
+            Some(existing.len() as u64)
+        }
+    };
+    Ok(())
+}
+
+/// `Some(())` when `path` holds bytes with `sha256`, `None` when it does not
+/// exist, a conflict when it holds other bytes.
+fn check_free_or_same(path: &Path, sha256: &[u8; 32]) -> Result<Option<()>, WriteError> {
+    let existing = match atomic::sha256_file(path) {
+        Ok(existing) => existing,
+        Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    if &existing != sha256 {
+        return Err(WriteError::Conflict {
+            path: path.to_owned(),
+            existing: hex::encode(existing),
+            new: hex::encode(sha256),
+        });
+    }
+    Ok(Some(()))
+}
+
+/// A published `.info` (at most [`crate::verify::MAX_INFO`] bytes are read).
+fn read_small(path: &Path) -> Result<Option<Vec<u8>>, WriteError> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_err("open", path)(source)),
+    };
+    let mut buf = Vec::new();
+    file.take(crate::verify::MAX_INFO)
+        .read_to_end(&mut buf)
+        .map_err(io_err("read", path))?;
+    Ok(Some(buf))
+}
+
+/// Do two `.info` bodies name the same version at the same time? Go reads
+/// only these two fields (cmd/go/internal/modfetch/proxy.go Stat, RevInfo).
+fn same_version_and_time(a: &[u8], b: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(rename = "Version")]
+        version: String,
+        #[serde(rename = "Time")]
+        time: Option<String>,
+    }
+    let parse_time = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    match (
+        serde_json::from_slice::<Info>(a),
+        serde_json::from_slice::<Info>(b),
+    ) {
+        (Ok(a), Ok(b)) => {
+            a.version == b.version
+                && match (&a.time, &b.time) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => {
+                        x == y || parse_time(x).is_some_and(|x| Some(x) == parse_time(y))
+                    }
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
 }
 
 /// A staged version and whether [`place`] made it visible.
 pub type PlacedVersion = (Staged, Result<(), WriteError>);
 
-/// Makes a batch of staged versions visible (step 2). Returns each
-/// version's result: an existing file with other content is
+/// Makes a batch of checked, staged versions visible (step 3). Returns each
+/// version's result: a name taken since [`check_staged`] by other content is
 /// [`WriteError::Conflict`] for that version only. A failure that every
 /// version would share (full disk, unreadable tree) is the outer error.
 pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, WriteError> {
@@ -77,7 +206,7 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
     }
     atomic::barrier(tree.root())?;
     for (staged, result) in &mut placed {
-        if result.is_ok() {
+        if result.is_ok() && staged.found.info_present.is_none() {
             let info = tree.version_file(staged.checked.mv(), Kind::Info);
             *result =
                 atomic::link_immutable(&staged.info_tmp, &info, &staged.info_sha256).map(drop);
@@ -88,42 +217,69 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
 
 fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
     let c = &staged.checked;
-    atomic::link_immutable(
-        c.mod_path(),
-        &tree.version_file(c.mv(), Kind::Mod),
-        c.mod_sha256(),
-    )?;
-    atomic::link_immutable(
-        c.zip_path(),
-        &tree.version_file(c.mv(), Kind::Zip),
-        c.zip_sha256(),
-    )?;
+    let dir = tree.version_dir(&c.mv().path);
+    if parent(c.zip_path()) != dir {
+        // Staged elsewhere (an import's staging directory): the version's
+        // directory appears only now, when the batch is committed.
+        fs_err::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+    }
+    if !staged.found.mod_present {
+        atomic::link_immutable(
+            c.mod_path(),
+            &tree.version_file(c.mv(), Kind::Mod),
+            c.mod_sha256(),
+        )?;
+    }
+    if !staged.found.zip_present {
+        atomic::link_immutable(
+            c.zip_path(),
+            &tree.version_file(c.mv(), Kind::Zip),
+            c.zip_sha256(),
+        )?;
+    }
     Ok(())
 }
 
-/// Rewrites `@v/list` and `@latest` of each module for its complete set of
-/// published versions (step 3). Every version given must already be placed.
-pub fn update_indexes(
-    tree: &Tree,
-    modules: &[(ModulePath, Vec<Version>)],
-) -> Result<(), WriteError> {
-    let mut staged = Vec::with_capacity(2 * modules.len());
-    for (path, versions) in modules {
-        staged.push(Replacement::with_content(
-            &tree.list_file(path),
-            &index::list_body(versions),
-        )?);
-        if let Some(latest) = index::latest_version(versions) {
-            let mv = ModVer::new(path.clone(), latest.clone())
-                .expect("published versions were checked against their path");
-            // @latest is the .info of the latest version: share its bytes.
-            let info = tree.version_file(&mv, Kind::Info);
-            staged.extend(Replacement::linking(&tree.latest_file(path), &info)?);
+/// The metadata files of a batch, rewritten together (step 4): `@v/list`
+/// and `@latest` of each module for its complete set of published
+/// versions (every one already placed), and the offline checksum
+/// database's head.
+#[derive(Default)]
+pub struct Metadata {
+    pub modules: Vec<(ModulePath, Vec<Version>)>,
+    pub sumdb: Option<SumdbHead>,
+}
+
+impl Metadata {
+    /// Stages every file, barrier, renames them into place, barrier.
+    pub fn write(self, tree: &Tree) -> Result<(), WriteError> {
+        let mut staged = Vec::with_capacity(2 * self.modules.len() + 1);
+        for (path, versions) in &self.modules {
+            staged.push(Replacement::with_content(
+                &tree.list_file(path),
+                &index::list_body(versions),
+            )?);
+            if let Some(latest) = index::latest_version(versions) {
+                let mv = ModVer::new(path.clone(), latest.clone())
+                    .expect("published versions were checked against their path");
+                // @latest is the .info of the latest version: share its bytes.
+                let info = tree.version_file(&mv, Kind::Info);
+                staged.extend(Replacement::linking(&tree.latest_file(path), &info)?);
+            }
         }
+        if let Some(head) = &self.sumdb {
+            staged.push(head.stage(tree)?);
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        atomic::barrier(tree.root())?;
+        staged.into_iter().try_for_each(Replacement::commit)?;
+        if let Some(head) = &self.sumdb {
+            head.mark_supported(tree)?;
+        }
+        atomic::barrier(tree.root())
     }
-    atomic::barrier(tree.root())?;
-    staged.into_iter().try_for_each(Replacement::commit)?;
-    atomic::barrier(tree.root())
 }
 
 /// Removes temporary files a killed run left beside `path`'s files.
@@ -131,4 +287,52 @@ pub fn remove_stray_temps(tree: &Tree, path: &ModulePath) -> Result<usize, Write
     let version_dir = tree.version_dir(path);
     let module_dir = version_dir.parent().expect("@v has a parent");
     Ok(atomic::remove_stray_temps(&version_dir)? + atomic::remove_stray_temps(module_dir)?)
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().expect("staged files live in a directory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_version_and_time;
+
+    #[test]
+    fn info_files_agree_on_version_and_time_only() {
+        let base = br#"{"Version":"v1.0.0","Time":"2023-01-01T00:00:00Z"}"#;
+        let cases: &[(&[u8], bool)] = &[
+            (base, true),
+            (
+                br#"{"Version":"v1.0.0","Time":"2023-01-01T00:00:00Z","Origin":{"VCS":"git"}}"#,
+                true,
+            ),
+            (
+                br#"{"Time":"2023-01-01T00:00:00Z","Version":"v1.0.0"}"#,
+                true,
+            ),
+            // The same instant, written another way.
+            (
+                br#"{"Version":"v1.0.0","Time":"2023-01-01T01:00:00+01:00"}"#,
+                true,
+            ),
+            (
+                br#"{"Version":"v1.0.0","Time":"2023-01-01T00:00:01Z"}"#,
+                false,
+            ),
+            (br#"{"Version":"v1.0.0"}"#, false),
+            (
+                br#"{"Version":"v1.0.1","Time":"2023-01-01T00:00:00Z"}"#,
+                false,
+            ),
+            (b"not json", false),
+        ];
+        for (other, want) in cases {
+            assert_eq!(
+                same_version_and_time(base, other),
+                *want,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }

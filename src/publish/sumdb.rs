@@ -13,7 +13,7 @@
 //!
 //! Order within a batch: tiles and lookups ([`place_sumdb`]) before the
 //! module files ([`super::place`]), whose first barrier makes them durable;
-//! `latest` and `supported` ([`update_sumdb_head`]) with the lists.
+//! `latest` and `supported` ([`SumdbHead`]) with the lists.
 
 use std::path::Path;
 
@@ -43,28 +43,86 @@ pub fn place_sumdb(
     for (mv, body) in lookups {
         let path = tree.sumdb_file(name, SumdbFile::Lookup(mv));
         match write_immutable(&staging, &path, body) {
-            Err(WriteError::Conflict { .. }) if same_record(&path, body)? => {}
+            Err(WriteError::Conflict { .. }) => {
+                let existing = fs_err::read(&path).map_err(atomic::io_err("read", &path))?;
+                if !same_record(&existing, body) {
+                    return Err(WriteError::Conflict {
+                        path,
+                        existing: hex::encode(Sha256::digest(&existing)),
+                        new: hex::encode(Sha256::digest(body)),
+                    });
+                }
+            }
             result => result?,
         }
     }
     Ok(())
 }
 
-/// Points `latest` at `note`; once `complete`, makes sure `supported` exists.
-pub fn update_sumdb_head(
+/// The offline copy's head, rewritten with a batch's lists: `latest`
+/// names `note`; once `complete`, `supported` (empty) exists.
+pub struct SumdbHead {
+    pub name: String,
+    pub note: Vec<u8>,
+    pub complete: bool,
+}
+
+impl SumdbHead {
+    /// The next `latest`, staged beside it.
+    pub(super) fn stage(&self, tree: &Tree) -> Result<Replacement, WriteError> {
+        Replacement::with_content(&tree.sumdb_file(&self.name, SumdbFile::Latest), &self.note)
+    }
+
+    /// Once the copy is complete, makes sure `supported` exists (it never
+    /// goes away: from then on a missing lookup is fatal to `go`).
+    pub(super) fn mark_supported(&self, tree: &Tree) -> Result<(), WriteError> {
+        let supported = tree.sumdb_file(&self.name, SumdbFile::Supported);
+        if self.complete && !supported.exists() {
+            write_immutable(&tree.sumdb_dir(&self.name), &supported, b"")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks, writing nothing, that every tile and lookup is new or already
+/// published the same (a lookup: with the same record, under any head).
+pub fn check_sumdb(
     tree: &Tree,
     name: &str,
-    note: &[u8],
-    complete: bool,
+    tiles: &[(Tile, Bytes)],
+    lookups: &[(ModVer, Vec<u8>)],
 ) -> Result<(), WriteError> {
-    let latest = Replacement::with_content(&tree.sumdb_file(name, SumdbFile::Latest), note)?;
-    atomic::barrier(tree.root())?;
-    latest.commit()?;
-    let supported = tree.sumdb_file(name, SumdbFile::Supported);
-    if complete && !supported.exists() {
-        write_immutable(&tree.sumdb_dir(name), &supported, b"")?;
+    for (tile, data) in tiles {
+        check_same(&tree.sumdb_file(name, SumdbFile::Tile(tile)), data, |_| {
+            false
+        })?;
     }
-    atomic::barrier(tree.root())
+    for (mv, body) in lookups {
+        let path = tree.sumdb_file(name, SumdbFile::Lookup(mv));
+        check_same(&path, body, |existing| same_record(existing, body))?;
+    }
+    Ok(())
+}
+
+/// `path` is missing, holds `bytes`, or holds what `also_fine` accepts.
+fn check_same(
+    path: &Path,
+    bytes: &[u8],
+    also_fine: impl FnOnce(&[u8]) -> bool,
+) -> Result<(), WriteError> {
+    let existing = match std::fs::read(path) {
+        Ok(existing) => existing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(atomic::io_err("read", path)(source)),
+    };
+    if existing == bytes || also_fine(&existing) {
+        return Ok(());
+    }
+    Err(WriteError::Conflict {
+        path: path.to_owned(),
+        existing: hex::encode(Sha256::digest(&existing)),
+        new: hex::encode(Sha256::digest(bytes)),
+    })
 }
 
 /// A lookup body for record `id` with go.sum lines `text`, under `note`.
@@ -103,13 +161,12 @@ fn write_immutable(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), Writ
     atomic::link_immutable(&tmp, path, &Sha256::digest(bytes).into()).map(drop)
 }
 
-/// Does the lookup at `path` hold the same record (id and lines) as `body`?
-fn same_record(path: &Path, body: &[u8]) -> Result<bool, WriteError> {
-    let existing = fs_err::read(path).map_err(atomic::io_err("read", path))?;
+/// Do two lookups hold the same record (id and lines)?
+fn same_record(existing: &[u8], body: &[u8]) -> bool {
     let record = |b: &[u8]| {
         tlog::parse_record(b)
             .ok()
             .map(|(id, text, _)| (id, text.to_vec()))
     };
-    Ok(record(&existing).is_some() && record(&existing) == record(body))
+    record(existing).is_some() && record(existing) == record(body)
 }

@@ -1,19 +1,17 @@
-//! The batch collector: gathers finished versions and, per batch, makes
-//! the staged ones visible (`publish::place`), rewrites the lists of the
-//! modules that gained versions, and records every outcome in one
-//! transaction — in that order, so state never names a version the tree
-//! does not list.
+//! The batch collector: gathers finished versions and hands each batch to
+//! `commit`, with the checksum database's records of its staged versions;
+//! outcomes that touch no file (failed, not found, quarantined) are
+//! recorded as they are.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::version::published_info;
-use super::{blocking, chain, sumdb, Ctx, Finished, Progress, Published, SyncError, Tally};
+use super::{chain, sumdb, Ctx, Finished, Progress, SyncError, Tally};
+use crate::commit;
 use crate::module::ModVer;
-use crate::publish::{self, Staged, WriteError};
+use crate::publish::{Staged, WriteError};
 use crate::state::{Outcome, OutcomeKind};
 use crate::verify::sumdb::client::Record;
 
@@ -22,13 +20,10 @@ const BATCH: usize = 256;
 /// A partial batch waits at most this long.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
 
-/// Gathers finished versions into batches. Per batch: place the staged
-/// versions, rewrite the lists of modules that gained versions, then record
-/// every outcome in one transaction.
+/// Gathers finished versions into batches and commits each.
 pub(super) async fn collect(
     ctx: &Arc<Ctx>,
     mut rx: mpsc::Receiver<Finished>,
-    published: &mut Published,
     tally: &mut Tally,
     progress: Arc<dyn Progress>,
 ) -> Result<(), SyncError> {
@@ -40,7 +35,7 @@ pub(super) async fn collect(
             match tokio::time::timeout(BATCH_WINDOW, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    flush(ctx, &mut batch, published, tally).await?;
+                    flush(ctx, &mut batch, tally).await?;
                     continue;
                 }
             }
@@ -69,10 +64,10 @@ pub(super) async fn collect(
             }
         }
         if batch.len() >= BATCH {
-            flush(ctx, &mut batch, published, tally).await?;
+            flush(ctx, &mut batch, tally).await?;
         }
     }
-    flush(ctx, &mut batch, published, tally).await
+    flush(ctx, &mut batch, tally).await
 }
 
 /// Versions finished since the last flush.
@@ -110,89 +105,63 @@ fn outcome_name(kind: &OutcomeKind) -> &'static str {
     }
 }
 
-async fn flush(
-    ctx: &Arc<Ctx>,
-    batch: &mut Batch,
-    published: &mut Published,
-    tally: &mut Tally,
-) -> Result<(), SyncError> {
-    let mut outcomes = std::mem::take(&mut batch.done);
-    let staged = std::mem::take(&mut batch.staged);
-    let records = std::mem::take(&mut batch.records);
-    if !staged.is_empty() {
-        // Lookups and tiles first: once `supported` is served, `go` needs
-        // a version's lookup as soon as a list names the version.
-        let pin = match ctx.sumdb.get() {
-            Some(db) if !records.is_empty() => sumdb::publish_records(ctx, db, &records).await?,
+async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(), SyncError> {
+    let Batch {
+        staged,
+        records,
+        done,
+    } = std::mem::take(batch);
+    let mut outcomes = done;
+    // Failures, not-found and quarantines touch no file: recorded as they are.
+    let recorded = if staged.is_empty() {
+        record(ctx, &outcomes).await?;
+        Vec::new()
+    } else {
+        let records = match ctx.sumdb.get() {
+            Some(db) if !records.is_empty() => sumdb::records(ctx, db, &records).await?,
             _ => None,
         };
-        let tree = ctx.tree.clone();
-        match blocking("placing files", move || publish::place(&tree, staged)).await? {
+        let pinned = records
+            .as_ref()
+            .filter(|r| r.offline.is_some())
+            .map(|r| r.head.tree.n);
+        record(ctx, &outcomes).await?;
+        match commit::commit(&ctx.tree, &ctx.store, commit::Batch { staged, records }).await {
             Ok(placed) => {
-                let placed = placed
-                    .into_iter()
-                    .map(|(s, result)| placed_outcome(&s, result));
-                outcomes.extend(placed);
-                update_indexes(ctx, &outcomes, published).await?;
-                if let (Some(db), Some(pin)) = (ctx.sumdb.get(), pin) {
-                    sumdb::publish_head(ctx, db, pin).await?;
+                if let (Some(db), Some(n)) = (ctx.sumdb.get(), pinned) {
+                    db.pinned_to(n);
                 }
+                placed
             }
-            // The staged versions are neither listed nor recorded: they stay
-            // pending, and the next run completes them.
-            Err(e) => stop_for(ctx, tally, e),
+            // The staged versions are neither listed nor recorded as
+            // published: they stay pending, and the next run completes them.
+            Err(commit::CommitError::Publish(e)) => {
+                stop_for(ctx, tally, e);
+                Vec::new()
+            }
+            Err(e) => return Err(SyncError::Commit(Box::new(e))),
         }
+    };
+    outcomes.extend(recorded);
+    for (_, kind) in &outcomes {
+        tally.count(kind);
     }
-    let records: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|(mv, kind)| {
-            tally.count(&kind);
-            Outcome {
-                path: mv.path.to_string(),
-                version: mv.version.to_string(),
-                result: kind,
-            }
-        })
-        .collect();
-    ctx.store.record_outcomes(&records).await?;
     Ok(())
 }
 
-fn placed_outcome(staged: &Staged, result: Result<(), WriteError>) -> (ModVer, OutcomeKind) {
-    let v = staged.checked();
-    let kind = match result {
-        Ok(()) => OutcomeKind::Published(published_info(v)),
-        Err(e @ WriteError::Conflict { .. }) => {
-            // Upstream now serves other bytes for a published version.
-            tracing::error!(mv = %v.mv(), "ALARM: {e}");
-            OutcomeKind::Quarantined {
-                reason: format!("published files differ from upstream: {e}"),
-            }
-        }
-        Err(e) => OutcomeKind::Failed { error: chain(&e) },
-    };
-    (v.mv().clone(), kind)
-}
-
-/// Rewrites `@v/list`/`@latest` of every module that gained a version.
-async fn update_indexes(
-    ctx: &Ctx,
-    outcomes: &[(ModVer, OutcomeKind)],
-    published: &mut Published,
-) -> Result<(), SyncError> {
-    let mut touched = BTreeMap::new();
-    for (mv, kind) in outcomes {
-        if matches!(kind, OutcomeKind::Published(_)) {
-            let versions = published.entry(mv.path.clone()).or_default();
-            versions.push(mv.version.clone());
-            touched.insert(mv.path.clone(), versions.clone());
-        }
+/// Records outcomes that need no file, in one transaction.
+async fn record(ctx: &Ctx, outcomes: &[(ModVer, OutcomeKind)]) -> Result<(), SyncError> {
+    if outcomes.is_empty() {
+        return Ok(());
     }
-    let modules: Vec<_> = touched.into_iter().collect();
-    let tree = ctx.tree.clone();
-    blocking("index update", move || {
-        publish::update_indexes(&tree, &modules)
-    })
-    .await?
-    .map_err(SyncError::Publish)
+    let outcomes: Vec<Outcome> = outcomes
+        .iter()
+        .map(|(mv, kind)| Outcome {
+            path: mv.path.to_string(),
+            version: mv.version.to_string(),
+            result: kind.clone(),
+        })
+        .collect();
+    ctx.store.record_outcomes(&outcomes).await?;
+    Ok(())
 }

@@ -6,12 +6,12 @@
 //! feed on, only when its refresh interval has passed or the feed named it
 //! — select, subtract what is published) → mark pending → for each version,
 //! concurrently and bounded: fetch → verify → stage its files → then, per
-//! batch (see `batch.rs`): place the files,
-//! rewrite `@v/list`/`@latest`, record outcomes in one transaction.
+//! batch (see `batch.rs`), `commit`: place the files, rewrite
+//! `@v/list`/`@latest`, record the outcomes.
 //!
-//! Ordering guarantees (DEVELOPERS.md "every write … ordered"): a
-//! version's files are in place before any list names it, and state
-//! records it as published only after its list was rewritten. A crash at
+//! Ordering guarantees (DEVELOPERS.md "every write … ordered", kept by
+//! `commit`): a version's files are in place before any list names it, and
+//! state records it as published only after its list was rewritten. A crash at
 //! any point leaves the version `pending`; the next run cleans temporary
 //! files, fetches it again and finds identical files already in place.
 //!
@@ -23,8 +23,6 @@ mod batch;
 mod follow;
 mod sumdb;
 mod version;
-
-pub(crate) use version::published_info;
 
 pub use follow::FeedReport;
 
@@ -80,6 +78,9 @@ pub enum SyncError {
     /// The checksum database cannot be used, or its log forked.
     #[error(transparent)]
     Sumdb(Box<crate::verify::sumdb::client::SumdbError>),
+    /// A batch could not be committed (state, a fork, a clashing lookup).
+    #[error(transparent)]
+    Commit(Box<crate::commit::CommitError>),
     /// A blocking task panicked: a bug, reported instead of crashing.
     #[error("internal error in {task}")]
     Task {
@@ -317,7 +318,7 @@ async fn run_stages(
         .map(|w| w.module.to_string())
         .chain(resumed.iter().map(|(mv, _)| mv.path.to_string()))
         .chain(feed_new.iter().map(|mv| mv.path.to_string()));
-    let mut published = published_versions(ctx, paths).await?;
+    let published = published_versions(ctx, paths).await?;
     let selected = plan_watchlist(ctx, config, &watch, tally).await?;
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
     let feed_jobs: HashSet<ModVer> = resumed
@@ -367,15 +368,14 @@ async fn run_stages(
     if options.plan_only {
         return Ok(());
     }
-    let complete = unvouched.is_empty();
-    if let Some(db) = sumdb::connect(config, ctx, complete).await? {
+    if let Some(db) = sumdb::connect(config, ctx).await? {
         let db = ctx.sumdb.get_or_init(|| db);
         if !unvouched.is_empty() {
             let problems = sumdb::backfill(ctx, db, unvouched, config.fetch.concurrency).await?;
             tally.plan_errors.extend(problems);
         }
     }
-    fetch_verify_publish(ctx, plan.jobs, &mut published, tally, progress).await
+    fetch_verify_publish(ctx, plan.jobs, tally, progress).await
 }
 
 /// Reads the index feed when `[feed] enabled`; its report goes to the tally.
@@ -620,7 +620,6 @@ impl Ctx {
 async fn fetch_verify_publish(
     ctx: &Arc<Ctx>,
     jobs: Vec<ModVer>,
-    published: &mut Published,
     tally: &mut Tally,
     progress: Arc<dyn Progress>,
 ) -> Result<(), SyncError> {
@@ -648,7 +647,7 @@ async fn fetch_verify_publish(
             }
         }
     };
-    let collector = batch::collect(ctx, rx, published, tally, progress);
+    let collector = batch::collect(ctx, rx, tally, progress);
     let ((), collected) = tokio::join!(producer, collector);
     collected
 }

@@ -6,7 +6,6 @@
 //! `sumdb/<name>/supported` first) and x/mod/sumdb/client.go (what a lookup
 //! must prove). The proofs themselves are `verify::sumdb::client`'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use futures::stream::{self, StreamExt};
@@ -15,14 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{blocking, Ctx, SyncError};
+use crate::commit;
 use crate::config::{Config, SumdbSettings};
 use crate::fetch::{self, Upstream};
 use crate::module::ModVer;
 use crate::publish::{self, layout::SumdbFile};
-use crate::state::{Store, StoredHead};
+use crate::state::Store;
 use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
 use crate::verify::sumdb::note::Verifier;
-use crate::verify::sumdb::tlog::format_hash;
 
 /// The checksum database for one run.
 pub(super) struct Sumdb {
@@ -31,9 +30,6 @@ pub(super) struct Sumdb {
     /// Size of the head this run last pinned the offline copy to: while it
     /// stays the same, a batch needs tiles for its own records only.
     pinned: Mutex<Option<i64>>,
-    /// Every published version the database covers has its lookup in the
-    /// tree, so `supported` may be served.
-    complete: AtomicBool,
 }
 
 impl Sumdb {
@@ -45,16 +41,16 @@ impl Sumdb {
     pub fn covers(&self, mv: &ModVer) -> bool {
         !self.settings.is_private(mv.path.as_str())
     }
+
+    /// A commit pinned the offline copy to the head of size `n`.
+    pub fn pinned_to(&self, n: i64) {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+    }
 }
 
 /// Reaches the database named in `config`, for a run that has versions to
-/// fetch or to [`backfill`]. `None` when verification is off. `complete`:
-/// nothing needs a backfill.
-pub(super) async fn connect(
-    config: &Config,
-    ctx: &Ctx,
-    complete: bool,
-) -> Result<Option<Sumdb>, SyncError> {
+/// fetch or to [`backfill`]. `None` when verification is off.
+pub(super) async fn connect(config: &Config, ctx: &Ctx) -> Result<Option<Sumdb>, SyncError> {
     let (store, token) = (&ctx.store, &ctx.stop);
     let Some(settings) = config.sumdb.clone() else {
         return Ok(None);
@@ -87,7 +83,6 @@ pub(super) async fn connect(
         // Unknown at first, even if the state names a pinned head: a run that
         // stopped after pinning it may not have written all of its tiles.
         pinned: Mutex::new(None),
-        complete: AtomicBool::new(complete),
         settings,
     }))
 }
@@ -163,12 +158,16 @@ pub(super) async fn backfill(
         }
     }
     for chunk in records.chunks(256) {
-        publish_records(ctx, db, chunk).await?;
-    }
-    if problems.is_empty() {
-        db.complete.store(true, Ordering::Relaxed);
-        if let Some(pin) = db.client.latest() {
-            publish_head(ctx, db, pin).await?;
+        let batch = commit::Batch {
+            staged: Vec::new(),
+            records: self::records(ctx, db, chunk).await?,
+        };
+        let pinned = batch.records.as_ref().map(|r| r.head.tree.n);
+        commit::commit(&ctx.tree, &ctx.store, batch)
+            .await
+            .map_err(|e| SyncError::Commit(Box::new(e)))?;
+        if let (Some(n), true) = (pinned, db.settings.offline_copy) {
+            db.pinned_to(n);
         }
     }
     Ok(problems)
@@ -240,54 +239,37 @@ async fn reachable(
     }
 }
 
-/// Per batch, before its module files are placed: pin the offline copy to
-/// the newest verified head, write the tiles that head needs and the
-/// batch's lookups, and record the head and record ids. Returns the pinned
-/// head, for `latest` once the lists are written.
-pub(super) async fn publish_records(
+/// A batch's records, for `commit`: the pinned head (the newest verified
+/// one), their ids, and — with the offline copy on — the tiles that head
+/// needs and the lookups. `None` before any head was verified.
+pub(super) async fn records(
     ctx: &Ctx,
     db: &Sumdb,
     records: &[(ModVer, Record)],
-) -> Result<Option<SignedHead>, SyncError> {
-    let err = |e| SyncError::Sumdb(Box::new(e));
+) -> Result<Option<commit::Records>, SyncError> {
     let Some(pin) = db.client.latest() else {
         return Ok(None);
     };
-    let name = db.name().to_owned();
-    let saved = ctx
-        .store
-        .save_sumdb_head(&name, stored_head(&pin, db.settings.offline_copy))
-        .await?;
-    if !saved {
-        // A head of this size with another hash is stored: the client was
-        // started from the newest stored head, so this cannot happen unless
-        // two databases of the same name share the state.
-        return Err(err(SumdbError::Fork {
-            name,
-            old_n: pin.tree.n,
-            old_hash: "(stored)".into(),
-            new_n: pin.tree.n,
-            new_hash: format_hash(&pin.tree.hash),
-            detail: Some("a different head of this size is stored".into()),
-        }));
-    }
-    if db.settings.offline_copy {
-        write_offline_copy(ctx, db, &pin, records).await?;
-    }
-    let ids = records
-        .iter()
-        .map(|(mv, r)| (mv.path.to_string(), mv.version.to_string(), r.id))
-        .collect();
-    ctx.store.record_sumdb_ids(&name, ids).await?;
-    Ok(db.settings.offline_copy.then_some(pin))
+    let offline = match db.settings.offline_copy {
+        true => Some(offline_copy(ctx, db, &pin, records).await?),
+        false => None,
+    };
+    Ok(Some(commit::Records {
+        db: db.settings.clone(),
+        ids: records.iter().map(|(mv, r)| (mv.clone(), r.id)).collect(),
+        head: pin,
+        offline,
+    }))
 }
 
-async fn write_offline_copy(
+/// The tiles `pin` needs that the tree lacks, and the lookups.
+async fn offline_copy(
     ctx: &Ctx,
     db: &Sumdb,
     pin: &SignedHead,
     records: &[(ModVer, Record)],
-) -> Result<(), SyncError> {
+) -> Result<commit::OfflineCopy, SyncError> {
+    let err = |e| SyncError::Sumdb(Box::new(e));
     let name = db.name().to_owned();
     let repinned = *db.pinned.lock().unwrap_or_else(|e| e.into_inner()) != Some(pin.tree.n);
     let mut ids: Vec<i64> = records.iter().map(|(_, r)| r.id).collect();
@@ -311,7 +293,7 @@ async fn write_offline_copy(
         .client
         .tiles_for(&pin.tree, &ids, &old_sizes, have, &ctx.stop)
         .await
-        .map_err(|e| SyncError::Sumdb(Box::new(e)))?;
+        .map_err(err)?;
     let lookups = records
         .iter()
         .map(|(mv, r)| {
@@ -323,42 +305,12 @@ async fn write_offline_copy(
                 })
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SyncError::Sumdb(Box::new(e)))?;
-    let tree = ctx.tree.clone();
-    let n_tiles = tiles.len();
-    blocking("offline checksum database", move || {
-        publish::place_sumdb(&tree, &name, &tiles, &lookups)
-    })
-    .await?
-    .map_err(SyncError::Publish)?;
+        .map_err(err)?;
     tracing::debug!(
-        tiles = n_tiles,
-        lookups = records.len(),
+        tiles = tiles.len(),
+        lookups = lookups.len(),
         tree = pin.tree.n,
         "offline checksum database"
     );
-    *db.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(pin.tree.n);
-    Ok(())
-}
-
-/// After the batch's lists: `latest` names the pinned head; `supported`
-/// appears once the copy covers every published version.
-pub(super) async fn publish_head(ctx: &Ctx, db: &Sumdb, pin: SignedHead) -> Result<(), SyncError> {
-    let tree = ctx.tree.clone();
-    let name = db.name().to_owned();
-    let complete = db.complete.load(Ordering::Relaxed);
-    blocking("offline checksum database head", move || {
-        publish::update_sumdb_head(&tree, &name, &pin.note, complete)
-    })
-    .await?
-    .map_err(SyncError::Publish)
-}
-
-fn stored_head(head: &SignedHead, pinned: bool) -> StoredHead {
-    StoredHead {
-        size: head.tree.n,
-        hash: format_hash(&head.tree.hash),
-        note: head.note.to_vec(),
-        pinned,
-    }
+    Ok(commit::OfflineCopy { tiles, lookups })
 }

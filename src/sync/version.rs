@@ -10,9 +10,9 @@ use super::{chain, Ctx, Finished};
 use crate::fetch::{FetchError, Fetched};
 use crate::module::ModVer;
 use crate::publish::{self, layout, Kind, WriteError};
-use crate::state::{OutcomeKind, PublishedInfo};
+use crate::state::OutcomeKind;
 use crate::verify::sumdb::client::{Record, SumdbError};
-use crate::verify::{self, Checked, Quarantine, Vouched};
+use crate::verify::{self, Quarantine, Vouched};
 
 /// One version: fetch → verify → publish its files. Never records state:
 /// the collector does, after the module's list is rewritten.
@@ -52,8 +52,7 @@ pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
                 }
             }
         };
-        let tree = ctx.tree.clone();
-        match tokio::task::spawn_blocking(move || publish::stage(&tree, verified)).await {
+        match tokio::task::spawn_blocking(move || publish::stage(verified)).await {
             Ok(Ok(staged)) => Finished::Staged(Box::new((staged, record))),
             Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
             Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
@@ -123,19 +122,6 @@ fn done(mv: ModVer, kind: OutcomeKind) -> Finished {
 fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
     warn!("quarantined: {q}");
     done(mv, OutcomeKind::Quarantined { reason: q.reason })
-}
-
-/// What state records for a version placed in the tree (sync and import).
-pub(crate) fn published_info(v: &Checked) -> PublishedInfo {
-    PublishedInfo {
-        info_size: v.info_size(),
-        mod_size: v.mod_size(),
-        zip_size: v.zip_size(),
-        h1_zip: v.h1_zip().to_owned(),
-        h1_mod: v.h1_mod().to_owned(),
-        zip_sha256: hex::encode(v.zip_sha256()),
-        time: v.time().unwrap_or_default().to_owned(),
-    }
 }
 
 /// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,

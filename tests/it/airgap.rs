@@ -56,6 +56,12 @@ async fn online(source: &str) -> Online {
     let files = corpus_files(&[FIRST, &[SECOND]].concat());
     assert_eq!(db.add_modules(&files), files.len());
     db.pad(200);
+    online_on(source, upstream, db).await
+}
+
+/// An online mirror of `upstream` verifying against `db` (shared with other sources),
+/// exporting as `source`.
+async fn online_on(source: &str, upstream: Upstream, db: Arc<SumdbServer>) -> Online {
     upstream.attach_sumdb(db.clone());
     let mut mirror = Mirror::new(&upstream.url(), FIRST);
     let key = mirror.dir.path().join("export.key");
@@ -151,6 +157,31 @@ impl Offline {
     async fn import(&self, bundle: &Path) -> BinRun {
         let b = bundle.display().to_string();
         self.mirror.run_bin(&["import", "--no-progress", &b]).await
+    }
+
+    /// Every path of the tree (directories too) and every row of the state's versions and
+    /// runs: what a refusal must leave exactly as it was.
+    fn everything(&self) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+        let tree = self.mirror.tree();
+        let paths = crate::harness::paths_under(&tree)
+            .into_iter()
+            .filter(|f| f != ".gomirror.lock")
+            .collect();
+        let db = self.mirror.db();
+        let rows = |sql: &str| -> Vec<String> {
+            db.prepare(sql)
+                .expect(sql)
+                .query_map([], |r| r.get(0))
+                .expect(sql)
+                .collect::<Result<_, _>>()
+                .expect(sql)
+        };
+        let mut state = rows("SELECT id || ' ' || outcome FROM runs ORDER BY id");
+        state.extend(rows(
+            "SELECT m.path || '@' || v.version || ' ' || v.status FROM versions v \
+             JOIN modules m ON m.id = v.module_id ORDER BY 1",
+        ));
+        (paths, self.snapshot(), state)
     }
 
     /// Every file of the tree with its sha256, to show a refusal changed nothing.
@@ -597,4 +628,84 @@ async fn a_full_bundle_imports_onto_any_state() {
     assert_eq!(behind.published(), 4);
     let audit = behind.mirror.run_bin(&["verify"]).await;
     assert_eq!(audit.code, Some(0), "{audit:#?}");
+}
+
+/// An `.info` of `rsc.io/quote@v1.5.2` as `edit` makes it from the one `on` published.
+fn edited_info(on: &Online, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let info = on.mirror.file(QUOTE_INFO).expect("published .info");
+    let mut json: serde_json::Value = serde_json::from_slice(&info).expect(".info is JSON");
+    edit(&mut json);
+    serde_json::to_vec(&json).expect("JSON")
+}
+
+const QUOTE_INFO: &str = "rsc.io/quote/@v/v1.5.2.info";
+
+/// A second source whose upstream serves `info` for `rsc.io/quote@v1.5.2`, watching
+/// [`SECOND`] too, verified against `db`; synced.
+async fn second_source(source: &str, db: &Arc<SumdbServer>, info: Vec<u8>) -> Online {
+    let upstream = corpus_upstream().await;
+    upstream.set_raw(&format!("/{QUOTE_INFO}"), info);
+    let mut on = online_on(source, upstream, db.clone()).await;
+    add_second(&mut on.mirror);
+    on.sync().await;
+    on
+}
+
+/// A bundle whose version clashes with a published file is refused before anything is
+/// placed — no lookup, no file of another version, no directory, no run, no pending row —
+/// and the next genuine bundle of the chain imports. An `.info` that differs only in fields
+/// other than `Version` and `Time` is no clash: the published one stays.
+/// See: #11
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_a_refused_import_changes_nothing_and_the_chain_goes_on() {
+    let mut a = online("a.airgap.example").await;
+    a.sync().await;
+    let a1 = a.export(&[]).await;
+
+    // Source B's upstream serves the same version with another time.
+    let moved = edited_info(&a, |j| j["Time"] = "2001-02-03T04:05:06Z".into());
+    let b = second_source("b.airgap.example", &a.db, moved).await;
+    let b_full = b.export(&["--full"]).await;
+    // Source C's upstream adds an Origin, as real proxies do.
+    let origin = edited_info(&a, |j| {
+        j["Origin"] = serde_json::json!({"VCS": "git", "URL": "https://example.com/quote"});
+    });
+    let c = second_source("c.airgap.example", &a.db, origin).await;
+    let c_full = c.export(&["--full"]).await;
+
+    let off = offline(&a.db, &[&a.vkey, &b.vkey, &c.vkey]);
+    let run = off.import(&a1[0]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let info_a = off.mirror.file(QUOTE_INFO).expect("imported .info");
+    let before = off.everything();
+
+    let run = off.import(&b_full[0]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("refused"), "{run:#?}");
+    assert!(run.stderr.contains(QUOTE_INFO), "names the file: {run:#?}");
+    assert_eq!(off.everything(), before, "a refusal changes nothing");
+    assert!(
+        !off.mirror
+            .tree()
+            .join("rsc.io/quote/@v/v1.5.1.info")
+            .exists(),
+        "B's other version is not reachable"
+    );
+
+    // The chain goes on: A's next bundle imports.
+    add_second(&mut a.mirror);
+    a.sync().await;
+    let a2 = a.export(&[]).await;
+    let run = off.import(&a2[0]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(off.published(), 4);
+    let verify = off.mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(0), "{verify:#?}");
+
+    // C differs only in Origin: imported, and the published .info stays.
+    let run = off.import(&c_full[0]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(off.mirror.file(QUOTE_INFO), Some(info_a));
+    let verify = off.mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(0), "{verify:#?}");
 }

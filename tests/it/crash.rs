@@ -333,3 +333,51 @@ async fn stray_temps_of_a_killed_run_are_removed_beside_latest_too() {
         "temp files left after a complete run: {left:?}"
     );
 }
+
+/// A mirror whose database was lost syncs again from an upstream whose `.info` bytes
+/// differ from the published ones: only in `Origin`, the version is published again with
+/// the published `.info` kept; in `Time`, it is quarantined, and the published files stay.
+/// See: #11
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_a_lost_database_resyncs_despite_other_info_bytes() {
+    let m = "example.com/lost";
+    let versions = [
+        synthetic_module(m, "v1.0.0", 3, 1024),
+        synthetic_module(m, "v1.1.0", 3, 1024),
+    ];
+    let upstream = Upstream::start(versions.to_vec()).await;
+    let mirror = Mirror::new(&upstream.url(), &[(m, "all")]);
+    let report = mirror.sync().await.expect("first sync runs");
+    assert_eq!(report.summary.published, 2, "{report:#?}");
+    let before: Vec<(String, Option<Vec<u8>>)> = files_in(&mirror.tree())
+        .into_iter()
+        .filter(|f| f.starts_with(m) && f.contains("/@v/v"))
+        .map(|f| (f.clone(), mirror.file(&f)))
+        .collect();
+
+    let edit = |v: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let rel = format!("{m}/@v/{v}.info");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&mirror.file(&rel).expect("published .info")).expect("JSON");
+        f(&mut json);
+        upstream.set_raw(&format!("/{rel}"), serde_json::to_vec(&json).expect("JSON"));
+    };
+    edit("v1.0.0", &|j| {
+        j["Origin"] = serde_json::json!({"VCS": "git"})
+    });
+    edit("v1.1.0", &|j| j["Time"] = "2001-02-03T04:05:06Z".into());
+    std::fs::remove_file(mirror.database()).expect("lose the database");
+
+    let report = mirror.sync().await.expect("second sync runs");
+    assert_eq!(report.summary.published, 1, "{report:#?}");
+    assert_eq!(report.summary.quarantined, 1, "{report:#?}");
+    assert_eq!(mirror.row(m, "v1.0.0").status, "published");
+    assert_eq!(mirror.row(m, "v1.1.0").status, "quarantined");
+    for (f, bytes) in &before {
+        assert_eq!(
+            &mirror.file(f),
+            bytes,
+            "{f}: a published file never changes"
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The commit step: how verified, staged versions become visible in the
+//! served tree and are recorded in state. Every way of publishing — a sync
+//! batch, an import — ends here; this is the only module that knows the
+//! order (STYLE.md §8 "One place commits"):
+//!
+//! 1. [`prepare`], writing nothing: every final name of the batch — module
+//!    files, lookups, tiles — is checked (`publish::check_staged`,
+//!    `publish::check_sumdb`). A version whose files clash with published
+//!    ones is a [`Conflict`]: a sync quarantines that version, an import
+//!    refuses the whole bundle; either way nothing of it is written.
+//! 2. [`Prepared::apply`]:
+//!    1. state: the checksum-database head the records are under is saved;
+//!       another head of the same size is a fork, and the batch stops;
+//!    2. tree: tiles and lookups; module files (barrier, `.mod`/`.zip`,
+//!       barrier, `.info`); then together each touched module's `@v/list`
+//!       and `@latest` (the versions state has published plus the batch's)
+//!       and the offline copy's `latest` (the newest pinned head) and
+//!       `supported` (once every published version it covers has a lookup);
+//!    3. state: every outcome, then the record ids.
+//!
+//! Killed anywhere, the tree lists no version without its files and
+//! lookup, and state names a version published only once it is listed: a
+//! later run finds identical files in place and completes the version.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use bytes::Bytes;
+
+use crate::config::SumdbSettings;
+use crate::module::{ModVer, ModulePath, Version};
+use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
+use crate::state::{Outcome, OutcomeKind, PublishedInfo, StateError, Store, StoredHead};
+use crate::verify::sumdb::client::SignedHead;
+use crate::verify::sumdb::tile::Tile;
+use crate::verify::sumdb::tlog::format_hash;
+
+/// What one commit makes visible and records.
+#[derive(Default)]
+pub struct Batch {
+    /// Verified versions, written beside their final names.
+    pub staged: Vec<Staged>,
+    /// The checksum database's records of the staged versions (or, for a
+    /// backfill, of versions published before); `None` when the database
+    /// is off or every version is private.
+    pub records: Option<Records>,
+}
+
+/// Checksum-database records, all under one verified head.
+pub struct Records {
+    pub db: SumdbSettings,
+    /// The head the records were proved against: the offline copy's pin.
+    pub head: SignedHead,
+    /// Record id per version.
+    pub ids: Vec<(ModVer, i64)>,
+    /// What the tree's offline copy needs for them; `None` when
+    /// `[sumdb] offline_copy` is off (the head and ids go to state only).
+    pub offline: Option<OfflineCopy>,
+}
+
+/// Tiles the pinned head needs that the tree lacks, and one lookup body
+/// (`record` + the pinned head's note) per version.
+pub struct OfflineCopy {
+    pub tiles: Vec<(Tile, Bytes)>,
+    pub lookups: Vec<(ModVer, Vec<u8>)>,
+}
+
+/// A staged version whose files clash with published ones.
+#[derive(Debug, thiserror::Error)]
+#[error("{mv}: {error}")]
+pub struct Conflict {
+    pub mv: ModVer,
+    /// Always [`WriteError::Conflict`]: names the file and both sha256s.
+    pub error: WriteError,
+}
+
+/// Why a commit stopped. Nothing of the batch is listed or recorded as
+/// published; its versions stay as they were (a sync's stay pending).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The tree took no more writes (full disk, read-only), or a lookup or
+    /// tile clashes with a published one.
+    #[error("publishing")]
+    Publish(#[source] WriteError),
+    /// State holds another head of this size: two logs under one name.
+    #[error(
+        "SECURITY ERROR: checksum database {db}: tree head {size} {hash} is verified, \
+         but a different head of that size is stored"
+    )]
+    Fork { db: String, size: i64, hash: String },
+    /// A blocking task panicked: a bug, reported instead of crashing.
+    #[error("internal error in {task}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// A batch whose every final name was checked: nothing is written yet.
+pub struct Prepared {
+    staged: Vec<Staged>,
+    conflicts: Vec<Conflict>,
+    /// Versions that could not be checked (an I/O error of their own).
+    failed: Vec<(ModVer, OutcomeKind)>,
+    records: Option<Records>,
+    /// `supported` is served already (it never goes away).
+    supported: bool,
+}
+
+/// [`prepare`], then [`Prepared::apply`]: the commit of a sync batch, whose
+/// conflicting versions are quarantined.
+pub async fn commit(
+    tree: &Tree,
+    store: &Store,
+    batch: Batch,
+) -> Result<Vec<(ModVer, OutcomeKind)>, CommitError> {
+    prepare(tree, batch).await?.apply(tree, store).await
+}
+
+/// Step 1: checks every final name of `batch`, writing nothing. A lookup
+/// or tile that clashes fails the whole batch; a version's clash is a
+/// [`Conflict`] of that version.
+pub async fn prepare(tree: &Tree, batch: Batch) -> Result<Prepared, CommitError> {
+    let tree = tree.clone();
+    blocking("checking the batch", move || {
+        let Batch { staged, records } = batch;
+        if let Some(r) = &records {
+            if let Some(copy) = &r.offline {
+                publish::check_sumdb(&tree, &r.db.name, &copy.tiles, &copy.lookups)
+                    .map_err(CommitError::Publish)?;
+            }
+        }
+        let mut prepared = Prepared {
+            staged: Vec::with_capacity(staged.len()),
+            conflicts: Vec::new(),
+            failed: Vec::new(),
+            supported: records.as_ref().is_some_and(|r| {
+                tree.sumdb_file(&r.db.name, publish::layout::SumdbFile::Supported)
+                    .exists()
+            }),
+            records,
+        };
+        for mut s in staged {
+            let mv = s.checked().mv().clone();
+            match publish::check_staged(&tree, &mut s) {
+                Ok(()) => prepared.staged.push(s),
+                Err(error @ WriteError::Conflict { .. }) => {
+                    prepared.conflicts.push(Conflict { mv, error })
+                }
+                Err(e) if e.is_fatal() => return Err(CommitError::Publish(e)),
+                Err(e) => prepared.failed.push((mv, failed(&e))),
+            }
+        }
+        Ok(prepared)
+    })
+    .await?
+}
+
+impl Prepared {
+    /// The staged versions whose files clash with published ones.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Step 2: makes the batch visible, in order, and records it. Returns
+    /// the outcome of every staged version: published, quarantined for a
+    /// [`Conflict`], or failed for an error of its own.
+    pub async fn apply(
+        self,
+        tree: &Tree,
+        store: &Store,
+    ) -> Result<Vec<(ModVer, OutcomeKind)>, CommitError> {
+        let Prepared {
+            staged,
+            conflicts,
+            failed,
+            records,
+            supported,
+        } = self;
+        let mut outcomes = failed;
+        for c in conflicts {
+            // Upstream now serves other bytes for a published version.
+            tracing::error!(mv = %c.mv, "ALARM: {}", c.error);
+            outcomes.push((
+                c.mv,
+                OutcomeKind::Quarantined {
+                    reason: format!("published files differ from upstream: {}", c.error),
+                },
+            ));
+        }
+        let head = match &records {
+            Some(r) => save_head(store, r, supported).await?,
+            None => None,
+        };
+        let before = published_before(store, &staged).await?;
+        let tree = tree.clone();
+        let (placed, files) = blocking("publishing the batch", move || {
+            write_tree(&tree, staged, records, before, head)
+        })
+        .await?;
+        outcomes.extend(placed);
+        let recorded: Vec<Outcome> = outcomes
+            .iter()
+            .map(|(mv, kind)| Outcome {
+                path: mv.path.to_string(),
+                version: mv.version.to_string(),
+                result: kind.clone(),
+            })
+            .collect();
+        store.record_outcomes(&recorded).await?;
+        let files = files.map_err(CommitError::Publish)?;
+        if let Some((db, ids)) = files {
+            let ids = ids
+                .into_iter()
+                .map(|(mv, id)| (mv.path.to_string(), mv.version.to_string(), id))
+                .collect();
+            store.record_sumdb_ids(&db, ids).await?;
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Step 2.1: saves the head the records are under; returns what the offline
+/// copy's `latest` and `supported` become after this batch, if it has one.
+async fn save_head(
+    store: &Store,
+    r: &Records,
+    supported: bool,
+) -> Result<Option<SumdbHead>, CommitError> {
+    let db = &r.db.name;
+    let head = StoredHead {
+        size: r.head.tree.n,
+        hash: format_hash(&r.head.tree.hash),
+        note: r.head.note.to_vec(),
+        pinned: r.offline.is_some(),
+    };
+    if !store.save_sumdb_head(db, head).await? {
+        return Err(CommitError::Fork {
+            db: db.clone(),
+            size: r.head.tree.n,
+            hash: format_hash(&r.head.tree.hash),
+        });
+    }
+    if r.offline.is_none() {
+        return Ok(None);
+    }
+    // `latest` names the newest pinned head: a bundle may carry an older one.
+    let note = match store.pinned_sumdb_heads(db).await?.pop() {
+        Some(newest) if newest.size > r.head.tree.n => newest.note,
+        _ => r.head.note.to_vec(),
+    };
+    let complete = supported || {
+        let batch: HashSet<&ModVer> = r.ids.iter().map(|(mv, _)| mv).collect();
+        store
+            .published_without_record(db)
+            .await?
+            .iter()
+            .filter(|row| !r.db.is_private(&row.path))
+            .all(|row| ModVer::parse(&row.path, &row.version).is_ok_and(|mv| batch.contains(&mv)))
+    };
+    Ok(Some(SumdbHead {
+        name: db.clone(),
+        note,
+        complete,
+    }))
+}
+
+/// Published versions of the modules `staged` touches: the lists are
+/// rewritten from these plus the batch's.
+async fn published_before(
+    store: &Store,
+    staged: &[Staged],
+) -> Result<BTreeMap<ModulePath, BTreeSet<Version>>, CommitError> {
+    let paths: Vec<String> = staged
+        .iter()
+        .map(|s| s.checked().mv().path.to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut before: BTreeMap<ModulePath, BTreeSet<Version>> = BTreeMap::new();
+    if paths.is_empty() {
+        return Ok(before);
+    }
+    for (p, v) in store.published_set(&paths).await? {
+        match ModVer::parse(&p, &v) {
+            Ok(mv) => {
+                before.entry(mv.path).or_default().insert(mv.version);
+            }
+            Err(e) => tracing::warn!("state holds a version that no longer checks: {e}"),
+        }
+    }
+    Ok(before)
+}
+
+/// What [`write_tree`] leaves for state: the database and the record ids
+/// to store, once the outcomes are.
+type Written = Option<(String, Vec<(ModVer, i64)>)>;
+
+/// Step 2.2, blocking. Returns each staged version's outcome, and either
+/// the record ids to store or the error that stopped the writes (versions
+/// not placed by then have no outcome: they stay as they were).
+fn write_tree(
+    tree: &Tree,
+    staged: Vec<Staged>,
+    records: Option<Records>,
+    mut lists: BTreeMap<ModulePath, BTreeSet<Version>>,
+    head: Option<SumdbHead>,
+) -> (Vec<(ModVer, OutcomeKind)>, Result<Written, WriteError>) {
+    let mut outcomes = Vec::with_capacity(staged.len());
+    let written = (|| {
+        let mut ids = None;
+        if let Some(r) = records {
+            if let Some(copy) = &r.offline {
+                publish::place_sumdb(tree, &r.db.name, &copy.tiles, &copy.lookups)?;
+            }
+            ids = Some((r.db.name, r.ids));
+        }
+        let mut touched = BTreeSet::new();
+        for (s, result) in publish::place(tree, staged)? {
+            let mv = s.checked().mv().clone();
+            let kind = match result {
+                Ok(()) => {
+                    lists
+                        .entry(mv.path.clone())
+                        .or_default()
+                        .insert(mv.version.clone());
+                    touched.insert(mv.path.clone());
+                    OutcomeKind::Published(published_info(&s))
+                }
+                Err(e @ WriteError::Conflict { .. }) => {
+                    tracing::error!(mv = %mv, "ALARM: {e}");
+                    OutcomeKind::Quarantined {
+                        reason: format!("published files differ from upstream: {e}"),
+                    }
+                }
+                Err(e) => failed(&e),
+            };
+            outcomes.push((mv, kind));
+        }
+        let modules = lists
+            .into_iter()
+            .filter(|(path, _)| touched.contains(path))
+            .map(|(path, versions)| (path, versions.into_iter().collect()))
+            .collect();
+        Metadata {
+            modules,
+            sumdb: head,
+        }
+        .write(tree)?;
+        Ok(ids)
+    })();
+    if written.is_err() {
+        // Placed but not listed: not published. The versions stay as they
+        // were, and a later run finds their files in place.
+        outcomes.retain(|(_, kind)| !matches!(kind, OutcomeKind::Published(_)));
+    }
+    (outcomes, written)
+}
+
+/// What state records for a version placed in the tree.
+pub fn published_info(s: &Staged) -> PublishedInfo {
+    let v = s.checked();
+    PublishedInfo {
+        info_size: s.info_size(),
+        mod_size: v.mod_size(),
+        zip_size: v.zip_size(),
+        h1_zip: v.h1_zip().to_owned(),
+        h1_mod: v.h1_mod().to_owned(),
+        zip_sha256: hex::encode(v.zip_sha256()),
+        time: v.time().unwrap_or_default().to_owned(),
+    }
+}
+
+fn failed(e: &WriteError) -> OutcomeKind {
+    OutcomeKind::Failed {
+        error: crate::sync::chain(e),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CommitError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| CommitError::Task { task, source })
+}
