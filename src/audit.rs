@@ -60,8 +60,6 @@ pub enum AuditError {
     Lock(#[from] LockError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("[sumdb] key: {0}")]
-    Key(String),
 }
 
 /// Checks the whole tree; a finding is data, an error means it could not run.
@@ -77,11 +75,9 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     };
     report.problems = check_files(&tree, &rows).await;
     if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
-        let verifier =
-            Verifier::parse(&settings.key).map_err(|e| AuditError::Key(e.to_string()))?;
         let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
         let copy = tokio::task::spawn_blocking(move || {
-            OfflineCopy::new(&tree, &settings, &verifier).check(&rows)
+            OfflineCopy::new(&tree, &settings, &settings.verifier).check(&rows)
         })
         .await
         .unwrap_or_else(|e| {

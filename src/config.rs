@@ -33,10 +33,11 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::fetch::Upstream;
-use crate::module::ModulePath;
+use crate::module::{ModulePath, PrefixPatterns};
 use crate::plan::feed::{parse_timestamp, MAX_PAGE};
 use crate::plan::rules::{check_globs, PseudoPolicy, Rule, Rules};
 use crate::plan::watchlist::Selector;
+use crate::verify::sumdb::note::Verifier;
 
 pub use file::File;
 
@@ -189,9 +190,9 @@ pub struct Config {
     pub feed: FeedSettings,
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
-    /// `[import] trusted`: verifier keys (`name+hash+key`, each parsed) whose
-    /// bundles `gomirror import` accepts. Empty: none.
-    pub import_trusted: Vec<String>,
+    /// `[import] trusted`: the keys whose bundles `gomirror import`
+    /// accepts. Empty: none.
+    pub import_trusted: Vec<Verifier>,
     pub daemon: DaemonSettings,
     pub metrics: MetricsSettings,
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
@@ -212,16 +213,15 @@ pub struct ExportSettings {
 /// The checksum database every download is verified against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SumdbSettings {
-    /// A verifier key `<name>+<hash>+<key>` that parsed.
-    pub key: String,
+    /// The database's key, from `<name>+<hash>+<key>`.
+    pub verifier: Verifier,
     /// The key's name; a host name ([`crate::publish::layout::check_sumdb_name`]).
     pub name: String,
     /// Where to reach it; `None`: as the go command does, through the first
     /// upstream proxy that serves `sumdb/<name>/supported`, else `https://<name>`.
     pub url: Option<Upstream>,
-    /// GONOSUMDB/GOPRIVATE globs, comma-joined for
-    /// [`crate::module::match_prefix_patterns`].
-    pub private: String,
+    /// GONOSUMDB/GOPRIVATE globs.
+    pub private: PrefixPatterns,
     /// Publish `sumdb/<name>/…` in the tree.
     pub offline_copy: bool,
 }
@@ -229,7 +229,7 @@ pub struct SumdbSettings {
 impl SumdbSettings {
     /// Modules the database is never asked about (GONOSUMDB semantics).
     pub fn is_private(&self, path: &str) -> bool {
-        crate::module::match_prefix_patterns(&self.private, path)
+        self.private.matches(path)
     }
 }
 
@@ -877,14 +877,13 @@ impl Source<'_> {
         }))
     }
 
-    fn import_trusted(&self, f: &file::Import) -> Result<Vec<String>, ConfigError> {
+    fn import_trusted(&self, f: &file::Import) -> Result<Vec<Verifier>, ConfigError> {
         let mut keys = Vec::new();
         for (i, key) in f.trusted.iter().flatten().enumerate() {
             let at = ["import".into(), "trusted".into(), i.into()];
-            crate::verify::sumdb::note::Verifier::parse(key).map_err(|e| {
+            keys.push(Verifier::parse(key).map_err(|e| {
                 self.error(&at, format!("{key:?}: {e} (want \"<name>+<hash>+<key>\")"))
-            })?;
-            keys.push(key.clone());
+            })?);
         }
         Ok(keys)
     }
@@ -906,7 +905,7 @@ impl Source<'_> {
         } else {
             key
         };
-        let verifier = crate::verify::sumdb::note::Verifier::parse(key).map_err(|e| {
+        let verifier = Verifier::parse(key).map_err(|e| {
             self.error(
                 &at("key"),
                 format!("{key:?}: {e} (want \"<name>+<hash>+<key>\" or \"off\")"),
@@ -933,10 +932,10 @@ impl Source<'_> {
             private.push(glob.trim().to_owned());
         }
         Ok(Some(SumdbSettings {
-            key: key.to_owned(),
+            verifier,
             name,
             url,
-            private: private.join(","),
+            private: PrefixPatterns::new(private),
             offline_copy: f.offline_copy.unwrap_or(true),
         }))
     }
@@ -1151,10 +1150,10 @@ mod tests {
                 selector: Selector::Latest,
             }],
             sumdb: Some(SumdbSettings {
-                key: DEFAULT_SUMDB_KEY.into(),
+                verifier: Verifier::parse(DEFAULT_SUMDB_KEY).expect("valid"),
                 name: "sum.golang.org".into(),
                 url: None,
-                private: String::new(),
+                private: PrefixPatterns::default(),
                 offline_copy: true,
             }),
             import_trusted: Vec::new(),
@@ -1458,7 +1457,7 @@ watched = true
         assert_eq!(off.sumdb, None);
         let by_name =
             parse("[sumdb]\nkey = \"sum.golang.org\"\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(by_name.sumdb.unwrap().key, DEFAULT_SUMDB_KEY);
+        assert_eq!(by_name.sumdb.unwrap().verifier.vkey(), DEFAULT_SUMDB_KEY);
         let text = format!(
             "[sumdb]\nkey = \"{DEFAULT_SUMDB_KEY} https://sum.example.com/db\"\n\
              private = [\"*.corp.example.com\", \"github.com/myorg\"]\noffline_copy = false\n"

@@ -503,12 +503,7 @@ fn inspect(
                 .with_context(|| format!("--trust {k:?}"))?,
         );
     }
-    for k in config.iter().flat_map(|c| &c.import_trusted) {
-        keys.push(
-            gomirror::verify::sumdb::note::Verifier::parse(k)
-                .with_context(|| format!("[import] trusted {k:?}"))?,
-        );
-    }
+    keys.extend(config.iter().flat_map(|c| c.import_trusted.iter().cloned()));
     if let Some(settings) = config.and_then(|c| c.export.as_ref()) {
         if let Ok(signer) = gomirror::bundle::export::read_signer(&settings.key) {
             keys.push(signer.verifier());

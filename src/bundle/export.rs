@@ -118,7 +118,7 @@ pub async fn export(
     let store = Store::open(&config.database).await?;
     let (header, candidates, exported) = gather(&store, &source, options.full).await?;
     let sumdb = match &config.sumdb {
-        Some(s) if s.offline_copy => Some((s.name.clone(), parse_verifier(&s.key)?)),
+        Some(s) if s.offline_copy => Some((s.name.clone(), s.verifier.clone())),
         _ => None,
     };
     let options = options.clone();
@@ -211,10 +211,6 @@ pub fn keygen(name: &str, out: &Path) -> Result<String, BundleError> {
         .and_then(|()| file.sync_all())
         .map_err(io_err("write", out))?;
     Ok(vkey)
-}
-
-fn parse_verifier(key: &str) -> Result<Verifier, BundleError> {
-    Verifier::parse(key).map_err(|e| BundleError::Invalid(format!("[sumdb] key {key:?}: {e}")))
 }
 
 /// Lists the bundle's files in tar order and fills in the manifest.

@@ -128,7 +128,7 @@ pub async fn import(
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
-    let trusted = trusted_keys(config)?;
+    let trusted = trusted_keys(config)?.to_vec();
     let header = blocking("reading the bundle header", {
         let path = path.to_owned();
         move || read_header(&path, &trusted)
@@ -197,18 +197,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ImportError::Task(format!("{what}: {e}")))
 }
 
-fn trusted_keys(config: &Config) -> Result<Vec<Verifier>, ImportError> {
+fn trusted_keys(config: &Config) -> Result<&[Verifier], ImportError> {
     if config.import_trusted.is_empty() {
         return Err(refused(
             "[import] trusted lists no key: add the verifier key `gomirror keygen` printed on \
              the online side",
         ));
     }
-    config
-        .import_trusted
-        .iter()
-        .map(|k| Verifier::parse(k).map_err(|e| refused(format!("[import] trusted {k:?}: {e}"))))
-        .collect()
+    Ok(&config.import_trusted)
 }
 
 /// The signed manifest, opened and checked.
@@ -404,8 +400,7 @@ impl Context {
         let sumdb = match &config.sumdb {
             None => None,
             Some(s) => {
-                let verifier =
-                    Verifier::parse(&s.key).map_err(|e| refused(format!("[sumdb] key: {e}")))?;
+                let verifier = s.verifier.clone();
                 let newest = match store.newest_sumdb_head(&s.name).await? {
                     Some(h) => Some(
                         open_head(&verifier, &h.note, "stored tree head")

@@ -11,7 +11,9 @@ mod path;
 pub mod semver;
 mod version;
 
-pub use path::{check_file_path, check_path, match_prefix_patterns, ModulePath, PathError};
+pub use path::{
+    check_file_path, check_path, match_prefix_patterns, ModulePath, PathError, PrefixPatterns,
+};
 pub use version::{is_pseudo_version, Version, VersionError};
 
 use std::fmt;

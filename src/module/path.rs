@@ -253,20 +253,40 @@ pub(super) fn escape_string(s: &str) -> String {
 /// comma-separated `path.Match` globs match a leading run of `target`'s
 /// path elements (GONOSUMDB, GOPRIVATE)?
 pub fn match_prefix_patterns(globs: &str, target: &str) -> bool {
-    globs.split(',').any(|glob| {
-        let glob = glob.strip_suffix('/').unwrap_or(glob);
-        if glob.is_empty() {
-            return false;
-        }
-        // The leading elements of target, as many as the glob has.
-        let n = glob.matches('/').count();
-        let prefix = match target.match_indices('/').nth(n) {
-            Some((cut, _)) => &target[..cut],
-            None if target.matches('/').count() == n => target,
-            None => return false,
-        };
-        path_match(glob.as_bytes(), prefix.as_bytes())
-    })
+    globs
+        .split(',')
+        .any(|glob| match_prefix_pattern(glob, target))
+}
+
+/// GONOSUMDB/GOPRIVATE-style globs, split once (at the config's edge) and
+/// matched as [`match_prefix_patterns`] does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixPatterns(Vec<String>);
+
+impl PrefixPatterns {
+    /// One glob per entry, none holding a comma.
+    pub fn new(globs: Vec<String>) -> PrefixPatterns {
+        PrefixPatterns(globs)
+    }
+
+    pub fn matches(&self, target: &str) -> bool {
+        self.0.iter().any(|glob| match_prefix_pattern(glob, target))
+    }
+}
+
+fn match_prefix_pattern(glob: &str, target: &str) -> bool {
+    let glob = glob.strip_suffix('/').unwrap_or(glob);
+    if glob.is_empty() {
+        return false;
+    }
+    // The leading elements of target, as many as the glob has.
+    let n = glob.matches('/').count();
+    let prefix = match target.match_indices('/').nth(n) {
+        Some((cut, _)) => &target[..cut],
+        None if target.matches('/').count() == n => target,
+        None => return false,
+    };
+    path_match(glob.as_bytes(), prefix.as_bytes())
 }
 
 /// Go's `path.Match`: `*` any run of non-`/`, `?` one non-`/`, `[...]`

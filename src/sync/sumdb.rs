@@ -21,7 +21,6 @@ use crate::module::ModVer;
 use crate::publish::{self, layout::SumdbFile};
 use crate::state::Store;
 use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
-use crate::verify::sumdb::note::Verifier;
 
 /// The checksum database for one run.
 pub(super) struct Sumdb {
@@ -56,12 +55,7 @@ pub(super) async fn connect(config: &Config, ctx: &Ctx) -> Result<Option<Sumdb>,
         return Ok(None);
     };
     let err = |source| SyncError::Sumdb(Box::new(source));
-    let verifier = Verifier::parse(&settings.key).map_err(|source| {
-        err(SumdbError::Note {
-            what: format!("[sumdb] key {}", settings.key),
-            source,
-        })
-    })?;
+    let verifier = settings.verifier.clone();
     let http = dial(config, &ctx.client, &settings, token)
         .await
         .map_err(err)?;

@@ -56,10 +56,13 @@ pub enum NoteError {
 }
 
 /// A public key that checks signatures: Go's `note.Verifier` for Ed25519.
-#[derive(Clone)]
+/// Two verifiers are equal when name, hash and key bytes are.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Verifier {
     name: String,
     hash: u32,
+    /// The key's 32 bytes as given.
+    raw: [u8; 32],
     /// `None` when the 32 bytes are not a curve point: Go accepts such a
     /// key and then fails every signature, so we do the same.
     key: Option<VerifyingKey>,
@@ -147,12 +150,20 @@ impl Verifier {
         Ok(Verifier {
             name: name.to_owned(),
             hash,
+            raw,
             key: VerifyingKey::from_bytes(&raw).ok(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The `name+hash+key` text [`Verifier::parse`] reads.
+    pub fn vkey(&self) -> String {
+        let mut key = vec![ALG_ED25519];
+        key.extend_from_slice(&self.raw);
+        format!("{}+{:08x}+{}", self.name, self.hash, GO_BASE64.encode(key))
     }
 
     pub fn key_hash(&self) -> u32 {
@@ -243,6 +254,7 @@ impl Signer {
         Verifier {
             name: self.name.clone(),
             hash: self.hash,
+            raw: self.key.verifying_key().to_bytes(),
             key: Some(self.key.verifying_key()),
         }
     }
@@ -455,6 +467,11 @@ mod tests {
     fn verifier_parses_known_keys() {
         let v = Verifier::parse(PETER_VKEY).unwrap();
         assert_eq!((v.name(), v.key_hash()), ("PeterNeumann", 0xc74f20a3));
+        assert_eq!(
+            v.vkey(),
+            PETER_VKEY,
+            "renders back to the text it came from"
+        );
         // Go: cmd/go/internal/modfetch/key.go, PROTOCOL.md.
         let v =
             Verifier::parse("sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8")
