@@ -454,7 +454,7 @@ fn write_bundle(
     let json = plan.manifest.to_json();
     let sig = manifest::sign(&json, &plan.manifest, signer)?;
     let need = upper_bound(plan, &json, &sig, options.compression);
-    let free = free_bytes(&options.to)?;
+    let free = super::free_bytes(&options.to).map_err(io_err("statvfs", &options.to))?;
     if need > free {
         return Err(BundleError::NoSpace {
             dir: options.to.clone(),
@@ -567,22 +567,6 @@ impl<R: Read> Read for HashingReader<'_, R> {
         self.progress.copied(n as u64);
         Ok(n)
     }
-}
-
-/// Bytes available to us in `dir`'s file system.
-fn free_bytes(dir: &Path) -> Result<u64, BundleError> {
-    if let Some(free) = test_free_bytes() {
-        return Ok(free);
-    }
-    let st = rustix::fs::statvfs(dir).map_err(|e| io_err("statvfs", dir)(e.into()))?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// Test seam: `GOMIRROR_TEST_FREE_BYTES` replaces the target's free space,
-/// so the integration tests can run out of space without a small file
-/// system. Read nowhere else.
-fn test_free_bytes() -> Option<u64> {
-    std::env::var("GOMIRROR_TEST_FREE_BYTES").ok()?.parse().ok()
 }
 
 /// Test seam: `GOMIRROR_TEST_EXPORT_FAIL_AFTER=<n>` fails the export after

@@ -19,7 +19,7 @@ pub mod manifest;
 pub mod volume;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::lock::LockError;
 use crate::state::StateError;
@@ -102,4 +102,19 @@ pub(crate) fn io_err(
 ) -> impl FnOnce(io::Error) -> BundleError {
     let path = path.into();
     move |source| BundleError::Io { op, path, source }
+}
+
+/// Bytes available to an unprivileged writer in `dir`'s file system.
+/// Test seam: `GOMIRROR_TEST_FREE_BYTES` replaces it, so the integration
+/// tests can run out of space without a small file system. Read nowhere
+/// else.
+pub(crate) fn free_bytes(dir: &Path) -> io::Result<u64> {
+    if let Some(free) = std::env::var("GOMIRROR_TEST_FREE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Ok(free);
+    }
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

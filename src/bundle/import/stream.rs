@@ -1,0 +1,516 @@
+//! Phase 2: the bundle's files, in the manifest's order, each checked
+//! against its sha256 and its place; tiles, lookups and the pinned head
+//! proved; every version verified as a sync verifies a download, on other
+//! threads while the stream is read, and staged for the commit.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::manifest::Manifest;
+use crate::bundle::volume;
+use crate::fetch::{Downloaded, Fetched};
+use crate::module::ModVer;
+use crate::publish::layout::{self, Kind, SumdbFile};
+use crate::publish::{self, atomic, Staged, WriteError};
+use crate::sync::Progress;
+use crate::verify::sumdb::client::{open_head, SignedHead};
+use crate::verify::sumdb::local::LocalTiles;
+use crate::verify::sumdb::tile::Tile;
+use crate::verify::sumdb::tlog::format_hash;
+use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes};
+use crate::verify::{self, Vouched};
+
+use super::header::{read_entry, Header, MAX_MANIFEST, MAX_SIGNATURE};
+use super::{file_err, refused, Context, Expect, ImportError};
+
+/// Everything of the bundle, verified and written beside its final names.
+pub(super) struct StagedBundle {
+    pub(super) tiles: Vec<(Tile, Bytes)>,
+    pub(super) lookups: Vec<(ModVer, Vec<u8>)>,
+    /// Record ids, for the state.
+    pub(super) records: Vec<(ModVer, i64)>,
+    pub(super) staged: Vec<Staged>,
+    pub(super) pin: Option<SignedHead>,
+}
+
+/// Phase 2: reads the whole bundle once more, checking every file, and
+/// stages the versions. Blocking.
+pub(super) fn stream(
+    ctx: &Context,
+    path: &Path,
+    header: &Header,
+    progress: &dyn Progress,
+) -> Result<StagedBundle, ImportError> {
+    let mut archive = tar::Archive::new(volume::open_stream(path)?);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| file_err("bundle", format!("reading tar: {e}")))?;
+    let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
+    if json != header.json {
+        return Err(refused("the bundle changed while it was being read"));
+    }
+    read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
+    // Versions are verified (zip rules, `h1:`) on other threads while this
+    // one decompresses and writes the next files.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1);
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 4);
+    let job_rx = std::sync::Mutex::new(job_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<Staged, ImportError>>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || loop {
+                let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(job) = job else { break };
+                if done_tx.send(verify_job(ctx, job, progress)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut staged = Vec::with_capacity(header.manifest.versions.len());
+        let streamed = stream_files(ctx, header, &mut entries, job_tx, &done_rx, &mut staged);
+        // The job sender is gone: the workers finish what is queued, then stop.
+        for result in done_rx.iter() {
+            staged.push(result?);
+        }
+        streamed?.finish(staged)
+    })
+}
+
+/// Every file of the manifest, in order; versions go to the verifiers.
+fn stream_files<'a, R: Read>(
+    ctx: &'a Context,
+    header: &Header,
+    entries: &mut tar::Entries<'_, R>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    done: &std::sync::mpsc::Receiver<Result<Staged, ImportError>>,
+    staged: &mut Vec<Staged>,
+) -> Result<Stream<'a>, ImportError> {
+    let mut s = Stream::new(ctx, &header.manifest, jobs)?;
+    for f in &header.manifest.files {
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| file_err(&f.path, "missing: the bundle ends early"))?
+            .map_err(|e| file_err(&f.path, format!("reading tar: {e}")))?;
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name != format!("tree/{}", f.path) {
+            return Err(file_err(&f.path, format!("expected here, found {name:?}")));
+        }
+        if entry.size() != f.size {
+            return Err(file_err(
+                &f.path,
+                format!(
+                    "{} bytes in the tar, {} in the manifest",
+                    entry.size(),
+                    f.size
+                ),
+            ));
+        }
+        s.take(&f.path, &f.sha256, &mut entry)?;
+        // A version that failed verification stops the import early.
+        while let Ok(result) = done.try_recv() {
+            staged.push(result?);
+        }
+    }
+    if entries.next().is_some() {
+        return Err(refused("the bundle holds files its manifest does not name"));
+    }
+    s.jobs = None;
+    Ok(s)
+}
+
+/// One version's files, for a verifier thread.
+struct Job {
+    i: usize,
+    fetched: Fetched,
+    /// The checksum database's record (name, hashes), unless private or off.
+    vouched: Option<(String, RecordHashes)>,
+}
+
+/// `verify::verify` with the record, the manifest's hashes, then staging.
+fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged, ImportError> {
+    let (mv, entry) = &ctx.versions[job.i];
+    let vouched = job
+        .vouched
+        .as_ref()
+        .map(|(db, hashes)| Vouched { db, hashes });
+    let verified = verify::verify(job.fetched, vouched)
+        .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
+    let c = verified.checked();
+    if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
+        return Err(file_err(
+            &layout::version_rel(mv, Kind::Zip),
+            format!(
+                "hashes to {} and go.mod {}, the manifest says {} and {}",
+                c.h1_zip(),
+                c.h1_mod(),
+                entry.h1_zip,
+                entry.h1_mod
+            ),
+        ));
+    }
+    progress.finished(mv, "verified", c.zip_size());
+    publish::stage(verified).map_err(ImportError::Publish)
+}
+
+/// The files of one version, gathered as the stream goes.
+#[derive(Default)]
+struct Pending {
+    mod_file: Option<Downloaded>,
+    zip: Option<Downloaded>,
+}
+
+/// Reads a tile of this mirror's offline copy.
+type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
+
+struct Stream<'a> {
+    ctx: &'a Context,
+    pin: Option<SignedHead>,
+    /// The bundle's tiles, then this tree's.
+    tiles: LocalTiles<TileLoader<'a>>,
+    records: HashMap<usize, (i64, RecordHashes, Vec<u8>)>,
+    pending: HashMap<usize, Pending>,
+    /// To the verifier threads; `None` once every file was read.
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    consistent: HashSet<(i64, [u8; 32])>,
+    pin_checked: bool,
+}
+
+impl<'a> Stream<'a> {
+    fn new(
+        ctx: &'a Context,
+        m: &Manifest,
+        jobs: std::sync::mpsc::SyncSender<Job>,
+    ) -> Result<Stream<'a>, ImportError> {
+        let pin = match (&ctx.sumdb, &m.sumdb) {
+            (None, _) => None,
+            (Some(db), None) => {
+                return Err(refused(format!(
+                    "the bundle carries no checksum-database records, and this mirror \
+                     verifies against {} ([sumdb] key = \"off\" accepts unverified bundles)",
+                    db.name
+                )))
+            }
+            (Some(db), Some(p)) if p.name != db.name => {
+                return Err(refused(format!(
+                    "the bundle is pinned to checksum database {}, this mirror verifies \
+                     against {}",
+                    p.name, db.name
+                )))
+            }
+            (Some(db), Some(p)) => {
+                let head = open_head(&db.verifier, p.note.as_bytes(), "the bundle's tree head")
+                    .map_err(|e| refused(e.to_string()))?;
+                if head.tree.n != p.size || format_hash(&head.tree.hash) != p.hash {
+                    return Err(refused(
+                        "the manifest's tree head does not match its signed note",
+                    ));
+                }
+                Some(head)
+            }
+        };
+        Ok(Stream {
+            ctx,
+            pin,
+            tiles: LocalTiles::new(Box::new(move |t: &Tile| match &ctx.sumdb {
+                Some(db) => publish::read_sumdb_tile(&ctx.tree, &db.name, t),
+                None => Ok(None),
+            })),
+            records: HashMap::new(),
+            pending: HashMap::new(),
+            jobs: Some(jobs),
+            consistent: HashSet::new(),
+            pin_checked: false,
+        })
+    }
+
+    fn take(&mut self, rel: &str, sha256: &str, entry: &mut impl Read) -> Result<(), ImportError> {
+        if let Some(tile) = self.tile_path(rel) {
+            let data = read_checked(rel, sha256, entry, 1 << 20)?;
+            self.tiles.give(tile, data);
+            return Ok(());
+        }
+        if self.ctx.sumdb.is_none() && rel.starts_with("sumdb/") {
+            // This mirror does not verify ([sumdb] key = "off"): checked, not kept.
+            read_checked(rel, sha256, entry, 1 << 20)?;
+            return Ok(());
+        }
+        let Some(&expect) = self.ctx.expected.get(rel) else {
+            return Err(file_err(
+                rel,
+                "not a file gomirror publishes for this bundle's versions",
+            ));
+        };
+        match expect {
+            Expect::Mod(i) | Expect::Zip(i) => {
+                let file = write_checked(rel, sha256, entry, &self.ctx.staging)?;
+                let p = self.pending.entry(i).or_default();
+                match expect {
+                    Expect::Mod(_) => p.mod_file = Some(file),
+                    _ => p.zip = Some(file),
+                }
+            }
+            Expect::Info(i) => {
+                let info = read_checked(rel, sha256, entry, verify::MAX_INFO)?;
+                self.stage(i, Bytes::from(info))?;
+            }
+            Expect::Lookup(i) => {
+                let body = read_checked(rel, sha256, entry, 1 << 20)?;
+                self.check_lookup(i, rel, body)?;
+            }
+            Expect::SumdbLatest => {
+                let note = read_checked(rel, sha256, entry, 1 << 20)?;
+                if self.pin.as_ref().map(|p| &p.note[..]) != Some(&note[..]) {
+                    return Err(file_err(rel, "is not the head the manifest pins"));
+                }
+            }
+            Expect::List | Expect::Latest | Expect::Supported => {
+                // Checked, not copied: lists are rebuilt from what this tree
+                // publishes, and `supported` from whether its copy is complete.
+                read_checked(rel, sha256, entry, 16 << 20)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `sumdb/<name>/tile/…` of this mirror's database, as a [`Tile`] whose
+    /// path renders back to exactly `rel`.
+    fn tile_path(&self, rel: &str) -> Option<Tile> {
+        let db = self.ctx.sumdb.as_ref()?;
+        let prefix = format!("sumdb/{}/", db.name);
+        let tile = Tile::parse_path(rel.strip_prefix(&prefix)?).ok()?;
+        (layout::sumdb_rel(&db.name, SumdbFile::Tile(&tile)) == rel && tile.l >= 0).then_some(tile)
+    }
+
+    /// A lookup: its record vouches for the manifest's hashes, is signed
+    /// under a head consistent with the pin, and is included in the pin.
+    fn check_lookup(&mut self, i: usize, rel: &str, body: Vec<u8>) -> Result<(), ImportError> {
+        let (mv, entry) = &self.ctx.versions[i];
+        let db = self
+            .ctx
+            .sumdb
+            .as_ref()
+            .expect("lookups are expected only with a database");
+        let pin = self
+            .pin
+            .clone()
+            .expect("a database implies a pin (Stream::new)");
+        self.check_pin()?;
+        let lookup = parse_lookup(mv, &body).map_err(|e| file_err(rel, e.to_string()))?;
+        let hashes =
+            parse_record_hashes(mv, &lookup.text).map_err(|e| file_err(rel, e.to_string()))?;
+        if hashes.h1_zip != entry.h1_zip || hashes.h1_mod != entry.h1_mod {
+            return Err(file_err(
+                rel,
+                format!(
+                    "the checksum database says {} and go.mod {}, the manifest {} and {}",
+                    hashes.h1_zip, hashes.h1_mod, entry.h1_zip, entry.h1_mod
+                ),
+            ));
+        }
+        let head =
+            open_head(&db.verifier, &lookup.note, rel).map_err(|e| file_err(rel, e.to_string()))?;
+        if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
+            self.tiles
+                .check_tree(&head.tree, &pin.tree)
+                .map_err(|e| file_err(rel, format!("signed tree {}: {e}", head.tree.n)))?;
+            self.consistent.insert((head.tree.n, head.tree.hash));
+        }
+        self.tiles
+            .check_record(&pin.tree, lookup.id, &lookup.text)
+            .map_err(|e| file_err(rel, e))?;
+        self.records.insert(i, (lookup.id, hashes, body));
+        Ok(())
+    }
+
+    /// The pin must extend the newest head this mirror verified (or be
+    /// extended by it). Proved once, with the first lookup or at the end.
+    fn check_pin(&mut self) -> Result<(), ImportError> {
+        let (Some(pin), Some(db)) = (self.pin.clone(), self.ctx.sumdb.as_ref()) else {
+            return Ok(());
+        };
+        if self.pin_checked {
+            return Ok(());
+        }
+        if let Some(newest) = db.newest.clone() {
+            let (old, new) = if newest.tree.n <= pin.tree.n {
+                (newest.tree, pin.tree)
+            } else {
+                (pin.tree, newest.tree)
+            };
+            self.tiles.check_tree(&old, &new).map_err(|e| {
+                refused(format!(
+                    "SECURITY ERROR: the bundle's tree head {} is not consistent with tree {} \
+                     this mirror verified before: {e}",
+                    pin.tree.n, newest.tree.n
+                ))
+            })?;
+        }
+        self.consistent.insert((pin.tree.n, pin.tree.hash));
+        self.pin_checked = true;
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.ctx
+            .sumdb
+            .as_ref()
+            .map(|d| d.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The version's `.info` arrived: its three files go to a verifier,
+    /// for the same checks as a download from upstream, with the record.
+    fn stage(&mut self, i: usize, info: Bytes) -> Result<(), ImportError> {
+        let (mv, _) = &self.ctx.versions[i];
+        let p = self.pending.remove(&i).unwrap_or_default();
+        let (Some(mod_file), Some(zip)) = (p.mod_file, p.zip) else {
+            return Err(refused(format!(
+                "{mv}: .info comes before its .mod and .zip"
+            )));
+        };
+        let private = self
+            .ctx
+            .sumdb
+            .as_ref()
+            .is_some_and(|d| d.settings.is_private(mv.path.as_str()));
+        let record = self.records.get(&i).map(|(_, hashes, _)| hashes.clone());
+        if self.ctx.sumdb.is_some() && record.is_none() && !private {
+            return Err(refused(format!(
+                "{mv}: no checksum-database lookup in the bundle"
+            )));
+        }
+        let job = Job {
+            i,
+            fetched: Fetched {
+                mv: mv.clone(),
+                info,
+                mod_file,
+                zip,
+            },
+            vouched: record.map(|hashes| (self.name(), hashes)),
+        };
+        let jobs = self.jobs.as_ref().expect("open while files are read");
+        jobs.send(job)
+            .map_err(|_| ImportError::Task("the verifier threads stopped".into()))?;
+        Ok(())
+    }
+
+    fn finish(mut self, staged: Vec<Staged>) -> Result<StagedBundle, ImportError> {
+        self.check_pin()?;
+        if let Some((i, _)) = self.pending.iter().next() {
+            let (mv, _) = &self.ctx.versions[*i];
+            return Err(refused(format!("{mv}: the bundle has no .info for it")));
+        }
+        if staged.len() != self.ctx.versions.len() {
+            return Err(refused(format!(
+                "the manifest names {} versions, the bundle holds the files of {}",
+                self.ctx.versions.len(),
+                staged.len()
+            )));
+        }
+        let mut lookups = Vec::new();
+        let mut records = Vec::new();
+        let mut ids: Vec<usize> = self.records.keys().copied().collect();
+        ids.sort_unstable();
+        for i in ids {
+            let (id, _, body) = self.records.remove(&i).expect("listed above");
+            let mv = self.ctx.versions[i].0.clone();
+            records.push((mv.clone(), id));
+            lookups.push((mv, body));
+        }
+        let mut tiles: Vec<(Tile, Bytes)> = self
+            .tiles
+            .take_given()
+            .into_iter()
+            .map(|(t, d)| (t, Bytes::from(d)))
+            .collect();
+        tiles.sort_by_key(|(t, _)| *t);
+        Ok(StagedBundle {
+            tiles,
+            lookups,
+            records,
+            staged,
+            pin: self.pin,
+        })
+    }
+}
+
+/// Reads a small entry whole, checking its sha256.
+fn read_checked(
+    rel: &str,
+    sha256: &str,
+    entry: &mut impl Read,
+    limit: u64,
+) -> Result<Vec<u8>, ImportError> {
+    let mut buf = Vec::new();
+    entry
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+    if buf.len() as u64 > limit {
+        return Err(file_err(rel, format!("larger than {limit} bytes")));
+    }
+    check_sha(rel, sha256, &Sha256::digest(&buf).into())?;
+    Ok(buf)
+}
+
+/// Streams an entry into a temporary file in `dir`, hashing it.
+fn write_checked(
+    rel: &str,
+    sha256: &str,
+    entry: &mut impl Read,
+    dir: &Path,
+) -> Result<Downloaded, ImportError> {
+    let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(|e| {
+            ImportError::Publish(WriteError::Io {
+                op: "write",
+                path: file.path().to_owned(),
+                source: e,
+            })
+        })?;
+        size += n as u64;
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    check_sha(rel, sha256, &digest)?;
+    Ok(Downloaded {
+        file,
+        size,
+        sha256: digest,
+        url: format!("bundle:{rel}"),
+    })
+}
+
+fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
+    let got = hex::encode(got);
+    if got != want {
+        return Err(file_err(
+            rel,
+            format!("sha256 {got}, the signed manifest says {want}"),
+        ));
+    }
+    Ok(())
+}
