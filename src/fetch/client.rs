@@ -11,28 +11,23 @@
 //! request is sent, and for each body chunk — not a deadline for the whole body, so a
 //! large zip on a slow but steady link is never cut off.
 //!
-//! Waits: delay = `Retry-After` if a 429 or 503 carries one (seconds or HTTP-date,
-//! capped at [`RETRY_AFTER_MAX`]), otherwise full jitter: uniform in
-//! `[0, min(backoff_max, backoff_base · 2^(attempt-1))]`. A `Retry-After`, and any 429,
-//! also holds back every new request to that host until the wait is over, so one
-//! rate-limit answer slows the whole run against that server instead of each task
-//! discovering it alone; an optional rate cap spaces all request starts (`throttle.rs`).
+//! Waits (how long: `retry.rs`): the server's `Retry-After` if a 429 or 503 carries one,
+//! otherwise exponential backoff with full jitter. A `Retry-After`, and any 429, also
+//! holds back every new request to that host until the wait is over, so one rate-limit
+//! answer slows the whole run against that server instead of each task discovering it
+//! alone; an optional rate cap spaces all request starts (`throttle.rs`).
 //!
 //! Per-job bases: [`Client::with_upstreams`] derives a client for another upstream list
 //! (the feed's `cached-only` base, the index) that shares this one's connection pool,
 //! in-flight bound, throttle and counters, so the limits hold for the whole run.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
-use serde::Serialize;
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -40,14 +35,12 @@ use tracing::debug;
 use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
+use super::retry::{retry_after, Backoff};
+use super::stats::{FetchStats, StatsSnapshot};
 use super::throttle::Throttle;
 use super::upstream::{check_rel, Location, Upstream};
-use super::{Chain, FetchError};
-
-/// The longest `Retry-After` we honour. Longer asks are cut to this: the wait is
-/// cancellable and holds no permit, but an upstream answering "come back tomorrow"
-/// should cost a few attempts, not stall the run for a day.
-pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(5 * 60);
+use super::FetchError;
+use crate::error::Chain;
 
 /// How the fetch client behaves; `config` builds it from mirror.toml.
 #[derive(Debug, Clone)]
@@ -121,8 +114,7 @@ struct Inner {
     throttle: Throttle,
     read_timeout: Duration,
     max_attempts: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     stats: FetchStats,
 }
 
@@ -183,8 +175,10 @@ impl Client {
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
                 max_attempts: cfg.max_attempts,
-                backoff_base: cfg.backoff_base,
-                backoff_max: cfg.backoff_max,
+                backoff: Backoff {
+                    base: cfg.backoff_base,
+                    max: cfg.backoff_max,
+                },
                 stats: FetchStats::default(),
             }),
         })
@@ -283,7 +277,7 @@ impl Client {
             match self.fetch_from::<S>(source, &loc, args, limit, token).await {
                 Err(e) if e.is_not_found() => {
                     debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
-                    self.inner.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.record_not_found();
                     not_found = Some(e);
                 }
                 done => return done,
@@ -313,7 +307,7 @@ impl Client {
                 () = token.cancelled() => return Err(FetchError::Cancelled),
                 p = self.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
-            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            inner.stats.record_request();
             let res = self.attempt::<S>(loc, args, limit, token).await;
             drop(permit);
             let Failed {
@@ -328,13 +322,7 @@ impl Client {
             if !error.is_retryable() || attempt >= inner.max_attempts {
                 return Err(error);
             }
-            let delay = retry_after.unwrap_or_else(|| {
-                full_jitter(backoff_ceiling(
-                    inner.backoff_base,
-                    inner.backoff_max,
-                    attempt,
-                ))
-            });
+            let delay = retry_after.unwrap_or_else(|| inner.backoff.delay(attempt));
             // A server that asks for a pause, or rate-limits us, gets it from every
             // request of the run, not only this one.
             if retry_after.is_some() || is_too_many(&error) {
@@ -342,7 +330,7 @@ impl Client {
                     inner.throttle.hold_off(host, delay);
                 }
             }
-            inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            inner.stats.record_retry();
             debug!(url = loc.shown(), attempt, delay = %humantime::format_duration(delay), cause = %Chain(&error), "retrying");
             // tokio::time::sleep, not Instant + delay: a huge backoff_max must not overflow.
             sleep(tokio::time::sleep(delay), token).await?;
@@ -512,138 +500,6 @@ impl Location {
     }
 }
 
-/// The backoff ceiling before retry number `attempt` (1-based):
-/// `min(max, base · 2^(attempt-1))`, saturating.
-pub(crate) fn backoff_ceiling(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 2u32
-        .checked_pow(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(Duration::MAX).min(max)
-}
-
-/// Full jitter: uniform in `[0, ceiling]`.
-// See: https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
-pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
-}
-
-/// The `Retry-After` delay in `headers`, capped at [`RETRY_AFTER_MAX`]; `None` if
-/// absent or unparsable (the caller then uses backoff).
-fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, now).map(|d| d.min(RETRY_AFTER_MAX))
-}
-
-/// Parses a `Retry-After` value: delta-seconds or an IMF-fixdate HTTP-date
-/// (RFC 9110 §10.2.3, §5.6.7). A date in the past means no wait. The obsolete
-/// RFC 850 and asctime date forms are not accepted.
-pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
-    const IMF_FIXDATE: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Too many digits to fit is still "a very long time".
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    let when = PrimitiveDateTime::parse(value, IMF_FIXDATE)
-        .ok()?
-        .assume_utc();
-    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
-}
-
-macro_rules! stats {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Live counters; relaxed atomics, read only for reporting.
-        #[derive(Debug, Default)]
-        pub(crate) struct FetchStats {
-            $($name: AtomicU64,)*
-        }
-
-        /// The fetch counters at one moment.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-        pub struct StatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
-        }
-
-        impl FetchStats {
-            fn snapshot(&self) -> StatsSnapshot {
-                StatsSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                }
-            }
-        }
-    };
-}
-
-stats! {
-    /// Attempts started, against any upstream (retries included).
-    requests,
-    /// Attempts that were followed by another one.
-    retries,
-    /// Body bytes received, including those of attempts that later failed.
-    bytes_received,
-    /// HTTP responses by status class.
-    responses_2xx,
-    responses_3xx,
-    responses_4xx,
-    responses_5xx,
-    /// 429 Too Many Requests responses (also counted in `responses_4xx`).
-    too_many_requests,
-    /// Upstreams that answered 404/410 or had no such file.
-    not_found,
-    /// Attempts that ended in an idle timeout.
-    timeouts,
-    /// Attempts that ended in a connection or protocol error.
-    transport_errors,
-    /// Attempts whose body ended before `Content-Length`.
-    truncated,
-    /// Attempts that waited for a host's hold-off (after a 429 or `Retry-After`).
-    held_off,
-    /// Attempts that waited for the rate cap.
-    rate_limited,
-}
-
-impl FetchStats {
-    pub(crate) fn add_bytes(&self, n: usize) {
-        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    fn record_status(&self, status: StatusCode) {
-        let class = match status.as_u16() {
-            200..=299 => &self.responses_2xx,
-            300..=399 => &self.responses_3xx,
-            400..=499 => &self.responses_4xx,
-            500..=599 => &self.responses_5xx,
-            _ => return,
-        };
-        class.fetch_add(1, Ordering::Relaxed);
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            self.too_many_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_wait(&self, waited: super::throttle::Waited) {
-        if waited.held {
-            self.held_off.fetch_add(1, Ordering::Relaxed);
-        }
-        if waited.limited {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_failure(&self, error: &FetchError) {
-        let counter = match error {
-            FetchError::Timeout { .. } => &self.timeouts,
-            FetchError::Transport { .. } => &self.transport_errors,
-            FetchError::Truncated { .. } => &self.truncated,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,10 +508,10 @@ mod tests {
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use axum::Router;
+    use reqwest::header::RETRY_AFTER;
     use std::collections::VecDeque;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use time::macros::datetime;
 
     const REL: &str = "rsc.io/quote/@v/list";
 
@@ -1221,99 +1077,5 @@ mod tests {
             assert_eq!(err.to_string(), want);
         }
         assert!(Client::new(ClientConfig::new(up())).is_ok());
-    }
-
-    #[test]
-    fn parse_retry_after_table() {
-        let now = datetime!(1994-11-06 08:49:30 UTC);
-        let secs = |n| Some(Duration::from_secs(n));
-        let cases = [
-            ("5", secs(5)),
-            ("0", secs(0)),
-            (" 7 ", secs(7)),
-            ("120", secs(120)),
-            ("99999999999999999999999", secs(u64::MAX)),
-            ("Sun, 06 Nov 1994 08:49:37 GMT", secs(7)),
-            ("Sun, 06 Nov 1994 09:49:30 GMT", secs(3600)),
-            ("Sun, 06 Nov 1994 08:49:00 GMT", secs(0)), // in the past: no wait
-            ("Sunday, 06-Nov-94 08:49:37 GMT", None),   // RFC 850: obsolete
-            ("Sun Nov  6 08:49:37 1994", None),         // asctime: obsolete
-            ("Sun, 06 Nov 1994 08:49:37 +0000", None),
-            ("", None),
-            ("-1", None),
-            ("+5", None),
-            ("1.5", None),
-            ("soon", None),
-        ];
-        for (value, want) in cases {
-            assert_eq!(parse_retry_after(value, now), want, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_header_is_capped() {
-        let now = OffsetDateTime::now_utc();
-        let cases = [
-            (Some("3"), Some(Duration::from_secs(3))),
-            (Some("86400"), Some(RETRY_AFTER_MAX)),
-            (Some("garbage"), None),
-            (None, None),
-        ];
-        for (value, want) in cases {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(RETRY_AFTER, v.parse().expect("header value"));
-            }
-            assert_eq!(retry_after(&headers, now), want, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn backoff_ceiling_table() {
-        let ms = Duration::from_millis;
-        // (base, max, attempt, ceiling)
-        let cases = [
-            (ms(100), ms(1000), 1, ms(100)),
-            (ms(100), ms(1000), 2, ms(200)),
-            (ms(100), ms(1000), 3, ms(400)),
-            (ms(100), ms(1000), 4, ms(800)),
-            (ms(100), ms(1000), 5, ms(1000)),
-            (ms(100), ms(1000), 40, ms(1000)),
-            (ms(100), ms(1000), u32::MAX, ms(1000)),
-            (ms(0), ms(1000), 3, ms(0)),
-            (ms(500), ms(100), 1, ms(100)),
-            (Duration::MAX, Duration::MAX, 3, Duration::MAX),
-        ];
-        for (base, max, attempt, want) in cases {
-            assert_eq!(
-                backoff_ceiling(base, max, attempt),
-                want,
-                "{base:?} {max:?} {attempt}"
-            );
-        }
-    }
-
-    #[test]
-    fn full_jitter_stays_within_ceiling() {
-        for ceiling in [
-            Duration::ZERO,
-            Duration::from_nanos(1),
-            Duration::from_millis(100),
-            Duration::MAX,
-        ] {
-            for _ in 0..1000 {
-                assert!(full_jitter(ceiling) <= ceiling, "{ceiling:?}");
-            }
-        }
-        let ceiling = Duration::from_millis(100);
-        let samples: Vec<_> = (0..1000).map(|_| full_jitter(ceiling)).collect();
-        assert!(
-            samples.iter().any(|d| *d < ceiling / 2),
-            "full jitter reaches the lower half"
-        );
-        assert!(
-            samples.iter().any(|d| *d > ceiling / 2),
-            "full jitter reaches the upper half"
-        );
     }
 }

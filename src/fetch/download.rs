@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::client::FetchStats;
+use super::stats::FetchStats;
 use super::FetchError;
 
 /// Bytes gathered before one blocking write; see the module docs.

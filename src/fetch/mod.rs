@@ -13,15 +13,18 @@
 //! - Upstream 404/410 is permanent for the request and never retried.
 //! - 5xx, 429, timeouts, connection errors and truncated bodies are retried with
 //!   exponential backoff and full jitter; `Retry-After` is honoured. Retries live only in
-//!   `client.rs` (STYLE.md §3).
+//!   `client.rs`, their waits in `retry.rs` (STYLE.md §3).
 //! - Size limits are enforced while streaming, before the limit is passed.
 //!
 //! Modules: `upstream` (what a GOPROXY entry may be), `client` (requests, retries,
-//! concurrency, stats), `throttle` (hold-offs per host and the rate cap for the whole
-//! run), `download` (streaming bodies into memory or a hashed temp file).
+//! concurrency), `retry` (how long to wait before the next attempt), `throttle`
+//! (hold-offs per host and the rate cap for the whole run), `download` (streaming
+//! bodies into memory or a hashed temp file), `stats` (the counters both record into).
 
 mod client;
 mod download;
+mod retry;
+mod stats;
 mod throttle;
 mod upstream;
 
@@ -29,9 +32,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{Client, ClientConfig, ClientError, StatsSnapshot};
+pub use client::{Client, ClientConfig, ClientError};
 pub use download::Downloaded;
 pub use reqwest::StatusCode;
+pub use stats::StatsSnapshot;
 pub use upstream::{Upstream, UpstreamError};
 
 /// One module version's three files as upstream served them, unchecked:
@@ -158,21 +162,6 @@ fn after_attempts(n: u32) -> String {
         format!(" (after {n} attempts)")
     } else {
         String::new()
-    }
-}
-
-/// Displays an error with its whole source chain, `a: b: c`, for log fields.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut next = self.0.source();
-        while let Some(e) = next {
-            write!(f, ": {e}")?;
-            next = e.source();
-        }
-        Ok(())
     }
 }
 

@@ -652,14 +652,4 @@ async fn fetch_verify_publish(
     collected
 }
 
-/// An error with its causes, `a: b: c`, as Go prints wrapped errors.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
-}
+pub(crate) use crate::error::chain;
