@@ -36,54 +36,14 @@ use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
 use super::retry::{retry_after, Backoff};
+use super::settings::FetchSettings;
 use super::stats::{FetchStats, StatsSnapshot};
 use super::throttle::Throttle;
 use super::upstream::{check_rel, Location, Upstream};
 use super::FetchError;
 use crate::error::Chain;
 
-/// How the fetch client behaves; `config` builds it from mirror.toml.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Tried in order; the next only on 404/410.
-    pub upstreams: Vec<Upstream>,
-    /// Requests (including reading their bodies) in progress at once, across all callers.
-    pub max_in_flight: usize,
-    /// TCP + TLS connection setup.
-    pub connect_timeout: Duration,
-    /// Idle timeout: the longest wait for response headers or for the next body chunk.
-    pub read_timeout: Duration,
-    /// Total attempts per upstream, including the first.
-    pub max_attempts: u32,
-    /// Backoff ceiling for the first retry; doubles per attempt.
-    pub backoff_base: Duration,
-    /// Backoff ceiling never exceeds this.
-    pub backoff_max: Duration,
-    /// Names gomirror and its version by default; sent on every request.
-    pub user_agent: String,
-    /// Request starts per second across all callers; `None`: no cap.
-    pub requests_per_second: Option<u32>,
-}
-
-impl ClientConfig {
-    /// Defaults suitable for proxy.golang.org: 16 in flight, 10 s connect, 30 s idle
-    /// read, 5 attempts, backoff from 500 ms up to 30 s.
-    pub fn new(upstreams: Vec<Upstream>) -> ClientConfig {
-        ClientConfig {
-            upstreams,
-            max_in_flight: 16,
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            user_agent: concat!("gomirror/", env!("CARGO_PKG_VERSION")).to_string(),
-            requests_per_second: None,
-        }
-    }
-}
-
-/// A [`ClientConfig`] that cannot work.
+/// [`FetchSettings`] or an upstream list that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("fetch client: no upstreams configured")]
@@ -157,21 +117,22 @@ impl From<FetchError> for Failed {
 }
 
 impl Client {
-    pub fn new(cfg: ClientConfig) -> Result<Client, ClientError> {
-        check_config(&cfg)?;
+    /// A client for `upstreams`, tried in order (the next only on 404/410).
+    pub fn new(upstreams: Vec<Upstream>, cfg: &FetchSettings) -> Result<Client, ClientError> {
+        check_config(&upstreams, cfg)?;
         let http = reqwest::Client::builder()
-            .user_agent(cfg.user_agent)
+            .user_agent(cfg.user_agent.as_str())
             .connect_timeout(cfg.connect_timeout)
             // Keep a connection per permit so steady-state requests reuse them.
-            .pool_max_idle_per_host(cfg.max_in_flight)
+            .pool_max_idle_per_host(cfg.concurrency)
             .build()
             .map_err(ClientError::Http)?;
         Ok(Client {
-            sources: cfg.upstreams.into_iter().map(Source::new).collect(),
-            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            sources: upstreams.into_iter().map(Source::new).collect(),
+            in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
             inner: Arc::new(Inner {
                 http,
-                max_in_flight: cfg.max_in_flight,
+                max_in_flight: cfg.concurrency,
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
                 max_attempts: cfg.max_attempts,
@@ -408,16 +369,16 @@ impl Client {
     }
 }
 
-fn check_config(cfg: &ClientConfig) -> Result<(), ClientError> {
+fn check_config(upstreams: &[Upstream], cfg: &FetchSettings) -> Result<(), ClientError> {
     let invalid = |field, reason: &str| ClientError::Invalid {
         field,
         reason: reason.to_string(),
     };
-    if cfg.upstreams.is_empty() {
+    if upstreams.is_empty() {
         return Err(ClientError::NoUpstreams);
     }
-    if cfg.max_in_flight == 0 || cfg.max_in_flight > Semaphore::MAX_PERMITS {
-        return Err(invalid("max_in_flight", "must be at least 1"));
+    if cfg.concurrency == 0 || cfg.concurrency > Semaphore::MAX_PERMITS {
+        return Err(invalid("concurrency", "must be at least 1"));
     }
     if cfg.max_attempts == 0 {
         return Err(invalid("max_attempts", "must be at least 1"));
@@ -503,7 +464,7 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::testutil::{config, http_response, raw_server, serve};
+    use crate::fetch::testutil::{config, http_response, raw_server, serve, TestConfig};
     use axum::extract::{Path as UrlPath, State};
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
@@ -515,8 +476,8 @@ mod tests {
 
     const REL: &str = "rsc.io/quote/@v/list";
 
-    fn client(cfg: ClientConfig) -> Client {
-        Client::new(cfg).expect("test config is valid")
+    fn client(cfg: TestConfig) -> Client {
+        Client::new(cfg.upstreams, &cfg.settings).expect("test config is valid")
     }
 
     /// `/s/{code}/…` answers `code`; `/ok/…` answers 200 with the path it was asked for.
@@ -850,10 +811,7 @@ mod tests {
     #[tokio::test]
     async fn bounds_requests_in_flight() {
         let (base, gauge) = gauge_server().await;
-        let c = client(ClientConfig {
-            max_in_flight: 3,
-            ..config(&[&base])
-        });
+        let c = client(config(&[&base]).with(|s| s.concurrency = 3));
         let tasks: Vec<_> = (0..12)
             .map(|i| {
                 let c = c.clone();
@@ -873,10 +831,7 @@ mod tests {
     #[tokio::test]
     async fn a_service_client_has_its_own_in_flight_budget_and_shares_counters() {
         let (base, gauge) = gauge_server().await;
-        let c = client(ClientConfig {
-            max_in_flight: 2,
-            ..config(&[&base])
-        });
+        let c = client(config(&[&base]).with(|s| s.concurrency = 2));
         let service = c
             .for_service(vec![Upstream::parse(&base).expect("url")])
             .expect("service client");
@@ -924,12 +879,11 @@ mod tests {
             ("hang", config(&[&format!("{base}hang/")])),
             (
                 "busy",
-                ClientConfig {
-                    max_attempts: 10,
-                    backoff_base: Duration::from_secs(60),
-                    backoff_max: Duration::from_secs(60),
-                    ..config(&[&format!("{base}busy/")])
-                },
+                config(&[&format!("{base}busy/")]).with(|s| {
+                    s.max_attempts = 10;
+                    s.backoff_base = Duration::from_secs(60);
+                    s.backoff_max = Duration::from_secs(60);
+                }),
             ),
         ];
         for (name, cfg) in cases {
@@ -983,11 +937,10 @@ mod tests {
             );
         let base = serve(router).await;
         for kind in ["headers", "body"] {
-            let c = client(ClientConfig {
-                read_timeout: Duration::from_millis(100),
-                max_attempts: 2,
-                ..config(&[&format!("{base}{kind}/")])
-            });
+            let c = client(config(&[&format!("{base}{kind}/")]).with(|s| {
+                s.read_timeout = Duration::from_millis(100);
+                s.max_attempts = 2;
+            }));
             let err = c
                 .get(REL, 1024, &CancellationToken::new())
                 .await
@@ -1038,44 +991,42 @@ mod tests {
     #[test]
     fn config_is_checked() {
         let up = || vec![Upstream::parse("https://proxy.golang.org").expect("parses")];
-        let cases: Vec<(ClientConfig, &str)> = vec![
+        let with = |f: fn(&mut FetchSettings)| {
+            let mut s = FetchSettings::default();
+            f(&mut s);
+            s
+        };
+        let cases: Vec<(Vec<Upstream>, FetchSettings, &str)> = vec![
             (
-                ClientConfig::new(vec![]),
+                vec![],
+                FetchSettings::default(),
                 "fetch client: no upstreams configured",
             ),
             (
-                ClientConfig {
-                    max_in_flight: 0,
-                    ..ClientConfig::new(up())
-                },
-                "fetch client: max_in_flight: must be at least 1",
+                up(),
+                with(|s| s.concurrency = 0),
+                "fetch client: concurrency: must be at least 1",
             ),
             (
-                ClientConfig {
-                    max_attempts: 0,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.max_attempts = 0),
                 "fetch client: max_attempts: must be at least 1",
             ),
             (
-                ClientConfig {
-                    read_timeout: Duration::ZERO,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.read_timeout = Duration::ZERO),
                 "fetch client: read_timeout: must be more than zero",
             ),
             (
-                ClientConfig {
-                    connect_timeout: Duration::ZERO,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.connect_timeout = Duration::ZERO),
                 "fetch client: connect_timeout: must be more than zero",
             ),
         ];
-        for (cfg, want) in cases {
-            let err = Client::new(cfg).err().expect("invalid config");
+        for (upstreams, cfg, want) in cases {
+            let err = Client::new(upstreams, &cfg).err().expect("invalid config");
             assert_eq!(err.to_string(), want);
         }
-        assert!(Client::new(ClientConfig::new(up())).is_ok());
+        assert!(Client::new(up(), &FetchSettings::default()).is_ok());
     }
 }

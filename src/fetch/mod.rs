@@ -24,6 +24,7 @@
 mod client;
 mod download;
 mod retry;
+mod settings;
 mod stats;
 mod throttle;
 mod upstream;
@@ -32,9 +33,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{Client, ClientConfig, ClientError};
+pub use client::{Client, ClientError};
 pub use download::Downloaded;
 pub use reqwest::StatusCode;
+pub use settings::FetchSettings;
 pub use stats::StatsSnapshot;
 pub use upstream::{Upstream, UpstreamError};
 
@@ -167,7 +169,7 @@ fn after_attempts(n: u32) -> String {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use super::{ClientConfig, Upstream};
+    use super::{FetchSettings, Upstream};
     use std::net::SocketAddr;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -218,18 +220,34 @@ pub(crate) mod testutil {
             .into_bytes()
     }
 
+    /// A test client's upstreams and settings.
+    pub(crate) struct TestConfig {
+        pub upstreams: Vec<Upstream>,
+        pub settings: FetchSettings,
+    }
+
+    impl TestConfig {
+        pub(crate) fn with(mut self, f: impl FnOnce(&mut FetchSettings)) -> TestConfig {
+            f(&mut self.settings);
+            self
+        }
+    }
+
     /// A config with fast backoff so retry tests take milliseconds.
-    pub(crate) fn config(bases: &[&str]) -> ClientConfig {
+    pub(crate) fn config(bases: &[&str]) -> TestConfig {
         let upstreams = bases
             .iter()
             .map(|b| Upstream::parse(b).expect("test upstream parses"))
             .collect();
-        ClientConfig {
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(5),
-            read_timeout: Duration::from_secs(5),
-            ..ClientConfig::new(upstreams)
+        TestConfig {
+            upstreams,
+            settings: FetchSettings {
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(5),
+                read_timeout: Duration::from_secs(5),
+                ..FetchSettings::default()
+            },
         }
     }
 }
