@@ -38,7 +38,7 @@ use super::download::{
 use super::retry::{retry_after, Backoff};
 use super::settings::FetchSettings;
 use super::stats::{FetchStats, StatsSnapshot};
-use super::throttle::Throttle;
+use super::throttle::{cancellable, Throttle};
 use super::upstream::{check_rel, Location, Upstream};
 use super::FetchError;
 use crate::error::Chain;
@@ -90,14 +90,6 @@ impl Source {
             host: upstream.host_key(),
             upstream,
         }
-    }
-}
-
-async fn sleep(sleep: tokio::time::Sleep, token: &CancellationToken) -> Result<(), FetchError> {
-    tokio::select! {
-        biased;
-        () = token.cancelled() => Err(FetchError::Cancelled),
-        () = sleep => Ok(()),
     }
 }
 
@@ -294,7 +286,7 @@ impl Client {
             inner.stats.record_retry();
             debug!(url = loc.shown(), attempt, delay = %humantime::format_duration(delay), cause = %Chain(&error), "retrying");
             // tokio::time::sleep, not Instant + delay: a huge backoff_max must not overflow.
-            sleep(tokio::time::sleep(delay), token).await?;
+            cancellable(tokio::time::sleep(delay), token).await?;
         }
     }
 
