@@ -117,6 +117,8 @@ fn counts(s: &RunSummary) -> String {
     )
 }
 
+/// The counts, the feed cursor and the checksum databases, then the history
+/// and the problems.
 fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     let v = &r.versions;
     writeln!(
@@ -150,6 +152,12 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
             db.name, db.verified_tree, db.verified_at, db.records
         )?;
     }
+    print_history(out, r)?;
+    print_problems(out, r)
+}
+
+/// The recent runs, exports and imports.
+fn print_history(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     if !r.runs.is_empty() {
         writeln!(out, "\nrecent runs:")?;
     }
@@ -200,6 +208,12 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
             &i.bundle_id[..i.bundle_id.len().min(12)]
         )?;
     }
+    Ok(())
+}
+
+/// What upstream served that was refused, and the versions not published,
+/// each with its reason.
+fn print_problems(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     if !r.rejections.is_empty() {
         writeln!(out, "\nupstream entries rejected:")?;
     }
