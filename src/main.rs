@@ -106,3 +106,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => runtime.block_on(cli::bundle::import(load()?, bundle, no_progress)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that could not proceed is shown through the library's chain
+    /// formatter; it prints what anyhow's `{:#}` printed, context included.
+    #[test]
+    fn chain_matches_anyhow_alternate() {
+        let io = std::io::Error::other("denied");
+        let err = anyhow::Error::new(io)
+            .context("opening x")
+            .context("loading config");
+        assert_eq!(Chain(err.as_ref()).to_string(), format!("{err:#}"));
+        assert_eq!(
+            Chain(err.as_ref()).to_string(),
+            "loading config: opening x: denied"
+        );
+    }
+}
