@@ -11,6 +11,7 @@ use gomirror::audit::AuditReport;
 use gomirror::bundle::export::ExportReport;
 use gomirror::bundle::import::{ImportError, ImportReport};
 use gomirror::bundle::inspect::BundleInfo;
+use gomirror::error::Chain;
 use gomirror::metrics::{self, TreeUsage};
 use gomirror::state::{RunSummary, StatusReport};
 use gomirror::sync::Report;
@@ -359,7 +360,9 @@ fn to_json(value: &impl serde::Serialize) -> io::Result<String> {
     serde_json::to_string_pretty(value).map_err(io::Error::other)
 }
 
-/// `import` refused the bundle; this mirror is unchanged.
+/// `import` refused the bundle; this mirror is unchanged. With the whole
+/// chain: a bundle that cannot be read says why (`…: open: No such file or
+/// directory`).
 pub fn import_refused(bundle: &Path, e: &ImportError) {
-    note!("import refused {}: {e}", bundle.display());
+    note!("import refused {}: {}", bundle.display(), Chain(e));
 }

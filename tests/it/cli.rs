@@ -321,6 +321,47 @@ async fn issue_11_closed_stdout_is_not_a_panic() {
     }
 }
 
+/// A refused import says why down to the cause: a bundle that is not there
+/// names the file, the operation and the cause, through the one chain
+/// formatter (before: `…: open`, the cause dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refused_shows_the_whole_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mirror.toml");
+    std::fs::write(&config, "").expect("write mirror.toml");
+    let key = dir.path().join("signing.key");
+    let keygen = run_command(gomirror(
+        &config,
+        &[
+            "keygen",
+            "--name",
+            "m.example",
+            "--out",
+            &key.display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(keygen.code, Some(0), "{keygen:#?}");
+    std::fs::write(
+        &config,
+        format!("[import]\ntrusted = [\"{}\"]\n", keygen.stdout.trim()),
+    )
+    .expect("write mirror.toml");
+    let missing = dir.path().join("missing.tar");
+    let run = run_command(gomirror(
+        &config,
+        &["import", &missing.display().to_string()],
+    ))
+    .await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let m = missing.display();
+    assert_eq!(
+        run.stderr,
+        format!("gomirror: import refused {m}: {m}: open: entity not found\n"),
+        "{run:#?}"
+    );
+}
+
 /// Unmounts on drop, so a failing test does not leave a mount behind.
 struct Mounted(PathBuf);
 
