@@ -375,7 +375,7 @@ pub fn published_info(s: &Staged) -> PublishedInfo {
 
 fn failed(e: &WriteError) -> OutcomeKind {
     OutcomeKind::Failed {
-        error: crate::sync::chain(e),
+        error: crate::error::chain(e),
     }
 }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+pub use crate::fetch::FetchSettings;
 use crate::fetch::Upstream;
 use crate::module::{ModulePath, PrefixPatterns};
 use crate::plan::feed::{parse_timestamp, MAX_PAGE};
@@ -253,23 +254,6 @@ pub struct MetricsSettings {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FetchSettings {
-    /// In-flight upstream requests, 1..=1024.
-    pub concurrency: usize,
-    pub connect_timeout: Duration,
-    /// Idle time allowed between body chunks.
-    pub read_timeout: Duration,
-    /// Per request, including the first, 1..=100.
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    /// At least `backoff_base`. (Retry-After has its own cap in fetch.)
-    pub backoff_max: Duration,
-    pub user_agent: String,
-    /// Upstream requests started per second, across the run; `None`: no cap.
-    pub requests_per_second: Option<u32>,
-}
-
 /// `[feed]`: following the index feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedSettings {
@@ -360,13 +344,9 @@ pub const DEFAULT_SUMDB_KEY: &str =
     "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
 pub const DEFAULT_SCHEDULE: &str = "0 */10 * * * *";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_USER_AGENT: &str = concat!("gomirror/", env!("CARGO_PKG_VERSION"));
-const CONCURRENCY: (i64, RangeInclusive<i64>) = (64, 1..=1024);
-const MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=100);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+// `[fetch]` bounds; its defaults are `FetchSettings::default()`.
+const CONCURRENCY: RangeInclusive<i64> = 1..=1024;
+const MAX_ATTEMPTS: RangeInclusive<i64> = 1..=100;
 /// Longest duration accepted, so that `Instant::now() + d` cannot overflow.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest wait between tries of a feed version, or between listings.
@@ -556,9 +536,11 @@ impl<'a> Source<'a> {
         Ok(base.join(value))
     }
 
+    /// `[fetch]`; a key not set keeps its value of [`FetchSettings::default`].
     fn fetch(&self, f: &file::Fetch) -> Result<FetchSettings, ConfigError> {
-        let backoff_base = self.duration("backoff_base", &f.backoff_base, BACKOFF_BASE)?;
-        let backoff_max = self.duration("backoff_max", &f.backoff_max, BACKOFF_MAX)?;
+        let d = FetchSettings::default();
+        let backoff_base = self.duration("backoff_base", &f.backoff_base, d.backoff_base)?;
+        let backoff_max = self.duration("backoff_max", &f.backoff_max, d.backoff_max)?;
         if backoff_base > backoff_max {
             let key = if f.backoff_base.is_some() {
                 "backoff_base"
@@ -574,8 +556,10 @@ impl<'a> Source<'a> {
                 ),
             ));
         }
+        let concurrency = (d.concurrency as i64, CONCURRENCY);
+        let max_attempts = (i64::from(d.max_attempts), MAX_ATTEMPTS);
         Ok(FetchSettings {
-            concurrency: self.int("concurrency", f.concurrency, CONCURRENCY)? as usize,
+            concurrency: self.int("concurrency", f.concurrency, concurrency)? as usize,
             requests_per_second: f
                 .requests_per_second
                 .map(|n| self.int("requests_per_second", Some(n), (1, REQUESTS_PER_SECOND)))
@@ -584,13 +568,13 @@ impl<'a> Source<'a> {
             connect_timeout: self.duration(
                 "connect_timeout",
                 &f.connect_timeout,
-                CONNECT_TIMEOUT,
+                d.connect_timeout,
             )?,
-            read_timeout: self.duration("read_timeout", &f.read_timeout, READ_TIMEOUT)?,
-            max_attempts: self.int("max_attempts", f.max_attempts, MAX_ATTEMPTS)? as u32,
+            read_timeout: self.duration("read_timeout", &f.read_timeout, d.read_timeout)?,
+            max_attempts: self.int("max_attempts", f.max_attempts, max_attempts)? as u32,
             backoff_base,
             backoff_max,
-            user_agent: self.user_agent(&f.user_agent)?,
+            user_agent: self.user_agent(&f.user_agent, d.user_agent)?,
         })
     }
 
@@ -651,9 +635,9 @@ impl<'a> Source<'a> {
         Err(self.error(&[table.into(), key.into()], reason))
     }
 
-    fn user_agent(&self, value: &Option<String>) -> Result<String, ConfigError> {
+    fn user_agent(&self, value: &Option<String>, default: String) -> Result<String, ConfigError> {
         let Some(ua) = value else {
-            return Ok(DEFAULT_USER_AGENT.to_owned());
+            return Ok(default);
         };
         // An HTTP header value: visible ASCII and inner spaces (RFC 9110 field-value).
         let reason = if ua.trim().is_empty() {
@@ -1100,6 +1084,10 @@ mod tests {
         assert_eq!(cfg.fetch.concurrency, 64);
         assert_eq!(cfg.fetch.backoff_base, Duration::from_millis(250));
         let defaults = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.fetch, defaults.fetch,
+            "the sample's [fetch] is the defaults, FetchSettings::default()"
+        );
         assert_eq!(
             cfg.feed, defaults.feed,
             "the sample's [feed] is the defaults"

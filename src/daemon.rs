@@ -41,8 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Overrides};
+use crate::error::chain;
 use crate::metrics::{self, LastRun, Latest};
-use crate::sync::{self, chain, Quiet};
+use crate::sync::{self, Quiet};
 
 /// Where the config came from, to read it again on SIGHUP.
 #[derive(Debug, Clone)]

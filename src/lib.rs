@@ -6,13 +6,14 @@
 //! Every way of publishing — a sync batch, an import — ends in `commit`, the only module that
 //! knows the commit order (files, lists, checksum-database head, state).
 //! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
-//! last run in Prometheus' text format.
+//! last run in Prometheus' text format. `error` is how every error chain is shown.
 
 pub mod audit;
 pub mod bundle;
 pub mod commit;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod fetch;
 pub mod lock;
 pub mod metrics;

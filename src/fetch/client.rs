@@ -11,28 +11,23 @@
 //! request is sent, and for each body chunk — not a deadline for the whole body, so a
 //! large zip on a slow but steady link is never cut off.
 //!
-//! Waits: delay = `Retry-After` if a 429 or 503 carries one (seconds or HTTP-date,
-//! capped at [`RETRY_AFTER_MAX`]), otherwise full jitter: uniform in
-//! `[0, min(backoff_max, backoff_base · 2^(attempt-1))]`. A `Retry-After`, and any 429,
-//! also holds back every new request to that host until the wait is over, so one
-//! rate-limit answer slows the whole run against that server instead of each task
-//! discovering it alone; an optional rate cap spaces all request starts (`throttle.rs`).
+//! Waits (how long: `retry.rs`): the server's `Retry-After` if a 429 or 503 carries one,
+//! otherwise exponential backoff with full jitter. A `Retry-After`, and any 429, also
+//! holds back every new request to that host until the wait is over, so one rate-limit
+//! answer slows the whole run against that server instead of each task discovering it
+//! alone; an optional rate cap spaces all request starts (`throttle.rs`).
 //!
 //! Per-job bases: [`Client::with_upstreams`] derives a client for another upstream list
 //! (the feed's `cached-only` base, the index) that shares this one's connection pool,
 //! in-flight bound, throttle and counters, so the limits hold for the whole run.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
-use serde::Serialize;
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -40,57 +35,15 @@ use tracing::debug;
 use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
-use super::throttle::Throttle;
+use super::retry::{retry_after, Backoff};
+use super::settings::FetchSettings;
+use super::stats::{FetchStats, StatsSnapshot};
+use super::throttle::{cancellable, Throttle};
 use super::upstream::{check_rel, Location, Upstream};
-use super::{Chain, FetchError};
+use super::FetchError;
+use crate::error::Chain;
 
-/// The longest `Retry-After` we honour. Longer asks are cut to this: the wait is
-/// cancellable and holds no permit, but an upstream answering "come back tomorrow"
-/// should cost a few attempts, not stall the run for a day.
-pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(5 * 60);
-
-/// How the fetch client behaves; `config` builds it from mirror.toml.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Tried in order; the next only on 404/410.
-    pub upstreams: Vec<Upstream>,
-    /// Requests (including reading their bodies) in progress at once, across all callers.
-    pub max_in_flight: usize,
-    /// TCP + TLS connection setup.
-    pub connect_timeout: Duration,
-    /// Idle timeout: the longest wait for response headers or for the next body chunk.
-    pub read_timeout: Duration,
-    /// Total attempts per upstream, including the first.
-    pub max_attempts: u32,
-    /// Backoff ceiling for the first retry; doubles per attempt.
-    pub backoff_base: Duration,
-    /// Backoff ceiling never exceeds this.
-    pub backoff_max: Duration,
-    /// Names gomirror and its version by default; sent on every request.
-    pub user_agent: String,
-    /// Request starts per second across all callers; `None`: no cap.
-    pub requests_per_second: Option<u32>,
-}
-
-impl ClientConfig {
-    /// Defaults suitable for proxy.golang.org: 16 in flight, 10 s connect, 30 s idle
-    /// read, 5 attempts, backoff from 500 ms up to 30 s.
-    pub fn new(upstreams: Vec<Upstream>) -> ClientConfig {
-        ClientConfig {
-            upstreams,
-            max_in_flight: 16,
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            user_agent: concat!("gomirror/", env!("CARGO_PKG_VERSION")).to_string(),
-            requests_per_second: None,
-        }
-    }
-}
-
-/// A [`ClientConfig`] that cannot work.
+/// [`FetchSettings`] or an upstream list that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("fetch client: no upstreams configured")]
@@ -121,8 +74,7 @@ struct Inner {
     throttle: Throttle,
     read_timeout: Duration,
     max_attempts: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     stats: FetchStats,
 }
 
@@ -138,14 +90,6 @@ impl Source {
             host: upstream.host_key(),
             upstream,
         }
-    }
-}
-
-async fn sleep(sleep: tokio::time::Sleep, token: &CancellationToken) -> Result<(), FetchError> {
-    tokio::select! {
-        biased;
-        () = token.cancelled() => Err(FetchError::Cancelled),
-        () = sleep => Ok(()),
     }
 }
 
@@ -165,26 +109,29 @@ impl From<FetchError> for Failed {
 }
 
 impl Client {
-    pub fn new(cfg: ClientConfig) -> Result<Client, ClientError> {
-        check_config(&cfg)?;
+    /// A client for `upstreams`, tried in order (the next only on 404/410).
+    pub fn new(upstreams: Vec<Upstream>, cfg: &FetchSettings) -> Result<Client, ClientError> {
+        check_config(&upstreams, cfg)?;
         let http = reqwest::Client::builder()
-            .user_agent(cfg.user_agent)
+            .user_agent(cfg.user_agent.as_str())
             .connect_timeout(cfg.connect_timeout)
             // Keep a connection per permit so steady-state requests reuse them.
-            .pool_max_idle_per_host(cfg.max_in_flight)
+            .pool_max_idle_per_host(cfg.concurrency)
             .build()
             .map_err(ClientError::Http)?;
         Ok(Client {
-            sources: cfg.upstreams.into_iter().map(Source::new).collect(),
-            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            sources: upstreams.into_iter().map(Source::new).collect(),
+            in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
             inner: Arc::new(Inner {
                 http,
-                max_in_flight: cfg.max_in_flight,
+                max_in_flight: cfg.concurrency,
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
                 max_attempts: cfg.max_attempts,
-                backoff_base: cfg.backoff_base,
-                backoff_max: cfg.backoff_max,
+                backoff: Backoff {
+                    base: cfg.backoff_base,
+                    max: cfg.backoff_max,
+                },
                 stats: FetchStats::default(),
             }),
         })
@@ -283,7 +230,7 @@ impl Client {
             match self.fetch_from::<S>(source, &loc, args, limit, token).await {
                 Err(e) if e.is_not_found() => {
                     debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
-                    self.inner.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.record_not_found();
                     not_found = Some(e);
                 }
                 done => return done,
@@ -313,7 +260,7 @@ impl Client {
                 () = token.cancelled() => return Err(FetchError::Cancelled),
                 p = self.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
-            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            inner.stats.record_request();
             let res = self.attempt::<S>(loc, args, limit, token).await;
             drop(permit);
             let Failed {
@@ -328,13 +275,7 @@ impl Client {
             if !error.is_retryable() || attempt >= inner.max_attempts {
                 return Err(error);
             }
-            let delay = retry_after.unwrap_or_else(|| {
-                full_jitter(backoff_ceiling(
-                    inner.backoff_base,
-                    inner.backoff_max,
-                    attempt,
-                ))
-            });
+            let delay = retry_after.unwrap_or_else(|| inner.backoff.delay(attempt));
             // A server that asks for a pause, or rate-limits us, gets it from every
             // request of the run, not only this one.
             if retry_after.is_some() || is_too_many(&error) {
@@ -342,10 +283,10 @@ impl Client {
                     inner.throttle.hold_off(host, delay);
                 }
             }
-            inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            inner.stats.record_retry();
             debug!(url = loc.shown(), attempt, delay = %humantime::format_duration(delay), cause = %Chain(&error), "retrying");
             // tokio::time::sleep, not Instant + delay: a huge backoff_max must not overflow.
-            sleep(tokio::time::sleep(delay), token).await?;
+            cancellable(tokio::time::sleep(delay), token).await?;
         }
     }
 
@@ -420,16 +361,16 @@ impl Client {
     }
 }
 
-fn check_config(cfg: &ClientConfig) -> Result<(), ClientError> {
+fn check_config(upstreams: &[Upstream], cfg: &FetchSettings) -> Result<(), ClientError> {
     let invalid = |field, reason: &str| ClientError::Invalid {
         field,
         reason: reason.to_string(),
     };
-    if cfg.upstreams.is_empty() {
+    if upstreams.is_empty() {
         return Err(ClientError::NoUpstreams);
     }
-    if cfg.max_in_flight == 0 || cfg.max_in_flight > Semaphore::MAX_PERMITS {
-        return Err(invalid("max_in_flight", "must be at least 1"));
+    if cfg.concurrency == 0 || cfg.concurrency > Semaphore::MAX_PERMITS {
+        return Err(invalid("concurrency", "must be at least 1"));
     }
     if cfg.max_attempts == 0 {
         return Err(invalid("max_attempts", "must be at least 1"));
@@ -512,155 +453,23 @@ impl Location {
     }
 }
 
-/// The backoff ceiling before retry number `attempt` (1-based):
-/// `min(max, base · 2^(attempt-1))`, saturating.
-pub(crate) fn backoff_ceiling(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 2u32
-        .checked_pow(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(Duration::MAX).min(max)
-}
-
-/// Full jitter: uniform in `[0, ceiling]`.
-// See: https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
-pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
-}
-
-/// The `Retry-After` delay in `headers`, capped at [`RETRY_AFTER_MAX`]; `None` if
-/// absent or unparsable (the caller then uses backoff).
-fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, now).map(|d| d.min(RETRY_AFTER_MAX))
-}
-
-/// Parses a `Retry-After` value: delta-seconds or an IMF-fixdate HTTP-date
-/// (RFC 9110 §10.2.3, §5.6.7). A date in the past means no wait. The obsolete
-/// RFC 850 and asctime date forms are not accepted.
-pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
-    const IMF_FIXDATE: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Too many digits to fit is still "a very long time".
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    let when = PrimitiveDateTime::parse(value, IMF_FIXDATE)
-        .ok()?
-        .assume_utc();
-    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
-}
-
-macro_rules! stats {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Live counters; relaxed atomics, read only for reporting.
-        #[derive(Debug, Default)]
-        pub(crate) struct FetchStats {
-            $($name: AtomicU64,)*
-        }
-
-        /// The fetch counters at one moment.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-        pub struct StatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
-        }
-
-        impl FetchStats {
-            fn snapshot(&self) -> StatsSnapshot {
-                StatsSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                }
-            }
-        }
-    };
-}
-
-stats! {
-    /// Attempts started, against any upstream (retries included).
-    requests,
-    /// Attempts that were followed by another one.
-    retries,
-    /// Body bytes received, including those of attempts that later failed.
-    bytes_received,
-    /// HTTP responses by status class.
-    responses_2xx,
-    responses_3xx,
-    responses_4xx,
-    responses_5xx,
-    /// 429 Too Many Requests responses (also counted in `responses_4xx`).
-    too_many_requests,
-    /// Upstreams that answered 404/410 or had no such file.
-    not_found,
-    /// Attempts that ended in an idle timeout.
-    timeouts,
-    /// Attempts that ended in a connection or protocol error.
-    transport_errors,
-    /// Attempts whose body ended before `Content-Length`.
-    truncated,
-    /// Attempts that waited for a host's hold-off (after a 429 or `Retry-After`).
-    held_off,
-    /// Attempts that waited for the rate cap.
-    rate_limited,
-}
-
-impl FetchStats {
-    pub(crate) fn add_bytes(&self, n: usize) {
-        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    fn record_status(&self, status: StatusCode) {
-        let class = match status.as_u16() {
-            200..=299 => &self.responses_2xx,
-            300..=399 => &self.responses_3xx,
-            400..=499 => &self.responses_4xx,
-            500..=599 => &self.responses_5xx,
-            _ => return,
-        };
-        class.fetch_add(1, Ordering::Relaxed);
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            self.too_many_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_wait(&self, waited: super::throttle::Waited) {
-        if waited.held {
-            self.held_off.fetch_add(1, Ordering::Relaxed);
-        }
-        if waited.limited {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_failure(&self, error: &FetchError) {
-        let counter = match error {
-            FetchError::Timeout { .. } => &self.timeouts,
-            FetchError::Transport { .. } => &self.transport_errors,
-            FetchError::Truncated { .. } => &self.truncated,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::testutil::{config, http_response, raw_server, serve};
+    use crate::fetch::testutil::{config, http_response, raw_server, serve, TestConfig};
     use axum::extract::{Path as UrlPath, State};
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use axum::Router;
+    use reqwest::header::RETRY_AFTER;
     use std::collections::VecDeque;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use time::macros::datetime;
 
     const REL: &str = "rsc.io/quote/@v/list";
 
-    fn client(cfg: ClientConfig) -> Client {
-        Client::new(cfg).expect("test config is valid")
+    fn client(cfg: TestConfig) -> Client {
+        Client::new(cfg.upstreams, &cfg.settings).expect("test config is valid")
     }
 
     /// `/s/{code}/…` answers `code`; `/ok/…` answers 200 with the path it was asked for.
@@ -994,10 +803,7 @@ mod tests {
     #[tokio::test]
     async fn bounds_requests_in_flight() {
         let (base, gauge) = gauge_server().await;
-        let c = client(ClientConfig {
-            max_in_flight: 3,
-            ..config(&[&base])
-        });
+        let c = client(config(&[&base]).with(|s| s.concurrency = 3));
         let tasks: Vec<_> = (0..12)
             .map(|i| {
                 let c = c.clone();
@@ -1017,10 +823,7 @@ mod tests {
     #[tokio::test]
     async fn a_service_client_has_its_own_in_flight_budget_and_shares_counters() {
         let (base, gauge) = gauge_server().await;
-        let c = client(ClientConfig {
-            max_in_flight: 2,
-            ..config(&[&base])
-        });
+        let c = client(config(&[&base]).with(|s| s.concurrency = 2));
         let service = c
             .for_service(vec![Upstream::parse(&base).expect("url")])
             .expect("service client");
@@ -1068,12 +871,11 @@ mod tests {
             ("hang", config(&[&format!("{base}hang/")])),
             (
                 "busy",
-                ClientConfig {
-                    max_attempts: 10,
-                    backoff_base: Duration::from_secs(60),
-                    backoff_max: Duration::from_secs(60),
-                    ..config(&[&format!("{base}busy/")])
-                },
+                config(&[&format!("{base}busy/")]).with(|s| {
+                    s.max_attempts = 10;
+                    s.backoff_base = Duration::from_secs(60);
+                    s.backoff_max = Duration::from_secs(60);
+                }),
             ),
         ];
         for (name, cfg) in cases {
@@ -1127,11 +929,10 @@ mod tests {
             );
         let base = serve(router).await;
         for kind in ["headers", "body"] {
-            let c = client(ClientConfig {
-                read_timeout: Duration::from_millis(100),
-                max_attempts: 2,
-                ..config(&[&format!("{base}{kind}/")])
-            });
+            let c = client(config(&[&format!("{base}{kind}/")]).with(|s| {
+                s.read_timeout = Duration::from_millis(100);
+                s.max_attempts = 2;
+            }));
             let err = c
                 .get(REL, 1024, &CancellationToken::new())
                 .await
@@ -1182,138 +983,42 @@ mod tests {
     #[test]
     fn config_is_checked() {
         let up = || vec![Upstream::parse("https://proxy.golang.org").expect("parses")];
-        let cases: Vec<(ClientConfig, &str)> = vec![
+        let with = |f: fn(&mut FetchSettings)| {
+            let mut s = FetchSettings::default();
+            f(&mut s);
+            s
+        };
+        let cases: Vec<(Vec<Upstream>, FetchSettings, &str)> = vec![
             (
-                ClientConfig::new(vec![]),
+                vec![],
+                FetchSettings::default(),
                 "fetch client: no upstreams configured",
             ),
             (
-                ClientConfig {
-                    max_in_flight: 0,
-                    ..ClientConfig::new(up())
-                },
-                "fetch client: max_in_flight: must be at least 1",
+                up(),
+                with(|s| s.concurrency = 0),
+                "fetch client: concurrency: must be at least 1",
             ),
             (
-                ClientConfig {
-                    max_attempts: 0,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.max_attempts = 0),
                 "fetch client: max_attempts: must be at least 1",
             ),
             (
-                ClientConfig {
-                    read_timeout: Duration::ZERO,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.read_timeout = Duration::ZERO),
                 "fetch client: read_timeout: must be more than zero",
             ),
             (
-                ClientConfig {
-                    connect_timeout: Duration::ZERO,
-                    ..ClientConfig::new(up())
-                },
+                up(),
+                with(|s| s.connect_timeout = Duration::ZERO),
                 "fetch client: connect_timeout: must be more than zero",
             ),
         ];
-        for (cfg, want) in cases {
-            let err = Client::new(cfg).err().expect("invalid config");
+        for (upstreams, cfg, want) in cases {
+            let err = Client::new(upstreams, &cfg).err().expect("invalid config");
             assert_eq!(err.to_string(), want);
         }
-        assert!(Client::new(ClientConfig::new(up())).is_ok());
-    }
-
-    #[test]
-    fn parse_retry_after_table() {
-        let now = datetime!(1994-11-06 08:49:30 UTC);
-        let secs = |n| Some(Duration::from_secs(n));
-        let cases = [
-            ("5", secs(5)),
-            ("0", secs(0)),
-            (" 7 ", secs(7)),
-            ("120", secs(120)),
-            ("99999999999999999999999", secs(u64::MAX)),
-            ("Sun, 06 Nov 1994 08:49:37 GMT", secs(7)),
-            ("Sun, 06 Nov 1994 09:49:30 GMT", secs(3600)),
-            ("Sun, 06 Nov 1994 08:49:00 GMT", secs(0)), // in the past: no wait
-            ("Sunday, 06-Nov-94 08:49:37 GMT", None),   // RFC 850: obsolete
-            ("Sun Nov  6 08:49:37 1994", None),         // asctime: obsolete
-            ("Sun, 06 Nov 1994 08:49:37 +0000", None),
-            ("", None),
-            ("-1", None),
-            ("+5", None),
-            ("1.5", None),
-            ("soon", None),
-        ];
-        for (value, want) in cases {
-            assert_eq!(parse_retry_after(value, now), want, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_header_is_capped() {
-        let now = OffsetDateTime::now_utc();
-        let cases = [
-            (Some("3"), Some(Duration::from_secs(3))),
-            (Some("86400"), Some(RETRY_AFTER_MAX)),
-            (Some("garbage"), None),
-            (None, None),
-        ];
-        for (value, want) in cases {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(RETRY_AFTER, v.parse().expect("header value"));
-            }
-            assert_eq!(retry_after(&headers, now), want, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn backoff_ceiling_table() {
-        let ms = Duration::from_millis;
-        // (base, max, attempt, ceiling)
-        let cases = [
-            (ms(100), ms(1000), 1, ms(100)),
-            (ms(100), ms(1000), 2, ms(200)),
-            (ms(100), ms(1000), 3, ms(400)),
-            (ms(100), ms(1000), 4, ms(800)),
-            (ms(100), ms(1000), 5, ms(1000)),
-            (ms(100), ms(1000), 40, ms(1000)),
-            (ms(100), ms(1000), u32::MAX, ms(1000)),
-            (ms(0), ms(1000), 3, ms(0)),
-            (ms(500), ms(100), 1, ms(100)),
-            (Duration::MAX, Duration::MAX, 3, Duration::MAX),
-        ];
-        for (base, max, attempt, want) in cases {
-            assert_eq!(
-                backoff_ceiling(base, max, attempt),
-                want,
-                "{base:?} {max:?} {attempt}"
-            );
-        }
-    }
-
-    #[test]
-    fn full_jitter_stays_within_ceiling() {
-        for ceiling in [
-            Duration::ZERO,
-            Duration::from_nanos(1),
-            Duration::from_millis(100),
-            Duration::MAX,
-        ] {
-            for _ in 0..1000 {
-                assert!(full_jitter(ceiling) <= ceiling, "{ceiling:?}");
-            }
-        }
-        let ceiling = Duration::from_millis(100);
-        let samples: Vec<_> = (0..1000).map(|_| full_jitter(ceiling)).collect();
-        assert!(
-            samples.iter().any(|d| *d < ceiling / 2),
-            "full jitter reaches the lower half"
-        );
-        assert!(
-            samples.iter().any(|d| *d > ceiling / 2),
-            "full jitter reaches the upper half"
-        );
+        assert!(Client::new(up(), &FetchSettings::default()).is_ok());
     }
 }

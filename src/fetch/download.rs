@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::client::FetchStats;
+use super::stats::FetchStats;
 use super::FetchError;
 
 /// Bytes gathered before one blocking write; see the module docs.
@@ -344,8 +344,8 @@ pub(crate) async fn guarded<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::testutil::{config, http_response, raw_server, serve};
-    use crate::fetch::{Client, ClientConfig};
+    use crate::fetch::testutil::{config, http_response, raw_server, serve, TestConfig};
+    use crate::fetch::Client;
     use axum::routing::get;
     use axum::Router;
     use std::convert::Infallible;
@@ -373,8 +373,8 @@ mod tests {
         names
     }
 
-    fn client(cfg: ClientConfig) -> Client {
-        Client::new(cfg).expect("test config is valid")
+    fn client(cfg: TestConfig) -> Client {
+        Client::new(cfg.upstreams, &cfg.settings).expect("test config is valid")
     }
 
     #[tokio::test]

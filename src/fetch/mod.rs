@@ -13,15 +13,19 @@
 //! - Upstream 404/410 is permanent for the request and never retried.
 //! - 5xx, 429, timeouts, connection errors and truncated bodies are retried with
 //!   exponential backoff and full jitter; `Retry-After` is honoured. Retries live only in
-//!   `client.rs` (STYLE.md §3).
+//!   `client.rs`, their waits in `retry.rs` (STYLE.md §3).
 //! - Size limits are enforced while streaming, before the limit is passed.
 //!
 //! Modules: `upstream` (what a GOPROXY entry may be), `client` (requests, retries,
-//! concurrency, stats), `throttle` (hold-offs per host and the rate cap for the whole
-//! run), `download` (streaming bodies into memory or a hashed temp file).
+//! concurrency), `retry` (how long to wait before the next attempt), `throttle`
+//! (hold-offs per host and the rate cap for the whole run), `download` (streaming
+//! bodies into memory or a hashed temp file), `stats` (the counters both record into).
 
 mod client;
 mod download;
+mod retry;
+mod settings;
+mod stats;
 mod throttle;
 mod upstream;
 
@@ -29,9 +33,11 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{Client, ClientConfig, ClientError, StatsSnapshot};
+pub use client::{Client, ClientError};
 pub use download::Downloaded;
 pub use reqwest::StatusCode;
+pub use settings::FetchSettings;
+pub use stats::StatsSnapshot;
 pub use upstream::{Upstream, UpstreamError};
 
 /// One module version's three files as upstream served them, unchecked:
@@ -161,24 +167,9 @@ fn after_attempts(n: u32) -> String {
     }
 }
 
-/// Displays an error with its whole source chain, `a: b: c`, for log fields.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut next = self.0.source();
-        while let Some(e) = next {
-            write!(f, ": {e}")?;
-            next = e.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod testutil {
-    use super::{ClientConfig, Upstream};
+    use super::{FetchSettings, Upstream};
     use std::net::SocketAddr;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,18 +220,34 @@ pub(crate) mod testutil {
             .into_bytes()
     }
 
+    /// A test client's upstreams and settings.
+    pub(crate) struct TestConfig {
+        pub upstreams: Vec<Upstream>,
+        pub settings: FetchSettings,
+    }
+
+    impl TestConfig {
+        pub(crate) fn with(mut self, f: impl FnOnce(&mut FetchSettings)) -> TestConfig {
+            f(&mut self.settings);
+            self
+        }
+    }
+
     /// A config with fast backoff so retry tests take milliseconds.
-    pub(crate) fn config(bases: &[&str]) -> ClientConfig {
+    pub(crate) fn config(bases: &[&str]) -> TestConfig {
         let upstreams = bases
             .iter()
             .map(|b| Upstream::parse(b).expect("test upstream parses"))
             .collect();
-        ClientConfig {
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(5),
-            read_timeout: Duration::from_secs(5),
-            ..ClientConfig::new(upstreams)
+        TestConfig {
+            upstreams,
+            settings: FetchSettings {
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(5),
+                read_timeout: Duration::from_secs(5),
+                ..FetchSettings::default()
+            },
         }
     }
 }

@@ -92,14 +92,14 @@ impl Throttle {
             .get(host)
             .copied();
         if let Some(at) = hold.filter(|&at| at > Instant::now()) {
-            sleep_until(at, token).await?;
+            cancellable(tokio::time::sleep_until(at), token).await?;
             waited.held = true;
         }
         if let Some(rate) = &self.rate {
             let now = Instant::now();
             let slot = rate.reserve(now);
             if slot > now {
-                sleep_until(slot, token).await?;
+                cancellable(tokio::time::sleep_until(slot), token).await?;
                 waited.limited = true;
             }
         }
@@ -117,11 +117,16 @@ impl Rate {
     }
 }
 
-async fn sleep_until(at: Instant, token: &CancellationToken) -> Result<(), FetchError> {
+/// Waits for `sleep`, or fails with `Cancelled` as soon as `token` fires:
+/// every wait of the fetch stage, hold-offs, rate cap and retry backoff.
+pub(crate) async fn cancellable(
+    sleep: tokio::time::Sleep,
+    token: &CancellationToken,
+) -> Result<(), FetchError> {
     tokio::select! {
         biased;
         () = token.cancelled() => Err(FetchError::Cancelled),
-        () = tokio::time::sleep_until(at) => Ok(()),
+        () = sleep => Ok(()),
     }
 }
 

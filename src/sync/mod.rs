@@ -204,7 +204,7 @@ pub async fn run_with(
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
     let run_id = store.begin_run().await?;
-    let client = Client::new(client_config(config)).map_err(SyncError::Client)?;
+    let client = Client::new(config.upstreams.clone(), &config.fetch).map_err(SyncError::Client)?;
     let feed_client = config
         .feed
         .enabled
@@ -432,21 +432,6 @@ fn key(mv: &ModVer) -> (String, String) {
     (mv.path.to_string(), mv.version.to_string())
 }
 
-fn client_config(config: &Config) -> crate::fetch::ClientConfig {
-    let f = &config.fetch;
-    crate::fetch::ClientConfig {
-        upstreams: config.upstreams.clone(),
-        max_in_flight: f.concurrency,
-        connect_timeout: f.connect_timeout,
-        read_timeout: f.read_timeout,
-        max_attempts: f.max_attempts,
-        backoff_base: f.backoff_base,
-        backoff_max: f.backoff_max,
-        user_agent: f.user_agent.clone(),
-        requests_per_second: f.requests_per_second,
-    }
-}
-
 /// Pending versions that are due: left by a killed run (their temporary
 /// files are removed), or feed versions whose retry time has come. They
 /// are planned again, each with who planned it first.
@@ -652,14 +637,4 @@ async fn fetch_verify_publish(
     collected
 }
 
-/// An error with its causes, `a: b: c`, as Go prints wrapped errors.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
-}
+pub(crate) use crate::error::chain;

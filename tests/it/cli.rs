@@ -289,6 +289,79 @@ async fn status_prints_counts_after_a_run() {
     assert!(reason.contains("file is a symbolic link"), "{reason}");
 }
 
+/// `gomirror status | head -1`: a reader that went away is not a panic
+/// (STYLE.md §8). Before, `println!` panicked on the closed pipe (exit 101).
+/// The pipe's read end is closed before the run starts, so the first write
+/// already fails with EPIPE. `retry` answers on stdout too, then says on
+/// stderr what it did: the stderr line stays.
+// See: #11
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_closed_stdout_is_not_a_panic() {
+    let upstream = small_upstream().await;
+    let mirror = Mirror::new(&upstream.url(), WATCH_A);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for args in [&["status"][..], &["status", "--json"], &["retry"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut cmd = mirror.command(args);
+        cmd.stdout(writer);
+        let out = run_command(cmd).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {out:#?}");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:#?}");
+        if args == ["retry"] {
+            assert_eq!(
+                out.stderr,
+                "gomirror: retry: 0 failed versions back to pending; the next sync fetches them\n",
+                "{out:#?}"
+            );
+        } else {
+            assert_eq!(out.stderr, "", "{args:?}: {out:#?}");
+        }
+    }
+}
+
+/// A refused import says why down to the cause: a bundle that is not there
+/// names the file, the operation and the cause, through the one chain
+/// formatter (before: `…: open`, the cause dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refused_shows_the_whole_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mirror.toml");
+    std::fs::write(&config, "").expect("write mirror.toml");
+    let key = dir.path().join("signing.key");
+    let keygen = run_command(gomirror(
+        &config,
+        &[
+            "keygen",
+            "--name",
+            "m.example",
+            "--out",
+            &key.display().to_string(),
+        ],
+    ))
+    .await;
+    assert_eq!(keygen.code, Some(0), "{keygen:#?}");
+    std::fs::write(
+        &config,
+        format!("[import]\ntrusted = [\"{}\"]\n", keygen.stdout.trim()),
+    )
+    .expect("write mirror.toml");
+    let missing = dir.path().join("missing.tar");
+    let run = run_command(gomirror(
+        &config,
+        &["import", &missing.display().to_string()],
+    ))
+    .await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let m = missing.display();
+    assert_eq!(
+        run.stderr,
+        format!("gomirror: import refused {m}: {m}: open: entity not found\n"),
+        "{run:#?}"
+    );
+}
+
 /// Unmounts on drop, so a failing test does not leave a mount behind.
 struct Mounted(PathBuf);
 

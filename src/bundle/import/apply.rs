@@ -88,7 +88,7 @@ fn commit_error(tree: &Tree, e: commit::CommitError) -> ImportError {
         commit::CommitError::Publish(e) => ImportError::Publish(e),
         e @ commit::CommitError::Fork { .. } => refused(e.to_string()),
         commit::CommitError::State(e) => ImportError::State(e),
-        e @ commit::CommitError::Task { .. } => ImportError::Task(crate::sync::chain(&e)),
+        e @ commit::CommitError::Task { .. } => ImportError::Task(crate::error::chain(&e)),
     }
 }
 

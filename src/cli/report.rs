@@ -1,0 +1,368 @@
+//! What the commands print: the status text, the final line of a sync,
+//! an export, an import, a verify or a retry, and the JSON forms. Reports
+//! to stdout go through [`Stdout`]; the `gomirror: …` lines through
+//! [`note!`]. Exit codes are the commands' business, not this module's.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use gomirror::audit::AuditReport;
+use gomirror::bundle::export::ExportReport;
+use gomirror::bundle::import::{ImportError, ImportReport};
+use gomirror::bundle::inspect::BundleInfo;
+use gomirror::error::Chain;
+use gomirror::metrics::{self, TreeUsage};
+use gomirror::state::{RunSummary, StatusReport};
+use gomirror::sync::Report;
+use indicatif::HumanBytes;
+
+use super::output::{note, Stdout};
+
+/// The last line of `sync`: the outcome, the counts, what else happened.
+pub fn sync(report: &Report) {
+    let s = &report.summary;
+    let extra = sync_extra(report);
+    if report.plan_only {
+        note!(
+            "sync planned (nothing fetched): {} versions to fetch, {} already published{extra} in {:.1}s",
+            s.planned - s.skipped,
+            s.skipped,
+            report.seconds,
+        );
+        return;
+    }
+    note!(
+        "sync {}: {}{extra} in {:.1}s",
+        s.outcome.as_str(),
+        counts(s),
+        report.seconds,
+    );
+}
+
+/// `, 2 watched modules not listed, …`: the parts of a sync's last line
+/// that only show when there is something to say.
+fn sync_extra(report: &Report) -> String {
+    let mut extra = String::new();
+    if !report.plan_errors.is_empty() {
+        extra += &format!(", {} watched modules not listed", report.plan_errors.len());
+    }
+    if !report.rejected.is_empty() {
+        extra += &format!(", {} upstream entries rejected", report.rejected.len());
+    }
+    if report.fetch.retries > 0 {
+        extra += &format!(", {} requests retried", report.fetch.retries);
+    }
+    if let Some(f) = &report.feed {
+        extra += &format!(
+            ", feed: {} new entries in {} pages, {} planned, {} rejected",
+            f.entries, f.pages, f.planned, f.rejected
+        );
+    }
+    extra
+}
+
+/// `status`, as text or JSON.
+pub fn status(inputs: &metrics::Inputs, json: bool) -> io::Result<()> {
+    let mut out = Stdout::lock();
+    if json {
+        let status = StatusJson {
+            report: &inputs.status,
+            tree: inputs.tree,
+        };
+        return writeln!(out, "{}", to_json(&status)?);
+    }
+    print_status(&mut out, &inputs.status)?;
+    print_tree_and_runs(&mut out, inputs)
+}
+
+/// `status --json`: the state report with the tree's disk usage beside it.
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    report: &'a StatusReport,
+    tree: TreeUsage,
+}
+
+fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Result<()> {
+    let t = &inputs.status.run_totals;
+    writeln!(
+        out,
+        "\ntree: {} files, {} on disk",
+        inputs.tree.files,
+        HumanBytes(inputs.tree.disk_usage_bytes)
+    )?;
+    writeln!(
+        out,
+        "runs: {} ok, {} partial, {} failed, {} interrupted, {} running",
+        t.ok, t.partial, t.failed, t.interrupted, t.running
+    )?;
+    writeln!(
+        out,
+        "last ok run ended {}; last completed run ended {}",
+        t.last_ok_at.as_deref().unwrap_or("never"),
+        t.last_completed_at.as_deref().unwrap_or("never")
+    )
+}
+
+/// A run's counts, as the final line of `sync` and `status` show them.
+fn counts(s: &RunSummary) -> String {
+    format!(
+        "{} fetched, {} skipped, {} quarantined, {} not found, {} failed, {}",
+        s.published,
+        s.skipped,
+        s.quarantined,
+        s.not_found,
+        s.failed,
+        HumanBytes(s.bytes)
+    )
+}
+
+/// The counts, the feed cursor and the checksum databases, then the history
+/// and the problems.
+fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    let v = &r.versions;
+    writeln!(
+        out,
+        "{} modules, {} versions published ({})",
+        r.modules,
+        v.published,
+        HumanBytes(r.published_bytes)
+    )?;
+    writeln!(
+        out,
+        "pending {}, quarantined {}, not found {}, failed {}",
+        v.pending, v.quarantined, v.not_found, v.failed
+    )?;
+    if let Some(f) = &r.feed {
+        let newest = f.newest.as_deref().unwrap_or("none yet");
+        writeln!(
+            out,
+            "feed: next read since {}, newest entry {newest}",
+            f.since
+        )?;
+    }
+    for db in &r.sumdb {
+        let pinned = db.pinned_tree.map_or_else(
+            || "no offline copy".to_owned(),
+            |n| format!("offline copy pinned at tree {n}"),
+        );
+        writeln!(
+            out,
+            "checksum database {}: tree {} verified {}, {pinned}, {} published versions with a record",
+            db.name, db.verified_tree, db.verified_at, db.records
+        )?;
+    }
+    print_history(out, r)?;
+    print_problems(out, r)
+}
+
+/// The recent runs, exports and imports.
+fn print_history(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    if !r.runs.is_empty() {
+        writeln!(out, "\nrecent runs:")?;
+    }
+    for run in &r.runs {
+        let s = &run.summary;
+        writeln!(
+            out,
+            "  #{:<5} {}  {:<11} {}",
+            run.id,
+            run.started_at,
+            s.outcome.as_str(),
+            counts(s)
+        )?;
+    }
+    if !r.exports.is_empty() {
+        writeln!(out, "\nrecent exports:")?;
+    }
+    for e in &r.exports {
+        writeln!(
+            out,
+            "  {} #{:<5} {}{}  {} versions, {} tiles, {} files, {}  {}",
+            e.source,
+            e.sequence,
+            e.completed,
+            if e.full { " full" } else { "" },
+            e.versions,
+            e.tiles,
+            e.files,
+            HumanBytes(e.bytes),
+            e.path
+        )?;
+    }
+    if !r.imports.is_empty() {
+        writeln!(out, "\nrecent imports:")?;
+    }
+    for i in &r.imports {
+        writeln!(
+            out,
+            "  {} #{:<5} {}{}  {} versions, {} files, {}  signed by {}  {}",
+            i.source,
+            i.sequence,
+            i.imported_at,
+            if i.full { " full" } else { "" },
+            i.versions,
+            i.files,
+            HumanBytes(i.bytes),
+            i.signer,
+            &i.bundle_id[..i.bundle_id.len().min(12)]
+        )?;
+    }
+    Ok(())
+}
+
+/// What upstream served that was refused, and the versions not published,
+/// each with its reason.
+fn print_problems(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    if !r.rejections.is_empty() {
+        writeln!(out, "\nupstream entries rejected:")?;
+    }
+    for x in &r.rejections {
+        writeln!(
+            out,
+            "  {} {:?}  {}: {}",
+            x.module, x.entry, x.seen_at, x.reason
+        )?;
+    }
+    if !r.problems.is_empty() {
+        writeln!(out, "\nversions not published:")?;
+    }
+    for p in &r.problems {
+        let next = p
+            .next_try_at
+            .as_ref()
+            .map_or_else(String::new, |at| format!(", next try {at}"));
+        writeln!(
+            out,
+            "  {}@{}  {} after {} attempt(s){next}, {}: {}",
+            p.path,
+            p.version,
+            p.status.as_str(),
+            p.attempts,
+            p.updated_at,
+            p.reason.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+/// `verify`: each problem on stdout (or the JSON report), the verdict on
+/// stderr.
+pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
+    let mut out = Stdout::lock();
+    if json {
+        writeln!(out, "{}", to_json(report)?)?;
+    } else {
+        for p in &report.problems {
+            writeln!(out, "{}: {}", p.subject, p.problem)?;
+        }
+    }
+    drop(out);
+    let pinned = report
+        .pinned_tree
+        .map(|n| format!(", {} lookups proved against tree {n}", report.lookups))
+        .unwrap_or_default();
+    let verdict = if report.problems.is_empty() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    note!(
+        "verify {verdict}: {} versions re-hashed{pinned}, {} problems",
+        report.versions,
+        report.problems.len()
+    );
+    Ok(())
+}
+
+/// `retry`: the versions put back, one `path@version` a line.
+pub fn retry(back: &[(String, String)], pattern: Option<&str>) -> io::Result<()> {
+    let mut out = Stdout::lock();
+    for (path, version) in back {
+        writeln!(out, "{path}@{version}")?;
+    }
+    drop(out);
+    let which = pattern.map_or_else(String::new, |p| format!(" matching {p:?}"));
+    note!(
+        "retry: {} failed versions{which} back to pending; the next sync fetches them",
+        back.len()
+    );
+    Ok(())
+}
+
+/// `keygen`: the verifier key on stdout, where the private key went on stderr.
+pub fn keygen(vkey: &str, out_path: &Path) -> io::Result<()> {
+    writeln!(Stdout::lock(), "{vkey}")?;
+    note!(
+        "keygen: private key written to {} (mode 0600); the offline mirror trusts the key above",
+        out_path.display()
+    );
+    Ok(())
+}
+
+/// `export`: the bundle's files on stdout, what it holds on stderr.
+pub fn export(report: &ExportReport) -> io::Result<()> {
+    let mut out = Stdout::lock();
+    for p in &report.paths {
+        writeln!(out, "{}", p.display())?;
+    }
+    drop(out);
+    let r = &report.record;
+    note!(
+        "export #{} of {}{}: {} versions, {} tiles, {} files, {} in {} volume(s), bundle {}",
+        r.sequence,
+        r.source,
+        if r.full { " (full)" } else { "" },
+        r.versions,
+        r.tiles,
+        r.files,
+        HumanBytes(r.bytes),
+        report.paths.len(),
+        r.bundle_id
+    );
+    Ok(())
+}
+
+/// `bundle inspect`, as text or JSON.
+pub fn inspect(info: &BundleInfo, json: bool) -> io::Result<()> {
+    let mut out = Stdout::lock();
+    if json {
+        writeln!(out, "{}", to_json(info)?)
+    } else {
+        write!(out, "{}", info.render())
+    }
+}
+
+/// `import` applied the bundle, or had applied it before.
+pub fn import(r: &ImportReport, took: Duration) {
+    let what = format!(
+        "{} bundle {} ({}), signed by {}",
+        r.source,
+        r.sequence,
+        &r.bundle_id[..r.bundle_id.len().min(12)],
+        r.signer
+    );
+    if r.already_applied {
+        note!("import ok: {what} was applied before; nothing to do");
+    } else {
+        note!(
+            "import ok: {what}: {} versions, {} files, {} in {:.1}s",
+            r.versions,
+            r.files,
+            HumanBytes(r.bytes),
+            took.as_secs_f64()
+        );
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> io::Result<String> {
+    serde_json::to_string_pretty(value).map_err(io::Error::other)
+}
+
+/// `import` refused the bundle; this mirror is unchanged. With the whole
+/// chain: a bundle that cannot be read says why (`…: open: No such file or
+/// directory`).
+pub fn import_refused(bundle: &Path, e: &ImportError) {
+    note!("import refused {}: {}", bundle.display(), Chain(e));
+}

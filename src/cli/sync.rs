@@ -1,0 +1,79 @@
+//! `gomirror sync` (one run) and `gomirror daemon` (runs on a schedule):
+//! the commands that fetch. Each wires signals, the progress bar and the
+//! metrics textfile around the library's run, and turns its report into an
+//! exit code.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use gomirror::config::Config;
+use gomirror::daemon;
+use gomirror::error::Chain;
+use gomirror::metrics::{self, LastRun};
+use gomirror::state::RunOutcome;
+use gomirror::sync::{self, Report};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::{self, Bar};
+use super::{report, signals};
+
+/// `gomirror sync`: one run; exit 0 when every planned version is present.
+pub async fn once(
+    config: Config,
+    no_progress: bool,
+    options: sync::RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let token = CancellationToken::new();
+    let stopped_by = signals::spawn_signal_handler(token.clone(), None);
+    let bar = Arc::new(Bar::new(progress::visible(no_progress)));
+    let result = sync::run_with(&config, bar.clone(), token, options).await;
+    bar.finish();
+    if config.metrics.textfile.is_some() {
+        let last_run = result.as_ref().ok().map(LastRun::of);
+        if let Err(e) = metrics::after_run(&config, last_run, None).await {
+            tracing::warn!("metrics not written: {}", Chain(&e));
+        }
+    }
+    let report = result?;
+    report::sync(&report);
+    Ok(exit_code(&report, stopped_by.load(Ordering::Relaxed)))
+}
+
+/// A finished run's exit code; `signal` is the stop signal's number, 0 if
+/// none came.
+fn exit_code(report: &Report, signal: i32) -> ExitCode {
+    if report.plan_only {
+        return if report.plan_errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else if signal != 0 && report.summary.outcome == RunOutcome::Interrupted {
+        // Stopped on request, not failed: 128 + signal, as a shell reports
+        // it, so a script sees the run is incomplete, and a systemd oneshot
+        // stopped by `systemctl stop` is not marked failed
+        // (gomirror-sync.service lists 143 in SuccessExitStatus=).
+        ExitCode::from(128 + signal as u8)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `gomirror daemon`: runs until SIGTERM or SIGINT; SIGHUP reloads.
+pub async fn daemon(config: Config, options: daemon::Options) -> anyhow::Result<ExitCode> {
+    let (shutdown, abandon) = (CancellationToken::new(), CancellationToken::new());
+    signals::spawn_signal_handler(shutdown.clone(), Some(abandon.clone()));
+    let reload = signals::spawn_reload_handler()?;
+    let signals = daemon::Signals {
+        shutdown,
+        abandon,
+        reload,
+    };
+    let stopped = daemon::run(config, options, signals).await?;
+    tracing::info!(?stopped, "daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
