@@ -164,6 +164,11 @@ impl Prepared {
         &self.conflicts
     }
 
+    /// Gives the batch up, with its clashes.
+    pub fn into_conflicts(self) -> Vec<Conflict> {
+        self.conflicts
+    }
+
     /// Step 2: makes the batch visible, in order, and records it. Returns
     /// the outcome of every staged version: published, quarantined for a
     /// [`Conflict`], or failed for an error of its own.

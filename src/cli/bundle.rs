@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gomirror::bundle::export::{self, ExportOptions};
-use gomirror::bundle::import::{self, ImportError};
+use gomirror::bundle::import;
 use gomirror::config::Config;
 use gomirror::verify::sumdb::note::Verifier;
 
@@ -86,7 +86,7 @@ pub async fn import(
             Ok(ExitCode::SUCCESS)
         }
         // The bundle is refused; this mirror is unchanged.
-        Err(e @ (ImportError::Refused(_) | ImportError::File { .. } | ImportError::Bundle(_))) => {
+        Err(e) if e.is_refusal() => {
             report::import_refused(&bundle, &e);
             Ok(ExitCode::from(1))
         }

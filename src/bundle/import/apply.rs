@@ -8,8 +8,9 @@ use crate::publish::layout::{self, Kind, Tree};
 use crate::publish::WriteError;
 use crate::state::{OutcomeKind, RunOutcome, RunSummary, Store};
 
+use super::error::file_err;
 use super::stream::StagedBundle;
-use super::{file_err, refused, Context, ImportError};
+use super::{Context, FileProblem, ImportError, Refusal};
 
 /// Phase 3: one commit, as a sync's batch. Every final name is checked
 /// first: a clash refuses the bundle with nothing written, not even a run.
@@ -37,8 +38,9 @@ pub(super) async fn apply(
     let prepared = commit::prepare(&ctx.tree, batch)
         .await
         .map_err(|e| commit_error(&ctx.tree, e))?;
-    if let Some(c) = prepared.conflicts().first() {
-        return Err(write_refusal(&ctx.tree, &c.error));
+    if !prepared.conflicts().is_empty() {
+        let first = prepared.into_conflicts().swap_remove(0);
+        return Err(write_refusal(&ctx.tree, first.error));
     }
     let run = store.begin_run().await?;
     let mut summary = RunSummary {
@@ -68,9 +70,12 @@ fn all_published(
                 summary.published += 1;
                 summary.bytes += p.info_size + p.mod_size + p.zip_size;
             }
-            OutcomeKind::Quarantined { reason } => return Err(file_err(&zip_rel(mv), reason)),
-            OutcomeKind::NotFound { reason } => return Err(file_err(&zip_rel(mv), reason)),
-            OutcomeKind::Failed { error } => return Err(file_err(&zip_rel(mv), error)),
+            OutcomeKind::Quarantined { reason: why }
+            | OutcomeKind::NotFound { reason: why }
+            | OutcomeKind::Failed { error: why } => {
+                let problem = FileProblem::Unpublished(why.clone());
+                return Err(file_err(&zip_rel(mv), problem));
+            }
         }
     }
     Ok(())
@@ -84,22 +89,25 @@ fn zip_rel(mv: &ModVer) -> String {
 /// an error of the environment.
 fn commit_error(tree: &Tree, e: commit::CommitError) -> ImportError {
     match e {
-        commit::CommitError::Publish(e @ WriteError::Conflict { .. }) => write_refusal(tree, &e),
+        commit::CommitError::Publish(e @ WriteError::Conflict { .. }) => write_refusal(tree, e),
         commit::CommitError::Publish(e) => ImportError::Publish(e),
-        e @ commit::CommitError::Fork { .. } => refused(e.to_string()),
+        e @ commit::CommitError::Fork { .. } => Refusal::Fork(e.to_string()).into(),
         commit::CommitError::State(e) => ImportError::State(e),
-        e @ commit::CommitError::Task { .. } => ImportError::Task(crate::error::chain(&e)),
+        commit::CommitError::Task { task, source } => ImportError::Task {
+            task,
+            source: Some(source),
+        },
     }
 }
 
 /// A file the bundle would publish clashes with the tree's.
-fn write_refusal(tree: &Tree, e: &WriteError) -> ImportError {
-    let rel = match e {
+fn write_refusal(tree: &Tree, e: WriteError) -> ImportError {
+    let rel = match &e {
         WriteError::Conflict { path, .. } | WriteError::Io { path, .. } => path
             .strip_prefix(tree.root())
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned(),
     };
-    file_err(&rel, e.to_string())
+    file_err(&rel, FileProblem::Clash(e))
 }

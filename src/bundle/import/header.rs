@@ -12,14 +12,12 @@ use crate::publish::atomic;
 use crate::state::Store;
 use crate::verify::sumdb::note::Verifier;
 
-use super::{file_err, refused, ImportError};
+use super::error::file_err;
+use super::{FileProblem, ImportError, Refusal};
 
 pub(super) fn trusted_keys(config: &Config) -> Result<&[Verifier], ImportError> {
     if config.import_trusted.is_empty() {
-        return Err(refused(
-            "[import] trusted lists no key: add the verifier key `gomirror keygen` printed on \
-             the online side",
-        ));
+        return Err(Refusal::NoTrustedKey.into());
     }
     Ok(&config.import_trusted)
 }
@@ -41,7 +39,7 @@ pub(super) fn read_header(path: &Path, trusted: &[Verifier]) -> Result<Header, I
     let mut archive = tar::Archive::new(volume::open_stream(path)?);
     let mut entries = archive
         .entries()
-        .map_err(|e| file_err("bundle", format!("reading tar: {e}")))?;
+        .map_err(|e| file_err("bundle", FileProblem::Tar(e)))?;
     let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
     let sig = read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
     let verifiers: Vec<&Verifier> = trusted.iter().collect();
@@ -62,25 +60,23 @@ pub(super) fn read_entry<R: Read>(
 ) -> Result<Vec<u8>, ImportError> {
     let mut entry = entries
         .next()
-        .ok_or_else(|| file_err(name, "missing: the bundle ends early"))?
-        .map_err(|e| file_err(name, format!("reading tar: {e}")))?;
+        .ok_or_else(|| file_err(name, FileProblem::Missing))?
+        .map_err(|e| file_err(name, FileProblem::Tar(e)))?;
     let found = entry
         .path()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     if found != name {
-        return Err(file_err(name, format!("expected here, found {found:?}")));
+        return Err(file_err(name, FileProblem::Misplaced { found }));
     }
     if entry.size() > limit {
-        return Err(file_err(
-            name,
-            format!("{} bytes, more than {limit}", entry.size()),
-        ));
+        let size = entry.size();
+        return Err(file_err(name, FileProblem::TooLarge { size, limit }));
     }
     let mut buf = Vec::with_capacity(entry.size() as usize);
     entry
         .read_to_end(&mut buf)
-        .map_err(|e| file_err(name, format!("reading: {e}")))?;
+        .map_err(|e| file_err(name, FileProblem::Read(e)))?;
     Ok(buf)
 }
 
@@ -95,42 +91,41 @@ pub(super) async fn check_chain(
         if done.bundle_id == id {
             return Ok(true);
         }
-        return Err(refused(format!(
-            "{} bundle {} is already applied with id {}, this one has id {id}",
-            m.source, m.sequence, done.bundle_id
-        )));
+        return Err(Refusal::AppliedWithOtherId {
+            origin: m.source.clone(),
+            sequence: m.sequence,
+            applied: done.bundle_id,
+            id: id.to_owned(),
+        }
+        .into());
     }
     if m.full {
         return Ok(false);
     }
-    match last {
-        None if m.sequence == 1 && m.follows.is_none() => Ok(false),
-        None => Err(refused(format!(
-            "a gap: this mirror has applied no bundle, so it expects {}'s bundle 1 or a \
-             --full bundle; got bundle {}",
-            m.source, m.sequence
-        ))),
-        Some(l) if l.source != m.source => Err(refused(format!(
-            "from another source: this mirror follows {}, the bundle comes from {} \
-             (a --full bundle may switch sources)",
-            l.source, m.source
-        ))),
-        Some(l) if m.sequence != l.sequence + 1 => Err(refused(format!(
-            "a gap: this mirror is at {} bundle {}, so it expects bundle {}; got bundle {}",
-            l.source,
-            l.sequence,
-            l.sequence + 1,
-            m.sequence
-        ))),
-        Some(l) if m.follows.as_deref() != Some(l.bundle_id.as_str()) => Err(refused(format!(
-            "bundle {} follows {}, but this mirror applied {} as bundle {}",
-            m.sequence,
-            m.follows.as_deref().unwrap_or("nothing"),
-            l.bundle_id,
-            l.sequence
-        ))),
-        Some(_) => Ok(false),
-    }
+    let refusal = match last {
+        None if m.sequence == 1 && m.follows.is_none() => return Ok(false),
+        None => Refusal::NotFirst {
+            origin: m.source.clone(),
+            got: m.sequence,
+        },
+        Some(l) if l.source != m.source => Refusal::OtherSource {
+            follows: l.source,
+            origin: m.source.clone(),
+        },
+        Some(l) if m.sequence != l.sequence + 1 => Refusal::Gap {
+            origin: l.source,
+            at: l.sequence,
+            got: m.sequence,
+        },
+        Some(l) if m.follows.as_deref() != Some(l.bundle_id.as_str()) => Refusal::Follows {
+            sequence: m.sequence,
+            follows: m.follows.clone(),
+            applied: l.bundle_id,
+            at: l.sequence,
+        },
+        Some(_) => return Ok(false),
+    };
+    Err(refusal.into())
 }
 
 /// Room for the bundle's files (plus 1 % and 16 MiB for directories and

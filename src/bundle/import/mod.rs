@@ -28,28 +28,31 @@
 //! without its files; the next import removes the staging directory and
 //! temporary files, and completes (files already in place are identical).
 //!
-//! One file per phase: `header.rs`, `stream.rs`, `apply.rs`.
+//! One file per phase: `header.rs`, `stream.rs`, `apply.rs`; `error.rs`
+//! says why an import stopped.
 
 mod apply;
+mod error;
 mod header;
 mod stream;
+
+pub use error::{FileProblem, ImportError, Refusal};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::lock::{LockError, RunLock};
+use crate::lock::RunLock;
 use crate::module::{ModVer, ModulePath};
 use crate::publish::layout::{self, Kind, SumdbFile, Tree};
 use crate::publish::{self, atomic, WriteError};
-use crate::state::{ImportRecord, StateError, Store};
+use crate::state::{ImportRecord, Store};
 use crate::sync::Progress;
 use crate::verify::sumdb::client::{open_head, SignedHead};
 use crate::verify::sumdb::note::Verifier;
 
 use super::manifest::{Manifest, VersionEntry};
-use super::BundleError;
 use apply::apply;
 use header::{check_chain, check_space, read_header, trusted_keys};
 use stream::stream;
@@ -67,48 +70,6 @@ pub struct ImportReport {
     pub versions: usize,
     pub files: usize,
     pub bytes: u64,
-}
-
-/// Why a bundle was refused or could not be applied. A refusal leaves the
-/// offline side as it was.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error(transparent)]
-    Bundle(Box<BundleError>),
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("refused: {file}: {problem}")]
-    File { file: String, problem: String },
-    #[error(
-        "not enough free space in {}: the bundle needs {need} bytes, {have} are free",
-        dir.display()
-    )]
-    Space { dir: PathBuf, need: u64, have: u64 },
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("publishing")]
-    Publish(#[source] WriteError),
-    #[error("internal error in {0}")]
-    Task(String),
-}
-
-impl From<BundleError> for ImportError {
-    fn from(e: BundleError) -> Self {
-        ImportError::Bundle(Box::new(e))
-    }
-}
-
-fn refused(reason: impl Into<String>) -> ImportError {
-    ImportError::Refused(reason.into())
-}
-
-fn file_err(file: &str, problem: impl Into<String>) -> ImportError {
-    ImportError::File {
-        file: file.to_owned(),
-        problem: problem.into(),
-    }
 }
 
 /// Applies the bundle at `path` (a bundle file or its first volume).
@@ -189,13 +150,17 @@ pub async fn import(
 }
 
 async fn blocking<T: Send + 'static>(
-    what: &str,
+    task: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ImportError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ImportError::Task(format!("{what}: {e}")))
+        .map_err(|e| ImportError::Task {
+            task,
+            source: Some(e),
+        })
 }
+
 /// What every step of one import shares.
 struct Context {
     tree: Tree,
@@ -240,10 +205,13 @@ impl Context {
         let mut versions = Vec::with_capacity(m.versions.len());
         let mut seen = HashSet::new();
         for v in &m.versions {
-            let mv = ModVer::parse(&v.path, &v.version)
-                .map_err(|e| refused(format!("manifest names {}@{}: {e}", v.path, v.version)))?;
+            let mv = ModVer::parse(&v.path, &v.version).map_err(|error| Refusal::BadVersion {
+                path: v.path.clone(),
+                version: v.version.clone(),
+                error,
+            })?;
             if !seen.insert(mv.to_string()) {
-                return Err(refused(format!("manifest names {mv} twice")));
+                return Err(Refusal::Twice(mv).into());
             }
             versions.push((mv, v.clone()));
         }
@@ -254,7 +222,7 @@ impl Context {
                 let newest = match store.newest_sumdb_head(&s.name).await? {
                     Some(h) => Some(
                         open_head(&verifier, &h.note, "stored tree head")
-                            .map_err(|e| refused(e.to_string()))?,
+                            .map_err(|e| Refusal::Head(Box::new(e)))?,
                     ),
                     None => None,
                 };

@@ -24,8 +24,9 @@ use crate::verify::sumdb::tlog::format_hash;
 use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes};
 use crate::verify::{self, Vouched};
 
+use super::error::file_err;
 use super::header::{read_entry, Header, MAX_MANIFEST, MAX_SIGNATURE};
-use super::{file_err, refused, Context, Expect, ImportError};
+use super::{Context, Expect, FileProblem, ImportError, Refusal};
 
 /// Everything of the bundle, verified and written beside its final names.
 pub(super) struct StagedBundle {
@@ -48,10 +49,10 @@ pub(super) fn stream(
     let mut archive = tar::Archive::new(volume::open_stream(path)?);
     let mut entries = archive
         .entries()
-        .map_err(|e| file_err("bundle", format!("reading tar: {e}")))?;
+        .map_err(|e| file_err("bundle", FileProblem::Tar(e)))?;
     let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
     if json != header.json {
-        return Err(refused("the bundle changed while it was being read"));
+        return Err(Refusal::Changed.into());
     }
     read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
     // Versions are verified (zip rules, `h1:`) on other threads while this
@@ -98,24 +99,18 @@ fn stream_files<'a, R: Read>(
     for f in &header.manifest.files {
         let mut entry = entries
             .next()
-            .ok_or_else(|| file_err(&f.path, "missing: the bundle ends early"))?
-            .map_err(|e| file_err(&f.path, format!("reading tar: {e}")))?;
+            .ok_or_else(|| file_err(&f.path, FileProblem::Missing))?
+            .map_err(|e| file_err(&f.path, FileProblem::Tar(e)))?;
         let name = entry
             .path()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         if name != format!("tree/{}", f.path) {
-            return Err(file_err(&f.path, format!("expected here, found {name:?}")));
+            return Err(file_err(&f.path, FileProblem::Misplaced { found: name }));
         }
         if entry.size() != f.size {
-            return Err(file_err(
-                &f.path,
-                format!(
-                    "{} bytes in the tar, {} in the manifest",
-                    entry.size(),
-                    f.size
-                ),
-            ));
+            let (tar, manifest) = (entry.size(), f.size);
+            return Err(file_err(&f.path, FileProblem::Size { tar, manifest }));
         }
         s.take(&f.path, &f.sha256, &mut entry)?;
         // A version that failed verification stops the import early.
@@ -124,7 +119,7 @@ fn stream_files<'a, R: Read>(
         }
     }
     if entries.next().is_some() {
-        return Err(refused("the bundle holds files its manifest does not name"));
+        return Err(Refusal::Unnamed.into());
     }
     s.jobs = None;
     Ok(s)
@@ -146,19 +141,16 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
         .as_ref()
         .map(|(db, hashes)| Vouched { db, hashes });
     let verified = verify::verify(job.fetched, vouched)
-        .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
+        .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), FileProblem::Verify(q)))?;
     let c = verified.checked();
     if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
-        return Err(file_err(
-            &layout::version_rel(mv, Kind::Zip),
-            format!(
-                "hashes to {} and go.mod {}, the manifest says {} and {}",
-                c.h1_zip(),
-                c.h1_mod(),
-                entry.h1_zip,
-                entry.h1_mod
-            ),
-        ));
+        let problem = FileProblem::Hashes {
+            zip: c.h1_zip().to_owned(),
+            go_mod: c.h1_mod().to_owned(),
+            want_zip: entry.h1_zip.clone(),
+            want_mod: entry.h1_mod.clone(),
+        };
+        return Err(file_err(&layout::version_rel(mv, Kind::Zip), problem));
     }
     progress.finished(mv, "verified", c.zip_size());
     publish::stage(verified).map_err(ImportError::Publish)
@@ -196,26 +188,23 @@ impl<'a> Stream<'a> {
         let pin = match (&ctx.sumdb, &m.sumdb) {
             (None, _) => None,
             (Some(db), None) => {
-                return Err(refused(format!(
-                    "the bundle carries no checksum-database records, and this mirror \
-                     verifies against {} ([sumdb] key = \"off\" accepts unverified bundles)",
-                    db.name
-                )))
+                return Err(Refusal::NoRecords {
+                    db: db.name.clone(),
+                }
+                .into())
             }
             (Some(db), Some(p)) if p.name != db.name => {
-                return Err(refused(format!(
-                    "the bundle is pinned to checksum database {}, this mirror verifies \
-                     against {}",
-                    p.name, db.name
-                )))
+                return Err(Refusal::OtherDatabase {
+                    pinned: p.name.clone(),
+                    db: db.name.clone(),
+                }
+                .into())
             }
             (Some(db), Some(p)) => {
                 let head = open_head(&db.verifier, p.note.as_bytes(), "the bundle's tree head")
-                    .map_err(|e| refused(e.to_string()))?;
+                    .map_err(|e| Refusal::Head(Box::new(e)))?;
                 if head.tree.n != p.size || format_hash(&head.tree.hash) != p.hash {
-                    return Err(refused(
-                        "the manifest's tree head does not match its signed note",
-                    ));
+                    return Err(Refusal::HeadMismatch.into());
                 }
                 Some(head)
             }
@@ -247,10 +236,7 @@ impl<'a> Stream<'a> {
             return Ok(());
         }
         let Some(&expect) = self.ctx.expected.get(rel) else {
-            return Err(file_err(
-                rel,
-                "not a file gomirror publishes for this bundle's versions",
-            ));
+            return Err(file_err(rel, FileProblem::NotPublished));
         };
         match expect {
             Expect::Mod(i) | Expect::Zip(i) => {
@@ -272,7 +258,7 @@ impl<'a> Stream<'a> {
             Expect::SumdbLatest => {
                 let note = read_checked(rel, sha256, entry, 1 << 20)?;
                 if self.pin.as_ref().map(|p| &p.note[..]) != Some(&note[..]) {
-                    return Err(file_err(rel, "is not the head the manifest pins"));
+                    return Err(file_err(rel, FileProblem::NotThePin));
                 }
             }
             Expect::List | Expect::Latest | Expect::Supported => {
@@ -307,29 +293,37 @@ impl<'a> Stream<'a> {
             .clone()
             .expect("a database implies a pin (Stream::new)");
         self.check_pin()?;
-        let lookup = parse_lookup(mv, &body).map_err(|e| file_err(rel, e.to_string()))?;
-        let hashes =
-            parse_record_hashes(mv, &lookup.text).map_err(|e| file_err(rel, e.to_string()))?;
+        let lookup = parse_lookup(mv, &body).map_err(|e| file_err(rel, FileProblem::Lookup(e)))?;
+        let hashes = parse_record_hashes(mv, &lookup.text)
+            .map_err(|e| file_err(rel, FileProblem::Lookup(e)))?;
         if hashes.h1_zip != entry.h1_zip || hashes.h1_mod != entry.h1_mod {
-            return Err(file_err(
-                rel,
-                format!(
-                    "the checksum database says {} and go.mod {}, the manifest {} and {}",
-                    hashes.h1_zip, hashes.h1_mod, entry.h1_zip, entry.h1_mod
-                ),
-            ));
+            let problem = FileProblem::Record {
+                zip: hashes.h1_zip,
+                go_mod: hashes.h1_mod,
+                want_zip: entry.h1_zip.clone(),
+                want_mod: entry.h1_mod.clone(),
+            };
+            return Err(file_err(rel, problem));
         }
-        let head =
-            open_head(&db.verifier, &lookup.note, rel).map_err(|e| file_err(rel, e.to_string()))?;
+        let head = open_head(&db.verifier, &lookup.note, rel)
+            .map_err(|e| file_err(rel, FileProblem::Head(Box::new(e))))?;
         if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
             self.tiles
                 .check_tree(&head.tree, &pin.tree)
-                .map_err(|e| file_err(rel, format!("signed tree {}: {e}", head.tree.n)))?;
+                .map_err(|proof| {
+                    file_err(
+                        rel,
+                        FileProblem::SignedTree {
+                            n: head.tree.n,
+                            proof,
+                        },
+                    )
+                })?;
             self.consistent.insert((head.tree.n, head.tree.hash));
         }
         self.tiles
             .check_record(&pin.tree, lookup.id, &lookup.text)
-            .map_err(|e| file_err(rel, e))?;
+            .map_err(|e| file_err(rel, FileProblem::Inclusion(e)))?;
         self.records.insert(i, (lookup.id, hashes, body));
         Ok(())
     }
@@ -349,13 +343,13 @@ impl<'a> Stream<'a> {
             } else {
                 (pin.tree, newest.tree)
             };
-            self.tiles.check_tree(&old, &new).map_err(|e| {
-                refused(format!(
-                    "SECURITY ERROR: the bundle's tree head {} is not consistent with tree {} \
-                     this mirror verified before: {e}",
-                    pin.tree.n, newest.tree.n
-                ))
-            })?;
+            self.tiles
+                .check_tree(&old, &new)
+                .map_err(|proof| Refusal::Inconsistent {
+                    pin: pin.tree.n,
+                    newest: newest.tree.n,
+                    proof,
+                })?;
         }
         self.consistent.insert((pin.tree.n, pin.tree.hash));
         self.pin_checked = true;
@@ -376,9 +370,7 @@ impl<'a> Stream<'a> {
         let (mv, _) = &self.ctx.versions[i];
         let p = self.pending.remove(&i).unwrap_or_default();
         let (Some(mod_file), Some(zip)) = (p.mod_file, p.zip) else {
-            return Err(refused(format!(
-                "{mv}: .info comes before its .mod and .zip"
-            )));
+            return Err(Refusal::InfoFirst { mv: mv.clone() }.into());
         };
         let private = self
             .ctx
@@ -387,9 +379,7 @@ impl<'a> Stream<'a> {
             .is_some_and(|d| d.settings.is_private(mv.path.as_str()));
         let record = self.records.get(&i).map(|(_, hashes, _)| hashes.clone());
         if self.ctx.sumdb.is_some() && record.is_none() && !private {
-            return Err(refused(format!(
-                "{mv}: no checksum-database lookup in the bundle"
-            )));
+            return Err(Refusal::NoLookup { mv: mv.clone() }.into());
         }
         let job = Job {
             i,
@@ -402,8 +392,10 @@ impl<'a> Stream<'a> {
             vouched: record.map(|hashes| (self.name(), hashes)),
         };
         let jobs = self.jobs.as_ref().expect("open while files are read");
-        jobs.send(job)
-            .map_err(|_| ImportError::Task("the verifier threads stopped".into()))?;
+        jobs.send(job).map_err(|_| ImportError::Task {
+            task: "the verifier threads",
+            source: None,
+        })?;
         Ok(())
     }
 
@@ -411,14 +403,14 @@ impl<'a> Stream<'a> {
         self.check_pin()?;
         if let Some((i, _)) = self.pending.iter().next() {
             let (mv, _) = &self.ctx.versions[*i];
-            return Err(refused(format!("{mv}: the bundle has no .info for it")));
+            return Err(Refusal::NoInfo { mv: mv.clone() }.into());
         }
         if staged.len() != self.ctx.versions.len() {
-            return Err(refused(format!(
-                "the manifest names {} versions, the bundle holds the files of {}",
-                self.ctx.versions.len(),
-                staged.len()
-            )));
+            return Err(Refusal::Count {
+                named: self.ctx.versions.len(),
+                held: staged.len(),
+            }
+            .into());
         }
         let mut lookups = Vec::new();
         let mut records = Vec::new();
@@ -458,9 +450,9 @@ fn read_checked(
     entry
         .take(limit + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+        .map_err(|e| file_err(rel, FileProblem::Read(e)))?;
     if buf.len() as u64 > limit {
-        return Err(file_err(rel, format!("larger than {limit} bytes")));
+        return Err(file_err(rel, FileProblem::LargerThan { limit }));
     }
     check_sha(rel, sha256, &Sha256::digest(&buf).into())?;
     Ok(buf)
@@ -480,7 +472,7 @@ fn write_checked(
     loop {
         let n = entry
             .read(&mut buf)
-            .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+            .map_err(|e| file_err(rel, FileProblem::Read(e)))?;
         if n == 0 {
             break;
         }
@@ -507,10 +499,8 @@ fn write_checked(
 fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
     let got = hex::encode(got);
     if got != want {
-        return Err(file_err(
-            rel,
-            format!("sha256 {got}, the signed manifest says {want}"),
-        ));
+        let want = want.to_owned();
+        return Err(file_err(rel, FileProblem::Sha256 { got, want }));
     }
     Ok(())
 }
