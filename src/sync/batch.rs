@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::{chain, sumdb, Ctx, Finished, Progress, SyncError, Tally};
 use crate::commit;
 use crate::module::ModVer;
-use crate::publish::{Staged, WriteError};
+use crate::publish::Staged;
 use crate::state::{Outcome, OutcomeKind};
 use crate::verify::sumdb::client::Record;
 
@@ -43,11 +43,11 @@ pub(super) async fn collect(
         match next {
             None => break,
             Some(Finished::Cancelled) => {}
-            Some(Finished::Fatal(e)) => stop_for(ctx, tally, e),
-            Some(Finished::Forked(e)) => {
-                tracing::error!("stopping the run: {}", chain(&e));
-                ctx.stop.cancel();
-                tally.forked.get_or_insert(e);
+            Some(Finished::Fatal(e)) => stop_for(ctx, tally, SyncError::Publish(e)),
+            Some(Finished::Forked(e)) => stop_for(ctx, tally, SyncError::Sumdb(Box::new(e))),
+            Some(Finished::Panicked(source)) => {
+                let task = "version task";
+                stop_for(ctx, tally, SyncError::Task { task, source });
             }
             Some(Finished::Staged(staged)) => {
                 let (staged, record) = *staged;
@@ -90,10 +90,15 @@ impl Batch {
 }
 
 /// A write every version would fail the same way: stop taking work.
-fn stop_for(ctx: &Ctx, tally: &mut Tally, e: WriteError) {
+/// Something every version would share went wrong: stop taking work. The
+/// first such error is the run's, except that a forked log outranks the rest.
+fn stop_for(ctx: &Ctx, tally: &mut Tally, e: SyncError) {
     tracing::error!("stopping the run: {}", chain(&e));
     ctx.stop.cancel();
-    tally.fatal.get_or_insert(e);
+    let fork = matches!(&e, SyncError::Sumdb(s) if s.is_fork());
+    if fork || tally.stopped.is_none() {
+        tally.stopped = Some(e);
+    }
 }
 
 fn outcome_name(kind: &OutcomeKind) -> &'static str {
@@ -136,7 +141,7 @@ async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(
             // The staged versions are neither listed nor recorded as
             // published: they stay pending, and the next run completes them.
             Err(commit::CommitError::Publish(e)) => {
-                stop_for(ctx, tally, e);
+                stop_for(ctx, tally, SyncError::Publish(e));
                 Vec::new()
             }
             Err(e) => return Err(SyncError::Commit(Box::new(e))),

@@ -172,6 +172,8 @@ enum Finished {
     Fatal(WriteError),
     /// The checksum database's log forked: stop the run.
     Forked(SumdbError),
+    /// The version's task panicked (a bug): stop the run.
+    Panicked(tokio::task::JoinError),
 }
 
 /// Runs one sync to its end. `token` is the shutdown signal: when it
@@ -233,20 +235,16 @@ pub async fn run_with(
             .map(drop)
             .map_err(SyncError::from);
     }
-    tally.summary.outcome = match (&result, &tally.fatal) {
+    tally.summary.outcome = match (&result, &tally.stopped) {
         (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
-        _ if tally.forked.is_some() => RunOutcome::Failed,
         _ if token.is_cancelled() => RunOutcome::Interrupted,
         _ if tally.all_ok() => RunOutcome::Ok,
         _ => RunOutcome::Partial,
     };
     store.finish_run(run_id, &tally.summary).await?;
     result?;
-    if let Some(e) = tally.forked {
-        return Err(SyncError::Sumdb(Box::new(e)));
-    }
-    if let Some(e) = tally.fatal {
-        return Err(SyncError::Publish(e));
+    if let Some(e) = tally.stopped {
+        return Err(e);
     }
     let fetch = ctx.client.stats();
     info!(
@@ -275,8 +273,9 @@ struct Tally {
     summary: RunSummary,
     rejected: Vec<Rejected>,
     plan_errors: Vec<String>,
-    fatal: Option<WriteError>,
-    forked: Option<SumdbError>,
+    /// What stopped the run before its end: the tree takes no writes, the
+    /// checksum database's log forked, a version task panicked.
+    stopped: Option<SyncError>,
     feed: Option<FeedReport>,
 }
 
@@ -619,13 +618,7 @@ async fn fetch_verify_publish(
                 .buffer_unordered(window);
             let mut results = std::pin::pin!(results);
             while let Some(joined) = results.next().await {
-                let finished = joined.unwrap_or_else(|e| {
-                    Finished::Fatal(WriteError::Io {
-                        op: "internal error in version task",
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                });
+                let finished = joined.unwrap_or_else(Finished::Panicked);
                 if tx.send(finished).await.is_err() {
                     return;
                 }
