@@ -69,11 +69,23 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     let store = Store::open(&config.database).await?;
     let db_name = config.sumdb.as_ref().map_or("", |s| s.name.as_str());
     let rows = store.published_records(db_name).await?;
+    // The reads above skip rows that no longer pass Go's rules; here they
+    // are findings.
+    let invalid = store.invalid_published().await?;
     let mut report = AuditReport {
-        versions: rows.len(),
+        versions: rows.len() + invalid.len(),
         ..AuditReport::default()
     };
-    report.problems = check_files(&tree, &rows).await;
+    report.problems = invalid
+        .iter()
+        .map(|i| {
+            finding(
+                format!("{}@{}", i.path, i.version),
+                format!("state holds an invalid version: {}", i.error),
+            )
+        })
+        .collect();
+    report.problems.extend(check_files(&tree, &rows).await);
     if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
         let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
         let copy = tokio::task::spawn_blocking(move || {
@@ -121,21 +133,12 @@ async fn check_files(tree: &Tree, rows: &[RecordRow]) -> Vec<Finding> {
 }
 
 fn check_version_files(tree: &Tree, row: &RecordRow) -> Vec<Finding> {
-    let subject = format!("{}@{}", row.path, row.version);
-    let mv = match ModVer::parse(&row.path, &row.version) {
-        Ok(mv) => mv,
-        Err(e) => {
-            return vec![finding(
-                subject,
-                format!("state holds an invalid version: {e}"),
-            )]
-        }
-    };
+    let (mv, subject) = (&row.mv, row.mv.to_string());
     let mut found = Vec::new();
-    if !tree.version_file(&mv, Kind::Info).is_file() {
+    if !tree.version_file(mv, Kind::Info).is_file() {
         found.push(finding(&subject, ".info: missing"));
     }
-    match zip::check_zip(&mv, &tree.version_file(&mv, Kind::Zip)) {
+    match zip::check_zip(mv, &tree.version_file(mv, Kind::Zip)) {
         Ok(z) if z.h1 != row.h1_zip => found.push(finding(
             &subject,
             format!("zip: hashes to {}, recorded {}", z.h1, row.h1_zip),
@@ -143,7 +146,7 @@ fn check_version_files(tree: &Tree, row: &RecordRow) -> Vec<Finding> {
         Ok(_) => {}
         Err(e) => found.push(finding(&subject, format!("zip: {e}"))),
     }
-    let mod_path = tree.version_file(&mv, Kind::Mod);
+    let mod_path = tree.version_file(mv, Kind::Mod);
     match fs_err::read(&mod_path) {
         Ok(bytes) => {
             let h1 = dirhash::hash_go_mod(&dirhash::digest(&bytes));
@@ -219,18 +222,18 @@ impl<'a> OfflineCopy<'a> {
         };
         self.report.pinned_tree = Some(pin.tree.n);
         self.consistent.insert((pin.tree.n, pin.tree.hash));
-        for row in rows.iter().filter(|r| !self.settings.is_private(&r.path)) {
+        for row in rows
+            .iter()
+            .filter(|r| !self.settings.is_private(r.mv.path.as_str()))
+        {
             self.check_lookup(&pin, row);
         }
         self.report
     }
 
     fn check_lookup(&mut self, pin: &SignedHead, row: &RecordRow) {
-        let subject = format!("{}@{}", row.path, row.version);
-        let Ok(mv) = ModVer::parse(&row.path, &row.version) else {
-            return; // reported by the file checks
-        };
-        let path = self.file(SumdbFile::Lookup(&mv));
+        let (mv, subject) = (&row.mv, row.mv.to_string());
+        let path = self.file(SumdbFile::Lookup(mv));
         let body = match fs_err::read(&path) {
             Ok(body) => body,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && row.record_id.is_none() => {
@@ -244,7 +247,7 @@ impl<'a> OfflineCopy<'a> {
             }
             Err(e) => return self.problem(subject, format!("lookup: {e}")),
         };
-        if let Err(e) = self.prove_lookup(pin, &mv, row, &body) {
+        if let Err(e) = self.prove_lookup(pin, mv, row, &body) {
             self.problem(subject, format!("lookup: {e}"));
         } else {
             self.report.lookups += 1;

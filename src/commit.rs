@@ -29,7 +29,7 @@ use bytes::Bytes;
 use crate::config::SumdbSettings;
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
-use crate::state::{Outcome, OutcomeKind, PublishedInfo, StateError, Store, StoredHead};
+use crate::state::{Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead};
 use crate::verify::sumdb::client::SignedHead;
 use crate::verify::sumdb::tile::Tile;
 use crate::verify::sumdb::tlog::format_hash;
@@ -209,19 +209,18 @@ impl Prepared {
         let recorded: Vec<Outcome> = outcomes
             .iter()
             .map(|(mv, kind)| Outcome {
-                path: mv.path.to_string(),
-                version: mv.version.to_string(),
-                result: kind.clone(),
+                mv: mv.clone(),
+                kind: kind.clone(),
             })
             .collect();
         store.record_outcomes(&recorded).await?;
         let files = files.map_err(CommitError::Publish)?;
         if let Some((db, ids)) = files {
-            let ids = ids
+            let ids: Vec<RecordId> = ids
                 .into_iter()
-                .map(|(mv, id)| (mv.path.to_string(), mv.version.to_string(), id))
+                .map(|(mv, id)| RecordId { mv, id })
                 .collect();
-            store.record_sumdb_ids(&db, ids).await?;
+            store.record_sumdb_ids(&db, &ids).await?;
         }
         Ok(outcomes)
     }
@@ -262,8 +261,8 @@ async fn save_head(
             .published_without_record(db)
             .await?
             .iter()
-            .filter(|row| !r.db.is_private(&row.path))
-            .all(|row| ModVer::parse(&row.path, &row.version).is_ok_and(|mv| batch.contains(&mv)))
+            .filter(|row| !r.db.is_private(row.mv.path.as_str()))
+            .all(|row| batch.contains(&row.mv))
     };
     Ok(Some(SumdbHead {
         name: db.clone(),
@@ -278,9 +277,9 @@ async fn published_before(
     store: &Store,
     staged: &[Staged],
 ) -> Result<BTreeMap<ModulePath, BTreeSet<Version>>, CommitError> {
-    let paths: Vec<String> = staged
+    let paths: Vec<ModulePath> = staged
         .iter()
-        .map(|s| s.checked().mv().path.to_string())
+        .map(|s| s.checked().mv().path.clone())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -288,13 +287,8 @@ async fn published_before(
     if paths.is_empty() {
         return Ok(before);
     }
-    for (p, v) in store.published_set(&paths).await? {
-        match ModVer::parse(&p, &v) {
-            Ok(mv) => {
-                before.entry(mv.path).or_default().insert(mv.version);
-            }
-            Err(e) => tracing::warn!("state holds a version that no longer checks: {e}"),
-        }
+    for mv in store.published_set(&paths).await? {
+        before.entry(mv.path).or_default().insert(mv.version);
     }
     Ok(before)
 }

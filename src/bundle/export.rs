@@ -26,9 +26,9 @@ use super::volume::{self, VolumeWriter};
 use super::{io_err, BundleError};
 use crate::config::Config;
 use crate::lock::RunLock;
-use crate::module::{ModVer, ModulePath};
+use crate::module::ModulePath;
 use crate::publish::layout::{self, Kind, SumdbFile, Tree, TMP_PREFIX};
-use crate::state::{ExportCandidate, ExportRecord, Store};
+use crate::state::{ExportCandidate, ExportRecord, Store, VersionId};
 use crate::verify::sumdb::note::{Signer, Verifier};
 use crate::verify::sumdb::{client, tile::Tile, tlog};
 
@@ -96,7 +96,7 @@ struct Planned {
 struct Plan {
     manifest: Manifest,
     files: Vec<Planned>,
-    version_ids: Vec<i64>,
+    version_ids: Vec<VersionId>,
     tiles: Vec<String>,
 }
 
@@ -221,12 +221,6 @@ fn plan(
     candidates: &[ExportCandidate],
     exported_tiles: &HashSet<String>,
 ) -> Result<Plan, BundleError> {
-    let mut versions = Vec::with_capacity(candidates.len());
-    for c in candidates {
-        let mv = ModVer::parse(&c.path, &c.version)
-            .map_err(|e| BundleError::Invalid(format!("state: {e}")))?;
-        versions.push((mv, c));
-    }
     let head = match sumdb {
         Some((name, verifier)) => pinned_head(tree, name, verifier)?,
         None => None,
@@ -235,10 +229,11 @@ fn plan(
         .filter(|_| head.is_some())
         .map(|(name, _)| name.as_str());
     let (mut files, tiles) = match db {
-        Some(name) => tiles_and_lookups(tree, name, &versions, exported_tiles)?,
+        Some(name) => tiles_and_lookups(tree, name, candidates, exported_tiles)?,
         None => (Vec::new(), Vec::new()),
     };
-    for (mv, c) in &versions {
+    for c in candidates {
+        let mv = &c.mv;
         files.push(hashed(tree, layout::version_rel(mv, Kind::Mod))?);
         files.push(known(
             tree,
@@ -248,7 +243,7 @@ fn plan(
         ));
         files.push(hashed(tree, layout::version_rel(mv, Kind::Info))?);
     }
-    let modules: BTreeSet<&ModulePath> = versions.iter().map(|(mv, _)| &mv.path).collect();
+    let modules: BTreeSet<&ModulePath> = candidates.iter().map(|c| &c.mv.path).collect();
     for path in modules {
         for rel in [layout::list_rel(path), layout::latest_rel(path)] {
             files.extend(existing(tree, rel)?);
@@ -260,11 +255,11 @@ fn plan(
         }
     }
     manifest.sumdb = head;
-    manifest.versions = versions
+    manifest.versions = candidates
         .iter()
-        .map(|(mv, c)| VersionEntry {
-            path: mv.path.to_string(),
-            version: mv.version.to_string(),
+        .map(|c| VersionEntry {
+            path: c.mv.path.to_string(),
+            version: c.mv.version.to_string(),
             h1_zip: c.h1_zip.clone(),
             h1_mod: c.h1_mod.clone(),
         })
@@ -283,7 +278,7 @@ fn plan(
 fn tiles_and_lookups(
     tree: &Tree,
     name: &str,
-    versions: &[(ModVer, &ExportCandidate)],
+    versions: &[ExportCandidate],
     exported: &HashSet<String>,
 ) -> Result<(Vec<Planned>, Vec<String>), BundleError> {
     let mut files = Vec::new();
@@ -291,10 +286,10 @@ fn tiles_and_lookups(
     for rel in &tiles {
         files.push(hashed(tree, rel.clone())?);
     }
-    for (mv, _) in versions {
+    for c in versions {
         files.extend(existing(
             tree,
-            layout::sumdb_rel(name, SumdbFile::Lookup(mv)),
+            layout::sumdb_rel(name, SumdbFile::Lookup(&c.mv)),
         )?);
     }
     Ok((files, tiles))

@@ -13,6 +13,7 @@ use gomirror::bundle::import::{ImportError, ImportReport};
 use gomirror::bundle::inspect::BundleInfo;
 use gomirror::error::Chain;
 use gomirror::metrics::{self, TreeUsage};
+use gomirror::module::ModVer;
 use gomirror::state::{RunSummary, StatusReport};
 use gomirror::sync::Report;
 use indicatif::HumanBytes;
@@ -277,10 +278,10 @@ pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
 }
 
 /// `retry`: the versions put back, one `path@version` a line.
-pub fn retry(back: &[(String, String)], pattern: Option<&str>) -> io::Result<()> {
+pub fn retry(back: &[ModVer], pattern: Option<&str>) -> io::Result<()> {
     let mut out = Stdout::lock();
-    for (path, version) in back {
-        writeln!(out, "{path}@{version}")?;
+    for mv in back {
+        writeln!(out, "{mv}")?;
     }
     drop(out);
     let which = pattern.map_or_else(String::new, |p| format!(" matching {p:?}"));

@@ -49,7 +49,7 @@ pub async fn retry(config: Config, pattern: Option<String>) -> anyhow::Result<Ex
         gomirror::plan::rules::check_globs(p).map_err(|e| anyhow::anyhow!("retry: {e}"))?;
     }
     let store = existing_store(&config).await?;
-    let back = store.retry_failed(pattern.clone()).await?;
+    let back = store.retry_failed(pattern.as_deref()).await?;
     report::retry(&back, pattern.as_deref()).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

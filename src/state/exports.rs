@@ -6,18 +6,23 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::now;
+use super::{mod_ver, now, StateError, Store};
+use crate::module::ModVer;
 
 /// How many exports `status` lists.
 pub const STATUS_EXPORTS: usize = 10;
 
+/// A row of `versions`, as an export records which versions it held. Only
+/// state makes one (in an [`ExportCandidate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionId(i64);
+
 /// A published version an export may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportCandidate {
-    /// `versions.id`, recorded with the export.
-    pub version_id: i64,
-    pub path: String,
-    pub version: String,
+    /// Recorded with the export.
+    pub version_id: VersionId,
+    pub mv: ModVer,
     pub h1_zip: String,
     pub h1_mod: String,
     pub zip_sha256: String,
@@ -48,6 +53,53 @@ pub struct ExportRecord {
     pub path: String,
     pub versions: u64,
     pub tiles: u64,
+}
+
+impl Store {
+    /// The newest completed export of `source`.
+    pub async fn previous_export(
+        &self,
+        source: &str,
+    ) -> Result<Option<PreviousExport>, StateError> {
+        let source = source.to_owned();
+        self.call_as("previous export", move |c| previous_export(c, &source))
+            .await
+    }
+
+    /// Published versions to export, by path and version: all if `full`,
+    /// else those no completed export of `source` held.
+    pub async fn export_candidates(
+        &self,
+        source: &str,
+        full: bool,
+    ) -> Result<Vec<ExportCandidate>, StateError> {
+        let source = source.to_owned();
+        self.call_as("export candidates", move |c| {
+            export_candidates(c, &source, full)
+        })
+        .await
+    }
+
+    /// Tiles (tree-relative) some completed export of `source` held.
+    pub async fn exported_tiles(&self, source: &str) -> Result<HashSet<String>, StateError> {
+        let source = source.to_owned();
+        self.call_as("exported tiles", move |c| exported_tiles(c, &source))
+            .await
+    }
+
+    /// Records a completed export, its versions and tiles, in one
+    /// transaction. Returns the record as stored.
+    pub async fn record_export(
+        &self,
+        record: ExportRecord,
+        versions: Vec<VersionId>,
+        tiles: Vec<String>,
+    ) -> Result<ExportRecord, StateError> {
+        self.call_as("record export", move |c| {
+            record_export(c, record, &versions, &tiles)
+        })
+        .await
+    }
 }
 
 pub(crate) fn previous_export(
@@ -84,19 +136,26 @@ pub(crate) fn export_candidates(
          ORDER BY m.path, v.version",
     )?;
     let rows = stmt.query_map((source, full), |r| {
-        Ok(ExportCandidate {
-            version_id: r.get(0)?,
-            path: r.get(1)?,
-            version: r.get(2)?,
+        let (path, version): (String, String) = (r.get(1)?, r.get(2)?);
+        let Some(mv) = mod_ver(&path, &version) else {
+            return Ok(None);
+        };
+        Ok(Some(ExportCandidate {
+            version_id: VersionId(r.get(0)?),
+            mv,
             h1_zip: r.get(3)?,
             h1_mod: r.get(4)?,
             zip_sha256: r.get(5)?,
             info_size: r.get(6)?,
             mod_size: r.get(7)?,
             zip_size: r.get(8)?,
-        })
+        }))
     })?;
-    rows.collect()
+    Ok(rows
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// Tiles (tree-relative paths) some completed export of `source` held.
@@ -114,7 +173,7 @@ pub(crate) fn exported_tiles(conn: &Connection, source: &str) -> rusqlite::Resul
 pub(crate) fn record_export(
     conn: &mut Connection,
     mut record: ExportRecord,
-    version_ids: &[i64],
+    version_ids: &[VersionId],
     tiles: &[String],
 ) -> rusqlite::Result<ExportRecord> {
     record.completed = now();
@@ -142,7 +201,7 @@ pub(crate) fn record_export(
             "INSERT INTO export_versions (export_id, version_id) VALUES (?1, ?2)",
         )?;
         for version_id in version_ids {
-            v.execute((id, version_id))?;
+            v.execute((id, version_id.0))?;
         }
         let mut t =
             tx.prepare_cached("INSERT INTO export_tiles (export_id, tile) VALUES (?1, ?2)")?;

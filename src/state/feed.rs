@@ -18,8 +18,8 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{now, RunId};
-use crate::module::match_prefix_patterns;
+use super::{mod_ver, now, RejectedEntry, RunId, StateError, Store};
+use crate::module::{match_prefix_patterns, ModVer, ModulePath};
 
 /// Where the feed resumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,6 +28,7 @@ pub struct FeedCursor {
     pub since: String,
     /// Raw `(Path, Version)` of the entries seen whose Timestamp is `since`:
     /// the next page repeats them (`since` is inclusive) and they are skipped.
+    /// Raw text, not [`ModVer`]: entries Go's rules refuse are seen too.
     pub seen: Vec<(String, String)>,
     /// The newest entry Timestamp seen so far, for feed lag.
     pub newest: Option<String>,
@@ -36,10 +37,10 @@ pub struct FeedCursor {
 /// One page's effect on state, written in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct PageRecord {
-    /// `(path, version)` to mirror, already checked.
-    pub planned: Vec<(String, String)>,
-    /// `(module, entry, reason)` of entries refused by Go's rules.
-    pub rejections: Vec<(String, String, String)>,
+    /// Versions to mirror.
+    pub planned: Vec<ModVer>,
+    /// Entries refused by Go's rules.
+    pub rejections: Vec<RejectedEntry>,
     /// The cursor after this page.
     pub cursor: FeedCursor,
 }
@@ -68,9 +69,84 @@ pub enum Origin {
 /// A `pending` version whose time has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueVersion {
-    pub path: String,
-    pub version: String,
+    pub mv: ModVer,
     pub origin: Origin,
+}
+
+impl Store {
+    /// Where the index feed resumes; `None` before the first feed run.
+    pub async fn feed_cursor(&self) -> Result<Option<FeedCursor>, StateError> {
+        self.call_as("feed cursor", |c| cursor(c)).await
+    }
+
+    /// Records one feed page in one transaction: its versions as `pending`
+    /// feed work, its rejections, and the cursor after it. Returns the
+    /// versions that were not known before.
+    pub async fn record_feed_page(
+        &self,
+        run: RunId,
+        page: PageRecord,
+    ) -> Result<Vec<ModVer>, StateError> {
+        self.call_as("record feed page", move |c| record_page(c, run, &page))
+            .await
+    }
+
+    /// The modules among `paths` that have a published version.
+    pub async fn mirrored_modules(
+        &self,
+        paths: &[ModulePath],
+    ) -> Result<HashSet<ModulePath>, StateError> {
+        let paths = paths.to_vec();
+        self.call_as("mirrored modules", move |c| mirrored_modules(c, &paths))
+            .await
+    }
+
+    /// `pending` versions due now: interrupted, newly planned, or whose
+    /// retry time has come.
+    pub async fn due_versions(&self) -> Result<Vec<DueVersion>, StateError> {
+        let now = now();
+        self.call_as("due versions", move |c| due_versions(c, &now))
+            .await
+    }
+
+    /// Schedules the next try of feed versions that failed (see
+    /// [`RetryPolicy`]); returns how many were scheduled.
+    pub async fn schedule_retries(&self, policy: RetryPolicy) -> Result<usize, StateError> {
+        self.call_as("schedule retries", move |c| {
+            schedule_retries(c, &policy, OffsetDateTime::now_utc())
+        })
+        .await
+    }
+
+    /// Puts `failed` versions of modules matching `pattern` (comma-separated
+    /// `path.Match` globs on leading path elements, as GONOSUMDB; `None`:
+    /// every module) back to `pending` with no attempts used.
+    pub async fn retry_failed(&self, pattern: Option<&str>) -> Result<Vec<ModVer>, StateError> {
+        let pattern = pattern.map(str::to_owned);
+        self.call_as("retry failed", move |c| retry_failed(c, pattern.as_deref()))
+            .await
+    }
+
+    /// The modules among `paths` whose `@v/list` was not read within `interval`.
+    pub async fn listing_due(
+        &self,
+        paths: &[ModulePath],
+        interval: Duration,
+    ) -> Result<HashSet<ModulePath>, StateError> {
+        let cutoff = OffsetDateTime::now_utc()
+            .checked_sub(time::Duration::try_from(interval).unwrap_or(time::Duration::MAX))
+            .map_or_else(|| "0000".to_string(), stamp);
+        let paths = paths.to_vec();
+        self.call_as("listing due", move |c| listing_due(c, &paths, &cutoff))
+            .await
+    }
+
+    /// Records that `paths` were listed upstream now.
+    pub async fn mark_listed(&self, paths: &[ModulePath]) -> Result<(), StateError> {
+        let paths = paths.to_vec();
+        self.call_as("mark listed", move |c| mark_listed(c, &paths))
+            .await
+    }
 }
 
 pub(crate) fn cursor(conn: &Connection) -> rusqlite::Result<Option<FeedCursor>> {
@@ -102,7 +178,7 @@ pub(crate) fn record_page(
     conn: &mut Connection,
     run: RunId,
     page: &PageRecord,
-) -> rusqlite::Result<Vec<(String, String)>> {
+) -> rusqlite::Result<Vec<ModVer>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now();
     let mut added = Vec::new();
@@ -116,17 +192,17 @@ pub(crate) fn record_page(
              VALUES (?1, ?2, 'pending', 'feed', ?3, ?3, ?4)
              ON CONFLICT (module_id, version) DO NOTHING",
         )?;
-        for (path, version) in &page.planned {
-            let id: i64 = module.query_row((path, &now), |r| r.get(0))?;
-            if insert.execute((id, version, &now, run.0))? == 1 {
-                added.push((path.clone(), version.clone()));
+        for mv in &page.planned {
+            let id: i64 = module.query_row((mv.path.as_str(), &now), |r| r.get(0))?;
+            if insert.execute((id, mv.version.as_str(), &now, run.0))? == 1 {
+                added.push(mv.clone());
             }
         }
         let mut reject = tx.prepare_cached(
             "INSERT INTO rejections (run_id, module, entry, reason, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (module, entry, reason) in &page.rejections {
-            reject.execute(rusqlite::params![run.0, module, entry, reason, now])?;
+        for r in &page.rejections {
+            reject.execute(rusqlite::params![run.0, r.module, r.entry, r.reason, now])?;
         }
     }
     write_cursor(&tx, &page.cursor, &now)?;
@@ -153,15 +229,15 @@ fn write_cursor(tx: &Connection, c: &FeedCursor, now: &str) -> rusqlite::Result<
 /// The modules among `paths` with at least one published version.
 pub(crate) fn mirrored_modules(
     conn: &Connection,
-    paths: &[String],
-) -> rusqlite::Result<HashSet<String>> {
+    paths: &[ModulePath],
+) -> rusqlite::Result<HashSet<ModulePath>> {
     let mut stmt = conn.prepare_cached(
         "SELECT 1 FROM modules m WHERE m.path = ?1 AND EXISTS (
              SELECT 1 FROM versions v WHERE v.module_id = m.id AND v.status = 'published')",
     )?;
     let mut out = HashSet::new();
     for path in paths {
-        if stmt.exists([path])? {
+        if stmt.exists([path.as_str()])? {
             out.insert(path.clone());
         }
     }
@@ -171,24 +247,26 @@ pub(crate) fn mirrored_modules(
 /// Every `pending` version that is due at `now`: left by an interrupted
 /// run, newly planned, or waiting for a retry whose time has come.
 pub(crate) fn due_versions(conn: &Connection, now: &str) -> rusqlite::Result<Vec<DueVersion>> {
-    conn.prepare(
-        "SELECT m.path, v.version, v.origin FROM versions v JOIN modules m ON m.id = v.module_id
-         WHERE v.status = 'pending' AND (v.next_try_at IS NULL OR v.next_try_at <= ?1)
-         ORDER BY m.path, v.version",
-    )?
-    .query_map([now], |r| {
-        let origin: String = r.get(2)?;
-        Ok(DueVersion {
-            path: r.get(0)?,
-            version: r.get(1)?,
-            origin: if origin == "feed" {
-                Origin::Feed
-            } else {
-                Origin::Watch
-            },
-        })
-    })?
-    .collect()
+    let rows = conn
+        .prepare(
+            "SELECT m.path, v.version, v.origin FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE v.status = 'pending' AND (v.next_try_at IS NULL OR v.next_try_at <= ?1)
+             ORDER BY m.path, v.version",
+        )?
+        .query_map([now], |r| {
+            let (path, version, origin): (String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok(mod_ver(&path, &version).map(|mv| DueVersion {
+                mv,
+                origin: if origin == "feed" {
+                    Origin::Feed
+                } else {
+                    Origin::Watch
+                },
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().flatten().collect())
 }
 
 /// Gives each feed version that failed in a run and has attempts left a
@@ -219,11 +297,12 @@ pub(crate) fn schedule_retries(
 
 /// Puts `failed` versions whose module matches `pattern` (comma-separated
 /// globs, GONOSUMDB's rules; `None`: all) back to `pending` with their
-/// attempts reset. Returns them, by path and version.
+/// attempts reset. Returns them, by path and version. A row that no longer
+/// checks is skipped (and stays `failed`): no run could fetch it.
 pub(crate) fn retry_failed(
     conn: &mut Connection,
     pattern: Option<&str>,
-) -> rusqlite::Result<Vec<(String, String)>> {
+) -> rusqlite::Result<Vec<ModVer>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let failed: Vec<(i64, String, String)> = tx
         .prepare(
@@ -241,9 +320,12 @@ pub(crate) fn retry_failed(
              WHERE id = ?1 AND status = 'failed'",
         )?;
         for (id, path, version) in failed {
-            if pattern.is_none_or(|p| match_prefix_patterns(p, &path)) {
+            if !pattern.is_none_or(|p| match_prefix_patterns(p, &path)) {
+                continue;
+            }
+            if let Some(mv) = mod_ver(&path, &version) {
                 update.execute((id, &now))?;
-                back.push((path, version));
+                back.push(mv);
             }
         }
     }
@@ -254,13 +336,14 @@ pub(crate) fn retry_failed(
 /// The modules among `paths` not listed since `cutoff` (or never).
 pub(crate) fn listing_due(
     conn: &Connection,
-    paths: &[String],
+    paths: &[ModulePath],
     cutoff: &str,
-) -> rusqlite::Result<HashSet<String>> {
+) -> rusqlite::Result<HashSet<ModulePath>> {
     let mut stmt = conn.prepare_cached("SELECT listed_at FROM modules WHERE path = ?1")?;
     let mut due = HashSet::new();
     for path in paths {
-        let listed: Option<Option<String>> = stmt.query_row([path], |r| r.get(0)).optional()?;
+        let listed: Option<Option<String>> =
+            stmt.query_row([path.as_str()], |r| r.get(0)).optional()?;
         if listed.flatten().is_none_or(|at| at.as_str() <= cutoff) {
             due.insert(path.clone());
         }
@@ -269,7 +352,7 @@ pub(crate) fn listing_due(
 }
 
 /// Records that `paths` were listed upstream now.
-pub(crate) fn mark_listed(conn: &mut Connection, paths: &[String]) -> rusqlite::Result<()> {
+pub(crate) fn mark_listed(conn: &mut Connection, paths: &[ModulePath]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let now = now();
     {
@@ -278,7 +361,7 @@ pub(crate) fn mark_listed(conn: &mut Connection, paths: &[String]) -> rusqlite::
              ON CONFLICT (path) DO UPDATE SET listed_at = excluded.listed_at",
         )?;
         for path in paths {
-            stmt.execute((path, &now))?;
+            stmt.execute((path.as_str(), &now))?;
         }
     }
     tx.commit()
@@ -308,8 +391,8 @@ fn pending_by_origin(conn: &Connection) -> std::collections::HashMap<String, i64
 mod tests {
     use super::*;
     use crate::state::runs::begin_run;
-    use crate::state::tests::{migrated, published_info};
-    use crate::state::versions::{mark_pending, record_outcomes, Outcome, OutcomeKind};
+    use crate::state::tests::{migrated, module, mv, outcome, published_info};
+    use crate::state::versions::{mark_pending, record_outcomes, OutcomeKind};
     use std::collections::HashMap;
     use time::macros::datetime;
 
@@ -326,13 +409,13 @@ mod tests {
     }
 
     fn fail(conn: &mut Connection, p: &str, v: &str) {
-        let o = Outcome {
-            path: p.into(),
-            version: v.into(),
-            result: OutcomeKind::Failed {
+        let o = outcome(
+            p,
+            v,
+            OutcomeKind::Failed {
                 error: "503".into(),
             },
-        };
+        );
         record_outcomes(conn, &[o]).unwrap();
     }
 
@@ -351,12 +434,12 @@ mod tests {
         let run = begin_run(&mut conn, 1).unwrap();
         assert_eq!(cursor(&conn).unwrap(), None);
         let page = PageRecord {
-            planned: vec![kv("a.example/m", "v1.0.0"), kv("b.example/m", "v0.1.0")],
-            rejections: vec![(
-                "<feed>".into(),
-                "../x@v1".into(),
-                "malformed module path".into(),
-            )],
+            planned: vec![mv("a.example/m", "v1.0.0"), mv("b.example/m", "v0.1.0")],
+            rejections: vec![RejectedEntry {
+                module: "<feed>".into(),
+                entry: "../x@v1".into(),
+                reason: "malformed module path".into(),
+            }],
             cursor: FeedCursor {
                 since: "2024-01-01T00:00:00.5Z".into(),
                 seen: vec![kv("b.example/m", "v0.1.0")],
@@ -379,7 +462,7 @@ mod tests {
         )
         .unwrap();
         let next = PageRecord {
-            planned: vec![kv("c.example/m", "v1.0.0")],
+            planned: vec![mv("c.example/m", "v1.0.0")],
             rejections: vec![],
             cursor: FeedCursor {
                 since: "2024-01-02T00:00:00Z".into(),
@@ -396,7 +479,7 @@ mod tests {
         let mut conn = migrated();
         let run = begin_run(&mut conn, 1).unwrap();
         let page = PageRecord {
-            planned: vec![kv("a.example/m", "v1.0.0")],
+            planned: vec![mv("a.example/m", "v1.0.0")],
             ..PageRecord::default()
         };
         record_page(&mut conn, run, &page).unwrap();
@@ -439,7 +522,7 @@ mod tests {
     fn watch_failures_are_not_scheduled() {
         let mut conn = migrated();
         let run = begin_run(&mut conn, 1).unwrap();
-        mark_pending(&mut conn, run, &[kv("a.example/m", "v1.0.0")]).unwrap();
+        mark_pending(&mut conn, run, &[mv("a.example/m", "v1.0.0")]).unwrap();
         fail(&mut conn, "a.example/m", "v1.0.0");
         let now = datetime!(2024-05-01 12:00:00 UTC);
         assert_eq!(schedule_retries(&conn, &policy(), now).unwrap(), 0);
@@ -456,25 +539,25 @@ mod tests {
         ] {
             fail(&mut conn, p, v);
         }
-        let published = Outcome {
-            path: "github.com/org/a".into(),
-            version: "v2.0.0+incompatible".into(),
-            result: OutcomeKind::Published(published_info(1)),
-        };
+        let published = outcome(
+            "github.com/org/a",
+            "v2.0.0+incompatible",
+            OutcomeKind::Published(published_info(1)),
+        );
         record_outcomes(&mut conn, &[published]).unwrap();
         let back = retry_failed(&mut conn, Some("github.com/org")).unwrap();
         assert_eq!(
             back,
             [
-                kv("github.com/org/a", "v1.0.0"),
-                kv("github.com/org/b", "v1.1.0")
+                mv("github.com/org/a", "v1.0.0"),
+                mv("github.com/org/b", "v1.1.0")
             ]
         );
         assert_eq!(row(&conn, "v1.0.0"), ("pending".into(), 0, None));
         assert_eq!(row(&conn, "v1.2.0").0, "failed");
         assert_eq!(
             retry_failed(&mut conn, None).unwrap(),
-            [kv("example.com/c", "v1.2.0")]
+            [mv("example.com/c", "v1.2.0")]
         );
         assert!(retry_failed(&mut conn, None).unwrap().is_empty());
     }
@@ -482,7 +565,7 @@ mod tests {
     #[test]
     fn listing_is_due_after_the_interval() {
         let mut conn = migrated();
-        let paths = vec!["a.example/m".to_string(), "b.example/m".to_string()];
+        let paths = [module("a.example/m"), module("b.example/m")];
         assert_eq!(
             listing_due(&conn, &paths, "2000-01-01T00:00:00Z")
                 .unwrap()
@@ -491,7 +574,7 @@ mod tests {
         );
         mark_listed(&mut conn, &paths[..1]).unwrap();
         let due = listing_due(&conn, &paths, "2000-01-01T00:00:00Z").unwrap();
-        assert_eq!(due, HashSet::from(["b.example/m".to_string()]));
+        assert_eq!(due, HashSet::from([module("b.example/m")]));
         assert_eq!(
             listing_due(&conn, &paths, "2999-01-01T00:00:00Z")
                 .unwrap()
@@ -504,19 +587,17 @@ mod tests {
     fn mirrored_means_a_published_version() {
         let mut conn = migrated();
         let run = begin_run(&mut conn, 1).unwrap();
-        mark_pending(&mut conn, run, &[kv("a.example/m", "v1.0.0")]).unwrap();
-        let o = Outcome {
-            path: "b.example/m".into(),
-            version: "v1.0.0".into(),
-            result: OutcomeKind::Published(published_info(1)),
-        };
+        mark_pending(&mut conn, run, &[mv("a.example/m", "v1.0.0")]).unwrap();
+        let o = outcome(
+            "b.example/m",
+            "v1.0.0",
+            OutcomeKind::Published(published_info(1)),
+        );
         record_outcomes(&mut conn, &[o]).unwrap();
-        let paths: Vec<String> = ["a.example/m", "b.example/m", "c.example/m"]
-            .map(String::from)
-            .to_vec();
+        let paths = ["a.example/m", "b.example/m", "c.example/m"].map(module);
         assert_eq!(
             mirrored_modules(&conn, &paths).unwrap(),
-            HashSet::from(["b.example/m".to_string()])
+            HashSet::from([module("b.example/m")])
         );
     }
 }

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::now;
+use super::{now, StateError, Store};
 
 /// One applied bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +18,40 @@ pub struct ImportRecord {
     pub bytes: u64,
     /// Set by the state when recorded.
     pub imported_at: String,
+}
+
+/// Where a bundle would go in the chain of applied ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportChain {
+    /// The newest applied bundle: the chain continues from it.
+    pub last: Option<ImportRecord>,
+    /// The bundle already applied as the asked-for source's sequence.
+    pub same_sequence: Option<ImportRecord>,
+}
+
+impl Store {
+    /// The newest applied bundle, and the one applied as `source`'s
+    /// `sequence` (if any), read together.
+    pub async fn import_chain(
+        &self,
+        source: &str,
+        sequence: u64,
+    ) -> Result<ImportChain, StateError> {
+        let source = source.to_owned();
+        self.call_as("import chain", move |c| {
+            Ok(ImportChain {
+                last: last_import(c)?,
+                same_sequence: import_of(c, &source, sequence)?,
+            })
+        })
+        .await
+    }
+
+    /// Records an applied bundle (after all of it is published).
+    pub async fn record_import(&self, record: ImportRecord) -> Result<(), StateError> {
+        self.call_as("record import", move |c| record_import(c, &record))
+            .await
+    }
 }
 
 const COLUMNS: &str =

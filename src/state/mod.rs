@@ -12,11 +12,23 @@
 //! `record_outcomes`); the < 1 s no-op sync depends on it. A `published`
 //! version is never changed again (see `versions.rs`).
 //!
+//! The API speaks the domain's types (STYLE.md §8): a method takes
+//! [`ModVer`]s and [`ModulePath`](crate::module::ModulePath)s and returns them in named rows. Each
+//! table's methods are an `impl Store` block beside its SQL:
+//! - `runs.rs`: `begin_run`, `finish_run`
+//! - `versions.rs`: what is published, `mark_pending`, `record_outcomes`
+//! - `feed.rs`: the index feed's cursor and pages, retries, listing times
+//! - `sumdb.rs`: checksum database heads and record ids
+//! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
+//! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
+//!
+//! A module path or version read back from the database is checked again
+//! (`ModVer::parse`). One that no longer passes Go's rules (written by an
+//! older gomirror with looser rules) is logged and skipped by every read,
+//! here in [`mod_ver`], so the policy lives in one place.
+//!
 //! The schema lives in `migrations/NNNN_name.sql`, applied at open
 //! (`migrate.rs`). Timestamps are RFC 3339 UTC text with whole seconds.
-//!
-//! Module paths and versions are plain strings here: the caller has already
-//! checked them (`module::ModulePath`, `module::Version`).
 
 mod error;
 mod exports;
@@ -28,7 +40,6 @@ mod status;
 mod sumdb;
 mod versions;
 
-use std::collections::HashSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,17 +50,19 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::module::ModVer;
+
 pub use error::StateError;
-pub use exports::{ExportCandidate, ExportRecord, PreviousExport, STATUS_EXPORTS};
+pub use exports::{ExportCandidate, ExportRecord, PreviousExport, VersionId, STATUS_EXPORTS};
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
-pub use imports::ImportRecord;
+pub use imports::{ImportChain, ImportRecord};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
-    Problem, Rejection, RunTotals, StatusCounts, StatusReport, SumdbStatus, STATUS_PROBLEMS,
-    STATUS_RUNS,
+    Problem, RejectedEntry, Rejection, RunTotals, StatusCounts, StatusReport, SumdbStatus,
+    STATUS_PROBLEMS, STATUS_RUNS,
 };
-pub use sumdb::{RecordRow, StoredHead};
-pub use versions::{Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
+pub use sumdb::{RecordId, RecordRow, StoredHead};
+pub use versions::{InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
 /// burst of callers cannot queue unbounded work.
@@ -112,18 +125,11 @@ impl Store {
         &self.path
     }
 
-    /// Runs `f` on the state thread and returns its result. Errors name the
-    /// operation `query`; prefer [`Store::call_as`] to name it.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, StateError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.call_as("query", f).await
-    }
-
     /// Runs `f` on the state thread; errors name the operation `op`.
-    pub async fn call_as<T, F>(&self, op: &'static str, f: F) -> Result<T, StateError>
+    ///
+    /// Private to `state`: every other module goes through a named method
+    /// (in the file that owns its tables), so SQL never leaves this module.
+    async fn call_as<T, F>(&self, op: &'static str, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -142,304 +148,6 @@ impl Store {
             .await
             .map_err(|_| stopped())?
             .map_err(|e| StateError::sqlite(self.path.to_path_buf(), op, e))
-    }
-
-    /// Records a new run of this process as `running`. Any other run still
-    /// `running` is marked `interrupted`: the caller holds the run lock, so
-    /// its process is gone.
-    pub async fn begin_run(&self) -> Result<RunId, StateError> {
-        let pid = std::process::id();
-        self.call_as("begin run", move |c| runs::begin_run(c, pid))
-            .await
-    }
-
-    /// Records how `run` ended.
-    pub async fn finish_run(&self, run: RunId, summary: &RunSummary) -> Result<(), StateError> {
-        let summary = summary.clone();
-        self.call_as("finish run", move |c| runs::finish_run(c, run, &summary))
-            .await
-    }
-
-    /// The published `(path, version)` pairs of `paths`: what plan subtracts.
-    pub async fn published_set(
-        &self,
-        paths: &[String],
-    ) -> Result<HashSet<(String, String)>, StateError> {
-        let paths = paths.to_vec();
-        self.call_as("published set", move |c| {
-            let all = versions::version_statuses(c, &paths)?;
-            Ok(all
-                .into_iter()
-                .filter(|(_, s)| *s == VersionStatus::Published)
-                .map(|(mv, _)| mv)
-                .collect())
-        })
-        .await
-    }
-
-    /// Marks `(path, version)` pairs `pending` for `run`, in one transaction.
-    /// Published versions are left alone. Returns how many rows were marked.
-    pub async fn mark_pending(
-        &self,
-        run: RunId,
-        items: &[(String, String)],
-    ) -> Result<usize, StateError> {
-        let items = items.to_vec();
-        self.call_as("mark pending", move |c| {
-            versions::mark_pending(c, run, &items)
-        })
-        .await
-    }
-
-    /// Records a batch of fetch outcomes in one transaction. Outcomes for
-    /// versions already published are ignored and listed in the result.
-    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<Recorded, StateError> {
-        let outcomes = outcomes.to_vec();
-        self.call_as("record outcomes", move |c| {
-            versions::record_outcomes(c, &outcomes)
-        })
-        .await
-    }
-
-    /// Versions left `pending` by an interrupted run, by path and version.
-    pub async fn pending_versions(&self) -> Result<Vec<(String, String)>, StateError> {
-        self.call_as("pending versions", |c| versions::pending_versions(c))
-            .await
-    }
-
-    /// Records upstream entries that can never be mirrored, `(module, entry,
-    /// reason)`, as seen by `run`; one transaction.
-    pub async fn record_rejections(
-        &self,
-        run: RunId,
-        rejections: &[(String, String, String)],
-    ) -> Result<(), StateError> {
-        let rejections = rejections.to_vec();
-        self.call_as("record rejections", move |c| {
-            status::record_rejections(c, run, &rejections)
-        })
-        .await
-    }
-
-    /// The largest verified tree head of checksum database `db`.
-    pub async fn newest_sumdb_head(&self, db: &str) -> Result<Option<StoredHead>, StateError> {
-        let db = db.to_owned();
-        self.call_as("newest sumdb head", move |c| sumdb::newest_head(c, &db))
-            .await
-    }
-
-    /// The heads the offline copy was published with, smallest first.
-    pub async fn pinned_sumdb_heads(&self, db: &str) -> Result<Vec<StoredHead>, StateError> {
-        let db = db.to_owned();
-        self.call_as("pinned sumdb heads", move |c| sumdb::pinned_heads(c, &db))
-            .await
-    }
-
-    /// Stores a verified head of `db`. `false`: a head of that size with
-    /// another hash is already stored (the caller should have seen the fork).
-    pub async fn save_sumdb_head(&self, db: &str, head: StoredHead) -> Result<bool, StateError> {
-        let db = db.to_owned();
-        self.call_as("save sumdb head", move |c| sumdb::save_head(c, &db, &head))
-            .await
-    }
-
-    /// Records the checksum database's record id of `(path, version, id)`
-    /// triples whose versions are known (pending or published).
-    pub async fn record_sumdb_ids(
-        &self,
-        db: &str,
-        records: Vec<(String, String, i64)>,
-    ) -> Result<usize, StateError> {
-        let db = db.to_owned();
-        self.call_as("record sumdb ids", move |c| {
-            sumdb::record_ids(c, &db, &records)
-        })
-        .await
-    }
-
-    /// Record ids of every published version of `db`, ascending.
-    pub async fn published_sumdb_ids(&self, db: &str) -> Result<Vec<i64>, StateError> {
-        let db = db.to_owned();
-        self.call_as("published sumdb ids", move |c| {
-            sumdb::published_record_ids(c, &db)
-        })
-        .await
-    }
-
-    /// Every published version with its hashes and `db` record id.
-    pub async fn published_records(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
-        let db = db.to_owned();
-        self.call_as("published records", move |c| {
-            sumdb::published_records(c, &db, false)
-        })
-        .await
-    }
-
-    /// Published versions `db` has no record id for (private ones, and
-    /// those published while verification was off).
-    pub async fn published_without_record(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
-        let db = db.to_owned();
-        self.call_as("published without record", move |c| {
-            sumdb::published_records(c, &db, true)
-        })
-        .await
-    }
-
-    /// Where the index feed resumes; `None` before the first feed run.
-    pub async fn feed_cursor(&self) -> Result<Option<FeedCursor>, StateError> {
-        self.call_as("feed cursor", |c| feed::cursor(c)).await
-    }
-
-    /// Records one feed page in one transaction: its versions as `pending`
-    /// feed work, its rejections, and the cursor after it. Returns the
-    /// versions that were not known before.
-    pub async fn record_feed_page(
-        &self,
-        run: RunId,
-        page: PageRecord,
-    ) -> Result<Vec<(String, String)>, StateError> {
-        self.call_as("record feed page", move |c| {
-            feed::record_page(c, run, &page)
-        })
-        .await
-    }
-
-    /// The modules among `paths` that have a published version.
-    pub async fn mirrored_modules(
-        &self,
-        paths: Vec<String>,
-    ) -> Result<HashSet<String>, StateError> {
-        self.call_as("mirrored modules", move |c| {
-            feed::mirrored_modules(c, &paths)
-        })
-        .await
-    }
-
-    /// `pending` versions due now: interrupted, newly planned, or whose
-    /// retry time has come.
-    pub async fn due_versions(&self) -> Result<Vec<DueVersion>, StateError> {
-        let now = now();
-        self.call_as("due versions", move |c| feed::due_versions(c, &now))
-            .await
-    }
-
-    /// Schedules the next try of feed versions that failed (see
-    /// [`RetryPolicy`]); returns how many were scheduled.
-    pub async fn schedule_retries(&self, policy: RetryPolicy) -> Result<usize, StateError> {
-        self.call_as("schedule retries", move |c| {
-            feed::schedule_retries(c, &policy, OffsetDateTime::now_utc())
-        })
-        .await
-    }
-
-    /// Puts `failed` versions of modules matching `pattern` (comma-separated
-    /// `path.Match` globs on leading path elements, as GONOSUMDB; `None`:
-    /// every module) back to `pending` with no attempts used.
-    pub async fn retry_failed(
-        &self,
-        pattern: Option<String>,
-    ) -> Result<Vec<(String, String)>, StateError> {
-        self.call_as("retry failed", move |c| {
-            feed::retry_failed(c, pattern.as_deref())
-        })
-        .await
-    }
-
-    /// The modules among `paths` whose `@v/list` was not read within `interval`.
-    pub async fn listing_due(
-        &self,
-        paths: Vec<String>,
-        interval: Duration,
-    ) -> Result<HashSet<String>, StateError> {
-        let cutoff = OffsetDateTime::now_utc()
-            .checked_sub(time::Duration::try_from(interval).unwrap_or(time::Duration::MAX))
-            .map_or_else(|| "0000".to_string(), feed::stamp);
-        self.call_as("listing due", move |c| {
-            feed::listing_due(c, &paths, &cutoff)
-        })
-        .await
-    }
-
-    /// Records that `paths` were listed upstream now.
-    pub async fn mark_listed(&self, paths: Vec<String>) -> Result<(), StateError> {
-        self.call_as("mark listed", move |c| feed::mark_listed(c, &paths))
-            .await
-    }
-
-    /// The newest completed export of `source`.
-    pub async fn previous_export(
-        &self,
-        source: &str,
-    ) -> Result<Option<PreviousExport>, StateError> {
-        let source = source.to_owned();
-        self.call_as("previous export", move |c| {
-            exports::previous_export(c, &source)
-        })
-        .await
-    }
-
-    /// Published versions to export: all if `full`, else those no completed
-    /// export of `source` held.
-    pub async fn export_candidates(
-        &self,
-        source: &str,
-        full: bool,
-    ) -> Result<Vec<ExportCandidate>, StateError> {
-        let source = source.to_owned();
-        self.call_as("export candidates", move |c| {
-            exports::export_candidates(c, &source, full)
-        })
-        .await
-    }
-
-    /// Tiles (tree-relative) some completed export of `source` held.
-    pub async fn exported_tiles(&self, source: &str) -> Result<HashSet<String>, StateError> {
-        let source = source.to_owned();
-        self.call_as("exported tiles", move |c| {
-            exports::exported_tiles(c, &source)
-        })
-        .await
-    }
-
-    /// Records a completed export, its versions and tiles, in one transaction.
-    pub async fn record_export(
-        &self,
-        record: ExportRecord,
-        version_ids: Vec<i64>,
-        tiles: Vec<String>,
-    ) -> Result<ExportRecord, StateError> {
-        self.call_as("record export", move |c| {
-            exports::record_export(c, record, &version_ids, &tiles)
-        })
-        .await
-    }
-
-    /// The newest applied bundle, and the one applied as `source`'s
-    /// `sequence` (if any).
-    pub async fn import_chain(
-        &self,
-        source: &str,
-        sequence: u64,
-    ) -> Result<(Option<ImportRecord>, Option<ImportRecord>), StateError> {
-        let source = source.to_owned();
-        self.call_as("import chain", move |c| {
-            Ok((
-                imports::last_import(c)?,
-                imports::import_of(c, &source, sequence)?,
-            ))
-        })
-        .await
-    }
-
-    /// Records an applied bundle (after all of it is published).
-    pub async fn record_import(&self, record: ImportRecord) -> Result<(), StateError> {
-        self.call_as("record import", move |c| imports::record_import(c, &record))
-            .await
-    }
-
-    /// Counts, recent runs and recent problems for `gomirror status`.
-    pub async fn status(&self) -> Result<StatusReport, StateError> {
-        self.call_as("status", status::status).await
     }
 }
 
@@ -507,9 +215,25 @@ pub(crate) fn now() -> String {
         .expect("the current time is within RFC 3339's years")
 }
 
+/// A `(path, version)` read back from the database as a [`ModVer`], or
+/// `None` if it no longer passes Go's rules: logged and skipped, so one bad
+/// row cannot stop a run (`gomirror verify` reports them, see
+/// [`Store::invalid_published`]).
+fn mod_ver(path: &str, version: &str) -> Option<ModVer> {
+    match ModVer::parse(path, version) {
+        Ok(mv) => Some(mv),
+        Err(e) => {
+            tracing::warn!("state holds a version that no longer checks: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::module::ModulePath;
+    use std::collections::HashSet;
 
     /// An in-memory database with every migration applied.
     pub(crate) fn migrated() -> Connection {
@@ -532,8 +256,19 @@ pub(crate) mod tests {
         }
     }
 
-    fn mv(path: &str, version: &str) -> (String, String) {
-        (path.to_string(), version.to_string())
+    pub(crate) fn module(path: &str) -> ModulePath {
+        ModulePath::new(path).unwrap()
+    }
+
+    pub(crate) fn mv(path: &str, version: &str) -> ModVer {
+        ModVer::parse(path, version).unwrap()
+    }
+
+    pub(crate) fn outcome(path: &str, version: &str, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            mv: mv(path, version),
+            kind,
+        }
     }
 
     #[test]
@@ -550,7 +285,7 @@ pub(crate) mod tests {
         let store = Store::open(&path).await.unwrap();
         assert!(path.exists());
         let (mode, sync, fk): (String, i64, i64) = store
-            .call(|c| {
+            .call_as("query", |c| {
                 let mode = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
                 let sync = c.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
                 let fk = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
@@ -566,9 +301,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let count = |s: Store| async move {
-            s.call(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)))
-                .await
-                .unwrap()
+            s.call_as("query", |c| {
+                c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            })
+            .await
+            .unwrap()
         };
         let first: i64 = count(Store::open(&path).await.unwrap()).await;
         let second: i64 = count(Store::open(&path).await.unwrap()).await;
@@ -582,7 +319,7 @@ pub(crate) mod tests {
         let path = dir.path().join("state.db");
         let store = Store::open(&path).await.unwrap();
         store
-            .call(|c| {
+            .call_as("query", |c| {
                 c.execute(
                     "INSERT INTO schema_migrations VALUES (7, 'later', '2030-01-01T00:00:00Z')",
                     [],
@@ -614,11 +351,11 @@ pub(crate) mod tests {
             mv("rsc.io/quote", "v1.5.2"),
         ];
         store.mark_pending(killed, &planned).await.unwrap();
-        let done = Outcome {
-            path: "rsc.io/quote".into(),
-            version: "v1.5.2".into(),
-            result: OutcomeKind::Published(published_info(5)),
-        };
+        let done = outcome(
+            "rsc.io/quote",
+            "v1.5.2",
+            OutcomeKind::Published(published_info(5)),
+        );
         store.record_outcomes(&[done]).await.unwrap();
         drop(store); // the process dies here
 
@@ -628,7 +365,7 @@ pub(crate) mod tests {
             store.pending_versions().await.unwrap(),
             vec![mv("golang.org/x/text", "v0.3.7")]
         );
-        let paths = vec!["golang.org/x/text".to_string(), "rsc.io/quote".to_string()];
+        let paths = [module("golang.org/x/text"), module("rsc.io/quote")];
         assert_eq!(
             store.published_set(&paths).await.unwrap(),
             HashSet::from([mv("rsc.io/quote", "v1.5.2")])
@@ -683,7 +420,7 @@ pub(crate) mod tests {
         let path = dir.path().join("state.db");
         let store = Store::open(&path).await.unwrap();
         store
-            .call(|c| c.busy_timeout(Duration::from_millis(20)))
+            .call_as("query", |c| c.busy_timeout(Duration::from_millis(20)))
             .await
             .unwrap();
         let other = Connection::open(&path).unwrap();

@@ -8,7 +8,7 @@
 use rusqlite::{Connection, Row, TransactionBehavior};
 use serde::Serialize;
 
-use super::now;
+use super::{now, StateError, Store};
 
 /// The id of a row in `runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -87,6 +87,23 @@ pub struct RunRecord {
     pub ended_at: Option<String>,
     #[serde(flatten)]
     pub summary: RunSummary,
+}
+
+impl Store {
+    /// Records a new run of this process as `running`. Any other run still
+    /// `running` is marked `interrupted`: the caller holds the run lock, so
+    /// its process is gone.
+    pub async fn begin_run(&self) -> Result<RunId, StateError> {
+        let pid = std::process::id();
+        self.call_as("begin run", move |c| begin_run(c, pid)).await
+    }
+
+    /// Records how `run` ended.
+    pub async fn finish_run(&self, run: RunId, summary: &RunSummary) -> Result<(), StateError> {
+        let summary = summary.clone();
+        self.call_as("finish run", move |c| finish_run(c, run, &summary))
+            .await
+    }
 }
 
 pub(crate) fn begin_run(conn: &mut Connection, pid: u32) -> rusqlite::Result<RunId> {

@@ -8,6 +8,7 @@ use super::exports::{recent_exports, ExportRecord, STATUS_EXPORTS};
 use super::feed::{cursor, FeedCursor};
 use super::runs::{recent_runs, RunId, RunRecord};
 use super::versions::VersionStatus;
+use super::{StateError, Store};
 
 /// How many runs the report lists.
 pub const STATUS_RUNS: usize = 10;
@@ -68,7 +69,18 @@ pub struct RunTotals {
     pub last_completed_at: Option<String>,
 }
 
-/// An upstream entry that can never be mirrored, and why.
+/// An upstream entry that can never be mirrored, and why, as it is
+/// recorded. Raw text: it did not pass Go's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEntry {
+    /// The module path as upstream wrote it (`<feed>` when even that is bad).
+    pub module: String,
+    /// The entry refused: a version, or `path@version`.
+    pub entry: String,
+    pub reason: String,
+}
+
+/// A recorded rejection, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rejection {
     pub module: String,
@@ -98,6 +110,27 @@ pub struct Problem {
     pub updated_at: String,
     /// A pending version waits until then for its next try.
     pub next_try_at: Option<String>,
+}
+
+impl Store {
+    /// Counts, recent runs and recent problems for `gomirror status`.
+    pub async fn status(&self) -> Result<StatusReport, StateError> {
+        self.call_as("status", status).await
+    }
+
+    /// Records upstream entries that can never be mirrored, as seen by
+    /// `run`; one transaction.
+    pub async fn record_rejections(
+        &self,
+        run: RunId,
+        rejections: &[RejectedEntry],
+    ) -> Result<(), StateError> {
+        let rejections = rejections.to_vec();
+        self.call_as("record rejections", move |c| {
+            record_rejections(c, run, &rejections)
+        })
+        .await
+    }
 }
 
 pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
@@ -194,7 +227,7 @@ fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
 pub(crate) fn record_rejections(
     conn: &mut Connection,
     run: RunId,
-    rejections: &[(String, String, String)],
+    rejections: &[RejectedEntry],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
@@ -202,8 +235,8 @@ pub(crate) fn record_rejections(
             "INSERT INTO rejections (run_id, module, entry, reason, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let now = super::now();
-        for (module, entry, reason) in rejections {
-            insert.execute(rusqlite::params![run.0, module, entry, reason, now])?;
+        for r in rejections {
+            insert.execute(rusqlite::params![run.0, r.module, r.entry, r.reason, now])?;
         }
     }
     tx.commit()
@@ -251,32 +284,21 @@ fn sumdb_status(conn: &Connection) -> rusqlite::Result<Vec<SumdbStatus>> {
 mod tests {
     use super::*;
     use crate::state::runs::{begin_run, finish_run, RunOutcome, RunSummary};
-    use crate::state::tests::{migrated, published_info};
-    use crate::state::versions::{mark_pending, record_outcomes, Outcome, OutcomeKind};
-
-    fn outcome(path: &str, version: &str, result: OutcomeKind) -> Outcome {
-        Outcome {
-            path: path.into(),
-            version: version.into(),
-            result,
-        }
-    }
+    use crate::state::tests::{migrated, mv, outcome, published_info};
+    use crate::state::versions::{mark_pending, record_outcomes, OutcomeKind};
 
     #[test]
     fn rejections_are_reported_newest_first() {
         let mut conn = migrated();
         let run = begin_run(&mut conn, 7).unwrap();
+        let rejected = |entry: &str, reason: &str| RejectedEntry {
+            module: "a.example/m".into(),
+            entry: entry.into(),
+            reason: reason.into(),
+        };
         let rows = [
-            (
-                "a.example/m".to_string(),
-                "../../etc".to_string(),
-                "not a semantic version".to_string(),
-            ),
-            (
-                "a.example/m".to_string(),
-                "v1.2".to_string(),
-                "not canonical".to_string(),
-            ),
+            rejected("../../etc", "not a semantic version"),
+            rejected("v1.2", "not canonical"),
         ];
         record_rejections(&mut conn, run, &rows).unwrap();
         let r = status(&mut conn).unwrap();
@@ -300,10 +322,7 @@ mod tests {
     fn counts_bytes_runs_and_problems() {
         let mut conn = migrated();
         let run = begin_run(&mut conn, 7).unwrap();
-        let pending = [
-            ("a.example/m".to_string(), "v1.0.0".to_string()),
-            ("c.example/m".to_string(), "v0.0.1".to_string()),
-        ];
+        let pending = [mv("a.example/m", "v1.0.0"), mv("c.example/m", "v0.0.1")];
         mark_pending(&mut conn, run, &pending).unwrap();
         let q = OutcomeKind::Quarantined {
             reason: "zip: go.mod files must have lowercase names".into(),

@@ -4,7 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::now;
+use super::{mod_ver, now, StateError, Store};
+use crate::module::ModVer;
 
 /// A verified signed tree head as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,13 +21,81 @@ pub struct StoredHead {
 /// A published version's record in the checksum database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordRow {
-    pub path: String,
-    pub version: String,
+    pub mv: ModVer,
     pub h1_zip: String,
     pub h1_mod: String,
     /// `None`: published without a record (a private module, or published
     /// before verification was on).
     pub record_id: Option<i64>,
+}
+
+/// A version's record id in a checksum database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordId {
+    pub mv: ModVer,
+    pub id: i64,
+}
+
+impl Store {
+    /// The largest verified tree head of checksum database `db`.
+    pub async fn newest_sumdb_head(&self, db: &str) -> Result<Option<StoredHead>, StateError> {
+        let db = db.to_owned();
+        self.call_as("newest sumdb head", move |c| newest_head(c, &db))
+            .await
+    }
+
+    /// The heads the offline copy was published with, smallest first.
+    pub async fn pinned_sumdb_heads(&self, db: &str) -> Result<Vec<StoredHead>, StateError> {
+        let db = db.to_owned();
+        self.call_as("pinned sumdb heads", move |c| pinned_heads(c, &db))
+            .await
+    }
+
+    /// Stores a verified head of `db`. `false`: a head of that size with
+    /// another hash is already stored (the caller should have seen the fork).
+    pub async fn save_sumdb_head(&self, db: &str, head: StoredHead) -> Result<bool, StateError> {
+        let db = db.to_owned();
+        self.call_as("save sumdb head", move |c| save_head(c, &db, &head))
+            .await
+    }
+
+    /// Records the record ids in `db` of versions that are known (pending or
+    /// published), in one transaction; returns how many were.
+    pub async fn record_sumdb_ids(
+        &self,
+        db: &str,
+        records: &[RecordId],
+    ) -> Result<usize, StateError> {
+        let (db, records) = (db.to_owned(), records.to_vec());
+        self.call_as("record sumdb ids", move |c| record_ids(c, &db, &records))
+            .await
+    }
+
+    /// Record ids of every published version of `db`, ascending.
+    pub async fn published_sumdb_ids(&self, db: &str) -> Result<Vec<i64>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published sumdb ids", move |c| published_record_ids(c, &db))
+            .await
+    }
+
+    /// Every published version with its hashes and `db` record id.
+    pub async fn published_records(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published records", move |c| {
+            published_records(c, &db, false)
+        })
+        .await
+    }
+
+    /// Published versions `db` has no record id for (private ones, and
+    /// those published while verification was off).
+    pub async fn published_without_record(&self, db: &str) -> Result<Vec<RecordRow>, StateError> {
+        let db = db.to_owned();
+        self.call_as("published without record", move |c| {
+            published_records(c, &db, true)
+        })
+        .await
+    }
 }
 
 pub(crate) fn newest_head(conn: &Connection, db: &str) -> rusqlite::Result<Option<StoredHead>> {
@@ -94,12 +163,12 @@ pub(crate) fn save_head(
     Ok(saved)
 }
 
-/// Records `(path, version, record id)` for versions that already have a
-/// row (mark_pending made it), in one transaction.
+/// Records the record ids of versions that already have a row
+/// (mark_pending made it), in one transaction.
 pub(crate) fn record_ids(
     conn: &mut Connection,
     db: &str,
-    records: &[(String, String, i64)],
+    records: &[RecordId],
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut written = 0;
@@ -110,8 +179,8 @@ pub(crate) fn record_ids(
              WHERE m.path = ?2 AND v.version = ?3
              ON CONFLICT (version_id, db_name) DO UPDATE SET record_id = excluded.record_id",
         )?;
-        for (path, version, id) in records {
-            written += insert.execute((db, path, version, id))?;
+        for r in records {
+            written += insert.execute((db, r.mv.path.as_str(), r.mv.version.as_str(), r.id))?;
         }
     }
     tx.commit()?;
@@ -145,24 +214,27 @@ pub(crate) fn published_records(
              ORDER BY m.path, v.version",
         )?
         .query_map((db, missing_only), |r| {
-            Ok(RecordRow {
-                path: r.get(0)?,
-                version: r.get(1)?,
+            let (path, version): (String, String) = (r.get(0)?, r.get(1)?);
+            let Some(mv) = mod_ver(&path, &version) else {
+                return Ok(None);
+            };
+            Ok(Some(RecordRow {
+                mv,
                 h1_zip: r.get(2)?,
                 h1_mod: r.get(3)?,
                 record_id: r.get(4)?,
-            })
+            }))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     tx.commit()?;
-    Ok(rows)
+    Ok(rows.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::migrated;
-    use crate::state::{versions, Outcome, OutcomeKind};
+    use crate::state::tests::{migrated, mv, outcome, published_info};
+    use crate::state::{versions, OutcomeKind};
 
     fn head(size: i64, hash: &str, pinned: bool) -> StoredHead {
         StoredHead {
@@ -195,24 +267,30 @@ mod tests {
     #[test]
     fn record_ids_attach_to_versions_and_only_published_ones_count() {
         let mut c = migrated();
-        let items = [("example.com/a".to_string(), "v1.0.0".to_string())];
+        let a = mv("example.com/a", "v1.0.0");
         let run = crate::state::runs::begin_run(&mut c, 1).unwrap();
-        versions::mark_pending(&mut c, run, &items).unwrap();
-        let ids = [("example.com/a".into(), "v1.0.0".into(), 7)];
+        versions::mark_pending(&mut c, run, std::slice::from_ref(&a)).unwrap();
+        let ids = [RecordId {
+            mv: a.clone(),
+            id: 7,
+        }];
         assert_eq!(record_ids(&mut c, "db", &ids).unwrap(), 1);
-        let unknown = [("example.com/b".into(), "v1.0.0".into(), 8)];
+        let unknown = [RecordId {
+            mv: mv("example.com/b", "v1.0.0"),
+            id: 8,
+        }];
         assert_eq!(record_ids(&mut c, "db", &unknown).unwrap(), 0);
         assert!(published_record_ids(&c, "db").unwrap().is_empty());
-        let outcome = Outcome {
-            path: "example.com/a".into(),
-            version: "v1.0.0".into(),
-            result: OutcomeKind::Published(crate::state::tests::published_info(5)),
-        };
-        versions::record_outcomes(&mut c, &[outcome]).unwrap();
+        let published = outcome(
+            "example.com/a",
+            "v1.0.0",
+            OutcomeKind::Published(published_info(5)),
+        );
+        versions::record_outcomes(&mut c, &[published]).unwrap();
         assert_eq!(published_record_ids(&c, "db").unwrap(), [7]);
         let rows = published_records(&mut c, "db", false).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].record_id, Some(7));
+        assert_eq!((&rows[0].mv, rows[0].record_id), (&a, Some(7)));
         assert!(published_records(&mut c, "db", true).unwrap().is_empty());
         let other = published_records(&mut c, "other", true).unwrap();
         assert_eq!(other.len(), 1);

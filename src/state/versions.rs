@@ -10,12 +10,13 @@
 //!
 //! Writers take whole batches and use one transaction per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
-use super::{now, RunId};
+use super::{mod_ver, now, RunId, StateError, Store};
+use crate::module::{ModVer, ModVerError, ModulePath};
 
 /// The `status` column of `versions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,9 +64,8 @@ impl rusqlite::types::FromSql for VersionStatus {
 /// What fetching one version ended as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub path: String,
-    pub version: String,
-    pub result: OutcomeKind,
+    pub mv: ModVer,
+    pub kind: OutcomeKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,15 +101,68 @@ pub struct PublishedInfo {
 pub struct Recorded {
     /// Rows inserted or updated.
     pub written: usize,
-    /// `(path, version)` whose outcome was ignored because the version is
-    /// already published. Non-empty means a caller bug: publish ran twice.
-    pub already_published: Vec<(String, String)>,
+    /// Versions whose outcome was ignored because they are already
+    /// published. Non-empty means a caller bug: publish ran twice.
+    pub already_published: Vec<ModVer>,
+}
+
+/// A published row whose path and version no longer pass Go's rules. Every
+/// other read skips it (see `state::mod_ver`); `gomirror verify` reports it.
+#[derive(Debug)]
+pub struct InvalidVersion {
+    pub path: String,
+    pub version: String,
+    pub error: ModVerError,
+}
+
+impl Store {
+    /// The published versions of `paths`: what plan subtracts.
+    pub async fn published_set(&self, paths: &[ModulePath]) -> Result<HashSet<ModVer>, StateError> {
+        let paths = paths.to_vec();
+        self.call_as("published set", move |c| {
+            let all = version_statuses(c, &paths)?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, s)| *s == VersionStatus::Published)
+                .map(|(mv, _)| mv)
+                .collect())
+        })
+        .await
+    }
+
+    /// Marks `versions` `pending` for `run`, in one transaction. Published
+    /// versions are left alone. Returns how many rows were marked.
+    pub async fn mark_pending(&self, run: RunId, versions: &[ModVer]) -> Result<usize, StateError> {
+        let versions = versions.to_vec();
+        self.call_as("mark pending", move |c| mark_pending(c, run, &versions))
+            .await
+    }
+
+    /// Records a batch of fetch outcomes in one transaction. Outcomes for
+    /// versions already published are ignored and listed in the result.
+    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<Recorded, StateError> {
+        let outcomes = outcomes.to_vec();
+        self.call_as("record outcomes", move |c| record_outcomes(c, &outcomes))
+            .await
+    }
+
+    /// Versions left `pending` by an interrupted run, by path and version.
+    pub async fn pending_versions(&self) -> Result<Vec<ModVer>, StateError> {
+        self.call_as("pending versions", |c| pending_versions(c))
+            .await
+    }
+
+    /// Published rows that no longer pass Go's rules, by path and version.
+    pub async fn invalid_published(&self) -> Result<Vec<InvalidVersion>, StateError> {
+        self.call_as("invalid published", |c| invalid_published(c))
+            .await
+    }
 }
 
 pub(crate) fn mark_pending(
     conn: &mut Connection,
     run: RunId,
-    items: &[(String, String)],
+    items: &[ModVer],
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now();
@@ -124,9 +177,9 @@ pub(crate) fn mark_pending(
                  last_run_id = excluded.last_run_id, next_try_at = NULL
              WHERE versions.status != 'published'",
         )?;
-        for (path, version) in items {
-            let module = modules.get(&tx, path, &now)?;
-            marked += upsert.execute((module, version, &now, run.0))?;
+        for mv in items {
+            let module = modules.get(&tx, &mv.path, &now)?;
+            marked += upsert.execute((module, mv.version.as_str(), &now, run.0))?;
         }
     }
     tx.commit()?;
@@ -157,12 +210,12 @@ pub(crate) fn record_outcomes(
              WHERE versions.status != 'published'",
         )?;
         for o in outcomes {
-            let module = modules.get(&tx, &o.path, &now)?;
-            let (status, p, last_error) = columns(&o.result);
+            let module = modules.get(&tx, &o.mv.path, &now)?;
+            let (status, p, last_error) = columns(&o.kind);
             let published_at = p.map(|_| now.as_str());
             let changed = upsert.execute(rusqlite::params![
                 module,
-                o.version,
+                o.mv.version.as_str(),
                 status.as_str(),
                 p.map(|p| p.info_size),
                 p.map(|p| p.mod_size),
@@ -177,13 +230,11 @@ pub(crate) fn record_outcomes(
             ])?;
             if changed == 0 {
                 tracing::warn!(
-                    mv = %format_args!("{}@{}", o.path, o.version),
+                    mv = %o.mv,
                     status = status.as_str(),
                     "outcome for an already published version ignored"
                 );
-                recorded
-                    .already_published
-                    .push((o.path.clone(), o.version.clone()));
+                recorded.already_published.push(o.mv.clone());
             }
             recorded.written += changed;
         }
@@ -207,7 +258,8 @@ fn columns(r: &OutcomeKind) -> (VersionStatus, Option<&PublishedInfo>, Option<&s
 struct ModuleIds(HashMap<String, i64>);
 
 impl ModuleIds {
-    fn get(&mut self, tx: &Transaction<'_>, path: &str, now: &str) -> rusqlite::Result<i64> {
+    fn get(&mut self, tx: &Transaction<'_>, path: &ModulePath, now: &str) -> rusqlite::Result<i64> {
+        let path = path.as_str();
         if let Some(id) = self.0.get(path) {
             return Ok(*id);
         }
@@ -223,12 +275,12 @@ impl ModuleIds {
     }
 }
 
-/// `(path, version)` → status for every known version of `paths`, read in one
+/// Version → status for every known version of `paths`, read in one
 /// transaction (one consistent snapshot, one prepared statement).
 pub(crate) fn version_statuses(
     conn: &mut Connection,
-    paths: &[String],
-) -> rusqlite::Result<HashMap<(String, String), VersionStatus>> {
+    paths: &[ModulePath],
+) -> rusqlite::Result<HashMap<ModVer, VersionStatus>> {
     let tx = conn.transaction()?;
     let mut out = HashMap::new();
     {
@@ -237,10 +289,12 @@ pub(crate) fn version_statuses(
              WHERE m.path = ?1",
         )?;
         for path in paths {
-            let rows = stmt.query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map([path.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
             for row in rows {
                 let (version, status): (String, VersionStatus) = row?;
-                out.insert((path.clone(), version), status);
+                if let Some(mv) = mod_ver(path.as_str(), &version) {
+                    out.insert(mv, status);
+                }
             }
         }
     }
@@ -249,35 +303,45 @@ pub(crate) fn version_statuses(
 }
 
 /// Versions left `pending`, ordered by path and version.
-pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
-    conn.prepare(
+pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<ModVer>> {
+    let rows = conn
+        .prepare(
+            "SELECT m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE v.status = 'pending' ORDER BY m.path, v.version",
+        )?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.iter().filter_map(|(p, v)| mod_ver(p, v)).collect())
+}
+
+/// Published rows whose path and version fail `ModVer::parse`.
+fn invalid_published(conn: &Connection) -> rusqlite::Result<Vec<InvalidVersion>> {
+    let mut stmt = conn.prepare(
         "SELECT m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
-         WHERE v.status = 'pending' ORDER BY m.path, v.version",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect()
+         WHERE v.status = 'published' ORDER BY m.path, v.version",
+    )?;
+    let mut invalid = Vec::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (path, version) = row?;
+        if let Err(error) = ModVer::parse(&path, &version) {
+            invalid.push(InvalidVersion {
+                path,
+                version,
+                error,
+            });
+        }
+    }
+    Ok(invalid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::runs::begin_run;
-    use crate::state::tests::{migrated, published_info};
-
-    fn mv(path: &str, version: &str) -> (String, String) {
-        (path.to_string(), version.to_string())
-    }
-
-    fn outcome(path: &str, version: &str, result: OutcomeKind) -> Outcome {
-        Outcome {
-            path: path.to_string(),
-            version: version.to_string(),
-            result,
-        }
-    }
+    use crate::state::tests::{migrated, module, mv, outcome, published_info};
 
     fn status_of(conn: &mut Connection, path: &str, version: &str) -> Option<VersionStatus> {
-        version_statuses(conn, &[path.to_string()])
+        version_statuses(conn, &[module(path)])
             .unwrap()
             .get(&mv(path, version))
             .copied()
@@ -460,10 +524,43 @@ mod tests {
         )
         .unwrap();
         let got =
-            version_statuses(&mut conn, &["a.example/m".into(), "c.example/m".into()]).unwrap();
+            version_statuses(&mut conn, &[module("a.example/m"), module("c.example/m")]).unwrap();
         assert_eq!(
             got,
             HashMap::from([(mv("a.example/m", "v1.0.0"), VersionStatus::Pending)])
+        );
+    }
+
+    #[test]
+    fn rows_that_no_longer_check_are_skipped_and_listed() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let published = |v| outcome("a.example/m", v, OutcomeKind::Published(published_info(1)));
+        record_outcomes(&mut conn, &[published("v1.0.0"), published("v1.2.0")]).unwrap();
+        mark_pending(&mut conn, run, &[mv("b.example/m", "v0.1.0")]).unwrap();
+        // What Go's rules refuse (not canonical), as a hand edit would leave it.
+        conn.execute_batch(
+            "UPDATE versions SET version = 'v1.2' WHERE version = 'v1.2.0';
+             UPDATE versions SET version = 'v0.1' WHERE version = 'v0.1.0';",
+        )
+        .unwrap();
+        assert_eq!(
+            version_statuses(&mut conn, &[module("a.example/m")]).unwrap(),
+            HashMap::from([(mv("a.example/m", "v1.0.0"), VersionStatus::Published)])
+        );
+        assert_eq!(pending_versions(&conn).unwrap(), vec![]);
+        let invalid: Vec<_> = invalid_published(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.path, i.version, i.error.to_string()))
+            .collect();
+        assert_eq!(
+            invalid,
+            [(
+                "a.example/m".to_string(),
+                "v1.2".to_string(),
+                "a.example/m@v1.2: invalid version: not canonical (want v1.2.0)".to_string()
+            )]
         );
     }
 }

@@ -162,9 +162,8 @@ async fn record(ctx: &Ctx, outcomes: &[(ModVer, OutcomeKind)]) -> Result<(), Syn
     let outcomes: Vec<Outcome> = outcomes
         .iter()
         .map(|(mv, kind)| Outcome {
-            path: mv.path.to_string(),
-            version: mv.version.to_string(),
-            result: kind.clone(),
+            mv: mv.clone(),
+            kind: kind.clone(),
         })
         .collect();
     ctx.store.record_outcomes(&outcomes).await?;

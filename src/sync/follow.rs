@@ -26,7 +26,7 @@ use crate::fetch::Client;
 use crate::module::{ModVer, ModulePath};
 use crate::plan::feed::{format_timestamp, parse_timestamp, Cursor, Page, MAX_LINE, MAX_PAGE};
 use crate::plan::rules::{Decision, Known};
-use crate::state::{FeedCursor, PageRecord};
+use crate::state::{FeedCursor, PageRecord, RejectedEntry};
 
 /// The largest body read for a page of `limit` entries: each at most
 /// [`MAX_LINE`] bytes and its newline (a longer line is refused anyway).
@@ -225,19 +225,19 @@ async fn record(
     tally: &mut Tally,
     out: &mut Followed,
 ) -> Result<(), SyncError> {
-    let paths: Vec<String> = page
+    let paths: Vec<ModulePath> = page
         .entries
         .iter()
-        .map(|e| e.mv.path.to_string())
+        .map(|e| e.mv.path.clone())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mirrored = ctx.store.mirrored_modules(paths).await?;
+    let mirrored = ctx.store.mirrored_modules(&paths).await?;
     let mut planned = Vec::new();
     for entry in &page.entries {
         let known = Known {
             watched: watched.contains(&entry.mv.path),
-            mirrored: mirrored.contains(entry.mv.path.as_str()),
+            mirrored: mirrored.contains(&entry.mv.path),
         };
         let decision = feed.rules.decide(&entry.mv, known);
         *out.report
@@ -246,7 +246,7 @@ async fn record(
             .or_default() += 1;
         out.mentioned.insert(entry.mv.path.clone());
         if decision.mirrors() {
-            planned.push((entry.mv.path.to_string(), entry.mv.version.to_string()));
+            planned.push(entry.mv.clone());
         }
     }
     for r in &page.rejected {
@@ -259,15 +259,18 @@ async fn record(
         rejections: page
             .rejected
             .iter()
-            .map(|r| (r.module.clone(), r.version.clone(), r.reason.clone()))
+            .map(|r| RejectedEntry {
+                module: r.module.clone(),
+                entry: r.version.clone(),
+                reason: r.reason.clone(),
+            })
             .collect(),
         cursor: after,
     };
     tally.rejected.extend(page.rejected);
     let added = ctx.store.record_feed_page(ctx.run_id, record).await?;
     out.report.planned += added.len() as u64;
-    out.planned
-        .extend(added.iter().filter_map(|(p, v)| ModVer::parse(p, v).ok()));
+    out.planned.extend(added);
     Ok(())
 }
 

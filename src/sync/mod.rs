@@ -314,9 +314,9 @@ async fn run_stages(
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
     let paths = watch
         .iter()
-        .map(|w| w.module.to_string())
-        .chain(resumed.iter().map(|(mv, _)| mv.path.to_string()))
-        .chain(feed_new.iter().map(|mv| mv.path.to_string()));
+        .map(|w| w.module.clone())
+        .chain(resumed.iter().map(|(mv, _)| mv.path.clone()))
+        .chain(feed_new.iter().map(|mv| mv.path.clone()));
     let published = published_versions(ctx, paths).await?;
     let selected = plan_watchlist(ctx, config, &watch, tally).await?;
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
@@ -355,11 +355,11 @@ async fn run_stages(
         return Ok(());
     }
     // The feed's new versions are pending already, recorded with the cursor.
-    let keys: Vec<(String, String)> = plan
+    let keys: Vec<ModVer> = plan
         .jobs
         .iter()
         .filter(|mv| !feed_new.contains(*mv))
-        .map(key)
+        .cloned()
         .collect();
     if !keys.is_empty() {
         ctx.store.mark_pending(ctx.run_id, &keys).await?;
@@ -407,15 +407,15 @@ async fn watch_entries_due<'c>(
     if !config.feed.enabled {
         return Ok(config.watch.iter().collect());
     }
-    let paths = config.watch.iter().map(|w| w.module.to_string()).collect();
+    let paths: Vec<ModulePath> = config.watch.iter().map(|w| w.module.clone()).collect();
     let due = ctx
         .store
-        .listing_due(paths, config.feed.refresh_interval)
+        .listing_due(&paths, config.feed.refresh_interval)
         .await?;
     Ok(config
         .watch
         .iter()
-        .filter(|w| mentioned.contains(&w.module) || due.contains(w.module.as_str()))
+        .filter(|w| mentioned.contains(&w.module) || due.contains(&w.module))
         .collect())
 }
 
@@ -427,19 +427,12 @@ fn retry_policy(config: &Config) -> RetryPolicy {
     }
 }
 
-fn key(mv: &ModVer) -> (String, String) {
-    (mv.path.to_string(), mv.version.to_string())
-}
-
 /// Pending versions that are due: left by a killed run (their temporary
 /// files are removed), or feed versions whose retry time has come. They
 /// are planned again, each with who planned it first.
 async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<(ModVer, Origin)>, SyncError> {
     let due = ctx.store.due_versions().await?;
-    let resumed: Vec<(ModVer, Origin)> = due
-        .iter()
-        .filter_map(|d| Some((ModVer::parse(&d.path, &d.version).ok()?, d.origin)))
-        .collect();
+    let resumed: Vec<(ModVer, Origin)> = due.into_iter().map(|d| (d.mv, d.origin)).collect();
     let modules: HashSet<ModulePath> = resumed.iter().map(|(mv, _)| mv.path.clone()).collect();
     let tree = ctx.tree.clone();
     let removed = blocking("stray cleanup", move || {
@@ -465,15 +458,12 @@ type Published = BTreeMap<ModulePath, Vec<Version>>;
 
 async fn published_versions(
     ctx: &Arc<Ctx>,
-    paths: impl Iterator<Item = String>,
+    paths: impl Iterator<Item = ModulePath>,
 ) -> Result<Published, SyncError> {
-    let paths: Vec<String> = paths.collect::<HashSet<_>>().into_iter().collect();
+    let paths: Vec<ModulePath> = paths.collect::<HashSet<_>>().into_iter().collect();
     let mut published = Published::new();
-    for (p, v) in ctx.store.published_set(&paths).await? {
-        match ModVer::parse(&p, &v) {
-            Ok(mv) => published.entry(mv.path).or_default().push(mv.version),
-            Err(e) => warn!("state holds a version that no longer checks: {e}"),
-        }
+    for mv in ctx.store.published_set(&paths).await? {
+        published.entry(mv.path).or_default().push(mv.version);
     }
     Ok(published)
 }
@@ -510,7 +500,7 @@ async fn plan_watchlist(
         match r {
             Ok((versions, rejected)) => {
                 selected.extend(versions);
-                listed.push(module.to_string());
+                listed.push(module.clone());
                 for r in &rejected {
                     warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
                 }
@@ -523,7 +513,7 @@ async fn plan_watchlist(
         }
     }
     if config.feed.enabled && !listed.is_empty() {
-        ctx.store.mark_listed(listed).await?;
+        ctx.store.mark_listed(&listed).await?;
     }
     Ok(selected)
 }

@@ -90,9 +90,9 @@ pub(super) async fn unvouched(config: &Config, store: &Store) -> Result<Vec<ModV
     };
     let rows = store.published_without_record(&settings.name).await?;
     Ok(rows
-        .iter()
-        .filter(|r| !settings.is_private(&r.path))
-        .filter_map(|r| ModVer::parse(&r.path, &r.version).ok())
+        .into_iter()
+        .filter(|r| !settings.is_private(r.mv.path.as_str()))
+        .map(|r| r.mv)
         .collect())
 }
 
@@ -110,12 +110,12 @@ pub(super) async fn backfill(
         versions = versions.len(),
         "looking up versions published before verification was on"
     );
-    let published: std::collections::HashMap<(String, String), (String, String)> = ctx
+    let published: std::collections::HashMap<ModVer, (String, String)> = ctx
         .store
         .published_records(db.name())
         .await?
         .into_iter()
-        .map(|r| ((r.path, r.version), (r.h1_zip, r.h1_mod)))
+        .map(|r| (r.mv, (r.h1_zip, r.h1_mod)))
         .collect();
     let looked_up: Vec<_> = stream::iter(versions)
         .map(|mv| async move {
@@ -132,8 +132,7 @@ pub(super) async fn backfill(
             Err(e) if e.is_fork() => return Err(SyncError::Sumdb(Box::new(e))),
             Err(e) => problems.push(super::chain(&e)),
             Ok(r) => {
-                let key = (mv.path.to_string(), mv.version.to_string());
-                let ours = published.get(&key);
+                let ours = published.get(&mv);
                 if ours == Some(&(r.hashes.h1_zip.clone(), r.hashes.h1_mod.clone())) {
                     records.push((mv, r));
                 } else {

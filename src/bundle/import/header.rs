@@ -9,7 +9,7 @@ use crate::bundle::manifest::{self, Manifest};
 use crate::bundle::volume;
 use crate::config::Config;
 use crate::publish::atomic;
-use crate::state::Store;
+use crate::state::{ImportChain, Store};
 use crate::verify::sumdb::note::Verifier;
 
 use super::error::file_err;
@@ -86,7 +86,10 @@ pub(super) async fn check_chain(
     m: &Manifest,
     id: &str,
 ) -> Result<bool, ImportError> {
-    let (last, same) = store.import_chain(&m.source, m.sequence).await?;
+    let ImportChain {
+        last,
+        same_sequence: same,
+    } = store.import_chain(&m.source, m.sequence).await?;
     if let Some(done) = same {
         if done.bundle_id == id {
             return Ok(true);
