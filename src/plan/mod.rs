@@ -90,15 +90,12 @@ pub struct Plan {
 }
 
 /// De-duplicates the selected versions and drops those `done` already
-/// holds (by `path`, `version`).
-pub fn subtract(
-    selected: impl IntoIterator<Item = ModVer>,
-    done: &HashSet<(String, String)>,
-) -> Plan {
+/// holds.
+pub fn subtract(selected: impl IntoIterator<Item = ModVer>, done: &HashSet<ModVer>) -> Plan {
     let unique: BTreeSet<ModVer> = selected.into_iter().collect();
     let mut plan = Plan::default();
     for mv in unique {
-        if done.contains(&(mv.path.to_string(), mv.version.to_string())) {
+        if done.contains(&mv) {
             plan.skipped += 1;
         } else {
             plan.jobs.push(mv);
@@ -160,7 +157,7 @@ mod tests {
     fn subtract_dedups_and_skips_done() {
         let a = ModVer::parse("example.com/a", "v1.0.0").unwrap();
         let b = ModVer::parse("example.com/b", "v1.0.0").unwrap();
-        let done = HashSet::from([("example.com/a".to_string(), "v1.0.0".to_string())]);
+        let done = HashSet::from([a.clone()]);
         let plan = subtract([b.clone(), a.clone(), b.clone()], &done);
         assert_eq!(plan.jobs, [b]);
         assert_eq!(plan.skipped, 1);

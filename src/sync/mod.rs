@@ -468,10 +468,15 @@ async fn published_versions(
     Ok(published)
 }
 
-fn published_keys(published: &Published) -> HashSet<(String, String)> {
+fn published_keys(published: &Published) -> HashSet<ModVer> {
     published
         .iter()
-        .flat_map(|(p, vs)| vs.iter().map(move |v| (p.to_string(), v.to_string())))
+        .flat_map(|(path, vs)| {
+            vs.iter().map(move |version| ModVer {
+                path: path.clone(),
+                version: version.clone(),
+            })
+        })
         .collect()
 }
 
