@@ -242,3 +242,69 @@ pub(crate) fn recent_exports(
     })?;
     rows.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{migrated, mv, outcome, published_info};
+    use crate::state::versions::record_outcomes;
+    use crate::state::OutcomeKind;
+
+    fn record(sequence: u64) -> ExportRecord {
+        ExportRecord {
+            source: "src".into(),
+            sequence,
+            bundle_id: format!("b{sequence}"),
+            full: false,
+            created: "2026-01-01T00:00:00Z".into(),
+            completed: String::new(),
+            files: 3,
+            bytes: 10,
+            path: "/media/b".into(),
+            versions: 0,
+            tiles: 0,
+        }
+    }
+
+    fn mvs(candidates: &[ExportCandidate]) -> Vec<ModVer> {
+        candidates.iter().map(|c| c.mv.clone()).collect()
+    }
+
+    #[test]
+    fn an_incremental_export_holds_what_was_published_since() {
+        let mut c = migrated();
+        let published = |v| outcome("a.example/m", v, OutcomeKind::Published(published_info(1)));
+        record_outcomes(&mut c, &[published("v1.0.0"), published("v1.1.0")]).unwrap();
+        let first = export_candidates(&c, "src", false).unwrap();
+        let want = [mv("a.example/m", "v1.0.0"), mv("a.example/m", "v1.1.0")];
+        assert_eq!(mvs(&first), want);
+        let ids: Vec<VersionId> = first.iter().map(|x| x.version_id).collect();
+        let stored = record_export(&mut c, record(1), &ids, &["tile/8/0/000".into()]).unwrap();
+        assert_eq!((stored.versions, stored.tiles), (2, 1));
+
+        record_outcomes(&mut c, &[published("v1.2.0"), published("v1.3.0")]).unwrap();
+        // A row Go's rules refuse (a hand edit) is left out, not an error.
+        c.execute(
+            "UPDATE versions SET version = 'v1.3' WHERE version = 'v1.3.0'",
+            [],
+        )
+        .unwrap();
+        let next = export_candidates(&c, "src", false).unwrap();
+        assert_eq!(mvs(&next), [mv("a.example/m", "v1.2.0")]);
+        assert_eq!(export_candidates(&c, "src", true).unwrap().len(), 3);
+        assert_eq!(export_candidates(&c, "other", false).unwrap().len(), 3);
+        assert_eq!(
+            previous_export(&c, "src").unwrap(),
+            Some(PreviousExport {
+                sequence: 1,
+                bundle_id: "b1".into()
+            })
+        );
+        assert_eq!(previous_export(&c, "other").unwrap(), None);
+        assert_eq!(
+            exported_tiles(&c, "src").unwrap(),
+            HashSet::from(["tile/8/0/000".to_string()])
+        );
+        assert_eq!(recent_exports(&c, 10).unwrap(), [stored]);
+    }
+}

@@ -503,3 +503,55 @@ async fn sigterm_stops_cleanly_and_the_next_run_completes() {
     assert_eq!(rerun.code, Some(0), "{rerun:#?}");
     assert!(mirror.rows().iter().all(|r| r.status == "published"));
 }
+
+// See: #11
+#[tokio::test]
+async fn issue_11_a_state_row_that_no_longer_checks_is_skipped_by_sync_and_reported_by_verify() {
+    let upstream = small_upstream().await;
+    let mirror = Mirror::new(&upstream.url(), WATCH_A);
+    let first = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(first.code, Some(0), "{first:#?}");
+    // Not canonical, so Go's rules refuse it: what a hand edit could leave.
+    mirror
+        .db()
+        .execute(
+            "UPDATE versions SET version = 'v1.1' WHERE version = 'v1.1.0'",
+            [],
+        )
+        .expect("edit the state");
+
+    let audit = mirror.run_bin(&["verify"]).await;
+    assert_eq!(audit.code, Some(1), "{audit:#?}");
+    assert_eq!(
+        audit.stdout,
+        "example.com/a@v1.1: state holds an invalid version: \
+         example.com/a@v1.1: invalid version: not canonical (want v1.1.0)\n",
+        "{audit:#?}"
+    );
+    assert!(
+        audit.stderr.contains("2 versions re-hashed, 1 problems"),
+        "{audit:#?}"
+    );
+
+    // A sync skips the row, says so, and publishes v1.1.0 again under its
+    // own row: the files in the tree are the same.
+    let again = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(
+        again.stderr.contains(
+            "state holds a version that no longer checks: \
+             example.com/a@v1.1: invalid version: not canonical (want v1.1.0)"
+        ),
+        "{again:#?}"
+    );
+    let statuses: Vec<_> = mirror
+        .rows()
+        .into_iter()
+        .map(|r| (r.version, r.status))
+        .collect();
+    let published = |v: &str| (v.to_string(), "published".to_string());
+    assert_eq!(
+        statuses,
+        [published("v1.0.0"), published("v1.1"), published("v1.1.0")]
+    );
+}
