@@ -120,7 +120,8 @@ impl Store {
 
     /// Puts `failed` versions of modules matching `pattern` (comma-separated
     /// `path.Match` globs on leading path elements, as GONOSUMDB; `None`:
-    /// every module) back to `pending` with no attempts used.
+    /// every module) back to `pending` with no attempts used. A row that no
+    /// longer passes Go's rules stays `failed`: no run could fetch it.
     pub async fn retry_failed(&self, pattern: Option<&str>) -> Result<Vec<ModVer>, StateError> {
         let pattern = pattern.map(str::to_owned);
         self.call_as("retry failed", move |c| retry_failed(c, pattern.as_deref()))
