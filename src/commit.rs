@@ -51,7 +51,7 @@ pub struct Records {
     /// The head the records were proved against: the offline copy's pin.
     pub head: SignedHead,
     /// Record id per version.
-    pub ids: Vec<(ModVer, i64)>,
+    pub ids: Vec<RecordId>,
     /// What the tree's offline copy needs for them; `None` when
     /// `[sumdb] offline_copy` is off (the head and ids go to state only).
     pub offline: Option<OfflineCopy>,
@@ -103,7 +103,7 @@ pub struct Prepared {
     staged: Vec<Staged>,
     conflicts: Vec<Conflict>,
     /// Versions that could not be checked (an I/O error of their own).
-    failed: Vec<(ModVer, OutcomeKind)>,
+    failed: Vec<Outcome>,
     records: Option<Records>,
     /// `supported` is served already (it never goes away).
     supported: bool,
@@ -111,11 +111,7 @@ pub struct Prepared {
 
 /// [`prepare`], then [`Prepared::apply`]: the commit of a sync batch, whose
 /// conflicting versions are quarantined.
-pub async fn commit(
-    tree: &Tree,
-    store: &Store,
-    batch: Batch,
-) -> Result<Vec<(ModVer, OutcomeKind)>, CommitError> {
+pub async fn commit(tree: &Tree, store: &Store, batch: Batch) -> Result<Vec<Outcome>, CommitError> {
     prepare(tree, batch).await?.apply(tree, store).await
 }
 
@@ -150,7 +146,10 @@ pub async fn prepare(tree: &Tree, batch: Batch) -> Result<Prepared, CommitError>
                     prepared.conflicts.push(Conflict { mv, error })
                 }
                 Err(e) if e.is_fatal() => return Err(CommitError::Publish(e)),
-                Err(e) => prepared.failed.push((mv, failed(&e))),
+                Err(e) => prepared.failed.push(Outcome {
+                    mv,
+                    kind: failed(&e),
+                }),
             }
         }
         Ok(prepared)
@@ -172,11 +171,7 @@ impl Prepared {
     /// Step 2: makes the batch visible, in order, and records it. Returns
     /// the outcome of every staged version: published, quarantined for a
     /// [`Conflict`], or failed for an error of its own.
-    pub async fn apply(
-        self,
-        tree: &Tree,
-        store: &Store,
-    ) -> Result<Vec<(ModVer, OutcomeKind)>, CommitError> {
+    pub async fn apply(self, tree: &Tree, store: &Store) -> Result<Vec<Outcome>, CommitError> {
         let Prepared {
             staged,
             conflicts,
@@ -188,12 +183,12 @@ impl Prepared {
         for c in conflicts {
             // Upstream now serves other bytes for a published version.
             tracing::error!(mv = %c.mv, "ALARM: {}", c.error);
-            outcomes.push((
-                c.mv,
-                OutcomeKind::Quarantined {
+            outcomes.push(Outcome {
+                mv: c.mv,
+                kind: OutcomeKind::Quarantined {
                     reason: format!("published files differ from upstream: {}", c.error),
                 },
-            ));
+            });
         }
         let head = match &records {
             Some(r) => save_head(store, r, supported).await?,
@@ -206,22 +201,12 @@ impl Prepared {
         })
         .await?;
         outcomes.extend(placed);
-        let recorded: Vec<Outcome> = outcomes
-            .iter()
-            .map(|(mv, kind)| Outcome {
-                mv: mv.clone(),
-                kind: kind.clone(),
-            })
-            .collect();
-        store.record_outcomes(&recorded).await?;
-        let files = files.map_err(CommitError::Publish)?;
-        if let Some((db, ids)) = files {
-            let ids: Vec<RecordId> = ids
-                .into_iter()
-                .map(|(mv, id)| RecordId { mv, id })
-                .collect();
-            store.record_sumdb_ids(&db, &ids).await?;
-        }
+        let (ids, written) = match files {
+            Ok(ids) => (ids, Ok(())),
+            Err(e) => (None, Err(CommitError::Publish(e))),
+        };
+        store.record_commit(outcomes.clone(), ids).await?;
+        written?;
         Ok(outcomes)
     }
 }
@@ -256,7 +241,7 @@ async fn save_head(
         _ => r.head.note.to_vec(),
     };
     let complete = supported || {
-        let batch: HashSet<&ModVer> = r.ids.iter().map(|(mv, _)| mv).collect();
+        let batch: HashSet<&ModVer> = r.ids.iter().map(|r| &r.mv).collect();
         store
             .published_without_record(db)
             .await?
@@ -295,7 +280,7 @@ async fn published_before(
 
 /// What [`write_tree`] leaves for state: the database and the record ids
 /// to store, once the outcomes are.
-type Written = Option<(String, Vec<(ModVer, i64)>)>;
+type Written = Option<(String, Vec<RecordId>)>;
 
 /// Step 2.2, blocking. Returns each staged version's outcome, and either
 /// the record ids to store or the error that stopped the writes (versions
@@ -306,7 +291,7 @@ fn write_tree(
     records: Option<Records>,
     mut lists: BTreeMap<ModulePath, BTreeSet<Version>>,
     head: Option<SumdbHead>,
-) -> (Vec<(ModVer, OutcomeKind)>, Result<Written, WriteError>) {
+) -> (Vec<Outcome>, Result<Written, WriteError>) {
     let mut outcomes = Vec::with_capacity(staged.len());
     let written = (|| {
         let mut ids = None;
@@ -336,7 +321,7 @@ fn write_tree(
                 }
                 Err(e) => failed(&e),
             };
-            outcomes.push((mv, kind));
+            outcomes.push(Outcome { mv, kind });
         }
         let modules = lists
             .into_iter()
@@ -353,7 +338,7 @@ fn write_tree(
     if written.is_err() {
         // Placed but not listed: not published. The versions stay as they
         // were, and a later run finds their files in place.
-        outcomes.retain(|(_, kind)| !matches!(kind, OutcomeKind::Published(_)));
+        outcomes.retain(|o| !matches!(o.kind, OutcomeKind::Published(_)));
     }
     (outcomes, written)
 }

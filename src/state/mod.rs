@@ -9,14 +9,16 @@
 //! is dropped.
 //!
 //! Writers take whole batches, one transaction each (`mark_pending`,
-//! `record_outcomes`); the < 1 s no-op sync depends on it. A `published`
-//! version is never changed again (see `versions.rs`).
+//! `record_outcomes`, and a commit's `record_commit`: its outcomes with
+//! their checksum-database record ids); the < 1 s no-op sync depends on it.
+//! A `published` version is never changed again (see `versions.rs`).
 //!
 //! The API speaks the domain's types (STYLE.md §8): a method takes
 //! [`ModVer`]s and [`ModulePath`](crate::module::ModulePath)s and returns them in named rows. Each
 //! table's methods are an `impl Store` block beside its SQL:
 //! - `runs.rs`: `begin_run`, `finish_run`
-//! - `versions.rs`: what is published, `mark_pending`, `record_outcomes`
+//! - `versions.rs`: what is published, `mark_pending`, `record_outcomes`,
+//!   `record_commit`
 //! - `feed.rs`: the index feed's cursor and pages, retries, listing times
 //! - `sumdb.rs`: checksum database heads and record ids
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied

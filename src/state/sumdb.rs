@@ -2,7 +2,7 @@
 //! what every later head must extend) and each version's record id (what
 //! the offline copy's tiles must prove). See `migrations/0003_sumdb.sql`.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{mod_ver, now, StateError, Store};
 use crate::module::ModVer;
@@ -56,18 +56,6 @@ impl Store {
     pub async fn save_sumdb_head(&self, db: &str, head: StoredHead) -> Result<bool, StateError> {
         let db = db.to_owned();
         self.call_as("save sumdb head", move |c| save_head(c, &db, &head))
-            .await
-    }
-
-    /// Records the record ids in `db` of versions that are known (pending or
-    /// published), in one transaction; returns how many were.
-    pub async fn record_sumdb_ids(
-        &self,
-        db: &str,
-        records: &[RecordId],
-    ) -> Result<usize, StateError> {
-        let (db, records) = (db.to_owned(), records.to_vec());
-        self.call_as("record sumdb ids", move |c| record_ids(c, &db, &records))
             .await
     }
 
@@ -163,14 +151,13 @@ pub(crate) fn save_head(
     Ok(saved)
 }
 
-/// Records the record ids of versions that already have a row
-/// (mark_pending made it), in one transaction.
-pub(crate) fn record_ids(
-    conn: &mut Connection,
+/// Records the record ids in `db` of versions that are known (pending or
+/// published), inside the caller's transaction; returns how many were.
+pub(super) fn write_ids(
+    tx: &Transaction<'_>,
     db: &str,
     records: &[RecordId],
 ) -> rusqlite::Result<usize> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut written = 0;
     {
         let mut insert = tx.prepare_cached(
@@ -183,7 +170,6 @@ pub(crate) fn record_ids(
             written += insert.execute((db, r.mv.path.as_str(), r.mv.version.as_str(), r.id))?;
         }
     }
-    tx.commit()?;
     Ok(written)
 }
 
@@ -232,6 +218,20 @@ pub(crate) fn published_records(
 
 #[cfg(test)]
 mod tests {
+
+    /// Records the record ids of versions that already have a row
+    /// (mark_pending made it), in one transaction.
+    fn record_ids(
+        conn: &mut Connection,
+        db: &str,
+        records: &[RecordId],
+    ) -> rusqlite::Result<usize> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let written = write_ids(&tx, db, records)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
     use super::*;
     use crate::state::tests::{migrated, mv, outcome, published_info};
     use crate::state::{versions, OutcomeKind};

@@ -146,6 +146,26 @@ impl Store {
             .await
     }
 
+    /// A commit's last step: its outcomes and the checksum database `db`'s
+    /// record ids of its versions, in one transaction, so a version is never
+    /// published in state without its record id.
+    pub async fn record_commit(
+        &self,
+        outcomes: Vec<Outcome>,
+        ids: Option<(String, Vec<super::RecordId>)>,
+    ) -> Result<Recorded, StateError> {
+        self.call_as("record commit", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let recorded = write_outcomes(&tx, &outcomes)?;
+            if let Some((db, ids)) = &ids {
+                super::sumdb::write_ids(&tx, db, ids)?;
+            }
+            tx.commit()?;
+            Ok(recorded)
+        })
+        .await
+    }
+
     /// Versions left `pending` by an interrupted run, by path and version.
     pub async fn pending_versions(&self) -> Result<Vec<ModVer>, StateError> {
         self.call_as("pending versions", |c| pending_versions(c))
@@ -191,6 +211,16 @@ pub(crate) fn record_outcomes(
     outcomes: &[Outcome],
 ) -> rusqlite::Result<Recorded> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let recorded = write_outcomes(&tx, outcomes)?;
+    tx.commit()?;
+    Ok(recorded)
+}
+
+/// [`record_outcomes`] inside the caller's transaction.
+pub(super) fn write_outcomes(
+    tx: &Transaction<'_>,
+    outcomes: &[Outcome],
+) -> rusqlite::Result<Recorded> {
     let now = now();
     let mut modules = ModuleIds::default();
     let mut recorded = Recorded::default();
@@ -210,7 +240,7 @@ pub(crate) fn record_outcomes(
              WHERE versions.status != 'published'",
         )?;
         for o in outcomes {
-            let module = modules.get(&tx, &o.mv.path, &now)?;
+            let module = modules.get(tx, &o.mv.path, &now)?;
             let (status, p, last_error) = columns(&o.kind);
             let published_at = p.map(|_| now.as_str());
             let changed = upsert.execute(rusqlite::params![
@@ -239,7 +269,6 @@ pub(crate) fn record_outcomes(
             recorded.written += changed;
         }
     }
-    tx.commit()?;
     Ok(recorded)
 }
 

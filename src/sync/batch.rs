@@ -60,7 +60,7 @@ pub(super) async fn collect(
             }
             Some(Finished::Done { mv, kind }) => {
                 progress.finished(&mv, outcome_name(&kind), 0);
-                batch.done.push((mv, kind));
+                batch.done.push(Outcome { mv, kind });
             }
         }
         if batch.len() >= BATCH {
@@ -76,7 +76,7 @@ struct Batch {
     staged: Vec<Staged>,
     /// The checksum database's records of staged versions.
     records: Vec<(ModVer, Record)>,
-    done: Vec<(ModVer, OutcomeKind)>,
+    done: Vec<Outcome>,
 }
 
 impl Batch {
@@ -116,12 +116,12 @@ async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(
         records,
         done,
     } = std::mem::take(batch);
-    let mut outcomes = done;
     // Failures, not-found and quarantines touch no file: recorded as they are.
-    let recorded = if staged.is_empty() {
-        record(ctx, &outcomes).await?;
-        Vec::new()
-    } else {
+    if !done.is_empty() {
+        ctx.store.record_outcomes(&done).await?;
+    }
+    let mut outcomes = done;
+    if !staged.is_empty() {
         let records = match ctx.sumdb.get() {
             Some(db) if !records.is_empty() => sumdb::records(ctx, db, &records).await?,
             _ => None,
@@ -130,42 +130,21 @@ async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(
             .as_ref()
             .filter(|r| r.offline.is_some())
             .map(|r| r.head.tree.n);
-        record(ctx, &outcomes).await?;
         match commit::commit(&ctx.tree, &ctx.store, commit::Batch { staged, records }).await {
             Ok(placed) => {
                 if let (Some(db), Some(n)) = (ctx.sumdb.get(), pinned) {
                     db.pinned_to(n);
                 }
-                placed
+                outcomes.extend(placed);
             }
             // The staged versions are neither listed nor recorded as
             // published: they stay pending, and the next run completes them.
-            Err(commit::CommitError::Publish(e)) => {
-                stop_for(ctx, tally, SyncError::Publish(e));
-                Vec::new()
-            }
+            Err(commit::CommitError::Publish(e)) => stop_for(ctx, tally, SyncError::Publish(e)),
             Err(e) => return Err(SyncError::Commit(Box::new(e))),
         }
-    };
-    outcomes.extend(recorded);
-    for (_, kind) in &outcomes {
-        tally.count(kind);
     }
-    Ok(())
-}
-
-/// Records outcomes that need no file, in one transaction.
-async fn record(ctx: &Ctx, outcomes: &[(ModVer, OutcomeKind)]) -> Result<(), SyncError> {
-    if outcomes.is_empty() {
-        return Ok(());
+    for o in &outcomes {
+        tally.count(&o.kind);
     }
-    let outcomes: Vec<Outcome> = outcomes
-        .iter()
-        .map(|(mv, kind)| Outcome {
-            mv: mv.clone(),
-            kind: kind.clone(),
-        })
-        .collect();
-    ctx.store.record_outcomes(&outcomes).await?;
     Ok(())
 }

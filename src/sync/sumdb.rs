@@ -19,7 +19,7 @@ use crate::config::{Config, SumdbSettings};
 use crate::fetch::{self, Upstream};
 use crate::module::ModVer;
 use crate::publish::{self, layout::SumdbFile};
-use crate::state::Store;
+use crate::state::{RecordId, Store};
 use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
 
 /// The checksum database for one run.
@@ -249,7 +249,13 @@ pub(super) async fn records(
     };
     Ok(Some(commit::Records {
         db: db.settings.clone(),
-        ids: records.iter().map(|(mv, r)| (mv.clone(), r.id)).collect(),
+        ids: records
+            .iter()
+            .map(|(mv, r)| RecordId {
+                mv: mv.clone(),
+                id: r.id,
+            })
+            .collect(),
         head: pin,
         offline,
     }))

@@ -6,7 +6,7 @@ use crate::commit;
 use crate::module::ModVer;
 use crate::publish::layout::{self, Kind, Tree};
 use crate::publish::WriteError;
-use crate::state::{OutcomeKind, RunOutcome, RunSummary, Store};
+use crate::state::{Outcome, OutcomeKind, RunOutcome, RunSummary, Store};
 
 use super::error::file_err;
 use super::stream::StagedBundle;
@@ -60,11 +60,8 @@ pub(super) async fn apply(
 }
 
 /// Every version of the bundle must have been published; counts them.
-fn all_published(
-    outcomes: &[(ModVer, OutcomeKind)],
-    summary: &mut RunSummary,
-) -> Result<(), ImportError> {
-    for (mv, kind) in outcomes {
+fn all_published(outcomes: &[Outcome], summary: &mut RunSummary) -> Result<(), ImportError> {
+    for Outcome { mv, kind } in outcomes {
         match kind {
             OutcomeKind::Published(p) => {
                 summary.published += 1;

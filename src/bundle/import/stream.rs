@@ -16,6 +16,7 @@ use crate::fetch::{Downloaded, Fetched};
 use crate::module::ModVer;
 use crate::publish::layout::{self, Kind, SumdbFile};
 use crate::publish::{self, atomic, Staged, WriteError};
+use crate::state::RecordId;
 use crate::sync::Progress;
 use crate::verify::sumdb::client::{open_head, SignedHead};
 use crate::verify::sumdb::local::LocalTiles;
@@ -33,7 +34,7 @@ pub(super) struct StagedBundle {
     pub(super) tiles: Vec<(Tile, Bytes)>,
     pub(super) lookups: Vec<(ModVer, Vec<u8>)>,
     /// Record ids, for the state.
-    pub(super) records: Vec<(ModVer, i64)>,
+    pub(super) records: Vec<RecordId>,
     pub(super) staged: Vec<Staged>,
     pub(super) pin: Option<SignedHead>,
 }
@@ -419,7 +420,7 @@ impl<'a> Stream<'a> {
         for i in ids {
             let (id, _, body) = self.records.remove(&i).expect("listed above");
             let mv = self.ctx.versions[i].0.clone();
-            records.push((mv.clone(), id));
+            records.push(RecordId { mv: mv.clone(), id });
             lookups.push((mv, body));
         }
         let mut tiles: Vec<(Tile, Bytes)> = self
