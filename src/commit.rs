@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use bytes::Bytes;
 
 use crate::config::SumdbSettings;
+use crate::error::{blocking, TaskError};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
 use crate::state::{Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead};
@@ -90,12 +91,8 @@ pub enum CommitError {
     )]
     Fork { db: String, size: i64, hash: String },
     /// A blocking task panicked: a bug, reported instead of crashing.
-    #[error("internal error in {task}")]
-    Task {
-        task: &'static str,
-        #[source]
-        source: tokio::task::JoinError,
-    },
+    #[error(transparent)]
+    Task(#[from] TaskError),
 }
 
 /// A batch whose every final name was checked: nothing is written yet.
@@ -361,13 +358,4 @@ fn failed(e: &WriteError) -> OutcomeKind {
     OutcomeKind::Failed {
         error: crate::error::chain(e),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    task: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, CommitError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|source| CommitError::Task { task, source })
 }

@@ -5,7 +5,8 @@
 //! The one formatter for error chains (STYLE.md §2: a variant shows its cause
 //! once, the printer shows the chain). Library code uses it for log fields
 //! and for reasons recorded in state; main.rs for the final message of a run
-//! that could not proceed. Not a stage: every stage may use it.
+//! that could not proceed. Not a stage: every stage may use it. Also the one
+//! way to run blocking work that reports a panic as an error ([`blocking`]).
 
 use std::error::Error;
 use std::fmt;
@@ -29,6 +30,26 @@ impl fmt::Display for Chain<'_> {
 /// [`Chain`] as a `String`, for a reason kept in state or an error message.
 pub fn chain(e: &(dyn Error + 'static)) -> String {
     Chain(e).to_string()
+}
+
+/// A blocking task panicked: a bug, reported instead of crashing.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error in {task}")]
+pub struct TaskError {
+    pub task: &'static str,
+    #[source]
+    pub source: tokio::task::JoinError,
+}
+
+/// Runs `f` on the blocking pool (to its end, even if the caller stops
+/// waiting); a panic is a [`TaskError`] naming `task`.
+pub async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| TaskError { task, source })
 }
 
 #[cfg(test)]

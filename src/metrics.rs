@@ -57,12 +57,8 @@ pub enum MetricsError {
         source: std::io::Error,
     },
     /// A blocking task panicked: a bug, reported instead of crashing.
-    #[error("internal error in {task}")]
-    Task {
-        task: &'static str,
-        #[source]
-        source: tokio::task::JoinError,
-    },
+    #[error(transparent)]
+    Task(#[from] crate::error::TaskError),
 }
 
 /// Everything the metrics show.
@@ -124,12 +120,7 @@ pub async fn after_run(
     let inputs = gather(&store, &config.tree_dir, last_run).await?;
     if let Some(path) = config.metrics.textfile.clone() {
         let text = render(&inputs, daemon);
-        tokio::task::spawn_blocking(move || write_textfile(&path, &text))
-            .await
-            .map_err(|source| MetricsError::Task {
-                task: "textfile write",
-                source,
-            })??;
+        crate::error::blocking("textfile write", move || write_textfile(&path, &text)).await??;
     }
     Ok(inputs)
 }
@@ -142,12 +133,7 @@ pub async fn gather(
 ) -> Result<Inputs, MetricsError> {
     let status = store.status().await?;
     let dir = tree_dir.to_owned();
-    let tree = tokio::task::spawn_blocking(move || disk_usage(&dir))
-        .await
-        .map_err(|source| MetricsError::Task {
-            task: "tree walk",
-            source,
-        })??;
+    let tree = crate::error::blocking("tree walk", move || disk_usage(&dir)).await??;
     Ok(Inputs {
         status,
         tree,

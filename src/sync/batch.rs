@@ -47,7 +47,8 @@ pub(super) async fn collect(
             Some(Finished::Forked(e)) => stop_for(ctx, tally, SyncError::Sumdb(Box::new(e))),
             Some(Finished::Panicked(source)) => {
                 let task = "version task";
-                stop_for(ctx, tally, SyncError::Task { task, source });
+                let e = crate::error::TaskError { task, source };
+                stop_for(ctx, tally, SyncError::Task(e));
             }
             Some(Finished::Staged(staged)) => {
                 let (staged, record) = *staged;

@@ -82,12 +82,8 @@ pub enum SyncError {
     #[error(transparent)]
     Commit(Box<crate::commit::CommitError>),
     /// A blocking task panicked: a bug, reported instead of crashing.
-    #[error("internal error in {task}")]
-    Task {
-        task: &'static str,
-        #[source]
-        source: tokio::task::JoinError,
-    },
+    #[error(transparent)]
+    Task(#[from] crate::error::TaskError),
 }
 
 /// Runs blocking work on the blocking pool; a panic becomes [`SyncError::Task`].
@@ -95,9 +91,7 @@ async fn blocking<T: Send + 'static>(
     task: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, SyncError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|source| SyncError::Task { task, source })
+    Ok(crate::error::blocking(task, f).await?)
 }
 
 /// The result of a run that went to its end.

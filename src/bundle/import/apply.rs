@@ -90,10 +90,7 @@ fn commit_error(tree: &Tree, e: commit::CommitError) -> ImportError {
         commit::CommitError::Publish(e) => ImportError::Publish(e),
         e @ commit::CommitError::Fork { .. } => Refusal::Fork(e.to_string()).into(),
         commit::CommitError::State(e) => ImportError::State(e),
-        commit::CommitError::Task { task, source } => ImportError::Task {
-            task,
-            source: Some(source),
-        },
+        commit::CommitError::Task(e) => ImportError::Task(e),
     }
 }
 

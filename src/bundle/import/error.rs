@@ -38,13 +38,12 @@ pub enum ImportError {
     State(#[from] StateError),
     #[error("publishing")]
     Publish(#[source] WriteError),
-    /// A blocking task panicked or a worker thread went away: a bug.
-    #[error("internal error in {task}")]
-    Task {
-        task: &'static str,
-        #[source]
-        source: Option<tokio::task::JoinError>,
-    },
+    /// A blocking task panicked: a bug, reported instead of crashing.
+    #[error(transparent)]
+    Task(#[from] crate::error::TaskError),
+    /// The verifier threads went away before every version reached them.
+    #[error("internal error in the verifier threads")]
+    Verifiers,
 }
 
 impl ImportError {

@@ -153,12 +153,7 @@ async fn blocking<T: Send + 'static>(
     task: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ImportError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ImportError::Task {
-            task,
-            source: Some(e),
-        })
+    Ok(crate::error::blocking(task, f).await?)
 }
 
 /// What every step of one import shares.

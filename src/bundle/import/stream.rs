@@ -393,10 +393,7 @@ impl<'a> Stream<'a> {
             vouched: record.map(|hashes| (self.name(), hashes)),
         };
         let jobs = self.jobs.as_ref().expect("open while files are read");
-        jobs.send(job).map_err(|_| ImportError::Task {
-            task: "the verifier threads",
-            source: None,
-        })?;
+        jobs.send(job).map_err(|_| ImportError::Verifiers)?;
         Ok(())
     }
 
