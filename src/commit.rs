@@ -16,7 +16,7 @@
 //!       and `@latest` (the versions state has published plus the batch's)
 //!       and the offline copy's `latest` (the newest pinned head) and
 //!       `supported` (once every published version it covers has a lookup);
-//!    3. state: every outcome, then the record ids.
+//!    3. state: every outcome with the record ids, in one transaction.
 //!
 //! Killed anywhere, the tree lists no version without its files and
 //! lookup, and state names a version published only once it is listed: a
