@@ -40,6 +40,8 @@ mod export_mode;
 mod feed_mode;
 #[path = "../tests/it/sumdb.rs"]
 mod sumdb;
+#[path = "support/syscost_mode.rs"]
+mod syscost_mode;
 #[path = "../tests/it/upstream.rs"]
 mod upstream;
 #[path = "../tests/it/zipgen.rs"]
@@ -72,6 +74,10 @@ usage: cargo bench --bench sync -- [options]
   --sumdb             also sync with checksum-database verification on, to compare
   --keep              keep the work directory (trees, state, logs)
   --gomirror PATH     binary to measure (default: the one cargo built for this bench)
+  --syscost           instead: the system-cost bench (benches/support/syscost_mode.rs): cold
+                      sync into fresh ext4 and tmpfs directories and `cp -r` of the tree, with
+                      system CPU; takes --versions, --latency-ms, --concurrency, --zip-kib,
+                      --files, --rounds N (3), --tmpfs-dir DIR (/dev/shm), --keep
   --export            instead: the export bench (benches/support/export_mode.rs), which takes
                       --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400), --keep
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
@@ -88,8 +94,10 @@ const VALUED: &[&str] = &[
     "files",
     "big-zip-mib",
     "gomirror",
+    "rounds",
+    "tmpfs-dir",
 ];
-const FLAGS: &[&str] = &["no-go", "keep", "sumdb"];
+const FLAGS: &[&str] = &["no-go", "keep", "sumdb", "syscost"];
 
 /// The first argument that turns this binary into the upstream process.
 const SERVE: &str = "--serve-upstream";
@@ -112,6 +120,9 @@ struct Opts {
     keep: bool,
     sumdb: bool,
     gomirror: PathBuf,
+    /// `--syscost`: run [`syscost_mode`] instead, this many rounds, its second tree under
+    /// `tmpfs_dir`.
+    syscost: Option<(usize, PathBuf)>,
 }
 
 impl Opts {
@@ -133,6 +144,13 @@ impl Opts {
             keep: flag("keep"),
             sumdb: flag("sumdb"),
             gomirror: get("gomirror").map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from),
+            syscost: match flag("syscost") {
+                true => Some((
+                    number(get("rounds"), "rounds", 3)?,
+                    get("tmpfs-dir").map_or("/dev/shm".into(), PathBuf::from),
+                )),
+                false => None,
+            },
         };
         ensure!(opts.versions > 0, "--versions: must be at least 1");
         ensure!(opts.concurrency > 0, "--concurrency: must be at least 1");
@@ -396,6 +414,9 @@ impl Target {
 /// One child process, measured.
 struct Measured {
     secs: f64,
+    /// CPU time of the child (and of any children it waited for), from `wait4`.
+    user_secs: f64,
+    sys_secs: f64,
     peak_rss_kib: u64,
     /// Upstream requests made while it ran.
     requests: usize,
@@ -408,6 +429,8 @@ impl Measured {
     fn json(&self) -> Value {
         json!({
             "secs": round(self.secs, 3),
+            "user_secs": round(self.user_secs, 3),
+            "sys_secs": round(self.sys_secs, 3),
             "requests": self.requests,
             "requests_per_sec": round(self.requests as f64 / self.secs, 1),
             "peak_rss_kib": self.peak_rss_kib,
@@ -432,19 +455,23 @@ fn measure(
     let before = server.requests()?;
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let (status, peak_rss_kib) = wait_rusage(child)?;
+    let (status, usage) = wait_rusage(child)?;
     let secs = start.elapsed().as_secs_f64();
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         secs,
-        peak_rss_kib,
+        user_secs: cpu(usage.ru_utime),
+        sys_secs: cpu(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        peak_rss_kib: u64::try_from(usage.ru_maxrss)?,
         requests: server.requests()? - before,
         status,
         last_line: last_line(log)?,
     })
 }
 
-/// Reaps `child` with `wait4`: its exit status and its own peak RSS in KiB.
-fn wait_rusage(child: Child) -> Result<(ExitStatus, u64)> {
+/// Reaps `child` with `wait4`: its exit status and its own resource usage (peak RSS, CPU).
+fn wait_rusage(child: Child) -> Result<(ExitStatus, libc::rusage)> {
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data, for which all-zero bytes are a valid value.
@@ -461,9 +488,7 @@ fn wait_rusage(child: Child) -> Result<(ExitStatus, u64)> {
             return Err(e).context("wait4");
         }
     }
-    // Linux reports ru_maxrss in KiB.
-    let peak = u64::try_from(usage.ru_maxrss)?;
-    Ok((ExitStatus::from_raw(status), peak))
+    Ok((ExitStatus::from_raw(status), usage))
 }
 
 /// This process's VmHWM in KiB: the floor under every child's figure, since a child's exec
@@ -582,6 +607,8 @@ fn go_download(dir: &Path, server: &mut Server) -> Result<Option<Measured>> {
             None => m,
             Some(t) => Measured {
                 secs: t.secs + m.secs,
+                user_secs: t.user_secs + m.user_secs,
+                sys_secs: t.sys_secs + m.sys_secs,
                 peak_rss_kib: t.peak_rss_kib.max(m.peak_rss_kib),
                 requests: t.requests + m.requests,
                 ..m
@@ -864,6 +891,9 @@ fn run(opts: &Opts, work: &Path) -> Result<()> {
         let path = opts.gomirror.display();
         format!("{path}: build it with `cargo build --release --bin gomirror`")
     })?;
+    if let Some((rounds, tmpfs)) = &opts.syscost {
+        return syscost_mode::run(opts, *rounds, tmpfs, &bin, work);
+    }
     let many = bench_many(opts, &bin, work)?;
     let big = match opts.big_zip_mib {
         0 => None,
