@@ -35,15 +35,22 @@
 //! silently merge duplicate names; phase 2 uses it only after both readers
 //! agree on every entry's name, sizes and offset.
 //!
+//! Both phases read through one [`ZipSource`]: a zip of at most [`WINDOW`]
+//! bytes (nearly every module) is read with one `pread` and then parsed from
+//! memory; a larger one through a window of that size that is refilled only
+//! when a read leaves it. Both parsers seek once or twice per entry, which
+//! straight on the file cost a `lseek` and a `read` each (issue 11).
+//!
 //! Two bounds are ours, not Go's, so that a hostile central directory cannot
 //! take gigabytes of memory: [`MAX_FILES`] entries and [`MAX_PATHS`]
 //! distinct file and directory paths.
 
 use super::dirhash::{self, FileDigest};
 use crate::module::{check_file_path, ModVer, PathError};
+use fs_err::os::unix::fs::FileExt as _;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Go: x/mod/zip/zip.go MaxZipFile: the zip, and the sum of its files.
@@ -143,12 +150,24 @@ pub enum ZipErrorKind {
 
 /// Go: x/mod/zip/zip.go CheckZip, then dirhash.HashZip over the same file.
 pub fn check_zip(mv: &ModVer, zip_file: &Path) -> Result<CheckedZip, ZipError> {
+    match fs_err::File::open(zip_file) {
+        Ok(file) => check_zip_file(mv, file),
+        Err(e) => Err(ZipError {
+            mv: mv.clone(),
+            file: None,
+            kind: ZipErrorKind::Io(e),
+        }),
+    }
+}
+
+/// [`check_zip`] of a file already open (read with `pread`: its offset does
+/// not matter and does not change).
+pub fn check_zip_file(mv: &ModVer, file: fs_err::File) -> Result<CheckedZip, ZipError> {
     let fail = |kind| ZipError {
         mv: mv.clone(),
         file: None,
         kind,
     };
-    let mut file = fs_err::File::open(zip_file).map_err(|e| fail(ZipErrorKind::Io(e)))?;
     let size = file
         .metadata()
         .map_err(|e| fail(ZipErrorKind::Io(e)))?
@@ -156,9 +175,88 @@ pub fn check_zip(mv: &ModVer, zip_file: &Path) -> Result<CheckedZip, ZipError> {
     if size > MAX_ZIP_FILE {
         return Err(fail(ZipErrorKind::ZipTooLarge { size }));
     }
-    let entries = read_central_directory(&mut file, size).map_err(fail)?;
+    let mut zip = ZipSource::new(file, size).map_err(|e| fail(read_error(e)))?;
+    let entries = read_central_directory(&mut zip, size).map_err(fail)?;
     let planned = check_entries(mv, &entries)?;
-    hash_entries(mv, file, &entries, planned)
+    hash_entries(mv, zip, &entries, planned)
+}
+
+/// Bytes of the zip held in memory at once: the whole zip when it is no
+/// larger, else a window of the file. Per verifying thread, so a few MiB in all.
+const WINDOW: usize = 1 << 20;
+
+/// The zip file as `Read + Seek` for both parsers, with seeks that cost no
+/// system call: reads come from a buffer of at most [`WINDOW`] bytes, which
+/// is refilled (one `pread`, never a `lseek`) only when a read starts
+/// outside it. The parsers move forward through the entries, so each byte
+/// of a large zip is read about once.
+struct ZipSource {
+    file: fs_err::File,
+    size: u64,
+    pos: u64,
+    /// The file's bytes `start..start + buf.len()`.
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl ZipSource {
+    /// Reads the whole file now if it fits in [`WINDOW`].
+    fn new(file: fs_err::File, size: u64) -> io::Result<ZipSource> {
+        let mut zip = ZipSource {
+            file,
+            size,
+            pos: 0,
+            buf: Vec::new(),
+            start: 0,
+        };
+        if size <= WINDOW as u64 {
+            zip.fill(0)?;
+        }
+        Ok(zip)
+    }
+
+    /// Loads the window starting at `at` (< size).
+    fn fill(&mut self, at: u64) -> io::Result<()> {
+        let len = (self.size - at).min(WINDOW as u64) as usize;
+        self.buf.resize(len, 0);
+        self.start = at;
+        let filled = self.file.read_exact_at(&mut self.buf, at);
+        if filled.is_err() {
+            // Never leave bytes that were not read looking valid.
+            self.buf.clear();
+        }
+        filled
+    }
+}
+
+impl Read for ZipSource {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let end = self.start + self.buf.len() as u64;
+        if self.pos < self.start || self.pos >= end {
+            self.fill(self.pos)?;
+        }
+        let from = (self.pos - self.start) as usize;
+        let n = out.len().min(self.buf.len() - from);
+        out[..n].copy_from_slice(&self.buf[from..from + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ZipSource {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "seek before byte 0");
+        self.pos = pos.ok_or_else(invalid)?;
+        Ok(self.pos)
+    }
 }
 
 /// One central-directory entry, with the fields Go's archive/zip reads.
@@ -221,7 +319,7 @@ fn read_error(e: io::Error) -> ZipErrorKind {
     }
 }
 
-fn read_at(f: &mut fs_err::File, offset: u64, len: usize) -> Result<Vec<u8>, ZipErrorKind> {
+fn read_at(f: &mut ZipSource, offset: u64, len: usize) -> Result<Vec<u8>, ZipErrorKind> {
     let mut buf = vec![0; len];
     f.seek(SeekFrom::Start(offset)).map_err(read_error)?;
     f.read_exact(&mut buf).map_err(read_error)?;
@@ -237,7 +335,7 @@ struct DirectoryEnd {
 
 /// Go: archive/zip/reader.go readDirectoryEnd, findDirectory64End and
 /// readDirectory64End.
-fn read_directory_end(f: &mut fs_err::File, size: u64) -> Result<DirectoryEnd, ZipErrorKind> {
+fn read_directory_end(f: &mut ZipSource, size: u64) -> Result<DirectoryEnd, ZipErrorKind> {
     // Go: look for the signature in the last 1 KiB, then the last 65 KiB.
     let mut found = None;
     for block in [1024, 65 * 1024] {
@@ -290,10 +388,7 @@ fn find_signature_in_block(b: &[u8]) -> Option<usize> {
 }
 
 /// Go: archive/zip/reader.go findDirectory64End.
-fn find_directory64_end(
-    f: &mut fs_err::File,
-    end_offset: u64,
-) -> Result<Option<u64>, ZipErrorKind> {
+fn find_directory64_end(f: &mut ZipSource, end_offset: u64) -> Result<Option<u64>, ZipErrorKind> {
     let Some(loc) = end_offset.checked_sub(20) else {
         return Ok(None);
     };
@@ -304,7 +399,7 @@ fn find_directory64_end(
 
 /// Go: archive/zip/reader.go Reader.init: every entry of the central
 /// directory, in order.
-fn read_central_directory(f: &mut fs_err::File, size: u64) -> Result<Vec<Entry>, ZipErrorKind> {
+fn read_central_directory(f: &mut ZipSource, size: u64) -> Result<Vec<Entry>, ZipErrorKind> {
     let end = read_directory_end(f, size)?;
     if end.records > MAX_FILES {
         return Err(ZipErrorKind::TooManyFiles { count: end.records });
@@ -319,11 +414,11 @@ fn read_central_directory(f: &mut fs_err::File, size: u64) -> Result<Vec<Entry>,
     let start = u64::try_from(base + i128::from(end.offset))
         .map_err(|_| not_a_zip("central directory offset out of range"))?;
     f.seek(SeekFrom::Start(start)).map_err(read_error)?;
-    let mut r = BufReader::new(f);
+    let r = f;
     let cap = end.records.min(size / DIRECTORY_HEADER_LEN as u64);
     let mut entries = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
     for _ in 0..end.records {
-        entries.push(read_directory_header(&mut r, base)?);
+        entries.push(read_directory_header(r, base)?);
     }
     // Go reads headers until one fails to parse and then compares the count
     // only modulo 65536: an entry past the count would be one Go sees.
@@ -741,7 +836,7 @@ const CASE_ORBIT: &[(u32, u32)] = &[
 /// Go: dirhash.HashZip: every entry, directories included, by full name.
 fn hash_entries(
     mv: &ModVer,
-    file: fs_err::File,
+    zip: ZipSource,
     entries: &[Entry],
     planned: Vec<Planned>,
 ) -> Result<CheckedZip, ZipError> {
@@ -750,8 +845,7 @@ fn hash_entries(
         file: file.map(Entry::label),
         kind,
     };
-    let mut archive =
-        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| fail(None, crate_error(e)))?;
+    let mut archive = zip::ZipArchive::new(zip).map_err(|e| fail(None, crate_error(e)))?;
     let (crate_index, distinct) = crate_indices(entries);
     if archive.len() != distinct {
         let why = "zip readers disagree on the number of entries";
@@ -1447,5 +1541,93 @@ mod tests {
         for (path, want) in clean {
             assert_eq!(path_clean(path), want, "{path:?}");
         }
+    }
+
+    /// Content no compressor shrinks, so a zip of it is as large as it.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zips_larger_than_the_window_hash_the_same() {
+        // See: #11 (a zip above WINDOW is read through a moving window).
+        let (a, b) = (noise(700_000, 1), noise(900_000, 2));
+        let files: &[(&str, &[u8])] = &[("go.mod", GO_MOD), ("a.bin", &a), ("c/b.bin", &b)];
+        let want = expected_h1(files);
+        let stored: Vec<E> = files.iter().map(|(n, c)| file(n, c)).collect();
+        let deflated: Vec<E> = files.iter().map(|(n, c)| file(n, c).deflated()).collect();
+        let named: Vec<String> = files.iter().map(|(n, _)| format!("{PREFIX}{n}")).collect();
+        let by_crate: Vec<(&str, &[u8])> = named
+            .iter()
+            .map(String::as_str)
+            .zip(files.iter().map(|f| f.1))
+            .collect();
+        for (what, bytes) in [
+            ("stored", build(&stored)),
+            ("deflated", build(&deflated)),
+            ("zip crate", crate_zip(&by_crate)),
+        ] {
+            assert!(bytes.len() > WINDOW, "{what}: {} bytes", bytes.len());
+            let checked = check_bytes(&bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(checked.h1, want, "{what}");
+            assert_eq!(checked.go_mod.as_deref(), Some(GO_MOD), "{what}");
+            // A bad byte past the first window is still found.
+            let mut bad = bytes.clone();
+            let at = (0..bad.len())
+                .rev()
+                .find(|&i| bad[i..].starts_with(&b[b.len() - 64..]))
+                .unwrap();
+            bad[at] ^= 1;
+            let e = check_bytes(&bad).expect_err(what);
+            assert!(
+                matches!(e.kind, ZipErrorKind::Checksum | ZipErrorKind::NotAZip(_)),
+                "{what}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn zip_source_reads_what_the_file_holds() {
+        let bytes = noise(2 * WINDOW + WINDOW / 2, 3);
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&bytes).unwrap();
+        let file = fs_err::File::open(tmp.path()).unwrap();
+        let mut src = ZipSource::new(file, bytes.len() as u64).unwrap();
+        let len = bytes.len();
+        // (where to seek, how many bytes to read): inside a window, across
+        // the boundary of one, backwards, at the end, past the end.
+        let reads = [
+            (SeekFrom::Start(0), 100),
+            (SeekFrom::Start(WINDOW as u64 - 10), 20),
+            (SeekFrom::Current(-5), 3 * WINDOW),
+            (SeekFrom::Start(17), WINDOW + 1),
+            (SeekFrom::End(-1024), 4096),
+            (SeekFrom::End(0), 1),
+            (SeekFrom::End(10), 1),
+        ];
+        let mut pos = 0usize;
+        for (to, n) in reads {
+            pos = src.seek(to).unwrap() as usize;
+            let mut got = Vec::new();
+            (&mut src).take(n as u64).read_to_end(&mut got).unwrap();
+            let want = &bytes[pos.min(len)..(pos + n).min(len)];
+            assert!(
+                got == want,
+                "{to:?} {n}: {} bytes, want {}",
+                got.len(),
+                want.len()
+            );
+        }
+        assert_eq!(pos, len + 10);
+        assert!(src.seek(SeekFrom::Current(-(len as i64) - 11)).is_err());
     }
 }
