@@ -8,15 +8,19 @@
 //! do, but for a whole batch of versions at once. (On the disks we measured,
 //! per-file fsync cost more than the network; see README "Benchmarks".)
 //!
-//! Version files are immutable: [`link_immutable`] uses `link(2)`, which
-//! fails if the name exists, so a published file can never be replaced, even
-//! by a racing writer. Metadata (`@v/list`, `@latest`) is replaced with
-//! `rename(2)` ([`Replacement`]).
+//! Version files are immutable: [`rename_immutable`] uses
+//! `renameat2(RENAME_NOREPLACE)`, which fails if the name exists, so a
+//! published file can never be replaced, even by a racing writer; where the
+//! file system refuses the flag it falls back to `link(2)`, which fails the
+//! same way, and an unlink of the temporary name ([`link_immutable`]).
+//! Metadata (`@v/list`, `@latest`) is replaced with `rename(2)`
+//! ([`Replacement`]).
 
 use std::fs::Permissions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -125,23 +129,83 @@ pub fn barrier(root: &Path) -> Result<(), WriteError> {
 pub fn link_immutable(tmp: &Path, path: &Path, sha256: &[u8; 32]) -> Result<Placed, WriteError> {
     match std::fs::hard_link(tmp, path) {
         Ok(()) => Ok(Placed::Created),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let existing = sha256_file(path)?;
-            if &existing == sha256 {
-                Ok(Placed::AlreadyPresent)
-            } else {
-                Err(WriteError::Conflict {
-                    path: path.to_owned(),
-                    existing: hex::encode(existing),
-                    new: hex::encode(sha256),
-                })
-            }
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => already_there(path, sha256),
         Err(source) => Err(WriteError::Io {
             op: "link into place",
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+/// Renames the temporary file `tmp` (in the same directory, content with
+/// sha256 `sha256`) to the immutable name `path`, unless `path` exists:
+/// one `renameat2(RENAME_NOREPLACE)` instead of a link and an unlink, and
+/// nothing left to remove. If `path` exists, `tmp` is removed and the
+/// result is as [`link_immutable`]'s.
+pub fn rename_immutable(
+    tmp: tempfile::TempPath,
+    path: &Path,
+    sha256: &[u8; 32],
+) -> Result<Placed, WriteError> {
+    let how = match NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
+        true => Immutable::Link,
+        false => Immutable::RenameNoReplace,
+    };
+    place_immutable(tmp, path, sha256, how)
+}
+
+/// Set once the kernel answers ENOSYS to renameat2 (before Linux 3.15):
+/// every later call would too.
+static NOREPLACE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// How [`place_immutable`] makes a name that must not replace another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Immutable {
+    RenameNoReplace,
+    /// link(2) and unlink(2): what every POSIX file system supports.
+    Link,
+}
+
+fn place_immutable(
+    mut tmp: tempfile::TempPath,
+    path: &Path,
+    sha256: &[u8; 32],
+    how: Immutable,
+) -> Result<Placed, WriteError> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    if how == Immutable::RenameNoReplace {
+        match renameat_with(CWD, &*tmp, CWD, path, RenameFlags::NOREPLACE) {
+            Ok(()) => {
+                // The temporary name is gone: dropping `tmp` must not unlink it.
+                tmp.disable_cleanup(true);
+                return Ok(Placed::Created);
+            }
+            Err(Errno::EXIST) => return already_there(path, sha256),
+            // The file system does not take the flag (NFS, some overlay and
+            // ZFS setups answer EINVAL); the kernel lacks renameat2 (ENOSYS).
+            Err(Errno::NOSYS) => NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed),
+            Err(Errno::INVAL) => {}
+            Err(e) => return Err(io_err("rename into place", path)(e.into())),
+        }
+    }
+    // `tmp` is unlinked when dropped, whatever the link did.
+    link_immutable(&tmp, path, sha256)
+}
+
+/// `path` exists: the same content is [`Placed::AlreadyPresent`], other
+/// content a [`WriteError::Conflict`].
+fn already_there(path: &Path, sha256: &[u8; 32]) -> Result<Placed, WriteError> {
+    let existing = sha256_file(path)?;
+    if &existing == sha256 {
+        Ok(Placed::AlreadyPresent)
+    } else {
+        Err(WriteError::Conflict {
+            path: path.to_owned(),
+            existing: hex::encode(existing),
+            new: hex::encode(sha256),
+        })
     }
 }
 
@@ -246,29 +310,71 @@ fn parent(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
-    fn place(path: &Path, bytes: &[u8]) -> Result<Placed, WriteError> {
-        let tmp = write_temp(path.parent().unwrap(), bytes)?;
-        link_immutable(tmp.path(), path, &Sha256::digest(bytes).into())
+    /// Places `bytes` at `path` the way `how` names: `None` is
+    /// [`link_immutable`] with the temporary file dropped after.
+    fn place(path: &Path, bytes: &[u8], how: Option<Immutable>) -> Result<Placed, WriteError> {
+        let tmp = write_temp(path.parent().unwrap(), bytes)?.into_temp_path();
+        let sha256 = Sha256::digest(bytes).into();
+        match how {
+            None => link_immutable(&tmp, path, &sha256),
+            Some(how) => place_immutable(tmp, path, &sha256, how),
+        }
     }
 
     #[test]
     fn immutable_files_never_change() {
+        let hows = [
+            None,
+            Some(Immutable::RenameNoReplace),
+            // The fallback where renameat2 answers EINVAL or ENOSYS.
+            Some(Immutable::Link),
+        ];
+        for how in hows {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m/@v/v1.0.0.mod");
+            let place = |bytes: &[u8]| place(&path, bytes, how);
+            assert_eq!(place(b"module m\n").unwrap(), Placed::Created, "{how:?}");
+            let inode = std::fs::metadata(&path).unwrap().ino();
+            assert_eq!(place(b"module m\n").unwrap(), Placed::AlreadyPresent);
+            let err = place(b"module evil\n").unwrap_err();
+            assert!(matches!(err, WriteError::Conflict { .. }), "{how:?}: {err}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"module m\n", "{how:?}");
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.ino(), inode, "{how:?}: the first file stays");
+            assert_eq!(meta.nlink(), 1, "{how:?}: no second name is left");
+            let names = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+            assert_eq!(names, 1, "{how:?}: no temporary file is left");
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                FILE_MODE,
+                "published files are world-readable"
+            );
+            barrier(dir.path()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_names_the_file_and_removes_the_temporary_one() {
+        // Not a missing flag: the error is the caller's, and dropping the
+        // temporary path still removes the temporary file.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m/@v/v1.0.0.mod");
-        assert_eq!(place(&path, b"module m\n").unwrap(), Placed::Created);
-        assert_eq!(place(&path, b"module m\n").unwrap(), Placed::AlreadyPresent);
-        let err = place(&path, b"module evil\n").unwrap_err();
-        assert!(matches!(err, WriteError::Conflict { .. }), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"module m\n");
-        assert_eq!(remove_stray_temps(path.parent().unwrap()).unwrap(), 0);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(
-            mode & 0o777,
-            FILE_MODE,
-            "published files are world-readable"
+        let tmp = write_temp(dir.path(), b"x").unwrap().into_temp_path();
+        let tmp_name = tmp.to_path_buf();
+        let missing = dir.path().join("no/such/dir/v1.0.0.zip");
+        let err = rename_immutable(tmp, &missing, &[0; 32]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WriteError::Io {
+                    op: "rename into place",
+                    ..
+                }
+            ),
+            "{err}"
         );
-        barrier(dir.path()).unwrap();
+        assert!(!tmp_name.exists());
     }
 
     #[test]

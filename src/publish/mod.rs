@@ -9,8 +9,8 @@
 //!    written): every final name is free, or holds the same bytes, or (an
 //!    `.info` only) holds one that names the same `Version` and `Time`,
 //!    which stays. Anything else is a [`WriteError::Conflict`].
-//! 3. [`place`] (per batch): barrier (all staged bytes durable); link every
-//!    `.mod` and `.zip` into place; barrier; link every `.info` — the file
+//! 3. [`place`] (per batch): barrier (all staged bytes durable); rename every
+//!    `.mod` and `.zip` into place; barrier; rename every `.info` — the file
 //!    that makes `go` believe a version exists comes last.
 //! 4. [`Metadata`] (per batch): stage each touched module's new `@v/list`
 //!    and `@latest` (and the offline checksum database's `latest`); barrier
@@ -46,7 +46,8 @@ use sha2::{Digest, Sha256};
 /// Holds no body and no open file: a batch of them stays small.
 pub struct Staged {
     checked: Checked,
-    info_tmp: tempfile::TempPath,
+    /// Taken when [`place`] renames it into place.
+    info_tmp: Option<tempfile::TempPath>,
     info_sha256: [u8; 32],
     /// What [`check_staged`] found under the final names.
     found: Found,
@@ -83,7 +84,7 @@ pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
     let (checked, info) = verified.into_parts();
     let dir = parent(checked.zip_path());
     Ok(Staged {
-        info_tmp: atomic::write_temp(dir, &info)?.into_temp_path(),
+        info_tmp: Some(atomic::write_temp(dir, &info)?.into_temp_path()),
         info_sha256: Sha256::digest(&info).into(),
         checked,
         found: Found::default(),
@@ -108,8 +109,11 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
             Some(existing.len() as u64)
         }
         Some(existing) => {
-            let staged_info =
-                fs_err::read(&staged.info_tmp).map_err(io_err("read", staged.info_tmp.as_ref()))?;
+            let tmp = staged
+                .info_tmp
+                .as_deref()
+                .expect("checked before it is placed");
+            let staged_info = fs_err::read(tmp).map_err(io_err("read", tmp))?;
             if !same_version_and_time(&existing, &staged_info) {
                 return Err(WriteError::Conflict {
                     path: info_path,
@@ -198,44 +202,42 @@ pub type PlacedVersion = (Staged, Result<(), WriteError>);
 pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, WriteError> {
     atomic::barrier(tree.root())?;
     let mut placed = Vec::with_capacity(batch.len());
-    for staged in batch {
-        match link_mod_and_zip(tree, &staged) {
+    for mut staged in batch {
+        match place_mod_and_zip(tree, &mut staged) {
             Err(e) if e.is_fatal() => return Err(e),
             result => placed.push((staged, result)),
         }
     }
     atomic::barrier(tree.root())?;
     for (staged, result) in &mut placed {
-        if result.is_ok() && staged.found.info_present.is_none() {
+        let publish_info = result.is_ok() && staged.found.info_present.is_none();
+        if let Some(tmp) = staged.info_tmp.take().filter(|_| publish_info) {
             let info = tree.version_file(staged.checked.mv(), Kind::Info);
-            *result =
-                atomic::link_immutable(&staged.info_tmp, &info, &staged.info_sha256).map(drop);
+            *result = atomic::rename_immutable(tmp, &info, &staged.info_sha256).map(drop);
         }
     }
     Ok(placed)
 }
 
-fn link_mod_and_zip(tree: &Tree, staged: &Staged) -> Result<(), WriteError> {
-    let c = &staged.checked;
+fn place_mod_and_zip(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> {
+    let c = &mut staged.checked;
     let dir = tree.version_dir(&c.mv().path);
     if parent(c.zip_path()) != dir {
         // Staged elsewhere (an import's staging directory): the version's
         // directory appears only now, when the batch is committed.
         fs_err::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     }
+    // A file found published with these bytes stays; its copy is dropped.
+    let files = c
+        .take_files()
+        .expect("place consumes the versions it places");
     if !staged.found.mod_present {
-        atomic::link_immutable(
-            c.mod_path(),
-            &tree.version_file(c.mv(), Kind::Mod),
-            c.mod_sha256(),
-        )?;
+        let path = tree.version_file(c.mv(), Kind::Mod);
+        atomic::rename_immutable(files.mod_file, &path, c.mod_sha256())?;
     }
     if !staged.found.zip_present {
-        atomic::link_immutable(
-            c.zip_path(),
-            &tree.version_file(c.mv(), Kind::Zip),
-            c.zip_sha256(),
-        )?;
+        let path = tree.version_file(c.mv(), Kind::Zip);
+        atomic::rename_immutable(files.zip, &path, c.zip_sha256())?;
     }
     Ok(())
 }

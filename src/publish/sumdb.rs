@@ -150,7 +150,7 @@ pub fn remove_stray_sumdb_temps(tree: &Tree, name: &str) -> Result<usize, WriteE
 }
 
 /// Writes `bytes` to a temporary file in `staging` (`sumdb/<name>/`, one
-/// directory to clean after a crash, on the same file system) and links it
+/// directory to clean after a crash, on the same file system) and renames it
 /// to `path`, which must not exist with other content.
 fn write_immutable(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let tmp = atomic::write_temp(staging, bytes)?.into_temp_path();
@@ -158,7 +158,7 @@ fn write_immutable(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), Writ
     if !dir.is_dir() {
         fs_err::create_dir_all(dir).map_err(atomic::io_err("create directory", dir))?;
     }
-    atomic::link_immutable(&tmp, path, &Sha256::digest(bytes).into()).map(drop)
+    atomic::rename_immutable(tmp, path, &Sha256::digest(bytes).into()).map(drop)
 }
 
 /// Do two lookups hold the same record (id and lines)?

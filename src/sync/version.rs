@@ -12,7 +12,7 @@ use crate::module::ModVer;
 use crate::publish::{self, layout, Kind, WriteError};
 use crate::state::OutcomeKind;
 use crate::verify::sumdb::client::{Record, SumdbError};
-use crate::verify::{self, Quarantine, Vouched};
+use crate::verify::{self, Quarantine, QuarantineKind, Vouched};
 
 /// One version: fetch → verify → publish its files. Never records state:
 /// the collector does, after the module's list is rewritten.
@@ -30,36 +30,28 @@ pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
             Err(e) => return lookup_failed(mv, e),
         };
         let db = ctx.sumdb.get().map(|db| db.name().to_owned());
-        let (verified, record) = {
-            let _slot = ctx.verify_slots.acquire().await.expect("never closed");
-            let check = move || {
-                let vouched = record.as_ref().zip(db.as_deref()).map(|(r, db)| Vouched {
-                    db,
-                    hashes: &r.hashes,
-                });
-                verify::verify(fetched, vouched).map(|v| (v, record))
-            };
-            match tokio::task::spawn_blocking(check).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(q)) => return quarantine(mv, q),
-                Err(e) => {
-                    return done(
-                        mv,
-                        OutcomeKind::Failed {
-                            error: format!("verify task: {e}"),
-                        },
-                    )
-                }
+        let _slot = ctx.verify_slots.acquire().await.expect("never closed");
+        // Verify and stage in one trip to the blocking pool: each trip
+        // costs two thread wake-ups (issue 11).
+        let check_and_stage = move || {
+            let vouched = record.as_ref().zip(db.as_deref()).map(|(r, db)| Vouched {
+                db,
+                hashes: &r.hashes,
+            });
+            match verify::verify(fetched, vouched) {
+                Ok(verified) => Ok(publish::stage(verified).map(|s| (s, record))),
+                Err(q) => Err(q),
             }
         };
-        match tokio::task::spawn_blocking(move || publish::stage(verified)).await {
-            Ok(Ok(staged)) => Finished::Staged(Box::new((staged, record))),
-            Ok(Err(e)) if e.is_fatal() => Finished::Fatal(e),
-            Ok(Err(e)) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+        match tokio::task::spawn_blocking(check_and_stage).await {
+            Ok(Ok(Ok(staged))) => Finished::Staged(Box::new(staged)),
+            Ok(Ok(Err(e))) if e.is_fatal() => Finished::Fatal(e),
+            Ok(Ok(Err(e))) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+            Ok(Err(q)) => quarantine(mv, q),
             Err(e) => done(
                 mv,
                 OutcomeKind::Failed {
-                    error: format!("stage task: {e}"),
+                    error: format!("verify task: {e}"),
                 },
             ),
         }
@@ -107,8 +99,8 @@ fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
         e @ FetchError::TooLarge { .. } => quarantine(
             mv.clone(),
             Quarantine {
-                mv: mv.to_string(),
-                reason: chain(&e),
+                mv,
+                kind: QuarantineKind::TooLarge(Box::new(e)),
             },
         ),
         e => done(mv, OutcomeKind::Failed { error: chain(&e) }),
@@ -121,7 +113,12 @@ fn done(mv: ModVer, kind: OutcomeKind) -> Finished {
 
 fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
     warn!("quarantined: {q}");
-    done(mv, OutcomeKind::Quarantined { reason: q.reason })
+    done(
+        mv,
+        OutcomeKind::Quarantined {
+            reason: q.kind.to_string(),
+        },
+    )
 }
 
 /// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,

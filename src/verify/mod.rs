@@ -18,12 +18,12 @@ pub mod dirhash;
 pub mod sumdb;
 pub mod zip;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::fetch::Fetched;
+use crate::fetch::{FetchError, Fetched};
 use crate::module::ModVer;
 
 /// Go: cmd/go/internal/modfetch/codehost MaxGoMod.
@@ -48,12 +48,14 @@ pub struct Verified {
 #[derive(Debug)]
 pub struct Checked {
     mv: ModVer,
-    /// The zip's temporary file in the version directory, closed.
-    zip: tempfile::TempPath,
+    /// The `.mod` and zip until publish takes them to rename into place.
+    files: Option<TempFiles>,
+    /// Their temporary names, kept for messages and for where they were
+    /// staged (publish compares the zip's directory with the version's).
+    mod_tmp: PathBuf,
+    zip_tmp: PathBuf,
     zip_size: u64,
     zip_sha256: [u8; 32],
-    /// The `.mod`'s temporary file in the version directory, closed.
-    mod_file: tempfile::TempPath,
     mod_size: u64,
     mod_sha256: [u8; 32],
     info_size: u64,
@@ -62,13 +64,113 @@ pub struct Checked {
     time: Option<String>,
 }
 
+/// A verified version's `.mod` and zip: temporary files in the version
+/// directory, closed, as downloaded. Dropping them removes them.
+#[derive(Debug)]
+pub struct TempFiles {
+    pub mod_file: tempfile::TempPath,
+    pub zip: tempfile::TempPath,
+}
+
 /// Why a version must not be published. Recorded in state, never retried
 /// automatically: the bytes upstream served are wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{mv}: {reason}")]
+/// Go: x/mod/module ModuleError{Path, Version, Err}.
+#[derive(Debug, thiserror::Error)]
+#[error("{mv}: {kind}")]
 pub struct Quarantine {
-    pub mv: String,
-    pub reason: String,
+    pub mv: ModVer,
+    pub kind: QuarantineKind,
+}
+
+/// What is wrong with what upstream served. State records its text as the
+/// quarantine reason.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineKind {
+    #[error(transparent)]
+    Info(#[from] InfoError),
+    /// The zip breaks a rule of x/mod/zip CheckZip. Its text starts with
+    /// the version again, as x/mod's zip errors do.
+    #[error(transparent)]
+    Zip(Box<zip::ZipError>),
+    #[error(transparent)]
+    Sumdb(Box<SumdbMismatch>),
+    /// A body is larger than Go allows ([`MAX_ZIP`], [`MAX_GO_MOD`],
+    /// [`MAX_INFO`]); always [`FetchError::TooLarge`], refused while it
+    /// streamed (PROTOCOL.md "Module zips").
+    #[error("{0}")]
+    TooLarge(Box<FetchError>),
+}
+
+// Boxed: a `Result<_, Quarantine>` stays small on the happy path.
+impl From<zip::ZipError> for QuarantineKind {
+    fn from(e: zip::ZipError) -> Self {
+        QuarantineKind::Zip(Box::new(e))
+    }
+}
+
+impl From<SumdbMismatch> for QuarantineKind {
+    fn from(e: SumdbMismatch) -> Self {
+        QuarantineKind::Sumdb(Box::new(e))
+    }
+}
+
+/// Go: cmd/go/internal/modfetch/proxy.go Stat: what is wrong with a `.info`.
+#[derive(Debug, thiserror::Error)]
+pub enum InfoError {
+    #[error("invalid .info: {0}")]
+    Json(serde_json::Error),
+    /// The version it names, which is not the one requested.
+    #[error("proxy returned info for version {} instead of requested version", .0.escape_debug())]
+    Version(String),
+    /// `Time` is not RFC 3339.
+    #[error("invalid .info: Time {:?}: {error}", .time.escape_debug().to_string())]
+    Time {
+        time: String,
+        error: time::error::Parse,
+    },
+}
+
+/// Go: cmd/go/internal/modfetch/fetch.go checkModSum reports a mismatch
+/// with the checksum database as a SECURITY ERROR; so do we, naming both
+/// hashes of each file that differs (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SumdbMismatch {
+    /// The database's name.
+    pub db: String,
+    pub zip: Option<HashMismatch>,
+    pub go_mod: Option<HashMismatch>,
+}
+
+/// Two `h1:` hashes of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashMismatch {
+    /// Of the bytes upstream served.
+    pub upstream: String,
+    /// As the checksum database records it.
+    pub vouched: String,
+}
+
+impl std::fmt::Display for SumdbMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let db = &self.db;
+        write!(
+            f,
+            "SECURITY ERROR: checksum mismatch with checksum database {db}: "
+        )?;
+        let files = [("zip", &self.zip), ("go.mod", &self.go_mod)];
+        let wrong = files
+            .iter()
+            .filter_map(|(name, m)| m.as_ref().map(|m| (name, m)));
+        for (i, (name, m)) in wrong.enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(
+                f,
+                "{sep}{name}: upstream {}, {db} {}",
+                m.upstream, m.vouched
+            )?;
+        }
+        f.write_str(" (upstream served bytes other than the ones the Go ecosystem agreed on)")
+    }
 }
 
 impl Verified {
@@ -89,9 +191,15 @@ impl Checked {
     pub fn mv(&self) -> &ModVer {
         &self.mv
     }
-    /// The verified zip, still a temporary file in the version directory.
+    /// The verified `.mod` and zip, for publish to rename into place;
+    /// `None` once taken.
+    pub fn take_files(&mut self) -> Option<TempFiles> {
+        self.files.take()
+    }
+    /// The verified zip's temporary name, in the version directory or a
+    /// staging directory; the file is there until [`Checked::take_files`].
     pub fn zip_path(&self) -> &Path {
-        &self.zip
+        &self.zip_tmp
     }
     pub fn zip_sha256(&self) -> &[u8; 32] {
         &self.zip_sha256
@@ -102,9 +210,10 @@ impl Checked {
     pub fn info_size(&self) -> u64 {
         self.info_size
     }
-    /// The fetched `.mod`, still a temporary file in the version directory.
+    /// The fetched `.mod`'s temporary name, beside the zip's; the file is
+    /// there until [`Checked::take_files`].
     pub fn mod_path(&self) -> &Path {
-        &self.mod_file
+        &self.mod_tmp
     }
     pub fn mod_sha256(&self) -> &[u8; 32] {
         &self.mod_sha256
@@ -143,60 +252,74 @@ pub fn verify(fetched: Fetched, vouched: Option<Vouched<'_>>) -> Result<Verified
         mod_file,
         zip,
     } = fetched;
-    let quarantine = |reason: String| Quarantine {
-        mv: mv.to_string(),
-        reason,
-    };
-    let time = check_info(&mv, &info).map_err(quarantine)?;
-    // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
-    let checked = zip::check_zip(&mv, zip.file.path()).map_err(|e| quarantine(e.to_string()))?;
-    let h1_mod = dirhash::hash_go_mod(&mod_file.sha256);
-    if let Some(v) = vouched {
-        check_vouched(&checked.h1, &h1_mod, v).map_err(quarantine)?;
+    match check(&mv, &info, &mod_file.sha256, &zip, vouched) {
+        Ok((checked, h1_mod, time)) => Ok(Verified {
+            checked: Checked {
+                h1_zip: checked.h1,
+                h1_mod,
+                mv,
+                info_size: info.len() as u64,
+                mod_size: mod_file.size,
+                mod_sha256: mod_file.sha256,
+                zip_size: zip.size,
+                zip_sha256: zip.sha256,
+                mod_tmp: mod_file.file.path().to_owned(),
+                zip_tmp: zip.file.path().to_owned(),
+                files: Some(TempFiles {
+                    mod_file: mod_file.file.into_temp_path(),
+                    zip: zip.file.into_temp_path(),
+                }),
+                time,
+            },
+            info,
+        }),
+        Err(kind) => Err(Quarantine { mv, kind }),
     }
-    Ok(Verified {
-        checked: Checked {
-            h1_zip: checked.h1,
-            h1_mod,
-            mv,
-            info_size: info.len() as u64,
-            mod_size: mod_file.size,
-            mod_sha256: mod_file.sha256,
-            mod_file: mod_file.file.into_temp_path(),
-            zip_size: zip.size,
-            zip_sha256: zip.sha256,
-            zip: zip.file.into_temp_path(),
-            time,
-        },
-        info,
-    })
 }
 
-/// Go: cmd/go/internal/modfetch/fetch.go checkModSum reports a mismatch
-/// with the database as a SECURITY ERROR; so do we, naming both hashes.
-fn check_vouched(h1_zip: &str, h1_mod: &str, v: Vouched<'_>) -> Result<(), String> {
-    let mut wrong = Vec::new();
-    if h1_zip != v.hashes.h1_zip {
-        wrong.push(format!(
-            "zip: upstream {h1_zip}, {} {}",
-            v.db, v.hashes.h1_zip
-        ));
+/// [`verify`]'s checks, in order: `.info`, zip, database. Returns the
+/// checked zip, the go.mod's `h1:` and the `.info`'s time.
+fn check(
+    mv: &ModVer,
+    info: &[u8],
+    mod_sha256: &[u8; 32],
+    zip: &crate::fetch::Downloaded,
+    vouched: Option<Vouched<'_>>,
+) -> Result<(zip::CheckedZip, String, Option<String>), QuarantineKind> {
+    let time = check_info(mv, info)?;
+    // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
+    // The zip is read through the download's own handle: no second open.
+    let file = zip.file.as_file().try_clone().map_err(|e| zip::ZipError {
+        mv: mv.clone(),
+        file: None,
+        kind: zip::ZipErrorKind::Io(e),
+    })?;
+    let file = fs_err::File::from_parts(file, zip.file.path());
+    let checked = zip::check_zip_file(mv, file)?;
+    let h1_mod = dirhash::hash_go_mod(mod_sha256);
+    if let Some(v) = vouched {
+        check_vouched(&checked.h1, &h1_mod, v)?;
     }
-    if h1_mod != v.hashes.h1_mod {
-        wrong.push(format!(
-            "go.mod: upstream {h1_mod}, {} {}",
-            v.db, v.hashes.h1_mod
-        ));
+    Ok((checked, h1_mod, time))
+}
+
+/// Go: cmd/go/internal/modfetch/fetch.go checkModSum.
+fn check_vouched(h1_zip: &str, h1_mod: &str, v: Vouched<'_>) -> Result<(), SumdbMismatch> {
+    let differ = |upstream: &str, vouched: &str| {
+        (upstream != vouched).then(|| HashMismatch {
+            upstream: upstream.to_owned(),
+            vouched: vouched.to_owned(),
+        })
+    };
+    let mismatch = SumdbMismatch {
+        db: v.db.to_owned(),
+        zip: differ(h1_zip, &v.hashes.h1_zip),
+        go_mod: differ(h1_mod, &v.hashes.h1_mod),
+    };
+    match (&mismatch.zip, &mismatch.go_mod) {
+        (None, None) => Ok(()),
+        _ => Err(mismatch),
     }
-    if wrong.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "SECURITY ERROR: checksum mismatch with checksum database {}: {} \
-         (upstream served bytes other than the ones the Go ecosystem agreed on)",
-        v.db,
-        wrong.join("; ")
-    ))
 }
 
 #[derive(Deserialize)]
@@ -209,23 +332,17 @@ struct Info {
 
 /// Go: cmd/go/internal/modfetch/proxy.go Stat: the `.info` must be JSON
 /// naming exactly the requested version, with an RFC 3339 time if any.
-fn check_info(mv: &ModVer, info: &[u8]) -> Result<Option<String>, String> {
-    let parsed: Info = serde_json::from_slice(info).map_err(|e| format!("invalid .info: {e}"))?;
+fn check_info(mv: &ModVer, info: &[u8]) -> Result<Option<String>, InfoError> {
+    let parsed: Info = serde_json::from_slice(info).map_err(InfoError::Json)?;
     if parsed.version != mv.version.as_str() {
-        return Err(format!(
-            "proxy returned info for version {} instead of requested version",
-            parsed.version.escape_debug()
-        ));
+        return Err(InfoError::Version(parsed.version));
     }
     if let Some(t) = &parsed.time {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(
-            |e| {
-                format!(
-                    "invalid .info: Time {:?}: {e}",
-                    t.escape_debug().to_string()
-                )
-            },
-        )?;
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        if let Err(error) = time::OffsetDateTime::parse(t, rfc3339) {
+            let time = t.clone();
+            return Err(InfoError::Time { time, error });
+        }
     }
     Ok(parsed.time)
 }
@@ -245,17 +362,39 @@ mod tests {
             hashes: &hashes,
         };
         assert_eq!(check_vouched("h1:zzz=", "h1:mmm=", v), Ok(()));
-        let e = check_vouched("h1:other=", "h1:mmm=", v).unwrap_err();
-        assert!(e.starts_with("SECURITY ERROR: checksum mismatch with checksum database sum.golang.org: zip: upstream h1:other=, sum.golang.org h1:zzz="), "{e}");
-        let e = check_vouched("h1:zzz=", "h1:x=", v).unwrap_err();
-        assert!(
-            e.contains("go.mod: upstream h1:x=, sum.golang.org h1:mmm="),
-            "{e}"
-        );
+        let head = "SECURITY ERROR: checksum mismatch with checksum database sum.golang.org: ";
+        let tail = " (upstream served bytes other than the ones the Go ecosystem agreed on)";
+        let cases = [
+            (
+                "h1:other=",
+                "h1:mmm=",
+                "zip: upstream h1:other=, sum.golang.org h1:zzz=",
+            ),
+            (
+                "h1:zzz=",
+                "h1:x=",
+                "go.mod: upstream h1:x=, sum.golang.org h1:mmm=",
+            ),
+            (
+                "h1:other=",
+                "h1:x=",
+                "zip: upstream h1:other=, sum.golang.org h1:zzz=; \
+                 go.mod: upstream h1:x=, sum.golang.org h1:mmm=",
+            ),
+        ];
+        for (h1_zip, h1_mod, want) in cases {
+            let e = check_vouched(h1_zip, h1_mod, v).unwrap_err();
+            assert_eq!(e.to_string(), format!("{head}{want}{tail}"));
+            let zip_differs = e.zip.as_ref().map(|m| (&m.upstream[..], &m.vouched[..]));
+            let want_zip = (h1_zip != "h1:zzz=").then_some((h1_zip, "h1:zzz="));
+            assert_eq!(zip_differs, want_zip);
+        }
     }
 
     #[test]
     fn info_must_name_the_requested_version() {
+        // The texts are those state recorded before the errors were typed
+        // (issue 11): they must not change.
         let mv = ModVer::parse("rsc.io/quote", "v1.5.2").unwrap();
         let cases: &[(&str, Result<Option<&str>, &str>)] = &[
             (
@@ -265,19 +404,75 @@ mod tests {
             (r#"{"Version":"v1.5.2"}"#, Ok(None)),
             (
                 r#"{"Version":"v1.5.1","Time":"2018-02-14T15:44:20Z"}"#,
-                Err("instead of requested"),
+                Err("proxy returned info for version v1.5.1 instead of requested version"),
             ),
-            (r#"{"Version":"v1.5.2","Time":"yesterday"}"#, Err("Time")),
-            (r#"not json"#, Err("invalid .info")),
-            (r#"{"Time":"2018-02-14T15:44:20Z"}"#, Err("invalid .info")),
+            (
+                r#"{"Version":"v1.5.2\n"}"#,
+                Err(r"proxy returned info for version v1.5.2\n instead of requested version"),
+            ),
+            (
+                r#"{"Version":"v1.5.2","Time":"yesterday"}"#,
+                Err(r#"invalid .info: Time "yesterday": TIME"#),
+            ),
+            (
+                r#"{"Version":"v1.5.2","Time":"a\tb"}"#,
+                Err(r#"invalid .info: Time "a\\tb": TIME"#),
+            ),
+            (
+                r#"not json"#,
+                Err("invalid .info: expected ident at line 1 column 2"),
+            ),
+            (
+                r#"{"Time":"2018-02-14T15:44:20Z"}"#,
+                Err("invalid .info: missing field `Version` at line 1 column 31"),
+            ),
         ];
         for (info, want) in cases {
             let got = check_info(&mv, info.as_bytes());
             match (got, want) {
                 (Ok(t), Ok(w)) => assert_eq!(t.as_deref(), *w, "{info}"),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{info}: {e}"),
+                (Err(e), Err(w)) => {
+                    // The time crate's own words, whatever its version says.
+                    let w = match &e {
+                        InfoError::Time { error, .. } => w.replace("TIME", &error.to_string()),
+                        _ => w.to_string(),
+                    };
+                    assert_eq!(e.to_string(), w, "{info}");
+                }
                 (got, want) => panic!("{info}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_quarantine_reads_version_then_reason() {
+        let mv = ModVer::parse("rsc.io/quote", "v1.5.2").unwrap();
+        let kind = QuarantineKind::from(InfoError::Version("v1.0.0".into()));
+        let q = Quarantine {
+            mv: mv.clone(),
+            kind,
+        };
+        let reason = "proxy returned info for version v1.0.0 instead of requested version";
+        assert_eq!(q.kind.to_string(), reason);
+        assert_eq!(q.to_string(), format!("rsc.io/quote@v1.5.2: {reason}"));
+        let zip = zip::ZipError {
+            mv: mv.clone(),
+            file: Some("rsc.io/quote@v1.5.2/GO.MOD".into()),
+            kind: zip::ZipErrorKind::GoModCase,
+        };
+        let kind = QuarantineKind::from(zip);
+        assert_eq!(
+            kind.to_string(),
+            "rsc.io/quote@v1.5.2: zip: rsc.io/quote@v1.5.2/GO.MOD: go.mod files must have lowercase names"
+        );
+        let too_large = FetchError::TooLarge {
+            url: "https://proxy.example/rsc.io/quote/@v/v1.5.2.zip".into(),
+            limit: MAX_ZIP,
+        };
+        let want = too_large.to_string();
+        assert_eq!(
+            QuarantineKind::TooLarge(Box::new(too_large)).to_string(),
+            want
+        );
     }
 }

@@ -192,7 +192,7 @@ pub enum FileProblem {
     #[error("is not the head the manifest pins")]
     NotThePin,
     /// The version fails the checks a download from upstream must pass.
-    #[error("{}", .0.reason)]
+    #[error("{}", .0.kind)]
     Verify(Quarantine),
     #[error("hashes to {zip} and go.mod {go_mod}, the manifest says {want_zip} and {want_mod}")]
     Hashes {
