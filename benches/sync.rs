@@ -77,7 +77,8 @@ usage: cargo bench --bench sync -- [options]
   --syscost           instead: the system-cost bench (benches/support/syscost_mode.rs): cold
                       sync into fresh ext4 and tmpfs directories and `cp -r` of the tree, with
                       system CPU; takes --versions, --latency-ms, --concurrency, --zip-kib,
-                      --files, --rounds N (3), --tmpfs-dir DIR (/dev/shm), --keep
+                      --files, --rounds N (3), --tmpfs-dir DIR (/dev/shm), --keep, and
+                      --baseline PATH: a second gomirror measured the same way in each round
   --export            instead: the export bench (benches/support/export_mode.rs), which takes
                       --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400), --keep
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
@@ -96,6 +97,7 @@ const VALUED: &[&str] = &[
     "gomirror",
     "rounds",
     "tmpfs-dir",
+    "baseline",
 ];
 const FLAGS: &[&str] = &["no-go", "keep", "sumdb", "syscost"];
 
@@ -120,9 +122,8 @@ struct Opts {
     keep: bool,
     sumdb: bool,
     gomirror: PathBuf,
-    /// `--syscost`: run [`syscost_mode`] instead, this many rounds, its second tree under
-    /// `tmpfs_dir`.
-    syscost: Option<(usize, PathBuf)>,
+    /// `--syscost`: run [`syscost_mode`] instead.
+    syscost: Option<syscost_mode::SyscostOpts>,
 }
 
 impl Opts {
@@ -145,10 +146,11 @@ impl Opts {
             sumdb: flag("sumdb"),
             gomirror: get("gomirror").map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from),
             syscost: match flag("syscost") {
-                true => Some((
-                    number(get("rounds"), "rounds", 3)?,
-                    get("tmpfs-dir").map_or("/dev/shm".into(), PathBuf::from),
-                )),
+                true => Some(syscost_mode::SyscostOpts {
+                    rounds: number(get("rounds"), "rounds", 3)?,
+                    tmpfs_dir: get("tmpfs-dir").map_or("/dev/shm".into(), PathBuf::from),
+                    baseline: get("baseline").map(PathBuf::from),
+                }),
                 false => None,
             },
         };
@@ -891,8 +893,8 @@ fn run(opts: &Opts, work: &Path) -> Result<()> {
         let path = opts.gomirror.display();
         format!("{path}: build it with `cargo build --release --bin gomirror`")
     })?;
-    if let Some((rounds, tmpfs)) = &opts.syscost {
-        return syscost_mode::run(opts, *rounds, tmpfs, &bin, work);
+    if let Some(syscost) = &opts.syscost {
+        return syscost_mode::run(opts, syscost, &bin, work);
     }
     let many = bench_many(opts, &bin, work)?;
     let big = match opts.big_zip_mib {
