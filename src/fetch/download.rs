@@ -5,7 +5,7 @@
 //! that end before `Content-Length`. It never retries; `client.rs` does.
 //!
 //! A zip cannot be checked while it streams (Go: cmd/go/internal/modfetch/fetch.go
-//! downloadZip), so [`FileSink`] only stores and hashes; `verify` reopens the file.
+//! downloadZip), so [`FileSink`] only stores and hashes; `verify` reads the file back.
 //!
 //! Writing: chunks are gathered into batches of [`BATCH`] bytes and each batch is
 //! hashed and written by one `spawn_blocking` task, so neither sha256 nor `write(2)`
@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -85,23 +86,42 @@ impl Sink for MemSink {
 
 /// The half of a [`FileSink`] that a blocking write task owns while it runs.
 struct Writer {
-    /// A clone of the temp file's handle; same open file description, same offset.
-    file: std::fs::File,
+    /// A clone of the temp file's handle (same open file description, same offset)
+    /// and its path, once the first write task has created the file.
+    file: Option<(std::fs::File, PathBuf)>,
     hasher: Sha256,
+}
+
+/// The temp file, shared between a [`FileSink`] and its write task.
+#[derive(Default)]
+struct TempSlot {
+    tmp: Option<NamedTempFile>,
+    /// Set when the sink is dropped: a task that has not created the file yet never does.
+    abandoned: bool,
 }
 
 /// Streams a body into a `.tmp-*` file, hashing it on the way.
 pub(crate) struct FileSink {
-    /// Owned here and not by the write task, so dropping the sink (error, retry,
-    /// cancellation) unlinks the file at once even while a write is still running.
-    tmp: NamedTempFile,
+    dir: PathBuf,
+    /// The file is created by the first write task, in the same trip to the blocking
+    /// pool as the first batch: a body of one batch (most `.mod`s and zips) costs one
+    /// trip, not two (issue 11). Held here and not by the task, under a lock the task
+    /// creates the file under, so that dropping the sink (error, retry, cancellation)
+    /// unlinks the file at once even while a write is still running, and a task still
+    /// queued never creates it.
+    slot: Arc<Mutex<TempSlot>>,
     /// Exactly one of `idle` and `busy` is set between calls: the writer is either here
     /// or inside the task that is writing the previous batch.
     idle: Option<Writer>,
-    busy: Option<JoinHandle<io::Result<Writer>>>,
+    busy: Option<JoinHandle<Result<Writer, FetchError>>>,
     batch: Vec<Bytes>,
     batch_len: usize,
     size: u64,
+}
+
+/// The slot's lock is held only to create or drop the file, never across an await.
+fn lock(slot: &Mutex<TempSlot>) -> std::sync::MutexGuard<'_, TempSlot> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FileSink {
@@ -110,25 +130,57 @@ impl FileSink {
             return Ok(w);
         }
         let task = self.busy.take().expect("writer is idle or busy");
-        let res = match task.await {
+        match task.await {
             Ok(res) => res,
-            Err(join) => Err(io::Error::other(join)),
-        };
-        res.map_err(|source| io_err("write", self.tmp.path(), source))
+            Err(join) => Err(io_err(
+                "write to temp file in",
+                &self.dir,
+                io::Error::other(join),
+            )),
+        }
     }
 
     async fn flush_batch(&mut self) -> Result<(), FetchError> {
         let mut w = self.writer().await?;
         let batch = std::mem::take(&mut self.batch);
         self.batch_len = 0;
+        let (slot, dir) = (self.slot.clone(), self.dir.clone());
         self.busy = Some(tokio::task::spawn_blocking(move || {
+            let (file, path) = match &mut w.file {
+                Some(f) => f,
+                None => w.file.insert(create_in_slot(&slot, &dir)?),
+            };
             for b in &batch {
                 w.hasher.update(b);
-                w.file.write_all(b)?;
+                file.write_all(b).map_err(|e| io_err("write", path, e))?;
             }
             Ok(w)
         }));
         Ok(())
+    }
+}
+
+/// Creates the temp file into `slot` unless the sink is gone; returns a second handle.
+fn create_in_slot(
+    slot: &Mutex<TempSlot>,
+    dir: &Path,
+) -> Result<(std::fs::File, PathBuf), FetchError> {
+    let mut slot = lock(slot);
+    if slot.abandoned {
+        return Err(FetchError::Cancelled);
+    }
+    let (tmp, file) = create_temp(dir)?;
+    let path = tmp.path().to_path_buf();
+    slot.tmp = Some(tmp);
+    Ok((file, path))
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        let mut slot = lock(&self.slot);
+        slot.abandoned = true;
+        // Unlinks the file, if the sink did not hand it out in `finish`.
+        slot.tmp = None;
     }
 }
 
@@ -137,14 +189,11 @@ impl Sink for FileSink {
     type Output = Downloaded;
 
     async fn open(dest_dir: &PathBuf, _declared: Option<u64>) -> Result<Self, FetchError> {
-        let dir = dest_dir.clone();
-        let created = tokio::task::spawn_blocking(move || create_temp(&dir)).await;
-        let (tmp, file) = created
-            .map_err(|join| io_err("create temp file in", dest_dir, io::Error::other(join)))??;
         Ok(FileSink {
-            tmp,
+            dir: dest_dir.clone(),
+            slot: Arc::default(),
             idle: Some(Writer {
-                file,
+                file: None,
                 hasher: Sha256::new(),
             }),
             busy: None,
@@ -165,12 +214,17 @@ impl Sink for FileSink {
     }
 
     async fn finish(mut self, url: &str) -> Result<Downloaded, FetchError> {
-        if !self.batch.is_empty() {
+        // An empty body still needs its (empty) file.
+        if !self.batch.is_empty() || self.size == 0 {
             self.flush_batch().await?;
         }
         let w = self.writer().await?;
+        let file = lock(&self.slot)
+            .tmp
+            .take()
+            .expect("the first write created the file");
         Ok(Downloaded {
-            file: self.tmp,
+            file,
             size: self.size,
             sha256: w.hasher.finalize().into(),
             url: url.to_string(),
@@ -404,6 +458,39 @@ mod tests {
             files_in(&dest).is_empty(),
             "an unpersisted download is deleted on drop"
         );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_is_an_empty_file() {
+        // The file is created with the first batch (issue 11); an empty body has none.
+        let base = serve(Router::new().fallback(get(|| async { "" }))).await;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dest = root.path().join("golang.org/x/text/@v");
+        let c = client(config(&[&base]));
+        let got = c
+            .download(REL, &dest, 1024, &CancellationToken::new())
+            .await
+            .expect("download");
+        assert_eq!(got.size, 0);
+        assert_eq!(got.sha256, <[u8; 32]>::from(Sha256::digest(b"")));
+        assert_eq!(std::fs::read(got.file.path()).expect("read temp"), b"");
+        assert_eq!(files_in(&dest).len(), 1);
+    }
+
+    #[test]
+    fn a_write_task_outliving_its_sink_creates_no_file() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let slot = Mutex::new(TempSlot::default());
+        let (_, path) = create_in_slot(&slot, root.path()).expect("created");
+        assert_eq!(files_in(root.path()).len(), 1);
+        // What dropping the sink does.
+        let mut s = lock(&slot);
+        (s.abandoned, s.tmp) = (true, None);
+        drop(s);
+        assert!(!path.exists());
+        let again = create_in_slot(&slot, root.path());
+        assert!(matches!(again, Err(FetchError::Cancelled)), "{again:?}");
+        assert!(files_in(root.path()).is_empty());
     }
 
     #[tokio::test]
