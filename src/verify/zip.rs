@@ -35,7 +35,7 @@
 //! silently merge duplicate names; phase 2 uses it only after both readers
 //! agree on every entry's name, sizes and offset.
 //!
-//! Both phases read through one [`ZipSource`]: a zip of at most [`WINDOW`]
+//! Both phases read through one `ZipSource`: a zip of at most `WINDOW`
 //! bytes (nearly every module) is read with one `pread` and then parsed from
 //! memory; a larger one through a window of that size that is refilled only
 //! when a read leaves it. Both parsers seek once or twice per entry, which
