@@ -252,7 +252,10 @@ pub fn verify(fetched: Fetched, vouched: Option<Vouched<'_>>) -> Result<Verified
         mod_file,
         zip,
     } = fetched;
-    match check(&mv, &info, &mod_file.sha256, &zip, vouched) {
+    // The zip is read through the download's own handle: no second open.
+    let (zip_handle, zip_tmp) = zip.file.into_parts();
+    let zip_file = fs_err::File::from_parts(zip_handle, zip_tmp.to_path_buf());
+    match check(&mv, &info, &mod_file.sha256, zip_file, vouched) {
         Ok((checked, h1_mod, time)) => Ok(Verified {
             checked: Checked {
                 h1_zip: checked.h1,
@@ -264,10 +267,10 @@ pub fn verify(fetched: Fetched, vouched: Option<Vouched<'_>>) -> Result<Verified
                 zip_size: zip.size,
                 zip_sha256: zip.sha256,
                 mod_tmp: mod_file.file.path().to_owned(),
-                zip_tmp: zip.file.path().to_owned(),
+                zip_tmp: zip_tmp.to_path_buf(),
                 files: Some(TempFiles {
                     mod_file: mod_file.file.into_temp_path(),
-                    zip: zip.file.into_temp_path(),
+                    zip: zip_tmp,
                 }),
                 time,
             },
@@ -283,19 +286,12 @@ fn check(
     mv: &ModVer,
     info: &[u8],
     mod_sha256: &[u8; 32],
-    zip: &crate::fetch::Downloaded,
+    zip: fs_err::File,
     vouched: Option<Vouched<'_>>,
 ) -> Result<(zip::CheckedZip, String, Option<String>), QuarantineKind> {
     let time = check_info(mv, info)?;
     // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
-    // The zip is read through the download's own handle: no second open.
-    let file = zip.file.as_file().try_clone().map_err(|e| zip::ZipError {
-        mv: mv.clone(),
-        file: None,
-        kind: zip::ZipErrorKind::Io(e),
-    })?;
-    let file = fs_err::File::from_parts(file, zip.file.path());
-    let checked = zip::check_zip_file(mv, file)?;
+    let checked = zip::check_zip_file(mv, zip)?;
     let h1_mod = dirhash::hash_go_mod(mod_sha256);
     if let Some(v) = vouched {
         check_vouched(&checked.h1, &h1_mod, v)?;
