@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod fetch;
+pub mod files;
 pub mod lock;
 pub mod metrics;
 pub mod module;

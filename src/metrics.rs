@@ -20,8 +20,7 @@
 //! - `/metrics` renders per scrape from the stored [`Inputs`], so a metric
 //!   relative to now (the feed lag) is current at every scrape.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -547,28 +546,13 @@ fn escape_label(v: &str) -> String {
 /// fsync, rename, fsync the directory. The directory must exist: it
 /// belongs to node_exporter.
 pub fn write_textfile(path: &Path, text: &str) -> Result<(), MetricsError> {
-    let err = |op| {
-        move |source| MetricsError::Textfile {
-            op,
-            path: path.to_owned(),
-            source,
+    crate::files::replace_durably(path, text.as_bytes(), ".gomirror-metrics.tmp-").map_err(|e| {
+        MetricsError::Textfile {
+            op: e.op,
+            path: e.path,
+            source: e.source,
         }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".gomirror-metrics.tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(err("create temporary file beside"))?;
-    tmp.write_all(text.as_bytes()).map_err(err("write"))?;
-    tmp.as_file().sync_all().map_err(err("fsync"))?;
-    tmp.persist(path).map_err(|e| err("rename into")(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("fsync directory of"))
+    })
 }
 
 /// The newest [`Inputs`] and the daemon's counters, shared between the
@@ -627,6 +611,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn status_with_feed(newest: Option<&str>) -> StatusReport {
         StatusReport {

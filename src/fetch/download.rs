@@ -233,26 +233,11 @@ impl Sink for FileSink {
 }
 
 /// Creates `dir` if missing and a `.tmp-*` file in it, plus a second handle for writing.
-/// Mode 0644: publish links this very file into the served tree, where the
+/// Mode 0644: publish renames this very file into the served tree, where the
 /// web server's user must read it.
 fn create_temp(dir: &Path) -> Result<(NamedTempFile, std::fs::File), FetchError> {
-    use std::os::unix::fs::PermissionsExt;
-    let create = || {
-        tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)
-    };
-    // Try first: a mkdir per download for a directory that exists is a
-    // wasted system call, and not a cheap one on every file system.
-    let tmp = match create() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
-            create()
-        }
-        result => result,
-    }
-    .map_err(|e| io_err("create temp file in", dir, e))?;
+    let tmp = crate::files::create_temp(dir, crate::files::TMP_PREFIX)
+        .map_err(|e| io_err(e.op, &e.path, e.source))?;
     let file = tmp
         .as_file()
         .try_clone()

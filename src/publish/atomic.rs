@@ -16,9 +16,7 @@
 //! Metadata (`@v/list`, `@latest`) is replaced with `rename(2)`
 //! ([`Replacement`]).
 
-use std::fs::Permissions;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -84,28 +82,21 @@ pub(crate) fn io_err<'a>(
     }
 }
 
-/// Mode of every file we publish: the web server's user must read it
-/// (tempfile's own default, 0600, makes nginx answer 403).
-pub const FILE_MODE: u32 = 0o644;
+pub use crate::files::FILE_MODE;
+
+impl From<crate::files::FileError> for WriteError {
+    fn from(e: crate::files::FileError) -> Self {
+        WriteError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
 
 /// Creates an empty temporary file in `dir` (created if missing).
 pub fn create_temp(dir: &Path) -> Result<tempfile::NamedTempFile, WriteError> {
-    let create = || {
-        tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .permissions(Permissions::from_mode(FILE_MODE))
-            .tempfile_in(dir)
-    };
-    // The directory almost always exists (the zip's download made it);
-    // trying first saves a mkdir per file, which costs on some file systems.
-    match create() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs_err::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-            create()
-        }
-        result => result,
-    }
-    .map_err(io_err("create temporary file in", dir))
+    Ok(crate::files::create_temp(dir, TMP_PREFIX)?)
 }
 
 /// Writes `bytes` to a new temporary file in `dir`. Not durable until the
@@ -311,6 +302,7 @@ fn parent(path: &Path) -> &Path {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
 
     /// Places `bytes` at `path` the way `how` names: `None` is
     /// [`link_immutable`] with the temporary file dropped after.

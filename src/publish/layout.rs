@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::module::{ModVer, ModulePath};
 use crate::verify::sumdb::tile::Tile;
 
-/// Prefix of every temporary file we create in the tree. nginx must not
-/// serve these (see the sample server block) and start-up removes strays.
-pub const TMP_PREFIX: &str = ".tmp-";
+pub use crate::files::TMP_PREFIX;
 
 /// The three files of one module version, in the order they are published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
