@@ -185,6 +185,9 @@ struct Stream<'a> {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     consistent: HashSet<(i64, [u8; 32])>,
     pin_checked: bool,
+    /// [`write_checked`]'s buffer, allocated once: a fresh 256 KiB per
+    /// file cost an allocation and a memset for every `.mod` and `.zip`.
+    buf: Vec<u8>,
 }
 
 impl<'a> Stream<'a> {
@@ -232,6 +235,7 @@ impl<'a> Stream<'a> {
             jobs: Some(jobs),
             consistent: HashSet::new(),
             pin_checked: false,
+            buf: vec![0; WRITE_BUFFER],
         })
     }
 
@@ -254,7 +258,7 @@ impl<'a> Stream<'a> {
         };
         match expect {
             Expect::Mod(i) | Expect::Zip(i) => {
-                let file = write_checked(rel, sha256, entry, &self.ctx.staging)?;
+                let file = write_checked(rel, sha256, entry, &self.ctx.staging, &mut self.buf)?;
                 let p = self.pending.entry(i).or_default();
                 match expect {
                     Expect::Mod(_) => p.mod_file = Some(file),
@@ -466,20 +470,23 @@ fn read_checked(
     Ok(buf)
 }
 
+/// Bytes per read of a `.mod` or `.zip` from the bundle.
+const WRITE_BUFFER: usize = 256 << 10;
+
 /// Streams an entry into a temporary file in `dir`, hashing it.
 fn write_checked(
     rel: &str,
     sha256: &str,
     entry: &mut impl Read,
     dir: &Path,
+    buf: &mut [u8],
 ) -> Result<Downloaded, ImportError> {
     let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     let mut size = 0u64;
     loop {
         let n = entry
-            .read(&mut buf)
+            .read(buf)
             .map_err(|e| file_err(rel, format!("reading: {e}")))?;
         if n == 0 {
             break;
