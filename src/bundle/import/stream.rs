@@ -2,9 +2,15 @@
 //! against its sha256 and its place; tiles, lookups and the pinned head
 //! proved; every version verified as a sync verifies a download, on other
 //! threads while the stream is read, and staged for the commit.
+//!
+//! The reading thread only decompresses and takes the tar apart: a `.mod`
+//! or `.zip` of up to [`IN_MEMORY`] bytes goes to a verifier thread as
+//! bytes, which hashes it against the manifest and writes its temporary
+//! file there (larger ones are streamed to disk by the reading thread, so
+//! memory stays flat).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -54,11 +60,10 @@ pub(super) fn stream(
         return Err(refused("the bundle changed while it was being read"));
     }
     read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
-    // Versions are verified (zip rules, `h1:`) on other threads while this
-    // one decompresses and writes the next files.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1);
+    // Versions are hashed, written and verified (zip rules, `h1:`) on other
+    // threads while this one decompresses the next files; one per core,
+    // since this thread mostly waits for them.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 4);
     let job_rx = std::sync::Mutex::new(job_rx);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<Staged, ImportError>>();
@@ -117,7 +122,7 @@ fn stream_files<'a, R: Read>(
                 ),
             ));
         }
-        s.take(&f.path, &f.sha256, &mut entry)?;
+        s.take(&f.path, &f.sha256, f.size, &mut entry)?;
         // A version that failed verification stops the import early.
         while let Ok(result) = done.try_recv() {
             staged.push(result?);
@@ -133,9 +138,57 @@ fn stream_files<'a, R: Read>(
 /// One version's files, for a verifier thread.
 struct Job {
     i: usize,
-    fetched: Fetched,
+    mod_file: Received,
+    zip: Received,
+    info: Bytes,
     /// The checksum database's record (name, hashes), unless private or off.
     vouched: Option<(String, RecordHashes)>,
+}
+
+/// A `.mod` or `.zip` as the reading thread passes it on.
+enum Received {
+    /// Streamed into a temporary file, its sha256 checked.
+    Written(Downloaded),
+    /// Read whole; not checked yet.
+    Read {
+        rel: String,
+        sha256: String,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Received {
+    fn len(&self) -> u64 {
+        match self {
+            Received::Written(d) => d.size,
+            Received::Read { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
+    /// Checks the bytes against the manifest's sha256, then writes them to
+    /// a temporary file in `dir`.
+    fn into_downloaded(self, dir: &Path) -> Result<Downloaded, ImportError> {
+        let (rel, sha256, bytes) = match self {
+            Received::Written(d) => return Ok(d),
+            Received::Read { rel, sha256, bytes } => (rel, sha256, bytes),
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        check_sha(&rel, &sha256, &digest)?;
+        let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
+        file.write_all(&bytes).map_err(|e| {
+            ImportError::Publish(WriteError::Io {
+                op: "write",
+                path: file.path().to_owned(),
+                source: e,
+            })
+        })?;
+        Ok(Downloaded {
+            file,
+            size: bytes.len() as u64,
+            sha256: digest,
+            url: format!("bundle:{rel}"),
+        })
+    }
 }
 
 /// `verify::verify` with the record, the manifest's hashes, then staging.
@@ -145,7 +198,13 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
         .vouched
         .as_ref()
         .map(|(db, hashes)| Vouched { db, hashes });
-    let verified = verify::verify(job.fetched, vouched)
+    let fetched = Fetched {
+        mv: mv.clone(),
+        info: job.info,
+        mod_file: job.mod_file.into_downloaded(&ctx.staging)?,
+        zip: job.zip.into_downloaded(&ctx.staging)?,
+    };
+    let verified = verify::verify(fetched, vouched)
         .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
     let c = verified.checked();
     if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
@@ -167,9 +226,17 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
 /// The files of one version, gathered as the stream goes.
 #[derive(Default)]
 struct Pending {
-    mod_file: Option<Downloaded>,
-    zip: Option<Downloaded>,
+    mod_file: Option<Received>,
+    zip: Option<Received>,
 }
+
+/// A `.mod` or `.zip` up to this size is passed to a verifier as bytes.
+const IN_MEMORY: u64 = 1 << 20;
+
+/// What the bytes of versions still waiting for their `.info` may add up
+/// to; past it (a bundle in an unusual order), files are streamed to disk.
+/// The queue to the verifiers holds at most `4 × workers` versions.
+const HELD_BUDGET: u64 = 8 << 20;
 
 /// Reads a tile of this mirror's offline copy.
 type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
@@ -188,6 +255,8 @@ struct Stream<'a> {
     /// [`write_checked`]'s buffer, allocated once: a fresh 256 KiB per
     /// file cost an allocation and a memset for every `.mod` and `.zip`.
     buf: Vec<u8>,
+    /// Bytes of [`Received::Read`] files in `pending`.
+    held: u64,
 }
 
 impl<'a> Stream<'a> {
@@ -236,10 +305,17 @@ impl<'a> Stream<'a> {
             consistent: HashSet::new(),
             pin_checked: false,
             buf: vec![0; WRITE_BUFFER],
+            held: 0,
         })
     }
 
-    fn take(&mut self, rel: &str, sha256: &str, entry: &mut impl Read) -> Result<(), ImportError> {
+    fn take(
+        &mut self,
+        rel: &str,
+        sha256: &str,
+        size: u64,
+        entry: &mut impl Read,
+    ) -> Result<(), ImportError> {
         if let Some(tile) = self.tile_path(rel) {
             let data = read_checked(rel, sha256, entry, 1 << 20)?;
             self.tiles.give(tile, data);
@@ -258,7 +334,7 @@ impl<'a> Stream<'a> {
         };
         match expect {
             Expect::Mod(i) | Expect::Zip(i) => {
-                let file = write_checked(rel, sha256, entry, &self.ctx.staging, &mut self.buf)?;
+                let file = self.receive(rel, sha256, size, entry)?;
                 let p = self.pending.entry(i).or_default();
                 match expect {
                     Expect::Mod(_) => p.mod_file = Some(file),
@@ -286,6 +362,33 @@ impl<'a> Stream<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A `.mod` or `.zip` of `size` bytes (the tar's and the manifest's):
+    /// read whole for a verifier if small and within the budget, else
+    /// streamed to disk and checked here.
+    fn receive(
+        &mut self,
+        rel: &str,
+        sha256: &str,
+        size: u64,
+        entry: &mut impl Read,
+    ) -> Result<Received, ImportError> {
+        if size > IN_MEMORY || self.held + size > HELD_BUDGET {
+            let file = write_checked(rel, sha256, entry, &self.ctx.staging, &mut self.buf)?;
+            return Ok(Received::Written(file));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| file_err(rel, format!("reading: {e}")))?;
+        self.held += bytes.len() as u64;
+        Ok(Received::Read {
+            rel: rel.to_owned(),
+            sha256: sha256.to_owned(),
+            bytes,
+        })
     }
 
     /// `sumdb/<name>/tile/…` of this mirror's database, as a [`Tile`] whose
@@ -384,6 +487,11 @@ impl<'a> Stream<'a> {
                 "{mv}: .info comes before its .mod and .zip"
             )));
         };
+        for r in [&mod_file, &zip] {
+            if let Received::Read { .. } = r {
+                self.held -= r.len();
+            }
+        }
         let private = self
             .ctx
             .sumdb
@@ -397,12 +505,9 @@ impl<'a> Stream<'a> {
         }
         let job = Job {
             i,
-            fetched: Fetched {
-                mv: mv.clone(),
-                info,
-                mod_file,
-                zip,
-            },
+            mod_file,
+            zip,
+            info,
             vouched: record.map(|hashes| (self.name(), hashes)),
         };
         let jobs = self.jobs.as_ref().expect("open while files are read");
@@ -520,4 +625,41 @@ fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], sha256: String) -> Received {
+        Received::Read {
+            rel: "example.com/m/@v/v1.0.0.zip".into(),
+            sha256,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn bytes_read_for_a_verifier_are_checked_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = hex::encode(Sha256::digest(b"zip bytes"));
+        let d = read(b"zip bytes", good.clone())
+            .into_downloaded(dir.path())
+            .unwrap();
+        assert_eq!(std::fs::read(d.file.path()).unwrap(), b"zip bytes");
+        assert_eq!(hex::encode(d.sha256), good);
+        assert_eq!(d.size, 9);
+        drop(d);
+
+        let err = read(b"zip bytez", good.clone())
+            .into_downloaded(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("example.com/m/@v/v1.0.0.zip: sha256 ")
+                && err.contains(&format!("the signed manifest says {good}")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
