@@ -6,12 +6,14 @@
 //! The reading thread only decompresses and takes the tar apart: a `.mod`
 //! or `.zip` of up to [`IN_MEMORY`] bytes goes to a verifier thread as
 //! bytes, which hashes it against the manifest and writes its temporary
-//! file there (larger ones are streamed to disk by the reading thread, so
-//! memory stays flat).
+//! file there. Larger ones, and any past [`HELD_BUDGET`] bytes in flight,
+//! are streamed to disk and hashed by the reading thread, so memory stays
+//! flat whatever the bundle's order and the number of cores.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -67,21 +69,29 @@ pub(super) fn stream(
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 4);
     let job_rx = std::sync::Mutex::new(job_rx);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<Staged, ImportError>>();
+    let held = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
+            let (job_rx, held) = (&job_rx, &held);
             scope.spawn(move || loop {
                 let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok(job) = job else { break };
-                if done_tx.send(verify_job(ctx, job, progress)).is_err() {
+                if done_tx.send(verify_job(ctx, job, held, progress)).is_err() {
                     break;
                 }
             });
         }
         drop(done_tx);
         let mut staged = Vec::with_capacity(header.manifest.versions.len());
-        let streamed = stream_files(ctx, header, &mut entries, job_tx, &done_rx, &mut staged);
+        let streamed = stream_files(
+            ctx,
+            header,
+            &mut entries,
+            (job_tx, &held),
+            &done_rx,
+            &mut staged,
+        );
         // The job sender is gone: the workers finish what is queued, then stop.
         for result in done_rx.iter() {
             staged.push(result?);
@@ -95,11 +105,11 @@ fn stream_files<'a, R: Read>(
     ctx: &'a Context,
     header: &Header,
     entries: &mut tar::Entries<'_, R>,
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    (jobs, held): (std::sync::mpsc::SyncSender<Job>, &'a AtomicU64),
     done: &std::sync::mpsc::Receiver<Result<Staged, ImportError>>,
     staged: &mut Vec<Staged>,
 ) -> Result<Stream<'a>, ImportError> {
-    let mut s = Stream::new(ctx, &header.manifest, jobs)?;
+    let mut s = Stream::new(ctx, &header.manifest, jobs, held)?;
     for f in &header.manifest.files {
         let mut entry = entries
             .next()
@@ -158,41 +168,50 @@ enum Received {
 }
 
 impl Received {
-    fn len(&self) -> u64 {
-        match self {
-            Received::Written(d) => d.size,
-            Received::Read { bytes, .. } => bytes.len() as u64,
-        }
-    }
-
     /// Checks the bytes against the manifest's sha256, then writes them to
-    /// a temporary file in `dir`.
-    fn into_downloaded(self, dir: &Path) -> Result<Downloaded, ImportError> {
+    /// a temporary file in `dir`; either way they leave `held`.
+    fn into_downloaded(self, dir: &Path, held: &AtomicU64) -> Result<Downloaded, ImportError> {
         let (rel, sha256, bytes) = match self {
             Received::Written(d) => return Ok(d),
             Received::Read { rel, sha256, bytes } => (rel, sha256, bytes),
         };
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        check_sha(&rel, &sha256, &digest)?;
-        let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
-        file.write_all(&bytes).map_err(|e| {
-            ImportError::Publish(WriteError::Io {
-                op: "write",
-                path: file.path().to_owned(),
-                source: e,
-            })
-        })?;
-        Ok(Downloaded {
-            file,
-            size: bytes.len() as u64,
-            sha256: digest,
-            url: format!("bundle:{rel}"),
-        })
+        let written = write_read(dir, &rel, &sha256, &bytes);
+        held.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        written
     }
 }
 
+fn write_read(
+    dir: &Path,
+    rel: &str,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<Downloaded, ImportError> {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    check_sha(rel, sha256, &digest)?;
+    let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
+    file.write_all(bytes).map_err(|e| {
+        ImportError::Publish(WriteError::Io {
+            op: "write",
+            path: file.path().to_owned(),
+            source: e,
+        })
+    })?;
+    Ok(Downloaded {
+        file,
+        size: bytes.len() as u64,
+        sha256: digest,
+        url: format!("bundle:{rel}"),
+    })
+}
+
 /// `verify::verify` with the record, the manifest's hashes, then staging.
-fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged, ImportError> {
+fn verify_job(
+    ctx: &Context,
+    job: Job,
+    held: &AtomicU64,
+    progress: &dyn Progress,
+) -> Result<Staged, ImportError> {
     let (mv, entry) = &ctx.versions[job.i];
     let vouched = job
         .vouched
@@ -201,8 +220,8 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
     let fetched = Fetched {
         mv: mv.clone(),
         info: job.info,
-        mod_file: job.mod_file.into_downloaded(&ctx.staging)?,
-        zip: job.zip.into_downloaded(&ctx.staging)?,
+        mod_file: job.mod_file.into_downloaded(&ctx.staging, held)?,
+        zip: job.zip.into_downloaded(&ctx.staging, held)?,
     };
     let verified = verify::verify(fetched, vouched)
         .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), q.reason))?;
@@ -233,10 +252,10 @@ struct Pending {
 /// A `.mod` or `.zip` up to this size is passed to a verifier as bytes.
 const IN_MEMORY: u64 = 1 << 20;
 
-/// What the bytes of versions still waiting for their `.info` may add up
-/// to; past it (a bundle in an unusual order), files are streamed to disk.
-/// The queue to the verifiers holds at most `4 × workers` versions.
-const HELD_BUDGET: u64 = 8 << 20;
+/// What the bytes read for the verifiers and not written yet, waiting for
+/// their `.info` or queued, may add up to, however many verifiers there
+/// are; past it, files are streamed to disk by the reading thread.
+const HELD_BUDGET: u64 = 16 << 20;
 
 /// Reads a tile of this mirror's offline copy.
 type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
@@ -255,8 +274,9 @@ struct Stream<'a> {
     /// [`write_checked`]'s buffer, allocated once: a fresh 256 KiB per
     /// file cost an allocation and a memset for every `.mod` and `.zip`.
     buf: Vec<u8>,
-    /// Bytes of [`Received::Read`] files in `pending`.
-    held: u64,
+    /// Bytes of [`Received::Read`] files not written yet, here or queued;
+    /// only this thread adds to it, the verifiers subtract.
+    held: &'a AtomicU64,
 }
 
 impl<'a> Stream<'a> {
@@ -264,6 +284,7 @@ impl<'a> Stream<'a> {
         ctx: &'a Context,
         m: &Manifest,
         jobs: std::sync::mpsc::SyncSender<Job>,
+        held: &'a AtomicU64,
     ) -> Result<Stream<'a>, ImportError> {
         let pin = match (&ctx.sumdb, &m.sumdb) {
             (None, _) => None,
@@ -305,7 +326,7 @@ impl<'a> Stream<'a> {
             consistent: HashSet::new(),
             pin_checked: false,
             buf: vec![0; WRITE_BUFFER],
-            held: 0,
+            held,
         })
     }
 
@@ -374,7 +395,7 @@ impl<'a> Stream<'a> {
         size: u64,
         entry: &mut impl Read,
     ) -> Result<Received, ImportError> {
-        if size > IN_MEMORY || self.held + size > HELD_BUDGET {
+        if size > IN_MEMORY || self.held.load(Ordering::Relaxed) + size > HELD_BUDGET {
             let file = write_checked(rel, sha256, entry, &self.ctx.staging, &mut self.buf)?;
             return Ok(Received::Written(file));
         }
@@ -383,7 +404,7 @@ impl<'a> Stream<'a> {
             .take(size)
             .read_to_end(&mut bytes)
             .map_err(|e| file_err(rel, format!("reading: {e}")))?;
-        self.held += bytes.len() as u64;
+        self.held.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(Received::Read {
             rel: rel.to_owned(),
             sha256: sha256.to_owned(),
@@ -487,11 +508,6 @@ impl<'a> Stream<'a> {
                 "{mv}: .info comes before its .mod and .zip"
             )));
         };
-        for r in [&mod_file, &zip] {
-            if let Received::Read { .. } = r {
-                self.held -= r.len();
-            }
-        }
         let private = self
             .ctx
             .sumdb
@@ -642,19 +658,22 @@ mod tests {
     #[test]
     fn bytes_read_for_a_verifier_are_checked_before_they_are_written() {
         let dir = tempfile::tempdir().unwrap();
+        let held = AtomicU64::new(18);
         let good = hex::encode(Sha256::digest(b"zip bytes"));
         let d = read(b"zip bytes", good.clone())
-            .into_downloaded(dir.path())
+            .into_downloaded(dir.path(), &held)
             .unwrap();
         assert_eq!(std::fs::read(d.file.path()).unwrap(), b"zip bytes");
         assert_eq!(hex::encode(d.sha256), good);
         assert_eq!(d.size, 9);
         drop(d);
 
+        assert_eq!(held.load(Ordering::Relaxed), 9);
         let err = read(b"zip bytez", good.clone())
-            .into_downloaded(dir.path())
+            .into_downloaded(dir.path(), &held)
             .unwrap_err()
             .to_string();
+        assert_eq!(held.load(Ordering::Relaxed), 0, "refused bytes leave too");
         assert!(
             err.contains("example.com/m/@v/v1.0.0.zip: sha256 ")
                 && err.contains(&format!("the signed manifest says {good}")),
