@@ -80,7 +80,8 @@ usage: cargo bench --bench sync -- [options]
                       --files, --rounds N (3), --tmpfs-dir DIR (/dev/shm), --keep, and
                       --baseline PATH: a second gomirror measured the same way in each round
   --export            instead: the export bench (benches/support/export_mode.rs), which takes
-                      --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400), --keep
+                      --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400; 0: none),
+                      --rounds N (3), --keep
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
                       --known N (100000), --watched N (1000), --new N (20000), --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,

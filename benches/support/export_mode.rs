@@ -2,18 +2,21 @@
 //! `gomirror export` writes a bundle and `gomirror import` applies it, against `tar -c | zstd`
 //! and `zstd -d | tar -x` of the same tree in the same run, and how much memory they need.
 //!
-//! Input: `--versions N` (2000) synthetic modules of `--zip-kib` (100) KiB plus one module with a
-//! `--big-zip-mib` (400) MiB zip, synced once into one tree from two upstream processes (the test
-//! upstream, no latency, no checksum database). Output: a table on stdout, then one line of JSON.
+//! Input: `--versions N` (2000) synthetic modules of `--zip-kib` (100) KiB plus, unless
+//! `--big-zip-mib` is 0, one module with a `--big-zip-mib` (400) MiB zip, synced once into one
+//! tree from one or two upstream processes (the test upstream, no latency, no checksum
+//! database). Output: a table on stdout, then one line of JSON.
 //!
-//! Then, twice each and alternating, so that both read from a warm page cache: `tar -c -C tree .
-//! | zstd -q` (zstd's default level 3, as ours) into a file, and `gomirror export --full`
-//! (zstd level 3) into a fresh directory. Then, twice each and alternating: `zstd -d | tar -x`
-//! of the `tar | zstd` output into a fresh directory, and `gomirror import` of the bundle into a
-//! fresh offline mirror (which checks every file's sha256, every zip's rules and `h1:`, and
-//! publishes with its barriers; both sides end with the file system synced). The best run of
-//! each is reported. Throughput is the tree's bytes over wall time; peak RSS is gomirror's own
-//! (`wait4`, see the module doc of `sync.rs`).
+//! Then `--rounds` (3) rounds, each side by side: `tar -c -C tree . | zstd -q` (zstd's default
+//! level 3, as ours) into a file, then `gomirror export --full` (zstd level 3) into a fresh
+//! directory. Then, round by round again: `zstd -d | tar -x` of that round's `tar | zstd`
+//! output into a fresh directory, then `gomirror import` of that round's bundle into a fresh
+//! offline mirror (which checks every file's sha256, every zip's rules and `h1:`, and publishes
+//! with its barriers; both sides end with the file system synced). Every directory written is
+//! new: this VM's ext4 creates files slowly in a directory a big tree was just deleted from.
+//! Each round's ratio compares the two runs of that round, so a load that changes between
+//! rounds moves both sides. Throughput is the tree's bytes over wall time; peak RSS is
+//! gomirror's own (`wait4`, see the module doc of `sync.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ struct ExportOpts {
     versions: usize,
     zip_kib: usize,
     big_zip_mib: usize,
+    rounds: usize,
     keep: bool,
 }
 
@@ -41,6 +45,7 @@ fn parse(args: &[String]) -> Result<ExportOpts> {
         versions: 2000,
         zip_kib: 100,
         big_zip_mib: 400,
+        rounds: 3,
         keep: false,
     };
     let mut it = args
@@ -53,11 +58,14 @@ fn parse(args: &[String]) -> Result<ExportOpts> {
             "--versions" => opts.versions = number(it.next().cloned(), "versions", 2000)?,
             "--zip-kib" => opts.zip_kib = number(it.next().cloned(), "zip-kib", 100)?,
             "--big-zip-mib" => opts.big_zip_mib = number(it.next().cloned(), "big-zip-mib", 400)?,
+            "--rounds" => opts.rounds = number(it.next().cloned(), "rounds", 3)?,
             other => anyhow::bail!(
-                "--export: unknown option {other:?} (--versions, --zip-kib, --big-zip-mib, --keep)"
+                "--export: unknown option {other:?} \
+                 (--versions, --zip-kib, --big-zip-mib, --rounds, --keep)"
             ),
         }
     }
+    ensure!(opts.rounds > 0, "--rounds: must be at least 1");
     Ok(opts)
 }
 
@@ -87,15 +95,24 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         latency_ms: 0,
         sumdb: false,
     })?;
-    let big = Server::start(Corpus {
-        big: true,
-        count: 1,
-        files: opts.big_zip_mib + 2,
-        bytes: opts.big_zip_mib << 20,
-        latency_ms: 0,
-        sumdb: false,
-    })?;
-    let config = write_config(work, &many.url, &big.url, &[&many.targets, &big.targets])?;
+    let big = match opts.big_zip_mib {
+        0 => None,
+        mib => Some(Server::start(Corpus {
+            big: true,
+            count: 1,
+            files: mib + 2,
+            bytes: mib << 20,
+            latency_ms: 0,
+            sumdb: false,
+        })?),
+    };
+    let mut proxies = vec![many.url.as_str()];
+    let mut targets = vec![&many.targets[..]];
+    if let Some(big) = &big {
+        proxies.push(&big.url);
+        targets.push(&big.targets);
+    }
+    let config = write_config(work, &proxies, &targets)?;
     keygen(&local, &config, &work.join("export.key"))?;
     let synced = crate::sync(&local, &config, &work.join("sync.log"), &mut many)?;
     eprintln!("sync:   {:.2}s  {}", synced.secs, synced.last_line);
@@ -105,7 +122,7 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
 
     let mut tar = Vec::new();
     let mut export = Vec::new();
-    for round_no in 0..2 {
+    for round_no in 0..opts.rounds {
         tar.push(tar_zstd(
             &tree,
             &work.join(format!("tar-{round_no}.tar.zst")),
@@ -117,7 +134,7 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
     let vkey = fs::read_to_string(work.join("export.vkey"))?;
     let mut untar = Vec::new();
     let mut import = Vec::new();
-    for round_no in 0..2 {
+    for round_no in 0..opts.rounds {
         untar.push(zstd_untar(
             &work.join(format!("tar-{round_no}.tar.zst")),
             &work.join(format!("untar-{round_no}")),
@@ -126,104 +143,154 @@ fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {
         )?);
         import.push(import_bundle(&local, &vkey, work, round_no, &mut many)?);
     }
-    let best = |runs: &[Measured]| runs.iter().map(|m| m.secs).fold(f64::INFINITY, f64::min);
-    let (tar_secs, export_secs) = (best(&tar), best(&export));
-    let (untar_secs, import_secs) = (best(&untar), best(&import));
-    let peak = export.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
-    let import_peak = import.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
-    let ratio = tar_secs / export_secs;
-    let bundle = bundle_bytes(&work.join("usb-1"))?;
-    let tar_out = fs::metadata(work.join("tar-1.tar.zst"))?.len();
-    let rate = |secs: f64| bytes as f64 / secs / (1 << 20) as f64;
-    println!(
-        "export bench: {} versions of ~{} KiB + one {} MiB zip, {:.1} MiB of tree files",
-        opts.versions,
-        opts.zip_kib,
-        opts.big_zip_mib,
-        bytes as f64 / (1 << 20) as f64
-    );
-    println!(
-        "{:<22} {:>8} {:>10} {:>12} {:>10}",
-        "", "secs", "MiB/s", "output MiB", "peak RSS"
-    );
-    println!(
-        "{:<22} {:>8.2} {:>10.1} {:>12.1} {:>10}",
-        "tar -c | zstd",
-        tar_secs,
-        rate(tar_secs),
-        tar_out as f64 / (1 << 20) as f64,
-        "-"
-    );
-    println!(
-        "{:<22} {:>8.2} {:>10.1} {:>12.1} {:>6.1} MiB",
-        "gomirror export --full",
-        export_secs,
-        rate(export_secs),
-        bundle as f64 / (1 << 20) as f64,
-        mib(peak)
-    );
-    println!(
-        "{:<22} {:>8.2} {:>10.1} {:>12} {:>10}",
-        "zstd -d | tar -x",
-        untar_secs,
-        rate(untar_secs),
-        "-",
-        "-"
-    );
-    println!(
-        "{:<22} {:>8.2} {:>10.1} {:>12} {:>6.1} MiB",
-        "gomirror import",
-        import_secs,
-        rate(import_secs),
-        "-",
-        mib(import_peak)
-    );
-    println!(
-        "export: throughput {:.0} % of tar | zstd (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
-        ratio * 100.0,
-        THROUGHPUT_TARGET * 100.0,
-        mib(peak),
-        RSS_TARGET_KIB >> 10
-    );
-    println!(
-        "import: throughput {:.0} % of zstd -d | tar -x (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
-        untar_secs / import_secs * 100.0,
-        THROUGHPUT_TARGET * 100.0,
-        mib(import_peak),
-        RSS_TARGET_KIB >> 10
-    );
-    println!(
-        "{}",
-        json!({
-            "versions": opts.versions,
-            "zip_kib": opts.zip_kib,
-            "big_zip_mib": opts.big_zip_mib,
-            "tree_bytes": bytes,
-            "tar_zstd_secs": round(tar_secs, 3),
-            "export_secs": round(export_secs, 3),
-            "export_over_tar_throughput": round(ratio, 3),
-            "export_peak_rss_kib": peak,
-            "bundle_bytes": bundle,
-            "tar_zstd_bytes": tar_out,
-            "untar_secs": round(untar_secs, 3),
-            "import_secs": round(import_secs, 3),
-            "import_over_untar_throughput": round(untar_secs / import_secs, 3),
-            "import_peak_rss_kib": import_peak,
-        })
-    );
+    let results = Results {
+        bytes,
+        bundle: bundle_bytes(&work.join("usb-0"))?,
+        tar_out: fs::metadata(work.join("tar-0.tar.zst"))?.len(),
+        export_peak: export.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0),
+        import_peak: import.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0),
+        tar: tar.iter().map(|m| m.secs).collect(),
+        export: export.iter().map(|m| m.secs).collect(),
+        untar: untar.iter().map(|m| m.secs).collect(),
+        import: import.iter().map(|m| m.secs).collect(),
+    };
+    results.print(opts);
     Ok(())
 }
 
-/// A config watching every target, from two proxies (each 404s the other's modules), with an
+/// Seconds per round of each of the four commands, and what they wrote.
+struct Results {
+    bytes: u64,
+    bundle: u64,
+    tar_out: u64,
+    export_peak: u64,
+    import_peak: u64,
+    tar: Vec<f64>,
+    export: Vec<f64>,
+    untar: Vec<f64>,
+    import: Vec<f64>,
+}
+
+impl Results {
+    /// Per round: gomirror's throughput over the pipeline's, in the same round.
+    fn ratios(ours: &[f64], theirs: &[f64]) -> Vec<f64> {
+        ours.iter().zip(theirs).map(|(o, t)| t / o).collect()
+    }
+
+    fn print(&self, opts: &ExportOpts) {
+        let big = match opts.big_zip_mib {
+            0 => String::new(),
+            mib => format!(" + one {mib} MiB zip"),
+        };
+        println!(
+            "export bench: {} versions of ~{} KiB{big}, {:.1} MiB of tree files, {} rounds",
+            opts.versions,
+            opts.zip_kib,
+            self.bytes as f64 / (1 << 20) as f64,
+            opts.rounds,
+        );
+        let export_ratio = Results::ratios(&self.export, &self.tar);
+        let import_ratio = Results::ratios(&self.import, &self.untar);
+        println!(
+            "{:<6} {:>14} {:>9} {:>8}   {:>17} {:>9} {:>8}",
+            "round",
+            "tar | zstd s",
+            "export s",
+            "export%",
+            "zstd -d | tar -x s",
+            "import s",
+            "import%"
+        );
+        for r in 0..opts.rounds {
+            println!(
+                "{:<6} {:>14.2} {:>9.2} {:>7.0}%   {:>17.2} {:>9.2} {:>7.0}%",
+                r + 1,
+                self.tar[r],
+                self.export[r],
+                export_ratio[r] * 100.0,
+                self.untar[r],
+                self.import[r],
+                import_ratio[r] * 100.0
+            );
+        }
+        let rate = |secs: f64| self.bytes as f64 / secs / (1 << 20) as f64;
+        println!(
+            "best: tar | zstd {:.1} MiB/s, export {:.1} MiB/s, zstd -d | tar -x {:.1} MiB/s, \
+             import {:.1} MiB/s; output MiB: tar | zstd {:.1}, bundle {:.1}",
+            rate(min(&self.tar)),
+            rate(min(&self.export)),
+            rate(min(&self.untar)),
+            rate(min(&self.import)),
+            self.tar_out as f64 / (1 << 20) as f64,
+            self.bundle as f64 / (1 << 20) as f64,
+        );
+        for (what, ratios, peak) in [
+            ("export", &export_ratio, self.export_peak),
+            ("import", &import_ratio, self.import_peak),
+        ] {
+            println!(
+                "{what}: throughput {:.0}-{:.0} % (median {:.0} %) of the pipeline in the same \
+                 round (target >= {:.0} %), peak RSS {:.1} MiB (target < {} MiB)",
+                min(ratios) * 100.0,
+                max(ratios) * 100.0,
+                median(ratios) * 100.0,
+                THROUGHPUT_TARGET * 100.0,
+                mib(peak),
+                RSS_TARGET_KIB >> 10
+            );
+        }
+        let secs = |v: &[f64]| v.iter().map(|s| round(*s, 3)).collect::<Vec<_>>();
+        println!(
+            "{}",
+            json!({
+                "versions": opts.versions,
+                "zip_kib": opts.zip_kib,
+                "big_zip_mib": opts.big_zip_mib,
+                "rounds": opts.rounds,
+                "tree_bytes": self.bytes,
+                "tar_zstd_secs": secs(&self.tar),
+                "export_secs": secs(&self.export),
+                "export_over_tar_throughput": secs(&export_ratio),
+                "export_peak_rss_kib": self.export_peak,
+                "bundle_bytes": self.bundle,
+                "tar_zstd_bytes": self.tar_out,
+                "untar_secs": secs(&self.untar),
+                "import_secs": secs(&self.import),
+                "import_over_untar_throughput": secs(&import_ratio),
+                "import_peak_rss_kib": self.import_peak,
+            })
+        );
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A config watching every target, from every proxy (each 404s the others' modules), with an
 /// `[export] key`.
-fn write_config(dir: &Path, a: &str, b: &str, targets: &[&[Target]]) -> Result<PathBuf> {
+fn write_config(dir: &Path, proxies: &[&str], targets: &[&[Target]]) -> Result<PathBuf> {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let p = |name: &str| q(&dir.join(name).to_string_lossy());
+    let proxies: Vec<String> = proxies.iter().map(|u| q(u)).collect();
     let mut text = format!(
-        "[upstream]\nproxies = [{}, {}]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
+        "[upstream]\nproxies = [{}]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
          [fetch]\nconcurrency = 64\n[sumdb]\nkey = \"off\"\n[export]\nkey = {}\n",
-        q(a),
-        q(b),
+        proxies.join(", "),
         p("tree"),
         p("state.db"),
         p("export.key"),

@@ -6,12 +6,19 @@
 //! after fsyncing every one; dropped before that, it removes them, so an
 //! interrupted export leaves nothing half-written under a bundle's name.
 //!
+//! [`BackgroundWriter`] moves a writer (write(2) calls, a compressor) to a
+//! thread of its own.
+//!
 //! [`open_stream`] joins the volumes again and undoes zstd if the stream
 //! starts with its magic bytes.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::{io_err, BundleError};
 use crate::publish::layout::TMP_PREFIX;
@@ -155,6 +162,158 @@ impl Drop for VolumeWriter {
                     tracing::warn!(path = %tmp.display(), "cannot remove unfinished bundle volume: {e}");
                 }
             }
+        }
+    }
+}
+
+/// Bytes handed to the writer thread at a time.
+const BACKGROUND_CHUNK: usize = 1 << 20;
+
+/// Chunks queued for the writer thread; with the one it writes and the one
+/// being filled, at most this + 2 chunks exist.
+const BACKGROUND_QUEUE: usize = 2;
+
+/// [`BackgroundWriter`] states.
+const RUNNING: u8 = 0;
+const FINISHING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// A writer on a thread of its own: `write` fills a chunk and hands it
+/// over, so the caller goes on while the thread writes it (compresses it,
+/// for a zstd encoder). [`finish`] waits for the thread and returns what
+/// its `finish` closure made of the writer; the first error stops the
+/// thread, and the next `write` or [`finish`] returns it.
+///
+/// [`finish`]: BackgroundWriter::finish
+pub struct BackgroundWriter<R> {
+    chunk: Vec<u8>,
+    /// `None` once finished or dropped: the thread then ends.
+    to_thread: Option<SyncSender<Vec<u8>>>,
+    /// Written chunks, back for reuse.
+    from_thread: Receiver<Vec<u8>>,
+    /// [`RUNNING`], then [`FINISHING`] (set by [`BackgroundWriter::finish`]
+    /// only) or [`ABANDONED`] (dropped unfinished, after an error on the
+    /// caller's side): the thread then drops its writer, unfinished, without
+    /// writing what is still queued.
+    state: Arc<AtomicU8>,
+    thread: Option<JoinHandle<io::Result<R>>>,
+}
+
+impl<R: Send + 'static> BackgroundWriter<R> {
+    /// Runs `out` on a thread named `name`; [`BackgroundWriter::finish`]
+    /// returns `finish(out)`.
+    pub fn spawn<W, F>(name: &str, mut out: W, finish: F) -> io::Result<BackgroundWriter<R>>
+    where
+        W: Write + Send + 'static,
+        F: FnOnce(W) -> io::Result<R> + Send + 'static,
+    {
+        let (to_thread, queue) = mpsc::sync_channel::<Vec<u8>>(BACKGROUND_QUEUE);
+        // Never blocks: it holds at most every chunk there is.
+        let (give_back, from_thread) = mpsc::sync_channel(BACKGROUND_QUEUE + 2);
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let seen = state.clone();
+        let abandoned = move || io::Error::other("abandoned");
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for mut chunk in queue {
+                    if seen.load(Ordering::Acquire) == ABANDONED {
+                        return Err(abandoned());
+                    }
+                    out.write_all(&chunk)?;
+                    chunk.clear();
+                    // The sender may be gone already (it is finishing).
+                    let _ = give_back.try_send(chunk);
+                }
+                match seen.load(Ordering::Acquire) {
+                    FINISHING => finish(out),
+                    _ => Err(abandoned()),
+                }
+            })?;
+        Ok(BackgroundWriter {
+            chunk: Vec::with_capacity(BACKGROUND_CHUNK),
+            to_thread: Some(to_thread),
+            from_thread,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands the current chunk to the thread and takes an empty one.
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .from_thread
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BACKGROUND_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        let sent = match &self.to_thread {
+            Some(tx) => tx.send(full).is_ok(),
+            None => false,
+        };
+        match sent {
+            true => Ok(()),
+            // The thread stopped: its error says why.
+            false => Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the bundle writer thread stopped"))),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<R> {
+        self.to_thread = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other("the bundle writer thread already stopped"))?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other("the bundle writer thread panicked"))?
+    }
+
+    /// Writes what is left, waits for the thread and returns what its
+    /// `finish` made.
+    pub fn finish(mut self) -> io::Result<R> {
+        if !self.chunk.is_empty() {
+            self.send()?;
+        }
+        self.state.store(FINISHING, Ordering::Release);
+        self.join()
+    }
+}
+
+impl<R: Send + 'static> Write for BackgroundWriter<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = BACKGROUND_CHUNK - self.chunk.len();
+        let n = buf.len().min(room);
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() >= BACKGROUND_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// Only hands over what is buffered; [`BackgroundWriter::finish`] is what
+    /// waits for it to be written.
+    fn flush(&mut self) -> io::Result<()> {
+        match self.chunk.is_empty() {
+            true => Ok(()),
+            false => self.send(),
+        }
+    }
+}
+
+impl<R> Drop for BackgroundWriter<R> {
+    /// Unfinished (an error on the way): the thread ends and drops its
+    /// writer (a [`VolumeWriter`] removes its temporary files) before this
+    /// returns.
+    fn drop(&mut self) {
+        if self.state.load(Ordering::Acquire) == RUNNING {
+            self.state.store(ABANDONED, Ordering::Release);
+        }
+        self.to_thread = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -327,6 +486,42 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, vec![2; 25]);
+    }
+
+    #[test]
+    fn a_background_writer_writes_the_same_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * BACKGROUND_CHUNK + 123)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let max = BACKGROUND_CHUNK as u64 + 7;
+        let out = VolumeWriter::new(dir.path(), "b.tar", Some(max));
+        let mut w = BackgroundWriter::spawn("test", out, Ok).unwrap();
+        for piece in data.chunks(100_003) {
+            w.write_all(piece).unwrap();
+        }
+        let paths = w.finish().unwrap().commit().unwrap();
+        // 3 chunks + 123 bytes in volumes of a chunk + 7 bytes.
+        assert_eq!(paths.len(), 4);
+        for p in &paths {
+            assert!(fs_err::metadata(p).unwrap().len() <= max);
+        }
+        let mut back = Vec::new();
+        open_stream(&paths[0])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn an_unfinished_background_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = VolumeWriter::new(dir.path(), "b.tar", Some(1000));
+        let mut w = BackgroundWriter::spawn("test", out, Ok).unwrap();
+        w.write_all(&vec![1; 2 * BACKGROUND_CHUNK + 5]).unwrap();
+        drop(w);
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -2,10 +2,18 @@
 //! against its sha256 and its place; tiles, lookups and the pinned head
 //! proved; every version verified as a sync verifies a download, on other
 //! threads while the stream is read, and staged for the commit.
+//!
+//! The reading thread only decompresses and takes the tar apart: a `.mod`
+//! or `.zip` of up to [`IN_MEMORY`] bytes goes to a verifier thread as
+//! bytes, which hashes it against the manifest and writes its temporary
+//! file there. Larger ones, and any past [`HELD_BUDGET`] bytes in flight,
+//! are streamed to disk and hashed by the reading thread, so memory stays
+//! flat whatever the bundle's order and the number of cores.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -56,29 +64,36 @@ pub(super) fn stream(
         return Err(Refusal::Changed.into());
     }
     read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
-    // Versions are verified (zip rules, `h1:`) on other threads while this
-    // one decompresses and writes the next files.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1);
+    // Versions are hashed, written and verified (zip rules, `h1:`) on other
+    // threads while this one decompresses the next files; one per core,
+    // since this thread mostly waits for them.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 4);
     let job_rx = std::sync::Mutex::new(job_rx);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<Staged, ImportError>>();
+    let held = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
+            let (job_rx, held) = (&job_rx, &held);
             scope.spawn(move || loop {
                 let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok(job) = job else { break };
-                if done_tx.send(verify_job(ctx, job, progress)).is_err() {
+                if done_tx.send(verify_job(ctx, job, held, progress)).is_err() {
                     break;
                 }
             });
         }
         drop(done_tx);
         let mut staged = Vec::with_capacity(header.manifest.versions.len());
-        let streamed = stream_files(ctx, header, &mut entries, job_tx, &done_rx, &mut staged);
+        let streamed = stream_files(
+            ctx,
+            header,
+            &mut entries,
+            (job_tx, &held),
+            &done_rx,
+            &mut staged,
+        );
         // The job sender is gone: the workers finish what is queued, then stop.
         for result in done_rx.iter() {
             staged.push(result?);
@@ -92,11 +107,11 @@ fn stream_files<'a, R: Read>(
     ctx: &'a Context,
     header: &Header,
     entries: &mut tar::Entries<'_, R>,
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    (jobs, held): (std::sync::mpsc::SyncSender<Job>, &'a AtomicU64),
     done: &std::sync::mpsc::Receiver<Result<Staged, ImportError>>,
     staged: &mut Vec<Staged>,
 ) -> Result<Stream<'a>, ImportError> {
-    let mut s = Stream::new(ctx, &header.manifest, jobs)?;
+    let mut s = Stream::new(ctx, &header.manifest, jobs, held)?;
     for f in &header.manifest.files {
         let mut entry = entries
             .next()
@@ -113,7 +128,7 @@ fn stream_files<'a, R: Read>(
             let (tar, manifest) = (entry.size(), f.size);
             return Err(file_err(&f.path, FileProblem::Size { tar, manifest }));
         }
-        s.take(&f.path, &f.sha256, &mut entry)?;
+        s.take(&f.path, &f.sha256, f.size, &mut entry)?;
         // A version that failed verification stops the import early.
         while let Ok(result) = done.try_recv() {
             staged.push(result?);
@@ -129,19 +144,82 @@ fn stream_files<'a, R: Read>(
 /// One version's files, for a verifier thread.
 struct Job {
     i: usize,
-    fetched: Fetched,
+    mod_file: Received,
+    zip: Received,
+    info: Bytes,
     /// The checksum database's record (name, hashes), unless private or off.
     vouched: Option<(String, RecordHashes)>,
 }
 
+/// A `.mod` or `.zip` as the reading thread passes it on.
+enum Received {
+    /// Streamed into a temporary file, its sha256 checked.
+    Written(Downloaded),
+    /// Read whole; not checked yet.
+    Read {
+        rel: String,
+        sha256: String,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Received {
+    /// Checks the bytes against the manifest's sha256, then writes them to
+    /// a temporary file in `dir`; either way they leave `held`.
+    fn into_downloaded(self, dir: &Path, held: &AtomicU64) -> Result<Downloaded, ImportError> {
+        let (rel, sha256, bytes) = match self {
+            Received::Written(d) => return Ok(d),
+            Received::Read { rel, sha256, bytes } => (rel, sha256, bytes),
+        };
+        let written = write_read(dir, &rel, &sha256, &bytes);
+        held.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        written
+    }
+}
+
+fn write_read(
+    dir: &Path,
+    rel: &str,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<Downloaded, ImportError> {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    check_sha(rel, sha256, &digest)?;
+    let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
+    file.write_all(bytes).map_err(|e| {
+        ImportError::Publish(WriteError::Io {
+            op: "write",
+            path: file.path().to_owned(),
+            source: e,
+        })
+    })?;
+    Ok(Downloaded {
+        file,
+        size: bytes.len() as u64,
+        sha256: digest,
+        url: format!("bundle:{rel}"),
+    })
+}
+
 /// `verify::verify` with the record, the manifest's hashes, then staging.
-fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged, ImportError> {
+fn verify_job(
+    ctx: &Context,
+    job: Job,
+    held: &AtomicU64,
+    progress: &dyn Progress,
+) -> Result<Staged, ImportError> {
     let (mv, entry) = &ctx.versions[job.i];
     let vouched = job
         .vouched
         .as_ref()
         .map(|(db, hashes)| Vouched { db, hashes });
-    let verified = verify::verify(job.fetched, vouched)
+    let fetched = Fetched {
+        mv: mv.clone(),
+        info: job.info,
+        mod_file: job.mod_file.into_downloaded(&ctx.staging, held)?,
+        zip: job.zip.into_downloaded(&ctx.staging, held)?,
+    };
+    let verified = verify::verify(fetched, vouched)
         .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), FileProblem::Verify(q)))?;
     let c = verified.checked();
     if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
@@ -160,9 +238,17 @@ fn verify_job(ctx: &Context, job: Job, progress: &dyn Progress) -> Result<Staged
 /// The files of one version, gathered as the stream goes.
 #[derive(Default)]
 struct Pending {
-    mod_file: Option<Downloaded>,
-    zip: Option<Downloaded>,
+    mod_file: Option<Received>,
+    zip: Option<Received>,
 }
+
+/// A `.mod` or `.zip` up to this size is passed to a verifier as bytes.
+const IN_MEMORY: u64 = 1 << 20;
+
+/// What the bytes read for the verifiers and not written yet, waiting for
+/// their `.info` or queued, may add up to, however many verifiers there
+/// are; past it, files are streamed to disk by the reading thread.
+const HELD_BUDGET: u64 = 16 << 20;
 
 /// Reads a tile of this mirror's offline copy.
 type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
@@ -178,6 +264,12 @@ struct Stream<'a> {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     consistent: HashSet<(i64, [u8; 32])>,
     pin_checked: bool,
+    /// [`write_checked`]'s buffer, allocated once: a fresh 256 KiB per
+    /// file cost an allocation and a memset for every `.mod` and `.zip`.
+    buf: Vec<u8>,
+    /// Bytes of [`Received::Read`] files not written yet, here or queued;
+    /// only this thread adds to it, the verifiers subtract.
+    held: &'a AtomicU64,
 }
 
 impl<'a> Stream<'a> {
@@ -185,6 +277,7 @@ impl<'a> Stream<'a> {
         ctx: &'a Context,
         m: &Manifest,
         jobs: std::sync::mpsc::SyncSender<Job>,
+        held: &'a AtomicU64,
     ) -> Result<Stream<'a>, ImportError> {
         let pin = match (&ctx.sumdb, &m.sumdb) {
             (None, _) => None,
@@ -222,10 +315,18 @@ impl<'a> Stream<'a> {
             jobs: Some(jobs),
             consistent: HashSet::new(),
             pin_checked: false,
+            buf: vec![0; WRITE_BUFFER],
+            held,
         })
     }
 
-    fn take(&mut self, rel: &str, sha256: &str, entry: &mut impl Read) -> Result<(), ImportError> {
+    fn take(
+        &mut self,
+        rel: &str,
+        sha256: &str,
+        size: u64,
+        entry: &mut impl Read,
+    ) -> Result<(), ImportError> {
         if let Some(tile) = self.tile_path(rel) {
             let data = read_checked(rel, sha256, entry, 1 << 20)?;
             self.tiles.give(tile, data);
@@ -241,7 +342,7 @@ impl<'a> Stream<'a> {
         };
         match expect {
             Expect::Mod(i) | Expect::Zip(i) => {
-                let file = write_checked(rel, sha256, entry, &self.ctx.staging)?;
+                let file = self.receive(rel, sha256, size, entry)?;
                 let p = self.pending.entry(i).or_default();
                 match expect {
                     Expect::Mod(_) => p.mod_file = Some(file),
@@ -269,6 +370,33 @@ impl<'a> Stream<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A `.mod` or `.zip` of `size` bytes (the tar's and the manifest's):
+    /// read whole for a verifier if small and within the budget, else
+    /// streamed to disk and checked here.
+    fn receive(
+        &mut self,
+        rel: &str,
+        sha256: &str,
+        size: u64,
+        entry: &mut impl Read,
+    ) -> Result<Received, ImportError> {
+        if size > IN_MEMORY || self.held.load(Ordering::Relaxed) + size > HELD_BUDGET {
+            let file = write_checked(rel, sha256, entry, &self.ctx.staging, &mut self.buf)?;
+            return Ok(Received::Written(file));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| file_err(rel, FileProblem::Read(e)))?;
+        self.held.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(Received::Read {
+            rel: rel.to_owned(),
+            sha256: sha256.to_owned(),
+            bytes,
+        })
     }
 
     /// `sumdb/<name>/tile/…` of this mirror's database, as a [`Tile`] whose
@@ -384,12 +512,9 @@ impl<'a> Stream<'a> {
         }
         let job = Job {
             i,
-            fetched: Fetched {
-                mv: mv.clone(),
-                info,
-                mod_file,
-                zip,
-            },
+            mod_file,
+            zip,
+            info,
             vouched: record.map(|hashes| (self.name(), hashes)),
         };
         let jobs = self.jobs.as_ref().expect("open while files are read");
@@ -456,20 +581,23 @@ fn read_checked(
     Ok(buf)
 }
 
+/// Bytes per read of a `.mod` or `.zip` from the bundle.
+const WRITE_BUFFER: usize = 256 << 10;
+
 /// Streams an entry into a temporary file in `dir`, hashing it.
 fn write_checked(
     rel: &str,
     sha256: &str,
     entry: &mut impl Read,
     dir: &Path,
+    buf: &mut [u8],
 ) -> Result<Downloaded, ImportError> {
     let mut file = atomic::create_temp(dir).map_err(ImportError::Publish)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     let mut size = 0u64;
     loop {
         let n = entry
-            .read(&mut buf)
+            .read(buf)
             .map_err(|e| file_err(rel, FileProblem::Read(e)))?;
         if n == 0 {
             break;
@@ -501,4 +629,44 @@ fn check_sha(rel: &str, want: &str, got: &[u8; 32]) -> Result<(), ImportError> {
         return Err(file_err(rel, FileProblem::Sha256 { got, want }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], sha256: String) -> Received {
+        Received::Read {
+            rel: "example.com/m/@v/v1.0.0.zip".into(),
+            sha256,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn bytes_read_for_a_verifier_are_checked_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = AtomicU64::new(18);
+        let good = hex::encode(Sha256::digest(b"zip bytes"));
+        let d = read(b"zip bytes", good.clone())
+            .into_downloaded(dir.path(), &held)
+            .unwrap();
+        assert_eq!(std::fs::read(d.file.path()).unwrap(), b"zip bytes");
+        assert_eq!(hex::encode(d.sha256), good);
+        assert_eq!(d.size, 9);
+        drop(d);
+
+        assert_eq!(held.load(Ordering::Relaxed), 9);
+        let err = read(b"zip bytez", good.clone())
+            .into_downloaded(dir.path(), &held)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(held.load(Ordering::Relaxed), 0, "refused bytes leave too");
+        assert!(
+            err.contains("example.com/m/@v/v1.0.0.zip: sha256 ")
+                && err.contains(&format!("the signed manifest says {good}")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
