@@ -794,8 +794,8 @@ fn row(name: &str, m: &Measured) {
     );
 }
 
-fn print_table(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: u64) {
-    let bound = latency_bound_secs(opts);
+/// The line above every table: what was synced, and how.
+fn print_setup(opts: &Opts) {
     println!(
         "\n{} versions, ~{} KiB zips of {} files, {} ms per upstream request, concurrency {}\n",
         opts.versions,
@@ -804,6 +804,11 @@ fn print_table(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: 
         opts.latency.as_millis(),
         opts.concurrency
     );
+}
+
+fn print_table(opts: &Opts, many: &Many, big: Option<&Measured>, bench_rss_kib: u64) {
+    let bound = latency_bound_secs(opts);
+    print_setup(opts);
     let head = ["", "time", "requests", "req/s", "peak RSS"];
     println!(
         "{:<30} {:>10} {:>9} {:>9} {:>13}",

@@ -33,8 +33,8 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::{
-    check_tree, latency_bound_secs, measure, round, sync, write_config, Corpus, Measured, Opts,
-    Server,
+    check_tree, latency_bound_secs, measure, print_setup, round, sync, write_config, Corpus,
+    Measured, Opts, Server,
 };
 
 const SYS_OVER_CP_TARGET: f64 = 1.5;
@@ -190,14 +190,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn print_table(opts: &Opts, rounds: &[Round], bound: f64) {
-    println!(
-        "\n{} versions, ~{} KiB zips of {} files, {} ms per upstream request, concurrency {}\n",
-        opts.versions,
-        opts.zip_kib,
-        opts.files,
-        opts.latency.as_millis(),
-        opts.concurrency
-    );
+    print_setup(opts);
     println!(
         "{:<14} {:>22} {:>22} {:>16} {:>9} {:>10} {:>10}",
         "round",
