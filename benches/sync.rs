@@ -227,6 +227,18 @@ struct Corpus {
 }
 
 impl Corpus {
+    /// The `--versions` small modules the options describe.
+    fn many(opts: &Opts, sumdb: bool) -> Result<Corpus> {
+        Ok(Corpus {
+            big: false,
+            count: opts.versions,
+            files: opts.files,
+            bytes: opts.zip_kib << 10,
+            latency_ms: u64::try_from(opts.latency.as_millis())?,
+            sumdb,
+        })
+    }
+
     fn args(&self) -> Vec<String> {
         let kind = if self.big { "big" } else { "many" };
         let numbers = [self.count, self.files, self.bytes].map(|n| n.to_string());
@@ -686,14 +698,7 @@ struct Many {
 }
 
 fn bench_many(opts: &Opts, bin: &Path, work: &Path) -> Result<Many> {
-    let mut server = Server::start(Corpus {
-        big: false,
-        count: opts.versions,
-        files: opts.files,
-        bytes: opts.zip_kib << 10,
-        latency_ms: u64::try_from(opts.latency.as_millis())?,
-        sumdb: opts.sumdb,
-    })?;
+    let mut server = Server::start(Corpus::many(opts, opts.sumdb)?)?;
     let dir = work.join("many");
     let config = write_config(&dir, &server.url, opts.concurrency, None, &server.targets)?;
     let cold = sync(bin, &config, &dir.join("cold.log"), &mut server)?;

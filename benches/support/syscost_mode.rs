@@ -78,14 +78,7 @@ pub fn run(opts: &Opts, sc: &SyscostOpts, bin: &Path, work: &Path) -> Result<()>
         std::fs::copy(baseline, &copy).with_context(|| format!("{}", baseline.display()))?;
         bins.push(copy);
     }
-    let mut server = Server::start(Corpus {
-        big: false,
-        count: opts.versions,
-        files: opts.files,
-        bytes: opts.zip_kib << 10,
-        latency_ms: u64::try_from(opts.latency.as_millis())?,
-        sumdb: false,
-    })?;
+    let mut server = Server::start(Corpus::many(opts, false)?)?;
     let tmpfs = tempfile::Builder::new()
         .prefix("gomirror-bench-")
         .tempdir_in(&sc.tmpfs_dir)
