@@ -123,21 +123,8 @@ async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(
     }
     let mut outcomes = done;
     if !staged.is_empty() {
-        let records = match ctx.sumdb.get() {
-            Some(db) if !records.is_empty() => sumdb::records(ctx, db, &records).await?,
-            _ => None,
-        };
-        let pinned = records
-            .as_ref()
-            .filter(|r| r.offline.is_some())
-            .map(|r| r.head.tree.n);
-        match commit::commit(&ctx.tree, &ctx.store, commit::Batch { staged, records }).await {
-            Ok(placed) => {
-                if let (Some(db), Some(n)) = (ctx.sumdb.get(), pinned) {
-                    db.pinned_to(n);
-                }
-                outcomes.extend(placed);
-            }
+        match sumdb::commit(ctx, ctx.sumdb.get(), staged, &records).await? {
+            Ok(placed) => outcomes.extend(placed),
             // The staged versions are neither listed nor recorded as
             // published: they stay pending, and the next run completes them.
             Err(commit::CommitError::Publish(e)) => stop_for(ctx, tally, SyncError::Publish(e)),

@@ -18,8 +18,9 @@ use crate::commit;
 use crate::config::{Config, SumdbSettings};
 use crate::fetch::{self, Upstream};
 use crate::module::ModVer;
+use crate::publish::Staged;
 use crate::publish::{self, layout::SumdbFile};
-use crate::state::{RecordId, Store};
+use crate::state::{Outcome, RecordId, Store};
 use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
 
 /// The checksum database for one run.
@@ -42,7 +43,7 @@ impl Sumdb {
     }
 
     /// A commit pinned the offline copy to the head of size `n`.
-    pub fn pinned_to(&self, n: i64) {
+    fn pinned_to(&self, n: i64) {
         *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 }
@@ -151,17 +152,9 @@ pub(super) async fn backfill(
         }
     }
     for chunk in records.chunks(256) {
-        let batch = commit::Batch {
-            staged: Vec::new(),
-            records: self::records(ctx, db, chunk).await?,
-        };
-        let pinned = batch.records.as_ref().map(|r| r.head.tree.n);
-        commit::commit(&ctx.tree, &ctx.store, batch)
-            .await
+        commit(ctx, Some(db), Vec::new(), chunk)
+            .await?
             .map_err(|e| SyncError::Commit(Box::new(e)))?;
-        if let (Some(n), true) = (pinned, db.settings.offline_copy) {
-            db.pinned_to(n);
-        }
     }
     Ok(problems)
 }
@@ -232,10 +225,35 @@ async fn reachable(
     }
 }
 
+/// Commits `staged` with the database's `records` of its versions (or, for
+/// a backfill, of versions published before), then notes the head the
+/// offline copy is pinned to. The outer error stopped the run before the
+/// commit (a tile that could not be fetched); the inner one is the commit's.
+pub(super) async fn commit(
+    ctx: &Ctx,
+    db: Option<&Sumdb>,
+    staged: Vec<Staged>,
+    records: &[(ModVer, Record)],
+) -> Result<Result<Vec<Outcome>, commit::CommitError>, SyncError> {
+    let records = match db {
+        Some(db) if !records.is_empty() => self::records(ctx, db, records).await?,
+        _ => None,
+    };
+    let pinned = records
+        .as_ref()
+        .filter(|r| r.offline.is_some())
+        .map(|r| r.head.tree.n);
+    let committed = commit::commit(&ctx.tree, &ctx.store, commit::Batch { staged, records }).await;
+    if let (Ok(_), Some(db), Some(n)) = (&committed, db, pinned) {
+        db.pinned_to(n);
+    }
+    Ok(committed)
+}
+
 /// A batch's records, for `commit`: the pinned head (the newest verified
 /// one), their ids, and — with the offline copy on — the tiles that head
 /// needs and the lookups. `None` before any head was verified.
-pub(super) async fn records(
+async fn records(
     ctx: &Ctx,
     db: &Sumdb,
     records: &[(ModVer, Record)],
