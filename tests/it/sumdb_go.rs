@@ -29,8 +29,8 @@ use gomirror::verify::sumdb::tlog::stored_hash_index;
 use gomirror::verify::sumdb::TILE_HEIGHT;
 
 use crate::harness::corpus_upstream;
-use crate::nginx::find_on_path;
 use crate::sumdb::SumdbServer;
+use crate::tools::{find_go_119, need};
 use crate::upstream::{ModuleFiles, Upstream};
 
 const DB_NAME: &str = "sum.test.example";
@@ -42,20 +42,9 @@ const QUOTE_H1: &str = "h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=";
 /// A well-formed hash no corpus version has.
 const WRONG_H1: &str = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
-/// `go`: the first on PATH, else Debian's `/usr/lib/go-1.19/bin/go`; `None` after saying why
-/// the test skips, a panic under `GOMIRROR_REQUIRE_TOOLS=1`.
+/// Go 1.19; `None` after saying why the test skips, a panic under `GOMIRROR_REQUIRE_TOOLS=1`.
 pub(crate) fn go_or_skip(test: &str) -> Option<PathBuf> {
-    let found = find_on_path("go").or_else(|| {
-        let p = PathBuf::from("/usr/lib/go-1.19/bin/go");
-        p.is_file().then_some(p)
-    });
-    if found.is_none() {
-        if std::env::var("GOMIRROR_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{test}: go not found and GOMIRROR_REQUIRE_TOOLS=1");
-        }
-        eprintln!("skipping {test}: go not found (GOMIRROR_REQUIRE_TOOLS=1 makes this a failure)");
-    }
-    found
+    need(test, "go", find_go_119())
 }
 
 /// The real `go` with a cleared environment, checking `GOSUMDB` through `GOPROXY`. `GOPATH`
