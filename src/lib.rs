@@ -20,6 +20,7 @@ pub mod lock;
 pub mod metrics;
 pub mod module;
 pub mod plan;
+pub mod project;
 pub mod publish;
 pub mod state;
 pub mod sync;

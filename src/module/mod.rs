@@ -7,6 +7,7 @@
 //! Input: untrusted strings. Output: checked values and their case-encoded
 //! forms (`module.EscapePath`, `module.EscapeVersion`).
 
+pub mod gover;
 mod path;
 pub mod semver;
 mod version;
@@ -14,7 +15,7 @@ mod version;
 pub use path::{
     check_file_path, check_path, match_prefix_patterns, ModulePath, PathError, PrefixPatterns,
 };
-pub use version::{is_pseudo_version, Version, VersionError};
+pub use version::{canonical_version, is_pseudo_version, Version, VersionError};
 
 use std::fmt;
 

@@ -128,7 +128,7 @@ impl Version {
 
 /// Go: x/mod/module/module.go CanonicalVersion: semver.Canonical, keeping
 /// a `+incompatible` build suffix.
-fn canonical_version(v: &str) -> Option<String> {
+pub fn canonical_version(v: &str) -> Option<String> {
     let mut cv = semver::canonical(v)?;
     if semver::build(v) == "+incompatible" {
         cv.push_str("+incompatible");
