@@ -341,11 +341,10 @@ fn is_go_version_re(v: &str) -> bool {
 /// Go: modfile isIndirect: the line's comment is `indirect` or starts `indirect;`.
 fn is_indirect(comment: &str) -> bool {
     let mut f = comment.split_whitespace();
-    match (f.next(), f.next()) {
-        (Some("indirect"), None) => true,
-        (Some("indirect;"), Some(_)) => true,
-        _ => false,
-    }
+    matches!(
+        (f.next(), f.next()),
+        (Some("indirect"), None) | (Some("indirect;"), Some(_))
+    )
 }
 
 /// `path version` of a `require` or `exclude`.
