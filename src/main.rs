@@ -66,6 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Retry { pattern } => runtime.block_on(cli::state::retry(load()?, pattern)),
+        Command::Closure { dir, json } => {
+            runtime.block_on(cli::closure::closure(load()?, &dir, json))
+        }
         Command::Status { json } => runtime.block_on(cli::state::status(load()?, json)),
         Command::Verify { json } => runtime.block_on(cli::state::verify(load()?, json)),
         Command::Keygen { name, out } => cli::bundle::keygen(&name, &out),

@@ -101,6 +101,15 @@ pub enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// What a project (a directory with go.mod or go.work) needs from the
+    /// mirror and what the tree lacks of it; publishes nothing.
+    Closure {
+        /// The project directory.
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// What is mirrored, the last runs, and what failed.
     Status {
         /// Machine-readable output.

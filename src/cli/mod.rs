@@ -3,11 +3,13 @@
 //! `signals` (SIGINT/SIGTERM/SIGHUP into tokens), `progress` (bars),
 //! `output` and `report` (what goes to stdout and stderr), and the
 //! subcommands by what they work on: `sync` (sync, daemon), `state`
-//! (status, verify, retry), `bundle` (keygen, export, inspect, import).
+//! (status, verify, retry), `bundle` (keygen, export, inspect, import),
+//! `closure` (what a project needs).
 //! The library never prints; this side never decides what a run does.
 
 pub mod args;
 pub mod bundle;
+pub mod closure;
 pub mod logging;
 pub mod output;
 pub mod progress;

@@ -18,6 +18,7 @@
 //! A `go.work` is looked for in the project directory only, not above it: point a project
 //! at the directory of its go.work to build it as a workspace.
 
+pub mod closure;
 pub mod graph;
 pub mod modfile;
 

@@ -21,6 +21,7 @@
 
 mod batch;
 mod follow;
+pub mod project;
 mod sumdb;
 mod version;
 

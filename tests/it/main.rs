@@ -3,12 +3,14 @@
 mod airgap;
 mod bundle_export;
 mod cli;
+mod closure;
 mod corpus;
 mod crash;
 mod daemon;
 mod e2e;
 mod faults;
 mod feed;
+mod graphgen;
 mod h1;
 mod harness;
 mod hostile;

@@ -1,0 +1,132 @@
+//! A project's closure against this mirror: which of the files it needs the tree has.
+//!
+//! go.mod files come from the tree where a version is published (every published file was
+//! verified), else from the upstream proxies: the graph is only discovered with them, and
+//! whatever is later published from it is fetched and verified again like any version.
+//! A warm closure (everything mirrored) therefore makes no upstream request.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{blocking, TaskError};
+use crate::fetch::{Client, ClientError};
+use crate::module::ModVer;
+use crate::project::closure::{self, Closure};
+use crate::project::graph::ModSource;
+use crate::project::{Project, ProjectError};
+use crate::publish::layout::{self, Kind, Tree};
+use crate::verify::MAX_GO_MOD;
+
+/// go.mod files from the tree, else upstream; counts what it asked upstream.
+pub struct TreeThenUpstream {
+    tree: Tree,
+    client: Client,
+    token: CancellationToken,
+    upstream_requests: AtomicUsize,
+}
+
+impl TreeThenUpstream {
+    pub fn new(tree: Tree, client: Client, token: CancellationToken) -> TreeThenUpstream {
+        TreeThenUpstream {
+            tree,
+            client,
+            token,
+            upstream_requests: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many go.mod files were asked of upstream so far.
+    pub fn upstream_requests(&self) -> usize {
+        self.upstream_requests.load(Ordering::Relaxed)
+    }
+}
+
+impl ModSource for TreeThenUpstream {
+    async fn go_mod(&self, mv: &ModVer) -> Result<bytes::Bytes, String> {
+        let published = self.tree.version_file(mv, Kind::Mod);
+        match tokio::fs::read(&published).await {
+            Ok(data) => return Ok(data.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{mv}: reading {}: {e}", published.display())),
+        }
+        self.upstream_requests.fetch_add(1, Ordering::Relaxed);
+        let rel = layout::version_rel(mv, Kind::Mod);
+        self.client
+            .get(&rel, MAX_GO_MOD, &self.token)
+            .await
+            .map_err(|e| format!("{mv}: {}", crate::error::chain(&e)))
+    }
+}
+
+/// One file the closure needs and the tree lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lack {
+    pub mv: ModVer,
+    pub kind: Kind,
+}
+
+/// A project's closure and what the tree lacks of it.
+#[derive(Debug)]
+pub struct ClosureReport {
+    pub dir: PathBuf,
+    pub closure: Closure,
+    pub lacking: Vec<Lack>,
+    /// go.mod files asked of upstream while computing it.
+    pub upstream_requests: usize,
+}
+
+/// Why a closure could not be computed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ClosureError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+/// Computes the closure of the project in `dir` and compares it with the tree. Publishes
+/// nothing and takes no lock: it only reads.
+pub async fn closure_report(
+    config: &Config,
+    dir: &Path,
+    token: CancellationToken,
+) -> Result<ClosureReport, ClosureError> {
+    let owned = dir.to_path_buf();
+    let project = blocking("reading the project", move || Project::load(&owned)).await??;
+    let client = Client::new(config.upstreams.clone(), &config.fetch)?;
+    let tree = Tree::new(&config.tree_dir);
+    let source = TreeThenUpstream::new(tree.clone(), client, token);
+    let closure = closure::closure(&project, &source, config.fetch.concurrency).await;
+    let needed: Vec<Lack> = closure
+        .mods
+        .iter()
+        .flat_map(|mv| {
+            let zip = closure.zips.contains(mv).then_some(Kind::Zip);
+            [Some(Kind::Info), Some(Kind::Mod), zip]
+                .into_iter()
+                .flatten()
+                .map(|kind| Lack {
+                    mv: mv.clone(),
+                    kind,
+                })
+        })
+        .collect();
+    let lacking = blocking("looking in the tree", move || {
+        needed
+            .into_iter()
+            .filter(|l| !tree.version_file(&l.mv, l.kind).is_file())
+            .collect()
+    })
+    .await?;
+    Ok(ClosureReport {
+        dir: dir.to_path_buf(),
+        closure,
+        lacking,
+        upstream_requests: source.upstream_requests(),
+    })
+}
