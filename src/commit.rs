@@ -30,7 +30,9 @@ use crate::config::SumdbSettings;
 use crate::error::{blocking, TaskError};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
-use crate::state::{Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead};
+use crate::state::{
+    Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead, ZipInfo,
+};
 use crate::verify::sumdb::client::SignedHead;
 use crate::verify::sumdb::tile::Tile;
 use crate::verify::sumdb::tlog::format_hash;
@@ -302,6 +304,8 @@ fn write_tree(
         for (s, result) in publish::place(tree, staged)? {
             let mv = s.checked().mv().clone();
             let kind = match result {
+                // A version published for its go.mod only stays out of the lists.
+                Ok(()) if s.checked().zip().is_none() => OutcomeKind::Published(published_info(&s)),
                 Ok(()) => {
                     lists
                         .entry(mv.path.clone())
@@ -346,11 +350,13 @@ pub fn published_info(s: &Staged) -> PublishedInfo {
     PublishedInfo {
         info_size: s.info_size(),
         mod_size: v.mod_size(),
-        zip_size: v.zip_size(),
-        h1_zip: v.h1_zip().to_owned(),
         h1_mod: v.h1_mod().to_owned(),
-        zip_sha256: hex::encode(v.zip_sha256()),
         time: v.time().unwrap_or_default().to_owned(),
+        zip: v.zip().map(|z| ZipInfo {
+            size: z.size,
+            h1: z.h1.clone(),
+            sha256: hex::encode(z.sha256),
+        }),
     }
 }
 

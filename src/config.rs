@@ -23,7 +23,6 @@
 //!   rules are `[{ watched = true }]`. Rules: [`crate::plan::rules`]; a
 //!   malformed glob is refused here, where Go would silently never match it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -59,6 +58,8 @@ pub mod file {
         pub fetch: Fetch,
         #[serde(default)]
         pub watch: Vec<Watch>,
+        #[serde(default)]
+        pub project: Vec<Project>,
         #[serde(default)]
         pub sumdb: Sumdb,
         #[serde(default)]
@@ -172,7 +173,21 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct Watch {
         pub module: String,
-        pub versions: Option<String>,
+        pub versions: Option<Versions>,
+    }
+
+    /// `versions = "latest"` (a selector) or `versions = ["v1.2.3", …]` (exact versions).
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Versions {
+        Selector(String),
+        Exact(Vec<String>),
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Project {
+        pub path: String,
     }
 }
 
@@ -186,8 +201,11 @@ pub struct Config {
     pub tree_dir: PathBuf,
     pub database: PathBuf,
     pub fetch: FetchSettings,
-    /// At most one entry per module.
+    /// Several entries may name one module: the run takes the union.
     pub watch: Vec<WatchEntry>,
+    /// `[[project]] path`s, absolute; a path may be a glob (`*`, `?`, `[…]`),
+    /// expanded when a sync reads the projects.
+    pub projects: Vec<PathBuf>,
     pub feed: FeedSettings,
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
@@ -392,6 +410,7 @@ impl Config {
             )?,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
+            projects: src.projects(&file.project, base)?,
             sumdb: src.sumdb(&file.sumdb)?,
             import_trusted: src.import_trusted(&file.import)?,
             feed: src.feed(&file.feed)?,
@@ -805,35 +824,68 @@ impl<'a> Source<'a> {
     }
 
     fn watch(&self, entries: &[file::Watch]) -> Result<Vec<WatchEntry>, ConfigError> {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut out = Vec::with_capacity(entries.len());
         for (i, w) in entries.iter().enumerate() {
             let at = |key: &str| ["watch".into(), i.into(), key.into()];
             let module =
                 ModulePath::new(&w.module).map_err(|e| self.error(&at("module"), e.to_string()))?;
-            if let Some(&first) = seen.get(w.module.as_str()) {
-                let first_at = ["watch".into(), first.into(), "module".into()];
-                let line = self
-                    .line(&first_at)
-                    .map(|l| format!(" (line {l})"))
-                    .unwrap_or_default();
-                let first = first + 1;
-                let reason = format!(
-                    "{module} is already watched by [[watch]] #{first}{line}; \
-                     give each module one entry"
-                );
-                return Err(self.error(&at("module"), reason));
+            let selectors = match &w.versions {
+                None => vec![Selector::parse("latest").expect("a valid selector")],
+                Some(file::Versions::Selector(s)) => {
+                    vec![Selector::parse(s).map_err(|e| self.error(&at("versions"), e))?]
+                }
+                Some(file::Versions::Exact(list)) if list.is_empty() => {
+                    return Err(self.error(&at("versions"), "an empty list selects nothing"));
+                }
+                Some(file::Versions::Exact(list)) => list
+                    .iter()
+                    .map(|v| match Selector::parse(v) {
+                        Ok(s @ Selector::Exact(_)) => Ok(s),
+                        Ok(_) | Err(_) => Err(self.error(
+                            &at("versions"),
+                            format!("{v:?}: a list holds exact versions, as \"v1.2.3\""),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            for selector in selectors {
+                if let Selector::Exact(v) = &selector {
+                    v.check_path_major(&module)
+                        .map_err(|e| self.error(&at("versions"), format!("{module}: {e}")))?;
+                }
+                out.push(WatchEntry {
+                    module: module.clone(),
+                    selector,
+                });
             }
-            seen.insert(&w.module, i);
-            let versions = w.versions.as_deref().unwrap_or("latest");
-            let selector = Selector::parse(versions).map_err(|e| self.error(&at("versions"), e))?;
-            if let Selector::Exact(v) = &selector {
-                v.check_path_major(&module)
-                    .map_err(|e| self.error(&at("versions"), format!("{module}: {e}")))?;
-            }
-            out.push(WatchEntry { module, selector });
         }
         Ok(out)
+    }
+
+    /// `[[project]] path`, relative to the config file; a glob is checked here and expanded
+    /// by each sync (checkouts come and go).
+    fn projects(
+        &self,
+        entries: &[file::Project],
+        base: &Path,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let at = ["project".into(), i.into(), "path".into()];
+                if p.path.trim().is_empty() {
+                    return Err(self.error(&at, "must not be empty"));
+                }
+                let path = base.join(&p.path);
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| self.error(&at, "must be UTF-8"))?;
+                glob::Pattern::new(text)
+                    .map_err(|e| self.error(&at, format!("{:?}: {e}", p.path)))?;
+                Ok(path)
+            })
+            .collect()
     }
 }
 
@@ -1133,6 +1185,7 @@ mod tests {
                 user_agent: format!("gomirror/{}", env!("CARGO_PKG_VERSION")),
                 requests_per_second: None,
             },
+            projects: vec![],
             watch: vec![WatchEntry {
                 module: ModulePath::new("rsc.io/quote").expect("valid"),
                 selector: Selector::Latest,
@@ -1235,13 +1288,36 @@ versions = ">=v0.10.0, <v0.20"
         );
     }
 
+    // See: #12 (exact version lists; a module may be named by several entries).
+    #[test]
+    fn watch_entries_union_and_exact_lists() {
+        let cfg = parse(
+            "[[watch]]\nmodule = \"golang.org/x/text\"\nversions = [\"v0.14.0\", \"v0.3.8\"]\n\
+             [[watch]]\nmodule = \"golang.org/x/text\"\n\
+             [[project]]\npath = \"checkouts/*\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let selectors: Vec<String> = cfg
+            .watch
+            .iter()
+            .map(|w| format!("{}", w.selector))
+            .collect();
+        assert_eq!(selectors.len(), 3, "{selectors:?}");
+        assert!(cfg
+            .watch
+            .iter()
+            .all(|w| w.module.as_str() == "golang.org/x/text"));
+        assert!(matches!(&cfg.watch[1].selector, Selector::Exact(v) if v.as_str() == "v0.3.8"));
+        assert_eq!(cfg.projects, [Path::new("checkouts/*")]);
+    }
+
     #[test]
     fn errors_name_line_and_key() {
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -1276,7 +1352,11 @@ versions = ">=v0.10.0, <v0.20"
             (&format!("{w}versions = \"newest\"\n"), "mirror.toml:3: [[watch]] #1 versions: expected \"latest\", \"all\", \"latest N\""),
             (&format!("{w}versions = \"<=v1.2\"\n"), "mirror.toml:3: [[watch]] #1 versions: range \"<=v1.2\": ambiguous version"),
             (&format!("{w}versions = \"v2.0.0\"\n"), "mirror.toml:3: [[watch]] #1 versions: rsc.io/quote: invalid version \"v2.0.0\": should be v0 or v1, not v2"),
-            (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\n[[watch]]\nmodule = \"rsc.io/quote\"\nversions = \"all\"\n"), "mirror.toml:6: [[watch]] #3 module: rsc.io/quote is already watched by [[watch]] #1 (line 2); give each module one entry"),
+            ("[[watch]]\nmodule = \"rsc.io/quote\"\nversions = []\n", "mirror.toml:3: [[watch]] #1 versions: an empty list selects nothing"),
+            ("[[watch]]\nmodule = \"rsc.io/quote\"\nversions = [\"v1.5.2\", \"latest\"]\n", "mirror.toml:3: [[watch]] #1 versions: \"latest\": a list holds exact versions, as \"v1.2.3\""),
+            ("[[watch]]\nmodule = \"rsc.io/quote/v2\"\nversions = [\"v1.5.2\"]\n", "mirror.toml:3: [[watch]] #1 versions: rsc.io/quote/v2: "),
+            ("[[project]]\npath = \"\"\n", "mirror.toml:2: [[project]] #1 path: must not be empty"),
+            ("[[project]]\npath = \"/srv/[x\"\n", "mirror.toml:2: [[project]] #1 path: \"/srv/[x\": "),
             ("[fetch]\nconcurrency = 3\n[fetch]\n", "mirror.toml:3: duplicate key"),
             ("[fetch\n", "mirror.toml:1: unclosed table"),
             ("[daemon]\nschedule = \"*/10 * * * *\"\n", "mirror.toml:2: [daemon] schedule: \"*/10 * * * *\": 5 fields; gomirror's cron has a seconds field first, as \"0 */10 * * * *\""),

@@ -187,6 +187,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     );
     let by_status = [
         ("published", v.published),
+        ("mod_only", v.mod_only),
         ("pending", v.pending),
         ("quarantined", v.quarantined),
         ("not_found", v.not_found),

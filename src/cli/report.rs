@@ -125,9 +125,10 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     let v = &r.versions;
     writeln!(
         out,
-        "{} modules, {} versions published ({})",
+        "{} modules, {} versions published, {} for their go.mod only ({})",
         r.modules,
         v.published,
+        v.mod_only,
         HumanBytes(r.published_bytes)
     )?;
     writeln!(

@@ -51,7 +51,8 @@ pub struct Fetched {
     /// Streamed to a temporary file like the zip: up to 16 MiB each, many
     /// in flight, it has no business in memory.
     pub mod_file: Downloaded,
-    pub zip: Downloaded,
+    /// `None` for a version fetched for its go.mod only (see `verify::Checked`).
+    pub zip: Option<Downloaded>,
 }
 
 /// Why a fetch failed. Every variant that concerns a request carries the URL

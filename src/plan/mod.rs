@@ -80,25 +80,66 @@ pub fn parse_latest(path: &ModulePath, body: &[u8]) -> Result<Version, Rejected>
     Version::for_path(path, &info.version).map_err(|e| reject(&info.version, e.to_string()))
 }
 
+/// Which files of a version a job fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Want {
+    /// `.info` and `.mod` only: a project's module graph reads the version,
+    /// no build needs its zip (the version becomes `mod_only`).
+    GoMod,
+    /// `.info`, `.mod` and `.zip`.
+    Files,
+}
+
+/// One version to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Job {
+    pub mv: ModVer,
+    pub want: Want,
+}
+
+impl Job {
+    pub fn files(mv: ModVer) -> Job {
+        Job {
+            mv,
+            want: Want::Files,
+        }
+    }
+}
+
 /// The work of one run.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Versions to fetch, sorted and unique.
-    pub jobs: Vec<ModVer>,
+    /// Versions to fetch, sorted, one job per version.
+    pub jobs: Vec<Job>,
     /// Versions that were wanted but are already published.
     pub skipped: usize,
 }
 
-/// De-duplicates the selected versions and drops those `done` already
-/// holds.
-pub fn subtract(selected: impl IntoIterator<Item = ModVer>, done: &HashSet<ModVer>) -> Plan {
-    let unique: BTreeSet<ModVer> = selected.into_iter().collect();
+/// What the tree already has, by state.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Published with every file.
+    pub published: HashSet<ModVer>,
+    /// Published for their go.mod only.
+    pub go_mod_only: HashSet<ModVer>,
+}
+
+/// One job per version, wanting the most any source wants of it, without
+/// those `done` already covers.
+pub fn subtract(selected: impl IntoIterator<Item = Job>, done: &Done) -> Plan {
+    let mut unique: std::collections::BTreeMap<ModVer, Want> = Default::default();
+    for job in selected {
+        let want = unique.entry(job.mv).or_insert(job.want);
+        *want = (*want).max(job.want);
+    }
     let mut plan = Plan::default();
-    for mv in unique {
-        if done.contains(&mv) {
+    for (mv, want) in unique {
+        let covered =
+            done.published.contains(&mv) || (want == Want::GoMod && done.go_mod_only.contains(&mv));
+        if covered {
             plan.skipped += 1;
         } else {
-            plan.jobs.push(mv);
+            plan.jobs.push(Job { mv, want });
         }
     }
     plan
@@ -155,11 +196,32 @@ mod tests {
 
     #[test]
     fn subtract_dedups_and_skips_done() {
-        let a = ModVer::parse("example.com/a", "v1.0.0").unwrap();
-        let b = ModVer::parse("example.com/b", "v1.0.0").unwrap();
-        let done = HashSet::from([a.clone()]);
-        let plan = subtract([b.clone(), a.clone(), b.clone()], &done);
-        assert_eq!(plan.jobs, [b]);
-        assert_eq!(plan.skipped, 1);
+        let mv = |p: &str| ModVer::parse(p, "v1.0.0").unwrap();
+        let job = |p: &str, want| Job { mv: mv(p), want };
+        let done = Done {
+            published: HashSet::from([mv("example.com/a")]),
+            go_mod_only: HashSet::from([mv("example.com/c"), mv("example.com/d")]),
+        };
+        let plan = subtract(
+            [
+                job("example.com/b", Want::Files),
+                job("example.com/a", Want::GoMod),
+                job("example.com/b", Want::GoMod),
+                // Published for its go.mod: enough for a graph, not for a build.
+                job("example.com/c", Want::GoMod),
+                job("example.com/d", Want::Files),
+                job("example.com/e", Want::GoMod),
+            ],
+            &done,
+        );
+        assert_eq!(
+            plan.jobs,
+            [
+                job("example.com/b", Want::Files),
+                job("example.com/d", Want::Files),
+                job("example.com/e", Want::GoMod)
+            ]
+        );
+        assert_eq!(plan.skipped, 2);
     }
 }

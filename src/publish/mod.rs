@@ -82,7 +82,7 @@ impl Staged {
 /// and `.zip` (step 1).
 pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
     let (checked, info) = verified.into_parts();
-    let dir = parent(checked.zip_path());
+    let dir = parent(checked.mod_path());
     Ok(Staged {
         info_tmp: Some(atomic::write_temp(dir, &info)?.into_temp_path()),
         info_sha256: Sha256::digest(&info).into(),
@@ -100,8 +100,10 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
     let mv = c.mv();
     let mod_path = tree.version_file(mv, Kind::Mod);
     staged.found.mod_present = check_free_or_same(&mod_path, c.mod_sha256())?.is_some();
-    let zip_path = tree.version_file(mv, Kind::Zip);
-    staged.found.zip_present = check_free_or_same(&zip_path, c.zip_sha256())?.is_some();
+    if let Some(zip) = c.zip() {
+        let zip_path = tree.version_file(mv, Kind::Zip);
+        staged.found.zip_present = check_free_or_same(&zip_path, &zip.sha256)?.is_some();
+    }
     let info_path = tree.version_file(mv, Kind::Info);
     staged.found.info_present = match read_small(&info_path)? {
         None => None,
@@ -222,7 +224,7 @@ pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, Writ
 fn place_mod_and_zip(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> {
     let c = &mut staged.checked;
     let dir = tree.version_dir(&c.mv().path);
-    if parent(c.zip_path()) != dir {
+    if parent(c.mod_path()) != dir {
         // Staged elsewhere (an import's staging directory): the version's
         // directory appears only now, when the batch is committed.
         fs_err::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
@@ -235,9 +237,11 @@ fn place_mod_and_zip(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError>
         let path = tree.version_file(c.mv(), Kind::Mod);
         atomic::rename_immutable(files.mod_file, &path, c.mod_sha256())?;
     }
-    if !staged.found.zip_present {
-        let path = tree.version_file(c.mv(), Kind::Zip);
-        atomic::rename_immutable(files.zip, &path, c.zip_sha256())?;
+    if let (Some(zip), Some(facts)) = (files.zip, c.zip()) {
+        if !staged.found.zip_present {
+            let path = tree.version_file(c.mv(), Kind::Zip);
+            atomic::rename_immutable(zip, &path, &facts.sha256)?;
+        }
     }
     Ok(())
 }

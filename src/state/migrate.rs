@@ -19,6 +19,8 @@ pub(crate) struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// A step SQL cannot say, run in the same transaction before `sql`.
+    pub before: Option<fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>>,
 }
 
 /// Every migration this binary knows, in order. Versions start at 1 and have
@@ -28,33 +30,94 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "init",
         sql: include_str!("../../migrations/0001_init.sql"),
+        before: None,
     },
     Migration {
         version: 2,
         name: "rejections",
         sql: include_str!("../../migrations/0002_rejections.sql"),
+        before: None,
     },
     Migration {
         version: 3,
         name: "sumdb",
         sql: include_str!("../../migrations/0003_sumdb.sql"),
+        before: None,
     },
     Migration {
         version: 4,
         name: "feed",
         sql: include_str!("../../migrations/0004_feed.sql"),
+        before: None,
     },
     Migration {
         version: 5,
         name: "exports",
         sql: include_str!("../../migrations/0005_exports.sql"),
+        before: None,
     },
     Migration {
         version: 6,
         name: "imports",
         sql: include_str!("../../migrations/0006_imports.sql"),
+        before: None,
+    },
+    Migration {
+        version: 7,
+        name: "go_mod_only",
+        sql: include_str!("../../migrations/0007_go_mod_only.sql"),
+        before: Some(allow_go_mod_only),
     },
 ];
+
+/// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
+const STATUS_CHECK: &str =
+    "CHECK (status IN ('pending', 'published', 'quarantined', 'not_found', 'failed'))";
+const PUBLISHED_CHECK_END: &str = "AND time IS NOT NULL AND published_at IS NOT NULL))";
+
+/// 0007: lets `versions.status` be `mod_only` (published for its go.mod only: `.info` and
+/// `.mod` in the tree, no zip), which a table's CHECK constraint cannot be altered to allow.
+/// SQLite's documented way to change only CHECK constraints is to edit the table's text in
+/// `sqlite_schema` and bump `schema_version` (sqlite.org/lang_altertable.html, "Making Other
+/// Kinds Of Table Schema Changes"); the new constraints hold for every existing row (none
+/// is `mod_only`), so nothing on disk changes. The text must be found exactly, or nothing
+/// is edited and the migration fails.
+fn allow_go_mod_only(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'versions'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !sql.contains(STATUS_CHECK) || !sql.contains(PUBLISHED_CHECK_END) {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some("versions: its CHECK constraints are not those of 0001_init.sql".into()),
+        ));
+    }
+    let edited = sql
+        .replace(
+            STATUS_CHECK,
+            "CHECK (status IN ('pending', 'published', 'mod_only', 'quarantined', 'not_found', 'failed'))",
+        )
+        .replace(
+            PUBLISHED_CHECK_END,
+            "AND time IS NOT NULL AND published_at IS NOT NULL)),\n    \
+             -- 0007: a version published for its go.mod only has no zip.\n    \
+             CHECK (status != 'mod_only' OR (\n        \
+             info_size IS NOT NULL AND mod_size IS NOT NULL AND h1_mod IS NOT NULL\n        \
+             AND time IS NOT NULL AND published_at IS NOT NULL\n        \
+             AND zip_size IS NULL AND h1_zip IS NULL AND zip_sha256 IS NULL))",
+        );
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.execute_batch("PRAGMA writable_schema = ON")?;
+    tx.execute(
+        "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'versions'",
+        [&edited],
+    )?;
+    tx.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))?;
+    tx.execute_batch("PRAGMA writable_schema = OFF")?;
+    Ok(())
+}
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
@@ -115,6 +178,9 @@ fn apply(conn: &mut Connection, m: &Migration) -> rusqlite::Result<()> {
         .optional()?
         .is_some();
     if !done {
+        if let Some(step) = m.before {
+            step(&tx)?;
+        }
         tx.execute_batch(m.sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
@@ -226,6 +292,7 @@ mod tests {
                 version: 2,
                 name: "add_cursor",
                 sql: "CREATE TABLE cursor (x TEXT);\n\n  X;\nSELECT 1;",
+                before: None,
             },
         ];
         let err = migrate(&mut conn, path, &broken).unwrap_err();

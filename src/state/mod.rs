@@ -64,7 +64,9 @@ pub use status::{
     STATUS_PROBLEMS, STATUS_RUNS,
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
-pub use versions::{InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
+pub use versions::{
+    InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus, ZipInfo,
+};
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
 /// burst of callers cannot queue unbounded work.
@@ -250,11 +252,13 @@ pub(crate) mod tests {
         PublishedInfo {
             info_size: 12,
             mod_size: 7,
-            zip_size,
-            h1_zip: "h1:zip=".into(),
             h1_mod: "h1:mod=".into(),
-            zip_sha256: "ab".repeat(32),
             time: "2019-01-01T00:00:00Z".into(),
+            zip: Some(ZipInfo {
+                size: zip_size,
+                h1: "h1:zip=".into(),
+                sha256: "ab".repeat(32),
+            }),
         }
     }
 
@@ -320,22 +324,23 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).await.unwrap();
+        let known = migrate::MIGRATIONS.last().map_or(0, |m| m.version);
+        let later = known + 1;
         store
-            .call_as("query", |c| {
+            .call_as("query", move |c| {
                 c.execute(
-                    "INSERT INTO schema_migrations VALUES (7, 'later', '2030-01-01T00:00:00Z')",
-                    [],
+                    "INSERT INTO schema_migrations VALUES (?1, 'later', '2030-01-01T00:00:00Z')",
+                    [later],
                 )
             })
             .await
             .unwrap();
         drop(store);
         let err = Store::open(&path).await.unwrap_err();
-        let known = migrate::MIGRATIONS.last().map_or(0, |m| m.version);
         assert_eq!(
             err.to_string(),
             format!(
-                "state {}: database has migration 7 but this gomirror knows only up to \
+                "state {}: database has migration {later} but this gomirror knows only up to \
                  {known}; upgrade gomirror",
                 path.display()
             )

@@ -94,6 +94,8 @@ pub struct Rejection {
 pub struct StatusCounts {
     pub pending: u64,
     pub published: u64,
+    /// Published for their go.mod only (a project's module graph reads them).
+    pub mod_only: u64,
     pub quarantined: u64,
     pub not_found: u64,
     pub failed: u64,
@@ -139,8 +141,8 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         modules: tx.query_row("SELECT COUNT(*) FROM modules", [], |r| r.get(0))?,
         versions: counts(&tx)?,
         published_bytes: tx.query_row(
-            "SELECT COALESCE(SUM(info_size + mod_size + zip_size), 0)
-             FROM versions WHERE status = 'published'",
+            "SELECT COALESCE(SUM(info_size + mod_size + COALESCE(zip_size, 0)), 0)
+             FROM versions WHERE status IN ('published', 'mod_only')",
             [],
             |r| r.get(0),
         )?,
@@ -166,6 +168,7 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
         *match status {
             VersionStatus::Pending => &mut c.pending,
             VersionStatus::Published => &mut c.published,
+            VersionStatus::ModOnly => &mut c.mod_only,
             VersionStatus::Quarantined => &mut c.quarantined,
             VersionStatus::NotFound => &mut c.not_found,
             VersionStatus::Failed => &mut c.failed,
@@ -369,6 +372,7 @@ mod tests {
         let want = StatusCounts {
             pending: 1,
             published: 2,
+            mod_only: 0,
             quarantined: 1,
             not_found: 0,
             failed: 1,

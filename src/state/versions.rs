@@ -24,15 +24,19 @@ use crate::module::{ModVer, ModVerError, ModulePath};
 pub enum VersionStatus {
     Pending,
     Published,
+    /// Published for its go.mod only: `.info` and `.mod` in the tree, no
+    /// zip, not in `@v/list` (migrations/0007_go_mod_only.sql).
+    ModOnly,
     Quarantined,
     NotFound,
     Failed,
 }
 
 impl VersionStatus {
-    pub const ALL: [VersionStatus; 5] = [
+    pub const ALL: [VersionStatus; 6] = [
         VersionStatus::Pending,
         VersionStatus::Published,
+        VersionStatus::ModOnly,
         VersionStatus::Quarantined,
         VersionStatus::NotFound,
         VersionStatus::Failed,
@@ -42,6 +46,7 @@ impl VersionStatus {
         match self {
             VersionStatus::Pending => "pending",
             VersionStatus::Published => "published",
+            VersionStatus::ModOnly => "mod_only",
             VersionStatus::Quarantined => "quarantined",
             VersionStatus::NotFound => "not_found",
             VersionStatus::Failed => "failed",
@@ -85,15 +90,29 @@ pub enum OutcomeKind {
 pub struct PublishedInfo {
     pub info_size: u64,
     pub mod_size: u64,
-    pub zip_size: u64,
-    /// `h1:` hash of the zip (dirhash.Hash1).
-    pub h1_zip: String,
     /// `h1:` hash of go.mod.
     pub h1_mod: String,
-    /// Lowercase hex sha256 of the zip file.
-    pub zip_sha256: String,
     /// The `Time` field of `.info`, as served.
     pub time: String,
+    /// `None`: published for its go.mod only (status `mod_only`).
+    pub zip: Option<ZipInfo>,
+}
+
+/// What the tree holds of a published version's zip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipInfo {
+    pub size: u64,
+    /// `h1:` hash of the zip (dirhash.Hash1).
+    pub h1: String,
+    /// Lowercase hex sha256 of the zip file.
+    pub sha256: String,
+}
+
+impl PublishedInfo {
+    /// Bytes the version's files take in the tree.
+    pub fn bytes(&self) -> u64 {
+        self.info_size + self.mod_size + self.zip.as_ref().map_or(0, |z| z.size)
+    }
 }
 
 /// The result of [`Store::record_outcomes`](super::Store::record_outcomes).
@@ -130,8 +149,27 @@ impl Store {
         .await
     }
 
+    /// What the tree has of `paths`' versions: published, or published for
+    /// their go.mod only. What a plan with project closures subtracts.
+    pub async fn done_set(&self, paths: &[ModulePath]) -> Result<crate::plan::Done, StateError> {
+        let paths = paths.to_vec();
+        self.call_as("done set", move |c| {
+            let mut done = crate::plan::Done::default();
+            for (mv, status) in version_statuses(c, &paths)? {
+                match status {
+                    VersionStatus::Published => done.published.insert(mv),
+                    VersionStatus::ModOnly => done.go_mod_only.insert(mv),
+                    _ => false,
+                };
+            }
+            Ok(done)
+        })
+        .await
+    }
+
     /// Marks `versions` `pending` for `run`, in one transaction. Published
-    /// versions are left alone. Returns how many rows were marked.
+    /// versions (and those published for their go.mod only, whose files
+    /// are in the tree) are left alone. Returns how many rows were marked.
     pub async fn mark_pending(&self, run: RunId, versions: &[ModVer]) -> Result<usize, StateError> {
         let versions = versions.to_vec();
         self.call_as("mark pending", move |c| mark_pending(c, run, &versions))
@@ -195,7 +233,7 @@ pub(crate) fn mark_pending(
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = 'pending', updated_at = excluded.updated_at,
                  last_run_id = excluded.last_run_id, next_try_at = NULL
-             WHERE versions.status != 'published'",
+             WHERE versions.status NOT IN ('published', 'mod_only')",
         )?;
         for mv in items {
             let module = modules.get(&tx, &mv.path, &now)?;
@@ -237,11 +275,13 @@ pub(super) fn write_outcomes(
                  zip_sha256 = excluded.zip_sha256, time = excluded.time,
                  attempts = versions.attempts + 1, last_error = excluded.last_error,
                  updated_at = excluded.updated_at, published_at = excluded.published_at
-             WHERE versions.status != 'published'",
+             WHERE versions.status != 'published'
+                 AND (versions.status != 'mod_only' OR excluded.status = 'published')",
         )?;
         for o in outcomes {
             let module = modules.get(tx, &o.mv.path, &now)?;
             let (status, p, last_error) = columns(&o.kind);
+            let zip = p.and_then(|p| p.zip.as_ref());
             let published_at = p.map(|_| now.as_str());
             let changed = upsert.execute(rusqlite::params![
                 module,
@@ -249,10 +289,10 @@ pub(super) fn write_outcomes(
                 status.as_str(),
                 p.map(|p| p.info_size),
                 p.map(|p| p.mod_size),
-                p.map(|p| p.zip_size),
-                p.map(|p| &p.h1_zip),
+                zip.map(|z| z.size),
+                zip.map(|z| &z.h1),
                 p.map(|p| &p.h1_mod),
-                p.map(|p| &p.zip_sha256),
+                zip.map(|z| &z.sha256),
                 p.map(|p| &p.time),
                 last_error,
                 now,
@@ -275,6 +315,7 @@ pub(super) fn write_outcomes(
 /// The status, published details and reason columns of an outcome.
 fn columns(r: &OutcomeKind) -> (VersionStatus, Option<&PublishedInfo>, Option<&str>) {
     match r {
+        OutcomeKind::Published(p) if p.zip.is_none() => (VersionStatus::ModOnly, Some(p), None),
         OutcomeKind::Published(p) => (VersionStatus::Published, Some(p), None),
         OutcomeKind::Quarantined { reason } => (VersionStatus::Quarantined, None, Some(reason)),
         OutcomeKind::NotFound { reason } => (VersionStatus::NotFound, None, Some(reason)),
@@ -518,13 +559,67 @@ mod tests {
             .unwrap();
     }
 
+    // See: #12 (one status for a version published for its go.mod only).
+    #[test]
+    fn go_mod_only_is_kept_until_its_zip_is_published() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let m = || mv("a.example/m", "v1.0.0");
+        let status =
+            |conn: &mut Connection| version_statuses(conn, &[module("a.example/m")]).unwrap()[&m()];
+        let mut go_mod_only = published_info(0);
+        go_mod_only.zip = None;
+        let record = |conn: &mut Connection, kind| {
+            record_outcomes(conn, &[outcome("a.example/m", "v1.0.0", kind)]).unwrap()
+        };
+        record(&mut conn, OutcomeKind::Published(go_mod_only.clone()));
+        assert_eq!(status(&mut conn), VersionStatus::ModOnly);
+        // Its files are in the tree: neither a retry nor a failed zip fetch demotes it.
+        assert_eq!(mark_pending(&mut conn, run, &[m()]).unwrap(), 0);
+        let failed = OutcomeKind::Failed {
+            error: "connection reset".into(),
+        };
+        assert_eq!(record(&mut conn, failed).written, 0);
+        assert_eq!(status(&mut conn), VersionStatus::ModOnly);
+        record(&mut conn, OutcomeKind::Published(published_info(10)));
+        assert_eq!(status(&mut conn), VersionStatus::Published);
+
+        // The constraints of 0007: no zip columns for mod_only, all of them for published,
+        // and no way back from mod_only but to published.
+        let insert = |conn: &Connection, status: &str, zip: Option<i64>| {
+            conn.execute(
+                "INSERT INTO versions (module_id, version, status, info_size, mod_size, zip_size,
+                     h1_zip, h1_mod, zip_sha256, time, first_seen, updated_at, published_at)
+                 VALUES (1, ?1, ?2, 1, 1, ?3, ?4, 'h1:m=', ?4, 't', 't', 't', 't')",
+                rusqlite::params![
+                    format!("v9.{}.0", zip.unwrap_or(0)),
+                    status,
+                    zip,
+                    zip.map(|_| "x")
+                ],
+            )
+        };
+        assert!(insert(&conn, "mod_only", Some(1)).is_err());
+        assert!(insert(&conn, "published", None).is_err());
+        insert(&conn, "mod_only", None).unwrap();
+        let demote = conn.execute(
+            "UPDATE versions SET status = 'failed' WHERE version = 'v9.0.0'",
+            [],
+        );
+        assert!(demote.unwrap_err().to_string().contains("keeps its go.mod"));
+    }
+
     #[test]
     fn batch_is_one_transaction() {
         let mut conn = migrated();
         // A temp trigger makes the second row fail; the whole batch,
         // including the first row, must be rolled back.
         let mut bad = published_info(1);
-        bad.h1_zip.clear();
+        bad.zip
+            .as_mut()
+            .expect("published_info has a zip")
+            .h1
+            .clear();
         conn.execute_batch(
             "CREATE TEMP TRIGGER no_bad BEFORE INSERT ON versions
              WHEN NEW.h1_zip = '' BEGIN SELECT RAISE(ABORT, 'bad row'); END",

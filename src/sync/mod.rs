@@ -27,7 +27,7 @@ mod version;
 
 pub use follow::FeedReport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -40,8 +40,8 @@ use tracing::{info, warn};
 use crate::config::{Config, WatchEntry};
 use crate::fetch::Client;
 use crate::lock::{LockError, RunLock};
-use crate::module::{ModVer, ModulePath, Version};
-use crate::plan::{self, watchlist::Selector, Listing, Rejected};
+use crate::module::{ModVer, ModulePath};
+use crate::plan::{self, watchlist::Selector, Job, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
 use crate::state::{
     Origin, OutcomeKind, RetryPolicy, RunId, RunOutcome, RunSummary, StateError, Store,
@@ -285,7 +285,7 @@ impl Tally {
         match kind {
             OutcomeKind::Published(p) => {
                 s.published += 1;
-                s.bytes += p.info_size + p.mod_size + p.zip_size;
+                s.bytes += p.bytes();
             }
             OutcomeKind::Quarantined { .. } => s.quarantined += 1,
             OutcomeKind::NotFound { .. } => s.not_found += 1,
@@ -307,12 +307,34 @@ async fn run_stages(
     let followed = follow_feed(ctx, config, tally).await?;
     let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
-    let paths = watch
+    let projects = project::plan_projects(ctx, config).await?;
+    let mut closure_jobs = Vec::new();
+    for p in &projects {
+        match &p.closure {
+            Ok(c) => {
+                closure_jobs.extend(project::jobs(c));
+                for e in &c.errors {
+                    let e = format!("project {}: {}: {}", p.dir.display(), e.mv, e.error);
+                    warn!("{e}");
+                    tally.plan_errors.push(e);
+                }
+            }
+            Err(e) => {
+                warn!("{e}");
+                tally.plan_errors.push(e.clone());
+            }
+        }
+    }
+    let paths: Vec<ModulePath> = watch
         .iter()
         .map(|w| w.module.clone())
         .chain(resumed.iter().map(|(mv, _)| mv.path.clone()))
-        .chain(feed_new.iter().map(|mv| mv.path.clone()));
-    let published = published_versions(ctx, paths).await?;
+        .chain(feed_new.iter().map(|mv| mv.path.clone()))
+        .chain(closure_jobs.iter().map(|j| j.mv.path.clone()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let done = ctx.store.done_set(&paths).await?;
     let selected = plan_watchlist(ctx, config, &watch, tally).await?;
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
     let feed_jobs: HashSet<ModVer> = resumed
@@ -323,13 +345,22 @@ async fn run_stages(
         .filter(|mv| !by_watch.contains(mv))
         .cloned()
         .collect();
+    // Versions a later run must take up if this one is killed. A closure's
+    // versions are not among them: every run computes the closures again.
+    let resumable: HashSet<ModVer> = selected
+        .iter()
+        .cloned()
+        .chain(resumed.iter().map(|(mv, _)| mv.clone()))
+        .filter(|mv| !feed_new.contains(mv))
+        .collect();
     let plan = plan::subtract(
         selected
-            .iter()
-            .cloned()
+            .into_iter()
             .chain(resumed.into_iter().map(|(mv, _)| mv))
-            .chain(feed_new.iter().cloned()),
-        &published_keys(&published),
+            .chain(feed_new.iter().cloned())
+            .map(Job::files)
+            .chain(closure_jobs),
+        &done,
     );
     tally.summary.planned = (plan.jobs.len() + plan.skipped) as u64;
     tally.summary.skipped = plan.skipped as u64;
@@ -353,8 +384,8 @@ async fn run_stages(
     let keys: Vec<ModVer> = plan
         .jobs
         .iter()
-        .filter(|mv| !feed_new.contains(*mv))
-        .cloned()
+        .filter(|j| resumable.contains(&j.mv))
+        .map(|j| j.mv.clone())
         .collect();
     if !keys.is_empty() {
         ctx.store.mark_pending(ctx.run_id, &keys).await?;
@@ -446,33 +477,6 @@ async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<(ModVer, Origin)>, Sync
         );
     }
     Ok(resumed)
-}
-
-/// Published versions per module, for the modules this run may touch.
-type Published = BTreeMap<ModulePath, Vec<Version>>;
-
-async fn published_versions(
-    ctx: &Arc<Ctx>,
-    paths: impl Iterator<Item = ModulePath>,
-) -> Result<Published, SyncError> {
-    let paths: Vec<ModulePath> = paths.collect::<HashSet<_>>().into_iter().collect();
-    let mut published = Published::new();
-    for mv in ctx.store.published_set(&paths).await? {
-        published.entry(mv.path).or_default().push(mv.version);
-    }
-    Ok(published)
-}
-
-fn published_keys(published: &Published) -> HashSet<ModVer> {
-    published
-        .iter()
-        .flat_map(|(path, vs)| {
-            vs.iter().map(move |version| ModVer {
-                path: path.clone(),
-                version: version.clone(),
-            })
-        })
-        .collect()
 }
 
 /// Resolves `entries` against upstream, concurrently. A module that cannot
@@ -593,7 +597,7 @@ impl Ctx {
 /// in flight, and the fetch client bounds requests on its own.
 async fn fetch_verify_publish(
     ctx: &Arc<Ctx>,
-    jobs: Vec<ModVer>,
+    jobs: Vec<Job>,
     tally: &mut Tally,
     progress: Arc<dyn Progress>,
 ) -> Result<(), SyncError> {
@@ -604,7 +608,7 @@ async fn fetch_verify_publish(
         async move {
             let results = stream::iter(jobs)
                 .take_until(ctx.stop.clone().cancelled_owned())
-                .map(|mv| tokio::spawn(version::process(ctx.clone(), mv)))
+                .map(|job| tokio::spawn(version::process(ctx.clone(), job)))
                 .buffer_unordered(window);
             let mut results = std::pin::pin!(results);
             while let Some(joined) = results.next().await {

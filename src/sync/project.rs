@@ -14,11 +14,14 @@ use crate::config::Config;
 use crate::error::{blocking, TaskError};
 use crate::fetch::{Client, ClientError};
 use crate::module::ModVer;
+use crate::plan::{Job, Want};
 use crate::project::closure::{self, Closure};
 use crate::project::graph::ModSource;
 use crate::project::{Project, ProjectError};
 use crate::publish::layout::{self, Kind, Tree};
 use crate::verify::MAX_GO_MOD;
+
+use super::Ctx;
 
 /// go.mod files from the tree, else upstream; counts what it asked upstream.
 pub struct TreeThenUpstream {
@@ -129,4 +132,93 @@ pub async fn closure_report(
         lacking,
         upstream_requests: source.upstream_requests(),
     })
+}
+
+/// A configured project as this run saw it.
+#[derive(Debug)]
+pub struct ProjectRun {
+    pub dir: PathBuf,
+    /// The closure, or why the project could not be read.
+    pub closure: Result<Closure, String>,
+}
+
+/// Jobs for every configured project's closure (re-read each run), and each project's
+/// result. A project that cannot be read is an error of that project; the others still sync.
+pub(super) async fn plan_projects(
+    ctx: &Ctx,
+    config: &Config,
+) -> Result<Vec<ProjectRun>, TaskError> {
+    let patterns = config.projects.clone();
+    let dirs = blocking("expanding [[project]] paths", move || expand(&patterns)).await?;
+    let source = TreeThenUpstream::new(ctx.tree.clone(), ctx.client.clone(), ctx.stop.clone());
+    let mut runs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let closure = match dir {
+            Err(e) => Err(e),
+            Ok(dir) => {
+                let d = dir.clone();
+                let loaded = blocking("reading a project", move || Project::load(&d)).await?;
+                let closure = match loaded {
+                    Ok(project) => {
+                        Ok(closure::closure(&project, &source, config.fetch.concurrency).await)
+                    }
+                    Err(e) => Err(crate::error::chain(&e)),
+                };
+                runs.push(ProjectRun { dir, closure });
+                continue;
+            }
+        };
+        runs.push(ProjectRun {
+            dir: PathBuf::new(),
+            closure,
+        });
+    }
+    Ok(runs)
+}
+
+/// The jobs a project's closure asks for: every version's `.info` and `.mod`, and the zip
+/// where a build needs it.
+pub(super) fn jobs(closure: &Closure) -> impl Iterator<Item = Job> + '_ {
+    closure.mods.iter().map(|mv| Job {
+        mv: mv.clone(),
+        want: if closure.zips.contains(mv) {
+            Want::Files
+        } else {
+            Want::GoMod
+        },
+    })
+}
+
+/// Each pattern's directories: itself when it has no glob characters (it must exist), else
+/// every match that holds a go.mod or go.work.
+fn expand(patterns: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let text = p.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            out.push(Ok(p.clone()));
+            continue;
+        }
+        let matches = match glob::glob(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(Err(format!("[[project]] path {text:?}: {e}")));
+                continue;
+            }
+        };
+        let before = out.len();
+        for m in matches {
+            match m {
+                Ok(dir) if dir.join("go.mod").is_file() || dir.join("go.work").is_file() => {
+                    out.push(Ok(dir))
+                }
+                Ok(_) => {}
+                Err(e) => out.push(Err(format!("[[project]] path {text:?}: {e}"))),
+            }
+        }
+        if out.len() == before {
+            tracing::warn!(pattern = %text, "[[project]] path matches no directory with a go.mod or go.work");
+        }
+    }
+    out
 }

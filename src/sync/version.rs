@@ -9,6 +9,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::{chain, Ctx, Finished};
 use crate::fetch::{FetchError, Fetched};
 use crate::module::ModVer;
+use crate::plan::{Job, Want};
 use crate::publish::{self, layout, Kind, WriteError};
 use crate::state::OutcomeKind;
 use crate::verify::sumdb::client::{Record, SumdbError};
@@ -16,11 +17,12 @@ use crate::verify::{self, Quarantine, QuarantineKind, Vouched};
 
 /// One version: fetch → verify → publish its files. Never records state:
 /// the collector does, after the module's list is rewritten.
-pub(super) async fn process(ctx: Arc<Ctx>, mv: ModVer) -> Finished {
+pub(super) async fn process(ctx: Arc<Ctx>, job: Job) -> Finished {
+    let Job { mv, want } = job;
     let span = info_span!("version", mv = %mv);
     async move {
         // The lookup (and its proofs) runs while the files download.
-        let (fetched, record) = tokio::join!(fetch_version(&ctx, &mv), lookup(&ctx, &mv));
+        let (fetched, record) = tokio::join!(fetch_version(&ctx, &mv, want), lookup(&ctx, &mv));
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => return fetch_failed(&ctx, mv, e),
@@ -121,20 +123,30 @@ fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
     )
 }
 
-/// `.info`, `.mod` and `.zip` at once. The `.mod` is fetched on its own,
-/// never taken from the zip (PROTOCOL.md: legacy go.mod is synthesised).
-async fn fetch_version(ctx: &Ctx, mv: &ModVer) -> Result<Fetched, FetchError> {
+/// `.info`, `.mod` and (unless only the go.mod is wanted) `.zip` at once.
+/// The `.mod` is fetched on its own, never taken from the zip (PROTOCOL.md:
+/// legacy go.mod is synthesised).
+async fn fetch_version(ctx: &Ctx, mv: &ModVer, want: Want) -> Result<Fetched, FetchError> {
     let token = &ctx.stop;
     let dest = ctx.tree.version_dir(&mv.path);
     let [info_rel, mod_rel, zip_rel] =
         [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
     let client = ctx.client_for(mv);
+    let zip = async {
+        match want {
+            Want::Files => client
+                .download(&zip_rel, &dest, verify::MAX_ZIP, token)
+                .await
+                .map(Some),
+            Want::GoMod => Ok(None),
+        }
+    };
     let (info, mod_file, zip) = tokio::try_join!(
         client.get(&info_rel, verify::MAX_INFO, token),
         client.download(&mod_rel, &dest, verify::MAX_GO_MOD, token),
-        client.download(&zip_rel, &dest, verify::MAX_ZIP, token),
+        zip,
     )?;
-    debug!(bytes = zip.size, "fetched");
+    debug!(bytes = zip.as_ref().map_or(0, |z| z.size), "fetched");
     Ok(Fetched {
         mv: mv.clone(),
         info,

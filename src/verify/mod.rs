@@ -50,18 +50,28 @@ pub struct Checked {
     mv: ModVer,
     /// The `.mod` and zip until publish takes them to rename into place.
     files: Option<TempFiles>,
-    /// Their temporary names, kept for messages and for where they were
-    /// staged (publish compares the zip's directory with the version's).
+    /// The `.mod`'s temporary name, kept for messages and for where it was
+    /// staged (publish compares its directory with the version's).
     mod_tmp: PathBuf,
-    zip_tmp: PathBuf,
-    zip_size: u64,
-    zip_sha256: [u8; 32],
     mod_size: u64,
     mod_sha256: [u8; 32],
     info_size: u64,
-    h1_zip: String,
     h1_mod: String,
     time: Option<String>,
+    /// `None` for a version fetched for its go.mod only (a module graph
+    /// reads it, no build needs its files): `.info` and `.mod` are checked
+    /// and published, and it stays out of `@v/list` until its zip is.
+    zip: Option<ZipFacts>,
+}
+
+/// What verification established about a version's zip.
+#[derive(Debug, Clone)]
+pub struct ZipFacts {
+    /// The zip's temporary name, beside the `.mod`'s.
+    pub tmp: PathBuf,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub h1: String,
 }
 
 /// A verified version's `.mod` and zip: temporary files in the version
@@ -69,7 +79,8 @@ pub struct Checked {
 #[derive(Debug)]
 pub struct TempFiles {
     pub mod_file: tempfile::TempPath,
-    pub zip: tempfile::TempPath,
+    /// `None` for a version fetched for its go.mod only.
+    pub zip: Option<tempfile::TempPath>,
 }
 
 /// Why a version must not be published. Recorded in state, never retried
@@ -196,22 +207,19 @@ impl Checked {
     pub fn take_files(&mut self) -> Option<TempFiles> {
         self.files.take()
     }
-    /// The verified zip's temporary name, in the version directory or a
-    /// staging directory; the file is there until [`Checked::take_files`].
-    pub fn zip_path(&self) -> &Path {
-        &self.zip_tmp
+    /// The verified zip; `None` for a version fetched for its go.mod only.
+    pub fn zip(&self) -> Option<&ZipFacts> {
+        self.zip.as_ref()
     }
-    pub fn zip_sha256(&self) -> &[u8; 32] {
-        &self.zip_sha256
-    }
+    /// The zip's size, 0 for a go.mod-only version (for byte counts).
     pub fn zip_size(&self) -> u64 {
-        self.zip_size
+        self.zip.as_ref().map_or(0, |z| z.size)
     }
     pub fn info_size(&self) -> u64 {
         self.info_size
     }
-    /// The fetched `.mod`'s temporary name, beside the zip's; the file is
-    /// there until [`Checked::take_files`].
+    /// The fetched `.mod`'s temporary name, in the version directory or a
+    /// staging directory; the file is there until [`Checked::take_files`].
     pub fn mod_path(&self) -> &Path {
         &self.mod_tmp
     }
@@ -220,9 +228,6 @@ impl Checked {
     }
     pub fn mod_size(&self) -> u64 {
         self.mod_size
-    }
-    pub fn h1_zip(&self) -> &str {
-        &self.h1_zip
     }
     pub fn h1_mod(&self) -> &str {
         &self.h1_mod
@@ -252,55 +257,55 @@ pub fn verify(fetched: Fetched, vouched: Option<Vouched<'_>>) -> Result<Verified
         mod_file,
         zip,
     } = fetched;
-    // The zip is read through the download's own handle: no second open.
-    let (zip_handle, zip_tmp) = zip.file.into_parts();
-    let zip_file = fs_err::File::from_parts(zip_handle, zip_tmp.to_path_buf());
-    match check(&mv, &info, &mod_file.sha256, zip_file, vouched) {
-        Ok((checked, h1_mod, time)) => Ok(Verified {
-            checked: Checked {
-                h1_zip: checked.h1,
-                h1_mod,
-                mv,
-                info_size: info.len() as u64,
-                mod_size: mod_file.size,
-                mod_sha256: mod_file.sha256,
-                zip_size: zip.size,
-                zip_sha256: zip.sha256,
-                mod_tmp: mod_file.file.path().to_owned(),
-                zip_tmp: zip_tmp.to_path_buf(),
-                files: Some(TempFiles {
-                    mod_file: mod_file.file.into_temp_path(),
-                    zip: zip_tmp,
-                }),
-                time,
-            },
-            info,
-        }),
-        Err(kind) => Err(Quarantine { mv, kind }),
-    }
-}
-
-/// [`verify`]'s checks, in order: `.info`, zip, database. Returns the
-/// checked zip, the go.mod's `h1:` and the `.info`'s time.
-fn check(
-    mv: &ModVer,
-    info: &[u8],
-    mod_sha256: &[u8; 32],
-    zip: fs_err::File,
-    vouched: Option<Vouched<'_>>,
-) -> Result<(zip::CheckedZip, String, Option<String>), QuarantineKind> {
-    let time = check_info(mv, info)?;
+    let quarantine = |kind| Quarantine {
+        mv: mv.clone(),
+        kind,
+    };
+    let time = check_info(&mv, &info).map_err(|e| quarantine(e.into()))?;
     // The .mod's size limit (MAX_GO_MOD) was enforced while it streamed in.
-    let checked = zip::check_zip_file(mv, zip)?;
-    let h1_mod = dirhash::hash_go_mod(mod_sha256);
+    let h1_mod = dirhash::hash_go_mod(&mod_file.sha256);
+    let (zip_facts, zip_tmp) = match zip {
+        Some(zip) => {
+            // The zip is read through the download's own handle: no second open.
+            let (zip_handle, zip_tmp) = zip.file.into_parts();
+            let zip_file = fs_err::File::from_parts(zip_handle, zip_tmp.to_path_buf());
+            let checked = zip::check_zip_file(&mv, zip_file).map_err(|e| quarantine(e.into()))?;
+            let facts = ZipFacts {
+                tmp: zip_tmp.to_path_buf(),
+                size: zip.size,
+                sha256: zip.sha256,
+                h1: checked.h1,
+            };
+            (Some(facts), Some(zip_tmp))
+        }
+        None => (None, None),
+    };
     if let Some(v) = vouched {
-        check_vouched(&checked.h1, &h1_mod, v)?;
+        let h1_zip = zip_facts.as_ref().map(|z| z.h1.as_str());
+        check_vouched(h1_zip, &h1_mod, v).map_err(|e| quarantine(e.into()))?;
     }
-    Ok((checked, h1_mod, time))
+    Ok(Verified {
+        checked: Checked {
+            h1_mod,
+            info_size: info.len() as u64,
+            mod_size: mod_file.size,
+            mod_sha256: mod_file.sha256,
+            mod_tmp: mod_file.file.path().to_owned(),
+            files: Some(TempFiles {
+                mod_file: mod_file.file.into_temp_path(),
+                zip: zip_tmp,
+            }),
+            time,
+            zip: zip_facts,
+            mv,
+        },
+        info,
+    })
 }
 
-/// Go: cmd/go/internal/modfetch/fetch.go checkModSum.
-fn check_vouched(h1_zip: &str, h1_mod: &str, v: Vouched<'_>) -> Result<(), SumdbMismatch> {
+/// Go: cmd/go/internal/modfetch/fetch.go checkModSum. `h1_zip` is `None`
+/// for a version fetched for its go.mod only.
+fn check_vouched(h1_zip: Option<&str>, h1_mod: &str, v: Vouched<'_>) -> Result<(), SumdbMismatch> {
     let differ = |upstream: &str, vouched: &str| {
         (upstream != vouched).then(|| HashMismatch {
             upstream: upstream.to_owned(),
@@ -309,7 +314,7 @@ fn check_vouched(h1_zip: &str, h1_mod: &str, v: Vouched<'_>) -> Result<(), Sumdb
     };
     let mismatch = SumdbMismatch {
         db: v.db.to_owned(),
-        zip: differ(h1_zip, &v.hashes.h1_zip),
+        zip: h1_zip.and_then(|h| differ(h, &v.hashes.h1_zip)),
         go_mod: differ(h1_mod, &v.hashes.h1_mod),
     };
     match (&mismatch.zip, &mismatch.go_mod) {
@@ -357,7 +362,10 @@ mod tests {
             db: "sum.golang.org",
             hashes: &hashes,
         };
-        assert_eq!(check_vouched("h1:zzz=", "h1:mmm=", v), Ok(()));
+        assert_eq!(check_vouched(Some("h1:zzz="), "h1:mmm=", v), Ok(()));
+        // A version fetched for its go.mod only is checked on its go.mod alone.
+        assert_eq!(check_vouched(None, "h1:mmm=", v), Ok(()));
+        assert!(check_vouched(None, "h1:x=", v).is_err_and(|e| e.zip.is_none()));
         let head = "SECURITY ERROR: checksum mismatch with checksum database sum.golang.org: ";
         let tail = " (upstream served bytes other than the ones the Go ecosystem agreed on)";
         let cases = [
@@ -379,7 +387,7 @@ mod tests {
             ),
         ];
         for (h1_zip, h1_mod, want) in cases {
-            let e = check_vouched(h1_zip, h1_mod, v).unwrap_err();
+            let e = check_vouched(Some(h1_zip), h1_mod, v).unwrap_err();
             assert_eq!(e.to_string(), format!("{head}{want}{tail}"));
             let zip_differs = e.zip.as_ref().map(|m| (&m.upstream[..], &m.vouched[..]));
             let want_zip = (h1_zip != "h1:zzz=").then_some((h1_zip, "h1:zzz="));

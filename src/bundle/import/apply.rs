@@ -65,7 +65,7 @@ fn all_published(outcomes: &[Outcome], summary: &mut RunSummary) -> Result<(), I
         match kind {
             OutcomeKind::Published(p) => {
                 summary.published += 1;
-                summary.bytes += p.info_size + p.mod_size + p.zip_size;
+                summary.bytes += p.bytes();
             }
             OutcomeKind::Quarantined { reason: why }
             | OutcomeKind::NotFound { reason: why }

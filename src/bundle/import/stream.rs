@@ -217,14 +217,15 @@ fn verify_job(
         mv: mv.clone(),
         info: job.info,
         mod_file: job.mod_file.into_downloaded(&ctx.staging, held)?,
-        zip: job.zip.into_downloaded(&ctx.staging, held)?,
+        zip: Some(job.zip.into_downloaded(&ctx.staging, held)?),
     };
     let verified = verify::verify(fetched, vouched)
         .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), FileProblem::Verify(q)))?;
     let c = verified.checked();
-    if c.h1_zip() != entry.h1_zip || c.h1_mod() != entry.h1_mod {
+    let h1_zip = c.zip().map_or("", |z| z.h1.as_str());
+    if h1_zip != entry.h1_zip || c.h1_mod() != entry.h1_mod {
         let problem = FileProblem::Hashes {
-            zip: c.h1_zip().to_owned(),
+            zip: h1_zip.to_owned(),
             go_mod: c.h1_mod().to_owned(),
             want_zip: entry.h1_zip.clone(),
             want_mod: entry.h1_mod.clone(),
