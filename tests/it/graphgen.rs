@@ -4,8 +4,9 @@
 //!
 //! The graph (`M` = the main module `example.com/main`, `go 1.21`):
 //! - `a` (go 1.21, pruned) imports `b`; `b` v1.0.0 / v1.1.0 are **go 1.16** (unpruned), so
-//!   everything below `b` is loaded: `c` v1.0.0, v1.1.0 (what `b` v1.1.0 needs), `c` v1.2.0
-//!   exists but nothing selects it.
+//!   everything below `b` is loaded: `c` v1.0.0, v1.1.0 (what `b` v1.1.0 needs, excluded by
+//!   M, so `go mod tidy` lifts it to v1.2.0) and `e` v1.0.0, which M imports at v1.1.0: the
+//!   graph reads `e` v1.0.0's go.mod, no build needs its zip.
 //! - `p` (go 1.21) requires `q` v1.0.0 which M never imports: `q`'s go.mod is never read.
 //! - `t` is imported only by M's tests; `w` only under `//go:build windows`.
 //! - `v2mod/v2` is a `/v2` module; `inc` is `v2.0.0+incompatible` (no go.mod in its zip, a
@@ -50,12 +51,14 @@ pub const GRAPH: &[Gen] = &[
     g(
         "example.com/b",
         "v1.1.0",
-        Some("go 1.16\nrequire example.com/c v1.1.0\n"),
+        Some("go 1.16\nrequire (\n\texample.com/c v1.1.0\n\texample.com/e v1.0.0\n)\n"),
         &["example.com/c"],
     ),
     g("example.com/c", "v1.0.0", Some("go 1.16\n"), &[]),
     g("example.com/c", "v1.1.0", Some("go 1.16\n"), &[]),
     g("example.com/c", "v1.2.0", Some("go 1.16\n"), &[]),
+    g("example.com/e", "v1.0.0", Some("go 1.16\n"), &[]),
+    g("example.com/e", "v1.1.0", Some("go 1.16\n"), &[]),
     g(
         "example.com/p",
         "v1.0.0",
@@ -162,7 +165,7 @@ pub fn write_main(dir: &Path) {
     w(
         "go.mod",
         "module example.com/main\n\ngo 1.21\n\n\
-         require (\n\texample.com/a v1.0.0\n\texample.com/b v1.1.0\n\texample.com/p v1.0.0\n\
+         require (\n\texample.com/a v1.0.0\n\texample.com/b v1.1.0\n\texample.com/e v1.1.0\n\texample.com/p v1.0.0\n\
          \texample.com/t v1.0.0\n\texample.com/w v1.0.0\n\texample.com/v2mod/v2 v2.0.0\n\
          \texample.com/inc v2.0.0+incompatible\n\texample.com/r v1.1.0\n\
          \texample.com/fork v1.0.0\n\texample.com/local v0.0.0-00010101000000-000000000000\n)\n\n\
@@ -177,6 +180,7 @@ pub fn write_main(dir: &Path) {
             "",
             &[
                 "example.com/a",
+                "example.com/e",
                 "example.com/p",
                 "example.com/v2mod/v2",
                 "example.com/inc",
