@@ -625,6 +625,7 @@ mod tests {
                 since: "2026-11-23T00:00:00Z".into(),
                 seen: Vec::new(),
                 newest: newest.map(str::to_owned),
+                ..Default::default()
             }),
             run_totals: Default::default(),
             sumdb: Vec::new(),

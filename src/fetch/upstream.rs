@@ -59,6 +59,11 @@ impl Upstream {
         }
         let mut url = Url::parse(s).map_err(|e| match s {
             "" => fail(format!("empty; {ACCEPTED}")),
+            // See: #13: a bare path is a directory, not a host name.
+            _ if s.starts_with('/') => fail(format!("not a URL: {e}; write file://{s}")),
+            _ if s.starts_with('.') || s.starts_with('~') => fail(format!(
+                "not a URL: {e}; a directory needs an absolute path, as file:///abs/dir"
+            )),
             _ if !s.contains("://") => fail(format!("not a URL: {e}; write https://{s}")),
             _ => fail(format!("not a URL: {e}")),
         })?;
@@ -221,7 +226,12 @@ mod tests {
             ("", "empty"),
             ("proxy.golang.org", "relative URL without a base"),
             ("./mirror", "relative URL without a base"),
+            (
+                "./mirror",
+                "a directory needs an absolute path, as file:///abs/dir",
+            ),
             ("/srv/mirror", "relative URL without a base"),
+            ("proxy.golang.org", "; write https://proxy.golang.org"),
             (
                 "ftp://example.com/",
                 "unsupported scheme \"ftp\"; want an https://",
@@ -243,6 +253,17 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_bare_path_suggests_file_url() {
+        let err = Upstream::parse("/srv/cache").expect_err("a bare path");
+        assert_eq!(
+            err.to_string(),
+            "invalid upstream \"/srv/cache\": not a URL: relative URL without a base; \
+             write file:///srv/cache"
+        );
     }
 
     #[test]

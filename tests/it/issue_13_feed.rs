@@ -1,0 +1,165 @@
+//! Issue 13, the feed and the upstreams: an index that caps its pages, a
+//! feed that goes backwards, `|` failover between upstreams and their
+//! health, `cached-only` 404s that mean "not yet", slow upstreams, and two
+//! messages.
+
+use crate::harness::Mirror;
+use crate::upstream::{FeedLine, ModuleFiles, Upstream};
+use crate::zipgen::synthetic_module;
+
+const START: &str = "2024-01-01T00:00:00Z";
+
+fn at(n: u32) -> String {
+    format!("2024-01-01T00:00:{n:02}.5Z")
+}
+
+fn module(path: &str, version: &str) -> ModuleFiles {
+    synthetic_module(path, version, 2, 512)
+}
+
+/// A mirror following `index`'s feed, every version from `index` too.
+fn feed_mirror(index: &Upstream, feed: &str) -> Mirror {
+    let mut m = Mirror::new(&index.url(), &[]);
+    m.fetch.push_str(&format!(
+        "[feed]\nenabled = true\nindex = \"{0}\"\nproxy = \"{0}\"\nstart = \"{START}\"\n\
+         [[feed.rule]]\ninclude = \"example.com\"\n{feed}",
+        index.url()
+    ));
+    m
+}
+
+/// `since` of each feed query.
+fn sinces(u: &Upstream) -> Vec<String> {
+    u.feed_queries()
+        .iter()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "since")
+                .map(|(_, v)| v.into_owned())
+                .expect("since")
+        })
+        .collect()
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_feed_short_pages_do_not_stall() {
+    // The index serves 3 entries per page whatever is asked (2000).
+    let versions: Vec<ModuleFiles> = (0..6)
+        .map(|i| module(&format!("example.com/e{i}"), "v1.0.0"))
+        .collect();
+    let upstream = Upstream::start(versions).await;
+    upstream.feed_cap_limit(3);
+    upstream.feed_push(
+        (0..6).map(|i| FeedLine::entry(&format!("example.com/e{i}"), "v1.0.0", &at(i + 1))),
+    );
+    let mirror = feed_mirror(&upstream, "");
+    let report = mirror.sync().await.expect("sync runs");
+    assert!(report.all_ok(), "{report:#?}");
+    let feed = report.feed.expect("feed report");
+    assert_eq!((feed.entries, feed.planned), (6, 6), "{feed:#?}");
+    assert!(feed.exhausted && feed.stuck_at.is_none(), "{feed:#?}");
+    // Three pages of news (each ends where the next starts: `since` is
+    // inclusive), then one that brings nothing new.
+    assert_eq!(sinces(&upstream), [START.to_string(), at(3), at(5), at(6)]);
+    for i in 0..6 {
+        let row = mirror.row(&format!("example.com/e{i}"), "v1.0.0");
+        assert_eq!(row.status, "published", "{row:?}");
+    }
+    // Nothing new: exactly one request.
+    let before = upstream.total_requests();
+    let report = mirror.sync().await.expect("no-op sync");
+    assert!(report.all_ok(), "{report:#?}");
+    assert_eq!(upstream.total_requests() - before, 1);
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_feed_that_cannot_move_past_a_timestamp_fails_naming_it() {
+    // e0 at t1, e1..e4 share t2 (more than the index's cap of 3), e5 at t3.
+    let versions: Vec<ModuleFiles> = (0..6)
+        .map(|i| module(&format!("example.com/e{i}"), "v1.0.0"))
+        .collect();
+    let upstream = Upstream::start(versions).await;
+    upstream.feed_cap_limit(3);
+    let stamps = [at(1), at(2), at(2), at(2), at(2), at(3)];
+    upstream.feed_push(
+        stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| FeedLine::entry(&format!("example.com/e{i}"), "v1.0.0", t)),
+    );
+    let mirror = feed_mirror(&upstream, "");
+    let stuck = format!("index feed: cannot move past Timestamp {}", at(2));
+    for run in 0..2 {
+        let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+        assert_eq!(out.code, Some(1), "run {run}: {out:?}");
+        assert!(out.stderr.contains(&stuck), "run {run}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("stuck at {}", at(2))),
+            "run {run}: {}",
+            out.stderr
+        );
+    }
+    // What it could read is mirrored; nothing after the stuck Timestamp was skipped to.
+    assert_eq!(mirror.row("example.com/e2", "v1.0.0").status, "published");
+    assert!(mirror
+        .rows()
+        .iter()
+        .all(|r| r.path != "example.com/e4" && r.path != "example.com/e5"));
+    let status = mirror.run_bin(&["status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("index serves at most 3 entries per page"),
+        "{}",
+        status.stdout
+    );
+    // An index that serves bigger pages gets the rest.
+    upstream.feed_cap_limit(usize::MAX);
+    let report = mirror.sync().await.expect("sync runs");
+    assert!(report.all_ok(), "{report:#?}");
+    assert_eq!(mirror.row("example.com/e5", "v1.0.0").status, "published");
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_feed_entries_going_backwards_are_counted_and_reported() {
+    let versions: Vec<ModuleFiles> = (0..3)
+        .map(|i| module(&format!("example.com/e{i}"), "v1.0.0"))
+        .collect();
+    let upstream = Upstream::start(versions).await;
+    upstream.feed_push([
+        FeedLine::entry("example.com/e0", "v1.0.0", &at(5)),
+        FeedLine::entry("example.com/e1", "v1.0.0", &at(2)),
+        FeedLine::entry("example.com/e2", "v1.0.0", &at(6)),
+    ]);
+    let mirror = feed_mirror(&upstream, "");
+    let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("1 older than the cursor dropped"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "Timestamp {} is older than the cursor {}",
+            at(2),
+            at(5)
+        )),
+        "{}",
+        out.stderr
+    );
+    let status = mirror.run_bin(&["status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("1 entries older than the cursor dropped"),
+        "{}",
+        status.stdout
+    );
+    let json = mirror.run_bin(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["feed"]["backwards"], 1, "{}", json.stdout);
+}
