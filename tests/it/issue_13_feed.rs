@@ -163,3 +163,48 @@ async fn issue_13_feed_entries_going_backwards_are_counted_and_reported() {
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
     assert_eq!(v["feed"]["backwards"], 1, "{}", json.stdout);
 }
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_cached_only_404_is_not_yet_and_retried() {
+    // The index names a version the feed's proxy does not have yet.
+    let index = Upstream::start(vec![]).await;
+    let cached_only = Upstream::start(vec![]).await;
+    index.feed_push([FeedLine::entry("example.com/late", "v1.0.0", &at(1))]);
+    let mut mirror = Mirror::new(&index.url(), &[("example.com/gone", "v1.0.0")]);
+    mirror.fetch.push_str(&format!(
+        "[feed]\nenabled = true\nindex = \"{}\"\nproxy = \"{}\"\nstart = \"{START}\"\n\
+         max_attempts = 3\nretry_base = \"1h\"\n[[feed.rule]]\ninclude = \"example.com\"\n",
+        index.url(),
+        cached_only.url()
+    ));
+    let report = mirror.sync().await.expect("sync runs");
+    assert_eq!(
+        (report.summary.failed, report.summary.not_found),
+        (1, 1),
+        "{report:#?}"
+    );
+    // The feed's version waits for its next try; the watched one is not found.
+    let late = mirror.row("example.com/late", "v1.0.0");
+    assert_eq!(late.status, "pending", "{late:?}");
+    let error = late.last_error.expect("an error is kept");
+    assert!(
+        error.contains("404 Not Found: not at the feed's proxy yet"),
+        "{error}"
+    );
+    assert_eq!(mirror.row("example.com/gone", "v1.0.0").status, "not_found");
+
+    // The proxy fetches it; once its time comes the next run publishes it.
+    cached_only.add(module("example.com/late", "v1.0.0"));
+    mirror
+        .db()
+        .execute(
+            "UPDATE versions SET next_try_at = '2000-01-01T00:00:00Z' WHERE next_try_at IS NOT NULL",
+            [],
+        )
+        .expect("make retries due");
+    mirror.watch.clear();
+    let report = mirror.sync().await.expect("second sync");
+    assert!(report.all_ok(), "{report:#?}");
+    assert_eq!(mirror.row("example.com/late", "v1.0.0").status, "published");
+}
