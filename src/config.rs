@@ -105,6 +105,9 @@ pub mod file {
         pub concurrency: Option<i64>,
         pub connect_timeout: Option<String>,
         pub read_timeout: Option<String>,
+        pub header_timeout: Option<String>,
+        pub min_bytes_per_second: Option<i64>,
+        pub throughput_window: Option<String>,
         pub max_attempts: Option<i64>,
         pub backoff_base: Option<String>,
         pub backoff_max: Option<String>,
@@ -352,6 +355,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest wait between tries of a feed version, or between listings.
 const MAX_FEED_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const REQUESTS_PER_SECOND: RangeInclusive<i64> = 1..=100_000;
+/// `[fetch] min_bytes_per_second`: 0 turns the rule off; at most 1 GB/s.
+const MIN_BYTES_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000_000;
 pub const DEFAULT_INDEX: &str = "https://index.golang.org";
 /// What the Go team asks bulk fetchers driven by the feed to use (PROTOCOL.md).
 pub const DEFAULT_FEED_PROXY: &str = "https://proxy.golang.org/cached-only";
@@ -571,6 +576,17 @@ impl<'a> Source<'a> {
                 d.connect_timeout,
             )?,
             read_timeout: self.duration("read_timeout", &f.read_timeout, d.read_timeout)?,
+            header_timeout: self.duration("header_timeout", &f.header_timeout, d.header_timeout)?,
+            min_bytes_per_second: self.int(
+                "min_bytes_per_second",
+                f.min_bytes_per_second,
+                (d.min_bytes_per_second as i64, MIN_BYTES_PER_SECOND),
+            )? as u64,
+            throughput_window: self.duration(
+                "throughput_window",
+                &f.throughput_window,
+                d.throughput_window,
+            )?,
             max_attempts: self.int("max_attempts", f.max_attempts, max_attempts)? as u32,
             backoff_base,
             backoff_max,
@@ -1127,6 +1143,9 @@ mod tests {
                 concurrency: 64,
                 connect_timeout: Duration::from_secs(10),
                 read_timeout: Duration::from_secs(60),
+                header_timeout: Duration::from_secs(60),
+                min_bytes_per_second: 1024,
+                throughput_window: Duration::from_secs(60),
                 max_attempts: 5,
                 backoff_base: Duration::from_millis(250),
                 backoff_max: Duration::from_secs(30),
@@ -1242,7 +1261,7 @@ versions = ">=v0.10.0, <v0.20"
         let cases: &[(&str, &str)] = &[
             ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
             ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, sumdb, import, feed, daemon, metrics, export)"),
-            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
+            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
             ("[fetch]\nconcurrency = \"64\"\n", "mirror.toml:2: [fetch] concurrency: invalid type: string \"64\", expected an integer"),

@@ -6,10 +6,13 @@
 //! `max_attempts` attempts; 5xx, 429, timeouts, connection errors and truncated bodies
 //! are retried, nothing else is (STYLE.md §3: retries live only here).
 //!
-//! Timeouts: `connect_timeout` bounds TCP+TLS setup (reqwest). `read_timeout` is an
-//! idle timeout applied to every single wait — for the response headers after the
-//! request is sent, and for each body chunk — not a deadline for the whole body, so a
-//! large zip on a slow but steady link is never cut off.
+//! Timeouts: `connect_timeout` bounds TCP+TLS setup (reqwest). `header_timeout` is a
+//! deadline from sending the request until its response headers are in. `read_timeout`
+//! is an idle timeout for each body chunk, not a deadline for the whole body, so a
+//! large zip on a slow but steady link is never cut off; but a body slower than
+//! `min_bytes_per_second` over a whole `throughput_window` fails like a timeout and is
+//! retried, so a trickle of a byte a second cannot hold a run (and every daemon tick
+//! after it) forever (See: #13).
 //!
 //! Waits (how long: `retry.rs`): the server's `Retry-After` if a 429 or 503 carries one,
 //! otherwise exponential backoff with full jitter. A `Retry-After`, and any 429, also
@@ -73,6 +76,9 @@ struct Inner {
     /// Hold-offs per host and the rate cap, for every request of the run.
     throttle: Throttle,
     read_timeout: Duration,
+    header_timeout: Duration,
+    /// `[fetch] min_bytes_per_second` over `throughput_window`; `None`: off.
+    min_rate: Option<(u64, Duration)>,
     max_attempts: u32,
     backoff: Backoff,
     stats: FetchStats,
@@ -127,6 +133,9 @@ impl Client {
                 max_in_flight: cfg.concurrency,
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
+                header_timeout: cfg.header_timeout,
+                min_rate: (cfg.min_bytes_per_second > 0)
+                    .then_some((cfg.min_bytes_per_second, cfg.throughput_window)),
                 max_attempts: cfg.max_attempts,
                 backoff: Backoff {
                     base: cfg.backoff_base,
@@ -301,8 +310,9 @@ impl Client {
         let (body, url, declared) = match loc {
             Location::Http { url, shown } => {
                 let send = inner.http.get(url.clone()).send();
-                let resp = guarded(token, inner.read_timeout, shown, send)
-                    .await?
+                let resp = guarded(token, inner.header_timeout, shown, send)
+                    .await
+                    .map_err(|e| header_timeout(e, inner.header_timeout))?
                     .map_err(|e| transport(shown, e))?;
                 let declared = resp.content_length();
                 (self.check_response(resp, shown)?, shown, declared)
@@ -323,6 +333,7 @@ impl Client {
             limit,
             expected: declared,
             read_timeout: inner.read_timeout,
+            min_rate: inner.min_rate,
             token,
             stats: &inner.stats,
         };
@@ -381,6 +392,12 @@ fn check_config(upstreams: &[Upstream], cfg: &FetchSettings) -> Result<(), Clien
     if cfg.read_timeout.is_zero() {
         return Err(invalid("read_timeout", "must be more than zero"));
     }
+    if cfg.header_timeout.is_zero() {
+        return Err(invalid("header_timeout", "must be more than zero"));
+    }
+    if cfg.throughput_window.is_zero() {
+        return Err(invalid("throughput_window", "must be more than zero"));
+    }
     Ok(())
 }
 
@@ -403,6 +420,18 @@ fn with_query(loc: Location, rel: &str, query: &[(&str, String)]) -> Result<Loca
             rel: rel.to_string(),
             reason: "a query needs an http(s) upstream, not a directory",
         }),
+    }
+}
+
+/// A wait for headers that timed out is the header deadline, not an idle read.
+fn header_timeout(e: FetchError, after: Duration) -> FetchError {
+    match e {
+        FetchError::Timeout { url, attempts, .. } => FetchError::HeaderTimeout {
+            url,
+            after,
+            attempts,
+        },
+        other => other,
     }
 }
 
@@ -931,18 +960,112 @@ mod tests {
         for kind in ["headers", "body"] {
             let c = client(config(&[&format!("{base}{kind}/")]).with(|s| {
                 s.read_timeout = Duration::from_millis(100);
+                s.header_timeout = Duration::from_millis(100);
                 s.max_attempts = 2;
             }));
             let err = c
                 .get(REL, 1024, &CancellationToken::new())
                 .await
                 .expect_err("stalls");
-            assert!(
-                matches!(err, FetchError::Timeout { attempts: 2, .. }),
-                "{kind}: {err:?}"
-            );
+            let want = match (kind, &err) {
+                ("headers", FetchError::HeaderTimeout { attempts, .. }) => *attempts == 2,
+                ("body", FetchError::Timeout { attempts, .. }) => *attempts == 2,
+                _ => false,
+            };
+            assert!(want, "{kind}: {err:?}");
             assert_eq!(c.stats().timeouts, 2, "{kind}");
         }
+    }
+
+    /// A raw server that writes `resp` one byte per `every`, then closes.
+    async fn trickle_server(resp: &'static [u8], every: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    for b in resp {
+                        if conn.write_all(&[*b]).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    // See: #13: a trickle stays under read_timeout but must not hang a run.
+    #[tokio::test]
+    async fn issue_13_slow_headers_and_bodies_fail_and_are_retried() {
+        const HEADERS: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let base = trickle_server(HEADERS, Duration::from_millis(20)).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.header_timeout = Duration::from_millis(300);
+            s.max_attempts = 2;
+        }));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("headers trickle");
+        assert_eq!(
+            err.to_string(),
+            format!("reading {base}{REL}: no response headers within 300ms (after 2 attempts)")
+        );
+        assert_eq!(c.stats().timeouts, 2);
+
+        const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123";
+        let router = Router::new().fallback(|| async {
+            let head = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from("x"))]);
+            let drip = futures::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((Ok(Bytes::from("x")), ()))
+            });
+            axum::body::Body::from_stream(futures::StreamExt::chain(head, drip))
+        });
+        let base = serve(router).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.min_bytes_per_second = 1000;
+            s.throughput_window = Duration::from_millis(200);
+            s.max_attempts = 2;
+        }));
+        let err = c
+            .get(REL, 1 << 20, &CancellationToken::new())
+            .await
+            .expect_err("body trickles");
+        assert!(
+            matches!(
+                err,
+                FetchError::TooSlow {
+                    min: 1000,
+                    attempts: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("reading {base}{REL}: body arriving at "))
+                && msg.ends_with(
+                    " bytes/s over 200ms, below the minimum of 1000 bytes/s (after 2 attempts)"
+                ),
+            "{msg}"
+        );
+        // A steady body above the minimum is untouched.
+        let base = trickle_server(BODY, Duration::ZERO).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.min_bytes_per_second = 1;
+            s.throughput_window = Duration::from_millis(1);
+        }));
+        let body = c.get(REL, 1024, &CancellationToken::new()).await;
+        assert_eq!(body.expect("fast enough").len(), 64);
     }
 
     #[tokio::test]

@@ -55,7 +55,8 @@ stats! {
     too_many_requests,
     /// Upstreams that answered 404/410 or had no such file.
     not_found,
-    /// Attempts that ended in an idle timeout.
+    /// Attempts that ended in an idle timeout, a header deadline or a body
+    /// slower than the minimum throughput.
     timeouts,
     /// Attempts that ended in a connection or protocol error.
     transport_errors,
@@ -112,7 +113,9 @@ impl FetchStats {
 
     pub(crate) fn record_failure(&self, error: &FetchError) {
         let counter = match error {
-            FetchError::Timeout { .. } => &self.timeouts,
+            FetchError::Timeout { .. }
+            | FetchError::HeaderTimeout { .. }
+            | FetchError::TooSlow { .. } => &self.timeouts,
             FetchError::Transport { .. } => &self.transport_errors,
             FetchError::Truncated { .. } => &self.truncated,
             _ => return,

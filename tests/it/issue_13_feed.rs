@@ -208,3 +208,25 @@ async fn issue_13_cached_only_404_is_not_yet_and_retried() {
     assert!(report.all_ok(), "{report:#?}");
     assert_eq!(mirror.row("example.com/late", "v1.0.0").status, "published");
 }
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_slow_upstream_fails_the_request_instead_of_hanging() {
+    let upstream = Upstream::start(vec![module("example.com/slow", "v1.0.0")]).await;
+    upstream
+        .faults()
+        .set_latency(std::time::Duration::from_secs(30));
+    let mut mirror = Mirror::new(&upstream.url(), &[("example.com/slow", "v1.0.0")]);
+    mirror.fetch = "max_attempts = 2\nbackoff_base = \"10ms\"\nbackoff_max = \"20ms\"\n\
+                    header_timeout = \"300ms\"\n"
+        .into();
+    let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let row = mirror.row("example.com/slow", "v1.0.0");
+    assert_eq!(row.status, "failed", "{row:?}");
+    let error = row.last_error.expect("the reason is kept");
+    assert!(
+        error.contains("no response headers within 300ms (after 2 attempts)"),
+        "{error}"
+    );
+}
