@@ -15,7 +15,9 @@
 //!   directory.
 //! - Upstreams are GOPROXY bases tried in order, the next only on 404/410
 //!   (PROTOCOL.md, GOPROXY). `direct` and `off` are refused: gomirror
-//!   fetches only from proxies. GOPROXY's `|` is refused too.
+//!   fetches only from proxies. An array entry `"a | b"` is GOPROXY's
+//!   `a|b`: b is tried after any error of a (See: #13); `--upstream` takes
+//!   Go's own `a,b|c`.
 //! - A module may appear in one `[[watch]]` entry only; a second one is an
 //!   error naming the first, rather than a silent merge.
 //! - `versions` defaults to `latest`. Selectors: [`crate::plan::watchlist`].
@@ -521,7 +523,9 @@ impl<'a> Source<'a> {
                 let reason = format!("{entry:?}: list each proxy as its own array entry");
                 return Err(self.error(&at, reason));
             }
-            push_proxy(&mut urls, entry).map_err(|reason| self.error(&at, reason))?;
+            // See: #13: `"a | b"` is GOPROXY's `a|b`: b after any error of a.
+            let parts: Vec<(&str, char)> = entry.split('|').map(|e| (e.trim(), '|')).collect();
+            push_proxies(&mut urls, parts.into_iter()).map_err(|reason| self.error(&at, reason))?;
         }
         Ok(urls)
     }
@@ -960,24 +964,42 @@ fn check_schedule(text: &str) -> Result<cron::Schedule, String> {
     Ok(schedule)
 }
 
-/// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
+/// A list from `--upstream` or `GOMIRROR_UPSTREAM`, in GOPROXY's own syntax:
+/// `a,b` tries b after a 404/410 from a, `a|b` after any error of a.
 fn override_upstreams(o: &Override) -> Result<Vec<Upstream>, String> {
     if o.value.trim().is_empty() {
         return Err("empty: list at least one proxy URL, comma-separated".into());
     }
     let mut urls = Vec::new();
-    for entry in o.value.split(',').map(str::trim) {
-        push_proxy(&mut urls, entry)?;
+    let mut entries = Vec::new();
+    let mut rest = o.value.as_str();
+    while let Some(i) = rest.find([',', '|']) {
+        entries.push((rest[..i].trim(), rest.as_bytes()[i] as char));
+        rest = &rest[i + 1..];
     }
+    entries.push((rest.trim(), ','));
+    push_proxies(&mut urls, entries.into_iter())?;
     Ok(urls)
 }
 
-fn push_proxy(urls: &mut Vec<Upstream>, entry: &str) -> Result<(), String> {
-    let url = check_proxy(entry)?;
-    if urls.contains(&url) {
-        return Err(format!("{entry:?} is listed twice"));
+/// Appends GOPROXY entries, each with the separator after it (`|`: the next
+/// is tried after any error; the last entry's separator does not matter).
+fn push_proxies<'a>(
+    urls: &mut Vec<Upstream>,
+    entries: impl ExactSizeIterator<Item = (&'a str, char)>,
+) -> Result<(), String> {
+    let n = entries.len();
+    for (i, (entry, sep)) in entries.enumerate() {
+        let url = check_proxy(entry)?;
+        if urls.iter().any(|u| u.as_str() == url.as_str()) {
+            return Err(format!("{entry:?} is listed twice"));
+        }
+        urls.push(if sep == '|' && i + 1 < n {
+            url.falling_through_on_any_error()
+        } else {
+            url
+        });
     }
-    urls.push(url);
     Ok(())
 }
 
@@ -989,12 +1011,6 @@ fn check_proxy(entry: &str) -> Result<Upstream, String> {
         return Err(format!(
             "{entry:?}: gomirror needs a proxy: it fetches only from GOPROXY servers \
              (https://, http:// or file:///abs/dir), never from version control"
-        ));
-    }
-    if entry.contains('|') {
-        return Err(format!(
-            "{entry:?}: \"|\" (fall through on any error) is not supported; \
-             list proxies separately: the next is tried only on 404 or 410"
         ));
     }
     Upstream::parse(entry).map_err(|e| e.to_string())
@@ -1287,7 +1303,8 @@ versions = ">=v0.10.0, <v0.20"
             ("[upstream]\nproxies = [\"https://a.example?x=1\"]\n", "proxies #1: invalid upstream \"https://a.example?x=1\": a proxy base cannot have a query or fragment"),
             ("[upstream]\nproxies = [\"file://cache/download\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"file://cache/download\": a file:// proxy needs a local absolute directory, as file:///abs/dir"),
             ("[upstream]\nproxies = [\"file:cache\"]\n", "proxies #1: invalid upstream \"file:cache\": a file:// proxy needs a local absolute directory"),
-            ("[upstream]\nproxies = [\"https://a.example|https://b.example\"]\n", "proxies #1: \"https://a.example|https://b.example\": \"|\" (fall through on any error) is not supported"),
+            ("[upstream]\nproxies = [\"https://a.example | direct\"]\n", "mirror.toml:2: [upstream] proxies #1: \"direct\": gomirror needs a proxy"),
+            ("[upstream]\nproxies = [\"https://a.example | https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #1: \"https://a.example/\" is listed twice"),
             ("[upstream]\nproxies = [\"https://a.example,https://b.example\"]\n", "proxies #1: \"https://a.example,https://b.example\": list each proxy as its own array entry"),
             ("[upstream]\nproxies = [\"https://a.example\", \"https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #2: \"https://a.example/\" is listed twice"),
             ("[tree]\ndir = \"\"\n", "mirror.toml:2: [tree] dir: must not be empty"),
@@ -1435,6 +1452,32 @@ watched = true
         assert!(Config::parse(bad_file, Path::new("mirror.toml"), &over).is_ok());
     }
 
+    // See: #13
+    #[test]
+    fn issue_13_pipe_falls_through_on_any_error() {
+        let shown = |cfg: &Config| -> Vec<(String, bool)> {
+            cfg.upstreams
+                .iter()
+                .map(|u| (u.to_string(), u.falls_through_on_any_error()))
+                .collect()
+        };
+        let want = [
+            ("https://a.example/".to_string(), true),
+            ("https://b.example/".to_string(), false),
+            ("file:///srv/cache/".to_string(), false),
+        ];
+        let text = "[upstream]\nproxies = [\"https://a.example | https://b.example\", \"file:///srv/cache\"]\n";
+        assert_eq!(shown(&parse(text).unwrap_or_else(|e| panic!("{e}"))), want);
+        // Go's own syntax on the command line.
+        let over = upstream(
+            "https://a.example|https://b.example,file:///srv/cache",
+            "--upstream",
+        );
+        let cfg =
+            Config::parse("", Path::new("mirror.toml"), &over).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&cfg), want);
+    }
+
     #[test]
     fn bad_override_names_its_source() {
         // (override, source, the whole message)
@@ -1442,7 +1485,7 @@ watched = true
             ("direct", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: \"direct\": gomirror needs a proxy"),
             ("https://a.example,off", "--upstream", "mirror.toml: --upstream: \"off\": gomirror needs a proxy"),
             ("https://a.example,,https://b.example", "--upstream", "mirror.toml: --upstream: invalid upstream \"\": empty"),
-            ("https://a.example|https://b.example", "--upstream", "mirror.toml: --upstream: \"https://a.example|https://b.example\": \"|\""),
+            ("https://a.example|/srv/cache", "--upstream", "mirror.toml: --upstream: invalid upstream \"/srv/cache\": not a URL: relative URL without a base; write file:///srv/cache"),
             ("https://a.example,https://a.example", "--upstream", "mirror.toml: --upstream: \"https://a.example\" is listed twice"),
             ("  ", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: empty: list at least one proxy URL"),
             ("file://rel/dir", "--upstream", "mirror.toml: --upstream: invalid upstream \"file://rel/dir\": a file:// proxy needs a local absolute directory"),

@@ -33,14 +33,14 @@ use reqwest::StatusCode;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
 use super::retry::{retry_after, Backoff};
 use super::settings::FetchSettings;
-use super::stats::{FetchStats, StatsSnapshot};
+use super::stats::{FetchStats, HealthTable, StatsSnapshot, UpstreamHealth};
 use super::throttle::{cancellable, Throttle};
 use super::upstream::{check_rel, Location, Upstream};
 use super::FetchError;
@@ -82,6 +82,8 @@ struct Inner {
     max_attempts: u32,
     backoff: Backoff,
     stats: FetchStats,
+    /// Requests and failures per upstream base, for `status` and metrics.
+    health: HealthTable,
 }
 
 struct Source {
@@ -142,6 +144,7 @@ impl Client {
                     max: cfg.backoff_max,
                 },
                 stats: FetchStats::default(),
+                health: HealthTable::default(),
             }),
         })
     }
@@ -214,6 +217,12 @@ impl Client {
         self.inner.stats.snapshot()
     }
 
+    /// Requests and failures per upstream so far (every client sharing this one's
+    /// counters), for `status` and metrics.
+    pub fn upstream_health(&self) -> Vec<UpstreamHealth> {
+        self.inner.health.snapshot()
+    }
+
     async fn fetch<S: Sink>(
         &self,
         rel: &str,
@@ -234,18 +243,30 @@ impl Client {
     ) -> Result<S::Output, FetchError> {
         check_rel(rel)?;
         let mut not_found = None;
-        for source in self.sources.iter() {
+        let mut failed = None;
+        for (i, source) in self.sources.iter().enumerate() {
             let loc = with_query(source.upstream.locate(rel)?, rel, query)?;
-            match self.fetch_from::<S>(source, &loc, args, limit, token).await {
+            let res = self.fetch_from::<S>(source, &loc, args, limit, token).await;
+            let last = i + 1 == self.sources.len();
+            match res {
                 Err(e) if e.is_not_found() => {
                     debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
                     self.inner.stats.record_not_found();
                     not_found = Some(e);
                 }
+                // GOPROXY's `|`: any failure moves on. Everything is verified whichever
+                // upstream served it, so this trades nothing for availability.
+                Err(e) if !last && source.upstream.falls_through_on_any_error() && falls(&e) => {
+                    warn!(upstream = %source.upstream, cause = %Chain(&e), "upstream failed, trying the next");
+                    failed.get_or_insert(e);
+                }
                 done => return done,
             }
         }
-        Err(not_found.expect("Client::new rejects an empty upstream list"))
+        // A failure that is not "not found" is not permanent: report it before a 404.
+        Err(failed
+            .or(not_found)
+            .expect("Client::new rejects an empty upstream list"))
     }
 
     /// All attempts against one upstream.
@@ -270,6 +291,7 @@ impl Client {
                 p = self.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
             inner.stats.record_request();
+            inner.health.record_request(source.upstream.as_str());
             let res = self.attempt::<S>(loc, args, limit, token).await;
             drop(permit);
             let Failed {
@@ -282,6 +304,9 @@ impl Client {
             inner.stats.record_failure(&error);
             error.set_attempts(attempt);
             if !error.is_retryable() || attempt >= inner.max_attempts {
+                if !error.is_not_found() && !error.is_cancelled() {
+                    inner.health.record_error(source.upstream.as_str(), &error);
+                }
                 return Err(error);
             }
             let delay = retry_after.unwrap_or_else(|| inner.backoff.delay(attempt));
@@ -399,6 +424,11 @@ fn check_config(upstreams: &[Upstream], cfg: &FetchSettings) -> Result<(), Clien
         return Err(invalid("throughput_window", "must be more than zero"));
     }
     Ok(())
+}
+
+/// Whether `|` moves on after `e`: not when the run is stopping or the caller erred.
+fn falls(e: &FetchError) -> bool {
+    !matches!(e, FetchError::Cancelled | FetchError::InvalidPath { .. })
 }
 
 fn is_too_many(e: &FetchError) -> bool {

@@ -37,7 +37,7 @@ pub use client::{Client, ClientError};
 pub use download::Downloaded;
 pub use reqwest::StatusCode;
 pub use settings::FetchSettings;
-pub use stats::StatsSnapshot;
+pub use stats::{StatsSnapshot, UpstreamHealth};
 pub use upstream::{Upstream, UpstreamError};
 
 /// One module version's three files as upstream served them, unchecked:

@@ -19,6 +19,9 @@ pub struct Upstream {
     kind: Kind,
     /// The base as shown in errors and logs: the URL with any password replaced by `xxxxx`.
     shown: String,
+    /// GOPROXY's `|` after this entry: when it fails with any error, the next upstream
+    /// is tried; otherwise (`,`) only when it says 404/410. See: #13.
+    any_error: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,7 @@ impl Upstream {
                 Ok(dir) if s["file:".len()..].starts_with("//") => Ok(Upstream {
                     kind: Kind::Dir(dir),
                     shown: url.to_string(),
+                    any_error: false,
                 }),
                 _ => Err(fail(
                     "a file:// proxy needs a local absolute directory, as file:///abs/dir".into(),
@@ -100,7 +104,21 @@ impl Upstream {
         Upstream {
             kind: Kind::Http(url),
             shown: redacted.to_string(),
+            any_error: false,
         }
+    }
+
+    /// This upstream, followed by GOPROXY's `|`: the next one is tried after any
+    /// error, not only after 404/410 (Go: cmd/go/internal/modfetch/proxy.go
+    /// proxyList, fallBackOnError).
+    pub fn falling_through_on_any_error(mut self) -> Upstream {
+        self.any_error = true;
+        self
+    }
+
+    /// Whether the next upstream is tried after any error of this one.
+    pub fn falls_through_on_any_error(&self) -> bool {
+        self.any_error
     }
 
     /// `scheme://host:port` of an http(s) upstream, which hold-offs are keyed by:
