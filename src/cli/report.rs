@@ -168,6 +168,7 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
             db.name, db.verified_tree, db.verified_at, db.records
         )?;
     }
+    print_upstreams(out, r)?;
     print_history(out, r)?;
     print_problems(out, r)
 }
@@ -393,4 +394,20 @@ fn feed_cursor_notes(f: &gomirror::state::FeedCursor) -> String {
         out += &format!(", {} entries older than the cursor dropped", f.backwards);
     }
     out
+}
+
+/// Requests and failures per upstream, with the last failure. See: #13.
+fn print_upstreams(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    for u in &r.upstreams {
+        let last = match (&u.last_failure_at, &u.last_failure) {
+            (Some(at), Some(msg)) => format!(", last failure {at}: {msg}"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "upstream {}: {} requests, {} errors{last}",
+            u.upstream, u.requests, u.errors
+        )?;
+    }
+    Ok(())
 }

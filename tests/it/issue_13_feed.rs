@@ -230,3 +230,41 @@ async fn issue_13_slow_upstream_fails_the_request_instead_of_hanging() {
         "{error}"
     );
 }
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_pipe_fails_over_when_the_first_upstream_is_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let up = Upstream::start(vec![module("example.com/m", "v1.0.0")]).await;
+    let mut mirror = Mirror::new(&up.url(), &[("example.com/m", "v1.0.0")]);
+    mirror.fetch = "max_attempts = 2\nbackoff_base = \"10ms\"\nbackoff_max = \"20ms\"\n".into();
+    // With `,` the refused connection fails the version.
+    mirror.set_proxies(&[&down, &up.url()]);
+    let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    // With `|` the second upstream serves it.
+    mirror.upstream_url = format!("{down} | {}", up.url());
+    let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(mirror.row("example.com/m", "v1.0.0").status, "published");
+
+    let status = mirror.run_bin(&["status"]).await;
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("upstream {down}/:")))
+        .unwrap_or_else(|| panic!("{}", status.stdout));
+    assert!(line.contains(" errors, last failure "), "{line}");
+    assert!(line.contains("(after 2 attempts)"), "{line}");
+    let json = mirror.run_bin(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let ups = v["upstreams"].as_array().expect("upstreams");
+    let good = ups
+        .iter()
+        .find(|u| u["upstream"] == format!("{}/", up.url()))
+        .expect("the good upstream");
+    assert_eq!(good["errors"], 0, "{good}");
+    assert!(good["requests"].as_u64().unwrap_or(0) >= 3, "{good}");
+}
