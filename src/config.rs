@@ -15,7 +15,9 @@
 //!   directory.
 //! - Upstreams are GOPROXY bases tried in order, the next only on 404/410
 //!   (PROTOCOL.md, GOPROXY). `direct` and `off` are refused: gomirror
-//!   fetches only from proxies. GOPROXY's `|` is refused too.
+//!   fetches only from proxies. An array entry `"a | b"` is GOPROXY's
+//!   `a|b`: b is tried after any error of a (See: #13); `--upstream` takes
+//!   Go's own `a,b|c`.
 //! - A module may appear in one `[[watch]]` entry only; a second one is an
 //!   error naming the first, rather than a silent merge.
 //! - `versions` defaults to `latest`. Selectors: [`crate::plan::watchlist`].
@@ -106,6 +108,9 @@ pub mod file {
         pub concurrency: Option<i64>,
         pub connect_timeout: Option<String>,
         pub read_timeout: Option<String>,
+        pub header_timeout: Option<String>,
+        pub min_bytes_per_second: Option<i64>,
+        pub throughput_window: Option<String>,
         pub max_attempts: Option<i64>,
         pub backoff_base: Option<String>,
         pub backoff_max: Option<String>,
@@ -370,6 +375,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest wait between tries of a feed version, or between listings.
 const MAX_FEED_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const REQUESTS_PER_SECOND: RangeInclusive<i64> = 1..=100_000;
+/// `[fetch] min_bytes_per_second`: 0 turns the rule off; at most 1 GB/s.
+const MIN_BYTES_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000_000;
 pub const DEFAULT_INDEX: &str = "https://index.golang.org";
 /// What the Go team asks bulk fetchers driven by the feed to use (PROTOCOL.md).
 pub const DEFAULT_FEED_PROXY: &str = "https://proxy.golang.org/cached-only";
@@ -535,7 +542,9 @@ impl<'a> Source<'a> {
                 let reason = format!("{entry:?}: list each proxy as its own array entry");
                 return Err(self.error(&at, reason));
             }
-            push_proxy(&mut urls, entry).map_err(|reason| self.error(&at, reason))?;
+            // See: #13: `"a | b"` is GOPROXY's `a|b`: b after any error of a.
+            let parts: Vec<(&str, char)> = entry.split('|').map(|e| (e.trim(), '|')).collect();
+            push_proxies(&mut urls, parts.into_iter()).map_err(|reason| self.error(&at, reason))?;
         }
         Ok(urls)
     }
@@ -590,6 +599,17 @@ impl<'a> Source<'a> {
                 d.connect_timeout,
             )?,
             read_timeout: self.duration("read_timeout", &f.read_timeout, d.read_timeout)?,
+            header_timeout: self.duration("header_timeout", &f.header_timeout, d.header_timeout)?,
+            min_bytes_per_second: self.int(
+                "min_bytes_per_second",
+                f.min_bytes_per_second,
+                (d.min_bytes_per_second as i64, MIN_BYTES_PER_SECOND),
+            )? as u64,
+            throughput_window: self.duration(
+                "throughput_window",
+                &f.throughput_window,
+                d.throughput_window,
+            )?,
             max_attempts: self.int("max_attempts", f.max_attempts, max_attempts)? as u32,
             backoff_base,
             backoff_max,
@@ -996,24 +1016,42 @@ fn check_schedule(text: &str) -> Result<cron::Schedule, String> {
     Ok(schedule)
 }
 
-/// A comma-separated list from `--upstream` or `GOMIRROR_UPSTREAM`.
+/// A list from `--upstream` or `GOMIRROR_UPSTREAM`, in GOPROXY's own syntax:
+/// `a,b` tries b after a 404/410 from a, `a|b` after any error of a.
 fn override_upstreams(o: &Override) -> Result<Vec<Upstream>, String> {
     if o.value.trim().is_empty() {
         return Err("empty: list at least one proxy URL, comma-separated".into());
     }
     let mut urls = Vec::new();
-    for entry in o.value.split(',').map(str::trim) {
-        push_proxy(&mut urls, entry)?;
+    let mut entries = Vec::new();
+    let mut rest = o.value.as_str();
+    while let Some(i) = rest.find([',', '|']) {
+        entries.push((rest[..i].trim(), rest.as_bytes()[i] as char));
+        rest = &rest[i + 1..];
     }
+    entries.push((rest.trim(), ','));
+    push_proxies(&mut urls, entries.into_iter())?;
     Ok(urls)
 }
 
-fn push_proxy(urls: &mut Vec<Upstream>, entry: &str) -> Result<(), String> {
-    let url = check_proxy(entry)?;
-    if urls.contains(&url) {
-        return Err(format!("{entry:?} is listed twice"));
+/// Appends GOPROXY entries, each with the separator after it (`|`: the next
+/// is tried after any error; the last entry's separator does not matter).
+fn push_proxies<'a>(
+    urls: &mut Vec<Upstream>,
+    entries: impl ExactSizeIterator<Item = (&'a str, char)>,
+) -> Result<(), String> {
+    let n = entries.len();
+    for (i, (entry, sep)) in entries.enumerate() {
+        let url = check_proxy(entry)?;
+        if urls.iter().any(|u| u.as_str() == url.as_str()) {
+            return Err(format!("{entry:?} is listed twice"));
+        }
+        urls.push(if sep == '|' && i + 1 < n {
+            url.falling_through_on_any_error()
+        } else {
+            url
+        });
     }
-    urls.push(url);
     Ok(())
 }
 
@@ -1025,12 +1063,6 @@ fn check_proxy(entry: &str) -> Result<Upstream, String> {
         return Err(format!(
             "{entry:?}: gomirror needs a proxy: it fetches only from GOPROXY servers \
              (https://, http:// or file:///abs/dir), never from version control"
-        ));
-    }
-    if entry.contains('|') {
-        return Err(format!(
-            "{entry:?}: \"|\" (fall through on any error) is not supported; \
-             list proxies separately: the next is tried only on 404 or 410"
         ));
     }
     Upstream::parse(entry).map_err(|e| e.to_string())
@@ -1179,6 +1211,9 @@ mod tests {
                 concurrency: 64,
                 connect_timeout: Duration::from_secs(10),
                 read_timeout: Duration::from_secs(60),
+                header_timeout: Duration::from_secs(60),
+                min_bytes_per_second: 1024,
+                throughput_window: Duration::from_secs(60),
                 max_attempts: 5,
                 backoff_base: Duration::from_millis(250),
                 backoff_max: Duration::from_secs(30),
@@ -1318,7 +1353,7 @@ versions = ">=v0.10.0, <v0.20"
         let cases: &[(&str, &str)] = &[
             ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
             ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
-            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
+            ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
             ("[fetch]\nconcurrency = \"64\"\n", "mirror.toml:2: [fetch] concurrency: invalid type: string \"64\", expected an integer"),
@@ -1344,7 +1379,8 @@ versions = ">=v0.10.0, <v0.20"
             ("[upstream]\nproxies = [\"https://a.example?x=1\"]\n", "proxies #1: invalid upstream \"https://a.example?x=1\": a proxy base cannot have a query or fragment"),
             ("[upstream]\nproxies = [\"file://cache/download\"]\n", "mirror.toml:2: [upstream] proxies #1: invalid upstream \"file://cache/download\": a file:// proxy needs a local absolute directory, as file:///abs/dir"),
             ("[upstream]\nproxies = [\"file:cache\"]\n", "proxies #1: invalid upstream \"file:cache\": a file:// proxy needs a local absolute directory"),
-            ("[upstream]\nproxies = [\"https://a.example|https://b.example\"]\n", "proxies #1: \"https://a.example|https://b.example\": \"|\" (fall through on any error) is not supported"),
+            ("[upstream]\nproxies = [\"https://a.example | direct\"]\n", "mirror.toml:2: [upstream] proxies #1: \"direct\": gomirror needs a proxy"),
+            ("[upstream]\nproxies = [\"https://a.example | https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #1: \"https://a.example/\" is listed twice"),
             ("[upstream]\nproxies = [\"https://a.example,https://b.example\"]\n", "proxies #1: \"https://a.example,https://b.example\": list each proxy as its own array entry"),
             ("[upstream]\nproxies = [\"https://a.example\", \"https://a.example/\"]\n", "mirror.toml:2: [upstream] proxies #2: \"https://a.example/\" is listed twice"),
             ("[tree]\ndir = \"\"\n", "mirror.toml:2: [tree] dir: must not be empty"),
@@ -1496,6 +1532,32 @@ watched = true
         assert!(Config::parse(bad_file, Path::new("mirror.toml"), &over).is_ok());
     }
 
+    // See: #13
+    #[test]
+    fn issue_13_pipe_falls_through_on_any_error() {
+        let shown = |cfg: &Config| -> Vec<(String, bool)> {
+            cfg.upstreams
+                .iter()
+                .map(|u| (u.to_string(), u.falls_through_on_any_error()))
+                .collect()
+        };
+        let want = [
+            ("https://a.example/".to_string(), true),
+            ("https://b.example/".to_string(), false),
+            ("file:///srv/cache/".to_string(), false),
+        ];
+        let text = "[upstream]\nproxies = [\"https://a.example | https://b.example\", \"file:///srv/cache\"]\n";
+        assert_eq!(shown(&parse(text).unwrap_or_else(|e| panic!("{e}"))), want);
+        // Go's own syntax on the command line.
+        let over = upstream(
+            "https://a.example|https://b.example,file:///srv/cache",
+            "--upstream",
+        );
+        let cfg =
+            Config::parse("", Path::new("mirror.toml"), &over).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&cfg), want);
+    }
+
     #[test]
     fn bad_override_names_its_source() {
         // (override, source, the whole message)
@@ -1503,7 +1565,7 @@ watched = true
             ("direct", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: \"direct\": gomirror needs a proxy"),
             ("https://a.example,off", "--upstream", "mirror.toml: --upstream: \"off\": gomirror needs a proxy"),
             ("https://a.example,,https://b.example", "--upstream", "mirror.toml: --upstream: invalid upstream \"\": empty"),
-            ("https://a.example|https://b.example", "--upstream", "mirror.toml: --upstream: \"https://a.example|https://b.example\": \"|\""),
+            ("https://a.example|/srv/cache", "--upstream", "mirror.toml: --upstream: invalid upstream \"/srv/cache\": not a URL: relative URL without a base; write file:///srv/cache"),
             ("https://a.example,https://a.example", "--upstream", "mirror.toml: --upstream: \"https://a.example\" is listed twice"),
             ("  ", "GOMIRROR_UPSTREAM", "mirror.toml: GOMIRROR_UPSTREAM: empty: list at least one proxy URL"),
             ("file://rel/dir", "--upstream", "mirror.toml: --upstream: invalid upstream \"file://rel/dir\": a file:// proxy needs a local absolute directory"),

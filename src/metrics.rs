@@ -220,6 +220,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_runs(&mut x, s);
     render_feed(&mut x, s);
     render_sumdb(&mut x, s);
+    render_upstream_health(&mut x, s);
     if let Some(run) = latest_finished(&s.runs) {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
@@ -287,6 +288,48 @@ fn render_sumdb(x: &mut Exposition, s: &StatusReport) {
     let records = per_db(|db| Some(db.records));
     let help = "Published versions with a checksum-database record.";
     x.labeled("gomirror_sumdb_records", help, "db", &records);
+}
+
+/// Per upstream base: requests, failures and when the last one was, over
+/// all runs (from state). See: #13.
+fn render_upstream_health(x: &mut Exposition, s: &StatusReport) {
+    if s.upstreams.is_empty() {
+        return;
+    }
+    let per = |f: fn(&crate::fetch::UpstreamHealth) -> Option<u64>| -> Vec<(&str, u64)> {
+        s.upstreams
+            .iter()
+            .filter_map(|u| f(u).map(|v| (u.upstream.as_str(), v)))
+            .collect()
+    };
+    let help = "Requests made to an upstream (retries included), over all runs.";
+    x.labeled(
+        "gomirror_upstream_requests_total",
+        help,
+        "upstream",
+        &per(|u| Some(u.requests)),
+    );
+    let help = "Requests to an upstream that failed after their retries, over all runs.";
+    x.labeled(
+        "gomirror_upstream_errors_total",
+        help,
+        "upstream",
+        &per(|u| Some(u.errors)),
+    );
+    let last = per(|u| {
+        let at = u.last_failure_at.as_deref()?;
+        let t = OffsetDateTime::parse(at, &Rfc3339).ok()?;
+        u64::try_from(t.unix_timestamp()).ok()
+    });
+    if !last.is_empty() {
+        let help = "When a request to an upstream last failed.";
+        x.labeled(
+            "gomirror_upstream_last_failure_timestamp_seconds",
+            help,
+            "upstream",
+            &last,
+        );
+    }
 }
 
 fn render_daemon(x: &mut Exposition, d: &DaemonCounters) {
@@ -626,11 +669,13 @@ mod tests {
                 since: "2026-11-23T00:00:00Z".into(),
                 seen: Vec::new(),
                 newest: newest.map(str::to_owned),
+                ..Default::default()
             }),
             run_totals: Default::default(),
             sumdb: Vec::new(),
             exports: Vec::new(),
             imports: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 

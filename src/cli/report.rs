@@ -59,8 +59,21 @@ fn sync_extra(report: &Report) -> String {
             ", feed: {} new entries in {} pages, {} planned, {} rejected",
             f.entries, f.pages, f.planned, f.rejected
         );
+        extra += &feed_problems(f);
     }
     extra
+}
+
+/// What went wrong with the feed, for the sync's last line. See: #13.
+fn feed_problems(f: &gomirror::sync::FeedReport) -> String {
+    let mut out = String::new();
+    if f.backwards > 0 {
+        out += &format!(", {} older than the cursor dropped", f.backwards);
+    }
+    if let Some(at) = &f.stuck_at {
+        out += &format!(", stuck at {at}");
+    }
+    out
 }
 
 /// `status`, as text or JSON.
@@ -140,8 +153,9 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
         let newest = f.newest.as_deref().unwrap_or("none yet");
         writeln!(
             out,
-            "feed: next read since {}, newest entry {newest}",
-            f.since
+            "feed: next read since {}, newest entry {newest}{}",
+            f.since,
+            feed_cursor_notes(f)
         )?;
     }
     for db in &r.sumdb {
@@ -155,6 +169,7 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
             db.name, db.verified_tree, db.verified_at, db.records
         )?;
     }
+    print_upstreams(out, r)?;
     print_history(out, r)?;
     print_problems(out, r)
 }
@@ -367,4 +382,33 @@ fn to_json(value: &impl serde::Serialize) -> io::Result<String> {
 /// directory`).
 pub fn import_refused(bundle: &Path, e: &ImportError) {
     note!("import refused {}: {}", bundle.display(), Chain(e));
+}
+
+/// The page cap seen and the entries dropped as older than the cursor, when
+/// there are any. See: #13.
+fn feed_cursor_notes(f: &gomirror::state::FeedCursor) -> String {
+    let mut out = String::new();
+    if let Some(cap) = f.page_cap {
+        out += &format!(", index serves at most {cap} entries per page");
+    }
+    if f.backwards > 0 {
+        out += &format!(", {} entries older than the cursor dropped", f.backwards);
+    }
+    out
+}
+
+/// Requests and failures per upstream, with the last failure. See: #13.
+fn print_upstreams(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    for u in &r.upstreams {
+        let last = match (&u.last_failure_at, &u.last_failure) {
+            (Some(at), Some(msg)) => format!(", last failure {at}: {msg}"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "upstream {}: {} requests, {} errors{last}",
+            u.upstream, u.requests, u.errors
+        )?;
+    }
+    Ok(())
 }

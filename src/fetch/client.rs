@@ -6,10 +6,13 @@
 //! `max_attempts` attempts; 5xx, 429, timeouts, connection errors and truncated bodies
 //! are retried, nothing else is (STYLE.md §3: retries live only here).
 //!
-//! Timeouts: `connect_timeout` bounds TCP+TLS setup (reqwest). `read_timeout` is an
-//! idle timeout applied to every single wait — for the response headers after the
-//! request is sent, and for each body chunk — not a deadline for the whole body, so a
-//! large zip on a slow but steady link is never cut off.
+//! Timeouts: `connect_timeout` bounds TCP+TLS setup (reqwest). `header_timeout` is a
+//! deadline from sending the request until its response headers are in. `read_timeout`
+//! is an idle timeout for each body chunk, not a deadline for the whole body, so a
+//! large zip on a slow but steady link is never cut off; but a body slower than
+//! `min_bytes_per_second` over a whole `throughput_window` fails like a timeout and is
+//! retried, so a trickle of a byte a second cannot hold a run (and every daemon tick
+//! after it) forever (See: #13).
 //!
 //! Waits (how long: `retry.rs`): the server's `Retry-After` if a 429 or 503 carries one,
 //! otherwise exponential backoff with full jitter. A `Retry-After`, and any 429, also
@@ -30,14 +33,14 @@ use reqwest::StatusCode;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::download::{
     check_declared, guarded, pump, Body, Downloaded, FileSink, MemSink, ReadCx, Sink,
 };
 use super::retry::{retry_after, Backoff};
 use super::settings::FetchSettings;
-use super::stats::{FetchStats, StatsSnapshot};
+use super::stats::{FetchStats, HealthTable, StatsSnapshot, UpstreamHealth};
 use super::throttle::{cancellable, Throttle};
 use super::upstream::{check_rel, Location, Upstream};
 use super::FetchError;
@@ -73,9 +76,14 @@ struct Inner {
     /// Hold-offs per host and the rate cap, for every request of the run.
     throttle: Throttle,
     read_timeout: Duration,
+    header_timeout: Duration,
+    /// `[fetch] min_bytes_per_second` over `throughput_window`; `None`: off.
+    min_rate: Option<(u64, Duration)>,
     max_attempts: u32,
     backoff: Backoff,
     stats: FetchStats,
+    /// Requests and failures per upstream base, for `status` and metrics.
+    health: HealthTable,
 }
 
 struct Source {
@@ -127,12 +135,16 @@ impl Client {
                 max_in_flight: cfg.concurrency,
                 throttle: Throttle::new(cfg.requests_per_second),
                 read_timeout: cfg.read_timeout,
+                header_timeout: cfg.header_timeout,
+                min_rate: (cfg.min_bytes_per_second > 0)
+                    .then_some((cfg.min_bytes_per_second, cfg.throughput_window)),
                 max_attempts: cfg.max_attempts,
                 backoff: Backoff {
                     base: cfg.backoff_base,
                     max: cfg.backoff_max,
                 },
                 stats: FetchStats::default(),
+                health: HealthTable::default(),
             }),
         })
     }
@@ -205,6 +217,12 @@ impl Client {
         self.inner.stats.snapshot()
     }
 
+    /// Requests and failures per upstream so far (every client sharing this one's
+    /// counters), for `status` and metrics.
+    pub fn upstream_health(&self) -> Vec<UpstreamHealth> {
+        self.inner.health.snapshot()
+    }
+
     async fn fetch<S: Sink>(
         &self,
         rel: &str,
@@ -225,18 +243,30 @@ impl Client {
     ) -> Result<S::Output, FetchError> {
         check_rel(rel)?;
         let mut not_found = None;
-        for source in self.sources.iter() {
+        let mut failed = None;
+        for (i, source) in self.sources.iter().enumerate() {
             let loc = with_query(source.upstream.locate(rel)?, rel, query)?;
-            match self.fetch_from::<S>(source, &loc, args, limit, token).await {
+            let res = self.fetch_from::<S>(source, &loc, args, limit, token).await;
+            let last = i + 1 == self.sources.len();
+            match res {
                 Err(e) if e.is_not_found() => {
                     debug!(upstream = %source.upstream, cause = %e, "not found, trying next upstream");
                     self.inner.stats.record_not_found();
                     not_found = Some(e);
                 }
+                // GOPROXY's `|`: any failure moves on. Everything is verified whichever
+                // upstream served it, so this trades nothing for availability.
+                Err(e) if !last && source.upstream.falls_through_on_any_error() && falls(&e) => {
+                    warn!(upstream = %source.upstream, cause = %Chain(&e), "upstream failed, trying the next");
+                    failed.get_or_insert(e);
+                }
                 done => return done,
             }
         }
-        Err(not_found.expect("Client::new rejects an empty upstream list"))
+        // A failure that is not "not found" is not permanent: report it before a 404.
+        Err(failed
+            .or(not_found)
+            .expect("Client::new rejects an empty upstream list"))
     }
 
     /// All attempts against one upstream.
@@ -261,6 +291,7 @@ impl Client {
                 p = self.in_flight.acquire() => p.expect("the in-flight semaphore is never closed"),
             };
             inner.stats.record_request();
+            inner.health.record_request(source.upstream.as_str());
             let res = self.attempt::<S>(loc, args, limit, token).await;
             drop(permit);
             let Failed {
@@ -273,6 +304,9 @@ impl Client {
             inner.stats.record_failure(&error);
             error.set_attempts(attempt);
             if !error.is_retryable() || attempt >= inner.max_attempts {
+                if !error.is_not_found() && !error.is_cancelled() {
+                    inner.health.record_error(source.upstream.as_str(), &error);
+                }
                 return Err(error);
             }
             let delay = retry_after.unwrap_or_else(|| inner.backoff.delay(attempt));
@@ -301,8 +335,9 @@ impl Client {
         let (body, url, declared) = match loc {
             Location::Http { url, shown } => {
                 let send = inner.http.get(url.clone()).send();
-                let resp = guarded(token, inner.read_timeout, shown, send)
-                    .await?
+                let resp = guarded(token, inner.header_timeout, shown, send)
+                    .await
+                    .map_err(|e| header_timeout(e, inner.header_timeout))?
                     .map_err(|e| transport(shown, e))?;
                 let declared = resp.content_length();
                 (self.check_response(resp, shown)?, shown, declared)
@@ -323,6 +358,7 @@ impl Client {
             limit,
             expected: declared,
             read_timeout: inner.read_timeout,
+            min_rate: inner.min_rate,
             token,
             stats: &inner.stats,
         };
@@ -381,7 +417,18 @@ fn check_config(upstreams: &[Upstream], cfg: &FetchSettings) -> Result<(), Clien
     if cfg.read_timeout.is_zero() {
         return Err(invalid("read_timeout", "must be more than zero"));
     }
+    if cfg.header_timeout.is_zero() {
+        return Err(invalid("header_timeout", "must be more than zero"));
+    }
+    if cfg.throughput_window.is_zero() {
+        return Err(invalid("throughput_window", "must be more than zero"));
+    }
     Ok(())
+}
+
+/// Whether `|` moves on after `e`: not when the run is stopping or the caller erred.
+fn falls(e: &FetchError) -> bool {
+    !matches!(e, FetchError::Cancelled | FetchError::InvalidPath { .. })
 }
 
 fn is_too_many(e: &FetchError) -> bool {
@@ -403,6 +450,18 @@ fn with_query(loc: Location, rel: &str, query: &[(&str, String)]) -> Result<Loca
             rel: rel.to_string(),
             reason: "a query needs an http(s) upstream, not a directory",
         }),
+    }
+}
+
+/// A wait for headers that timed out is the header deadline, not an idle read.
+fn header_timeout(e: FetchError, after: Duration) -> FetchError {
+    match e {
+        FetchError::Timeout { url, attempts, .. } => FetchError::HeaderTimeout {
+            url,
+            after,
+            attempts,
+        },
+        other => other,
     }
 }
 
@@ -931,18 +990,112 @@ mod tests {
         for kind in ["headers", "body"] {
             let c = client(config(&[&format!("{base}{kind}/")]).with(|s| {
                 s.read_timeout = Duration::from_millis(100);
+                s.header_timeout = Duration::from_millis(100);
                 s.max_attempts = 2;
             }));
             let err = c
                 .get(REL, 1024, &CancellationToken::new())
                 .await
                 .expect_err("stalls");
-            assert!(
-                matches!(err, FetchError::Timeout { attempts: 2, .. }),
-                "{kind}: {err:?}"
-            );
+            let want = match (kind, &err) {
+                ("headers", FetchError::HeaderTimeout { attempts, .. }) => *attempts == 2,
+                ("body", FetchError::Timeout { attempts, .. }) => *attempts == 2,
+                _ => false,
+            };
+            assert!(want, "{kind}: {err:?}");
             assert_eq!(c.stats().timeouts, 2, "{kind}");
         }
+    }
+
+    /// A raw server that writes `resp` one byte per `every`, then closes.
+    async fn trickle_server(resp: &'static [u8], every: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    for b in resp {
+                        if conn.write_all(&[*b]).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    // See: #13: a trickle stays under read_timeout but must not hang a run.
+    #[tokio::test]
+    async fn issue_13_slow_headers_and_bodies_fail_and_are_retried() {
+        const HEADERS: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let base = trickle_server(HEADERS, Duration::from_millis(20)).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.header_timeout = Duration::from_millis(300);
+            s.max_attempts = 2;
+        }));
+        let err = c
+            .get(REL, 1024, &CancellationToken::new())
+            .await
+            .expect_err("headers trickle");
+        assert_eq!(
+            err.to_string(),
+            format!("reading {base}{REL}: no response headers within 300ms (after 2 attempts)")
+        );
+        assert_eq!(c.stats().timeouts, 2);
+
+        const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123";
+        let router = Router::new().fallback(|| async {
+            let head = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from("x"))]);
+            let drip = futures::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((Ok(Bytes::from("x")), ()))
+            });
+            axum::body::Body::from_stream(futures::StreamExt::chain(head, drip))
+        });
+        let base = serve(router).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.min_bytes_per_second = 1000;
+            s.throughput_window = Duration::from_millis(200);
+            s.max_attempts = 2;
+        }));
+        let err = c
+            .get(REL, 1 << 20, &CancellationToken::new())
+            .await
+            .expect_err("body trickles");
+        assert!(
+            matches!(
+                err,
+                FetchError::TooSlow {
+                    min: 1000,
+                    attempts: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("reading {base}{REL}: body arriving at "))
+                && msg.ends_with(
+                    " bytes/s over 200ms, below the minimum of 1000 bytes/s (after 2 attempts)"
+                ),
+            "{msg}"
+        );
+        // A steady body above the minimum is untouched.
+        let base = trickle_server(BODY, Duration::ZERO).await;
+        let c = client(config(&[&base]).with(|s| {
+            s.min_bytes_per_second = 1;
+            s.throughput_window = Duration::from_millis(1);
+        }));
+        let body = c.get(REL, 1024, &CancellationToken::new()).await;
+        assert_eq!(body.expect("fast enough").len(), 64);
     }
 
     #[tokio::test]

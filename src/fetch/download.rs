@@ -290,6 +290,8 @@ pub(crate) struct ReadCx<'a> {
     /// The declared length (`Content-Length`, or the file size), already `<= limit`.
     pub expected: Option<u64>,
     pub read_timeout: Duration,
+    /// The least bytes per second over a window, and the window; `None`: off.
+    pub min_rate: Option<(u64, Duration)>,
     pub token: &'a CancellationToken,
     pub stats: &'a FetchStats,
 }
@@ -317,6 +319,7 @@ pub(crate) async fn pump<S: Sink>(
 ) -> Result<S::Output, FetchError> {
     let mut sink = S::open(args, cx.expected).await?;
     let mut got = 0u64;
+    let mut pace = cx.min_rate.map(|(min, window)| Pace::new(min, window));
     loop {
         let chunk = match guarded(cx.token, cx.read_timeout, cx.url, body.chunk()).await? {
             Ok(Some(chunk)) => chunk,
@@ -336,6 +339,9 @@ pub(crate) async fn pump<S: Sink>(
         };
         got += chunk.len() as u64;
         cx.stats.add_bytes(chunk.len());
+        if let Some(pace) = &mut pace {
+            pace.check(got, cx.url)?;
+        }
         if got > cx.limit {
             return Err(FetchError::TooLarge {
                 url: cx.url.to_string(),
@@ -349,6 +355,50 @@ pub(crate) async fn pump<S: Sink>(
     match cx.expected {
         Some(expected) if got < expected => Err(truncated(cx.url, expected, got)),
         _ => sink.finish(cx.url).await,
+    }
+}
+
+/// The minimum-throughput rule: over every whole window since the body
+/// started, at least `min` bytes per second. Windows are consecutive, not
+/// sliding: a check after each chunk closes the window once it has lasted
+/// long enough. A window with no chunk at all is `read_timeout`'s business.
+struct Pace {
+    min: u64,
+    window: Duration,
+    /// When the current window started, and the bytes received before it.
+    start: tokio::time::Instant,
+    got_before: u64,
+}
+
+impl Pace {
+    fn new(min: u64, window: Duration) -> Pace {
+        Pace {
+            min,
+            window,
+            start: tokio::time::Instant::now(),
+            got_before: 0,
+        }
+    }
+
+    fn check(&mut self, got: u64, url: &str) -> Result<(), FetchError> {
+        let elapsed = self.start.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let bytes = got - self.got_before;
+        let rate = (bytes as f64 / elapsed.as_secs_f64()) as u64;
+        if rate < self.min {
+            return Err(FetchError::TooSlow {
+                url: url.to_string(),
+                rate,
+                min: self.min,
+                window: self.window,
+                attempts: 0,
+            });
+        }
+        self.start = tokio::time::Instant::now();
+        self.got_before = got;
+        Ok(())
     }
 }
 

@@ -37,7 +37,7 @@ pub use client::{Client, ClientError};
 pub use download::Downloaded;
 pub use reqwest::StatusCode;
 pub use settings::FetchSettings;
-pub use stats::StatsSnapshot;
+pub use stats::{StatsSnapshot, UpstreamHealth};
 pub use upstream::{Upstream, UpstreamError};
 
 /// One module version's three files as upstream served them, unchecked:
@@ -93,6 +93,28 @@ pub enum FetchError {
         attempts: u32,
     },
 
+    /// The response headers did not arrive within `after` of sending the request.
+    #[error("reading {url}: no response headers within {}{}", humantime::format_duration(*.after), after_attempts(*.attempts))]
+    HeaderTimeout {
+        url: String,
+        after: Duration,
+        attempts: u32,
+    },
+
+    /// The body arrived slower than the minimum throughput over a whole window.
+    #[error(
+        "reading {url}: body arriving at {rate} bytes/s over {}, below the minimum of {min} bytes/s{}",
+        humantime::format_duration(*.window),
+        after_attempts(*.attempts)
+    )]
+    TooSlow {
+        url: String,
+        rate: u64,
+        min: u64,
+        window: Duration,
+        attempts: u32,
+    },
+
     /// Connecting, sending the request or reading the body failed.
     #[error("reading {url}{}", after_attempts(*.attempts))]
     Transport {
@@ -139,7 +161,10 @@ impl FetchError {
             }
             // Builder errors (bad URL) and redirect loops fail the same way every time.
             FetchError::Transport { source, .. } => !(source.is_builder() || source.is_redirect()),
-            FetchError::Truncated { .. } | FetchError::Timeout { .. } => true,
+            FetchError::Truncated { .. }
+            | FetchError::Timeout { .. }
+            | FetchError::HeaderTimeout { .. }
+            | FetchError::TooSlow { .. } => true,
             FetchError::NotFound { .. }
             | FetchError::TooLarge { .. }
             | FetchError::Io { .. }
@@ -154,6 +179,8 @@ impl FetchError {
             FetchError::Status { attempts, .. }
             | FetchError::Truncated { attempts, .. }
             | FetchError::Timeout { attempts, .. }
+            | FetchError::HeaderTimeout { attempts, .. }
+            | FetchError::TooSlow { attempts, .. }
             | FetchError::Transport { attempts, .. } => *attempts = n,
             _ => {}
         }
@@ -280,6 +307,14 @@ mod tests {
             (
                 FetchError::Timeout { url: url.clone(), after: Duration::from_secs(30), attempts: 1 },
                 "reading https://proxy.golang.org/rsc.io/quote/@v/list: no data for 30s",
+            ),
+            (
+                FetchError::HeaderTimeout { url: url.clone(), after: Duration::from_secs(60), attempts: 5 },
+                "reading https://proxy.golang.org/rsc.io/quote/@v/list: no response headers within 1m (after 5 attempts)",
+            ),
+            (
+                FetchError::TooSlow { url: url.clone(), rate: 1, min: 1024, window: Duration::from_secs(60), attempts: 1 },
+                "reading https://proxy.golang.org/rsc.io/quote/@v/list: body arriving at 1 bytes/s over 1m, below the minimum of 1024 bytes/s",
             ),
             (
                 FetchError::TooLarge { url, limit: 16 },

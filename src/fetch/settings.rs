@@ -19,9 +19,18 @@ pub struct FetchSettings {
     pub concurrency: usize,
     /// TCP + TLS connection setup.
     pub connect_timeout: Duration,
-    /// Idle timeout: the longest wait for response headers or for the next
-    /// body chunk, not a deadline for the whole body.
+    /// Idle timeout: the longest wait for the next body chunk, not a
+    /// deadline for the whole body.
     pub read_timeout: Duration,
+    /// Deadline from sending a request (connecting included) until its
+    /// response headers have arrived, however slowly they trickle in.
+    pub header_timeout: Duration,
+    /// A body that brings fewer than this many bytes per second over a
+    /// whole `throughput_window` fails (and is retried): a trickle that
+    /// never lets `read_timeout` fire must not hold a run forever. 0: off.
+    pub min_bytes_per_second: u64,
+    /// The window `min_bytes_per_second` is measured over.
+    pub throughput_window: Duration,
     /// Attempts per request and upstream, including the first; 1..=100 from
     /// mirror.toml.
     pub max_attempts: u32,
@@ -38,12 +47,16 @@ pub struct FetchSettings {
 
 impl Default for FetchSettings {
     /// mirror.toml's documented defaults: 64 in flight, 10s connect, 60s idle
-    /// read, 5 attempts, backoff from 250ms up to 30s, no rate cap.
+    /// read, headers within 60s, bodies at least 1 KiB/s over 60s, 5
+    /// attempts, backoff from 250ms up to 30s, no rate cap.
     fn default() -> FetchSettings {
         FetchSettings {
             concurrency: 64,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(60),
+            min_bytes_per_second: 1024,
+            throughput_window: Duration::from_secs(60),
             max_attempts: 5,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),

@@ -55,7 +55,8 @@ stats! {
     too_many_requests,
     /// Upstreams that answered 404/410 or had no such file.
     not_found,
-    /// Attempts that ended in an idle timeout.
+    /// Attempts that ended in an idle timeout, a header deadline or a body
+    /// slower than the minimum throughput.
     timeouts,
     /// Attempts that ended in a connection or protocol error.
     transport_errors,
@@ -112,11 +113,71 @@ impl FetchStats {
 
     pub(crate) fn record_failure(&self, error: &FetchError) {
         let counter = match error {
-            FetchError::Timeout { .. } => &self.timeouts,
+            FetchError::Timeout { .. }
+            | FetchError::HeaderTimeout { .. }
+            | FetchError::TooSlow { .. } => &self.timeouts,
             FetchError::Transport { .. } => &self.transport_errors,
             FetchError::Truncated { .. } => &self.truncated,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One upstream's requests and failures in a run. See: #13.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpstreamHealth {
+    /// The base URL, password redacted.
+    pub upstream: String,
+    /// Attempts made against it (retries included).
+    pub requests: u64,
+    /// Requests that failed after their retries (404/410 are answers, not failures).
+    pub errors: u64,
+    /// When the last failure happened, RFC 3339, and its message.
+    pub last_failure_at: Option<String>,
+    pub last_failure: Option<String>,
+}
+
+/// Per-upstream health, keyed by base URL.
+#[derive(Debug, Default)]
+pub(crate) struct HealthTable {
+    /// Held only to update or copy one entry, never across an await.
+    by_base: std::sync::Mutex<std::collections::BTreeMap<String, UpstreamHealth>>,
+}
+
+impl HealthTable {
+    fn with(&self, base: &str, f: impl FnOnce(&mut UpstreamHealth)) {
+        let mut map = self.by_base.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(base.to_owned())
+            .or_insert_with(|| UpstreamHealth {
+                upstream: base.to_owned(),
+                ..UpstreamHealth::default()
+            });
+        f(entry);
+    }
+
+    pub(crate) fn record_request(&self, base: &str) {
+        self.with(base, |h| h.requests += 1);
+    }
+
+    pub(crate) fn record_error(&self, base: &str, error: &FetchError) {
+        let at = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        self.with(base, |h| {
+            h.errors += 1;
+            h.last_failure_at = at;
+            h.last_failure = Some(crate::error::chain(error));
+        });
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<UpstreamHealth> {
+        let map = self.by_base.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
     }
 }

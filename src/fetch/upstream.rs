@@ -19,6 +19,9 @@ pub struct Upstream {
     kind: Kind,
     /// The base as shown in errors and logs: the URL with any password replaced by `xxxxx`.
     shown: String,
+    /// GOPROXY's `|` after this entry: when it fails with any error, the next upstream
+    /// is tried; otherwise (`,`) only when it says 404/410. See: #13.
+    any_error: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,11 @@ impl Upstream {
         }
         let mut url = Url::parse(s).map_err(|e| match s {
             "" => fail(format!("empty; {ACCEPTED}")),
+            // See: #13: a bare path is a directory, not a host name.
+            _ if s.starts_with('/') => fail(format!("not a URL: {e}; write file://{s}")),
+            _ if s.starts_with('.') || s.starts_with('~') => fail(format!(
+                "not a URL: {e}; a directory needs an absolute path, as file:///abs/dir"
+            )),
             _ if !s.contains("://") => fail(format!("not a URL: {e}; write https://{s}")),
             _ => fail(format!("not a URL: {e}")),
         })?;
@@ -77,6 +85,7 @@ impl Upstream {
                 Ok(dir) if s["file:".len()..].starts_with("//") => Ok(Upstream {
                     kind: Kind::Dir(dir),
                     shown: url.to_string(),
+                    any_error: false,
                 }),
                 _ => Err(fail(
                     "a file:// proxy needs a local absolute directory, as file:///abs/dir".into(),
@@ -95,7 +104,21 @@ impl Upstream {
         Upstream {
             kind: Kind::Http(url),
             shown: redacted.to_string(),
+            any_error: false,
         }
+    }
+
+    /// This upstream, followed by GOPROXY's `|`: the next one is tried after any
+    /// error, not only after 404/410 (Go: cmd/go/internal/modfetch/proxy.go
+    /// proxyList, fallBackOnError).
+    pub fn falling_through_on_any_error(mut self) -> Upstream {
+        self.any_error = true;
+        self
+    }
+
+    /// Whether the next upstream is tried after any error of this one.
+    pub fn falls_through_on_any_error(&self) -> bool {
+        self.any_error
     }
 
     /// `scheme://host:port` of an http(s) upstream, which hold-offs are keyed by:
@@ -221,7 +244,12 @@ mod tests {
             ("", "empty"),
             ("proxy.golang.org", "relative URL without a base"),
             ("./mirror", "relative URL without a base"),
+            (
+                "./mirror",
+                "a directory needs an absolute path, as file:///abs/dir",
+            ),
             ("/srv/mirror", "relative URL without a base"),
+            ("proxy.golang.org", "; write https://proxy.golang.org"),
             (
                 "ftp://example.com/",
                 "unsupported scheme \"ftp\"; want an https://",
@@ -243,6 +271,17 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_bare_path_suggests_file_url() {
+        let err = Upstream::parse("/srv/cache").expect_err("a bare path");
+        assert_eq!(
+            err.to_string(),
+            "invalid upstream \"/srv/cache\": not a URL: relative URL without a base; \
+             write file:///srv/cache"
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! - `since` is inclusive. The cursor keeps the newest Timestamp at full
 //!   precision and the raw `(Path, Version)` of every entry carrying it; the
 //!   next page repeats those and they are skipped. Entries older than
-//!   `since` (a misbehaving server) are skipped too.
+//!   `since` (the index went backwards) are dropped and counted as
+//!   [`Page::backwards`], so the caller can report them.
+//! - New entries at exactly the `since` asked with ([`Page::new_at_since`])
+//!   were held back from the page before: if that page was short, the
+//!   index caps its pages below the limit asked.
 //! - A page can end inside a run of equal Timestamps, and a full page can
 //!   hold nothing but entries already seen (more entries share one Timestamp
 //!   than a page holds). Such a page makes no progress (the cursor did not
@@ -73,8 +77,15 @@ pub struct Page {
     pub rejected: Vec<Rejected>,
     /// Non-empty lines in the body: a page of `limit` lines may have more behind it.
     pub lines: usize,
-    /// Lines skipped as already seen or older than `since`.
+    /// Lines skipped as already seen at `since`.
     pub repeated: usize,
+    /// Lines dropped because their Timestamp is older than the cursor (the
+    /// index went backwards); the first of them, for the log.
+    pub backwards: usize,
+    pub first_backwards: Option<Rejected>,
+    /// New lines whose Timestamp equals the `since` the page was asked
+    /// with: entries the index held back from the page before.
+    pub new_at_since: usize,
     /// Whether the cursor moved: a later `since`, or more entries seen at it.
     advanced: bool,
     /// The newest Timestamp on the page.
@@ -151,13 +162,18 @@ impl Cursor {
                 continue;
             }
             page.lines += 1;
-            self.read_line(raw, latest, &mut page);
+            self.read_line(raw, (before.0, latest), &mut page);
         }
         page.advanced = (self.since, self.seen.len()) != before;
         page
     }
 
-    fn read_line(&mut self, raw: &[u8], latest: OffsetDateTime, page: &mut Page) {
+    fn read_line(
+        &mut self,
+        raw: &[u8],
+        (asked, latest): (OffsetDateTime, OffsetDateTime),
+        page: &mut Page,
+    ) {
         let line = match parse_line(raw) {
             Ok(line) => line,
             Err(reason) => {
@@ -183,9 +199,25 @@ impl Cursor {
             Err(reason) => return page.rejected.push(reject(reason)),
         };
         let key = (line.path.clone(), line.version.clone());
-        if timestamp < self.since || (timestamp == self.since && self.seen.contains(&key)) {
+        if timestamp < self.since {
+            // See: #13: counted and reported, not taken for a repeat.
+            page.backwards += 1;
+            if page.first_backwards.is_none() {
+                let reason = format!(
+                    "Timestamp {} is older than the cursor {}",
+                    shorten(&line.timestamp),
+                    format_timestamp(self.since)
+                );
+                page.first_backwards = Some(reject(reason));
+            }
+            return;
+        }
+        if timestamp == self.since && self.seen.contains(&key) {
             page.repeated += 1;
             return;
+        }
+        if timestamp == asked {
+            page.new_at_since += 1;
         }
         if timestamp > self.since {
             self.since = timestamp;
@@ -318,7 +350,12 @@ mod tests {
         let body = line("a.example/m", "v1.0.0", "2024-01-01T00:00:00Z");
         let page = c.read_page(body.as_bytes(), now());
         assert!(page.entries.is_empty());
-        assert_eq!(page.repeated, 1);
+        assert_eq!((page.repeated, page.backwards), (0, 1));
+        let first = page.first_backwards.expect("the first is kept");
+        assert_eq!(
+            first.reason,
+            "Timestamp 2024-01-01T00:00:00Z is older than the cursor 2024-01-02T00:00:00Z"
+        );
         assert_eq!(c.since(), datetime!(2024-01-02 00:00 UTC));
     }
 

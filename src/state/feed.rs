@@ -32,6 +32,13 @@ pub struct FeedCursor {
     pub seen: Vec<(String, String)>,
     /// The newest entry Timestamp seen so far, for feed lag.
     pub newest: Option<String>,
+    /// The most entries the index serves per page, when it was seen to
+    /// serve fewer than asked with more behind; `None`: none seen.
+    pub page_cap: Option<u64>,
+    /// Entries dropped, over all runs, because their Timestamp was older
+    /// than the cursor (the index went backwards). Not written with the
+    /// cursor: [`Store::add_feed_backwards`] counts them.
+    pub backwards: u64,
 }
 
 /// One page's effect on state, written in one transaction.
@@ -89,6 +96,18 @@ impl Store {
     ) -> Result<Vec<ModVer>, StateError> {
         self.call_as("record feed page", move |c| record_page(c, run, &page))
             .await
+    }
+
+    /// Adds `n` to the entries dropped because the index went backwards.
+    pub async fn add_feed_backwards(&self, n: u64) -> Result<(), StateError> {
+        self.call_as("feed backwards", move |c| {
+            c.execute(
+                "UPDATE feed_cursor SET backwards = backwards + ?1 WHERE id = 1",
+                [i64::try_from(n).unwrap_or(i64::MAX)],
+            )
+            .map(drop)
+        })
+        .await
     }
 
     /// The modules among `paths` that have a published version.
@@ -151,11 +170,18 @@ impl Store {
 }
 
 pub(crate) fn cursor(conn: &Connection) -> rusqlite::Result<Option<FeedCursor>> {
-    let Some((since, newest)) = conn
+    let Some((since, newest, page_cap, backwards)) = conn
         .query_row(
-            "SELECT since, newest FROM feed_cursor WHERE id = 1",
+            "SELECT since, newest, page_cap, backwards FROM feed_cursor WHERE id = 1",
             [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
         )
         .optional()?
     else {
@@ -169,6 +195,8 @@ pub(crate) fn cursor(conn: &Connection) -> rusqlite::Result<Option<FeedCursor>> 
         since,
         seen,
         newest,
+        page_cap: page_cap.and_then(|n| u64::try_from(n).ok()),
+        backwards: u64::try_from(backwards).unwrap_or(0),
     }))
 }
 
@@ -213,10 +241,17 @@ pub(crate) fn record_page(
 
 fn write_cursor(tx: &Connection, c: &FeedCursor, now: &str) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO feed_cursor (id, since, newest, updated_at) VALUES (1, ?1, ?2, ?3)
+        "INSERT INTO feed_cursor (id, since, newest, page_cap, updated_at) VALUES (1, ?1, ?2, ?4, ?3)
          ON CONFLICT (id) DO UPDATE SET since = excluded.since,
-             newest = COALESCE(excluded.newest, feed_cursor.newest), updated_at = excluded.updated_at",
-        (&c.since, &c.newest, now),
+             newest = COALESCE(excluded.newest, feed_cursor.newest),
+             page_cap = COALESCE(excluded.page_cap, feed_cursor.page_cap),
+             updated_at = excluded.updated_at",
+        (
+            &c.since,
+            &c.newest,
+            now,
+            c.page_cap.and_then(|n| i64::try_from(n).ok()),
+        ),
     )?;
     tx.execute("DELETE FROM feed_seen", [])?;
     let mut seen =
@@ -445,6 +480,7 @@ mod tests {
                 since: "2024-01-01T00:00:00.5Z".into(),
                 seen: vec![kv("b.example/m", "v0.1.0")],
                 newest: Some("2024-01-01T00:00:00.5Z".into()),
+                ..FeedCursor::default()
             },
         };
         let added = record_page(&mut conn, run, &page).unwrap();
@@ -469,6 +505,7 @@ mod tests {
                 since: "2024-01-02T00:00:00Z".into(),
                 seen: vec![],
                 newest: None,
+                ..FeedCursor::default()
             },
         };
         record_page(&mut conn, run, &next).unwrap_err();

@@ -68,6 +68,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0007_go_mod_only.sql"),
         before: Some(allow_go_mod_only),
     },
+    Migration {
+        version: 8,
+        name: "feed_upstreams",
+        sql: include_str!("../../migrations/0008_feed_upstreams.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.

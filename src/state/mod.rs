@@ -40,6 +40,7 @@ mod migrate;
 mod runs;
 mod status;
 mod sumdb;
+mod upstreams;
 mod versions;
 
 use std::panic::{self, AssertUnwindSafe};

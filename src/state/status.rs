@@ -40,6 +40,8 @@ pub struct StatusReport {
     pub exports: Vec<ExportRecord>,
     /// The bundles this (offline) mirror applied, newest first.
     pub imports: Vec<super::imports::ImportRecord>,
+    /// Requests and failures per upstream, over all runs. See: #13.
+    pub upstreams: Vec<crate::fetch::UpstreamHealth>,
 }
 
 /// What this mirror knows of one checksum database.
@@ -154,6 +156,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         sumdb: sumdb_status(&tx)?,
         exports: recent_exports(&tx, STATUS_EXPORTS)?,
         imports: super::imports::recent_imports(&tx, STATUS_RUNS)?,
+        upstreams: super::upstreams::upstream_health(&tx)?,
     };
     tx.commit()?;
     Ok(report)

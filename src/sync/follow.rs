@@ -4,15 +4,25 @@
 //! (`state::Store::record_feed_page`), so the cursor never runs ahead of the
 //! work it planned.
 //!
-//! Paging stops when a page comes back short (the feed is exhausted), after
-//! `[feed] max_pages`, when the run is cancelled, or on an error. A failed
-//! page request is a plan error (exit 1): the cursor stays, the next run
-//! asks again, and the rest of the run goes on. A full page holding only
-//! entries already seen (more entries share one Timestamp than a page
-//! holds) is asked for again with twice the limit. A short answer to that
-//! is the end of the feed, unless it holds exactly the index's cap of 2000
-//! entries: then the server cannot give more, and the run says so (a plan
-//! error; the cursor stays) instead of looping or skipping.
+//! Paging reads on until a page brings nothing new (a sync with nothing
+//! new makes exactly one request), or `[feed] max_pages`, cancellation or
+//! an error stops it. A short page is not taken for the end: an index may
+//! cap its pages below the limit asked. A failed page request is a plan
+//! error (exit 1): the cursor stays, the next run asks again, and the rest
+//! of the run goes on. A full page holding only entries already seen (more
+//! entries share one Timestamp than a page holds) is asked for again with
+//! twice the limit.
+//!
+//! The index cannot move past a Timestamp when a page that brings nothing
+//! new holds as many entries as the index serves per page: 2000 (PROTOCOL.md
+//! "index.golang.org"), or less when the index was seen to cap pages (a
+//! short page followed by new entries at its last Timestamp; kept in state
+//! as the cursor's `page_cap`). The run then fails naming the Timestamp (a
+//! plan error; the cursor stays) instead of looping, skipping, or saying
+//! "0 new entries" on every later run. See: #13.
+//!
+//! Entries older than the cursor (the index went backwards) are dropped,
+//! counted in the report and in state, and logged.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -48,6 +58,13 @@ pub struct FeedReport {
     pub planned: u64,
     /// Entries refused by Go's rules.
     pub rejected: u64,
+    /// Entries dropped because their Timestamp was older than the cursor.
+    pub backwards: u64,
+    /// The most entries the index serves per page, if it was seen to cap
+    /// pages below the limit asked.
+    pub page_cap: Option<u64>,
+    /// The Timestamp the index could not move past, if it could not.
+    pub stuck_at: Option<String>,
     /// Entries per decision of the rules (`included`, `watched`, `fresh`,
     /// `excluded`, `pseudo`, `unmatched`).
     pub decisions: BTreeMap<String, u64>,
@@ -89,12 +106,18 @@ pub(super) async fn follow(
         }
     };
     let mut newest = stored
-        .and_then(|s| s.newest)
-        .and_then(|n| parse_timestamp(&n).ok());
-    let mut limit = feed.page_size;
+        .as_ref()
+        .and_then(|s| s.newest.as_deref())
+        .and_then(|n| parse_timestamp(n).ok());
+    let mut paging = Paging {
+        limit: feed.page_size,
+        page_size: feed.page_size,
+        cap: stored.as_ref().and_then(|s| s.page_cap),
+        short: None,
+    };
     while out.report.pages < feed.max_pages as u64 && !ctx.stop.is_cancelled() {
         out.report.pages += 1;
-        let body = match fetch_page(ctx, index, &cursor, limit).await {
+        let body = match fetch_page(ctx, index, &cursor, paging.limit).await {
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(e) => {
@@ -104,42 +127,37 @@ pub(super) async fn follow(
             }
         };
         let page = cursor.read_page(&body, OffsetDateTime::now_utc());
-        match next_step(page.progressed(), page.lines, limit, feed.page_size) {
-            Step::Grow => {
-                limit *= 2;
-                continue;
-            }
+        note_backwards(&page, &mut out.report);
+        match paging.next(&page) {
+            Step::Grow => paging.limit *= 2,
             Step::Stuck => {
-                let e = format!(
-                    "index feed: a page of {} entries from {} moves the cursor no further: more \
-                     entries share that Timestamp than the index serves per page, or none has a \
-                     usable Timestamp; the cursor stays rather than skip any",
-                    page.lines,
-                    format_timestamp(cursor.since())
-                );
+                out.report.stuck_at = Some(format_timestamp(cursor.since()));
+                let e = stuck_message(&cursor, &page, paging.limit);
                 warn!("{e}");
                 tally.plan_errors.push(e);
                 break;
             }
-            Step::End if !page.progressed() => {
+            Step::End => {
                 out.report.exhausted = true;
                 break;
             }
-            step => {
+            Step::Next => {
                 newest = newest.max(page.newest);
                 let after = FeedCursor {
                     since: format_timestamp(cursor.since()),
                     seen: cursor.seen(),
                     newest: newest.map(format_timestamp),
+                    page_cap: paging.cap,
+                    backwards: 0,
                 };
                 record(ctx, feed, watched, page, after, tally, &mut out).await?;
-                if step == Step::End {
-                    out.report.exhausted = true;
-                    break;
-                }
-                limit = feed.page_size;
+                paging.limit = feed.page_size;
             }
         }
+    }
+    out.report.page_cap = paging.cap;
+    if out.report.backwards > 0 {
+        ctx.store.add_feed_backwards(out.report.backwards).await?;
     }
     out.report.since = format_timestamp(cursor.since());
     out.report.newest = newest.map(format_timestamp);
@@ -148,6 +166,7 @@ pub(super) async fn follow(
         entries = out.report.entries,
         planned = out.report.planned,
         rejected = out.report.rejected,
+        backwards = out.report.backwards,
         since = %out.report.since,
         "feed read"
     );
@@ -176,9 +195,9 @@ async fn fetch_page(
 /// What follows a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
-    /// Record it and ask for the next page.
+    /// It brought something new: record it and ask for the next page.
     Next,
-    /// Record it (if it moved the cursor); the feed has nothing more.
+    /// It brought nothing new: the feed has nothing more.
     End,
     /// It was full and moved nothing: ask again with twice the limit.
     Grow,
@@ -186,20 +205,89 @@ enum Step {
     Stuck,
 }
 
-/// Decides what follows a page of `lines` asked for with `limit`. A full
-/// page is followed by another. A full page that did not move the cursor
-/// is asked for again, bigger; a short answer to that is the feed's end,
-/// unless it is exactly the index's cap of 2000 lines (the server cannot
-/// give more), or the limit has grown [`MAX_GROWTH`] times.
-fn next_step(progressed: bool, lines: usize, limit: usize, page_size: usize) -> Step {
+/// How the pages of one run are asked for.
+struct Paging {
+    /// The limit of the next request.
+    limit: usize,
+    page_size: usize,
+    /// The most entries the index serves per page, if it was seen to cap
+    /// pages below the limit asked; `None`: its documented 2000.
+    cap: Option<u64>,
+    /// The line count of the page before, if it was short and progressed.
+    short: Option<usize>,
+}
+
+impl Paging {
+    /// Decides what follows `page`, learning the index's page cap on the way.
+    fn next(&mut self, page: &Page) -> Step {
+        if let (Some(lines), true) = (self.short, page.new_at_since > 0) {
+            // The page before ended inside a run of equal Timestamps although
+            // it was short: the index held the rest back, it caps pages.
+            let lines = lines as u64;
+            self.cap = Some(self.cap.map_or(lines, |c| c.min(lines)));
+        }
+        let full = page.lines >= self.limit;
+        self.short = (page.progressed() && !full).then_some(page.lines);
+        next_step(
+            page.progressed(),
+            page.lines,
+            self.limit,
+            self.page_size,
+            self.cap,
+        )
+    }
+}
+
+/// Decides what follows a page of `lines` asked for with `limit`. A page
+/// that moved the cursor is followed by another. One that did not is the
+/// feed's end, unless the index cannot give more: it is full (ask again,
+/// bigger, up to [`MAX_GROWTH`] times `page_size`), or it holds as many
+/// entries as the index serves per page (`cap`, else [`MAX_PAGE`]).
+fn next_step(
+    progressed: bool,
+    lines: usize,
+    limit: usize,
+    page_size: usize,
+    cap: Option<u64>,
+) -> Step {
     let full = lines >= limit;
+    let capped = match cap {
+        Some(cap) => lines as u64 >= cap,
+        None => lines == MAX_PAGE,
+    };
     match (progressed, full) {
-        (true, true) => Step::Next,
-        (true, false) => Step::End,
-        (false, _) if lines < page_size => Step::End,
+        (true, _) => Step::Next,
         (false, true) if limit < page_size * MAX_GROWTH => Step::Grow,
-        (false, false) if lines != MAX_PAGE => Step::End,
-        (false, _) => Step::Stuck,
+        (false, true) => Step::Stuck,
+        (false, false) if capped && lines > 0 => Step::Stuck,
+        (false, false) => Step::End,
+    }
+}
+
+/// Why the feed cannot go on from `cursor`, naming the Timestamp.
+fn stuck_message(cursor: &Cursor, page: &Page, limit: usize) -> String {
+    format!(
+        "index feed: cannot move past Timestamp {}: a page of {} entries (limit {limit}) \
+         brings nothing new: more entries share that Timestamp than the index serves per \
+         page, or none has a usable Timestamp; the cursor stays rather than skip any",
+        format_timestamp(cursor.since()),
+        page.lines,
+    )
+}
+
+/// Counts and logs the entries of `page` older than the cursor.
+fn note_backwards(page: &Page, report: &mut FeedReport) {
+    if page.backwards == 0 {
+        return;
+    }
+    report.backwards += page.backwards as u64;
+    if let Some(first) = &page.first_backwards {
+        warn!(
+            entries = page.backwards,
+            first = %format_args!("{}@{}", first.module, first.version),
+            "index feed went backwards: entries older than the cursor dropped ({})",
+            first.reason
+        );
     }
 }
 
@@ -291,25 +379,30 @@ mod tests {
 
     #[test]
     fn what_follows_a_page() {
-        // (cursor moved, lines, limit, page_size, want)
+        // (cursor moved, lines, limit, page_size, cap, want)
         let cases = [
-            (true, 2000, 2000, 2000, Step::Next),
-            (true, 1999, 2000, 2000, Step::End),
-            (true, 0, 2000, 2000, Step::End),
-            (false, 0, 2000, 2000, Step::End),
-            (false, 1, 2000, 2000, Step::End),
-            (false, 2000, 2000, 2000, Step::Grow),
-            (false, 2002, 4000, 2000, Step::End),
-            (false, 2000, 4000, 2000, Step::Stuck),
-            (false, 3, 3, 3, Step::Grow),
-            (false, 4, 6, 3, Step::End),
-            (false, 192, 192, 3, Step::Stuck),
+            (true, 2000, 2000, 2000, None, Step::Next),
+            // See: #13: a short page is not the end; the next one may be.
+            (true, 1999, 2000, 2000, None, Step::Next),
+            (true, 3, 2000, 2000, Some(3), Step::Next),
+            (false, 0, 2000, 2000, None, Step::End),
+            (false, 1, 2000, 2000, None, Step::End),
+            (false, 2000, 2000, 2000, None, Step::Grow),
+            (false, 2002, 4000, 2000, None, Step::End),
+            (false, 2000, 4000, 2000, None, Step::Stuck),
+            (false, 3, 3, 3, None, Step::Grow),
+            (false, 4, 6, 3, None, Step::End),
+            (false, 192, 192, 3, None, Step::Stuck),
+            // See: #13: an index that caps pages at 3.
+            (false, 3, 2000, 2000, Some(3), Step::Stuck),
+            (false, 2, 2000, 2000, Some(3), Step::End),
+            (false, 0, 2000, 2000, Some(0), Step::End),
         ];
-        for (progressed, lines, limit, page_size, want) in cases {
+        for (progressed, lines, limit, page_size, cap, want) in cases {
             assert_eq!(
-                next_step(progressed, lines, limit, page_size),
+                next_step(progressed, lines, limit, page_size, cap),
                 want,
-                "{progressed} {lines}/{limit} of {page_size}"
+                "{progressed} {lines}/{limit} of {page_size}, cap {cap:?}"
             );
         }
     }

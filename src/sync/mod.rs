@@ -236,6 +236,10 @@ pub async fn run_with(
         _ if tally.all_ok() => RunOutcome::Ok,
         _ => RunOutcome::Partial,
     };
+    // See: #13: per-upstream health, for `status` and metrics.
+    store
+        .record_upstream_health(ctx.client.upstream_health())
+        .await?;
     store.finish_run(run_id, &tally.summary).await?;
     result?;
     if let Some(e) = tally.stopped {

@@ -95,6 +95,13 @@ fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
         {
             Finished::Fatal(WriteError::Io { op, path, source })
         }
+        // See: #13: the feed's proxy (`cached-only`) answers 404 for what it
+        // has not fetched yet: a failure the feed's backoff retries, not a
+        // permanent "not found" as for a watched module's listed version.
+        e if e.is_not_found() && from_feed(ctx, &mv) => {
+            let error = format!("{}: not at the feed's proxy yet", chain(&e));
+            done(mv, OutcomeKind::Failed { error })
+        }
         e if e.is_not_found() => done(mv, OutcomeKind::NotFound { reason: chain(&e) }),
         // Go's size limits (PROTOCOL.md "Module zips"): the content is what
         // is wrong, not the transfer.
@@ -107,6 +114,11 @@ fn fetch_failed(ctx: &Ctx, mv: ModVer, e: FetchError) -> Finished {
         ),
         e => done(mv, OutcomeKind::Failed { error: chain(&e) }),
     }
+}
+
+/// Whether `mv` was planned from the feed (and is fetched from its proxy).
+fn from_feed(ctx: &Ctx, mv: &ModVer) -> bool {
+    ctx.feed_client.is_some() && ctx.feed_jobs.get().is_some_and(|jobs| jobs.contains(mv))
 }
 
 fn done(mv: ModVer, kind: OutcomeKind) -> Finished {

@@ -101,7 +101,7 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     (
         "[upstream]\nproxies = [\"http://127.0.0.1:9\"]\n[fetch]\nconcurrenci = 3\n",
         ":4: [fetch] concurrenci: unknown key (expected one of: concurrency, connect_timeout, \
-         read_timeout, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)",
+         read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)",
     ),
     (
         "[fetch]\nmax_attempts = 3\nconcurrency = \"many\"\n",
@@ -239,7 +239,7 @@ async fn status_prints_counts_after_a_run() {
     let mut lines = text.stdout.lines();
     let first = lines.next().unwrap_or_default();
     assert!(
-        first.starts_with("2 modules, 2 versions published ("),
+        first.starts_with("2 modules, 2 versions published, 0 for their go.mod only ("),
         "{text:#?}"
     );
     assert_eq!(

@@ -61,13 +61,15 @@ pub struct Record {
 #[derive(Debug, thiserror::Error)]
 pub enum SumdbError {
     /// 404/410: the database has no such module version.
-    #[error("{mv}: checksum database has no record: {source}")]
+    #[error("{mv}: checksum database has no record")]
     NotFound {
         mv: String,
         #[source]
         source: FetchError,
     },
-    #[error("{what}: {source}")]
+    // The cause is `#[source]`: the chain shows it once (STYLE.md §2).
+    // See: #13 ("reading … (after 5 attempts)" was printed twice).
+    #[error("{what}")]
     Fetch {
         what: String,
         #[source]
