@@ -143,6 +143,16 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct Import {
         pub trusted: Option<Vec<String>>,
+        #[serde(default)]
+        pub source: Vec<ImportSource>,
+    }
+
+    /// `[[import.source]]`: the keys trusted for one source's bundles.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ImportSource {
+        pub name: String,
+        pub keys: Vec<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -192,12 +202,47 @@ pub struct Config {
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
     /// `[import] trusted`: the keys whose bundles `gomirror import`
-    /// accepts. Empty: none.
+    /// accepts, each for the source of its own name. Empty: none.
     pub import_trusted: Vec<Verifier>,
+    /// `[[import.source]]`: sources bound to the keys trusted for them;
+    /// such a source is trusted from these keys only. Names are unique.
+    pub import_sources: Vec<ImportSource>,
     pub daemon: DaemonSettings,
     pub metrics: MetricsSettings,
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
     pub export: Option<ExportSettings>,
+}
+
+/// `[[import.source]]`: whose keys may sign bundles of source `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportSource {
+    pub name: String,
+    /// Never empty.
+    pub keys: Vec<Verifier>,
+}
+
+impl Config {
+    /// Every key `[import]` trusts, for one source or another.
+    pub fn import_keys(&self) -> Vec<&Verifier> {
+        let bound = self.import_sources.iter().flat_map(|s| &s.keys);
+        self.import_trusted.iter().chain(bound).collect()
+    }
+
+    /// The keys trusted to sign bundles of `source`: those of its
+    /// `[[import.source]]`, or else the `[import] trusted` keys named
+    /// `source` (an export names its bundles after its key by default).
+    /// A key trusted for one source cannot sign into another's chain.
+    // See: #13
+    pub fn import_keys_for(&self, source: &str) -> Vec<&Verifier> {
+        match self.import_sources.iter().find(|s| s.name == source) {
+            Some(bound) => bound.keys.iter().collect(),
+            None => self
+                .import_trusted
+                .iter()
+                .filter(|k| k.name() == source)
+                .collect(),
+        }
+    }
 }
 
 /// `[export]`: how `gomirror export` signs and names its bundles.
@@ -394,6 +439,7 @@ impl Config {
             watch: src.watch(&file.watch)?,
             sumdb: src.sumdb(&file.sumdb)?,
             import_trusted: src.import_trusted(&file.import)?,
+            import_sources: src.import_sources(&file.import)?,
             feed: src.feed(&file.feed)?,
             daemon: src.daemon(&file.daemon)?,
             metrics: src.metrics(&file.metrics, base)?,
@@ -872,6 +918,37 @@ impl Source<'_> {
         Ok(keys)
     }
 
+    fn import_sources(&self, f: &file::Import) -> Result<Vec<ImportSource>, ConfigError> {
+        let mut sources: Vec<ImportSource> = Vec::new();
+        for (i, s) in f.source.iter().enumerate() {
+            let at = |key: &str| -> Vec<Seg> {
+                vec!["import".into(), "source".into(), i.into(), key.into()]
+            };
+            crate::publish::layout::check_sumdb_name(&s.name).map_err(|e| {
+                self.error(&at("name"), e.replace("checksum database name", "source"))
+            })?;
+            if sources.iter().any(|o| o.name == s.name) {
+                return Err(self.error(&at("name"), format!("{:?} is listed twice", s.name)));
+            }
+            if s.keys.is_empty() {
+                return Err(self.error(&at("keys"), "must list at least one key"));
+            }
+            let mut keys = Vec::new();
+            for (j, key) in s.keys.iter().enumerate() {
+                let mut at = at("keys");
+                at.push(j.into());
+                keys.push(Verifier::parse(key).map_err(|e| {
+                    self.error(&at, format!("{key:?}: {e} (want \"<name>+<hash>+<key>\")"))
+                })?);
+            }
+            sources.push(ImportSource {
+                name: s.name.clone(),
+                keys,
+            });
+        }
+        Ok(sources)
+    }
+
     fn sumdb(&self, f: &file::Sumdb) -> Result<Option<SumdbSettings>, ConfigError> {
         let at = |key: &str| -> Vec<Seg> { vec!["sumdb".into(), key.into()] };
         let key = f.key.as_deref().unwrap_or(DEFAULT_SUMDB_KEY).trim();
@@ -1145,6 +1222,7 @@ mod tests {
                 offline_copy: true,
             }),
             import_trusted: Vec::new(),
+            import_sources: Vec::new(),
             feed: FeedSettings {
                 enabled: false,
                 index: Upstream::parse("https://index.golang.org/").expect("valid"),

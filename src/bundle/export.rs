@@ -23,7 +23,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{self, FileEntry, Manifest, PinnedHead, VersionEntry, FORMAT};
-use super::volume::{self, BackgroundWriter, VolumeWriter};
+use super::volume::{self, BackgroundWriter, VolumeIoError, VolumeWriter};
 use super::{io_err, BundleError};
 use crate::config::Config;
 use crate::lock::RunLock;
@@ -519,6 +519,7 @@ fn write_bundle(
     // headers into large writes.
     let out =
         BackgroundWriter::spawn("bundle-writer", out, Ok).map_err(io_err("write", &target))?;
+    let failed = |e| VolumeIoError::into_bundle_error("write", &target, e);
     let out = match options.compression {
         Compression::None => out,
         Compression::Zstd => {
@@ -527,8 +528,8 @@ fn write_bundle(
                 .map_err(io_err("zstd", &target))?
         }
     };
-    let out = write_tar(out, plan, &json, &sig, progress)?;
-    let volumes = out.finish().map_err(io_err("write", &target))?;
+    let out = write_tar(out, plan, &json, &sig, progress, &target)?;
+    let volumes = out.finish().map_err(failed)?;
     Ok((volumes.commit()?, json))
 }
 
@@ -548,30 +549,30 @@ fn write_tar<W: Write>(
     json: &[u8],
     sig: &[u8],
     progress: &dyn ExportProgress,
+    target: &Path,
 ) -> Result<W, BundleError> {
-    let bundle = PathBuf::from("bundle");
+    // A write error names the volume file it happened in (a full disk).
+    let failed = |e| VolumeIoError::into_bundle_error("write", target, e);
     let mut tar = tar::Builder::new(out);
-    append(&mut tar, "manifest.json", json).map_err(io_err("write", &bundle))?;
-    append(&mut tar, "manifest.sig", sig).map_err(io_err("write", &bundle))?;
+    append(&mut tar, "manifest.json", json).map_err(failed)?;
+    append(&mut tar, "manifest.sig", sig).map_err(failed)?;
     let mut buf = vec![0; READ_BUFFER];
     let mut copied = 0;
     for f in &plan.files {
         let name = format!("tree/{}", f.entry.path);
-        append_header(&mut tar, &name, f.entry.size).map_err(io_err("write", &bundle))?;
+        append_header(&mut tar, &name, f.entry.size).map_err(failed)?;
         match &f.data {
             Some(data) => {
-                tar.get_mut()
-                    .write_all(data)
-                    .map_err(io_err("write", &bundle))?;
+                tar.get_mut().write_all(data).map_err(failed)?;
                 progress.copied(data.len() as u64);
             }
-            None => copy_file(f, tar.get_mut(), &mut buf, progress)?,
+            None => copy_file(f, tar.get_mut(), &mut buf, progress, target)?,
         }
-        pad(tar.get_mut(), f.entry.size).map_err(io_err("write", &bundle))?;
+        pad(tar.get_mut(), f.entry.size).map_err(failed)?;
         copied += 1;
         check_test_interruption(copied)?;
     }
-    tar.into_inner().map_err(io_err("write", &bundle))
+    tar.into_inner().map_err(failed)
 }
 
 /// A whole entry, header and data.
@@ -612,6 +613,7 @@ fn copy_file(
     out: &mut impl Write,
     buf: &mut [u8],
     progress: &dyn ExportProgress,
+    target: &Path,
 ) -> Result<(), BundleError> {
     let tree_err = |source| BundleError::TreeFile {
         path: f.entry.path.clone(),
@@ -630,7 +632,7 @@ fn copy_file(
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(io_err("write", PathBuf::from("bundle")))?;
+            .map_err(|e| VolumeIoError::into_bundle_error("write", target, e))?;
         progress.copied(n as u64);
         left -= n as u64;
     }

@@ -20,9 +20,10 @@ use crate::verify::Quarantine;
 pub enum ImportError {
     #[error(transparent)]
     Bundle(Box<BundleError>),
-    #[error("refused: {0}")]
+    // No "refused" here: the CLI's line says it ("import refused <bundle>:").
+    #[error("{0}")]
     Refused(Box<Refusal>),
-    #[error("refused: {file}: {problem}")]
+    #[error("{file}: {problem}")]
     File {
         file: String,
         problem: Box<FileProblem>,
@@ -85,6 +86,17 @@ pub enum Refusal {
          the online side"
     )]
     NoTrustedKey,
+    #[error(
+        "source {source_name:?} is signed by key {signer}, which is not trusted for \
+         {source_name:?} ({})",
+        trusted_for(source_name, trusted)
+    )]
+    NotTrustedForSource {
+        source_name: String,
+        signer: String,
+        /// `name+hash` of the keys trusted for the source.
+        trusted: Vec<String>,
+    },
     #[error(
         "{origin} bundle {sequence} is already applied with id {applied}, this one has id {id}"
     )]
@@ -166,6 +178,17 @@ pub enum Refusal {
     NoInfo { mv: ModVer },
     #[error("the manifest names {named} versions, the bundle holds the files of {held}")]
     Count { named: usize, held: usize },
+}
+
+/// The end of [`Refusal::NotTrustedForSource`]'s message.
+fn trusted_for(source: &str, trusted: &[String]) -> String {
+    match trusted {
+        [] => format!(
+            "no key is: a key in [import] trusted is trusted for the source of its own name; \
+             bind others with [[import.source]] name = {source:?}, keys = [...]"
+        ),
+        keys => format!("trusted: {}", keys.join(", ")),
+    }
 }
 
 /// What is wrong with one file of the bundle.

@@ -89,10 +89,19 @@ pub async fn import(
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
-    let trusted = trusted_keys(config)?.to_vec();
+    let trusted = trusted_keys(config)?;
     let header = blocking("reading the bundle header", {
         let path = path.to_owned();
-        move || read_header(&path, &trusted)
+        let config = config.clone();
+        move || {
+            read_header(&path, &trusted, |source| {
+                config
+                    .import_keys_for(source)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            })
+        }
     })
     .await??;
     let m = &header.manifest;
