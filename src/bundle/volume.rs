@@ -37,6 +37,8 @@ pub struct VolumeWriter {
     /// (temporary, final) path of every volume opened, in order. Removed on
     /// drop unless committed.
     volumes: Vec<(PathBuf, PathBuf)>,
+    /// Bytes written in all volumes.
+    written: u64,
     committed: bool,
 }
 
@@ -49,6 +51,7 @@ impl VolumeWriter {
             max: max.map(|m| m.max(1)),
             current: None,
             volumes: Vec::new(),
+            written: 0,
             committed: false,
         }
     }
@@ -111,6 +114,16 @@ impl VolumeWriter {
         self.committed = true;
         fsync_dir(&self.dir)?;
         Ok(self.volumes.iter().map(|(_, f)| f.clone()).collect())
+    }
+
+    /// The final paths the volumes get from [`VolumeWriter::commit`].
+    pub fn final_paths(&self) -> Vec<PathBuf> {
+        self.volumes.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Bytes written, every volume.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// The path being written when `e` happened: a volume's temporary file.
@@ -202,6 +215,7 @@ impl Write for VolumeWriter {
             Err(e) => return Err(self.at(e)),
         };
         *used += n as u64;
+        self.written += n as u64;
         Ok(n)
     }
 
