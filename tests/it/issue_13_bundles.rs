@@ -373,7 +373,7 @@ async fn issue_13_missing_or_swapped_volumes_are_named() {
     let on = online(A).await;
     on.sync().await;
     let parts = on.export(&["--max-volume-size", "4K"]).await;
-    assert!(parts.len() > 4, "{parts:?}");
+    assert!(parts.len() > 3, "{parts:?}");
     let off = offline(&on.db, &[&on.vkey]);
     let copy = |dir: &Path| -> Vec<PathBuf> {
         parts
@@ -419,7 +419,8 @@ async fn issue_13_missing_or_swapped_volumes_are_named() {
         "{run:#?}"
     );
 
-    // Two full volumes swapped: the stream breaks in a named volume.
+    // Two full volumes swapped: a file comes out wrong, or the stream breaks in a named
+    // volume; either way the message points at the volumes.
     let d = tempfile::tempdir().expect("temp dir");
     let v = copy(d.path());
     let tmp = d.path().join("swap");
@@ -428,12 +429,14 @@ async fn issue_13_missing_or_swapped_volumes_are_named() {
     std::fs::rename(&tmp, &v[2]).expect("rename");
     let run = off.import(&v[0]).await;
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(
-        run.stderr.contains(&format!(" of {} (", v.len()))
-            && run
-                .stderr
-                .contains("are the volumes complete and in order?"),
-        "{run:#?}"
-    );
+    let named = run.stderr.contains(&format!(" of {} (", v.len()))
+        && run
+            .stderr
+            .contains("are the volumes complete and in order?");
+    let hinted = run.stderr.contains(&format!(
+        "(the bundle is split into {} volumes: are they all there and in order?)",
+        v.len()
+    ));
+    assert!(named || hinted, "{run:#?}");
     assert_eq!(off.published(), 0);
 }

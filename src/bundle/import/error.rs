@@ -28,6 +28,15 @@ pub enum ImportError {
         file: String,
         problem: Box<FileProblem>,
     },
+    /// A file of a split bundle is not what the manifest says: most likely
+    /// its volumes are out of order or one is missing.
+    #[error(
+        "{error} (the bundle is split into {volumes} volumes: are they all there and in order?)"
+    )]
+    InVolumes {
+        volumes: usize,
+        error: Box<ImportError>,
+    },
     #[error(
         "not enough free space in {}: the bundle needs {need} bytes, {have} are free",
         dir.display()
@@ -53,7 +62,10 @@ impl ImportError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ImportError::Refused(_) | ImportError::File { .. } | ImportError::Bundle(_)
+            ImportError::Refused(_)
+                | ImportError::File { .. }
+                | ImportError::Bundle(_)
+                | ImportError::InVolumes { .. }
         )
     }
 }
@@ -75,6 +87,34 @@ pub(super) fn file_err(file: &str, problem: FileProblem) -> ImportError {
     ImportError::File {
         file: file.to_owned(),
         problem: Box::new(problem),
+    }
+}
+
+/// `e` with a hint at the volumes, if the bundle at `path` is split and a
+/// file of it came out wrong (another size, hash or place, or the end):
+/// the volumes were swapped or one is missing more often than a signed
+/// bundle was damaged.
+// See: #13
+pub(super) fn in_volumes(path: &std::path::Path, e: ImportError) -> ImportError {
+    let volumes = crate::bundle::volume::volume_paths(path).map_or(1, |v| v.len());
+    let suspicious = matches!(
+        &e,
+        ImportError::File { problem, .. } if matches!(
+            **problem,
+            FileProblem::Tar(_)
+                | FileProblem::Read(_)
+                | FileProblem::Missing
+                | FileProblem::Misplaced { .. }
+                | FileProblem::Size { .. }
+                | FileProblem::Sha256 { .. }
+        )
+    );
+    match suspicious && volumes > 1 {
+        true => ImportError::InVolumes {
+            volumes,
+            error: Box::new(e),
+        },
+        false => e,
     }
 }
 

@@ -140,7 +140,8 @@ pub async fn import(
         let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());
         move || stream(&ctx, &path, &header, progress.as_ref())
     })
-    .await??;
+    .await?
+    .map_err(|e| error::in_volumes(path, e))?;
     apply(&ctx, &store, staged).await?;
     store
         .record_import(ImportRecord {
