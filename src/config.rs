@@ -1129,6 +1129,7 @@ fn humanize(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::sumdb::note::Signer;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("mirror.toml"), &Overrides::default())
@@ -1569,6 +1570,54 @@ watched = true
             ),
         ] {
             let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+    }
+
+    /// A key trusted for one source cannot sign another's bundles; `[[import.source]]`
+    /// binds a source to its keys, and only to them.
+    // See: #13
+    #[test]
+    fn issue_13_import_sources_bind_keys() {
+        let (_, _, a) = Signer::generate("a.example").unwrap();
+        let (_, _, b) = Signer::generate("b.example").unwrap();
+        let (_, _, k) = Signer::generate("key.example").unwrap();
+        let c = parse(&format!(
+            "[import]\ntrusted = [\"{a}\", \"{b}\"]\n\
+             [[import.source]]\nname = \"site.example\"\nkeys = [\"{k}\"]\n\
+             [[import.source]]\nname = \"b.example\"\nkeys = [\"{k}\"]\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names = |keys: Vec<&Verifier>| -> Vec<String> {
+            keys.iter().map(|v| v.name().to_owned()).collect()
+        };
+        assert_eq!(
+            names(c.import_keys()),
+            ["a.example", "b.example", "key.example", "key.example"]
+        );
+        assert_eq!(names(c.import_keys_for("a.example")), ["a.example"]);
+        assert_eq!(names(c.import_keys_for("site.example")), ["key.example"]);
+        // Bound explicitly: the trusted key of the same name is not enough.
+        assert_eq!(names(c.import_keys_for("b.example")), ["key.example"]);
+        assert!(c.import_keys_for("other.example").is_empty());
+        for (text, want) in [
+            (
+                "[[import.source]]\nname = \"a/b\"\nkeys = [\"x\"]".to_string(),
+                "mirror.toml:2: [import] source #1.name: source \"a/b\" must be a host name",
+            ),
+            (
+                "[[import.source]]\nname = \"a.example\"\nkeys = []".to_string(),
+                "mirror.toml:3: [import] source #1.keys: must list at least one key",
+            ),
+            (
+                format!(
+                    "[[import.source]]\nname = \"a.example\"\nkeys = [\"{a}\"]\n\
+                     [[import.source]]\nname = \"a.example\"\nkeys = [\"{a}\"]"
+                ),
+                "mirror.toml:5: [import] source #2.name: \"a.example\" is listed twice",
+            ),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
     }

@@ -161,7 +161,10 @@ pub async fn export(
         Some(s) if s.offline_copy => Some((s.name.clone(), s.verifier.clone())),
         _ => None,
     };
-    let options = options.clone();
+    let mut options = options.clone();
+    // Absolute: a pending export is found again from its recorded path,
+    // whatever the next run's working directory.
+    options.to = fs_err::canonicalize(&options.to).map_err(io_err("resolve", &options.to))?;
     let written = tokio::task::spawn_blocking(move || {
         let plan = plan(&tree, sumdb.as_ref(), header, &candidates, &exported)?;
         if !plan.manifest.full && plan.version_ids.is_empty() && plan.tiles.is_empty() {

@@ -737,4 +737,70 @@ mod tests {
         drop(w);
         assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
     }
+
+    /// A missing volume and a volume out of place are named before a byte
+    /// is read; `.000` is renamed last, so it never shows without the rest.
+    // See: #13
+    #[test]
+    fn issue_13_missing_and_misplaced_volumes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_all(dir.path(), "b.tar", Some(10), &[7; 45]);
+        assert_eq!(paths.len(), 5);
+        assert_eq!(volume_paths(&paths[0]).unwrap(), paths);
+
+        fs_err::rename(&paths[2], dir.path().join("aside")).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: missing: {} is there, the volume before it is not",
+                paths[2].display(),
+                paths[3].display()
+            )
+        );
+        // The short last volume in the middle.
+        fs_err::rename(&paths[4], &paths[2]).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: 5 bytes, but every volume before the last has the first one's 10: the \
+                 volumes are out of order, or one is truncated",
+                paths[2].display()
+            )
+        );
+        fs_err::remove_file(&paths[0]).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: missing: the bundle starts with it",
+                paths[0].display()
+            )),
+            "{err}"
+        );
+    }
+
+    /// A write error that happens on the writer thread, through the
+    /// compressor, still names the volume file.
+    // See: #13
+    #[test]
+    fn issue_13_write_errors_name_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("gone");
+        fs_err::create_dir(&target).unwrap();
+        let out = VolumeWriter::new(&target, "b.tar.zst", Some(1000));
+        fs_err::remove_dir(&target).unwrap();
+        let out = BackgroundWriter::spawn("test", out, Ok).unwrap();
+        let mut enc = zstd::Encoder::new(out, 1).unwrap();
+        let data: Vec<u8> = (0..3 * BACKGROUND_CHUNK as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let err = enc
+            .write_all(&data)
+            .and_then(|()| enc.finish()?.finish().map(|_| ()))
+            .unwrap_err();
+        let err = VolumeIoError::into_bundle_error("write", Path::new("fallback"), err);
+        let want = format!("{}: write", target.join(".tmp-b.tar.zst.000").display());
+        assert_eq!(err.to_string(), want);
+    }
 }

@@ -356,7 +356,10 @@ mod tests {
         let ids: Vec<VersionId> = first.iter().map(|x| x.version_id).collect();
         let stored = record_export(&mut c, record(1), &ids, &["tile/8/0/000".into()]).unwrap();
         assert_eq!((stored.versions, stored.tiles), (2, 1));
-        assert_eq!(pending_exports(&c, "src").unwrap(), [stored.clone()]);
+        assert_eq!(
+            pending_exports(&c, "src").unwrap(),
+            std::slice::from_ref(&stored)
+        );
         assert_eq!(recent_exports(&c, 10).unwrap(), [], "pending is not listed");
         complete_export(&c, "b1").unwrap();
         assert_eq!(pending_exports(&c, "src").unwrap(), []);

@@ -301,6 +301,8 @@ async fn issue_13_a_hostile_bundle_is_refused_before_its_manifest_is_held() {
 
 /// Runs `gomirror import` on `bundle` and returns its exit code, stderr and peak RSS (KiB),
 /// from wait4(2) of that child alone.
+// The child is reaped by wait4(2), which std's `Child` does not know about.
+#[allow(clippy::zombie_processes)]
 fn run_measured(config: &Path, bundle: &Path) -> (i32, String, i64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let err_path = dir.path().join("stderr");
