@@ -242,8 +242,6 @@ pub enum FileProblem {
     Missing,
     #[error("expected here, found {found:?}")]
     Misplaced { found: String },
-    #[error("{size} bytes, more than {limit}")]
-    TooLarge { size: u64, limit: u64 },
     #[error("larger than {limit} bytes")]
     LargerThan { limit: u64 },
     #[error("{tar} bytes in the tar, {manifest} in the manifest")]
