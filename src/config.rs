@@ -149,6 +149,16 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct Import {
         pub trusted: Option<Vec<String>>,
+        #[serde(default)]
+        pub source: Vec<ImportSource>,
+    }
+
+    /// `[[import.source]]`: the keys trusted for one source's bundles.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ImportSource {
+        pub name: String,
+        pub keys: Vec<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -215,12 +225,47 @@ pub struct Config {
     /// `None`: verification is off (`key = "off"`, GOSUMDB=off).
     pub sumdb: Option<SumdbSettings>,
     /// `[import] trusted`: the keys whose bundles `gomirror import`
-    /// accepts. Empty: none.
+    /// accepts, each for the source of its own name. Empty: none.
     pub import_trusted: Vec<Verifier>,
+    /// `[[import.source]]`: sources bound to the keys trusted for them;
+    /// such a source is trusted from these keys only. Names are unique.
+    pub import_sources: Vec<ImportSource>,
     pub daemon: DaemonSettings,
     pub metrics: MetricsSettings,
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
     pub export: Option<ExportSettings>,
+}
+
+/// `[[import.source]]`: whose keys may sign bundles of source `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportSource {
+    pub name: String,
+    /// Never empty.
+    pub keys: Vec<Verifier>,
+}
+
+impl Config {
+    /// Every key `[import]` trusts, for one source or another.
+    pub fn import_keys(&self) -> Vec<&Verifier> {
+        let bound = self.import_sources.iter().flat_map(|s| &s.keys);
+        self.import_trusted.iter().chain(bound).collect()
+    }
+
+    /// The keys trusted to sign bundles of `source`: those of its
+    /// `[[import.source]]`, or else the `[import] trusted` keys named
+    /// `source` (an export names its bundles after its key by default).
+    /// A key trusted for one source cannot sign into another's chain.
+    // See: #13
+    pub fn import_keys_for(&self, source: &str) -> Vec<&Verifier> {
+        match self.import_sources.iter().find(|s| s.name == source) {
+            Some(bound) => bound.keys.iter().collect(),
+            None => self
+                .import_trusted
+                .iter()
+                .filter(|k| k.name() == source)
+                .collect(),
+        }
+    }
 }
 
 /// `[export]`: how `gomirror export` signs and names its bundles.
@@ -420,6 +465,7 @@ impl Config {
             projects: src.projects(&file.project, base)?,
             sumdb: src.sumdb(&file.sumdb)?,
             import_trusted: src.import_trusted(&file.import)?,
+            import_sources: src.import_sources(&file.import)?,
             feed: src.feed(&file.feed)?,
             daemon: src.daemon(&file.daemon)?,
             metrics: src.metrics(&file.metrics, base)?,
@@ -944,6 +990,37 @@ impl Source<'_> {
         Ok(keys)
     }
 
+    fn import_sources(&self, f: &file::Import) -> Result<Vec<ImportSource>, ConfigError> {
+        let mut sources: Vec<ImportSource> = Vec::new();
+        for (i, s) in f.source.iter().enumerate() {
+            let at = |key: &str| -> Vec<Seg> {
+                vec!["import".into(), "source".into(), i.into(), key.into()]
+            };
+            crate::publish::layout::check_sumdb_name(&s.name).map_err(|e| {
+                self.error(&at("name"), e.replace("checksum database name", "source"))
+            })?;
+            if sources.iter().any(|o| o.name == s.name) {
+                return Err(self.error(&at("name"), format!("{:?} is listed twice", s.name)));
+            }
+            if s.keys.is_empty() {
+                return Err(self.error(&at("keys"), "must list at least one key"));
+            }
+            let mut keys = Vec::new();
+            for (j, key) in s.keys.iter().enumerate() {
+                let mut at = at("keys");
+                at.push(j.into());
+                keys.push(Verifier::parse(key).map_err(|e| {
+                    self.error(&at, format!("{key:?}: {e} (want \"<name>+<hash>+<key>\")"))
+                })?);
+            }
+            sources.push(ImportSource {
+                name: s.name.clone(),
+                keys,
+            });
+        }
+        Ok(sources)
+    }
+
     fn sumdb(&self, f: &file::Sumdb) -> Result<Option<SumdbSettings>, ConfigError> {
         let at = |key: &str| -> Vec<Seg> { vec!["sumdb".into(), key.into()] };
         let key = f.key.as_deref().unwrap_or(DEFAULT_SUMDB_KEY).trim();
@@ -1136,6 +1213,7 @@ fn humanize(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::sumdb::note::Signer;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("mirror.toml"), &Overrides::default())
@@ -1233,6 +1311,7 @@ mod tests {
                 offline_copy: true,
             }),
             import_trusted: Vec::new(),
+            import_sources: Vec::new(),
             feed: FeedSettings {
                 enabled: false,
                 index: Upstream::parse("https://index.golang.org/").expect("valid"),
@@ -1633,6 +1712,54 @@ watched = true
             ),
         ] {
             let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+    }
+
+    /// A key trusted for one source cannot sign another's bundles; `[[import.source]]`
+    /// binds a source to its keys, and only to them.
+    // See: #13
+    #[test]
+    fn issue_13_import_sources_bind_keys() {
+        let (_, _, a) = Signer::generate("a.example").unwrap();
+        let (_, _, b) = Signer::generate("b.example").unwrap();
+        let (_, _, k) = Signer::generate("key.example").unwrap();
+        let c = parse(&format!(
+            "[import]\ntrusted = [\"{a}\", \"{b}\"]\n\
+             [[import.source]]\nname = \"site.example\"\nkeys = [\"{k}\"]\n\
+             [[import.source]]\nname = \"b.example\"\nkeys = [\"{k}\"]\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names = |keys: Vec<&Verifier>| -> Vec<String> {
+            keys.iter().map(|v| v.name().to_owned()).collect()
+        };
+        assert_eq!(
+            names(c.import_keys()),
+            ["a.example", "b.example", "key.example", "key.example"]
+        );
+        assert_eq!(names(c.import_keys_for("a.example")), ["a.example"]);
+        assert_eq!(names(c.import_keys_for("site.example")), ["key.example"]);
+        // Bound explicitly: the trusted key of the same name is not enough.
+        assert_eq!(names(c.import_keys_for("b.example")), ["key.example"]);
+        assert!(c.import_keys_for("other.example").is_empty());
+        for (text, want) in [
+            (
+                "[[import.source]]\nname = \"a/b\"\nkeys = [\"x\"]".to_string(),
+                "mirror.toml:2: [import] source #1.name: source \"a/b\" must be a host name",
+            ),
+            (
+                "[[import.source]]\nname = \"a.example\"\nkeys = []".to_string(),
+                "mirror.toml:3: [import] source #1.keys: must list at least one key",
+            ),
+            (
+                format!(
+                    "[[import.source]]\nname = \"a.example\"\nkeys = [\"{a}\"]\n\
+                     [[import.source]]\nname = \"a.example\"\nkeys = [\"{a}\"]"
+                ),
+                "mirror.toml:5: [import] source #2.name: \"a.example\" is listed twice",
+            ),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
     }

@@ -8,12 +8,19 @@
 //!    export of this source held; all of them for `--full`) and the tree
 //!    (checksum-database tiles no export held, lookups, lists, heads).
 //! 3. The target's free space is checked against the bundle's upper bound.
+//!    Nothing new since the last export (and not `--full`): nothing is
+//!    written.
 //! 4. The tar stream is written to temporary files in the target
 //!    ([`super::volume::VolumeWriter`], on a thread of its own), each tree
 //!    file re-hashed as it is copied (small files are copied from the bytes
-//!    the plan hashed); everything is fsynced, then renamed.
-//! 5. Only then is the export recorded: an export interrupted earlier
-//!    records nothing, and the next one holds the same versions.
+//!    the plan hashed); everything is fsynced.
+//! 5. The export is recorded as pending, the files are renamed (volume
+//!    `.000` last), then the export is completed. Killed before the record,
+//!    nothing is recorded and the next export holds the same versions;
+//!    killed after it, the next export of the source first settles the
+//!    pending one: adopted if its bundle is visible, forgotten if not. A
+//!    visible bundle is always in the chain, and a sequence number is
+//!    never written twice with different ids.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
@@ -23,7 +30,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{self, FileEntry, Manifest, PinnedHead, VersionEntry, FORMAT};
-use super::volume::{self, BackgroundWriter, VolumeWriter};
+use super::volume::{BackgroundWriter, VolumeIoError, VolumeWriter};
 use super::{io_err, BundleError};
 use crate::config::Config;
 use crate::lock::RunLock;
@@ -89,9 +96,20 @@ impl ExportProgress for Quiet {
     fn copied(&self, _bytes: u64) {}
 }
 
-/// A finished export.
+/// What an export did.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
+    /// Bundles a killed export made visible but did not complete, found
+    /// complete and recorded now: they are in the chain.
+    pub adopted: Vec<ExportRecord>,
+    /// The new bundle; `None`: nothing was published since the last export
+    /// (and it is not `--full`), so nothing was written.
+    pub bundle: Option<NewBundle>,
+}
+
+/// A bundle this export wrote.
+#[derive(Debug, Clone)]
+pub struct NewBundle {
     pub record: ExportRecord,
     /// The bundle file, or its volumes in order.
     pub paths: Vec<PathBuf>,
@@ -137,24 +155,37 @@ pub async fn export(
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
+    let adopted = settle_pending(&store, &source).await?;
     let (header, candidates, exported) = gather(&store, &source, options.full).await?;
     let sumdb = match &config.sumdb {
         Some(s) if s.offline_copy => Some((s.name.clone(), s.verifier.clone())),
         _ => None,
     };
-    let options = options.clone();
+    let mut options = options.clone();
+    // Absolute: a pending export is found again from its recorded path,
+    // whatever the next run's working directory.
+    options.to = fs_err::canonicalize(&options.to).map_err(io_err("resolve", &options.to))?;
     let written = tokio::task::spawn_blocking(move || {
         let plan = plan(&tree, sumdb.as_ref(), header, &candidates, &exported)?;
+        if !plan.manifest.full && plan.version_ids.is_empty() && plan.tiles.is_empty() {
+            return Ok(None);
+        }
         progress.planned(
             plan.files.len(),
             plan.manifest.files.iter().map(|f| f.size).sum(),
         );
-        let (paths, json) = write_bundle(&plan, &options, &signer, progress.as_ref())?;
-        Ok::<_, BundleError>((plan, paths, json))
+        let (volumes, json) = write_bundle(&plan, &options, &signer, progress.as_ref())?;
+        Ok::<_, BundleError>(Some((plan, volumes, json)))
     })
     .await
     .map_err(|e| BundleError::Join(e.to_string()))?;
-    let (plan, paths, json) = written?;
+    let Some((plan, volumes, json)) = written? else {
+        return Ok(ExportReport {
+            adopted,
+            bundle: None,
+        });
+    };
+    let paths = volumes.final_paths();
     let record = ExportRecord {
         source,
         sequence: plan.manifest.sequence,
@@ -163,19 +194,74 @@ pub async fn export(
         created: plan.manifest.created.clone(),
         completed: String::new(),
         files: plan.files.len() as u64,
-        bytes: volume::bundle_len(&paths[0])?,
+        bytes: volumes.bytes_written(),
         path: paths[0].display().to_string(),
         versions: 0,
         tiles: 0,
     };
-    let record = store
+    // Recorded before it is visible, completed after: killed in between,
+    // the next export finds it and adopts it or forgets it.
+    let mut record = store
         .record_export(record, plan.version_ids, plan.tiles)
         .await?;
+    test_kill_point("recorded");
+    let paths = tokio::task::spawn_blocking(move || volumes.commit())
+        .await
+        .map_err(|e| BundleError::Join(e.to_string()))??;
+    test_kill_point("renamed");
+    store.complete_export(&record.bundle_id).await?;
+    record.completed = crate::state::now();
     Ok(ExportReport {
-        record,
-        paths,
-        manifest: plan.manifest,
+        adopted,
+        bundle: Some(NewBundle {
+            record,
+            paths,
+            manifest: plan.manifest,
+        }),
     })
+}
+
+/// Settles the exports of `source` a killed run left pending: one whose
+/// bundle is visible (its file, or volume `.000`, which is renamed last)
+/// is complete and is recorded as such; one whose bundle is not was never
+/// seen, so it is forgotten, with any later volumes already renamed.
+/// Returns the adopted ones.
+// See: #13
+async fn settle_pending(store: &Store, source: &str) -> Result<Vec<ExportRecord>, BundleError> {
+    let mut adopted = Vec::new();
+    for mut pending in store.pending_exports(source).await? {
+        let first = PathBuf::from(&pending.path);
+        if first.is_file() {
+            tracing::info!(bundle = %first.display(), sequence = pending.sequence,
+                "an interrupted export left its bundle complete; recording it");
+            store.complete_export(&pending.bundle_id).await?;
+            pending.completed = crate::state::now();
+            adopted.push(pending);
+            continue;
+        }
+        if let Some(base) = pending.path.strip_suffix(".000") {
+            for i in 1.. {
+                let volume = PathBuf::from(format!("{base}.{i:03}"));
+                match fs_err::remove_file(&volume) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(io_err("remove", &volume)(e)),
+                }
+            }
+        }
+        store.drop_pending_export(&pending.bundle_id).await?;
+    }
+    Ok(adopted)
+}
+
+/// Test seam: `GOMIRROR_TEST_EXPORT_KILL_AT=<point>` aborts the process at
+/// `point` (`recorded`: the pending record written, the bundle not yet
+/// visible; `renamed`: visible, not yet completed), as `kill -9` would, so
+/// the tests can check the next export settles it. Read nowhere else.
+fn test_kill_point(point: &str) {
+    if std::env::var("GOMIRROR_TEST_EXPORT_KILL_AT").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
 }
 
 /// From state: the new manifest's header (sequence, follows), the versions
@@ -492,13 +578,14 @@ fn upper_bound(plan: &Plan, json: &[u8], sig: &[u8], compression: Compression) -
     }
 }
 
-/// Writes the bundle into temporaries in the target, then renames them.
+/// Writes the bundle into fsynced temporaries in the target; the caller
+/// renames them ([`VolumeWriter::commit`]) once the export is recorded.
 fn write_bundle(
     plan: &Plan,
     options: &ExportOptions,
     signer: &Signer,
     progress: &dyn ExportProgress,
-) -> Result<(Vec<PathBuf>, Vec<u8>), BundleError> {
+) -> Result<(VolumeWriter, Vec<u8>), BundleError> {
     let json = plan.manifest.to_json();
     let sig = manifest::sign(&json, &plan.manifest, signer)?;
     let need = upper_bound(plan, &json, &sig, options.compression);
@@ -519,6 +606,7 @@ fn write_bundle(
     // headers into large writes.
     let out =
         BackgroundWriter::spawn("bundle-writer", out, Ok).map_err(io_err("write", &target))?;
+    let failed = |e| VolumeIoError::into_bundle_error("write", &target, e);
     let out = match options.compression {
         Compression::None => out,
         Compression::Zstd => {
@@ -527,9 +615,9 @@ fn write_bundle(
                 .map_err(io_err("zstd", &target))?
         }
     };
-    let out = write_tar(out, plan, &json, &sig, progress)?;
-    let volumes = out.finish().map_err(io_err("write", &target))?;
-    Ok((volumes.commit()?, json))
+    let out = write_tar(out, plan, &json, &sig, progress, &target)?;
+    let volumes = out.finish().map_err(failed)?;
+    Ok((volumes, json))
 }
 
 /// A level-3 zstd stream, single-threaded: it runs on a thread of its own
@@ -548,30 +636,30 @@ fn write_tar<W: Write>(
     json: &[u8],
     sig: &[u8],
     progress: &dyn ExportProgress,
+    target: &Path,
 ) -> Result<W, BundleError> {
-    let bundle = PathBuf::from("bundle");
+    // A write error names the volume file it happened in (a full disk).
+    let failed = |e| VolumeIoError::into_bundle_error("write", target, e);
     let mut tar = tar::Builder::new(out);
-    append(&mut tar, "manifest.json", json).map_err(io_err("write", &bundle))?;
-    append(&mut tar, "manifest.sig", sig).map_err(io_err("write", &bundle))?;
+    append(&mut tar, "manifest.json", json).map_err(failed)?;
+    append(&mut tar, "manifest.sig", sig).map_err(failed)?;
     let mut buf = vec![0; READ_BUFFER];
     let mut copied = 0;
     for f in &plan.files {
         let name = format!("tree/{}", f.entry.path);
-        append_header(&mut tar, &name, f.entry.size).map_err(io_err("write", &bundle))?;
+        append_header(&mut tar, &name, f.entry.size).map_err(failed)?;
         match &f.data {
             Some(data) => {
-                tar.get_mut()
-                    .write_all(data)
-                    .map_err(io_err("write", &bundle))?;
+                tar.get_mut().write_all(data).map_err(failed)?;
                 progress.copied(data.len() as u64);
             }
-            None => copy_file(f, tar.get_mut(), &mut buf, progress)?,
+            None => copy_file(f, tar.get_mut(), &mut buf, progress, target)?,
         }
-        pad(tar.get_mut(), f.entry.size).map_err(io_err("write", &bundle))?;
+        pad(tar.get_mut(), f.entry.size).map_err(failed)?;
         copied += 1;
         check_test_interruption(copied)?;
     }
-    tar.into_inner().map_err(io_err("write", &bundle))
+    tar.into_inner().map_err(failed)
 }
 
 /// A whole entry, header and data.
@@ -612,6 +700,7 @@ fn copy_file(
     out: &mut impl Write,
     buf: &mut [u8],
     progress: &dyn ExportProgress,
+    target: &Path,
 ) -> Result<(), BundleError> {
     let tree_err = |source| BundleError::TreeFile {
         path: f.entry.path.clone(),
@@ -630,7 +719,7 @@ fn copy_file(
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(io_err("write", PathBuf::from("bundle")))?;
+            .map_err(|e| VolumeIoError::into_bundle_error("write", target, e))?;
         progress.copied(n as u64);
         left -= n as u64;
     }

@@ -2,14 +2,12 @@
 //! its first two tar entries only (the rest of the stream is never read).
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::manifest::{self, Manifest};
-use super::volume;
-use super::{io_err, BundleError};
+use super::{head, volume, BundleError};
 use crate::verify::sumdb::note::Verifier;
 
 /// The summary `inspect` prints.
@@ -46,15 +44,17 @@ pub struct TreeHead {
 }
 
 /// Reads the manifest and signature of the bundle at `path`; the
-/// signature is verified if one of `trusted` made it.
+/// signature is verified if one of `trusted` made it. The head is read as
+/// `import` reads it ([`head`]), with the same limit.
 pub fn inspect(path: &Path, trusted: &[Verifier]) -> Result<BundleInfo, BundleError> {
-    let (json, sig) = read_head(path)?;
-    let claimed = manifest::claimed_signers(&sig)?;
     let known: Vec<&Verifier> = trusted.iter().collect();
-    let (m, signer, verified) = match manifest::open(&sig, &json, &known) {
-        Ok((m, signer)) => (m, signer, true),
+    let (m, id, signer, verified) = match head::read_signed(path, &known) {
+        Ok(h) => (h.manifest, h.id, h.signer, true),
         Err(BundleError::UnknownKey { .. }) => {
-            (Manifest::from_json(&json)?, claimed.join(", "), false)
+            let (json, sig) = head::read_unverified(path)?;
+            let claimed = manifest::claimed_signers(&sig)?;
+            let id = manifest::bundle_id(&json);
+            (Manifest::from_json(&json)?, id, claimed.join(", "), false)
         }
         Err(e) => return Err(e),
     };
@@ -62,7 +62,7 @@ pub fn inspect(path: &Path, trusted: &[Verifier]) -> Result<BundleInfo, BundleEr
         path: path.display().to_string(),
         volumes: volume::volume_paths(path)?.len(),
         bytes: volume::bundle_len(path)?,
-        bundle_id: manifest::bundle_id(&json),
+        bundle_id: id,
         signer,
         signature_verified: verified,
         source: m.source,
@@ -80,47 +80,6 @@ pub fn inspect(path: &Path, trusted: &[Verifier]) -> Result<BundleInfo, BundleEr
         }),
     })
 }
-
-/// `manifest.json` and `manifest.sig`, the first two tar entries.
-pub fn read_head(path: &Path) -> Result<(Vec<u8>, Vec<u8>), BundleError> {
-    let malformed = |reason: String| BundleError::Malformed {
-        path: path.to_owned(),
-        reason,
-    };
-    let mut archive = tar::Archive::new(volume::open_stream(path)?);
-    let mut entries = archive.entries().map_err(io_err("read", path))?;
-    let mut next = |want: &str| -> Result<Vec<u8>, BundleError> {
-        let mut entry = entries
-            .next()
-            .ok_or_else(|| malformed(format!("ends before {want}")))?
-            .map_err(io_err("read", path))?;
-        let name = entry.path_bytes().into_owned();
-        if name != want.as_bytes() {
-            let name = String::from_utf8_lossy(&name);
-            return Err(malformed(format!("entry {name:?} where {want} belongs")));
-        }
-        // Bounded: a manifest lists files, it does not hold them.
-        let mut bytes = Vec::new();
-        entry
-            .by_ref()
-            .take(MAX_MANIFEST)
-            .read_to_end(&mut bytes)
-            .map_err(io_err("read", path))?;
-        if bytes.len() as u64 >= MAX_MANIFEST {
-            return Err(malformed(format!(
-                "{want} larger than {MAX_MANIFEST} bytes"
-            )));
-        }
-        Ok(bytes)
-    };
-    let json = next("manifest.json")?;
-    let sig = next("manifest.sig")?;
-    Ok((json, sig))
-}
-
-/// `manifest.json` (and `.sig`) larger than this is refused: ~1.5 million
-/// files at ~170 bytes of JSON each.
-const MAX_MANIFEST: u64 = 256 << 20;
 
 impl BundleInfo {
     /// The human-readable form.

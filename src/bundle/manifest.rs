@@ -163,6 +163,26 @@ pub fn open(
     Ok((manifest, signer))
 }
 
+/// Verifies `sig` with `trusted` and checks that it signs the manifest
+/// whose bundle id is `id`, before that manifest is read: see
+/// [`super::head`].
+pub fn check_signature(sig: &[u8], id: &str, trusted: &[&Verifier]) -> Result<(), BundleError> {
+    let note = note::open(sig, trusted).map_err(note_error)?;
+    let want = format!("manifest {id}");
+    let line = note
+        .text
+        .lines()
+        .find(|l| l.starts_with("manifest "))
+        .unwrap_or("");
+    if line != want {
+        return Err(BundleError::SignedLine {
+            line: line.to_owned(),
+            want,
+        });
+    }
+    Ok(())
+}
+
 /// The keys that claim to have signed `sig`, unverified (`name+hash`):
 /// for `bundle inspect` without a trusted key.
 pub fn claimed_signers(sig: &[u8]) -> Result<Vec<String>, BundleError> {

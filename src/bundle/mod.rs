@@ -13,6 +13,7 @@
 //! mtime 0.
 
 pub mod export;
+pub mod head;
 pub mod import;
 pub mod inspect;
 pub mod manifest;
@@ -79,6 +80,12 @@ pub enum BundleError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A volume of a split bundle is missing or out of place.
+    #[error("{}: {reason}", path.display())]
+    Volume { path: PathBuf, reason: String },
+    /// The file is not a bundle (or not its first volume) at all.
+    #[error("not a gomirror bundle: {reason}")]
+    NotABundle { reason: String },
     #[error("export needs an [export] key in the config")]
     NoExportKey,
     #[error(transparent)]

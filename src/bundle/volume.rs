@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,6 +37,8 @@ pub struct VolumeWriter {
     /// (temporary, final) path of every volume opened, in order. Removed on
     /// drop unless committed.
     volumes: Vec<(PathBuf, PathBuf)>,
+    /// Bytes written in all volumes.
+    written: u64,
     committed: bool,
 }
 
@@ -49,6 +51,7 @@ impl VolumeWriter {
             max: max.map(|m| m.max(1)),
             current: None,
             volumes: Vec::new(),
+            written: 0,
             committed: false,
         }
     }
@@ -82,29 +85,59 @@ impl VolumeWriter {
 
     /// Fsyncs the last volume, renames every volume to its final name and
     /// fsyncs the directory. Returns the final paths.
+    ///
+    /// The first volume is renamed last, after the others are durably in
+    /// place and stale volumes of the same name are gone: a reader starts
+    /// from `.000`, so it never sees one without all of its siblings, even
+    /// after a crash in the middle of the renames.
     pub fn commit(mut self) -> Result<Vec<PathBuf>, BundleError> {
         if self.volumes.is_empty() {
             self.next_volume()
                 .map_err(io_err("create", self.dir.join(&self.name)))?;
         }
-        self.close_current()
-            .map_err(io_err("fsync", self.dir.join(&self.name)))?;
-        for (tmp, fin) in &self.volumes {
+        let last = self.volumes.last().expect("one volume at least").0.clone();
+        self.close_current().map_err(io_err("fsync", last))?;
+        let fsync_dir = |dir: &Path| {
+            fs_err::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("fsync", dir))
+        };
+        for (tmp, fin) in self.volumes.iter().skip(1) {
             fs_err::rename(tmp, fin).map_err(io_err("rename", fin))?;
         }
-        self.committed = true;
         self.remove_stale_volumes()?;
-        fs_err::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync", &self.dir))?;
+        if self.volumes.len() > 1 {
+            fsync_dir(&self.dir)?;
+        }
+        let (tmp, fin) = &self.volumes[0];
+        fs_err::rename(tmp, fin).map_err(io_err("rename", fin))?;
+        self.committed = true;
+        fsync_dir(&self.dir)?;
         Ok(self.volumes.iter().map(|(_, f)| f.clone()).collect())
     }
-}
 
-impl VolumeWriter {
+    /// The final paths the volumes get from [`VolumeWriter::commit`].
+    pub fn final_paths(&self) -> Vec<PathBuf> {
+        self.volumes.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Bytes written, every volume.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// The path being written when `e` happened: a volume's temporary file.
+    fn at(&self, e: io::Error) -> io::Error {
+        let path = match self.volumes.last() {
+            Some((tmp, _)) => tmp.clone(),
+            None => self.dir.join(&self.name),
+        };
+        VolumeIoError::wrap(path, e)
+    }
+
     /// Removes `<name>.NNN` volumes past the last one written: left by an
-    /// export of the same name that was never recorded (killed between
-    /// rename and record), they would otherwise be joined to this bundle.
+    /// export of the same name that never completed, they would otherwise
+    /// be joined to this bundle.
     fn remove_stale_volumes(&self) -> Result<(), BundleError> {
         if self.max.is_none() {
             return Ok(());
@@ -121,6 +154,46 @@ impl VolumeWriter {
     }
 }
 
+/// An I/O error of one volume file, carried inside an `io::Error` through
+/// the compressor and the writer threads, so that the export's error can
+/// name the file (a full disk is reported with its path).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", path.display())]
+pub(crate) struct VolumeIoError {
+    pub(crate) path: PathBuf,
+    #[source]
+    pub(crate) source: io::Error,
+}
+
+impl VolumeIoError {
+    fn wrap(path: PathBuf, source: io::Error) -> io::Error {
+        io::Error::new(source.kind(), VolumeIoError { path, source })
+    }
+
+    /// `e` as a [`BundleError::Io`] naming the volume it happened in, or
+    /// `fallback` if it did not happen in one.
+    pub(crate) fn into_bundle_error(
+        op: &'static str,
+        fallback: &Path,
+        e: io::Error,
+    ) -> BundleError {
+        let is_ours = e.get_ref().is_some_and(|inner| inner.is::<VolumeIoError>());
+        if !is_ours {
+            return io_err(op, fallback)(e);
+        }
+        let inner = e
+            .into_inner()
+            .expect("checked above")
+            .downcast::<VolumeIoError>()
+            .expect("checked above");
+        BundleError::Io {
+            op,
+            path: inner.path,
+            source: inner.source,
+        }
+    }
+}
+
 impl Write for VolumeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -132,21 +205,26 @@ impl Write for VolumeWriter {
             (Some(_), None) => false,
         };
         if full {
-            self.next_volume()?;
+            self.next_volume().map_err(|e| self.at(e))?;
         }
         let (file, used) = self.current.as_mut().expect("a volume is open");
         let room = self.max.map_or(buf.len() as u64, |max| max - *used);
         let take = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        let n = file.write(&buf[..take])?;
+        let n = match file.write(&buf[..take]) {
+            Ok(n) => n,
+            Err(e) => return Err(self.at(e)),
+        };
         *used += n as u64;
+        self.written += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.current {
+        let flushed = match &mut self.current {
             Some((file, _)) => file.flush(),
             None => Ok(()),
-        }
+        };
+        flushed.map_err(|e| self.at(e))
     }
 }
 
@@ -320,6 +398,12 @@ impl<R> Drop for BackgroundWriter<R> {
 
 /// The files of the bundle at `path`: `path` itself, or if it (or the
 /// path it names without `.000`) is split, every volume in order.
+///
+/// A split bundle's volumes are checked before a byte is read, so that a
+/// missing or misplaced volume is named rather than found later as a
+/// corrupt stream: they must be numbered without a gap from `.000`, and
+/// every volume but the last is as large as the first (the writer fills
+/// each one to the volume size).
 pub fn volume_paths(path: &Path) -> Result<Vec<PathBuf>, BundleError> {
     let text = path.to_string_lossy();
     let base = match text.strip_suffix(".000") {
@@ -327,15 +411,22 @@ pub fn volume_paths(path: &Path) -> Result<Vec<PathBuf>, BundleError> {
         None if path.is_file() => return Ok(vec![path.to_owned()]),
         None => path.to_owned(),
     };
+    let volume = |i: usize| PathBuf::from(format!("{}.{i:03}", base.display()));
     let mut volumes = Vec::new();
-    loop {
-        let next = PathBuf::from(format!("{}.{:03}", base.display(), volumes.len()));
-        if !next.is_file() {
-            break;
-        }
-        volumes.push(next);
+    while volume(volumes.len()).is_file() {
+        volumes.push(volume(volumes.len()));
     }
+    let later = later_volumes(&base, volumes.len())?;
     if volumes.is_empty() {
+        if let Some(found) = later.first() {
+            return Err(BundleError::Volume {
+                path: volume(0),
+                reason: format!(
+                    "missing: the bundle starts with it, but only {} is there",
+                    found.display()
+                ),
+            });
+        }
         let missing = if base == path { path } else { &base };
         return Err(BundleError::Io {
             op: "open",
@@ -343,7 +434,81 @@ pub fn volume_paths(path: &Path) -> Result<Vec<PathBuf>, BundleError> {
             source: io::Error::from(io::ErrorKind::NotFound),
         });
     }
+    if let Some(found) = later.first() {
+        return Err(BundleError::Volume {
+            path: volume(volumes.len()),
+            reason: format!(
+                "missing: {} is there, the volume before it is not",
+                found.display()
+            ),
+        });
+    }
+    check_volume_sizes(&volumes)?;
     Ok(volumes)
+}
+
+/// Volumes of `base` numbered `from` or higher (`.NNN`, three digits or
+/// more), in order.
+fn later_volumes(base: &Path, from: usize) -> Result<Vec<PathBuf>, BundleError> {
+    let dir = match base.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(stem) = base.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(Vec::new());
+    };
+    let entries = match fs_err::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let index = name
+            .strip_prefix(&stem)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(i) = index.filter(|i| *i >= from) {
+            found.push((i, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Every volume but the last has the first one's size.
+fn check_volume_sizes(volumes: &[PathBuf]) -> Result<(), BundleError> {
+    let len =
+        |p: &PathBuf| Ok::<_, BundleError>(fs_err::metadata(p).map_err(io_err("stat", p))?.len());
+    let Some((last, full)) = volumes.split_last() else {
+        return Ok(());
+    };
+    let size = len(&volumes[0])?;
+    for v in full.iter().skip(1) {
+        let got = len(v)?;
+        if got != size {
+            return Err(BundleError::Volume {
+                path: v.clone(),
+                reason: format!(
+                    "{got} bytes, but every volume before the last has the first one's {size}: \
+                     the volumes are out of order, or one is truncated"
+                ),
+            });
+        }
+    }
+    let got = len(last)?;
+    if got > size {
+        return Err(BundleError::Volume {
+            path: last.clone(),
+            reason: format!(
+                "{got} bytes, more than the first volume's {size}: the volumes are out of order"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Total bytes on disk of the bundle at `path` (every volume).
@@ -356,31 +521,62 @@ pub fn bundle_len(path: &Path) -> Result<u64, BundleError> {
 }
 
 /// The bundle at `path` (a file or its `.000` volume) as one stream of tar
-/// bytes, decompressed if it is zstd.
+/// bytes, decompressed if it is zstd. A read error of a split bundle names
+/// the volume the stream was in: two volumes swapped show up as corrupt
+/// data there.
 pub fn open_stream(path: &Path) -> Result<impl Read + Send, BundleError> {
-    let mut joined = BufReader::with_capacity(1 << 16, Joined::new(volume_paths(path)?));
+    let paths = volume_paths(path)?;
+    let split = paths.len() > 1;
+    let at = Arc::new(AtomicUsize::new(0));
+    let joined = Joined::new(paths.clone(), at.clone());
+    let mut joined = BufReader::with_capacity(1 << 16, joined);
     let head = io::BufRead::fill_buf(&mut joined).map_err(io_err("read", path))?;
     let zstd = head.starts_with(&ZSTD_MAGIC);
-    Ok(if zstd {
+    let inner = if zstd {
         let decoder = zstd::Decoder::with_buffer(joined).map_err(io_err("zstd", path))?;
-        Stream::Zstd(decoder)
+        Inner::Zstd(decoder)
     } else {
-        Stream::Plain(joined)
+        Inner::Plain(joined)
+    };
+    Ok(Stream {
+        inner,
+        volumes: split.then_some((paths, at)),
     })
 }
 
 /// The decompressed or plain stream [`open_stream`] returns.
-enum Stream {
+struct Stream {
+    inner: Inner,
+    /// A split bundle's volumes and the index of the one being read.
+    volumes: Option<(Vec<PathBuf>, Arc<AtomicUsize>)>,
+}
+
+enum Inner {
     Plain(BufReader<Joined>),
     Zstd(zstd::Decoder<'static, BufReader<Joined>>),
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(r) => r.read(buf),
-            Stream::Zstd(r) => r.read(buf),
-        }
+        let read = match &mut self.inner {
+            Inner::Plain(r) => r.read(buf),
+            Inner::Zstd(r) => r.read(buf),
+        };
+        read.map_err(|e| match &self.volumes {
+            Some((paths, at)) => {
+                let i = at.load(Ordering::Relaxed).min(paths.len() - 1);
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "in volume {} of {} ({}): {e}: are the volumes complete and in order?",
+                        i + 1,
+                        paths.len(),
+                        paths[i].display()
+                    ),
+                )
+            }
+            None => e,
+        })
     }
 }
 
@@ -388,13 +584,18 @@ impl Read for Stream {
 struct Joined {
     paths: std::vec::IntoIter<PathBuf>,
     current: Option<fs_err::File>,
+    /// Index of the volume being read (shared with [`Stream`]).
+    at: Arc<AtomicUsize>,
+    opened: usize,
 }
 
 impl Joined {
-    fn new(paths: Vec<PathBuf>) -> Joined {
+    fn new(paths: Vec<PathBuf>, at: Arc<AtomicUsize>) -> Joined {
         Joined {
             paths: paths.into_iter(),
             current: None,
+            at,
+            opened: 0,
         }
     }
 }
@@ -404,7 +605,11 @@ impl Read for Joined {
         loop {
             if self.current.is_none() {
                 match self.paths.next() {
-                    Some(p) => self.current = Some(fs_err::File::open(p)?),
+                    Some(p) => {
+                        self.current = Some(fs_err::File::open(p)?);
+                        self.at.store(self.opened, Ordering::Relaxed);
+                        self.opened += 1;
+                    }
                     None => return Ok(0),
                 }
             }
@@ -531,5 +736,71 @@ mod tests {
         w.write_all(&[0; 35]).unwrap();
         drop(w);
         assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A missing volume and a volume out of place are named before a byte
+    /// is read; `.000` is renamed last, so it never shows without the rest.
+    // See: #13
+    #[test]
+    fn issue_13_missing_and_misplaced_volumes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_all(dir.path(), "b.tar", Some(10), &[7; 45]);
+        assert_eq!(paths.len(), 5);
+        assert_eq!(volume_paths(&paths[0]).unwrap(), paths);
+
+        fs_err::rename(&paths[2], dir.path().join("aside")).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: missing: {} is there, the volume before it is not",
+                paths[2].display(),
+                paths[3].display()
+            )
+        );
+        // The short last volume in the middle.
+        fs_err::rename(&paths[4], &paths[2]).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: 5 bytes, but every volume before the last has the first one's 10: the \
+                 volumes are out of order, or one is truncated",
+                paths[2].display()
+            )
+        );
+        fs_err::remove_file(&paths[0]).unwrap();
+        let err = volume_paths(&paths[0]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: missing: the bundle starts with it",
+                paths[0].display()
+            )),
+            "{err}"
+        );
+    }
+
+    /// A write error that happens on the writer thread, through the
+    /// compressor, still names the volume file.
+    // See: #13
+    #[test]
+    fn issue_13_write_errors_name_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("gone");
+        fs_err::create_dir(&target).unwrap();
+        let out = VolumeWriter::new(&target, "b.tar.zst", Some(1000));
+        fs_err::remove_dir(&target).unwrap();
+        let out = BackgroundWriter::spawn("test", out, Ok).unwrap();
+        let mut enc = zstd::Encoder::new(out, 1).unwrap();
+        let data: Vec<u8> = (0..3 * BACKGROUND_CHUNK as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let err = enc
+            .write_all(&data)
+            .and_then(|()| enc.finish()?.finish().map(|_| ()))
+            .unwrap_err();
+        let err = VolumeIoError::into_bundle_error("write", Path::new("fallback"), err);
+        let want = format!("{}: write", target.join(".tmp-b.tar.zst.000").display());
+        assert_eq!(err.to_string(), want);
     }
 }

@@ -65,7 +65,8 @@ pub fn inspect(
             keys.push(signer.verifier());
         }
     }
-    let info = gomirror::bundle::inspect::inspect(bundle, &keys)?;
+    let info = gomirror::bundle::inspect::inspect(bundle, &keys)
+        .with_context(|| bundle.display().to_string())?;
     report::inspect(&info, json).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -320,12 +320,25 @@ pub fn keygen(vkey: &str, out_path: &Path) -> io::Result<()> {
 
 /// `export`: the bundle's files on stdout, what it holds on stderr.
 pub fn export(report: &ExportReport) -> io::Result<()> {
+    for r in &report.adopted {
+        note!(
+            "export #{} of {}: an interrupted export left {} complete; recorded it, bundle {}",
+            r.sequence,
+            r.source,
+            r.path,
+            r.bundle_id
+        );
+    }
+    let Some(bundle) = &report.bundle else {
+        note!("export: nothing new since the last export; no bundle written");
+        return Ok(());
+    };
     let mut out = Stdout::lock();
-    for p in &report.paths {
+    for p in &bundle.paths {
         writeln!(out, "{}", p.display())?;
     }
     drop(out);
-    let r = &report.record;
+    let r = &bundle.record;
     note!(
         "export #{} of {}{}: {} versions, {} tiles, {} files, {} in {} volume(s), bundle {}",
         r.sequence,
@@ -335,7 +348,7 @@ pub fn export(report: &ExportReport) -> io::Result<()> {
         r.tiles,
         r.files,
         HumanBytes(r.bytes),
-        report.paths.len(),
+        bundle.paths.len(),
         r.bundle_id
     );
     Ok(())

@@ -87,8 +87,9 @@ impl Store {
             .await
     }
 
-    /// Records a completed export, its versions and tiles, in one
-    /// transaction. Returns the record as stored.
+    /// Records an export whose bundle is written but not yet visible, as
+    /// pending, with its versions and tiles, in one transaction. Returns the
+    /// record as stored; [`Store::complete_export`] completes it.
     pub async fn record_export(
         &self,
         record: ExportRecord,
@@ -100,6 +101,65 @@ impl Store {
         })
         .await
     }
+
+    /// Marks the pending export `bundle_id` completed: its bundle is
+    /// visible.
+    pub async fn complete_export(&self, bundle_id: &str) -> Result<(), StateError> {
+        let id = bundle_id.to_owned();
+        self.call_as("complete export", move |c| complete_export(c, &id))
+            .await
+    }
+
+    /// Pending exports of `source`: written, perhaps made visible, never
+    /// completed (the export was killed).
+    pub async fn pending_exports(&self, source: &str) -> Result<Vec<ExportRecord>, StateError> {
+        let source = source.to_owned();
+        self.call_as("pending exports", move |c| pending_exports(c, &source))
+            .await
+    }
+
+    /// Forgets a pending export whose bundle never became visible.
+    pub async fn drop_pending_export(&self, bundle_id: &str) -> Result<(), StateError> {
+        let id = bundle_id.to_owned();
+        self.call_as("drop pending export", move |c| drop_pending_export(c, &id))
+            .await
+    }
+}
+
+pub(crate) fn complete_export(conn: &Connection, bundle_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE exports SET pending = 0, completed = ?2 WHERE bundle_id = ?1 AND pending = 1",
+        (bundle_id, now()),
+    )?;
+    Ok(())
+}
+
+pub(crate) fn pending_exports(
+    conn: &Connection,
+    source: &str,
+) -> rusqlite::Result<Vec<ExportRecord>> {
+    select_exports(
+        conn,
+        "WHERE e.pending = 1 AND e.source = ?1 ORDER BY e.id",
+        source,
+    )
+}
+
+pub(crate) fn drop_pending_export(conn: &mut Connection, bundle_id: &str) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM exports WHERE bundle_id = ?1 AND pending = 1",
+            [bundle_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        tx.execute("DELETE FROM export_versions WHERE export_id = ?1", [id])?;
+        tx.execute("DELETE FROM export_tiles WHERE export_id = ?1", [id])?;
+        tx.execute("DELETE FROM exports WHERE id = ?1", [id])?;
+    }
+    tx.commit()
 }
 
 pub(crate) fn previous_export(
@@ -168,7 +228,7 @@ pub(crate) fn exported_tiles(conn: &Connection, source: &str) -> rusqlite::Resul
     rows.collect()
 }
 
-/// Records a completed export with its versions and tiles, in one
+/// Records a pending export with its versions and tiles, in one
 /// transaction. Returns the record as stored.
 pub(crate) fn record_export(
     conn: &mut Connection,
@@ -176,13 +236,14 @@ pub(crate) fn record_export(
     version_ids: &[VersionId],
     tiles: &[String],
 ) -> rusqlite::Result<ExportRecord> {
-    record.completed = now();
+    record.completed = String::new();
     record.versions = version_ids.len() as u64;
     record.tiles = tiles.len() as u64;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
-        "INSERT INTO exports (source, sequence, bundle_id, full, created, completed, files, bytes, path)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO exports (source, sequence, bundle_id, full, created, completed, files, bytes,
+                              path, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
         (
             &record.source,
             record.sequence,
@@ -213,19 +274,33 @@ pub(crate) fn record_export(
     Ok(record)
 }
 
-/// The newest `limit` exports, newest first.
+/// The newest `limit` completed exports, newest first.
 pub(crate) fn recent_exports(
     conn: &Connection,
     limit: usize,
 ) -> rusqlite::Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare_cached(
+    let limit = limit.to_string();
+    select_exports(
+        conn,
+        "WHERE e.pending = 0 ORDER BY e.id DESC LIMIT CAST(?1 AS INTEGER)",
+        &limit,
+    )
+}
+
+/// Exports rows, `filter` with one parameter `?1`.
+fn select_exports(
+    conn: &Connection,
+    filter: &str,
+    param: &str,
+) -> rusqlite::Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT e.source, e.sequence, e.bundle_id, e.full, e.created, e.completed, e.files,
                 e.bytes, e.path,
                 (SELECT COUNT(*) FROM export_versions v WHERE v.export_id = e.id),
                 (SELECT COUNT(*) FROM export_tiles t WHERE t.export_id = e.id)
-         FROM exports e ORDER BY e.id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit as i64], |r| {
+         FROM exports e {filter}"
+    ))?;
+    let rows = stmt.query_map([param], |r| {
         Ok(ExportRecord {
             source: r.get(0)?,
             sequence: r.get(1)?,
@@ -281,6 +356,15 @@ mod tests {
         let ids: Vec<VersionId> = first.iter().map(|x| x.version_id).collect();
         let stored = record_export(&mut c, record(1), &ids, &["tile/8/0/000".into()]).unwrap();
         assert_eq!((stored.versions, stored.tiles), (2, 1));
+        assert_eq!(
+            pending_exports(&c, "src").unwrap(),
+            std::slice::from_ref(&stored)
+        );
+        assert_eq!(recent_exports(&c, 10).unwrap(), [], "pending is not listed");
+        complete_export(&c, "b1").unwrap();
+        assert_eq!(pending_exports(&c, "src").unwrap(), []);
+        let stored = recent_exports(&c, 10).unwrap().remove(0);
+        assert!(!stored.completed.is_empty());
 
         record_outcomes(&mut c, &[published("v1.2.0"), published("v1.3.0")]).unwrap();
         // A row Go's rules refuse (a hand edit) is left out, not an error.

@@ -74,6 +74,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0008_feed_upstreams.sql"),
         before: None,
     },
+    Migration {
+        version: 9,
+        name: "export_pending",
+        sql: include_str!("../../migrations/0009_export_pending.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.

@@ -16,29 +16,29 @@ use crate::sumdb::SumdbServer;
 use crate::sumdb_go::{describe, go_or_skip, GoClient};
 use crate::upstream::{ModuleFiles, Upstream};
 
-const DB: &str = "sum.airgap.example";
+pub(crate) const DB: &str = "sum.airgap.example";
 
-const FIRST: &[(&str, &str)] = &[
+pub(crate) const FIRST: &[(&str, &str)] = &[
     ("rsc.io/quote", "v1.5.2"),
     ("rsc.io/sampler", "v1.3.0"),
     ("golang.org/x/text", "v0.0.0-20170915032832-14c0d48ead0c"),
 ];
 /// What the second sync adds.
-const SECOND: (&str, &str) = ("rsc.io/quote", "v1.5.1");
+pub(crate) const SECOND: (&str, &str) = ("rsc.io/quote", "v1.5.1");
 
 /// The online side: a verifying mirror of the corpus, with an export key.
-struct Online {
-    upstream: Upstream,
-    db: Arc<SumdbServer>,
-    mirror: Mirror,
-    vkey: String,
-    media: tempfile::TempDir,
+pub(crate) struct Online {
+    pub(crate) upstream: Upstream,
+    pub(crate) db: Arc<SumdbServer>,
+    pub(crate) mirror: Mirror,
+    pub(crate) vkey: String,
+    pub(crate) media: tempfile::TempDir,
 }
 
 /// The offline side: no upstream (a closed port), the same checksum database key, and
 /// `trusted` bundle keys.
-struct Offline {
-    mirror: Mirror,
+pub(crate) struct Offline {
+    pub(crate) mirror: Mirror,
 }
 
 fn corpus_files(targets: &[(&str, &str)]) -> Vec<ModuleFiles> {
@@ -49,7 +49,7 @@ fn corpus_files(targets: &[(&str, &str)]) -> Vec<ModuleFiles> {
         .collect()
 }
 
-async fn online(source: &str) -> Online {
+pub(crate) async fn online(source: &str) -> Online {
     let upstream = corpus_upstream().await;
     let db = SumdbServer::new(DB);
     db.pad(300);
@@ -61,7 +61,7 @@ async fn online(source: &str) -> Online {
 
 /// An online mirror of `upstream` verifying against `db` (shared with other sources),
 /// exporting as `source`.
-async fn online_on(source: &str, upstream: Upstream, db: Arc<SumdbServer>) -> Online {
+pub(crate) async fn online_on(source: &str, upstream: Upstream, db: Arc<SumdbServer>) -> Online {
     upstream.attach_sumdb(db.clone());
     let mut mirror = Mirror::new(&upstream.url(), FIRST);
     let key = mirror.dir.path().join("export.key");
@@ -98,13 +98,13 @@ async fn online_on(source: &str, upstream: Upstream, db: Arc<SumdbServer>) -> On
 }
 
 impl Online {
-    async fn sync(&self) {
+    pub(crate) async fn sync(&self) {
         let run = self.mirror.run_bin(&["sync", "--no-progress"]).await;
         assert_eq!(run.code, Some(0), "{run:#?}");
     }
 
     /// `gomirror export` (plus `extra` arguments); the bundle files it wrote.
-    async fn export(&self, extra: &[&str]) -> Vec<PathBuf> {
+    pub(crate) async fn export(&self, extra: &[&str]) -> Vec<PathBuf> {
         let before = bundle_files(self.media.path());
         let to = self.media.path().display().to_string();
         let mut args = vec!["export", "--to", to.as_str()];
@@ -122,7 +122,7 @@ impl Online {
 }
 
 /// Watch [`SECOND`] too (a module is watched by one entry).
-fn add_second(mirror: &mut Mirror) {
+pub(crate) fn add_second(mirror: &mut Mirror) {
     let quote = mirror
         .watch
         .iter_mut()
@@ -131,7 +131,7 @@ fn add_second(mirror: &mut Mirror) {
     quote.1 = format!(">={}, <=v1.5.2", SECOND.1);
 }
 
-fn bundle_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn bundle_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .expect("media dir")
         .map(|e| e.expect("entry").path())
@@ -142,7 +142,7 @@ fn bundle_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn offline(db: &SumdbServer, trusted: &[&str]) -> Offline {
+pub(crate) fn offline(db: &SumdbServer, trusted: &[&str]) -> Offline {
     let mut mirror = Mirror::new("http://127.0.0.1:9", &[]);
     let trusted: Vec<String> = trusted.iter().map(|k| format!("\"{k}\"")).collect();
     mirror.sumdb = format!(
@@ -154,7 +154,7 @@ fn offline(db: &SumdbServer, trusted: &[&str]) -> Offline {
 }
 
 impl Offline {
-    async fn import(&self, bundle: &Path) -> BinRun {
+    pub(crate) async fn import(&self, bundle: &Path) -> BinRun {
         let b = bundle.display().to_string();
         self.mirror.run_bin(&["import", "--no-progress", &b]).await
     }
@@ -185,7 +185,7 @@ impl Offline {
     }
 
     /// Every file of the tree with its sha256, to show a refusal changed nothing.
-    fn snapshot(&self) -> Vec<(String, String)> {
+    pub(crate) fn snapshot(&self) -> Vec<(String, String)> {
         let tree = self.mirror.tree();
         if !tree.exists() {
             return Vec::new();
@@ -200,7 +200,7 @@ impl Offline {
             .collect()
     }
 
-    fn published(&self) -> usize {
+    pub(crate) fn published(&self) -> usize {
         self.mirror
             .rows()
             .iter()
@@ -362,7 +362,7 @@ async fn gaps_untrusted_keys_and_other_sources_are_refused_with_nothing_changed(
 
 /// Rewrites a bundle: `edit` changes the files (by tree path); the manifest's hashes follow;
 /// `resign` signs it again with `key` (else the old signature stays).
-fn rewrite_bundle(
+pub(crate) fn rewrite_bundle(
     bundle: &Path,
     out: &Path,
     edit: impl Fn(&str, Vec<u8>) -> Vec<u8>,

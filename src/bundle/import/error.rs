@@ -20,12 +20,22 @@ use crate::verify::Quarantine;
 pub enum ImportError {
     #[error(transparent)]
     Bundle(Box<BundleError>),
-    #[error("refused: {0}")]
+    // No "refused" here: the CLI's line says it ("import refused <bundle>:").
+    #[error("{0}")]
     Refused(Box<Refusal>),
-    #[error("refused: {file}: {problem}")]
+    #[error("{file}: {problem}")]
     File {
         file: String,
         problem: Box<FileProblem>,
+    },
+    /// A file of a split bundle is not what the manifest says: most likely
+    /// its volumes are out of order or one is missing.
+    #[error(
+        "{error} (the bundle is split into {volumes} volumes: are they all there and in order?)"
+    )]
+    InVolumes {
+        volumes: usize,
+        error: Box<ImportError>,
     },
     #[error(
         "not enough free space in {}: the bundle needs {need} bytes, {have} are free",
@@ -52,7 +62,10 @@ impl ImportError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ImportError::Refused(_) | ImportError::File { .. } | ImportError::Bundle(_)
+            ImportError::Refused(_)
+                | ImportError::File { .. }
+                | ImportError::Bundle(_)
+                | ImportError::InVolumes { .. }
         )
     }
 }
@@ -77,6 +90,34 @@ pub(super) fn file_err(file: &str, problem: FileProblem) -> ImportError {
     }
 }
 
+/// `e` with a hint at the volumes, if the bundle at `path` is split and a
+/// file of it came out wrong (another size, hash or place, or the end):
+/// the volumes were swapped or one is missing more often than a signed
+/// bundle was damaged.
+// See: #13
+pub(super) fn in_volumes(path: &std::path::Path, e: ImportError) -> ImportError {
+    let volumes = crate::bundle::volume::volume_paths(path).map_or(1, |v| v.len());
+    let suspicious = matches!(
+        &e,
+        ImportError::File { problem, .. } if matches!(
+            **problem,
+            FileProblem::Tar(_)
+                | FileProblem::Read(_)
+                | FileProblem::Missing
+                | FileProblem::Misplaced { .. }
+                | FileProblem::Size { .. }
+                | FileProblem::Sha256 { .. }
+        )
+    );
+    match suspicious && volumes > 1 {
+        true => ImportError::InVolumes {
+            volumes,
+            error: Box::new(e),
+        },
+        false => e,
+    }
+}
+
 /// What makes the bundle as a whole unacceptable here.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -85,6 +126,17 @@ pub enum Refusal {
          the online side"
     )]
     NoTrustedKey,
+    #[error(
+        "source {source_name:?} is signed by key {signer}, which is not trusted for \
+         {source_name:?} ({})",
+        trusted_for(source_name, trusted)
+    )]
+    NotTrustedForSource {
+        source_name: String,
+        signer: String,
+        /// `name+hash` of the keys trusted for the source.
+        trusted: Vec<String>,
+    },
     #[error(
         "{origin} bundle {sequence} is already applied with id {applied}, this one has id {id}"
     )]
@@ -168,6 +220,17 @@ pub enum Refusal {
     Count { named: usize, held: usize },
 }
 
+/// The end of [`Refusal::NotTrustedForSource`]'s message.
+fn trusted_for(source: &str, trusted: &[String]) -> String {
+    match trusted {
+        [] => format!(
+            "no key is: a key in [import] trusted is trusted for the source of its own name; \
+             bind others with [[import.source]] name = {source:?}, keys = [...]"
+        ),
+        keys => format!("trusted: {}", keys.join(", ")),
+    }
+}
+
 /// What is wrong with one file of the bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum FileProblem {
@@ -179,8 +242,6 @@ pub enum FileProblem {
     Missing,
     #[error("expected here, found {found:?}")]
     Misplaced { found: String },
-    #[error("{size} bytes, more than {limit}")]
-    TooLarge { size: u64, limit: u64 },
     #[error("larger than {limit} bytes")]
     LargerThan { limit: u64 },
     #[error("{tar} bytes in the tar, {manifest} in the manifest")]

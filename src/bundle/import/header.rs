@@ -1,83 +1,61 @@
-//! Phase 1, before anything is written: the signed manifest (its key must
-//! be trusted), the chain (the next bundle of the source this mirror
+//! Phase 1, before anything is written: the signed manifest (read with
+//! [`crate::bundle::head`]: its key must be trusted, and trusted for the
+//! bundle's source), the chain (the next bundle of the source this mirror
 //! follows, or `--full`), and room in the tree.
 
-use std::io::Read;
 use std::path::Path;
 
+use crate::bundle::head::{self, SignedHead};
 use crate::bundle::manifest::{self, Manifest};
-use crate::bundle::volume;
+use crate::bundle::BundleError;
 use crate::config::Config;
 use crate::publish::atomic;
 use crate::state::{ImportChain, Store};
 use crate::verify::sumdb::note::Verifier;
 
-use super::error::file_err;
-use super::{FileProblem, ImportError, Refusal};
+use super::{ImportError, Refusal};
 
-pub(super) fn trusted_keys(config: &Config) -> Result<&[Verifier], ImportError> {
-    if config.import_trusted.is_empty() {
+/// Every key `[import]` trusts for some source.
+pub(super) fn trusted_keys(config: &Config) -> Result<Vec<Verifier>, ImportError> {
+    let keys: Vec<Verifier> = config.import_keys().into_iter().cloned().collect();
+    if keys.is_empty() {
         return Err(Refusal::NoTrustedKey.into());
     }
-    Ok(&config.import_trusted)
+    Ok(keys)
 }
 
 /// The signed manifest, opened and checked.
-pub(super) struct Header {
-    pub(super) manifest: Manifest,
-    pub(super) json: Vec<u8>,
-    pub(super) id: String,
-    pub(super) signer: String,
-}
+pub(super) type Header = SignedHead;
 
-/// Manifests hold one line per file; this bounds what a hostile bundle can
-/// make us hold before its signature is checked.
-pub(super) const MAX_MANIFEST: u64 = 512 << 20;
-pub(super) const MAX_SIGNATURE: u64 = 64 << 10;
-
-pub(super) fn read_header(path: &Path, trusted: &[Verifier]) -> Result<Header, ImportError> {
-    let mut archive = tar::Archive::new(volume::open_stream(path)?);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| file_err("bundle", FileProblem::Tar(e)))?;
-    let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
-    let sig = read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
+/// Reads the head of the bundle at `path`: signed by one of `trusted`,
+/// and by a key trusted for its source (`bound` gives those keys).
+pub(super) fn read_header(
+    path: &Path,
+    trusted: &[Verifier],
+    bound: impl Fn(&str) -> Vec<Verifier>,
+) -> Result<Header, ImportError> {
     let verifiers: Vec<&Verifier> = trusted.iter().collect();
-    let (manifest, signer) = manifest::open(&sig, &json, &verifiers)?;
-    Ok(Header {
-        id: manifest::bundle_id(&json),
-        manifest,
-        json,
-        signer,
-    })
-}
-
-/// The next tar entry, which must be `name`, read whole (at most `limit`).
-pub(super) fn read_entry<R: Read>(
-    entries: &mut tar::Entries<'_, R>,
-    name: &str,
-    limit: u64,
-) -> Result<Vec<u8>, ImportError> {
-    let mut entry = entries
-        .next()
-        .ok_or_else(|| file_err(name, FileProblem::Missing))?
-        .map_err(|e| file_err(name, FileProblem::Tar(e)))?;
-    let found = entry
-        .path()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if found != name {
-        return Err(file_err(name, FileProblem::Misplaced { found }));
+    let mut header = head::read_signed(path, &verifiers)?;
+    let source = header.manifest.source.clone();
+    let for_source = bound(&source);
+    let for_source_refs: Vec<&Verifier> = for_source.iter().collect();
+    // Any of the note's signatures may be the one by a key of the source.
+    match manifest::open(&header.sig, &header.json, &for_source_refs) {
+        Ok((_, signer)) => header.signer = signer,
+        Err(BundleError::UnknownKey { .. }) => {
+            return Err(Refusal::NotTrustedForSource {
+                source_name: source,
+                signer: header.signer,
+                trusted: for_source
+                    .iter()
+                    .map(|v| format!("{}+{:08x}", v.name(), v.key_hash()))
+                    .collect(),
+            }
+            .into())
+        }
+        Err(e) => return Err(e.into()),
     }
-    if entry.size() > limit {
-        let size = entry.size();
-        return Err(file_err(name, FileProblem::TooLarge { size, limit }));
-    }
-    let mut buf = Vec::with_capacity(entry.size() as usize);
-    entry
-        .read_to_end(&mut buf)
-        .map_err(|e| file_err(name, FileProblem::Read(e)))?;
-    Ok(buf)
+    Ok(header)
 }
 
 /// Go on with this bundle (`false`), or it was applied already (`true`).

@@ -89,10 +89,19 @@ pub async fn import(
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
-    let trusted = trusted_keys(config)?.to_vec();
+    let trusted = trusted_keys(config)?;
     let header = blocking("reading the bundle header", {
         let path = path.to_owned();
-        move || read_header(&path, &trusted)
+        let config = config.clone();
+        move || {
+            read_header(&path, &trusted, |source| {
+                config
+                    .import_keys_for(source)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            })
+        }
     })
     .await??;
     let m = &header.manifest;
@@ -131,7 +140,8 @@ pub async fn import(
         let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());
         move || stream(&ctx, &path, &header, progress.as_ref())
     })
-    .await??;
+    .await?
+    .map_err(|e| error::in_volumes(path, e))?;
     apply(&ctx, &store, staged).await?;
     store
         .record_import(ImportRecord {

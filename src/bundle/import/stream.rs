@@ -19,7 +19,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::manifest::Manifest;
-use crate::bundle::volume;
+use crate::bundle::{volume, BundleError};
 use crate::fetch::{Downloaded, Fetched};
 use crate::module::ModVer;
 use crate::publish::layout::{self, Kind, SumdbFile};
@@ -34,7 +34,7 @@ use crate::verify::sumdb::{parse_lookup, parse_record_hashes, RecordHashes};
 use crate::verify::{self, Vouched};
 
 use super::error::file_err;
-use super::header::{read_entry, Header, MAX_MANIFEST, MAX_SIGNATURE};
+use super::header::Header;
 use super::{Context, Expect, FileProblem, ImportError, Refusal};
 
 /// Everything of the bundle, verified and written beside its final names.
@@ -59,11 +59,10 @@ pub(super) fn stream(
     let mut entries = archive
         .entries()
         .map_err(|e| file_err("bundle", FileProblem::Tar(e)))?;
-    let json = read_entry(&mut entries, "manifest.json", MAX_MANIFEST)?;
-    if json != header.json {
-        return Err(Refusal::Changed.into());
-    }
-    read_entry(&mut entries, "manifest.sig", MAX_SIGNATURE)?;
+    crate::bundle::head::skip_manifest(&mut entries, &header.id).map_err(|e| match e {
+        BundleError::Invalid(_) => Refusal::Changed.into(),
+        e => ImportError::from(e),
+    })?;
     // Versions are hashed, written and verified (zip rules, `h1:`) on other
     // threads while this one decompresses the next files; one per core,
     // since this thread mostly waits for them.
