@@ -79,3 +79,24 @@ async fn issue_13_human_logs_have_no_colour_in_a_pipe() {
     assert!(run.stderr.contains("sync finished run=1"), "{run:#?}");
     assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
 }
+
+/// A range nothing satisfies is valid, so the run goes on, but it says so instead of
+/// silently mirroring nothing.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_empty_range_warns() {
+    let upstream = small_upstream().await;
+    let mirror = Mirror::new(&upstream.url(), &[("example.com/a", ">=v1.1.0, <v1.1.0")]);
+    let mut cmd = mirror.command(&["sync", "--no-progress", "--log-format", "human"]);
+    cmd.env("GOMIRROR_LOG", "warn");
+    let run = run_command(cmd).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let config = mirror.config_path();
+    let want = format!(
+        "{}:15: [[watch]] #1 versions: range \">=v1.1.0, <v1.1.0\" selects no version; \
+         example.com/a is not mirrored",
+        config.display()
+    );
+    assert!(run.stderr.contains(&want), "want {want:?} in {run:#?}");
+    assert!(mirror.rows().is_empty(), "{:?}", mirror.rows());
+}
