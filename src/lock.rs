@@ -107,6 +107,36 @@ impl RunLock {
     }
 }
 
+/// Whether some process holds the run lock at `lock_path`, as the kernel lists it in
+/// `/proc/locks`; `None` where that cannot be told (no `/proc/locks`, the file unreadable).
+/// A missing lock file is not held.
+///
+/// This only looks: taking the lock, even shared and for an instant, would make a sync
+/// starting in that instant fail with "another gomirror run holds …". `status` uses it to
+/// show a run whose process died as interrupted. See: #13
+pub fn is_held(lock_path: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(lock_path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF` (fs/locks.c lock_get_status);
+    // a waiter's line has `->` after the number and names the same file.
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK") && fields.contains(&want.as_str())
+    }))
+}
+
 /// Replaces the file's content with `pid\n`, in one write.
 fn write_pid(file: &mut File) -> io::Result<()> {
     file.set_len(0)?;
@@ -174,6 +204,28 @@ mod tests {
         let _held = RunLock::acquire(&path).unwrap();
         let content = std::fs::read_to_string(&path).unwrap();
         assert_eq!(content, format!("{}\n", std::process::id()));
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_is_held_sees_the_lock_without_taking_it() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db.lock");
+        assert_eq!(is_held(&path), Some(false), "no file");
+        let held = RunLock::acquire(&path).unwrap();
+        if !Path::new("/proc/locks").exists() {
+            assert_eq!(is_held(&path), None);
+            return;
+        }
+        assert_eq!(is_held(&path), Some(true));
+        // Looking did not take it: the holder still has it, nobody else can.
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { .. })
+        ));
+        drop(held);
+        assert_eq!(is_held(&path), Some(false), "released");
     }
 
     #[test]

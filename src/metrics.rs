@@ -630,6 +630,7 @@ mod tests {
             sumdb: Vec::new(),
             exports: Vec::new(),
             imports: Vec::new(),
+            last_failure: None,
         }
     }
 

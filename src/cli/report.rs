@@ -103,6 +103,23 @@ fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Re
         "last ok run ended {}; last completed run ended {}",
         t.last_ok_at.as_deref().unwrap_or("never"),
         t.last_completed_at.as_deref().unwrap_or("never")
+    )?;
+    print_last_failure(out, &inputs.status)
+}
+
+/// `last failure: <time>: run #N <outcome>: <cause>`, the newest run that did not end ok.
+/// See: #13
+fn print_last_failure(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    let Some(f) = &r.last_failure else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "last failure: {}: run #{} {}: {}",
+        f.at,
+        f.run,
+        f.outcome.as_str(),
+        f.cause()
     )
 }
 

@@ -87,6 +87,8 @@ pub struct RunRecord {
     pub ended_at: Option<String>,
     #[serde(flatten)]
     pub summary: RunSummary,
+    /// Why a `failed` run could not proceed: its whole error chain.
+    pub error: Option<String>,
 }
 
 impl Store {
@@ -96,6 +98,21 @@ impl Store {
     pub async fn begin_run(&self) -> Result<RunId, StateError> {
         let pid = std::process::id();
         self.call_as("begin run", move |c| begin_run(c, pid)).await
+    }
+
+    /// Records why `run` could not proceed, `error`'s whole chain, for `status`. Called
+    /// before [`Store::finish_run`] marks it `failed`.
+    pub async fn record_run_error(
+        &self,
+        run: RunId,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Result<(), StateError> {
+        let text = crate::error::chain(error);
+        self.call_as("record run error", move |c| {
+            c.execute("UPDATE runs SET error = ?2 WHERE id = ?1", (run.0, text))
+                .map(drop)
+        })
+        .await
     }
 
     /// Records how `run` ended.
@@ -155,7 +172,7 @@ pub(crate) fn finish_run(conn: &Connection, run: RunId, s: &RunSummary) -> rusql
 pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecord>> {
     conn.prepare(
         "SELECT id, pid, started_at, ended_at, outcome, planned, published, skipped,
-                quarantined, not_found, failed, bytes
+                quarantined, not_found, failed, bytes, error
          FROM runs ORDER BY id DESC LIMIT ?1",
     )?
     .query_map([limit as i64], run_record)?
@@ -186,6 +203,7 @@ fn run_record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
             failed: r.get(10)?,
             bytes: r.get(11)?,
         },
+        error: r.get(12)?,
     })
 }
 

@@ -1,12 +1,12 @@
 //! `StatusReport`: what `gomirror status` (and `--json`) shows, read in one
 //! transaction so the numbers agree with each other.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::exports::{recent_exports, ExportRecord, STATUS_EXPORTS};
 use super::feed::{cursor, FeedCursor};
-use super::runs::{recent_runs, RunId, RunRecord};
+use super::runs::{recent_runs, RunId, RunOutcome, RunRecord};
 use super::versions::VersionStatus;
 use super::{StateError, Store};
 
@@ -40,6 +40,83 @@ pub struct StatusReport {
     pub exports: Vec<ExportRecord>,
     /// The bundles this (offline) mirror applied, newest first.
     pub imports: Vec<super::imports::ImportRecord>,
+    /// The newest run that did not end `ok`, and why.
+    pub last_failure: Option<LastFailure>,
+}
+
+/// The newest run that failed, finished partial, or was interrupted, and why: what
+/// `status` shows as "last failure: <time>: <cause>".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastFailure {
+    pub run: RunId,
+    pub outcome: RunOutcome,
+    /// When it ended; when it started if nobody saw it end.
+    pub at: String,
+    /// Why it could not proceed, the whole chain (a `failed` run).
+    pub error: Option<String>,
+    /// Its planned versions that were not published and why (the first
+    /// [`STATUS_FAILURE_VERSIONS`]), and how many there are in all.
+    pub versions: Vec<Problem>,
+    pub versions_total: u64,
+}
+
+/// How many failing versions [`LastFailure`] lists.
+pub const STATUS_FAILURE_VERSIONS: usize = 5;
+
+impl LastFailure {
+    /// The cause in one line: the run's error, else its first failing
+    /// version's reason, else what an interrupted run means.
+    pub fn cause(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        if let Some(p) = self.versions.first() {
+            let reason = p.reason.as_deref().unwrap_or("no reason recorded");
+            let more = match self.versions_total {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return format!("{}@{}: {reason}{more}", p.path, p.version);
+        }
+        match self.outcome {
+            RunOutcome::Interrupted => {
+                "the run was stopped, or its process died, before it ended".to_owned()
+            }
+            _ => "some planned modules could not be listed upstream".to_owned(),
+        }
+    }
+}
+
+impl StatusReport {
+    /// Shows runs still `running` whose process is gone as `interrupted`. The
+    /// run lock (flock) is free exactly when no process holds it: the kernel
+    /// releases it when its holder dies. `lock_is_held` is
+    /// [`crate::lock::is_held`] of the database's lock; when it cannot tell
+    /// (`None`), or the lock is held, nothing changes. The database is not
+    /// written (status may run read-only): the next run records it.
+    /// See: #13
+    pub fn show_dead_runs(&mut self, lock_is_held: Option<bool>) {
+        if lock_is_held != Some(false) {
+            return;
+        }
+        for run in &mut self.runs {
+            if run.summary.outcome == RunOutcome::Running {
+                run.summary.outcome = RunOutcome::Interrupted;
+                self.run_totals.running = self.run_totals.running.saturating_sub(1);
+                self.run_totals.interrupted += 1;
+                if self.last_failure.as_ref().is_none_or(|f| f.run < run.id) {
+                    self.last_failure = Some(LastFailure {
+                        run: run.id,
+                        outcome: RunOutcome::Interrupted,
+                        at: run.started_at.clone(),
+                        error: None,
+                        versions: Vec::new(),
+                        versions_total: 0,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// What this mirror knows of one checksum database.
@@ -152,6 +229,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         sumdb: sumdb_status(&tx)?,
         exports: recent_exports(&tx, STATUS_EXPORTS)?,
         imports: super::imports::recent_imports(&tx, STATUS_RUNS)?,
+        last_failure: last_failure(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -200,6 +278,60 @@ fn run_totals(conn: &Connection) -> rusqlite::Result<RunTotals> {
     t.last_ok_at = last_ended("'ok'")?;
     t.last_completed_at = last_ended("'ok', 'partial'")?;
     Ok(t)
+}
+
+fn last_failure(conn: &Connection) -> rusqlite::Result<Option<LastFailure>> {
+    let run = conn
+        .query_row(
+            "SELECT id, outcome, COALESCE(ended_at, started_at), error FROM runs
+             WHERE outcome IN ('failed', 'partial', 'interrupted')
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                let outcome: String = r.get(1)?;
+                Ok((RunId(r.get(0)?), outcome, r.get(2)?, r.get(3)?))
+            },
+        )
+        .optional()?;
+    let Some((run, outcome, at, error)) = run else {
+        return Ok(None);
+    };
+    let outcome = match outcome.as_str() {
+        "failed" => RunOutcome::Failed,
+        "partial" => RunOutcome::Partial,
+        _ => RunOutcome::Interrupted,
+    };
+    const FAILING: &str = "FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.last_run_id = ?1 AND v.status != 'published' AND v.last_error IS NOT NULL";
+    let versions_total = conn.query_row(&format!("SELECT COUNT(*) {FAILING}"), [run.0], |r| {
+        r.get(0)
+    })?;
+    let versions = conn
+        .prepare(&format!(
+            "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at,
+                    v.next_try_at {FAILING}
+             ORDER BY m.path, v.version LIMIT ?2"
+        ))?
+        .query_map((run.0, STATUS_FAILURE_VERSIONS as i64), |r| {
+            Ok(Problem {
+                path: r.get(0)?,
+                version: r.get(1)?,
+                status: r.get(2)?,
+                reason: r.get(3)?,
+                attempts: r.get(4)?,
+                updated_at: r.get(5)?,
+                next_try_at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(LastFailure {
+        run,
+        outcome,
+        at,
+        error,
+        versions,
+        versions_total,
+    }))
 }
 
 fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {

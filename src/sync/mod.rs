@@ -235,6 +235,9 @@ pub async fn run_with(
         _ if tally.all_ok() => RunOutcome::Ok,
         _ => RunOutcome::Partial,
     };
+    if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
+        store.record_run_error(run_id, e).await?;
+    }
     store.finish_run(run_id, &tally.summary).await?;
     result?;
     if let Some(e) = tally.stopped {

@@ -3,6 +3,8 @@
 //! a metrics textfile that cannot be written, and a read-only database or tree.
 //! Each test runs the binary and asserts the exit code and the message a user sees.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::harness::{run_command, BinRun, Mirror};
@@ -99,4 +101,194 @@ async fn issue_13_empty_range_warns() {
     );
     assert!(run.stderr.contains(&want), "want {want:?} in {run:#?}");
     assert!(mirror.rows().is_empty(), "{:?}", mirror.rows());
+}
+
+/// `status` (text and `--json`) says why the newest run that did not end ok failed: a run
+/// that finished partial names its failing versions and their reasons, a run that could not
+/// proceed its whole error chain.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_status_says_why_the_last_run_failed() {
+    let q = "example.com/q";
+    let mut bad = synthetic_module(q, "v1.0.0", 2, 0);
+    bad.zip = crate::zipgen::symlink(&format!("{q}@v1.0.0/")).into();
+    let upstream = Upstream::start(vec![
+        synthetic_module("example.com/a", "v1.0.0", 3, 1024),
+        bad,
+    ])
+    .await;
+    let mut mirror = Mirror::new(&upstream.url(), &[("example.com/a", "all"), (q, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+
+    let text = mirror.run_bin(&["status"]).await;
+    assert_eq!(text.code, Some(0), "{text:#?}");
+    let line = last_failure_line(&text);
+    assert!(line.contains(": run #1 partial: example.com/q@v1.0.0: "), "{line}");
+    assert!(line.ends_with("file is a symbolic link"), "{line}");
+    let json = status_json(&mirror).await;
+    let f = &json["last_failure"];
+    assert_eq!(f["run"], 1, "{json:#}");
+    assert_eq!(f["outcome"], "partial", "{json:#}");
+    assert_eq!(f["error"], serde_json::Value::Null, "{json:#}");
+    assert_eq!(f["versions_total"], 1, "{json:#}");
+    assert_eq!(f["versions"][0]["path"], q, "{json:#}");
+    assert_eq!(f["versions"][0]["status"], "quarantined", "{json:#}");
+    let at = f["at"].as_str().expect("at");
+    assert!(line.starts_with(&format!("last failure: {at}: ")), "{line}");
+
+    // A run that cannot write the tree stops (exit 2): its error chain is kept.
+    upstream.add(synthetic_module("example.com/b", "v1.0.0", 3, 1024));
+    mirror.watch.push(("example.com/b".into(), "all".into()));
+    let b_dir = mirror.tree().join("example.com/b");
+    std::fs::create_dir_all(&b_dir).expect("create dir");
+    let Some(_read_only) = ReadOnly::make(&b_dir) else {
+        return;
+    };
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    let cause = run
+        .stderr
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("gomirror: "))
+        .expect("a gomirror: line")
+        .to_owned();
+    let text = mirror.run_bin(&["status"]).await;
+    let line = last_failure_line(&text);
+    assert!(
+        line.ends_with(&format!(": run #2 failed: {cause}")),
+        "want the run's chain {cause:?} in {line:?}"
+    );
+    let json = status_json(&mirror).await;
+    assert_eq!(json["last_failure"]["outcome"], "failed", "{json:#}");
+    assert_eq!(json["last_failure"]["error"], cause.as_str(), "{json:#}");
+    assert_eq!(json["runs"][0]["error"], cause.as_str(), "{json:#}");
+}
+
+/// A run killed with SIGKILL never records its end, and stayed `running` in `status` until
+/// the next run. Its run lock (flock) was released by the kernel when it died, so `status`
+/// shows it interrupted; while a live process holds the lock, a run stays `running`.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_status_shows_a_killed_run_as_interrupted() {
+    let upstream = small_upstream().await;
+    upstream.faults().set_latency(std::time::Duration::from_millis(800));
+    let mirror = Mirror::new(&upstream.url(), WATCH_A);
+    let mut child = mirror
+        .command(&["sync", "--no-progress"])
+        .spawn()
+        .expect("spawn sync");
+    let pid = child.id().expect("running");
+    // The run row exists once the database's lock names the pid and a status shows it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let json = status_json_maybe(&mirror).await;
+        if json.as_ref().is_some_and(|j| j["runs"][0]["outcome"] == "running") {
+            let j = json.expect("checked");
+            assert_eq!(j["runs"][0]["pid"], pid, "{j:#}");
+            assert_eq!(j["run_totals"]["running"], 1, "{j:#}");
+            assert_eq!(j["last_failure"], serde_json::Value::Null, "{j:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reap");
+
+    let text = mirror.run_bin(&["status"]).await;
+    assert_eq!(text.code, Some(0), "{text:#?}");
+    assert!(
+        text.stdout.contains("runs: 0 ok, 0 partial, 0 failed, 1 interrupted, 0 running"),
+        "{text:#?}"
+    );
+    assert!(text.stdout.contains("  #1     "), "{text:#?}");
+    assert!(text.stdout.contains(" interrupted "), "{text:#?}");
+    let line = last_failure_line(&text);
+    assert!(
+        line.ends_with(": run #1 interrupted: the run was stopped, or its process died, before it ended"),
+        "{line}"
+    );
+    let json = status_json(&mirror).await;
+    assert_eq!(json["runs"][0]["outcome"], "interrupted", "{json:#}");
+    assert_eq!(json["last_failure"]["run"], 1, "{json:#}");
+    // Showing is all: the database still says running until the next run records it.
+    let stored: String = mirror
+        .db()
+        .query_row("SELECT outcome FROM runs WHERE id = 1", [], |r| r.get(0))
+        .expect("run 1");
+    assert_eq!(stored, "running");
+}
+
+fn last_failure_line(run: &BinRun) -> String {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("last failure: "))
+        .unwrap_or_else(|| panic!("no last failure line: {run:#?}"))
+        .to_owned()
+}
+
+async fn status_json_maybe(mirror: &Mirror) -> Option<serde_json::Value> {
+    let run = mirror.run_bin(&["status", "--json"]).await;
+    (run.code == Some(0))
+        .then(|| serde_json::from_str(&run.stdout).ok())
+        .flatten()
+}
+
+async fn status_json(mirror: &Mirror) -> serde_json::Value {
+    let run = mirror.run_bin(&["status", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
+}
+
+/// A directory made read-only for gomirror until dropped: as root (whom file modes do not
+/// stop) a read-only bind mount of it onto itself (EROFS), else mode 0555 (EACCES).
+struct ReadOnly {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl ReadOnly {
+    /// `None` after saying why, when root cannot mount here.
+    fn make(dir: &Path) -> Option<ReadOnly> {
+        if !crate::nginx::is_root() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+            return Some(ReadOnly {
+                dir: dir.to_owned(),
+                mounted: false,
+            });
+        }
+        let mount = |args: &[&str]| {
+            std::process::Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !mount(&["--bind"]) {
+            eprintln!("skipped: root, and `mount --bind` failed: file modes do not stop root");
+            return None;
+        }
+        let guard = ReadOnly {
+            dir: dir.to_owned(),
+            mounted: true,
+        };
+        if !mount(&["-o", "remount,bind,ro"]) {
+            eprintln!("skipped: root, and a read-only remount failed");
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        } else {
+            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
+        }
+    }
 }
