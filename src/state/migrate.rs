@@ -73,10 +73,7 @@ pub(crate) fn migrate(
     path: &Path,
     list: &[Migration],
 ) -> Result<(), StateError> {
-    let open_err = |cause| StateError::Open {
-        path: path.to_path_buf(),
-        cause,
-    };
+    let open_err = |cause| StateError::open(path.to_path_buf(), cause);
     conn.execute_batch(CREATE_SCHEMA_MIGRATIONS)
         .map_err(open_err)?;
     let known = list.last().map_or(0, |m| m.version);

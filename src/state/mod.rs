@@ -162,10 +162,7 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
             source,
         })?;
     }
-    let open_err = |cause| StateError::Open {
-        path: owned(),
-        cause,
-    };
+    let open_err = |cause| StateError::open(owned(), cause);
     let mut conn = Connection::open(path).map_err(open_err)?;
     configure(&conn).map_err(open_err)?;
     migrate::migrate(&mut conn, path, migrate::MIGRATIONS)?;

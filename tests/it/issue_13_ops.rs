@@ -292,3 +292,63 @@ impl Drop for ReadOnly {
         }
     }
 }
+
+/// `verify` checks a tree it may only read (a read-only mount, or another user's tree): it
+/// takes the run lock shared and read-only instead of creating and writing it.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_verify_works_on_a_read_only_tree() {
+    let upstream = small_upstream().await;
+    let mirror = Mirror::new(&upstream.url(), WATCH_A);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let verify = mirror.command(&["verify"]);
+    let tree = mirror.tree();
+    let Some(_read_only) = ReadOnly::make(&tree) else {
+        return;
+    };
+    let run = run_command(verify).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(
+        run.stderr, "gomirror: verify ok: 2 versions re-hashed, 0 problems\n",
+        "{run:#?}"
+    );
+    // A sync still cannot run there, and says where.
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains(&tree.display().to_string()), "{run:#?}");
+}
+
+/// A database gomirror may not write: the message names the file that cannot be written
+/// and why, not SQLite's "attempt to write a readonly database" or "unable to open database
+/// file". (`status` only reads, and works.)
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_read_only_database_is_named() {
+    let upstream = small_upstream().await;
+    let mirror = Mirror::new(&upstream.url(), WATCH_A);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let db = mirror.database();
+    let Some(_read_only) = ReadOnly::make(&db) else {
+        return;
+    };
+    let status = mirror.run_bin(&["status"]).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    let why = if crate::nginx::is_root() {
+        "Read-only file system (os error 30)" // a read-only bind mount of the file
+    } else {
+        "Permission denied (os error 13)" // mode 0555
+    };
+    let d = db.display();
+    let (start, end) = (
+        format!("gomirror: state {d}: "),
+        format!(": cannot write {d}: {why}\n"),
+    );
+    assert!(
+        run.stderr.starts_with(&start) && run.stderr.ends_with(&end),
+        "want {start:?}…{end:?}: {run:#?}"
+    );
+}
