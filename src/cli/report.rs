@@ -64,17 +64,23 @@ fn sync_extra(report: &Report) -> String {
 }
 
 /// `status`, as text or JSON.
-pub fn status(inputs: &metrics::Inputs, json: bool) -> io::Result<()> {
+pub fn status(
+    inputs: &metrics::Inputs,
+    textfile: Option<&metrics::TextfileStatus>,
+    json: bool,
+) -> io::Result<()> {
     let mut out = Stdout::lock();
     if json {
         let status = StatusJson {
             report: &inputs.status,
             tree: inputs.tree,
+            metrics_textfile: textfile,
         };
         return writeln!(out, "{}", to_json(&status)?);
     }
     print_status(&mut out, &inputs.status)?;
-    print_tree_and_runs(&mut out, inputs)
+    print_tree_and_runs(&mut out, inputs)?;
+    print_textfile(&mut out, textfile)
 }
 
 /// `status --json`: the state report with the tree's disk usage beside it.
@@ -83,6 +89,23 @@ struct StatusJson<'a> {
     #[serde(flatten)]
     report: &'a StatusReport,
     tree: TreeUsage,
+    /// Absent without `[metrics] textfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_textfile: Option<&'a metrics::TextfileStatus>,
+}
+
+/// `metrics textfile <path>: written <time>`, or `: missing`. See: #13
+fn print_textfile(
+    out: &mut impl Write,
+    textfile: Option<&metrics::TextfileStatus>,
+) -> io::Result<()> {
+    let Some(t) = textfile else {
+        return Ok(());
+    };
+    match &t.written_at {
+        Some(at) => writeln!(out, "metrics textfile {}: written {at}", t.path.display()),
+        None => writeln!(out, "metrics textfile {}: missing", t.path.display()),
+    }
 }
 
 fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Result<()> {

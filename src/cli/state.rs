@@ -30,7 +30,8 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     inputs
         .status
         .show_dead_runs(gomirror::lock::is_held(&db_lock));
-    report::status(&inputs, json).context("writing to stdout")?;
+    let textfile = metrics::textfile_status(&config);
+    report::status(&inputs, textfile.as_ref(), json).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
