@@ -1680,9 +1680,11 @@ watched = true
         );
         assert_eq!(
             expand_home("~/x", None),
-            Err("\"~/x\": $HOME is not set to an absolute path, so \"~\" cannot be \
+            Err(
+                "\"~/x\": $HOME is not set to an absolute path, so \"~\" cannot be \
                  expanded; write the full path"
-                .into())
+                    .into()
+            )
         );
         // Through the config: an absolute result does not join the config's directory.
         let Some(home) = std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) else {
@@ -1708,5 +1710,4 @@ watched = true
              between \">=v1.2.0\" and \"<v2\"; write \">=v1.2.0, <v2\""
         );
     }
-
 }

@@ -265,7 +265,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".gomirror.lock");
         let reader = RunLock::acquire_shared(&path).unwrap().expect("created");
-        let other = RunLock::acquire_shared(&path).unwrap().expect("readers share");
+        let other = RunLock::acquire_shared(&path)
+            .unwrap()
+            .expect("readers share");
         let run = RunLock::acquire(&path).expect_err("a run waits for readers");
         assert!(matches!(run, LockError::Held { .. }), "{run}");
         drop((reader, other));

@@ -38,9 +38,7 @@ pub fn init(format: LogFormat) {
         }
         // Escape codes are for a terminal; in a pipe or a file they are noise.
         // See: #13
-        LogFormat::Human | LogFormat::Auto => {
-            builder.with_ansi(io::stderr().is_terminal()).init()
-        }
+        LogFormat::Human | LogFormat::Auto => builder.with_ansi(io::stderr().is_terminal()).init(),
     }
 }
 

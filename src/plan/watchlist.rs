@@ -227,8 +227,13 @@ impl Selector {
         let Selector::Range(cs) = self else {
             return false;
         };
-        let lowers = cs.iter().filter(|c| matches!(c.op, Op::Ge | Op::Gt | Op::Eq));
-        let uppers = || cs.iter().filter(|c| matches!(c.op, Op::Le | Op::Lt | Op::Eq));
+        let lowers = cs
+            .iter()
+            .filter(|c| matches!(c.op, Op::Ge | Op::Gt | Op::Eq));
+        let uppers = || {
+            cs.iter()
+                .filter(|c| matches!(c.op, Op::Le | Op::Lt | Op::Eq))
+        };
         lowers.into_iter().any(|lo| {
             uppers().any(|hi| match semver::compare(&lo.operand, &hi.operand) {
                 Ordering::Greater => true,

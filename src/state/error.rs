@@ -173,10 +173,12 @@ fn read_only_cause(
     if need_dir {
         candidates.push(dir);
     }
-    candidates.into_iter().find_map(|file| match access(&file, Access::WRITE_OK) {
-        Err(e) if e != rustix::io::Errno::NOENT => Some((file, std::io::Error::from(e))),
-        _ => None,
-    })
+    candidates
+        .into_iter()
+        .find_map(|file| match access(&file, Access::WRITE_OK) {
+            Err(e) if e != rustix::io::Errno::NOENT => Some((file, std::io::Error::from(e))),
+            _ => None,
+        })
 }
 
 fn is_busy_error(err: &rusqlite::Error) -> bool {

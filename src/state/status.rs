@@ -303,9 +303,8 @@ fn last_failure(conn: &Connection) -> rusqlite::Result<Option<LastFailure>> {
     };
     const FAILING: &str = "FROM versions v JOIN modules m ON m.id = v.module_id
          WHERE v.last_run_id = ?1 AND v.status != 'published' AND v.last_error IS NOT NULL";
-    let versions_total = conn.query_row(&format!("SELECT COUNT(*) {FAILING}"), [run.0], |r| {
-        r.get(0)
-    })?;
+    let versions_total =
+        conn.query_row(&format!("SELECT COUNT(*) {FAILING}"), [run.0], |r| r.get(0))?;
     let versions = conn
         .prepare(&format!(
             "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at,

@@ -124,7 +124,10 @@ async fn issue_13_status_says_why_the_last_run_failed() {
     let text = mirror.run_bin(&["status"]).await;
     assert_eq!(text.code, Some(0), "{text:#?}");
     let line = last_failure_line(&text);
-    assert!(line.contains(": run #1 partial: example.com/q@v1.0.0: "), "{line}");
+    assert!(
+        line.contains(": run #1 partial: example.com/q@v1.0.0: "),
+        "{line}"
+    );
     assert!(line.ends_with("file is a symbolic link"), "{line}");
     let json = status_json(&mirror).await;
     let f = &json["last_failure"];
@@ -173,7 +176,9 @@ async fn issue_13_status_says_why_the_last_run_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_status_shows_a_killed_run_as_interrupted() {
     let upstream = small_upstream().await;
-    upstream.faults().set_latency(std::time::Duration::from_millis(800));
+    upstream
+        .faults()
+        .set_latency(std::time::Duration::from_millis(800));
     let mirror = Mirror::new(&upstream.url(), WATCH_A);
     let mut child = mirror
         .command(&["sync", "--no-progress"])
@@ -184,7 +189,10 @@ async fn issue_13_status_shows_a_killed_run_as_interrupted() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let json = status_json_maybe(&mirror).await;
-        if json.as_ref().is_some_and(|j| j["runs"][0]["outcome"] == "running") {
+        if json
+            .as_ref()
+            .is_some_and(|j| j["runs"][0]["outcome"] == "running")
+        {
             let j = json.expect("checked");
             assert_eq!(j["runs"][0]["pid"], pid, "{j:#}");
             assert_eq!(j["run_totals"]["running"], 1, "{j:#}");
@@ -200,14 +208,17 @@ async fn issue_13_status_shows_a_killed_run_as_interrupted() {
     let text = mirror.run_bin(&["status"]).await;
     assert_eq!(text.code, Some(0), "{text:#?}");
     assert!(
-        text.stdout.contains("runs: 0 ok, 0 partial, 0 failed, 1 interrupted, 0 running"),
+        text.stdout
+            .contains("runs: 0 ok, 0 partial, 0 failed, 1 interrupted, 0 running"),
         "{text:#?}"
     );
     assert!(text.stdout.contains("  #1     "), "{text:#?}");
     assert!(text.stdout.contains(" interrupted "), "{text:#?}");
     let line = last_failure_line(&text);
     assert!(
-        line.ends_with(": run #1 interrupted: the run was stopped, or its process died, before it ended"),
+        line.ends_with(
+            ": run #1 interrupted: the run was stopped, or its process died, before it ended"
+        ),
         "{line}"
     );
     let json = status_json(&mirror).await;

@@ -405,9 +405,10 @@ async fn issue_13_metrics_survive_an_unwritable_textfile() {
     let textfile = mirror.dir.path().join("blocker/gomirror.prom");
     let status = run_command(gomirror(&config, &["status"])).await;
     assert!(
-        status
-            .stdout
-            .contains(&format!("metrics textfile {}: missing\n", textfile.display())),
+        status.stdout.contains(&format!(
+            "metrics textfile {}: missing\n",
+            textfile.display()
+        )),
         "{status:#?}"
     );
     let (code, log) = daemon.stop(Duration::from_secs(30)).await;

@@ -366,7 +366,10 @@ async fn fall_through_clients_verify_what_the_mirror_lacks(test: &str, go: PathB
     let upstream = corpus_upstream().await;
     let db = SumdbServer::new(DB_NAME);
     db.pad(300);
-    assert!(db.add_module(&corpus_files(QUOTE)).is_some(), "hash {QUOTE}");
+    assert!(
+        db.add_module(&corpus_files(QUOTE)).is_some(),
+        "hash {QUOTE}"
+    );
     db.pad(1000);
     upstream.attach_sumdb(db.clone());
     let mut mirror = crate::harness::Mirror::new(&upstream.url(), &[("rsc.io/quote", "v1.5.2")]);
@@ -374,7 +377,10 @@ async fn fall_through_clients_verify_what_the_mirror_lacks(test: &str, go: PathB
     let sync = mirror.run_bin(&["sync", "--no-progress"]).await;
     assert_eq!(sync.code, Some(0), "{sync:#?}");
     let pinned = db.size();
-    assert!(db.add_module(&corpus_files(LACKED)).is_some(), "hash {LACKED}");
+    assert!(
+        db.add_module(&corpus_files(LACKED)).is_some(),
+        "hash {LACKED}"
+    );
     db.pad(300);
 
     let lacked_lookup = "lookup/rsc.io/fortune@v1.0.0";
@@ -397,7 +403,12 @@ async fn fall_through_clients_verify_what_the_mirror_lacks(test: &str, go: PathB
     let quote_zips = upstream.requests("/rsc.io/quote/@v/v1.5.2.zip");
     let supported = tile_requests(&upstream, "supported");
     let out = client.download(&[QUOTE, LACKED]).await;
-    assert!(out.status.success(), "{}\n{}", describe(&out), server.logs());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&out),
+        server.logs()
+    );
     for target in [QUOTE, LACKED] {
         let (path, version) = target.split_once('@').expect("path@version");
         let record = String::from_utf8(db.record(path, version).expect("record")).expect("utf-8");
@@ -410,11 +421,25 @@ async fn fall_through_clients_verify_what_the_mirror_lacks(test: &str, go: PathB
     }
     // The mirror's copy and lookup were used; what it lacks came through nginx.
     assert_eq!(upstream.requests("/rsc.io/quote/@v/v1.5.2.zip"), quote_zips);
-    assert_eq!(tile_requests(&upstream, "lookup/rsc.io/quote@"), 1, "the sync's only");
-    assert_eq!(tile_requests(&upstream, lacked_lookup), 1, "forwarded by nginx");
-    assert_eq!(tile_requests(&upstream, "supported"), supported, "go asked nginx only");
+    assert_eq!(
+        tile_requests(&upstream, "lookup/rsc.io/quote@"),
+        1,
+        "the sync's only"
+    );
+    assert_eq!(
+        tile_requests(&upstream, lacked_lookup),
+        1,
+        "forwarded by nginx"
+    );
+    assert_eq!(
+        tile_requests(&upstream, "supported"),
+        supported,
+        "go asked nginx only"
+    );
     // go now trusts the grown tree, proven consistent with the one the mirror pinned.
-    let latest = client.cached_latest(DB_NAME).expect("go stored the latest tree");
+    let latest = client
+        .cached_latest(DB_NAME)
+        .expect("go stored the latest tree");
     let size = db.size().to_string();
     assert!(
         String::from_utf8_lossy(&latest).contains(&format!("\n{size}\n")),
