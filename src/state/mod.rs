@@ -60,8 +60,8 @@ pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
-    LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts, StatusReport,
-    SumdbStatus, STATUS_PROBLEMS, STATUS_RUNS,
+    FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,
+    StatusReport, SumdbStatus, STATUS_PROBLEMS, STATUS_RUNS,
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
 pub use versions::{InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};

@@ -141,8 +141,13 @@ pub(crate) fn begin_run(conn: &mut Connection, pid: u32) -> rusqlite::Result<Run
     Ok(id)
 }
 
+/// How many failing versions a run keeps with their reasons (see
+/// `migrations/0007_run_error.sql`).
+pub const RUN_FAILURES_KEPT: usize = 5;
+
 pub(crate) fn finish_run(conn: &Connection, run: RunId, s: &RunSummary) -> rusqlite::Result<()> {
-    let changed = conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    let changed = tx.execute(
         "UPDATE runs SET ended_at = ?2, outcome = ?3, planned = ?4, published = ?5,
              skipped = ?6, quarantined = ?7, not_found = ?8, failed = ?9, bytes = ?10
          WHERE id = ?1",
@@ -165,7 +170,17 @@ pub(crate) fn finish_run(conn: &Connection, run: RunId, s: &RunSummary) -> rusql
             Some(format!("no run {run}")),
         ));
     }
-    Ok(())
+    // Copied now: a later run that retries a version overwrites its
+    // last_error, and `status` must still say why this run failed. See: #13
+    tx.execute(
+        "INSERT OR IGNORE INTO run_failures (run_id, path, version, status, reason)
+         SELECT ?1, m.path, v.version, v.status, v.last_error
+         FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.last_run_id = ?1 AND v.status != 'published' AND v.last_error IS NOT NULL
+         ORDER BY m.path, v.version LIMIT ?2",
+        (run.0, RUN_FAILURES_KEPT as i64),
+    )?;
+    tx.commit()
 }
 
 /// The `limit` most recent runs, newest first.

@@ -54,14 +54,21 @@ pub struct LastFailure {
     pub at: String,
     /// Why it could not proceed, the whole chain (a `failed` run).
     pub error: Option<String>,
-    /// Its planned versions that were not published and why (the first
-    /// [`STATUS_FAILURE_VERSIONS`]), and how many there are in all.
-    pub versions: Vec<Problem>,
+    /// Its planned versions that were not published and why, as the run
+    /// left them (the first `runs::RUN_FAILURES_KEPT`), and how many there were:
+    /// quarantined, not found and failed.
+    pub versions: Vec<FailedVersion>,
     pub versions_total: u64,
 }
 
-/// How many failing versions [`LastFailure`] lists.
-pub const STATUS_FAILURE_VERSIONS: usize = 5;
+/// A version a run could not publish, and why, as that run left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedVersion {
+    pub path: String,
+    pub version: String,
+    pub status: VersionStatus,
+    pub reason: String,
+}
 
 impl LastFailure {
     /// The cause in one line: the run's error, else its first failing
@@ -71,18 +78,19 @@ impl LastFailure {
             return e.clone();
         }
         if let Some(p) = self.versions.first() {
-            let reason = p.reason.as_deref().unwrap_or("no reason recorded");
             let more = match self.versions_total {
                 0 | 1 => String::new(),
                 n => format!(" (and {} more)", n - 1),
             };
-            return format!("{}@{}: {reason}{more}", p.path, p.version);
+            return format!("{}@{}: {}{more}", p.path, p.version, p.reason);
         }
         match self.outcome {
             RunOutcome::Interrupted => {
                 "the run was stopped, or its process died, before it ended".to_owned()
             }
-            _ => "some planned modules could not be listed upstream".to_owned(),
+            // A partial run with no failing version: a watched module could
+            // not be listed upstream (the run's summary line and log say which).
+            _ => "some watched modules could not be listed upstream".to_owned(),
         }
     }
 }
@@ -283,17 +291,18 @@ fn run_totals(conn: &Connection) -> rusqlite::Result<RunTotals> {
 fn last_failure(conn: &Connection) -> rusqlite::Result<Option<LastFailure>> {
     let run = conn
         .query_row(
-            "SELECT id, outcome, COALESCE(ended_at, started_at), error FROM runs
-             WHERE outcome IN ('failed', 'partial', 'interrupted')
+            "SELECT id, outcome, COALESCE(ended_at, started_at), error,
+                    quarantined + not_found + failed
+             FROM runs WHERE outcome IN ('failed', 'partial', 'interrupted')
              ORDER BY id DESC LIMIT 1",
             [],
             |r| {
                 let outcome: String = r.get(1)?;
-                Ok((RunId(r.get(0)?), outcome, r.get(2)?, r.get(3)?))
+                Ok((RunId(r.get(0)?), outcome, r.get(2)?, r.get(3)?, r.get(4)?))
             },
         )
         .optional()?;
-    let Some((run, outcome, at, error)) = run else {
+    let Some((run, outcome, at, error, versions_total)) = run else {
         return Ok(None);
     };
     let outcome = match outcome.as_str() {
@@ -301,25 +310,17 @@ fn last_failure(conn: &Connection) -> rusqlite::Result<Option<LastFailure>> {
         "partial" => RunOutcome::Partial,
         _ => RunOutcome::Interrupted,
     };
-    const FAILING: &str = "FROM versions v JOIN modules m ON m.id = v.module_id
-         WHERE v.last_run_id = ?1 AND v.status != 'published' AND v.last_error IS NOT NULL";
-    let versions_total =
-        conn.query_row(&format!("SELECT COUNT(*) {FAILING}"), [run.0], |r| r.get(0))?;
     let versions = conn
-        .prepare(&format!(
-            "SELECT m.path, v.version, v.status, v.last_error, v.attempts, v.updated_at,
-                    v.next_try_at {FAILING}
-             ORDER BY m.path, v.version LIMIT ?2"
-        ))?
-        .query_map((run.0, STATUS_FAILURE_VERSIONS as i64), |r| {
-            Ok(Problem {
+        .prepare(
+            "SELECT path, version, status, reason FROM run_failures
+             WHERE run_id = ?1 ORDER BY path, version",
+        )?
+        .query_map([run.0], |r| {
+            Ok(FailedVersion {
                 path: r.get(0)?,
                 version: r.get(1)?,
                 status: r.get(2)?,
                 reason: r.get(3)?,
-                attempts: r.get(4)?,
-                updated_at: r.get(5)?,
-                next_try_at: r.get(6)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -436,6 +437,46 @@ mod tests {
         let entries: Vec<&str> = r.rejections.iter().map(|x| x.entry.as_str()).collect();
         assert_eq!(entries, ["v1.2", "../../etc"]);
         assert_eq!(r.rejections[1].reason, "not a semantic version");
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_last_failure_keeps_its_reasons_after_a_retry() {
+        let mut conn = migrated();
+        let b = mv("b.example/m", "v0.2.0");
+        let summary = |outcome, failed| RunSummary {
+            outcome,
+            planned: 1,
+            failed,
+            ..RunSummary::default()
+        };
+        let first = begin_run(&mut conn, 7).unwrap();
+        mark_pending(&mut conn, first, std::slice::from_ref(&b)).unwrap();
+        let failed = OutcomeKind::Failed {
+            error: "b.example/m@v0.2.0: 503 Service Unavailable".into(),
+        };
+        record_outcomes(&mut conn, &[outcome("b.example/m", "v0.2.0", failed)]).unwrap();
+        finish_run(&conn, first, &summary(RunOutcome::Partial, 1)).unwrap();
+        // The next run retries it and publishes it: its row moves on.
+        let second = begin_run(&mut conn, 8).unwrap();
+        mark_pending(&mut conn, second, std::slice::from_ref(&b)).unwrap();
+        let published = OutcomeKind::Published(published_info(10));
+        record_outcomes(&mut conn, &[outcome("b.example/m", "v0.2.0", published)]).unwrap();
+        finish_run(&conn, second, &summary(RunOutcome::Ok, 0)).unwrap();
+
+        let r = status(&mut conn).unwrap();
+        let f = r.last_failure.expect("run 1 failed");
+        assert_eq!(
+            (f.run, f.outcome, f.versions_total),
+            (first, RunOutcome::Partial, 1)
+        );
+        assert_eq!(f.error, None);
+        assert_eq!(
+            f.cause(),
+            "b.example/m@v0.2.0: b.example/m@v0.2.0: 503 Service Unavailable"
+        );
+        assert_eq!(f.versions[0].status, VersionStatus::Failed);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 
     #[test]
