@@ -65,7 +65,8 @@ pub enum AuditError {
 /// Checks the whole tree; a finding is data, an error means it could not run.
 pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     let tree = Tree::new(&config.tree_dir);
-    let _lock = RunLock::acquire(&tree.lock_file())?;
+    // Shared and read-only: verify works on a read-only tree. See: #13
+    let _lock = RunLock::acquire_shared(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
     let db_name = config.sumdb.as_ref().map_or("", |s| s.name.as_str());
     let rows = store.published_records(db_name).await?;

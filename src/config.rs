@@ -451,15 +451,18 @@ impl Config {
         let src = Source::parse(text, path)?;
         let file = src.deserialize()?;
         let base = path.parent().unwrap_or(Path::new(""));
+        let tree_dir = src.dir(&["tree", "dir"], &file.tree.dir, DEFAULT_TREE_DIR, base)?;
+        let database = src.dir(
+            &["state", "database"],
+            &file.state.database,
+            DEFAULT_DATABASE,
+            base,
+        )?;
+        src.check_outside_tree(&["state", "database"], &database, &tree_dir)?;
         Ok(Config {
             upstreams: src.upstreams(&file.upstream, overrides)?,
-            tree_dir: src.dir(&["tree", "dir"], &file.tree.dir, DEFAULT_TREE_DIR, base)?,
-            database: src.dir(
-                &["state", "database"],
-                &file.state.database,
-                DEFAULT_DATABASE,
-                base,
-            )?,
+            tree_dir,
+            database,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
             projects: src.projects(&file.project, base)?,
@@ -603,11 +606,43 @@ impl<'a> Source<'a> {
         base: &Path,
     ) -> Result<PathBuf, ConfigError> {
         let value = value.as_deref().unwrap_or(default);
+        let at: Vec<Seg> = at.iter().map(|&k| k.into()).collect();
         if value.is_empty() {
-            let at: Vec<Seg> = at.iter().map(|&k| k.into()).collect();
             return Err(self.error(&at, "must not be empty"));
         }
-        Ok(base.join(value))
+        self.path(&at, value, base)
+    }
+
+    /// A path from the file: `~` and `~/…` expanded with `$HOME` as a shell would (else
+    /// `~/x` became a directory named `~`), relative paths resolved against `base`.
+    /// See: #13
+    fn path(&self, at: &[Seg], value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+        let home = std::env::var_os("HOME");
+        let expanded = expand_home(value, home.as_deref().map(Path::new))
+            .map_err(|reason| self.error(at, reason))?;
+        Ok(base.join(expanded))
+    }
+
+    /// The web server serves the whole tree, so a file inside it (the state database, with
+    /// every run's errors and the upstream list) would be served to anyone.
+    /// See: #13
+    fn check_outside_tree(
+        &self,
+        at: &[&str],
+        path: &Path,
+        tree_dir: &Path,
+    ) -> Result<(), ConfigError> {
+        if !is_inside(path, tree_dir) {
+            return Ok(());
+        }
+        let at: Vec<Seg> = at.iter().map(|&k| k.into()).collect();
+        let reason = format!(
+            "{} is inside [tree] dir {}, which the web server serves to clients; \
+             keep it outside the tree",
+            path.display(),
+            tree_dir.display()
+        );
+        Err(self.error(&at, reason))
     }
 
     /// `[fetch]`; a key not set keeps its value of [`FetchSettings::default`].
@@ -884,7 +919,7 @@ impl<'a> Source<'a> {
         } else if value.ends_with('/') || Path::new(value).file_name().is_none() {
             format!("{value:?}: must name a file")
         } else {
-            return Ok(base.join(value));
+            return self.path(&["metrics".into(), "textfile".into()], value, base);
         };
         Err(self.error(&["metrics".into(), "textfile".into()], reason))
     }
@@ -898,7 +933,17 @@ impl<'a> Source<'a> {
             let selectors = match &w.versions {
                 None => vec![Selector::parse("latest").expect("a valid selector")],
                 Some(file::Versions::Selector(s)) => {
-                    vec![Selector::parse(s).map_err(|e| self.error(&at("versions"), e))?]
+                    let selector = Selector::parse(s).map_err(|e| self.error(&at("versions"), e))?;
+                    if selector.is_empty_range() {
+                        // Valid, so not refused, but a range nothing satisfies is almost surely
+                        // a typo, and it would silently mirror nothing. See: #13
+                        let warning = self.error(
+                            &at("versions"),
+                            format!("range {s:?} selects no version; {module} is not mirrored"),
+                        );
+                        tracing::warn!("{warning}");
+                    }
+                    vec![selector]
                 }
                 Some(file::Versions::Exact(list)) if list.is_empty() => {
                     return Err(self.error(&at("versions"), "an empty list selects nothing"));
@@ -974,7 +1019,7 @@ impl Source<'_> {
             return Err(self.error(&at("key"), "must not be empty"));
         }
         Ok(Some(ExportSettings {
-            key: base.join(key),
+            key: self.path(&at("key"), key, base)?,
             source: f.source.clone(),
         }))
     }
@@ -1077,6 +1122,60 @@ impl Source<'_> {
 /// A cron expression as the `cron` crate reads it: six or seven fields,
 /// seconds first (`sec min hour day-of-month month day-of-week [year]`),
 /// that fires at least once more.
+/// `~` or `~/rest` → `home/rest`; `~user` is refused (gomirror does not look users up), as
+/// is `~` without a home.
+fn expand_home(value: &str, home: Option<&Path>) -> Result<PathBuf, String> {
+    let Some(rest) = value.strip_prefix('~') else {
+        return Ok(PathBuf::from(value));
+    };
+    let rest = match rest.strip_prefix('/') {
+        Some(rest) => rest,
+        None if rest.is_empty() => rest,
+        None => {
+            return Err(format!(
+                "{value:?}: \"~user\" is not expanded; write the full path"
+            ))
+        }
+    };
+    match home {
+        Some(home) if home.is_absolute() => Ok(home.join(rest)),
+        _ => Err(format!(
+            "{value:?}: $HOME is not set to an absolute path, so \"~\" cannot be expanded; \
+             write the full path"
+        )),
+    }
+}
+
+/// Whether `path` lies inside `dir`, comparing `.`/`..`-free forms and, where they exist,
+/// the real paths (a symlinked state directory pointing into the tree).
+fn is_inside(path: &Path, dir: &Path) -> bool {
+    if lexical(path).starts_with(lexical(dir)) {
+        return true;
+    }
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    let parent = path.parent().and_then(real);
+    match (parent, real(dir)) {
+        (Some(parent), Some(dir)) => parent.starts_with(dir),
+        _ => false,
+    }
+}
+
+/// `path` with `.` dropped and `..` applied to what precedes it.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn check_schedule(text: &str) -> Result<cron::Schedule, String> {
     let fields = text.split_whitespace().count();
     if fields == 5 {
@@ -1802,5 +1901,83 @@ watched = true
             let e = parse(text).expect_err(text).to_string();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_database_inside_the_tree_is_refused() {
+        // (file text, the whole message)
+        let cases = [
+            (
+                "[tree]\ndir = \"tree\"\n[state]\ndatabase = \"tree/state.db\"\n",
+                "mirror.toml:4: [state] database: tree/state.db is inside [tree] dir tree, \
+                 which the web server serves to clients; keep it outside the tree",
+            ),
+            (
+                "[tree]\ndir = \"./srv/../tree\"\n[state]\ndatabase = \"tree/./x/s.db\"\n",
+                "mirror.toml:4: [state] database: tree/./x/s.db is inside [tree] dir \
+                 ./srv/../tree, which the web server serves to clients; keep it outside the tree",
+            ),
+            (
+                "[tree]\ndir = \".\"\n",
+                "mirror.toml: [state] database: state/gomirror.db is inside [tree] dir ., \
+                 which the web server serves to clients; keep it outside the tree",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.to_string(), want, "{text}");
+        }
+        for ok in [
+            "[tree]\ndir = \"tree\"\n[state]\ndatabase = \"treehouse.db\"\n",
+            "[tree]\ndir = \"srv/tree\"\n[state]\ndatabase = \"srv/state.db\"\n",
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_home_is_expanded_in_paths() {
+        let home = Some(Path::new("/home/op"));
+        assert_eq!(expand_home("~/x", home), Ok("/home/op/x".into()));
+        assert_eq!(expand_home("~", home), Ok("/home/op".into()));
+        assert_eq!(expand_home("x/~", home), Ok("x/~".into()));
+        assert_eq!(expand_home("/srv/x", home), Ok("/srv/x".into()));
+        assert_eq!(
+            expand_home("~op/x", home),
+            Err("\"~op/x\": \"~user\" is not expanded; write the full path".into())
+        );
+        assert_eq!(
+            expand_home("~/x", None),
+            Err(
+                "\"~/x\": $HOME is not set to an absolute path, so \"~\" cannot be \
+                 expanded; write the full path"
+                    .into()
+            )
+        );
+        // Through the config: an absolute result does not join the config's directory.
+        let Some(home) = std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) else {
+            return;
+        };
+        let cfg = parse("[tree]\ndir = \"~/gomirror-tree\"\n").expect("valid");
+        assert_eq!(cfg.tree_dir, Path::new(&home).join("gomirror-tree"));
+        let err = parse("[tree]\ndir = \"~root/t\"\n").expect_err("~user");
+        assert_eq!(
+            err.to_string(),
+            "mirror.toml:2: [tree] dir: \"~root/t\": \"~user\" is not expanded; write the full path"
+        );
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_missing_comma_in_a_range_is_named() {
+        let err = parse("[[watch]]\nmodule = \"rsc.io/quote\"\nversions = \">=v1.2.0 <v2\"\n")
+            .expect_err("missing comma");
+        assert_eq!(
+            err.to_string(),
+            "mirror.toml:3: [[watch]] #1 versions: range \">=v1.2.0 <v2\": a comma is missing \
+             between \">=v1.2.0\" and \"<v2\"; write \">=v1.2.0, <v2\""
+        );
     }
 }

@@ -266,10 +266,17 @@ async fn start_listener(
 }
 
 /// Gathers metrics into `latest` and the textfile; a failure is logged,
-/// never fatal: the mirror matters more than its metrics.
+/// never fatal: the mirror matters more than its metrics. A textfile that
+/// cannot be written leaves `/metrics` current (and counts the failure in
+/// `gomirror_metrics_textfile_errors_total`). See: #13
 async fn publish_metrics(config: &Config, latest: &Latest, last_run: Option<LastRun>) {
     match metrics::after_run(config, last_run, Some(&latest.daemon)).await {
-        Ok(inputs) => latest.set(inputs),
+        Ok(done) => {
+            latest.set(done.inputs);
+            if let Err(e) = done.textfile {
+                warn!("metrics textfile not written: {}", chain(&e));
+            }
+        }
         Err(e) => warn!("metrics not updated: {}", chain(&e)),
     }
 }

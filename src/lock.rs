@@ -101,10 +101,92 @@ impl RunLock {
         })
     }
 
+    /// Takes the lock shared, for a reader that must not see a run halfway (`verify`):
+    /// readers go together, none while a run holds it, and a run cannot start meanwhile.
+    /// The file is opened read-only, so this works on a read-only tree. If it does not
+    /// exist and cannot be created (a read-only tree), no run holds it: a run creates it
+    /// before anything else. Then this returns `None` and the reader goes on unlocked.
+    /// See: #13
+    pub fn acquire_shared(lock_path: &Path) -> Result<Option<RunLock>, LockError> {
+        let io_err = |op| {
+            move |source| LockError::Io {
+                path: lock_path.to_path_buf(),
+                op,
+                source,
+            }
+        };
+        let mut file = match File::open(lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(lock_path)
+                {
+                    Ok(f) => f,
+                    Err(e) if is_unwritable(&e) => return Ok(None),
+                    Err(e) => return Err(io_err("open")(e)),
+                }
+            }
+            Err(e) => return Err(io_err("open")(e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(RunLock {
+                _file: file,
+                path: lock_path.to_path_buf(),
+            })),
+            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+                path: lock_path.to_path_buf(),
+                pid: read_pid(&mut file),
+            }),
+            Err(TryLockError::Error(source)) => Err(io_err("lock")(source)),
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether some process holds the run lock at `lock_path`, as the kernel lists it in
+/// `/proc/locks`; `None` where that cannot be told (no `/proc/locks`, the file unreadable).
+/// A missing lock file is not held.
+///
+/// This only looks: taking the lock, even shared and for an instant, would make a sync
+/// starting in that instant fail with "another gomirror run holds …". `status` uses it to
+/// show a run whose process died as interrupted. See: #13
+pub fn is_held(lock_path: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(lock_path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF` (fs/locks.c lock_get_status);
+    // a waiter's line has `->` after the number and names the same file.
+    Some(locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK") && fields.contains(&want.as_str())
+    }))
+}
+
+/// Whether creating a file failed because the directory takes no writes.
+fn is_unwritable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// Replaces the file's content with `pid\n`, in one write.
@@ -174,6 +256,54 @@ mod tests {
         let _held = RunLock::acquire(&path).unwrap();
         let content = std::fs::read_to_string(&path).unwrap();
         assert_eq!(content, format!("{}\n", std::process::id()));
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_shared_lock_excludes_runs_not_readers() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".gomirror.lock");
+        let reader = RunLock::acquire_shared(&path).unwrap().expect("created");
+        let other = RunLock::acquire_shared(&path)
+            .unwrap()
+            .expect("readers share");
+        let run = RunLock::acquire(&path).expect_err("a run waits for readers");
+        assert!(matches!(run, LockError::Held { .. }), "{run}");
+        drop((reader, other));
+        let run = RunLock::acquire(&path).unwrap();
+        let reader = RunLock::acquire_shared(&path).expect_err("a reader waits for a run");
+        assert_eq!(
+            reader.to_string(),
+            format!(
+                "another gomirror run holds {} (pid {})",
+                path.display(),
+                std::process::id()
+            )
+        );
+        drop(run);
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_is_held_sees_the_lock_without_taking_it() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db.lock");
+        assert_eq!(is_held(&path), Some(false), "no file");
+        let held = RunLock::acquire(&path).unwrap();
+        if !Path::new("/proc/locks").exists() {
+            assert_eq!(is_held(&path), None);
+            return;
+        }
+        assert_eq!(is_held(&path), Some(true));
+        // Looking did not take it: the holder still has it, nobody else can.
+        assert!(matches!(
+            RunLock::acquire(&path),
+            Err(LockError::Held { .. })
+        ));
+        drop(held);
+        assert_eq!(is_held(&path), Some(false), "released");
     }
 
     #[test]

@@ -106,22 +106,66 @@ pub struct DaemonCounters {
     pub skipped_ticks: AtomicU64,
     /// SIGHUPs whose config did not load (the old one was kept).
     pub reload_failures: AtomicU64,
+    /// Times the textfile could not be written (`/metrics` went on).
+    pub textfile_errors: AtomicU64,
+}
+
+/// What [`after_run`] gathered, and whether the textfile took it. The two
+/// outputs are independent: a textfile that cannot be written (its
+/// directory unwritable, a full disk) must not keep `/metrics` at 503.
+/// See: #13
+#[derive(Debug)]
+pub struct AfterRun {
+    pub inputs: Inputs,
+    /// `Ok` also when no textfile is configured.
+    pub textfile: Result<(), MetricsError>,
 }
 
 /// After a run: reads `config`'s database and tree and, if `[metrics]
-/// textfile` is set, rewrites it. Returns what it read, for `/metrics`.
+/// textfile` is set, rewrites it. Returns what it read, for `/metrics`, even
+/// when the textfile failed (counted in `daemon`'s `textfile_errors`).
 pub async fn after_run(
     config: &Config,
     last_run: Option<LastRun>,
     daemon: Option<&DaemonCounters>,
-) -> Result<Inputs, MetricsError> {
+) -> Result<AfterRun, MetricsError> {
     let store = Store::open(&config.database).await?;
     let inputs = gather(&store, &config.tree_dir, last_run).await?;
+    let mut textfile = Ok(());
     if let Some(path) = config.metrics.textfile.clone() {
         let text = render(&inputs, daemon);
-        crate::error::blocking("textfile write", move || write_textfile(&path, &text)).await??;
+        textfile = crate::error::blocking("textfile write", move || write_textfile(&path, &text))
+            .await
+            .map_err(MetricsError::from)
+            .and_then(|written| written);
+        if let (Err(_), Some(d)) = (&textfile, daemon) {
+            d.textfile_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    Ok(inputs)
+    Ok(AfterRun { inputs, textfile })
+}
+
+/// The `[metrics] textfile` as `status` shows it: when it was last replaced,
+/// so a textfile that stopped being written (see the daemon's log and
+/// `gomirror_metrics_textfile_errors_total`) shows its age. See: #13
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextfileStatus {
+    pub path: PathBuf,
+    /// RFC 3339; `None` if the file is missing or unreadable.
+    pub written_at: Option<String>,
+}
+
+/// [`TextfileStatus`] of `config`'s textfile, if one is configured.
+pub fn textfile_status(config: &Config) -> Option<TextfileStatus> {
+    let path = config.metrics.textfile.clone()?;
+    let written_at = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+    Some(TextfileStatus { path, written_at })
 }
 
 /// Reads the database and measures `tree_dir`.
@@ -342,6 +386,11 @@ fn render_daemon(x: &mut Exposition, d: &DaemonCounters) {
         "gomirror_daemon_config_reload_failures_total",
         "SIGHUP reloads that kept the old config.",
         d.reload_failures.load(Ordering::Relaxed),
+    );
+    x.counter(
+        "gomirror_metrics_textfile_errors_total",
+        "Times the [metrics] textfile could not be written.",
+        d.textfile_errors.load(Ordering::Relaxed),
     );
 }
 
@@ -587,9 +636,17 @@ fn escape_label(v: &str) -> String {
 
 /// Replaces `path` with `text`: a temporary file in the same directory
 /// (named so the textfile collector, which reads `*.prom`, skips it),
-/// fsync, rename, fsync the directory. The directory must exist: it
-/// belongs to node_exporter.
+/// fsync, rename, fsync the directory. A missing directory is created, as
+/// the state database's is (node_exporter may start after gomirror's first
+/// run, and its directory is not ours to require). See: #13
 pub fn write_textfile(path: &Path, text: &str) -> Result<(), MetricsError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| MetricsError::Textfile {
+            op: "create directory",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
     crate::files::replace_durably(path, text.as_bytes(), ".gomirror-metrics.tmp-").map_err(|e| {
         MetricsError::Textfile {
             op: e.op,
@@ -676,6 +733,7 @@ mod tests {
             exports: Vec::new(),
             imports: Vec::new(),
             upstreams: Vec::new(),
+            last_failure: None,
         }
     }
 
@@ -747,11 +805,15 @@ mod tests {
         assert_eq!(names, ["gomirror.prom"]);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644, "node_exporter runs as its own user");
-        let err = write_textfile(&dir.path().join("absent/x.prom"), "").unwrap_err();
+        // A missing directory is created (see: #13); a file in its place is an error.
+        write_textfile(&dir.path().join("absent/deeper/x.prom"), "a 3\n").unwrap();
+        let x = std::fs::read_to_string(dir.path().join("absent/deeper/x.prom")).unwrap();
+        assert_eq!(x, "a 3\n");
+        let err = write_textfile(&path.join("x.prom"), "").unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
-                "metrics textfile {}: create temporary file beside",
-                dir.path().join("absent/x.prom").display()
+                "metrics textfile {}: create directory",
+                path.join("x.prom").display()
             )),
             "{err}"
         );

@@ -1,8 +1,10 @@
 //! Log setup: tracing to stderr as human text, JSON, or journal lines.
 //! `--log-format auto` picks human on a terminal, journal when stderr is
-//! systemd's journal, JSON otherwise.
+//! systemd's journal, JSON otherwise. Colour only on a terminal. A log line
+//! that cannot be written (stderr closed, `gomirror sync 2>&1 | head`) is
+//! dropped, never a panic.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 
 use super::args::LogFormat;
 
@@ -19,7 +21,7 @@ pub fn init(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter(io::stderr()));
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Journal => {
@@ -34,7 +36,27 @@ pub fn init(format: LogFormat) {
                 .event_format(JournalFormat(plain))
                 .init()
         }
-        LogFormat::Human | LogFormat::Auto => builder.init(),
+        // Escape codes are for a terminal; in a pipe or a file they are noise.
+        // See: #13
+        LogFormat::Human | LogFormat::Auto => builder.with_ansi(io::stderr().is_terminal()).init(),
+    }
+}
+
+/// stderr for log lines, on which every write error is swallowed. There is
+/// nowhere left to report it: tracing-subscriber would `eprint!` it, and
+/// `eprint!` panics when stderr itself is what failed, killing whichever
+/// thread logged (a closed pipe once killed the state thread mid-run).
+/// See: #13
+struct LogWriter(io::Stderr);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.0.write(buf).unwrap_or(buf.len()))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
     }
 }
 

@@ -77,17 +77,23 @@ fn feed_problems(f: &gomirror::sync::FeedReport) -> String {
 }
 
 /// `status`, as text or JSON.
-pub fn status(inputs: &metrics::Inputs, json: bool) -> io::Result<()> {
+pub fn status(
+    inputs: &metrics::Inputs,
+    textfile: Option<&metrics::TextfileStatus>,
+    json: bool,
+) -> io::Result<()> {
     let mut out = Stdout::lock();
     if json {
         let status = StatusJson {
             report: &inputs.status,
             tree: inputs.tree,
+            metrics_textfile: textfile,
         };
         return writeln!(out, "{}", to_json(&status)?);
     }
     print_status(&mut out, &inputs.status)?;
-    print_tree_and_runs(&mut out, inputs)
+    print_tree_and_runs(&mut out, inputs)?;
+    print_textfile(&mut out, textfile)
 }
 
 /// `status --json`: the state report with the tree's disk usage beside it.
@@ -96,6 +102,23 @@ struct StatusJson<'a> {
     #[serde(flatten)]
     report: &'a StatusReport,
     tree: TreeUsage,
+    /// Absent without `[metrics] textfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_textfile: Option<&'a metrics::TextfileStatus>,
+}
+
+/// `metrics textfile <path>: written <time>`, or `: missing`. See: #13
+fn print_textfile(
+    out: &mut impl Write,
+    textfile: Option<&metrics::TextfileStatus>,
+) -> io::Result<()> {
+    let Some(t) = textfile else {
+        return Ok(());
+    };
+    match &t.written_at {
+        Some(at) => writeln!(out, "metrics textfile {}: written {at}", t.path.display()),
+        None => writeln!(out, "metrics textfile {}: missing", t.path.display()),
+    }
 }
 
 fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Result<()> {
@@ -116,6 +139,23 @@ fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Re
         "last ok run ended {}; last completed run ended {}",
         t.last_ok_at.as_deref().unwrap_or("never"),
         t.last_completed_at.as_deref().unwrap_or("never")
+    )?;
+    print_last_failure(out, &inputs.status)
+}
+
+/// `last failure: <time>: run #N <outcome>: <cause>`, the newest run that did not end ok.
+/// See: #13
+fn print_last_failure(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    let Some(f) = &r.last_failure else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "last failure: {}: run #{} {}: {}",
+        f.at,
+        f.run,
+        f.outcome.as_str(),
+        f.cause()
     )
 }
 

@@ -25,8 +25,13 @@ pub async fn existing_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = existing_store(&config).await?;
     // The same numbers the metrics show: both come from metrics::gather.
-    let inputs = metrics::gather(&store, &config.tree_dir, None).await?;
-    report::status(&inputs, json).context("writing to stdout")?;
+    let mut inputs = metrics::gather(&store, &config.tree_dir, None).await?;
+    let db_lock = gomirror::lock::db_lock_path(&config.database);
+    inputs
+        .status
+        .show_dead_runs(gomirror::lock::is_held(&db_lock));
+    let textfile = metrics::textfile_status(&config);
+    report::status(&inputs, textfile.as_ref(), json).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

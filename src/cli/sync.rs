@@ -31,8 +31,13 @@ pub async fn once(
     bar.finish();
     if config.metrics.textfile.is_some() {
         let last_run = result.as_ref().ok().map(LastRun::of);
-        if let Err(e) = metrics::after_run(&config, last_run, None).await {
-            tracing::warn!("metrics not written: {}", Chain(&e));
+        match metrics::after_run(&config, last_run, None).await {
+            Ok(done) => {
+                if let Err(e) = done.textfile {
+                    tracing::warn!("metrics textfile not written: {}", Chain(&e));
+                }
+            }
+            Err(e) => tracing::warn!("metrics not written: {}", Chain(&e)),
         }
     }
     let report = result?;

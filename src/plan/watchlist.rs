@@ -176,6 +176,19 @@ fn parse_constraint(c: &str, range: &str) -> Result<Constraint, String> {
     .ok_or_else(|| {
         format!("range {range:?}: constraint {c:?} must start with >=, >, <=, < or =")
     })?;
+    // `">=v1.2.0 <v2"`: two constraints where one was written.
+    // See: #13
+    if let Some((first, next)) = rest.split_once(char::is_whitespace) {
+        let next = next.trim_start();
+        if next.starts_with(['<', '>', '=']) {
+            let op_text = &c[..c.len() - rest.len()];
+            let first = format!("{}{first}", op_text.trim_end());
+            return Err(format!(
+                "range {range:?}: a comma is missing between {first:?} and {next:?}; \
+                 write \"{first}, {next}\""
+            ));
+        }
+    }
     if !semver::is_valid(rest) {
         return Err(format!(
             "range {range:?}: {rest:?} is not a Go semantic version (want e.g. v1.2.3, v1.2 or v2)"
@@ -204,6 +217,30 @@ impl Constraint {
             Op::Lt => ord == Ordering::Less,
             Op::Eq => ord == Ordering::Equal,
         }
+    }
+}
+
+impl Selector {
+    /// Whether this is a range no version can satisfy (`>=v1.5.0, <v1.5.0`): its highest
+    /// lower bound lies above its lowest upper bound, or meets it where either excludes it.
+    pub fn is_empty_range(&self) -> bool {
+        let Selector::Range(cs) = self else {
+            return false;
+        };
+        let lowers = cs
+            .iter()
+            .filter(|c| matches!(c.op, Op::Ge | Op::Gt | Op::Eq));
+        let uppers = || {
+            cs.iter()
+                .filter(|c| matches!(c.op, Op::Le | Op::Lt | Op::Eq))
+        };
+        lowers.into_iter().any(|lo| {
+            uppers().any(|hi| match semver::compare(&lo.operand, &hi.operand) {
+                Ordering::Greater => true,
+                Ordering::Equal => matches!(lo.op, Op::Gt) || matches!(hi.op, Op::Lt),
+                Ordering::Less => false,
+            })
+        })
     }
 }
 
@@ -346,10 +383,40 @@ mod tests {
                 "\">=v1.2, <v1.3\" for every v1.2.x, or \"=v1.2.0\"",
             ),
             ("!=v1.2.3", "expected \"latest\""),
+            // See: #13
+            (
+                ">=v1.2.0 <v2",
+                "a comma is missing between \">=v1.2.0\" and \"<v2\"; write \">=v1.2.0, <v2\"",
+            ),
+            (
+                "> v1.2.0   <=v1.3.0",
+                "a comma is missing between \">v1.2.0\" and \"<=v1.3.0\"",
+            ),
         ];
         for (input, want) in cases {
             let err = Selector::parse(input).expect_err(input);
             assert!(err.contains(want), "{input:?}: got {err:?}, want {want:?}");
+        }
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_empty_ranges_are_recognised() {
+        let cases = [
+            (">=v1.5.0, <v1.5.0", true),
+            (">v1.5.0, <=v1.5.0", true),
+            (">=v2, <v1.9.0", true),
+            ("=v1.2.0, >v1.2.0", true),
+            ("=v1.2.0, =v1.3.0", true),
+            (">=v1.5.0, <=v1.5.0", false),
+            (">=v1.2.0, <v2", false),
+            ("=v1.2.0", false),
+            (">=v1.0.0", false),
+            ("all", false),
+        ];
+        for (input, empty) in cases {
+            let sel = Selector::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(sel.is_empty_range(), empty, "{input:?}");
         }
     }
 

@@ -64,6 +64,20 @@ pub enum StateError {
         cause: rusqlite::Error,
     },
 
+    /// SQLite could not write (or open) the database, and the reason is that
+    /// this user cannot write `file` (the database, its `-wal`/`-shm`, or the
+    /// directory they are created in) or it is on a read-only file system.
+    /// SQLite's own words ("unable to open database file", "attempt to write a
+    /// readonly database") name neither. See: #13
+    #[error("state {}: {op}: cannot write {}", .path.display(), .file.display())]
+    ReadOnly {
+        path: PathBuf,
+        op: &'static str,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The state thread could not be started.
     #[error("state {}: start state thread", .path.display())]
     Spawn {
@@ -80,10 +94,32 @@ pub enum StateError {
 impl StateError {
     /// Wraps a failure of `op`, sorting busy/locked into [`StateError::Busy`].
     pub(crate) fn sqlite(path: PathBuf, op: &'static str, cause: rusqlite::Error) -> Self {
+        if let Some((file, source)) = read_only_cause(&path, &cause) {
+            return StateError::ReadOnly {
+                path,
+                op,
+                file,
+                source,
+            };
+        }
         if is_busy_error(&cause) {
             StateError::Busy { path, op, cause }
         } else {
             StateError::Sqlite { path, op, cause }
+        }
+    }
+
+    /// Opening or configuring the database failed, sorting "cannot write" into
+    /// [`StateError::ReadOnly`].
+    pub(crate) fn open(path: PathBuf, cause: rusqlite::Error) -> Self {
+        match read_only_cause(&path, &cause) {
+            Some((file, source)) => StateError::ReadOnly {
+                path,
+                op: "open",
+                file,
+                source,
+            },
+            None => StateError::Open { path, cause },
         }
     }
 
@@ -99,6 +135,50 @@ impl StateError {
             _ => false,
         }
     }
+}
+
+/// For a SQLite "read-only" or "cannot open" failure: the first of the
+/// database, its `-wal` and `-shm` (where they exist) and its directory (where
+/// they do not, for creating them) this process may not write, and why.
+fn read_only_cause(
+    path: &std::path::Path,
+    err: &rusqlite::Error,
+) -> Option<(PathBuf, std::io::Error)> {
+    use rustix::fs::{access, Access};
+    let code = err.sqlite_error_code()?;
+    if !matches!(
+        code,
+        rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen
+    ) {
+        return None;
+    }
+    let sibling = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut candidates = vec![path.to_owned()];
+    let mut need_dir = false;
+    for extra in [sibling("-wal"), sibling("-shm")] {
+        if extra.exists() {
+            candidates.push(extra);
+        } else {
+            need_dir = true;
+        }
+    }
+    if need_dir {
+        candidates.push(dir);
+    }
+    candidates
+        .into_iter()
+        .find_map(|file| match access(&file, Access::WRITE_OK) {
+            Err(e) if e != rustix::io::Errno::NOENT => Some((file, std::io::Error::from(e))),
+            _ => None,
+        })
 }
 
 fn is_busy_error(err: &rusqlite::Error) -> bool {

@@ -80,6 +80,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0009_export_pending.sql"),
         before: None,
     },
+    Migration {
+        version: 10,
+        name: "run_error",
+        sql: include_str!("../../migrations/0010_run_error.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
@@ -143,10 +149,7 @@ pub(crate) fn migrate(
     path: &Path,
     list: &[Migration],
 ) -> Result<(), StateError> {
-    let open_err = |cause| StateError::Open {
-        path: path.to_path_buf(),
-        cause,
-    };
+    let open_err = |cause| StateError::open(path.to_path_buf(), cause);
     conn.execute_batch(CREATE_SCHEMA_MIGRATIONS)
         .map_err(open_err)?;
     let known = list.last().map_or(0, |m| m.version);

@@ -61,8 +61,8 @@ pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
-    Problem, RejectedEntry, Rejection, RunTotals, StatusCounts, StatusReport, SumdbStatus,
-    STATUS_PROBLEMS, STATUS_RUNS,
+    FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,
+    StatusReport, SumdbStatus, STATUS_PROBLEMS, STATUS_RUNS,
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
 pub use versions::{
@@ -165,10 +165,7 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
             source,
         })?;
     }
-    let open_err = |cause| StateError::Open {
-        path: owned(),
-        cause,
-    };
+    let open_err = |cause| StateError::open(owned(), cause);
     let mut conn = Connection::open(path).map_err(open_err)?;
     configure(&conn).map_err(open_err)?;
     migrate::migrate(&mut conn, path, migrate::MIGRATIONS)?;

@@ -87,6 +87,8 @@ pub struct RunRecord {
     pub ended_at: Option<String>,
     #[serde(flatten)]
     pub summary: RunSummary,
+    /// Why a `failed` run could not proceed: its whole error chain.
+    pub error: Option<String>,
 }
 
 impl Store {
@@ -96,6 +98,21 @@ impl Store {
     pub async fn begin_run(&self) -> Result<RunId, StateError> {
         let pid = std::process::id();
         self.call_as("begin run", move |c| begin_run(c, pid)).await
+    }
+
+    /// Records why `run` could not proceed, `error`'s whole chain, for `status`. Called
+    /// before [`Store::finish_run`] marks it `failed`.
+    pub async fn record_run_error(
+        &self,
+        run: RunId,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Result<(), StateError> {
+        let text = crate::error::chain(error);
+        self.call_as("record run error", move |c| {
+            c.execute("UPDATE runs SET error = ?2 WHERE id = ?1", (run.0, text))
+                .map(drop)
+        })
+        .await
     }
 
     /// Records how `run` ended.
@@ -124,8 +141,13 @@ pub(crate) fn begin_run(conn: &mut Connection, pid: u32) -> rusqlite::Result<Run
     Ok(id)
 }
 
+/// How many failing versions a run keeps with their reasons (see
+/// `migrations/0007_run_error.sql`).
+pub const RUN_FAILURES_KEPT: usize = 5;
+
 pub(crate) fn finish_run(conn: &Connection, run: RunId, s: &RunSummary) -> rusqlite::Result<()> {
-    let changed = conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    let changed = tx.execute(
         "UPDATE runs SET ended_at = ?2, outcome = ?3, planned = ?4, published = ?5,
              skipped = ?6, quarantined = ?7, not_found = ?8, failed = ?9, bytes = ?10
          WHERE id = ?1",
@@ -148,14 +170,24 @@ pub(crate) fn finish_run(conn: &Connection, run: RunId, s: &RunSummary) -> rusql
             Some(format!("no run {run}")),
         ));
     }
-    Ok(())
+    // Copied now: a later run that retries a version overwrites its
+    // last_error, and `status` must still say why this run failed. See: #13
+    tx.execute(
+        "INSERT OR IGNORE INTO run_failures (run_id, path, version, status, reason)
+         SELECT ?1, m.path, v.version, v.status, v.last_error
+         FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.last_run_id = ?1 AND v.status != 'published' AND v.last_error IS NOT NULL
+         ORDER BY m.path, v.version LIMIT ?2",
+        (run.0, RUN_FAILURES_KEPT as i64),
+    )?;
+    tx.commit()
 }
 
 /// The `limit` most recent runs, newest first.
 pub(crate) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecord>> {
     conn.prepare(
         "SELECT id, pid, started_at, ended_at, outcome, planned, published, skipped,
-                quarantined, not_found, failed, bytes
+                quarantined, not_found, failed, bytes, error
          FROM runs ORDER BY id DESC LIMIT ?1",
     )?
     .query_map([limit as i64], run_record)?
@@ -186,6 +218,7 @@ fn run_record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
             failed: r.get(10)?,
             bytes: r.get(11)?,
         },
+        error: r.get(12)?,
     })
 }
 

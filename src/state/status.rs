@@ -1,12 +1,12 @@
 //! `StatusReport`: what `gomirror status` (and `--json`) shows, read in one
 //! transaction so the numbers agree with each other.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::exports::{recent_exports, ExportRecord, STATUS_EXPORTS};
 use super::feed::{cursor, FeedCursor};
-use super::runs::{recent_runs, RunId, RunRecord};
+use super::runs::{recent_runs, RunId, RunOutcome, RunRecord};
 use super::versions::VersionStatus;
 use super::{StateError, Store};
 
@@ -42,6 +42,91 @@ pub struct StatusReport {
     pub imports: Vec<super::imports::ImportRecord>,
     /// Requests and failures per upstream, over all runs. See: #13.
     pub upstreams: Vec<crate::fetch::UpstreamHealth>,
+    /// The newest run that did not end `ok`, and why.
+    pub last_failure: Option<LastFailure>,
+}
+
+/// The newest run that failed, finished partial, or was interrupted, and why: what
+/// `status` shows as "last failure: <time>: <cause>".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastFailure {
+    pub run: RunId,
+    pub outcome: RunOutcome,
+    /// When it ended; when it started if nobody saw it end.
+    pub at: String,
+    /// Why it could not proceed, the whole chain (a `failed` run).
+    pub error: Option<String>,
+    /// Its planned versions that were not published and why, as the run
+    /// left them (the first `runs::RUN_FAILURES_KEPT`), and how many there were:
+    /// quarantined, not found and failed.
+    pub versions: Vec<FailedVersion>,
+    pub versions_total: u64,
+}
+
+/// A version a run could not publish, and why, as that run left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedVersion {
+    pub path: String,
+    pub version: String,
+    pub status: VersionStatus,
+    pub reason: String,
+}
+
+impl LastFailure {
+    /// The cause in one line: the run's error, else its first failing
+    /// version's reason, else what an interrupted run means.
+    pub fn cause(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        if let Some(p) = self.versions.first() {
+            let more = match self.versions_total {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return format!("{}@{}: {}{more}", p.path, p.version, p.reason);
+        }
+        match self.outcome {
+            RunOutcome::Interrupted => {
+                "the run was stopped, or its process died, before it ended".to_owned()
+            }
+            // A partial run with no failing version: a watched module could
+            // not be listed upstream (the run's summary line and log say which).
+            _ => "some watched modules could not be listed upstream".to_owned(),
+        }
+    }
+}
+
+impl StatusReport {
+    /// Shows runs still `running` whose process is gone as `interrupted`. The
+    /// run lock (flock) is free exactly when no process holds it: the kernel
+    /// releases it when its holder dies. `lock_is_held` is
+    /// [`crate::lock::is_held`] of the database's lock; when it cannot tell
+    /// (`None`), or the lock is held, nothing changes. The database is not
+    /// written (status may run read-only): the next run records it.
+    /// See: #13
+    pub fn show_dead_runs(&mut self, lock_is_held: Option<bool>) {
+        if lock_is_held != Some(false) {
+            return;
+        }
+        for run in &mut self.runs {
+            if run.summary.outcome == RunOutcome::Running {
+                run.summary.outcome = RunOutcome::Interrupted;
+                self.run_totals.running = self.run_totals.running.saturating_sub(1);
+                self.run_totals.interrupted += 1;
+                if self.last_failure.as_ref().is_none_or(|f| f.run < run.id) {
+                    self.last_failure = Some(LastFailure {
+                        run: run.id,
+                        outcome: RunOutcome::Interrupted,
+                        at: run.started_at.clone(),
+                        error: None,
+                        versions: Vec::new(),
+                        versions_total: 0,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// What this mirror knows of one checksum database.
@@ -157,6 +242,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         exports: recent_exports(&tx, STATUS_EXPORTS)?,
         imports: super::imports::recent_imports(&tx, STATUS_RUNS)?,
         upstreams: super::upstreams::upstream_health(&tx)?,
+        last_failure: last_failure(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -206,6 +292,52 @@ fn run_totals(conn: &Connection) -> rusqlite::Result<RunTotals> {
     t.last_ok_at = last_ended("'ok'")?;
     t.last_completed_at = last_ended("'ok', 'partial'")?;
     Ok(t)
+}
+
+fn last_failure(conn: &Connection) -> rusqlite::Result<Option<LastFailure>> {
+    let run = conn
+        .query_row(
+            "SELECT id, outcome, COALESCE(ended_at, started_at), error,
+                    quarantined + not_found + failed
+             FROM runs WHERE outcome IN ('failed', 'partial', 'interrupted')
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                let outcome: String = r.get(1)?;
+                Ok((RunId(r.get(0)?), outcome, r.get(2)?, r.get(3)?, r.get(4)?))
+            },
+        )
+        .optional()?;
+    let Some((run, outcome, at, error, versions_total)) = run else {
+        return Ok(None);
+    };
+    let outcome = match outcome.as_str() {
+        "failed" => RunOutcome::Failed,
+        "partial" => RunOutcome::Partial,
+        _ => RunOutcome::Interrupted,
+    };
+    let versions = conn
+        .prepare(
+            "SELECT path, version, status, reason FROM run_failures
+             WHERE run_id = ?1 ORDER BY path, version",
+        )?
+        .query_map([run.0], |r| {
+            Ok(FailedVersion {
+                path: r.get(0)?,
+                version: r.get(1)?,
+                status: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(LastFailure {
+        run,
+        outcome,
+        at,
+        error,
+        versions,
+        versions_total,
+    }))
 }
 
 fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Problem>> {
@@ -311,6 +443,46 @@ mod tests {
         let entries: Vec<&str> = r.rejections.iter().map(|x| x.entry.as_str()).collect();
         assert_eq!(entries, ["v1.2", "../../etc"]);
         assert_eq!(r.rejections[1].reason, "not a semantic version");
+    }
+
+    // See: #13
+    #[test]
+    fn issue_13_last_failure_keeps_its_reasons_after_a_retry() {
+        let mut conn = migrated();
+        let b = mv("b.example/m", "v0.2.0");
+        let summary = |outcome, failed| RunSummary {
+            outcome,
+            planned: 1,
+            failed,
+            ..RunSummary::default()
+        };
+        let first = begin_run(&mut conn, 7).unwrap();
+        mark_pending(&mut conn, first, std::slice::from_ref(&b)).unwrap();
+        let failed = OutcomeKind::Failed {
+            error: "b.example/m@v0.2.0: 503 Service Unavailable".into(),
+        };
+        record_outcomes(&mut conn, &[outcome("b.example/m", "v0.2.0", failed)]).unwrap();
+        finish_run(&conn, first, &summary(RunOutcome::Partial, 1)).unwrap();
+        // The next run retries it and publishes it: its row moves on.
+        let second = begin_run(&mut conn, 8).unwrap();
+        mark_pending(&mut conn, second, std::slice::from_ref(&b)).unwrap();
+        let published = OutcomeKind::Published(published_info(10));
+        record_outcomes(&mut conn, &[outcome("b.example/m", "v0.2.0", published)]).unwrap();
+        finish_run(&conn, second, &summary(RunOutcome::Ok, 0)).unwrap();
+
+        let r = status(&mut conn).unwrap();
+        let f = r.last_failure.expect("run 1 failed");
+        assert_eq!(
+            (f.run, f.outcome, f.versions_total),
+            (first, RunOutcome::Partial, 1)
+        );
+        assert_eq!(f.error, None);
+        assert_eq!(
+            f.cause(),
+            "b.example/m@v0.2.0: b.example/m@v0.2.0: 503 Service Unavailable"
+        );
+        assert_eq!(f.versions[0].status, VersionStatus::Failed);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 
     #[test]

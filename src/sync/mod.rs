@@ -240,6 +240,9 @@ pub async fn run_with(
     store
         .record_upstream_health(ctx.client.upstream_health())
         .await?;
+    if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
+        store.record_run_error(run_id, e).await?;
+    }
     store.finish_run(run_id, &tally.summary).await?;
     result?;
     if let Some(e) = tally.stopped {

@@ -461,6 +461,68 @@ async fn nginx_serves_only_protocol_files() {
     }
 }
 
+/// The shipped block serves only GOPROXY and checksum-database paths: a state database, its
+/// journal, a metrics file or anything else someone put in the tree is 404, never its
+/// content, and a directory is 404, never 403 (go falls through only on 404 and 410).
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_nginx_answers_404_for_everything_else() {
+    let test = "e2e::issue_13_nginx_answers_404_for_everything_else";
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let tree = tempfile::tempdir().expect("temp dir");
+    let secret: &[u8] = b"SQLite format 3\0secret";
+    write_tree(
+        tree.path(),
+        &[
+            ("example.com/m/@v/list", b"v1.0.0\n"),
+            ("sumdb/sum.example.test/supported", b""),
+            ("state.db", secret),
+            ("state.db-wal", secret),
+            ("state/gomirror.db", secret),
+            ("gomirror.prom", secret),
+            ("example.com/m/@v/notes.txt", secret),
+            ("example.com/m/README", secret),
+            ("sumdb/sum.example.test/other", secret),
+            (".gomirror.lock", secret),
+            (".git/config", secret),
+            ("example.com/m/@v/.tmp-1.zip", secret),
+        ],
+    );
+    std::fs::create_dir_all(tree.path().join("emptydir")).expect("mkdir");
+    let server = Nginx::start(&nginx, tree.path(), Workers::SameUser);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    for rel in ["example.com/m/@v/list", "sumdb/sum.example.test/supported"] {
+        let resp = get(&client, &server, rel).await;
+        assert_eq!(resp.status, 200, "/{rel}: {resp:?}\n{}", server.logs());
+    }
+    for rel in [
+        "state.db",
+        "state.db-wal",
+        "state/gomirror.db",
+        "state/",
+        "gomirror.prom",
+        "example.com/m/@v/notes.txt",
+        "example.com/m/README",
+        "sumdb/sum.example.test/other",
+        ".gomirror.lock",
+        ".git/config",
+        "example.com/m/@v/.tmp-1.zip",
+        "emptydir",
+        "emptydir/",
+        "example.com/",
+        "",
+    ] {
+        let resp = get(&client, &server, rel).await;
+        assert_eq!(resp.status, 404, "/{rel}: {resp:?}");
+        assert!(!resp.body.starts_with(b"SQLite"), "/{rel}: served the file");
+    }
+}
+
 /// Writes `files` (tree-relative path, content) under `root`.
 fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
     for (rel, body) in files {

@@ -16,6 +16,7 @@ mod harness;
 mod hostile;
 mod issue_13_bundles;
 mod issue_13_feed;
+mod issue_13_ops;
 mod metrics;
 mod nginx;
 mod selftest;

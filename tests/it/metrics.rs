@@ -356,3 +356,77 @@ async fn daemon_exits_2_when_the_metrics_address_is_taken() {
         "no run started"
     );
 }
+
+/// A textfile that cannot be written (its directory's place taken by a file) no longer
+/// keeps `/metrics` at 503: the listener serves every run, counting the failed writes in
+/// `gomirror_metrics_textfile_errors_total`; the log says why; `status` shows the textfile
+/// missing. A textfile whose directory is merely missing gets it created.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_metrics_survive_an_unwritable_textfile() {
+    let (_upstream, mirror) = partial_mirror().await;
+    std::fs::write(mirror.dir.path().join("blocker"), "a file, not a directory").expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let extra = format!(
+        "[daemon]\nschedule = \"*/10 * * * * *\"\n\
+         [metrics]\ntextfile = \"blocker/gomirror.prom\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = daemon_config(&mirror, &extra);
+    let daemon = Daemon::start(&config);
+    let finished = "SELECT COUNT(*) FROM runs WHERE outcome != 'running'";
+    wait_for(&mirror, "a finished run", finished, 1).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
+        let resp = client.get(&url).send().await.expect("GET /metrics");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        if status == 200 && text.contains("gomirror_last_run_timestamp_seconds") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/metrics never showed the run: {status}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let parsed = parse(&scrape);
+    check_against_database(&parsed, &mirror);
+    // Once at start, then after each run.
+    let errors = get(&parsed, "gomirror_metrics_textfile_errors_total", None);
+    assert!(errors >= 2.0, "{scrape}");
+    let textfile = mirror.dir.path().join("blocker/gomirror.prom");
+    let status = run_command(gomirror(&config, &["status"])).await;
+    assert!(
+        status.stdout.contains(&format!(
+            "metrics textfile {}: missing\n",
+            textfile.display()
+        )),
+        "{status:#?}"
+    );
+    let (code, log) = daemon.stop(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{log}");
+    let want = format!(
+        "metrics textfile not written: metrics textfile {}: create directory: ",
+        textfile.display()
+    );
+    assert!(log.contains(&want), "want {want:?} in:\n{log}");
+
+    // A missing directory is created, as the state database's is.
+    let config = daemon_config(&mirror, "[metrics]\ntextfile = \"new/dir/gomirror.prom\"\n");
+    let run = run_command(gomirror(&config, &["sync", "--no-progress"])).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let written = mirror.dir.path().join("new/dir/gomirror.prom");
+    let text = std::fs::read_to_string(&written).expect("textfile written");
+    assert!(text.contains("gomirror_versions"), "{text}");
+    let status = run_command(gomirror(&config, &["status"])).await;
+    let line = format!("metrics textfile {}: written ", written.display());
+    assert!(status.stdout.contains(&line), "{status:#?}");
+}

@@ -61,6 +61,12 @@ pub enum Misses<'a> {
     /// uncommented), proxying to this `http://host:port` instead of
     /// proxy.golang.org.
     FallThrough(&'a str),
+    /// The block's checksum-database fall-through enabled (its `#sumdb~ `
+    /// lines uncommented), answering lookups and tiles the tree lacks from
+    /// this database base, `http://host:port/path` (the test database is
+    /// served under the upstream's `/sumdb/<name>`, where the real one is at
+    /// the root of its host).
+    SumdbFallThrough(&'a str),
 }
 
 /// A running nginx; dropping it stops nginx and waits for it.
@@ -168,6 +174,21 @@ impl Drop for Nginx {
     }
 }
 
+/// An enabled checksum-database fall-through line, with the database replaced by the
+/// test's `http://host:port/path`: `path` goes before what the shipped `rewrite` keeps.
+fn sumdb_fall_through_line(line: &str, db: &str) -> String {
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let rest = db.trim_start_matches("http://").trim_end_matches('/');
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["proxy_pass", _] => format!("{indent}proxy_pass http://{host};"),
+        ["proxy_set_header", "Host", _] => format!("{indent}proxy_set_header Host {host};"),
+        ["rewrite", from, "/$1", "break;"] => format!("{indent}rewrite {from} /{path}/$1 break;"),
+        ["rewrite", ..] => panic!("unexpected rewrite in the shipped block: {line}"),
+        _ => line.to_string(),
+    }
+}
+
 /// An enabled fall-through line, with the upstream replaced by the test's.
 fn fall_through_line(line: &str, upstream: &str) -> String {
     let indent = &line[..line.len() - line.trim_start().len()];
@@ -220,6 +241,8 @@ fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers, misses: Mis
 
 /// The fall-through lines of the shipped block, commented out with this prefix.
 const OPTIONAL: &str = "#~ ";
+/// The checksum-database fall-through lines, commented out with this prefix.
+const OPTIONAL_SUMDB: &str = "#sumdb~ ";
 
 /// `nginx/gomirror.conf` with its `listen` and `root` lines replaced and,
 /// for [`Misses::FallThrough`], its optional lines enabled and pointed at
@@ -232,12 +255,19 @@ pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
         .lines()
         .map(|line| {
             let indent = &line[..line.len() - line.trim_start().len()];
-            let line = match (misses, line.trim_start().strip_prefix(OPTIONAL)) {
+            let trimmed = line.trim_start();
+            let line = match (misses, trimmed.strip_prefix(OPTIONAL)) {
                 (Misses::FallThrough(upstream), Some(enabled)) => {
                     optional += 1;
                     fall_through_line(&format!("{indent}{enabled}"), upstream)
                 }
-                _ => line.to_string(),
+                _ => match (misses, trimmed.strip_prefix(OPTIONAL_SUMDB)) {
+                    (Misses::SumdbFallThrough(db), Some(enabled)) => {
+                        optional += 1;
+                        sumdb_fall_through_line(&format!("{indent}{enabled}"), db)
+                    }
+                    _ => line.to_string(),
+                },
             };
             let first = line.split_whitespace().next().unwrap_or("");
             match first {
@@ -253,10 +283,10 @@ pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
             }
         })
         .collect();
-    if let Misses::FallThrough(_) = misses {
+    if misses != Misses::NotFound {
         assert!(
             optional > 0,
-            "{} has no {OPTIONAL:?} lines to enable",
+            "{} has no {misses:?} lines to enable",
             path.display()
         );
     }

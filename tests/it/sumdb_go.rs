@@ -29,6 +29,7 @@ use gomirror::verify::sumdb::tlog::stored_hash_index;
 use gomirror::verify::sumdb::TILE_HEIGHT;
 
 use crate::harness::corpus_upstream;
+use crate::nginx::{Misses, Nginx, Workers};
 use crate::sumdb::SumdbServer;
 use crate::tools::{find_go_119, need};
 use crate::upstream::{ModuleFiles, Upstream};
@@ -334,6 +335,135 @@ async fn go_detects_a_forked_log() {
         assert!(text.contains(want), "want {want:?} in:\n{text}");
     }
     assert_eq!(fork.lookups_of("rsc.io/QUOTE"), 1);
+}
+
+// ---- clients that fall through to another proxy, through the shipped nginx block ----
+
+/// A module the fall-through test's mirror does not have; its record enters the database
+/// after the mirror's sync, so the database grew past the tree head the mirror pinned.
+const LACKED: &str = "rsc.io/fortune@v1.0.0";
+
+/// The corpus version `target` (`path@version`) as the upstream serves it.
+fn corpus_files(target: &str) -> ModuleFiles {
+    crate::corpus::load_go_corpus()
+        .into_iter()
+        .map(ModuleFiles::from)
+        .find(|m| format!("{}@{}", m.path, m.version) == target)
+        .unwrap_or_else(|| panic!("corpus has {target}"))
+}
+
+/// `GOPROXY=<mirror's nginx>,<upstream>`, as README suggests: `go` downloads a module the
+/// mirror has and one it lacks, and checks both against the database. The mirror serves
+/// `supported`, so every lookup goes to nginx. As shipped, the lacked module's lookup is 404
+/// and `go` fails (what users measured); with the block's checksum-database fall-through
+/// enabled, nginx answers it and the tiles of the grown tree from the database, and `go`
+/// verifies both, never asking the upstream proxy about the database.
+// See: #13
+async fn fall_through_clients_verify_what_the_mirror_lacks(test: &str, go: PathBuf) {
+    let Some(nginx) = need(test, "nginx", crate::nginx::find_nginx()) else {
+        return;
+    };
+    let upstream = corpus_upstream().await;
+    let db = SumdbServer::new(DB_NAME);
+    db.pad(300);
+    assert!(
+        db.add_module(&corpus_files(QUOTE)).is_some(),
+        "hash {QUOTE}"
+    );
+    db.pad(1000);
+    upstream.attach_sumdb(db.clone());
+    let mut mirror = crate::harness::Mirror::new(&upstream.url(), &[("rsc.io/quote", "v1.5.2")]);
+    mirror.sumdb = format!("key = \"{}\"\n", db.vkey());
+    let sync = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(sync.code, Some(0), "{sync:#?}");
+    let pinned = db.size();
+    assert!(
+        db.add_module(&corpus_files(LACKED)).is_some(),
+        "hash {LACKED}"
+    );
+    db.pad(300);
+
+    let lacked_lookup = "lookup/rsc.io/fortune@v1.0.0";
+    {
+        let server = Nginx::start(&nginx, &mirror.tree(), Workers::SameUser);
+        let proxies = format!("{},{}", server.url(), upstream.url());
+        let client = GoClient::with_proxy(go.clone(), &proxies, db.vkey());
+        let out = client.download(&[QUOTE, LACKED]).await;
+        assert!(!out.status.success(), "{}", describe(&out));
+        let text = describe(&out);
+        let want = format!("/sumdb/{DB_NAME}/{lacked_lookup}: 404 Not Found");
+        assert!(text.contains(&want), "want {want:?} in:\n{text}");
+    }
+
+    let base = format!("{}/sumdb/{DB_NAME}", upstream.url());
+    let misses = Misses::SumdbFallThrough(&base);
+    let server = Nginx::start_with(&nginx, &mirror.tree(), Workers::SameUser, misses);
+    let proxies = format!("{},{}", server.url(), upstream.url());
+    let client = GoClient::with_proxy(go, &proxies, db.vkey());
+    let quote_zips = upstream.requests("/rsc.io/quote/@v/v1.5.2.zip");
+    let supported = tile_requests(&upstream, "supported");
+    let out = client.download(&[QUOTE, LACKED]).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&out),
+        server.logs()
+    );
+    for target in [QUOTE, LACKED] {
+        let (path, version) = target.split_once('@').expect("path@version");
+        let record = String::from_utf8(db.record(path, version).expect("record")).expect("utf-8");
+        let (sum, go_mod_sum) = sums(&out, path);
+        assert_eq!(
+            record,
+            format!("{path} {version} {sum}\n{path} {version}/go.mod {go_mod_sum}\n"),
+            "{target}"
+        );
+    }
+    // The mirror's copy and lookup were used; what it lacks came through nginx.
+    assert_eq!(upstream.requests("/rsc.io/quote/@v/v1.5.2.zip"), quote_zips);
+    assert_eq!(
+        tile_requests(&upstream, "lookup/rsc.io/quote@"),
+        1,
+        "the sync's only"
+    );
+    assert_eq!(
+        tile_requests(&upstream, lacked_lookup),
+        1,
+        "forwarded by nginx"
+    );
+    assert_eq!(
+        tile_requests(&upstream, "supported"),
+        supported,
+        "go asked nginx only"
+    );
+    // go now trusts the grown tree, proven consistent with the one the mirror pinned.
+    let latest = client
+        .cached_latest(DB_NAME)
+        .expect("go stored the latest tree");
+    let size = db.size().to_string();
+    assert!(
+        String::from_utf8_lossy(&latest).contains(&format!("\n{size}\n")),
+        "want size {size} (pinned {pinned}) in {:?}",
+        String::from_utf8_lossy(&latest)
+    );
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_fall_through_clients_verify_through_nginx() {
+    let test = "sumdb_go::issue_13_fall_through_clients_verify_through_nginx";
+    if let Some(go) = go_or_skip(test) {
+        fall_through_clients_verify_what_the_mirror_lacks(test, go).await;
+    }
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_fall_through_clients_verify_through_nginx_current_go() {
+    let test = "sumdb_go::issue_13_fall_through_clients_verify_through_nginx_current_go";
+    if let Some(go) = need(test, "current go", crate::tools::find_go_current()) {
+        fall_through_clients_verify_what_the_mirror_lacks(test, go).await;
+    }
 }
 
 fn quote_files() -> ModuleFiles {
