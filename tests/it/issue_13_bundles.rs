@@ -277,8 +277,11 @@ async fn issue_13_a_hostile_bundle_is_refused_before_its_manifest_is_held() {
         )),
         "{stderr}"
     );
+    // About 32 MiB on a quiet machine; up to ~66 MiB under a loaded test run, when the
+    // decompressing reader gets ahead of the hasher by its bounded buffers. Holding the
+    // manifest would take more than its 128 MiB.
     assert!(
-        max_rss_kib < 64 << 10,
+        max_rss_kib < 100 << 10,
         "peak RSS {max_rss_kib} KiB: the 128 MiB manifest was held"
     );
 
