@@ -86,8 +86,8 @@ pub enum Command {
         #[arg(long)]
         plan_only: bool,
     },
-    /// Put failed versions back to pending, with their attempts reset; the
-    /// next sync fetches them.
+    /// Put failed and quarantined versions back to pending, with their
+    /// attempts reset; the next sync fetches them.
     Retry {
         /// Only modules matching these comma-separated globs (Go path.Match
         /// on leading path elements, as GONOSUMDB); all when omitted.

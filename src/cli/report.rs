@@ -51,6 +51,12 @@ fn sync_extra(report: &Report) -> String {
     if !report.rejected.is_empty() {
         extra += &format!(", {} upstream entries rejected", report.rejected.len());
     }
+    if report.kept_out > 0 {
+        extra += &format!(
+            ", {} quarantined versions kept out until `gomirror retry`",
+            report.kept_out
+        );
+    }
     if report.fetch.retries > 0 {
         extra += &format!(", {} requests retried", report.fetch.retries);
     }
@@ -130,9 +136,15 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
         v.published,
         HumanBytes(r.published_bytes)
     )?;
+    // See: #13 — a quarantined version is not fetched again by itself.
+    let held = if v.quarantined > 0 {
+        " (kept out until `gomirror retry`)"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "pending {}, quarantined {}, not found {}, failed {}",
+        "pending {}, quarantined {}{held}, not found {}, failed {}",
         v.pending, v.quarantined, v.not_found, v.failed
     )?;
     if let Some(f) = &r.feed {
@@ -286,7 +298,7 @@ pub fn retry(back: &[ModVer], pattern: Option<&str>) -> io::Result<()> {
     drop(out);
     let which = pattern.map_or_else(String::new, |p| format!(" matching {p:?}"));
     note!(
-        "retry: {} failed versions{which} back to pending; the next sync fetches them",
+        "retry: {} failed or quarantined versions{which} back to pending; the next sync fetches them",
         back.len()
     );
     Ok(())

@@ -43,7 +43,7 @@ pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `gomirror retry [pattern]`: failed versions back to pending.
+/// `gomirror retry [pattern]`: failed and quarantined versions back to pending.
 pub async fn retry(config: Config, pattern: Option<String>) -> anyhow::Result<ExitCode> {
     if let Some(p) = &pattern {
         gomirror::plan::rules::check_globs(p).map_err(|e| anyhow::anyhow!("retry: {e}"))?;

@@ -2,8 +2,11 @@
 //! `pending`, and what each fetch ended as.
 //!
 //! Status moves `pending` → `published` | `quarantined` | `not_found` |
-//! `failed`, and anything but `published` may go back to `pending` when a
-//! later plan retries it. `published` is final: a published file never
+//! `failed`, and anything but `published` and `quarantined` may go back to
+//! `pending` when a later plan retries it. A quarantined version stays out
+//! until the operator runs `gomirror retry` (`retry_failed`): upstream
+//! served bytes that failed verification once, and fetching them again on
+//! every run only repeats the alarm (see: #13). `published` is final: a published file never
 //! changes (STYLE.md §5), so every statement here skips published rows in its
 //! `WHERE`, and the `versions_published_immutable` trigger (0001_init.sql)
 //! stops any other writer.
@@ -130,8 +133,26 @@ impl Store {
         .await
     }
 
+    /// The quarantined versions of `paths`: kept out of every plan until
+    /// `gomirror retry`.
+    pub async fn quarantined_set(
+        &self,
+        paths: &[ModulePath],
+    ) -> Result<HashSet<ModVer>, StateError> {
+        let paths = paths.to_vec();
+        self.call_as("quarantined set", move |c| {
+            let all = version_statuses(c, &paths)?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, s)| *s == VersionStatus::Quarantined)
+                .map(|(mv, _)| mv)
+                .collect())
+        })
+        .await
+    }
+
     /// Marks `versions` `pending` for `run`, in one transaction. Published
-    /// versions are left alone. Returns how many rows were marked.
+    /// and quarantined versions are left alone. Returns how many rows were marked.
     pub async fn mark_pending(&self, run: RunId, versions: &[ModVer]) -> Result<usize, StateError> {
         let versions = versions.to_vec();
         self.call_as("mark pending", move |c| mark_pending(c, run, &versions))
@@ -195,7 +216,7 @@ pub(crate) fn mark_pending(
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = 'pending', updated_at = excluded.updated_at,
                  last_run_id = excluded.last_run_id, next_try_at = NULL
-             WHERE versions.status != 'published'",
+             WHERE versions.status NOT IN ('published', 'quarantined')",
         )?;
         for mv in items {
             let module = modules.get(&tx, &mv.path, &now)?;

@@ -43,7 +43,8 @@ use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::{self, watchlist::Selector, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
 use crate::state::{
-    Origin, OutcomeKind, RetryPolicy, RunId, RunOutcome, RunSummary, StateError, Store,
+    Origin, OutcomeKind, RejectedEntry, RetryPolicy, RunId, RunOutcome, RunSummary, StateError,
+    Store,
 };
 use crate::verify;
 use crate::verify::sumdb::client::{Record, SumdbError};
@@ -109,6 +110,9 @@ pub struct Report {
     pub feed: Option<FeedReport>,
     /// The run planned (and recorded the plan as pending) but fetched nothing.
     pub plan_only: bool,
+    /// Selected versions left out because they are quarantined: they stay
+    /// out until `gomirror retry`.
+    pub kept_out: u64,
 }
 
 /// How a run goes beyond its config.
@@ -258,6 +262,7 @@ pub async fn run_with(
         seconds: started.elapsed().as_secs_f64(),
         feed: tally.feed,
         plan_only: options.plan_only,
+        kept_out: tally.kept_out,
     })
 }
 
@@ -271,6 +276,8 @@ struct Tally {
     /// checksum database's log forked, a version task panicked.
     stopped: Option<SyncError>,
     feed: Option<FeedReport>,
+    /// Selected versions left out because they are quarantined.
+    kept_out: u64,
 }
 
 impl Tally {
@@ -312,7 +319,12 @@ async fn run_stages(
         .chain(resumed.iter().map(|(mv, _)| mv.path.clone()))
         .chain(feed_new.iter().map(|mv| mv.path.clone()));
     let published = published_versions(ctx, paths).await?;
-    let selected = plan_watchlist(ctx, config, &watch, tally).await?;
+    let selected = keep_out_quarantined(
+        ctx,
+        plan_watchlist(ctx, config, &watch, tally).await?,
+        tally,
+    )
+    .await?;
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
     let feed_jobs: HashSet<ModVer> = resumed
         .iter()
@@ -474,6 +486,38 @@ fn published_keys(published: &Published) -> HashSet<ModVer> {
         .collect()
 }
 
+/// Drops the quarantined versions from the watchlist's selection: they
+/// stay out until `gomirror retry` puts them back to pending. (The feed and
+/// resumed work never name them: those plan only pending rows.)
+// See: #13
+async fn keep_out_quarantined(
+    ctx: &Arc<Ctx>,
+    selected: Vec<ModVer>,
+    tally: &mut Tally,
+) -> Result<Vec<ModVer>, SyncError> {
+    if selected.is_empty() {
+        return Ok(selected);
+    }
+    let paths: Vec<ModulePath> = selected
+        .iter()
+        .map(|mv| mv.path.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let quarantined = ctx.store.quarantined_set(&paths).await?;
+    let (held, kept): (Vec<ModVer>, Vec<ModVer>) = selected
+        .into_iter()
+        .partition(|mv| quarantined.contains(mv));
+    if !held.is_empty() {
+        info!(
+            versions = held.len(),
+            "quarantined versions kept out until `gomirror retry`"
+        );
+    }
+    tally.kept_out = held.len() as u64;
+    Ok(kept)
+}
+
 /// Resolves `entries` against upstream, concurrently. A module that cannot
 /// be listed is a plan error (exit 1), not a fatal one. With the feed on,
 /// the modules listed are recorded, for their refresh interval.
@@ -495,15 +539,21 @@ async fn plan_watchlist(
         .await;
     let mut selected = Vec::new();
     let mut listed = Vec::new();
-    for (module, r) in resolved {
-        match r {
-            Ok((versions, rejected)) => {
+    let mut rejections = Vec::new();
+    for (module, Resolved { versions, rejected }) in resolved {
+        for r in &rejected {
+            warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
+            rejections.push(RejectedEntry {
+                module: r.module.clone(),
+                entry: r.version.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+        tally.rejected.extend(rejected);
+        match versions {
+            Ok(versions) => {
                 selected.extend(versions);
                 listed.push(module.clone());
-                for r in &rejected {
-                    warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
-                }
-                tally.rejected.extend(rejected);
             }
             Err(e) => {
                 warn!("{e}");
@@ -511,30 +561,51 @@ async fn plan_watchlist(
             }
         }
     }
+    // Stored like the feed's, so `status` shows them (see: #13).
+    if !rejections.is_empty() {
+        ctx.store.record_rejections(ctx.run_id, &rejections).await?;
+    }
     if config.feed.enabled && !listed.is_empty() {
         ctx.store.mark_listed(&listed).await?;
     }
     Ok(selected)
 }
 
+/// What one watch entry resolved to upstream.
+struct Resolved {
+    /// The versions it selects, or why it could not be listed.
+    versions: Result<Vec<ModVer>, String>,
+    /// What upstream listed that can never be mirrored, kept even when the
+    /// module could not be listed (a bad `@latest` is the only answer).
+    rejected: Vec<Rejected>,
+}
+
 /// The versions one watch entry selects, and what upstream listed that
 /// can never be mirrored.
-async fn resolve(
+async fn resolve(ctx: &Ctx, module: &ModulePath, selector: &Selector) -> Resolved {
+    let mut rejected = Vec::new();
+    let versions = select(ctx, module, selector, &mut rejected).await;
+    Resolved { versions, rejected }
+}
+
+async fn select(
     ctx: &Ctx,
     module: &ModulePath,
     selector: &Selector,
-) -> Result<(Vec<ModVer>, Vec<Rejected>), String> {
+    rejected: &mut Vec<Rejected>,
+) -> Result<Vec<ModVer>, String> {
     if let Selector::Exact(v) = selector {
         // Named exactly: no listing needed; `.info` will say if it exists.
         return ModVer::new(module.clone(), v.clone())
-            .map(|mv| (vec![mv], vec![]))
+            .map(|mv| vec![mv])
             .map_err(|e| e.to_string());
     }
     let list = ctx
         .get_optional(&layout::list_rel(module), MAX_LIST)
         .await?;
-    let (tagged, mut rejected) =
+    let (tagged, list_rejected) =
         list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
+    rejected.extend(list_rejected);
     let mut listing = Listing {
         tagged,
         latest: None,
@@ -557,11 +628,10 @@ async fn resolve(
             "{module}: not found upstream (no @v/list versions, no @latest)"
         ));
     }
-    let mvs = versions
+    Ok(versions
         .into_iter()
         .filter_map(|v| ModVer::new(module.clone(), v).ok())
-        .collect();
-    Ok((mvs, rejected))
+        .collect())
 }
 
 /// `@v/list` holds one short line per version; 16 MiB is far beyond any

@@ -12,6 +12,7 @@ mod feed;
 mod h1;
 mod harness;
 mod hostile;
+mod issue_13_verify;
 mod metrics;
 mod nginx;
 mod selftest;

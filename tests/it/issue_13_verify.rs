@@ -1,0 +1,117 @@
+//! Issue 13 (items 8, 12, 13, 15): `verify` names every tampered, missing or
+//! stray file and `sync` repairs what it can; a quarantined version stays
+//! out until `gomirror retry`; a corrupted state database is refused with a
+//! clear message; the watchlist's rejected upstream entries are stored like
+//! the feed's. Each test asserts what the operator sees: the output lines,
+//! the exit code, the files of the tree.
+
+use crate::harness::Mirror;
+use crate::upstream::Upstream;
+use crate::zipgen::{self, synthetic_module};
+
+/// A quarantined version is not fetched again by the next sync: it stays
+/// out, and `status` and the sync's last line say so, until `gomirror
+/// retry` puts it back; then a sync publishes upstream's fixed files.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_quarantine_is_sticky_until_retry() {
+    let q = "example.com/q";
+    let good = synthetic_module(q, "v1.0.0", 2, 512);
+    let mut bad = good.clone();
+    bad.zip = zipgen::symlink(&format!("{q}@v1.0.0/")).into();
+    let upstream = Upstream::start(vec![bad]).await;
+    let mirror = Mirror::new(&upstream.url(), &[(q, "all")]);
+    let first = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(first.code, Some(1), "{first:#?}");
+    assert_eq!(mirror.row(q, "v1.0.0").status, "quarantined");
+    let zips = upstream.requests("/@v/v1.0.0.zip");
+    assert!(zips >= 1, "the first run fetched the zip");
+
+    let second = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(second.code, Some(0), "{second:#?}");
+    assert!(
+        second
+            .stderr
+            .contains(", 1 quarantined versions kept out until `gomirror retry`"),
+        "{second:#?}"
+    );
+    assert_eq!(upstream.requests("/@v/v1.0.0.zip"), zips, "fetched again");
+    assert_eq!(mirror.row(q, "v1.0.0").status, "quarantined");
+    let status = mirror.run_bin(&["status"]).await;
+    assert!(
+        status.stdout.contains(
+            "pending 0, quarantined 1 (kept out until `gomirror retry`), not found 0, failed 0"
+        ),
+        "{status:#?}"
+    );
+
+    upstream.add(good);
+    let retry = mirror.run_bin(&["retry"]).await;
+    assert_eq!(retry.code, Some(0), "{retry:#?}");
+    assert_eq!(retry.stdout, format!("{q}@v1.0.0\n"), "{retry:#?}");
+    assert_eq!(
+        retry.stderr,
+        "gomirror: retry: 1 failed or quarantined versions back to pending; \
+         the next sync fetches them\n"
+    );
+    let third = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(third.code, Some(0), "{third:#?}");
+    assert_eq!(mirror.row(q, "v1.0.0").status, "published");
+    assert!(mirror.file(&format!("{q}/@v/v1.0.0.zip")).is_some());
+}
+
+/// Entries of a watched module's `@v/list` and `@latest` that can never be
+/// mirrored are stored in `rejections`, so `status` lists them as it lists
+/// the feed's (before: only counted in the sync's last line).
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_watchlist_rejections_are_stored() {
+    let a = "example.com/a";
+    let t = "example.com/t";
+    let upstream = Upstream::start(vec![synthetic_module(a, "v1.0.0", 2, 512)]).await;
+    upstream.set_raw(&format!("/{a}/@v/list"), "v1.0.0\n../../etc/passwd\n");
+    // No tags: the module's @latest is read, and it names a bad version.
+    upstream.set_raw(
+        &format!("/{t}/@latest"),
+        r#"{"Version":"v1.0.0/../x","Time":"2023-01-01T00:00:00Z"}"#,
+    );
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (t, "latest")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(", 2 upstream entries rejected"),
+        "{run:#?}"
+    );
+
+    let stored: Vec<(String, String)> = mirror
+        .db()
+        .prepare("SELECT module, entry FROM rejections ORDER BY module")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("read rejections");
+    assert_eq!(
+        stored,
+        [
+            (a.to_string(), "../../etc/passwd".to_string()),
+            (t.to_string(), "v1.0.0/../x".to_string())
+        ]
+    );
+    let status = mirror.run_bin(&["status"]).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    assert!(
+        status.stdout.contains("upstream entries rejected:"),
+        "{status:#?}"
+    );
+    assert!(
+        status
+            .stdout
+            .contains(&format!("  {a} \"../../etc/passwd\"  ")),
+        "{status:#?}"
+    );
+    assert!(
+        status.stdout.contains(&format!("  {t} \"v1.0.0/../x\"  ")),
+        "{status:#?}"
+    );
+}
