@@ -283,7 +283,12 @@ struct Tally {
 impl Tally {
     fn all_ok(&self) -> bool {
         let s = &self.summary;
-        s.failed == 0 && s.quarantined == 0 && s.not_found == 0 && self.plan_errors.is_empty()
+        // A quarantined version kept out is still missing (exit 1).
+        s.failed == 0
+            && s.quarantined == 0
+            && s.not_found == 0
+            && self.kept_out == 0
+            && self.plan_errors.is_empty()
     }
 
     fn count(&mut self, kind: &OutcomeKind) {
