@@ -67,6 +67,8 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
+    // A damaged database would make the reads below skip rows silently.
+    store.quick_check().await?;
     let db_name = config.sumdb.as_ref().map_or("", |s| s.name.as_str());
     let rows = store.published_records(db_name).await?;
     // The reads above skip rows that no longer pass Go's rules; here they

@@ -153,6 +153,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `PRAGMA quick_check`: the database's pages and b-trees are sound.
+    /// Linear in the database's size, so it runs where a damaged file
+    /// would do harm unseen — `gomirror verify`, daemon start, and a sync
+    /// after an interrupted run — not at every open (the no-op sync stays
+    /// fast). A damaged file is [`StateError::Corrupt`].
+    // See: #13
+    pub async fn quick_check(&self) -> Result<(), StateError> {
+        let problems = self
+            .call_as("quick check", |c| {
+                c.prepare("PRAGMA quick_check(5)")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StateError::Corrupt {
+            path: self.path.to_path_buf(),
+            detail: format!("quick_check: {}", problems.join("; ").replace('\n', " ")),
+        })
+    }
+
+    /// [`Store::quick_check`], when a run still marked `running` shows the
+    /// previous run was interrupted (the caller holds the run lock, so that
+    /// process is gone): a kill mid-write is when damage appears. Returns
+    /// whether it checked.
+    pub async fn quick_check_if_interrupted(&self) -> Result<bool, StateError> {
+        let interrupted = self
+            .call_as("find interrupted runs", |c| {
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE outcome = 'running')",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .await?;
+        if interrupted {
+            self.quick_check().await?;
+        }
+        Ok(interrupted)
+    }
+}
+
 /// Runs on the state thread: create, open, configure, migrate.
 fn open_connection(path: &Path) -> Result<Connection, StateError> {
     let owned = || PathBuf::from(path);
@@ -162,9 +207,18 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
             source,
         })?;
     }
-    let open_err = |cause| StateError::Open {
-        path: owned(),
-        cause,
+    let open_err = |cause: rusqlite::Error| {
+        if error::is_corrupt_error(&cause) {
+            StateError::Corrupt {
+                path: owned(),
+                detail: format!("open: {cause}"),
+            }
+        } else {
+            StateError::Open {
+                path: owned(),
+                cause,
+            }
+        }
     };
     let mut conn = Connection::open(path).map_err(open_err)?;
     configure(&conn).map_err(open_err)?;

@@ -203,6 +203,8 @@ pub async fn run_with(
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
+    // Before `begin_run` marks the previous run interrupted (see: #13).
+    store.quick_check_if_interrupted().await?;
     let run_id = store.begin_run().await?;
     let client = Client::new(config.upstreams.clone(), &config.fetch).map_err(SyncError::Client)?;
     let feed_client = config

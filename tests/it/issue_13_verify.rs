@@ -119,3 +119,73 @@ async fn issue_13_watchlist_rejections_are_stored() {
         "{status:#?}"
     );
 }
+
+/// Damages the b-tree page of index `index` in the mirror's database (its
+/// page type byte becomes invalid), the way a torn write or a bad disk
+/// does; every other page stays intact, so the file still opens.
+fn corrupt_index_page(mirror: &Mirror, index: &str) {
+    let db = mirror.db();
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .expect("checkpoint");
+    let page_size: u64 = db
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size");
+    let root: u64 = db
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [index],
+            |r| r.get(0),
+        )
+        .expect("index root page");
+    drop(db);
+    let path = mirror.database();
+    let mut bytes = std::fs::read(&path).expect("read database");
+    let at = usize::try_from((root - 1) * page_size).expect("offset");
+    bytes[at] = 0x6b;
+    bytes[at + 1..at + 8].fill(0xff);
+    std::fs::write(&path, bytes).expect("write database");
+}
+
+/// A damaged state database is refused, exit 2, naming the file and what
+/// to do: by `verify`, by `daemon` at start, and by `sync` after an
+/// interrupted run (before: `verify` skipped rows, `sync` said ok).
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_corrupt_database_is_refused() {
+    let a = "example.com/a";
+    let upstream = Upstream::start(vec![synthetic_module(a, "v1.0.0", 2, 512)]).await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    // The process of the next run is killed: its row stays `running`.
+    mirror
+        .db()
+        .execute(
+            "INSERT INTO runs (started_at, pid, outcome) VALUES ('2024-01-01T00:00:00Z', 1, 'running')",
+            [],
+        )
+        .expect("stage an interrupted run");
+    corrupt_index_page(&mirror, "versions_status");
+    let want = format!(
+        "gomirror: state {}: database is corrupt: quick_check: ",
+        mirror.database().display()
+    );
+    let advice = "; stop gomirror and restore it from a backup \
+         (README \"Backing up the state database\")\n";
+    for args in [&["verify"][..], &["sync", "--no-progress"], &["daemon"]] {
+        let out = mirror.run_bin(args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
+        let last = out.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&want) && out.stderr.ends_with(advice),
+            "{args:?}: {out:#?}"
+        );
+    }
+    // Nothing was recorded on the damaged file: the interrupted run is
+    // still the last one.
+    let runs: i64 = mirror
+        .db()
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("count runs");
+    assert_eq!(runs, 2);
+}
