@@ -1,8 +1,11 @@
 //! `gomirror verify`: re-checks the tree at rest, with no network.
 //!
-//! For every version the state records as published: its `.info` exists,
-//! its zip passes the zip rules and hashes to the recorded `h1:`, its
-//! `.mod` hashes to the recorded `h1:`. With the offline checksum database
+//! The tree against the state (`tree.rs`): every published version's
+//! `.info`, `.mod` and `.zip` is a regular file with the sha256 recorded at
+//! publish (and the zip rules and `h1:` hold); each module's `@v/list` and
+//! `@latest` are what the state derives; no stray file or symlink. The
+//! database itself first passes `PRAGMA quick_check`, or nothing is read
+//! (see: #13). With the offline checksum database
 //! (`sumdb/<name>/`): `latest` is a head signed by the configured key; every
 //! covered version has a lookup naming the recorded id and hashes; each
 //! lookup's head is consistent with `latest` and its record is included in
@@ -11,6 +14,8 @@
 //!
 //! Like sync, this connects stages (state, publish layout, verify) and
 //! holds the tree's run lock, so it never reads a half-published batch.
+
+mod tree;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -21,16 +26,15 @@ use serde::Serialize;
 
 use crate::config::{Config, SumdbSettings};
 use crate::lock::{LockError, RunLock};
-use crate::module::ModVer;
-use crate::publish::layout::{Kind, SumdbFile, Tree};
-use crate::state::{RecordRow, StateError, Store};
+use crate::module::{ModVer, ModulePath};
+use crate::publish::layout::{SumdbFile, Tree};
+use crate::state::{PublishedFiles, RecordRow, StateError, Store};
 use crate::verify::sumdb::client::{open_head, SignedHead};
 use crate::verify::sumdb::local::LocalTiles;
 use crate::verify::sumdb::note::Verifier;
 use crate::verify::sumdb::tile::Tile;
 use crate::verify::sumdb::tlog::{format_hash, Hash};
 use crate::verify::sumdb::{parse_lookup, parse_record_hashes};
-use crate::verify::{dirhash, zip};
 
 /// What `gomirror verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -43,6 +47,9 @@ pub struct AuditReport {
     pub pinned_tree: Option<i64>,
     /// Whether `sumdb/<name>/supported` is served.
     pub supported: bool,
+    /// Versions published before gomirror recorded the sha256 of `.info`
+    /// and `.mod` (migration 0007): their `.info` was checked by content.
+    pub info_by_content: usize,
     pub problems: Vec<Finding>,
 }
 
@@ -71,11 +78,13 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     store.quick_check().await?;
     let db_name = config.sumdb.as_ref().map_or("", |s| s.name.as_str());
     let rows = store.published_records(db_name).await?;
+    let files = store.published_files(None).await?;
+    let pending = store.pending_versions().await?;
     // The reads above skip rows that no longer pass Go's rules; here they
     // are findings.
     let invalid = store.invalid_published().await?;
     let mut report = AuditReport {
-        versions: rows.len() + invalid.len(),
+        versions: files.len() + invalid.len(),
         ..AuditReport::default()
     };
     report.problems = invalid
@@ -87,7 +96,25 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
             )
         })
         .collect();
-    report.problems.extend(check_files(&tree, &rows).await);
+    let (found, by_content) = check_files(&tree, &files).await;
+    report.problems.extend(found);
+    report.info_by_content = by_content;
+    let whole = {
+        let tree = tree.clone();
+        let skip: HashSet<ModulePath> = invalid
+            .iter()
+            .filter_map(|i| ModulePath::new(&i.path).ok())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let known = tree::known_files(&files, &pending);
+            let mut found = tree::check_metadata(&tree, &files, &skip);
+            found.extend(tree::check_strays(&tree, &known, &skip));
+            found
+        })
+        .await
+        .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
+    };
+    report.problems.extend(whole);
     if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
         let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
         let copy = tokio::task::spawn_blocking(move || {
@@ -116,52 +143,29 @@ fn finding(subject: impl Into<String>, problem: impl Into<String>) -> Finding {
 }
 
 /// Re-hashes every published version's files, a core's worth at a time.
-async fn check_files(tree: &Tree, rows: &[RecordRow]) -> Vec<Finding> {
+/// Also returns how many `.info` files were checked by content only.
+async fn check_files(tree: &Tree, rows: &[PublishedFiles]) -> (Vec<Finding>, usize) {
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let tree = Arc::new(tree.clone());
-    stream::iter(rows.iter().cloned())
+    let checked: Vec<(Vec<Finding>, bool)> = stream::iter(rows.iter().cloned())
         .map(|row| {
             let tree = tree.clone();
             async move {
-                tokio::task::spawn_blocking(move || check_version_files(&tree, &row))
+                tokio::task::spawn_blocking(move || tree::check_version_files(&tree, &row))
                     .await
-                    .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
+                    .unwrap_or_else(|e| {
+                        let internal = finding("verify", format!("internal error: {e}"));
+                        (vec![internal], false)
+                    })
             }
         })
         .buffer_unordered(parallel)
-        .flat_map(stream::iter)
         .collect()
-        .await
-}
-
-fn check_version_files(tree: &Tree, row: &RecordRow) -> Vec<Finding> {
-    let (mv, subject) = (&row.mv, row.mv.to_string());
-    let mut found = Vec::new();
-    if !tree.version_file(mv, Kind::Info).is_file() {
-        found.push(finding(&subject, ".info: missing"));
-    }
-    match zip::check_zip(mv, &tree.version_file(mv, Kind::Zip)) {
-        Ok(z) if z.h1 != row.h1_zip => found.push(finding(
-            &subject,
-            format!("zip: hashes to {}, recorded {}", z.h1, row.h1_zip),
-        )),
-        Ok(_) => {}
-        Err(e) => found.push(finding(&subject, format!("zip: {e}"))),
-    }
-    let mod_path = tree.version_file(mv, Kind::Mod);
-    match fs_err::read(&mod_path) {
-        Ok(bytes) => {
-            let h1 = dirhash::hash_go_mod(&dirhash::digest(&bytes));
-            if h1 != row.h1_mod {
-                found.push(finding(
-                    &subject,
-                    format!("go.mod: hashes to {h1}, recorded {}", row.h1_mod),
-                ));
-            }
-        }
-        Err(e) => found.push(finding(&subject, format!(".mod: {e}"))),
-    }
-    found
+        .await;
+    let by_content = checked.iter().filter(|(_, b)| *b).count();
+    let mut found: Vec<Finding> = checked.into_iter().flat_map(|(f, _)| f).collect();
+    found.sort_by(|a, b| a.subject.cmp(&b.subject));
+    (found, by_content)
 }
 
 /// Reads a tile of the offline copy.

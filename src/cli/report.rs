@@ -281,8 +281,15 @@ pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
     } else {
         "FAILED"
     };
+    // Said, not hidden: older rows carry no sha256 for these (see: #13).
+    let by_content = match report.info_by_content {
+        0 => String::new(),
+        n => format!(
+            ", {n} .info files checked by content (published before their sha256 was recorded)"
+        ),
+    };
     note!(
-        "verify {verdict}: {} versions re-hashed{pinned}, {} problems",
+        "verify {verdict}: {} versions re-hashed{pinned}{by_content}, {} problems",
         report.versions,
         report.problems.len()
     );

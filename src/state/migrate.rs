@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "imports",
         sql: include_str!("../../migrations/0006_imports.sql"),
     },
+    Migration {
+        version: 7,
+        name: "file_sha256",
+        sql: include_str!("../../migrations/0007_file_sha256.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

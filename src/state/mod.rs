@@ -64,7 +64,9 @@ pub use status::{
     STATUS_PROBLEMS, STATUS_RUNS,
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
-pub use versions::{InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus};
+pub use versions::{
+    InvalidVersion, Outcome, OutcomeKind, PublishedFiles, PublishedInfo, Recorded, VersionStatus,
+};
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
 /// burst of callers cannot queue unbounded work.
@@ -308,6 +310,8 @@ pub(crate) mod tests {
             h1_zip: "h1:zip=".into(),
             h1_mod: "h1:mod=".into(),
             zip_sha256: "ab".repeat(32),
+            info_sha256: "cd".repeat(32),
+            mod_sha256: "ef".repeat(32),
             time: "2019-01-01T00:00:00Z".into(),
         }
     }

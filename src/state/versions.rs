@@ -95,6 +95,10 @@ pub struct PublishedInfo {
     pub h1_mod: String,
     /// Lowercase hex sha256 of the zip file.
     pub zip_sha256: String,
+    /// Lowercase hex sha256 of the `.info` the tree serves.
+    pub info_sha256: String,
+    /// Lowercase hex sha256 of the `.mod`.
+    pub mod_sha256: String,
     /// The `Time` field of `.info`, as served.
     pub time: String,
 }
@@ -107,6 +111,25 @@ pub struct Recorded {
     /// Versions whose outcome was ignored because they are already
     /// published. Non-empty means a caller bug: publish ran twice.
     pub already_published: Vec<ModVer>,
+}
+
+/// What state recorded of a published version's files: what `verify`
+/// checks the tree against and what a restore must reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedFiles {
+    pub mv: ModVer,
+    pub info_size: u64,
+    pub mod_size: u64,
+    pub zip_size: u64,
+    pub h1_zip: String,
+    pub h1_mod: String,
+    pub zip_sha256: String,
+    /// `None` for a version published before gomirror recorded them
+    /// (migration 0007).
+    pub info_sha256: Option<String>,
+    pub mod_sha256: Option<String>,
+    /// The `Time` of its `.info`.
+    pub time: String,
 }
 
 /// A published row whose path and version no longer pass Go's rules. Every
@@ -187,6 +210,19 @@ impl Store {
         .await
     }
 
+    /// What state recorded of every published version of `paths` (of
+    /// every module with `None`), by path and version.
+    pub async fn published_files(
+        &self,
+        paths: Option<&[ModulePath]>,
+    ) -> Result<Vec<PublishedFiles>, StateError> {
+        let paths = paths.map(<[ModulePath]>::to_vec);
+        self.call_as("published files", move |c| {
+            published_files(c, paths.as_deref())
+        })
+        .await
+    }
+
     /// Versions left `pending` by an interrupted run, by path and version.
     pub async fn pending_versions(&self) -> Result<Vec<ModVer>, StateError> {
         self.call_as("pending versions", |c| pending_versions(c))
@@ -249,13 +285,14 @@ pub(super) fn write_outcomes(
         let mut upsert = tx.prepare_cached(
             "INSERT INTO versions (module_id, version, status, info_size, mod_size, zip_size,
                  h1_zip, h1_mod, zip_sha256, time, attempts, last_error,
-                 first_seen, updated_at, published_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12, ?13)
+                 first_seen, updated_at, published_at, info_sha256, mod_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12, ?13, ?14, ?15)
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = excluded.status, info_size = excluded.info_size,
                  mod_size = excluded.mod_size, zip_size = excluded.zip_size,
                  h1_zip = excluded.h1_zip, h1_mod = excluded.h1_mod,
                  zip_sha256 = excluded.zip_sha256, time = excluded.time,
+                 info_sha256 = excluded.info_sha256, mod_sha256 = excluded.mod_sha256,
                  attempts = versions.attempts + 1, last_error = excluded.last_error,
                  updated_at = excluded.updated_at, published_at = excluded.published_at
              WHERE versions.status != 'published'",
@@ -278,8 +315,14 @@ pub(super) fn write_outcomes(
                 last_error,
                 now,
                 published_at,
+                p.map(|p| &p.info_sha256),
+                p.map(|p| &p.mod_sha256),
             ])?;
-            if changed == 0 {
+            if changed == 0 && p.is_some_and(|p| is_restore(tx, module, &o.mv, p)) {
+                // A missing file of this version was restored with the
+                // bytes recorded: the row stays as it is (see: #13).
+                recorded.already_published.push(o.mv.clone());
+            } else if changed == 0 {
                 tracing::warn!(
                     mv = %o.mv,
                     status = status.as_str(),
@@ -291,6 +334,25 @@ pub(super) fn write_outcomes(
         }
     }
     Ok(recorded)
+}
+
+/// Whether `p` describes `mv`'s published row exactly: the commit that
+/// restored a missing file of it, not a second publish.
+fn is_restore(tx: &Transaction<'_>, module: i64, mv: &ModVer, p: &PublishedInfo) -> bool {
+    tx.prepare_cached(
+        "SELECT 1 FROM versions WHERE module_id = ?1 AND version = ?2 AND status = 'published'
+             AND h1_zip = ?3 AND h1_mod = ?4 AND zip_sha256 = ?5",
+    )
+    .and_then(|mut s| {
+        s.exists((
+            module,
+            mv.version.as_str(),
+            &p.h1_zip,
+            &p.h1_mod,
+            &p.zip_sha256,
+        ))
+    })
+    .unwrap_or(false)
 }
 
 /// The status, published details and reason columns of an outcome.
@@ -362,6 +424,54 @@ pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<ModVer
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows.iter().filter_map(|(p, v)| mod_ver(p, v)).collect())
+}
+
+/// [`Store::published_files`]: one statement per path, or one for all.
+fn published_files(
+    conn: &mut Connection,
+    paths: Option<&[ModulePath]>,
+) -> rusqlite::Result<Vec<PublishedFiles>> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT m.path, v.version, v.info_size, v.mod_size, v.zip_size, v.h1_zip, v.h1_mod,
+                 v.zip_sha256, v.info_sha256, v.mod_sha256, v.time
+             FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE v.status = 'published' AND (?1 IS NULL OR m.path = ?1)
+             ORDER BY m.path, v.version",
+        )?;
+        let all = [None];
+        let wanted: Vec<Option<&str>> = match paths {
+            Some(paths) => paths.iter().map(|p| Some(p.as_str())).collect(),
+            None => all.to_vec(),
+        };
+        for path in wanted {
+            let rows = stmt.query_map([path], |r| {
+                let (path, version): (String, String) = (r.get(0)?, r.get(1)?);
+                let Some(mv) = mod_ver(&path, &version) else {
+                    return Ok(None);
+                };
+                Ok(Some(PublishedFiles {
+                    mv,
+                    info_size: r.get(2)?,
+                    mod_size: r.get(3)?,
+                    zip_size: r.get(4)?,
+                    h1_zip: r.get(5)?,
+                    h1_mod: r.get(6)?,
+                    zip_sha256: r.get(7)?,
+                    info_sha256: r.get(8)?,
+                    mod_sha256: r.get(9)?,
+                    time: r.get(10)?,
+                }))
+            })?;
+            for row in rows {
+                out.extend(row?);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Published rows whose path and version fail `ModVer::parse`.
