@@ -252,6 +252,8 @@ pub(super) fn check_strays(
             }
             let relative = rel(root, &path);
             match entry.file_type() {
+                // A known name is reported with its version or module.
+                Ok(t) if t.is_symlink() && known.contains(Path::new(&relative)) => {}
                 Ok(t) if t.is_symlink() => found.push(finding(relative, "is a symlink")),
                 Ok(t) if t.is_dir() => dirs.push(path),
                 Ok(_) if known.contains(Path::new(&relative)) => {}

@@ -51,6 +51,22 @@ fn sync_extra(report: &Report) -> String {
     if !report.rejected.is_empty() {
         extra += &format!(", {} upstream entries rejected", report.rejected.len());
     }
+    let r = &report.repair;
+    if !r.restored.is_empty() {
+        extra += &format!(
+            ", {} versions' missing files restored from upstream",
+            r.restored.len()
+        );
+    }
+    if !r.lists_rewritten.is_empty() {
+        extra += &format!(
+            ", {} modules' @v/list and @latest rewritten from the state",
+            r.lists_rewritten.len()
+        );
+    }
+    if !r.problems.is_empty() {
+        extra += &format!(", {} not repaired", r.problems.len());
+    }
     if report.kept_out > 0 {
         extra += &format!(
             ", {} quarantined versions kept out until `gomirror retry`",

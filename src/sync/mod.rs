@@ -1,10 +1,12 @@
 //! One sync run, stage after stage: the only module that knows the order.
 //!
-//! lock → state → clean strays → plan (due pending versions; the index feed
+//! lock → state (`quick_check` after an interrupted run) → clean strays → plan (due pending versions; the index feed
 //! from its cursor, page by page, each page recorded as pending work with
 //! the cursor (`follow.rs`); list each watched module upstream — with the
 //! feed on, only when its refresh interval has passed or the feed named it
-//! — select, subtract what is published) → mark pending → for each version,
+//! — select, subtract what is published and what is quarantined) → repair
+//! what is missing of those modules' published files and lists
+//! (`repair.rs`) → mark pending → for each version,
 //! concurrently and bounded: fetch → verify → stage its files → then, per
 //! batch (see `batch.rs`), `commit`: place the files, rewrite
 //! `@v/list`/`@latest`, record the outcomes.
@@ -21,10 +23,12 @@
 
 mod batch;
 mod follow;
+mod repair;
 mod sumdb;
 mod version;
 
 pub use follow::FeedReport;
+pub use repair::RepairReport;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -113,6 +117,9 @@ pub struct Report {
     /// Selected versions left out because they are quarantined: they stay
     /// out until `gomirror retry`.
     pub kept_out: u64,
+    /// What was put back of the published tree: missing files restored
+    /// from upstream, lists rewritten from the state.
+    pub repair: RepairReport,
 }
 
 /// How a run goes beyond its config.
@@ -265,6 +272,7 @@ pub async fn run_with(
         feed: tally.feed,
         plan_only: options.plan_only,
         kept_out: tally.kept_out,
+        repair: tally.repair,
     })
 }
 
@@ -280,6 +288,7 @@ struct Tally {
     feed: Option<FeedReport>,
     /// Selected versions left out because they are quarantined.
     kept_out: u64,
+    repair: RepairReport,
 }
 
 impl Tally {
@@ -290,6 +299,7 @@ impl Tally {
             && s.quarantined == 0
             && s.not_found == 0
             && self.kept_out == 0
+            && self.repair.problems.is_empty()
             && self.plan_errors.is_empty()
     }
 
@@ -320,12 +330,15 @@ async fn run_stages(
     let followed = follow_feed(ctx, config, tally).await?;
     let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
-    let paths = watch
+    let paths: Vec<ModulePath> = watch
         .iter()
         .map(|w| w.module.clone())
         .chain(resumed.iter().map(|(mv, _)| mv.path.clone()))
-        .chain(feed_new.iter().map(|mv| mv.path.clone()));
-    let published = published_versions(ctx, paths).await?;
+        .chain(feed_new.iter().map(|mv| mv.path.clone()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let published = published_versions(ctx, paths.iter().cloned()).await?;
     let selected = keep_out_quarantined(
         ctx,
         plan_watchlist(ctx, config, &watch, tally).await?,
@@ -363,6 +376,13 @@ async fn run_stages(
     } else {
         plan.jobs.len()
     });
+    if !options.plan_only {
+        // Before new work: put back what is missing of the published tree.
+        let survey = repair::survey_paths(ctx, &paths).await?;
+        if !survey.is_empty() {
+            tally.repair = repair::restore(ctx, survey).await?;
+        }
+    }
     let unvouched = sumdb::unvouched(config, &ctx.store).await?;
     if plan.jobs.is_empty() && (unvouched.is_empty() || options.plan_only) {
         return Ok(());

@@ -189,3 +189,86 @@ async fn issue_13_corrupt_database_is_refused() {
         .expect("count runs");
     assert_eq!(runs, 2);
 }
+
+/// `verify` names every tampered, missing or stray file with its module or
+/// module@version, where before all of these passed: an edited `.info`, an
+/// edited `@v/list` naming a version that does not exist, a deleted
+/// `@latest`, a stray file, a zip replaced by a symlink out of the tree,
+/// and a zip whose central directory changed but whose `h1:` did not.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_verify_names_every_tampered_file() {
+    let (a, b) = ("example.com/a", "example.com/b");
+    let upstream = Upstream::start(vec![
+        synthetic_module(a, "v1.0.0", 2, 0),
+        synthetic_module(a, "v1.1.0", 2, 0),
+        synthetic_module(b, "v1.0.0", 2, 0),
+    ])
+    .await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let clean = mirror.run_bin(&["verify"]).await;
+    assert_eq!(clean.code, Some(0), "{clean:#?}");
+    assert_eq!(clean.stdout, "");
+
+    let tree = mirror.tree();
+    // Same length, another time: only the sha256 can tell.
+    std::fs::write(
+        tree.join(format!("{a}/@v/v1.0.0.info")),
+        r#"{"Version":"v1.0.0","Time":"2023-01-01T00:00:09Z"}"#,
+    )
+    .expect("edit .info");
+    std::fs::write(
+        tree.join(format!("{a}/@v/list")),
+        "v1.0.0\nv1.1.0\nv1.2.0\n",
+    )
+    .expect("edit list");
+    std::fs::remove_file(tree.join(format!("{b}/@latest"))).expect("delete @latest");
+    std::fs::write(tree.join(format!("{a}/@v/v0.9.0.zip")), "not ours").expect("stray");
+    let b_zip = tree.join(format!("{b}/@v/v1.0.0.zip"));
+    std::fs::remove_file(&b_zip).expect("remove zip");
+    std::os::unix::fs::symlink("/etc/passwd", &b_zip).expect("symlink the zip");
+    // The same files in another order, stored: the h1: is unchanged.
+    let prefix = format!("{a}@v1.1.0/");
+    let mut z = zipgen::ZipBuilder::new();
+    z.stored(&format!("{prefix}x.go"), b"package x\n");
+    z.stored(
+        &format!("{prefix}go.mod"),
+        format!("module {a}\n\ngo 1.19\n").as_bytes(),
+    );
+    let rewritten = z.finish();
+    let a_zip = tree.join(format!("{a}/@v/v1.1.0.zip"));
+    assert_eq!(
+        crate::harness::h1_of_zip(&rewritten),
+        crate::harness::h1_of_zip(&std::fs::read(&a_zip).expect("read zip"))
+    );
+    std::fs::write(&a_zip, &rewritten).expect("rewrite the zip");
+
+    let out = mirror.run_bin(&["verify"]).await;
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let want_prefixes = [
+        format!("{a}@v1.0.0: {a}/@v/v1.0.0.info: sha256 is "),
+        format!("{a}@v1.1.0: {a}/@v/v1.1.0.zip: sha256 is "),
+        format!("{b}@v1.0.0: {b}/@v/v1.0.0.zip: is a symlink"),
+        format!(
+            "{a}: {a}/@v/list: lists [v1.0.0 v1.1.0 v1.2.0], the state has published \
+             [v1.0.0 v1.1.0] (the next sync rewrites it)"
+        ),
+        format!("{b}: {b}/@latest: missing (the next sync restores it from the state)"),
+        format!("{a}/@v/v0.9.0.zip: stray file: not published according to the state database"),
+    ];
+    for want in &want_prefixes {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want.as_str())),
+            "no line starts with {want:?}: {out:#?}"
+        );
+    }
+    assert_eq!(lines.len(), want_prefixes.len(), "{out:#?}");
+    assert!(
+        out.stderr
+            .ends_with("gomirror: verify FAILED: 3 versions re-hashed, 6 problems\n"),
+        "{out:#?}"
+    );
+}

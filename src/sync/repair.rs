@@ -1,0 +1,248 @@
+//! Repair: what a sync puts back of the published tree (see: #13).
+//!
+//! For the modules a run looks at (every watched module with the feed off;
+//! with it on, those listed this run and the feed's), [`survey`] finds
+//! published versions with a missing `.info`, `.mod` or `.zip`, and
+//! modules whose `@v/list` or `@latest` is missing or not what the state
+//! derives. [`restore`] then:
+//!
+//! 1. fetches each such version again and verifies it like any other
+//!    (`version::process`); its hashes must equal what state recorded at
+//!    publish — anything else is an alarm, and nothing of it is written;
+//! 2. commits the re-verified versions through `commit::commit`, which
+//!    fills in only the missing names (a name that holds the same bytes
+//!    stays; one that holds other bytes is a clash, as ever) and rewrites
+//!    their modules' lists;
+//! 3. rewrites the remaining stale lists from the state
+//!    (`commit::rewrite_lists`).
+//!
+//! A file that is present but altered is not replaced here — a published
+//! name never changes under a sync. `gomirror verify` names it; once the
+//! operator removes it, the next sync restores it this way.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use tracing::{error, info, warn};
+
+use super::{blocking, chain, version, Ctx, Finished, SyncError};
+use crate::commit::{self, Batch};
+use crate::module::{ModVer, ModulePath, Version};
+use crate::publish::{module_metadata, Kind, Staged, Tree};
+use crate::state::{OutcomeKind, PublishedFiles};
+
+/// What [`survey`] found missing or stale.
+#[derive(Debug, Default)]
+pub(super) struct Survey {
+    /// Published versions with at least one file missing.
+    missing: Vec<PublishedFiles>,
+    /// Modules whose `@v/list` or `@latest` is missing or stale.
+    stale: Vec<ModulePath>,
+}
+
+impl Survey {
+    pub(super) fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.stale.is_empty()
+    }
+}
+
+/// What [`restore`] did, for the run's report.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Versions whose missing files were fetched, re-verified and put back.
+    #[serde(serialize_with = "as_strings")]
+    pub restored: Vec<ModVer>,
+    /// Modules whose `@v/list` and `@latest` were rewritten from the state.
+    #[serde(serialize_with = "as_strings")]
+    pub lists_rewritten: Vec<ModulePath>,
+    /// What could not be restored, and why (exit 1).
+    pub problems: Vec<String>,
+}
+
+/// Finds what is missing or stale among `rows` (blocking: it stats files).
+/// Cheap by design: no file is read but the lists.
+pub(super) fn survey(tree: &Tree, rows: &[PublishedFiles]) -> Survey {
+    let mut survey = Survey::default();
+    let mut modules: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
+    for row in rows {
+        modules
+            .entry(&row.mv.path)
+            .or_default()
+            .push(row.mv.version.clone());
+        let missing = [Kind::Info, Kind::Mod, Kind::Zip].into_iter().any(|k| {
+            matches!(
+                std::fs::symlink_metadata(tree.version_file(&row.mv, k)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            )
+        });
+        if missing {
+            survey.missing.push(row.clone());
+        }
+    }
+    for (path, versions) in modules {
+        let (list, latest) = module_metadata(path, &versions);
+        let list_ok = std::fs::read(tree.list_file(path)).is_ok_and(|b| b == list);
+        // `@latest` is a link to the latest version's `.info`: the same inode.
+        let latest_ok = latest.is_none_or(|mv| {
+            let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+            matches!(
+                (inode(&tree.latest_file(path)), inode(&tree.version_file(&mv, Kind::Info))),
+                (Ok(a), Ok(b)) if a == b
+            )
+        });
+        if !(list_ok && latest_ok) {
+            survey.stale.push(path.clone());
+        }
+    }
+    survey
+}
+
+/// Surveys the published versions of `paths`.
+pub(super) async fn survey_paths(ctx: &Ctx, paths: &[ModulePath]) -> Result<Survey, SyncError> {
+    if paths.is_empty() {
+        return Ok(Survey::default());
+    }
+    let rows = ctx.store.published_files(Some(paths)).await?;
+    let tree = ctx.tree.clone();
+    blocking("surveying published files", move || survey(&tree, &rows)).await
+}
+
+/// Puts back what `survey` found, in the order the module doc gives.
+pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairReport, SyncError> {
+    let mut report = RepairReport::default();
+    let mut staged = Vec::new();
+    let results: Vec<(PublishedFiles, Finished)> = stream::iter(survey.missing)
+        .map(|row| async move {
+            let finished = version::process(ctx.clone(), row.mv.clone()).await;
+            (row, finished)
+        })
+        .buffer_unordered(ctx.window.max(1))
+        .collect()
+        .await;
+    for (row, finished) in results {
+        match finished {
+            Finished::Staged(s) => {
+                let (s, _record) = *s;
+                match same_as_recorded(&s, &row) {
+                    Ok(()) => staged.push(s),
+                    Err(why) => {
+                        error!(mv = %row.mv, "ALARM: upstream now serves {why}");
+                        report.problems.push(format!(
+                            "{}: missing files not restored: upstream now serves {why}",
+                            row.mv
+                        ));
+                    }
+                }
+            }
+            Finished::Done { mv, kind } => report.problems.push(format!(
+                "{mv}: missing files not restored: {}",
+                reason(&kind)
+            )),
+            Finished::Cancelled => {}
+            Finished::Fatal(e) => return Err(SyncError::Publish(e)),
+            Finished::Forked(e) => return Err(SyncError::Sumdb(Box::new(e))),
+            Finished::Panicked(source) => {
+                let task = "version task";
+                return Err(crate::error::TaskError { task, source }.into());
+            }
+        }
+    }
+    let mut restored_modules = HashSet::new();
+    if !staged.is_empty() {
+        let batch = Batch {
+            staged,
+            records: None,
+        };
+        let outcomes = commit::commit(&ctx.tree, &ctx.store, batch)
+            .await
+            .map_err(|e| SyncError::Commit(Box::new(e)))?;
+        for o in outcomes {
+            match o.kind {
+                OutcomeKind::Published(_) => {
+                    info!(mv = %o.mv, "restored the missing files of a published version");
+                    restored_modules.insert(o.mv.path.clone());
+                    report.restored.push(o.mv);
+                }
+                kind => report.problems.push(format!(
+                    "{}: missing files not restored: {}",
+                    o.mv,
+                    reason(&kind)
+                )),
+            }
+        }
+    }
+    // The restored versions' commit rewrote their modules' lists already.
+    let stale: Vec<ModulePath> = survey
+        .stale
+        .into_iter()
+        .filter(|p| !restored_modules.contains(p))
+        .collect();
+    if !stale.is_empty() {
+        match commit::rewrite_lists(&ctx.tree, &ctx.store, stale.clone()).await {
+            Ok(()) => {
+                for path in &stale {
+                    info!(module = %path, "rewrote @v/list and @latest from the state");
+                }
+                report.lists_rewritten = stale;
+            }
+            Err(e) => {
+                warn!("rewriting lists: {}", chain(&e));
+                report
+                    .problems
+                    .push(format!("rewriting @v/list and @latest: {}", chain(&e)));
+            }
+        }
+    }
+    report.lists_rewritten.extend(restored_modules);
+    report.lists_rewritten.sort();
+    Ok(report)
+}
+
+/// A re-fetched version must be the one published: the same zip bytes,
+/// the same `h1:` hashes, and (where state recorded them) the same `.mod`
+/// and `.info` bytes.
+fn same_as_recorded(s: &Staged, row: &PublishedFiles) -> Result<(), String> {
+    let v = s.checked();
+    let zip_sha256 = hex::encode(v.zip_sha256());
+    if zip_sha256 != row.zip_sha256 || v.h1_zip() != row.h1_zip {
+        return Err(format!(
+            "another zip (sha256 {zip_sha256}, {}), published sha256 {}, {}",
+            v.h1_zip(),
+            row.zip_sha256,
+            row.h1_zip
+        ));
+    }
+    let mod_sha256 = hex::encode(v.mod_sha256());
+    if v.h1_mod() != row.h1_mod || row.mod_sha256.as_ref().is_some_and(|r| *r != mod_sha256) {
+        return Err(format!(
+            "another go.mod ({}), published {}",
+            v.h1_mod(),
+            row.h1_mod
+        ));
+    }
+    let info_sha256 = hex::encode(s.info_sha256());
+    if let Some(recorded) = row.info_sha256.as_ref().filter(|r| **r != info_sha256) {
+        return Err(format!(
+            "another .info (sha256 {info_sha256}), published sha256 {recorded}"
+        ));
+    }
+    Ok(())
+}
+
+/// `path@version`s and module paths serialize as they display.
+fn as_strings<S: serde::Serializer, T: std::fmt::Display>(
+    items: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(ToString::to_string))
+}
+
+fn reason(kind: &OutcomeKind) -> &str {
+    match kind {
+        OutcomeKind::Published(_) => "published",
+        OutcomeKind::Quarantined { reason } | OutcomeKind::NotFound { reason } => reason,
+        OutcomeKind::Failed { error } => error,
+    }
+}
