@@ -272,3 +272,97 @@ async fn issue_13_verify_names_every_tampered_file() {
         "{out:#?}"
     );
 }
+
+/// `sync` puts back what is missing of the published tree and says so:
+/// deleted files of a published version are fetched again, re-verified
+/// against the hashes recorded at publish and restored; a deleted
+/// `@latest` and an edited `@v/list` are rewritten from the state. After
+/// it, `verify` is clean again.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_sync_restores_missing_files_and_lists() {
+    let (a, b) = ("example.com/a", "example.com/b");
+    let upstream = Upstream::start(vec![
+        synthetic_module(a, "v1.0.0", 2, 0),
+        synthetic_module(a, "v1.1.0", 2, 0),
+        synthetic_module(b, "v1.0.0", 2, 0),
+    ])
+    .await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let tree = mirror.tree();
+    let published: Vec<(String, Vec<u8>)> = crate::harness::files_in(&tree)
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .map(|f| {
+            let bytes = std::fs::read(tree.join(&f)).expect("read");
+            (f, bytes)
+        })
+        .collect();
+
+    for f in ["v1.1.0.zip", "v1.1.0.mod", "v1.1.0.info"] {
+        std::fs::remove_file(tree.join(format!("{a}/@v/{f}"))).expect("delete");
+    }
+    std::fs::remove_file(tree.join(format!("{b}/@latest"))).expect("delete @latest");
+    std::fs::write(tree.join(format!("{b}/@v/list")), "v1.0.0\nv9.0.0\n").expect("edit list");
+    let missing = mirror.run_bin(&["verify"]).await;
+    assert_eq!(missing.code, Some(1), "{missing:#?}");
+    assert!(
+        missing.stdout.contains(&format!(
+            "{a}@v1.1.0: {a}/@v/v1.1.0.zip: missing (the next sync restores it from upstream)"
+        )),
+        "{missing:#?}"
+    );
+
+    let repair = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(repair.code, Some(0), "{repair:#?}");
+    assert!(
+        repair.stderr.contains(
+            "gomirror: sync ok: 0 fetched, 3 skipped, 0 quarantined, 0 not found, 0 failed, 0 B, \
+             1 versions' missing files restored from upstream, \
+             2 modules' @v/list and @latest rewritten from the state in "
+        ),
+        "{repair:#?}"
+    );
+    for (f, bytes) in &published {
+        assert_eq!(
+            std::fs::read(tree.join(f)).ok().as_ref(),
+            Some(bytes),
+            "{f} not restored as published"
+        );
+    }
+    let clean = mirror.run_bin(&["verify"]).await;
+    assert_eq!(clean.code, Some(0), "{clean:#?}");
+    assert_eq!(mirror.row(a, "v1.1.0").status, "published");
+}
+
+/// A missing file is restored only with the bytes that were published: if
+/// upstream now serves another zip for the version, nothing is written,
+/// the run says so and exits 1, and the state still holds the recorded
+/// hashes.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_sync_does_not_restore_other_bytes() {
+    let a = "example.com/a";
+    let upstream = Upstream::start(vec![synthetic_module(a, "v1.0.0", 3, 2048)]).await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let recorded = mirror.row(a, "v1.0.0").h1_zip;
+    upstream.add(synthetic_module(a, "v1.0.0", 5, 4096));
+    let zip = mirror.tree().join(format!("{a}/@v/v1.0.0.zip"));
+    std::fs::remove_file(&zip).expect("delete the zip");
+
+    let out = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("ALARM: upstream now serves another zip"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains(", 1 not repaired in "), "{out:#?}");
+    assert!(!zip.exists(), "other bytes were restored");
+    assert_eq!(mirror.row(a, "v1.0.0").h1_zip, recorded);
+    assert_eq!(mirror.row(a, "v1.0.0").status, "published");
+}
