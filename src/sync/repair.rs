@@ -136,10 +136,11 @@ pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairRepo
                     }
                 }
             }
-            Finished::Done { mv, kind } => report.problems.push(format!(
-                "{mv}: missing files not restored: {}",
-                reason(&kind)
-            )),
+            Finished::Done { mv, kind } => {
+                let problem = format!("{mv}: missing files not restored: {}", reason(&kind));
+                warn!("{problem}");
+                report.problems.push(problem);
+            }
             Finished::Cancelled => {}
             Finished::Fatal(e) => return Err(SyncError::Publish(e)),
             Finished::Forked(e) => return Err(SyncError::Sumdb(Box::new(e))),
@@ -165,11 +166,12 @@ pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairRepo
                     restored_modules.insert(o.mv.path.clone());
                     report.restored.push(o.mv);
                 }
-                kind => report.problems.push(format!(
-                    "{}: missing files not restored: {}",
-                    o.mv,
-                    reason(&kind)
-                )),
+                kind => {
+                    let problem =
+                        format!("{}: missing files not restored: {}", o.mv, reason(&kind));
+                    warn!("{problem}");
+                    report.problems.push(problem);
+                }
             }
         }
     }
