@@ -137,6 +137,8 @@ pub async fn export(
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
+    // A bundle from a damaged database would carry its damage (see: #13).
+    store.quick_check().await?;
     let (header, candidates, exported) = gather(&store, &source, options.full).await?;
     let sumdb = match &config.sumdb {
         Some(s) if s.offline_copy => Some((s.name.clone(), s.verifier.clone())),

@@ -147,14 +147,18 @@ fn corrupt_index_page(mirror: &Mirror, index: &str) {
 }
 
 /// A damaged state database is refused, exit 2, naming the file and what
-/// to do: by `verify`, by `daemon` at start, and by `sync` after an
-/// interrupted run (before: `verify` skipped rows, `sync` said ok).
+/// to do: by `verify`, by `daemon` at start, by `export`, and by `sync`
+/// after an interrupted run (before: `verify` skipped rows, `sync` said ok,
+/// `export` wrote a bundle).
 // See: #13
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_corrupt_database_is_refused() {
     let a = "example.com/a";
     let upstream = Upstream::start(vec![synthetic_module(a, "v1.0.0", 2, 512)]).await;
-    let mirror = Mirror::new(&upstream.url(), &[(a, "all")]);
+    let mut mirror = Mirror::new(&upstream.url(), &[(a, "all")]);
+    let key = mirror.dir.path().join("export.key");
+    gomirror::bundle::export::keygen("mirror.example.com", &key).expect("keygen");
+    mirror.extra = format!("[export]\nkey = \"{}\"\n", key.display());
     let run = mirror.run_bin(&["sync", "--no-progress"]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
     // The process of the next run is killed: its row stays `running`.
@@ -172,7 +176,16 @@ async fn issue_13_corrupt_database_is_refused() {
     );
     let advice = "; stop gomirror and restore it from a backup \
          (README \"Backing up the state database\")\n";
-    for args in [&["verify"][..], &["sync", "--no-progress"], &["daemon"]] {
+    let bundles = mirror.dir.path().join("bundles");
+    std::fs::create_dir(&bundles).expect("bundle dir");
+    let to = bundles.to_str().expect("utf-8 path");
+    let export = ["export", "--to", to, "--no-progress"];
+    for args in [
+        &["verify"][..],
+        &["sync", "--no-progress"],
+        &["daemon"],
+        &export,
+    ] {
         let out = mirror.run_bin(args).await;
         assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
         let last = out.stderr.lines().last().unwrap_or_default();
@@ -188,6 +201,11 @@ async fn issue_13_corrupt_database_is_refused() {
         .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
         .expect("count runs");
     assert_eq!(runs, 2);
+    assert_eq!(
+        std::fs::read_dir(&bundles).expect("list").count(),
+        0,
+        "a bundle was written"
+    );
 }
 
 /// `verify` names every tampered, missing or stray file with its module or
