@@ -378,24 +378,26 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).await.unwrap();
+        let known = migrate::MIGRATIONS.last().map_or(0, |m| m.version);
+        // One past the last this binary knows, whatever that is.
         store
-            .call_as("query", |c| {
+            .call_as("query", move |c| {
                 c.execute(
-                    "INSERT INTO schema_migrations VALUES (7, 'later', '2030-01-01T00:00:00Z')",
-                    [],
+                    "INSERT INTO schema_migrations VALUES (?1, 'later', '2030-01-01T00:00:00Z')",
+                    [known + 1],
                 )
             })
             .await
             .unwrap();
         drop(store);
         let err = Store::open(&path).await.unwrap_err();
-        let known = migrate::MIGRATIONS.last().map_or(0, |m| m.version);
         assert_eq!(
             err.to_string(),
             format!(
-                "state {}: database has migration 7 but this gomirror knows only up to \
+                "state {}: database has migration {} but this gomirror knows only up to \
                  {known}; upgrade gomirror",
-                path.display()
+                path.display(),
+                known + 1
             )
         );
     }
