@@ -373,6 +373,19 @@ pub(crate) mod tests {
         assert_eq!(second, first);
     }
 
+    /// A sound database passes; the check after an interrupted run runs
+    /// only when a run is still marked `running`.
+    // See: #13
+    #[tokio::test]
+    async fn issue_13_quick_check_passes_a_sound_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        store.quick_check().await.unwrap();
+        assert!(!store.quick_check_if_interrupted().await.unwrap());
+        store.begin_run().await.unwrap();
+        assert!(store.quick_check_if_interrupted().await.unwrap());
+    }
+
     #[tokio::test]
     async fn newer_migration_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();

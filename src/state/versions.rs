@@ -723,4 +723,69 @@ mod tests {
             )]
         );
     }
+
+    /// A quarantined version stays quarantined when a later plan selects
+    /// it again; only `retry` puts it back.
+    // See: #13
+    #[test]
+    fn issue_13_mark_pending_leaves_quarantined_alone() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let m = "example.com/q";
+        let quarantined = OutcomeKind::Quarantined {
+            reason: "zip: bad".into(),
+        };
+        record_outcomes(&mut conn, &[outcome(m, "v1.0.0", quarantined)]).unwrap();
+        assert_eq!(mark_pending(&mut conn, run, &[mv(m, "v1.0.0")]).unwrap(), 0);
+        assert_eq!(
+            status_of(&mut conn, m, "v1.0.0"),
+            Some(VersionStatus::Quarantined)
+        );
+        let back = crate::state::feed::retry_failed(&mut conn, None).unwrap();
+        assert_eq!(back, [mv(m, "v1.0.0")]);
+        assert_eq!(
+            status_of(&mut conn, m, "v1.0.0"),
+            Some(VersionStatus::Pending)
+        );
+    }
+
+    /// The sha256 of `.info` and `.mod` are recorded with the version and
+    /// read back for `verify`; once published they cannot change, while an
+    /// older row's NULLs read back as `None`.
+    // See: #13
+    #[test]
+    fn issue_13_file_sha256_are_recorded_and_immutable() {
+        let mut conn = migrated();
+        let m = "example.com/a";
+        let published = OutcomeKind::Published(published_info(10));
+        record_outcomes(&mut conn, &[outcome(m, "v1.0.0", published)]).unwrap();
+        let rows = published_files(&mut conn, Some(&[module(m)])).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].info_sha256.as_deref(),
+            Some("cd".repeat(32).as_str())
+        );
+        assert_eq!(
+            rows[0].mod_sha256.as_deref(),
+            Some("ef".repeat(32).as_str())
+        );
+        let err = conn
+            .execute("UPDATE versions SET info_sha256 = 'x'", [])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("published version is immutable"),
+            "{err}"
+        );
+
+        conn.execute_batch(
+            "DROP TRIGGER versions_published_sha256_immutable;
+             UPDATE versions SET info_sha256 = NULL, mod_sha256 = NULL;",
+        )
+        .unwrap();
+        let rows = published_files(&mut conn, None).unwrap();
+        assert_eq!(
+            (rows[0].info_sha256.clone(), rows[0].mod_sha256.clone()),
+            (None, None)
+        );
+    }
 }
