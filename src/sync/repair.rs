@@ -46,6 +46,14 @@ impl Survey {
     pub(super) fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.stale.is_empty()
     }
+
+    /// The versions of `path` with a missing file.
+    fn missing_of<'a>(&'a self, path: &'a ModulePath) -> impl Iterator<Item = &'a ModVer> + 'a {
+        self.missing
+            .iter()
+            .map(|r| &r.mv)
+            .filter(move |mv| mv.path == *path)
+    }
 }
 
 /// What [`restore`] did, for the run's report.
@@ -113,7 +121,9 @@ pub(super) async fn survey_paths(ctx: &Ctx, paths: &[ModulePath]) -> Result<Surv
 pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairReport, SyncError> {
     let mut report = RepairReport::default();
     let mut staged = Vec::new();
-    let results: Vec<(PublishedFiles, Finished)> = stream::iter(survey.missing)
+    let mut unrestored: HashSet<ModulePath> =
+        survey.missing.iter().map(|r| r.mv.path.clone()).collect();
+    let results: Vec<(PublishedFiles, Finished)> = stream::iter(survey.missing.clone())
         .map(|row| async move {
             let finished = version::process(ctx.clone(), row.mv.clone()).await;
             (row, finished)
@@ -175,12 +185,25 @@ pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairRepo
             }
         }
     }
-    // The restored versions' commit rewrote their modules' lists already.
-    let stale: Vec<ModulePath> = survey
-        .stale
-        .into_iter()
-        .filter(|p| !restored_modules.contains(p))
-        .collect();
+    let restored: HashSet<&ModVer> = report.restored.iter().collect();
+    unrestored.retain(|path| {
+        // Still missing a file: its lists would name (or link) it.
+        survey.missing_of(path).any(|mv| !restored.contains(mv))
+    });
+    // The restored versions' commit rewrote their modules' lists already;
+    // a module still missing a file keeps its lists until it is restored.
+    let mut stale = Vec::new();
+    for path in survey.stale {
+        if unrestored.contains(&path) {
+            let problem = format!(
+                "{path}: @v/list and @latest not rewritten: files of its versions are missing"
+            );
+            warn!("{problem}");
+            report.problems.push(problem);
+        } else if !restored_modules.contains(&path) {
+            stale.push(path);
+        }
+    }
     if !stale.is_empty() {
         match commit::rewrite_lists(&ctx.tree, &ctx.store, stale.clone()).await {
             Ok(()) => {
