@@ -431,20 +431,26 @@ fn published_files(
     conn: &mut Connection,
     paths: Option<&[ModulePath]>,
 ) -> rusqlite::Result<Vec<PublishedFiles>> {
+    const SELECT: &str = "SELECT m.path, v.version, v.info_size, v.mod_size, v.zip_size,
+             v.h1_zip, v.h1_mod, v.zip_sha256, v.info_sha256, v.mod_sha256, v.time
+         FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.status = 'published'";
     let tx = conn.transaction()?;
     let mut out = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT m.path, v.version, v.info_size, v.mod_size, v.zip_size, v.h1_zip, v.h1_mod,
-                 v.zip_sha256, v.info_sha256, v.mod_sha256, v.time
-             FROM versions v JOIN modules m ON m.id = v.module_id
-             WHERE v.status = 'published' AND (?1 IS NULL OR m.path = ?1)
-             ORDER BY m.path, v.version",
-        )?;
-        let all = [None];
-        let wanted: Vec<Option<&str>> = match paths {
-            Some(paths) => paths.iter().map(|p| Some(p.as_str())).collect(),
-            None => all.to_vec(),
+        // Two statements, so that the per-path one uses `modules.path`'s
+        // index (`?1 IS NULL OR …` would scan every row per path).
+        let (mut stmt, wanted): (_, Vec<Option<&str>>) = match paths {
+            Some(paths) => (
+                tx.prepare_cached(&format!("{SELECT} AND m.path = ?1 ORDER BY v.version"))?,
+                paths.iter().map(|p| Some(p.as_str())).collect(),
+            ),
+            None => (
+                tx.prepare_cached(&format!(
+                    "{SELECT} AND ?1 IS NULL ORDER BY m.path, v.version"
+                ))?,
+                vec![None],
+            ),
         };
         for path in wanted {
             let rows = stmt.query_map([path], |r| {

@@ -1,14 +1,14 @@
 //! One sync run, stage after stage: the only module that knows the order.
 //!
-//! lock → state (`quick_check` after an interrupted run) → clean strays → plan (due pending versions; the index feed
-//! from its cursor, page by page, each page recorded as pending work with
-//! the cursor (`follow.rs`); list each watched module upstream — with the
-//! feed on, only when its refresh interval has passed or the feed named it
-//! — select, subtract what is published and what is quarantined) → repair
-//! what is missing of those modules' published files and lists
-//! (`repair.rs`) → mark pending → for each version,
-//! concurrently and bounded: fetch → verify → stage its files → then, per
-//! batch (see `batch.rs`), `commit`: place the files, rewrite
+//! lock → state (`quick_check` after an interrupted run) → clean strays →
+//! plan (due pending versions; the index feed from its cursor, page by
+//! page, each page recorded as pending work with the cursor (`follow.rs`);
+//! list each watched module upstream — with the feed on, only when its
+//! refresh interval has passed or the feed named it — select, subtract what
+//! is published and what is quarantined) → repair what is missing of those
+//! modules' published files and lists (`repair.rs`) → mark pending → for
+//! each version, concurrently and bounded: fetch → verify → stage its files
+//! → then, per batch (see `batch.rs`), `commit`: place the files, rewrite
 //! `@v/list`/`@latest`, record the outcomes.
 //!
 //! Ordering guarantees (DEVELOPERS.md "every write … ordered", kept by
