@@ -43,7 +43,7 @@ pub(super) fn check_version_files(tree: &Tree, row: &PublishedFiles) -> (Vec<Fin
     };
     for kind in [Kind::Info, Kind::Mod, Kind::Zip] {
         let path = tree.version_file(&row.mv, kind);
-        if let Err(p) = check_regular(&path) {
+        if let Err(p) = check_regular(&path, "from upstream") {
             problem(kind, p);
             continue;
         }
@@ -60,14 +60,15 @@ pub(super) fn check_version_files(tree: &Tree, row: &PublishedFiles) -> (Vec<Fin
 }
 
 /// A regular file, neither missing nor a symlink (a symlink could point
-/// anywhere outside the tree, and nginx would serve it).
-fn check_regular(path: &Path) -> Result<(), String> {
+/// anywhere outside the tree, and nginx would serve it). `source` says
+/// where the next sync takes a missing one from.
+fn check_regular(path: &Path, source: &str) -> Result<(), String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err("is a symlink".into()),
         Ok(m) if !m.is_file() => Err("is not a regular file".into()),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            Err("missing (the next sync restores it from upstream)".into())
+            Err(format!("missing (the next sync restores it {source})"))
         }
         Err(e) => Err(e.to_string()),
     }
@@ -176,7 +177,7 @@ pub(super) fn check_metadata(
 }
 
 fn check_list(path: &Path, want: &[u8]) -> Result<(), String> {
-    check_regular(path).map_err(|p| p.replace("from upstream", "from the state"))?;
+    check_regular(path, "from the state")?;
     let have = fs_err::read(path).map_err(|e| e.to_string())?;
     if have == want {
         return Ok(());
@@ -197,7 +198,7 @@ fn check_list(path: &Path, want: &[u8]) -> Result<(), String> {
 /// `@latest` is the `.info` of the version `module_metadata` names.
 fn check_latest(tree: &Tree, mv: &ModVer, info_sha256: Option<&str>) -> Result<(), String> {
     let path = tree.latest_file(&mv.path);
-    check_regular(&path).map_err(|p| p.replace("from upstream", "from the state"))?;
+    check_regular(&path, "from the state")?;
     let have = sha256_hex(&path)?;
     let want = match info_sha256 {
         Some(sha) => sha.to_owned(),
