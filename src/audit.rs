@@ -50,6 +50,12 @@ pub struct AuditReport {
     /// Versions published before gomirror recorded the sha256 of `.info`
     /// and `.mod` (migration 0007): their `.info` was checked by content.
     pub info_by_content: usize,
+    /// With `--repair`: the directory the altered files were moved to, and
+    /// those files (relative to the tree). The next sync restores them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
     pub problems: Vec<Finding>,
 }
 
@@ -59,7 +65,16 @@ pub struct Finding {
     /// `path@version`, or a file of the tree.
     pub subject: String,
     pub problem: String,
+    /// A published version's file, relative to the tree, that is present
+    /// but not as published (changed, a symlink): what `--repair` moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub altered: Option<String>,
 }
+
+/// Where `verify --repair` moves altered files: a directory of the tree
+/// whose name starts with `.`, which the nginx block never serves and no
+/// GOPROXY path can name.
+pub const MOVED_DIR: &str = ".gomirror-moved";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -67,10 +82,32 @@ pub enum AuditError {
     Lock(#[from] LockError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// Moving an altered file aside failed; the ones moved before stay moved.
+    #[error("moving {} aside", .path.display())]
+    Move {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How `gomirror verify` runs beyond its config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditOptions {
+    /// Move each altered file of a published version aside (into
+    /// [`MOVED_DIR`]), so the next sync restores it from upstream,
+    /// re-verified against the hashes recorded at publish.
+    pub repair: bool,
 }
 
 /// Checks the whole tree; a finding is data, an error means it could not run.
 pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
+    audit_with(config, AuditOptions::default()).await
+}
+
+/// [`audit`], with [`AuditOptions`]. The run lock is held throughout, so
+/// files are moved aside only while no sync runs.
+pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditReport, AuditError> {
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
@@ -132,13 +169,54 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
         report.supported = copy.supported;
         report.problems.extend(copy.problems);
     }
+    if options.repair {
+        move_aside(&tree, &mut report)?;
+    }
     Ok(report)
+}
+
+/// Moves every altered file the report names to
+/// `<tree>/.gomirror-moved/<UTC time>/<its path>`: a rename within the
+/// tree, so nothing is copied and nothing is lost. The name becomes free,
+/// and a sync fills it only with the bytes that were published (see: #13).
+fn move_aside(tree: &Tree, report: &mut AuditReport) -> Result<(), AuditError> {
+    let altered: Vec<String> = report
+        .problems
+        .iter()
+        .filter_map(|f| f.altered.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if altered.is_empty() {
+        return Ok(());
+    }
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .expect("a UTC time formats");
+    let dir = tree.root().join(MOVED_DIR).join(stamp);
+    for rel in altered {
+        let (from, to) = (tree.root().join(&rel), dir.join(&rel));
+        let parent = to.parent().expect("a file of a version has a directory");
+        fs_err::create_dir_all(parent)
+            .and_then(|()| fs_err::rename(&from, &to))
+            .map_err(|source| AuditError::Move {
+                path: from.clone(),
+                source,
+            })?;
+        tracing::warn!(file = %rel, to = %to.display(), "moved an altered file aside");
+        report.moved.push(rel);
+    }
+    report.moved_to = Some(dir);
+    Ok(())
 }
 
 fn finding(subject: impl Into<String>, problem: impl Into<String>) -> Finding {
     Finding {
         subject: subject.into(),
         problem: problem.into(),
+        altered: None,
     }
 }
 

@@ -67,7 +67,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Retry { pattern } => runtime.block_on(cli::state::retry(load()?, pattern)),
         Command::Status { json } => runtime.block_on(cli::state::status(load()?, json)),
-        Command::Verify { json } => runtime.block_on(cli::state::verify(load()?, json)),
+        Command::Verify { json, repair } => {
+            runtime.block_on(cli::state::verify(load()?, json, repair))
+        }
         Command::Keygen { name, out } => cli::bundle::keygen(&name, &out),
         Command::Export {
             to,

@@ -11,7 +11,8 @@
 //! - nothing else is in the tree: no file state did not publish, no
 //!   symlink, apart from the offline checksum database (checked on its
 //!   own), the run lock, temporary files and the files of pending versions
-//!   (both the next sync's to finish or remove).
+//!   (both the next sync's to finish or remove), and what `verify --repair`
+//!   moved aside.
 //!
 //! A module with a state row that no longer passes Go's rules is reported
 //! once, as that row; its lists and directory are not checked (state
@@ -36,10 +37,12 @@ pub(super) fn check_version_files(tree: &Tree, row: &PublishedFiles) -> (Vec<Fin
     let subject = row.mv.to_string();
     let mut found = Vec::new();
     let mut problem = |kind: Kind, p: String| {
-        found.push(finding(
-            &subject,
-            format!("{}: {p}", layout::version_rel(&row.mv, kind)),
-        ))
+        let rel = layout::version_rel(&row.mv, kind);
+        // Present but not as published: `verify --repair` moves it aside.
+        let present = std::fs::symlink_metadata(tree.version_file(&row.mv, kind)).is_ok();
+        let mut f = finding(&subject, format!("{rel}: {p}"));
+        f.altered = present.then_some(rel);
+        found.push(f);
     };
     for kind in [Kind::Info, Kind::Mod, Kind::Zip] {
         let path = tree.version_file(&row.mv, kind);
@@ -246,6 +249,7 @@ pub(super) fn check_strays(
             let name = entry.file_name();
             if name.to_string_lossy().starts_with(TMP_PREFIX)
                 || path == lock
+                || (dir == root && name == super::MOVED_DIR)
                 || (dir == root && name == "sumdb")
                 || skipped.contains(&path)
             {

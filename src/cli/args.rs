@@ -147,6 +147,11 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Move each altered file of a published version aside (to
+        /// `.gomirror-moved/` in the tree); the next sync restores it from
+        /// upstream, re-verified against the hashes recorded at publish.
+        #[arg(long)]
+        repair: bool,
     },
     /// Apply a bundle from `gomirror export` to this (offline) mirror:
     /// verified against its signature, the chain, the checksum database and

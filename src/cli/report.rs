@@ -309,6 +309,13 @@ pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
         report.versions,
         report.problems.len()
     );
+    if let Some(dir) = &report.moved_to {
+        note!(
+            "verify: moved {} altered files aside to {}; the next sync restores them from upstream",
+            report.moved.len(),
+            dir.display()
+        );
+    }
     Ok(())
 }
 

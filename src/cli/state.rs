@@ -30,11 +30,12 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `gomirror verify [--json]`: exit 1 on any problem.
-pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+/// `gomirror verify [--json] [--repair]`: exit 1 on any problem.
+pub async fn verify(config: Config, json: bool, repair: bool) -> anyhow::Result<ExitCode> {
     // Like `status`: checking a tree no sync made creates nothing.
     drop(existing_store(&config).await?);
-    let audit = gomirror::audit::audit(&config).await?;
+    let options = gomirror::audit::AuditOptions { repair };
+    let audit = gomirror::audit::audit_with(&config, options).await?;
     report::verify(&audit, json).context("writing to stdout")?;
     Ok(if audit.problems.is_empty() {
         ExitCode::SUCCESS

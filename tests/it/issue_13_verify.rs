@@ -384,3 +384,81 @@ async fn issue_13_sync_does_not_restore_other_bytes() {
     assert_eq!(mirror.row(a, "v1.0.0").h1_zip, recorded);
     assert_eq!(mirror.row(a, "v1.0.0").status, "published");
 }
+
+/// `verify --repair` moves every altered file of a published version aside
+/// (never a stray: it may be a version the database forgot), the next sync
+/// restores each from upstream with the published bytes, and `verify` is
+/// clean again; the altered files are kept for inspection.
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_verify_repair_moves_altered_files_and_sync_restores_them() {
+    let (a, b) = ("example.com/a", "example.com/b");
+    let upstream = Upstream::start(vec![
+        synthetic_module(a, "v1.0.0", 2, 0),
+        synthetic_module(b, "v1.0.0", 3, 1024),
+    ])
+    .await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let tree = mirror.tree();
+    let info = format!("{a}/@v/v1.0.0.info");
+    let zip = format!("{b}/@v/v1.0.0.zip");
+    let (info_bytes, zip_bytes) = (
+        std::fs::read(tree.join(&info)).expect("read"),
+        std::fs::read(tree.join(&zip)).expect("read"),
+    );
+    // `.info` is the latest version's, so `@latest` (a link to it) changes too.
+    let edited = r#"{"Version":"v1.0.0","Time":"2023-01-01T00:00:09Z"}"#;
+    std::fs::write(tree.join(&info), edited).expect("edit .info");
+    std::fs::remove_file(tree.join(&zip)).expect("remove zip");
+    std::os::unix::fs::symlink("/etc/passwd", tree.join(&zip)).expect("symlink");
+    std::fs::write(tree.join(format!("{a}/@v/v0.1.0.mod")), "stray").expect("stray");
+
+    let out = mirror.run_bin(&["verify", "--repair"]).await;
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let moved_line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("gomirror: verify: moved 2 altered files aside to "))
+        .unwrap_or_else(|| panic!("{out:#?}"));
+    assert!(
+        moved_line.ends_with("; the next sync restores them from upstream"),
+        "{out:#?}"
+    );
+    let moved_dirs: Vec<_> = std::fs::read_dir(tree.join(".gomirror-moved"))
+        .expect("moved dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(moved_dirs.len(), 1, "{moved_dirs:?}");
+    assert_eq!(
+        std::fs::read_to_string(moved_dirs[0].join(&info)).expect("moved .info"),
+        edited
+    );
+    assert!(std::fs::symlink_metadata(moved_dirs[0].join(&zip))
+        .expect("moved zip")
+        .file_type()
+        .is_symlink());
+    assert!(
+        tree.join(format!("{a}/@v/v0.1.0.mod")).exists(),
+        "a stray was moved"
+    );
+
+    let sync = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(sync.code, Some(0), "{sync:#?}");
+    assert!(
+        sync.stderr
+            .contains("2 versions' missing files restored from upstream"),
+        "{sync:#?}"
+    );
+    assert_eq!(std::fs::read(tree.join(&info)).expect("read"), info_bytes);
+    assert_eq!(std::fs::read(tree.join(&zip)).expect("read"), zip_bytes);
+    assert_eq!(
+        std::fs::read(tree.join(format!("{a}/@latest"))).expect("read"),
+        info_bytes
+    );
+    std::fs::remove_file(tree.join(format!("{a}/@v/v0.1.0.mod"))).expect("remove stray");
+    let clean = mirror.run_bin(&["verify"]).await;
+    assert_eq!(clean.code, Some(0), "{clean:#?}");
+    assert_eq!(clean.stdout, "");
+}
