@@ -136,21 +136,11 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
     let (found, by_content) = check_files(&tree, &files).await;
     report.problems.extend(found);
     report.info_by_content = by_content;
-    let whole = {
-        let tree = tree.clone();
-        let skip: HashSet<ModulePath> = invalid
-            .iter()
-            .filter_map(|i| ModulePath::new(&i.path).ok())
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            let known = tree::known_files(&files, &pending);
-            let mut found = tree::check_metadata(&tree, &files, &skip);
-            found.extend(tree::check_strays(&tree, &known, &skip));
-            found
-        })
-        .await
-        .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
-    };
+    let skip = invalid
+        .iter()
+        .filter_map(|i| ModulePath::new(&i.path).ok())
+        .collect();
+    let whole = check_whole_tree(&tree, files, pending, skip).await;
     report.problems.extend(whole);
     if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
         let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
@@ -173,6 +163,24 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
         move_aside(&tree, &mut report)?;
     }
     Ok(report)
+}
+
+/// The lists against the state, and what should not be in the tree.
+async fn check_whole_tree(
+    tree: &Tree,
+    files: Vec<PublishedFiles>,
+    pending: Vec<ModVer>,
+    skip: HashSet<ModulePath>,
+) -> Vec<Finding> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || {
+        let known = tree::known_files(&files, &pending);
+        let mut found = tree::check_metadata(&tree, &files, &skip);
+        found.extend(tree::check_strays(&tree, &known, &skip));
+        found
+    })
+    .await
+    .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
 }
 
 /// Moves every altered file the report names to

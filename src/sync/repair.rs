@@ -46,14 +46,6 @@ impl Survey {
     pub(super) fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.stale.is_empty()
     }
-
-    /// The versions of `path` with a missing file.
-    fn missing_of<'a>(&'a self, path: &'a ModulePath) -> impl Iterator<Item = &'a ModVer> + 'a {
-        self.missing
-            .iter()
-            .map(|r| &r.mv)
-            .filter(move |mv| mv.path == *path)
-    }
 }
 
 /// What [`restore`] did, for the run's report.
@@ -120,9 +112,48 @@ pub(super) async fn survey_paths(ctx: &Ctx, paths: &[ModulePath]) -> Result<Surv
 /// Puts back what `survey` found, in the order the module doc gives.
 pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairReport, SyncError> {
     let mut report = RepairReport::default();
-    let mut staged = Vec::new();
-    let mut unrestored: HashSet<ModulePath> =
-        survey.missing.iter().map(|r| r.mv.path.clone()).collect();
+    let staged = refetch(ctx, &survey, &mut report).await?;
+    let restored_modules = commit_restored(ctx, staged, &mut report).await?;
+    let restored: HashSet<&ModVer> = report.restored.iter().collect();
+    // A module still missing a file keeps its lists until it is restored:
+    // they would name (or link) the missing file. The restored versions'
+    // commit rewrote their modules' lists already.
+    let unrestored: HashSet<&ModulePath> = survey
+        .missing
+        .iter()
+        .map(|r| &r.mv)
+        .filter(|mv| !restored.contains(mv))
+        .map(|mv| &mv.path)
+        .collect();
+    let mut problems = Vec::new();
+    let mut stale = Vec::new();
+    for path in &survey.stale {
+        if unrestored.contains(path) {
+            problems.push(format!(
+                "{path}: @v/list and @latest not rewritten: files of its versions are missing"
+            ));
+        } else if !restored_modules.contains(path) {
+            stale.push(path.clone());
+        }
+    }
+    for problem in problems {
+        warn!("{problem}");
+        report.problems.push(problem);
+    }
+    rewrite_stale(ctx, stale, &mut report).await;
+    report.lists_rewritten.extend(restored_modules);
+    report.lists_rewritten.sort();
+    Ok(report)
+}
+
+/// Step 1: fetches and verifies each version with a missing file; returns
+/// those identical to what was published. Others are problems (and an
+/// alarm when upstream serves other bytes).
+async fn refetch(
+    ctx: &Arc<Ctx>,
+    survey: &Survey,
+    report: &mut RepairReport,
+) -> Result<Vec<Staged>, SyncError> {
     let results: Vec<(PublishedFiles, Finished)> = stream::iter(survey.missing.clone())
         .map(|row| async move {
             let finished = version::process(ctx.clone(), row.mv.clone()).await;
@@ -131,98 +162,94 @@ pub(super) async fn restore(ctx: &Arc<Ctx>, survey: Survey) -> Result<RepairRepo
         .buffer_unordered(ctx.window.max(1))
         .collect()
         .await;
+    let mut staged = Vec::new();
     for (row, finished) in results {
-        match finished {
-            Finished::Staged(s) => {
-                let (s, _record) = *s;
-                match same_as_recorded(&s, &row) {
-                    Ok(()) => staged.push(s),
-                    Err(why) => {
-                        error!(mv = %row.mv, "ALARM: upstream now serves {why}");
-                        report.problems.push(format!(
-                            "{}: missing files not restored: upstream now serves {why}",
-                            row.mv
-                        ));
-                    }
+        let problem = match finished {
+            Finished::Staged(s) => match same_as_recorded(&s.0, &row) {
+                Ok(()) => {
+                    staged.push(s.0);
+                    continue;
                 }
-            }
+                Err(why) => {
+                    error!(mv = %row.mv, "ALARM: upstream now serves {why}");
+                    format!(
+                        "{}: missing files not restored: upstream now serves {why}",
+                        row.mv
+                    )
+                }
+            },
             Finished::Done { mv, kind } => {
                 let problem = format!("{mv}: missing files not restored: {}", reason(&kind));
                 warn!("{problem}");
-                report.problems.push(problem);
+                problem
             }
-            Finished::Cancelled => {}
+            Finished::Cancelled => continue,
             Finished::Fatal(e) => return Err(SyncError::Publish(e)),
             Finished::Forked(e) => return Err(SyncError::Sumdb(Box::new(e))),
             Finished::Panicked(source) => {
                 let task = "version task";
                 return Err(crate::error::TaskError { task, source }.into());
             }
-        }
-    }
-    let mut restored_modules = HashSet::new();
-    if !staged.is_empty() {
-        let batch = Batch {
-            staged,
-            records: None,
         };
-        let outcomes = commit::commit(&ctx.tree, &ctx.store, batch)
-            .await
-            .map_err(|e| SyncError::Commit(Box::new(e)))?;
-        for o in outcomes {
-            match o.kind {
-                OutcomeKind::Published(_) => {
-                    info!(mv = %o.mv, "restored the missing files of a published version");
-                    restored_modules.insert(o.mv.path.clone());
-                    report.restored.push(o.mv);
-                }
-                kind => {
-                    let problem =
-                        format!("{}: missing files not restored: {}", o.mv, reason(&kind));
-                    warn!("{problem}");
-                    report.problems.push(problem);
-                }
+        report.problems.push(problem);
+    }
+    Ok(staged)
+}
+
+/// Step 2: the commit step fills in the missing names; returns the
+/// modules whose lists it rewrote.
+async fn commit_restored(
+    ctx: &Ctx,
+    staged: Vec<Staged>,
+    report: &mut RepairReport,
+) -> Result<HashSet<ModulePath>, SyncError> {
+    let mut modules = HashSet::new();
+    if staged.is_empty() {
+        return Ok(modules);
+    }
+    let batch = Batch {
+        staged,
+        records: None,
+    };
+    let outcomes = commit::commit(&ctx.tree, &ctx.store, batch)
+        .await
+        .map_err(|e| SyncError::Commit(Box::new(e)))?;
+    for o in outcomes {
+        match o.kind {
+            OutcomeKind::Published(_) => {
+                info!(mv = %o.mv, "restored the missing files of a published version");
+                modules.insert(o.mv.path.clone());
+                report.restored.push(o.mv);
+            }
+            kind => {
+                let problem = format!("{}: missing files not restored: {}", o.mv, reason(&kind));
+                warn!("{problem}");
+                report.problems.push(problem);
             }
         }
     }
-    let restored: HashSet<&ModVer> = report.restored.iter().collect();
-    unrestored.retain(|path| {
-        // Still missing a file: its lists would name (or link) it.
-        survey.missing_of(path).any(|mv| !restored.contains(mv))
-    });
-    // The restored versions' commit rewrote their modules' lists already;
-    // a module still missing a file keeps its lists until it is restored.
-    let mut stale = Vec::new();
-    for path in survey.stale {
-        if unrestored.contains(&path) {
-            let problem = format!(
-                "{path}: @v/list and @latest not rewritten: files of its versions are missing"
-            );
-            warn!("{problem}");
-            report.problems.push(problem);
-        } else if !restored_modules.contains(&path) {
-            stale.push(path);
+    Ok(modules)
+}
+
+/// Step 3: the other stale lists, rewritten from the state.
+async fn rewrite_stale(ctx: &Ctx, stale: Vec<ModulePath>, report: &mut RepairReport) {
+    if stale.is_empty() {
+        return;
+    }
+    match commit::rewrite_lists(&ctx.tree, &ctx.store, stale.clone()).await {
+        Ok(()) => {
+            for path in &stale {
+                info!(module = %path, "rewrote @v/list and @latest from the state");
+            }
+            report.lists_rewritten = stale;
+        }
+        Err(e) => {
+            warn!("rewriting lists: {}", chain(&e));
+            report
+                .problems
+                .push(format!("rewriting @v/list and @latest: {}", chain(&e)));
         }
     }
-    if !stale.is_empty() {
-        match commit::rewrite_lists(&ctx.tree, &ctx.store, stale.clone()).await {
-            Ok(()) => {
-                for path in &stale {
-                    info!(module = %path, "rewrote @v/list and @latest from the state");
-                }
-                report.lists_rewritten = stale;
-            }
-            Err(e) => {
-                warn!("rewriting lists: {}", chain(&e));
-                report
-                    .problems
-                    .push(format!("rewriting @v/list and @latest: {}", chain(&e)));
-            }
-        }
-    }
-    report.lists_rewritten.extend(restored_modules);
-    report.lists_rewritten.sort();
-    Ok(report)
 }
 
 /// A re-fetched version must be the one published: the same zip bytes,
