@@ -297,3 +297,60 @@ pub(super) fn known_files(published: &[PublishedFiles], pending: &[ModVer]) -> H
     }
     known
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the stray walk lets pass and what it names.
+    // See: #13
+    #[test]
+    fn issue_13_strays_are_named_and_known_files_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::new(dir.path());
+        let mv = ModVer::parse("example.com/a", "v1.0.0").unwrap();
+        let write = |rel: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        };
+        let cases: &[(&str, Option<&str>)] = &[
+            ("example.com/a/@v/v1.0.0.info", None),
+            ("example.com/a/@v/v1.0.0.zip", None),
+            ("example.com/a/@v/list", None),
+            ("example.com/a/@v/.tmp-0123", None),
+            (".gomirror.lock", None),
+            ("sumdb/sum.golang.org/latest", None),
+            (
+                ".gomirror-moved/20260101T000000Z/example.com/a/@v/v1.0.0.mod",
+                None,
+            ),
+            ("example.com/a/@v/v0.9.0.zip", Some("stray file")),
+            ("example.com/b/@latest", Some("stray file")),
+        ];
+        for (rel, _) in cases {
+            write(rel);
+        }
+        std::os::unix::fs::symlink("/etc", dir.path().join("example.com/etc")).unwrap();
+        let known: HashSet<PathBuf> = [Kind::Info, Kind::Zip]
+            .map(|k| PathBuf::from(layout::version_rel(&mv, k)))
+            .into_iter()
+            .chain([PathBuf::from(layout::list_rel(&mv.path))])
+            .collect();
+        let found: Vec<(String, String)> = check_strays(&tree, &known, &HashSet::new())
+            .into_iter()
+            .map(|f| (f.subject, f.problem))
+            .collect();
+        let mut want: Vec<(&str, &str)> = cases
+            .iter()
+            .filter_map(|(rel, p)| p.map(|p| (*rel, p)))
+            .chain([("example.com/etc", "is a symlink")])
+            .collect();
+        want.sort();
+        assert_eq!(found.len(), want.len(), "{found:#?}");
+        for ((subject, problem), (rel, p)) in found.iter().zip(&want) {
+            assert_eq!(subject, rel);
+            assert!(problem.starts_with(p), "{subject}: {problem}");
+        }
+    }
+}

@@ -298,3 +298,57 @@ fn reason(kind: &OutcomeKind) -> &str {
         OutcomeKind::Failed { error } => error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: &str) -> PublishedFiles {
+        PublishedFiles {
+            mv: ModVer::parse("example.com/a", version).unwrap(),
+            info_size: 1,
+            mod_size: 1,
+            zip_size: 1,
+            h1_zip: String::new(),
+            h1_mod: String::new(),
+            zip_sha256: String::new(),
+            info_sha256: None,
+            mod_sha256: None,
+            time: String::new(),
+        }
+    }
+
+    /// A missing file marks its version; a list that differs from the
+    /// state's, or an `@latest` that is not the latest `.info`, its module.
+    // See: #13
+    #[test]
+    fn issue_13_survey_finds_missing_files_and_stale_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::new(dir.path());
+        let rows = [row("v1.0.0"), row("v1.1.0")];
+        for r in &rows {
+            for kind in [Kind::Info, Kind::Mod, Kind::Zip] {
+                let path = tree.version_file(&r.mv, kind);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, r.mv.version.as_str()).unwrap();
+            }
+        }
+        let path = &rows[0].mv.path;
+        std::fs::write(tree.list_file(path), "v1.0.0\nv1.1.0\n").unwrap();
+        let latest_info = tree.version_file(&rows[1].mv, Kind::Info);
+        std::fs::hard_link(&latest_info, tree.latest_file(path)).unwrap();
+        assert!(survey(&tree, &rows).is_empty());
+
+        // A copy with the same bytes is not the link the commit step makes.
+        std::fs::remove_file(tree.latest_file(path)).unwrap();
+        std::fs::copy(&latest_info, tree.latest_file(path)).unwrap();
+        let s = survey(&tree, &rows);
+        assert_eq!((s.missing.len(), s.stale.clone()), (0, vec![path.clone()]));
+
+        std::fs::remove_file(tree.version_file(&rows[0].mv, Kind::Mod)).unwrap();
+        std::fs::write(tree.list_file(path), "v1.0.0\n").unwrap();
+        let s = survey(&tree, &rows);
+        assert_eq!(s.missing, [rows[0].clone()]);
+        assert_eq!(s.stale, [path.clone()]);
+    }
+}
