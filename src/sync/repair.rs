@@ -349,6 +349,6 @@ mod tests {
         std::fs::write(tree.list_file(path), "v1.0.0\n").unwrap();
         let s = survey(&tree, &rows);
         assert_eq!(s.missing, [rows[0].clone()]);
-        assert_eq!(s.stale, [path.clone()]);
+        assert_eq!(s.stale, std::slice::from_ref(path));
     }
 }
