@@ -48,7 +48,7 @@ impl Survey {
     }
 }
 
-/// What [`restore`] did, for the run's report.
+/// What the repair step did, for the run's report.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairReport {
     /// Versions whose missing files were fetched, re-verified and put back.
