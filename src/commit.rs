@@ -18,6 +18,11 @@
 //!       `supported` (once every published version it covers has a lookup);
 //!    3. state: every outcome with the record ids, in one transaction.
 //!
+//! [`rewrite_lists`] is step 2.2's list write alone, for a sync that finds
+//! a module's lists missing or edited; a missing file of a published
+//! version is restored by an ordinary [`commit`] of its re-fetched,
+//! re-verified files (a name that holds them already is left as it is).
+//!
 //! Killed anywhere, the tree lists no version without its files and
 //! lookup, and state names a version published only once it is listed: a
 //! later run finds identical files in place and completes the version.
@@ -344,6 +349,32 @@ fn write_tree(
     (outcomes, written)
 }
 
+/// Rewrites `paths`' `@v/list` and `@latest` from the versions state has
+/// published — step 2.2's list write alone, for lists found missing or
+/// edited (see: #13). Every listed version's files are in place already;
+/// nothing is recorded, since state is what the lists are made from.
+pub async fn rewrite_lists(
+    tree: &Tree,
+    store: &Store,
+    paths: Vec<ModulePath>,
+) -> Result<(), CommitError> {
+    let mut modules: BTreeMap<ModulePath, Vec<Version>> =
+        paths.iter().map(|p| (p.clone(), Vec::new())).collect();
+    for mv in store.published_set(&paths).await? {
+        modules.entry(mv.path).or_default().push(mv.version);
+    }
+    let tree = tree.clone();
+    blocking("rewriting lists", move || {
+        Metadata {
+            modules: modules.into_iter().collect(),
+            sumdb: None,
+        }
+        .write(&tree)
+    })
+    .await?
+    .map_err(CommitError::Publish)
+}
+
 /// What state records for a version placed in the tree.
 pub fn published_info(s: &Staged) -> PublishedInfo {
     let v = s.checked();
@@ -351,6 +382,8 @@ pub fn published_info(s: &Staged) -> PublishedInfo {
         info_size: s.info_size(),
         mod_size: v.mod_size(),
         h1_mod: v.h1_mod().to_owned(),
+        info_sha256: hex::encode(s.info_sha256()),
+        mod_sha256: hex::encode(v.mod_sha256()),
         time: v.time().unwrap_or_default().to_owned(),
         zip: v.zip().map(|z| ZipInfo {
             size: z.size,

@@ -933,7 +933,8 @@ impl<'a> Source<'a> {
             let selectors = match &w.versions {
                 None => vec![Selector::parse("latest").expect("a valid selector")],
                 Some(file::Versions::Selector(s)) => {
-                    let selector = Selector::parse(s).map_err(|e| self.error(&at("versions"), e))?;
+                    let selector =
+                        Selector::parse(s).map_err(|e| self.error(&at("versions"), e))?;
                     if selector.is_empty_range() {
                         // Valid, so not refused, but a range nothing satisfies is almost surely
                         // a typo, and it would silently mirror nothing. See: #13

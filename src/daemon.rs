@@ -73,6 +73,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The state database fails `quick_check` (see: #13).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// How the daemon stopped.
@@ -89,6 +92,13 @@ pub enum Stopped {
 
 /// Runs until `signals.shutdown` fires.
 pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<Stopped, DaemonError> {
+    if config.database.exists() {
+        // Once at start: a damaged database is refused before any run.
+        crate::state::Store::open(&config.database)
+            .await?
+            .quick_check()
+            .await?;
+    }
     let latest = Arc::new(Latest::default());
     let listener = start_listener(&config, &latest, &signals.shutdown).await?;
     publish_metrics(&config, &latest, None).await;

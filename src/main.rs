@@ -70,7 +70,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(cli::closure::closure(load()?, &dir, json))
         }
         Command::Status { json } => runtime.block_on(cli::state::status(load()?, json)),
-        Command::Verify { json } => runtime.block_on(cli::state::verify(load()?, json)),
+        Command::Verify { json, repair } => {
+            runtime.block_on(cli::state::verify(load()?, json, repair))
+        }
         Command::Keygen { name, out } => cli::bundle::keygen(&name, &out),
         Command::Export {
             to,

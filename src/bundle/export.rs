@@ -155,6 +155,8 @@ pub async fn export(
     let tree = Tree::new(&config.tree_dir);
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
+    // A bundle from a damaged database would carry its damage (see: #13).
+    store.quick_check().await?;
     let adopted = settle_pending(&store, &source).await?;
     let (header, candidates, exported) = gather(&store, &source, options.full).await?;
     let sumdb = match &config.sumdb {

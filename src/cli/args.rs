@@ -86,8 +86,8 @@ pub enum Command {
         #[arg(long)]
         plan_only: bool,
     },
-    /// Put failed versions back to pending, with their attempts reset; the
-    /// next sync fetches them.
+    /// Put failed and quarantined versions back to pending, with their
+    /// attempts reset; the next sync fetches them.
     Retry {
         /// Only modules matching these comma-separated globs (Go path.Match
         /// on leading path elements, as GONOSUMDB); all when omitted.
@@ -156,6 +156,11 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Move each altered file of a published version aside (to
+        /// `.gomirror-moved/` in the tree); the next sync restores it from
+        /// upstream, re-verified against the hashes recorded at publish.
+        #[arg(long)]
+        repair: bool,
     },
     /// Apply a bundle from `gomirror export` to this (offline) mirror:
     /// verified against its signature, the chain, the checksum database and

@@ -51,6 +51,28 @@ fn sync_extra(report: &Report) -> String {
     if !report.rejected.is_empty() {
         extra += &format!(", {} upstream entries rejected", report.rejected.len());
     }
+    let r = &report.repair;
+    if !r.restored.is_empty() {
+        extra += &format!(
+            ", {} versions' missing files restored from upstream",
+            r.restored.len()
+        );
+    }
+    if !r.lists_rewritten.is_empty() {
+        extra += &format!(
+            ", {} modules' @v/list and @latest rewritten from the state",
+            r.lists_rewritten.len()
+        );
+    }
+    if !r.problems.is_empty() {
+        extra += &format!(", {} not repaired", r.problems.len());
+    }
+    if report.kept_out > 0 {
+        extra += &format!(
+            ", {} quarantined versions kept out until `gomirror retry`",
+            report.kept_out
+        );
+    }
     if report.fetch.retries > 0 {
         extra += &format!(", {} requests retried", report.fetch.retries);
     }
@@ -184,9 +206,15 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
         v.mod_only,
         HumanBytes(r.published_bytes)
     )?;
+    // See: #13 — a quarantined version is not fetched again by itself.
+    let held = if v.quarantined > 0 {
+        " (kept out until `gomirror retry`)"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "pending {}, quarantined {}, not found {}, failed {}",
+        "pending {}, quarantined {}{held}, not found {}, failed {}",
         v.pending, v.quarantined, v.not_found, v.failed
     )?;
     if let Some(f) = &r.feed {
@@ -325,11 +353,25 @@ pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
     } else {
         "FAILED"
     };
+    // Said, not hidden: older rows carry no sha256 for these (see: #13).
+    let by_content = match report.info_by_content {
+        0 => String::new(),
+        n => format!(
+            ", {n} .info files checked by content (published before their sha256 was recorded)"
+        ),
+    };
     note!(
-        "verify {verdict}: {} versions re-hashed{pinned}, {} problems",
+        "verify {verdict}: {} versions re-hashed{pinned}{by_content}, {} problems",
         report.versions,
         report.problems.len()
     );
+    if let Some(dir) = &report.moved_to {
+        note!(
+            "verify: moved {} altered files aside to {}; the next sync restores them from upstream",
+            report.moved.len(),
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -342,7 +384,7 @@ pub fn retry(back: &[ModVer], pattern: Option<&str>) -> io::Result<()> {
     drop(out);
     let which = pattern.map_or_else(String::new, |p| format!(" matching {p:?}"));
     note!(
-        "retry: {} failed versions{which} back to pending; the next sync fetches them",
+        "retry: {} failed or quarantined versions{which} back to pending; the next sync fetches them",
         back.len()
     );
     Ok(())

@@ -35,11 +35,12 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `gomirror verify [--json]`: exit 1 on any problem.
-pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+/// `gomirror verify [--json] [--repair]`: exit 1 on any problem.
+pub async fn verify(config: Config, json: bool, repair: bool) -> anyhow::Result<ExitCode> {
     // Like `status`: checking a tree no sync made creates nothing.
     drop(existing_store(&config).await?);
-    let audit = gomirror::audit::audit(&config).await?;
+    let options = gomirror::audit::AuditOptions { repair };
+    let audit = gomirror::audit::audit_with(&config, options).await?;
     report::verify(&audit, json).context("writing to stdout")?;
     Ok(if audit.problems.is_empty() {
         ExitCode::SUCCESS
@@ -48,7 +49,7 @@ pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `gomirror retry [pattern]`: failed versions back to pending.
+/// `gomirror retry [pattern]`: failed and quarantined versions back to pending.
 pub async fn retry(config: Config, pattern: Option<String>) -> anyhow::Result<ExitCode> {
     if let Some(p) = &pattern {
         gomirror::plan::rules::check_globs(p).map_err(|e| anyhow::anyhow!("retry: {e}"))?;

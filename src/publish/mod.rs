@@ -59,9 +59,10 @@ struct Found {
     /// The `.mod` with these very bytes is published already.
     mod_present: bool,
     zip_present: bool,
-    /// Size of the published `.info`, if one is: identical, or naming the
-    /// same version and time (it stays; a published file never changes).
-    info_present: Option<u64>,
+    /// Size and sha256 of the published `.info`, if one is: identical, or
+    /// naming the same version and time (it stays; a published file never
+    /// changes).
+    info_present: Option<(u64, [u8; 32])>,
 }
 
 impl Staged {
@@ -74,7 +75,15 @@ impl Staged {
     pub fn info_size(&self) -> u64 {
         self.found
             .info_present
-            .unwrap_or_else(|| self.checked.info_size())
+            .map_or_else(|| self.checked.info_size(), |(size, _)| size)
+    }
+
+    /// sha256 of the `.info` the tree serves once this version is placed.
+    pub fn info_sha256(&self) -> &[u8; 32] {
+        self.found
+            .info_present
+            .as_ref()
+            .map_or(&self.info_sha256, |(_, sha)| sha)
     }
 }
 
@@ -108,7 +117,7 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
     staged.found.info_present = match read_small(&info_path)? {
         None => None,
         Some(existing) if Sha256::digest(&existing)[..] == staged.info_sha256 => {
-            Some(existing.len() as u64)
+            Some((existing.len() as u64, staged.info_sha256))
         }
         Some(existing) => {
             let tmp = staged
@@ -123,7 +132,7 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
                     new: hex::encode(staged.info_sha256),
                 });
             }
-            Some(existing.len() as u64)
+            Some((existing.len() as u64, Sha256::digest(&existing).into()))
         }
     };
     Ok(())
@@ -256,18 +265,26 @@ pub struct Metadata {
     pub sumdb: Option<SumdbHead>,
 }
 
+/// What a module's metadata files serve for its published `versions`:
+/// the `@v/list` body, and the version whose `.info` `@latest` is (the same
+/// file, linked). [`Metadata::write`] writes exactly this, and `gomirror
+/// verify` checks the tree against it, so the two cannot drift.
+pub fn module_metadata(path: &ModulePath, versions: &[Version]) -> (Vec<u8>, Option<ModVer>) {
+    let latest = index::latest_version(versions).map(|v| {
+        ModVer::new(path.clone(), v.clone())
+            .expect("published versions were checked against their path")
+    });
+    (index::list_body(versions), latest)
+}
+
 impl Metadata {
     /// Stages every file, barrier, renames them into place, barrier.
     pub fn write(self, tree: &Tree) -> Result<(), WriteError> {
         let mut staged = Vec::with_capacity(2 * self.modules.len() + 1);
         for (path, versions) in &self.modules {
-            staged.push(Replacement::with_content(
-                &tree.list_file(path),
-                &index::list_body(versions),
-            )?);
-            if let Some(latest) = index::latest_version(versions) {
-                let mv = ModVer::new(path.clone(), latest.clone())
-                    .expect("published versions were checked against their path");
+            let (list, latest) = module_metadata(path, versions);
+            staged.push(Replacement::with_content(&tree.list_file(path), &list)?);
+            if let Some(mv) = latest {
                 // @latest is the .info of the latest version: share its bytes.
                 let info = tree.version_file(&mv, Kind::Info);
                 staged.extend(Replacement::linking(&tree.latest_file(path), &info)?);

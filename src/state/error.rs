@@ -77,6 +77,16 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The database file is damaged (`PRAGMA quick_check` failed, or SQLite
+    /// met a malformed page). Nothing more is read or written: a run on it
+    /// could record wrong state or skip rows silently.
+    // See: #13
+    #[error(
+        "state {}: database is corrupt: {detail}; stop gomirror and restore it from a backup \
+         (README \"Backing up the state database\")",
+        .path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
 
     /// The state thread could not be started.
     #[error("state {}: start state thread", .path.display())]
@@ -94,6 +104,12 @@ pub enum StateError {
 impl StateError {
     /// Wraps a failure of `op`, sorting busy/locked into [`StateError::Busy`].
     pub(crate) fn sqlite(path: PathBuf, op: &'static str, cause: rusqlite::Error) -> Self {
+        if is_corrupt_error(&cause) {
+            return StateError::Corrupt {
+                path,
+                detail: format!("{op}: {cause}"),
+            };
+        }
         if let Some((file, source)) = read_only_cause(&path, &cause) {
             return StateError::ReadOnly {
                 path,
@@ -179,6 +195,14 @@ fn read_only_cause(
             Err(e) if e != rustix::io::Errno::NOENT => Some((file, std::io::Error::from(e))),
             _ => None,
         })
+}
+
+/// SQLITE_CORRUPT or SQLITE_NOTADB: the file itself is damaged.
+pub(crate) fn is_corrupt_error(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 fn is_busy_error(err: &rusqlite::Error) -> bool {

@@ -137,7 +137,7 @@ impl Store {
         .await
     }
 
-    /// Puts `failed` versions of modules matching `pattern` (comma-separated
+    /// Puts `failed` and `quarantined` versions of modules matching `pattern` (comma-separated
     /// `path.Match` globs on leading path elements, as GONOSUMDB; `None`:
     /// every module) back to `pending` with no attempts used. A row that no
     /// longer passes Go's rules stays `failed`: no run could fetch it.
@@ -331,7 +331,7 @@ pub(crate) fn schedule_retries(
     )
 }
 
-/// Puts `failed` versions whose module matches `pattern` (comma-separated
+/// Puts `failed` and `quarantined` versions whose module matches `pattern` (comma-separated
 /// globs, GONOSUMDB's rules; `None`: all) back to `pending` with their
 /// attempts reset. Returns them, by path and version. A row that no longer
 /// checks is skipped (and stays `failed`): no run could fetch it.
@@ -343,7 +343,7 @@ pub(crate) fn retry_failed(
     let failed: Vec<(i64, String, String)> = tx
         .prepare(
             "SELECT v.id, m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
-             WHERE v.status = 'failed' ORDER BY m.path, v.version",
+             WHERE v.status IN ('failed', 'quarantined') ORDER BY m.path, v.version",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -353,7 +353,7 @@ pub(crate) fn retry_failed(
         let mut update = tx.prepare(
             "UPDATE versions SET status = 'pending', attempts = 0, next_try_at = NULL,
                  updated_at = ?2
-             WHERE id = ?1 AND status = 'failed'",
+             WHERE id = ?1 AND status IN ('failed', 'quarantined')",
         )?;
         for (id, path, version) in failed {
             if !pattern.is_none_or(|p| match_prefix_patterns(p, &path)) {

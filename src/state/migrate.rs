@@ -86,6 +86,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0010_run_error.sql"),
         before: None,
     },
+    Migration {
+        version: 11,
+        name: "file_sha256",
+        sql: include_str!("../../migrations/0011_file_sha256.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.

@@ -66,7 +66,8 @@ pub use status::{
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
 pub use versions::{
-    InvalidVersion, Outcome, OutcomeKind, PublishedInfo, Recorded, VersionStatus, ZipInfo,
+    InvalidVersion, Outcome, OutcomeKind, PublishedFiles, PublishedInfo, Recorded, VersionStatus,
+    ZipInfo,
 };
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a
@@ -156,6 +157,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `PRAGMA quick_check`: the database's pages and b-trees are sound.
+    /// Linear in the database's size, so it runs where a damaged file
+    /// would do harm unseen — `gomirror verify`, daemon start, and a sync
+    /// after an interrupted run — not at every open (the no-op sync stays
+    /// fast). A damaged file is [`StateError::Corrupt`].
+    // See: #13
+    pub async fn quick_check(&self) -> Result<(), StateError> {
+        let problems = self
+            .call_as("quick check", |c| {
+                c.prepare("PRAGMA quick_check(5)")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StateError::Corrupt {
+            path: self.path.to_path_buf(),
+            detail: format!("quick_check: {}", problems.join("; ").replace('\n', " ")),
+        })
+    }
+
+    /// [`Store::quick_check`], when a run still marked `running` shows the
+    /// previous run was interrupted (the caller holds the run lock, so that
+    /// process is gone): a kill mid-write is when damage appears. Returns
+    /// whether it checked.
+    pub async fn quick_check_if_interrupted(&self) -> Result<bool, StateError> {
+        let interrupted = self
+            .call_as("find interrupted runs", |c| {
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE outcome = 'running')",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .await?;
+        if interrupted {
+            self.quick_check().await?;
+        }
+        Ok(interrupted)
+    }
+}
+
 /// Runs on the state thread: create, open, configure, migrate.
 fn open_connection(path: &Path) -> Result<Connection, StateError> {
     let owned = || PathBuf::from(path);
@@ -165,7 +211,16 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
             source,
         })?;
     }
-    let open_err = |cause| StateError::open(owned(), cause);
+    let open_err = |cause: rusqlite::Error| {
+        if error::is_corrupt_error(&cause) {
+            StateError::Corrupt {
+                path: owned(),
+                detail: format!("open: {cause}"),
+            }
+        } else {
+            StateError::open(owned(), cause)
+        }
+    };
     let mut conn = Connection::open(path).map_err(open_err)?;
     configure(&conn).map_err(open_err)?;
     migrate::migrate(&mut conn, path, migrate::MIGRATIONS)?;
@@ -251,6 +306,8 @@ pub(crate) mod tests {
             info_size: 12,
             mod_size: 7,
             h1_mod: "h1:mod=".into(),
+            info_sha256: "cd".repeat(32),
+            mod_sha256: "ef".repeat(32),
             time: "2019-01-01T00:00:00Z".into(),
             zip: Some(ZipInfo {
                 size: zip_size,
@@ -317,6 +374,19 @@ pub(crate) mod tests {
         assert_eq!(second, first);
     }
 
+    /// A sound database passes; the check after an interrupted run runs
+    /// only when a run is still marked `running`.
+    // See: #13
+    #[tokio::test]
+    async fn issue_13_quick_check_passes_a_sound_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        store.quick_check().await.unwrap();
+        assert!(!store.quick_check_if_interrupted().await.unwrap());
+        store.begin_run().await.unwrap();
+        assert!(store.quick_check_if_interrupted().await.unwrap());
+    }
+
     #[tokio::test]
     async fn newer_migration_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -340,7 +410,7 @@ pub(crate) mod tests {
             format!(
                 "state {}: database has migration {later} but this gomirror knows only up to \
                  {known}; upgrade gomirror",
-                path.display()
+                path.display(),
             )
         );
     }

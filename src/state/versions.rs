@@ -2,8 +2,11 @@
 //! `pending`, and what each fetch ended as.
 //!
 //! Status moves `pending` → `published` | `quarantined` | `not_found` |
-//! `failed`, and anything but `published` may go back to `pending` when a
-//! later plan retries it. `published` is final: a published file never
+//! `failed`, and anything but `published` and `quarantined` may go back to
+//! `pending` when a later plan retries it. A quarantined version stays out
+//! until the operator runs `gomirror retry` (`retry_failed`): upstream
+//! served bytes that failed verification once, and fetching them again on
+//! every run only repeats the alarm (see: #13). `published` is final: a published file never
 //! changes (STYLE.md §5), so every statement here skips published rows in its
 //! `WHERE`, and the `versions_published_immutable` trigger (0001_init.sql)
 //! stops any other writer.
@@ -92,6 +95,10 @@ pub struct PublishedInfo {
     pub mod_size: u64,
     /// `h1:` hash of go.mod.
     pub h1_mod: String,
+    /// Lowercase hex sha256 of the `.info` the tree serves.
+    pub info_sha256: String,
+    /// Lowercase hex sha256 of the `.mod`.
+    pub mod_sha256: String,
     /// The `Time` field of `.info`, as served.
     pub time: String,
     /// `None`: published for its go.mod only (status `mod_only`).
@@ -123,6 +130,25 @@ pub struct Recorded {
     /// Versions whose outcome was ignored because they are already
     /// published. Non-empty means a caller bug: publish ran twice.
     pub already_published: Vec<ModVer>,
+}
+
+/// What state recorded of a published version's files: what `verify`
+/// checks the tree against and what a restore must reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedFiles {
+    pub mv: ModVer,
+    pub info_size: u64,
+    pub mod_size: u64,
+    pub h1_mod: String,
+    /// `None` for a version published before gomirror recorded them
+    /// (migration 0011).
+    pub info_sha256: Option<String>,
+    pub mod_sha256: Option<String>,
+    /// The `Time` of its `.info`.
+    pub time: String,
+    /// `None` for a version published for its go.mod only (`mod_only`):
+    /// it has no zip and is in no list.
+    pub zip: Option<ZipInfo>,
 }
 
 /// A published row whose path and version no longer pass Go's rules. Every
@@ -167,9 +193,28 @@ impl Store {
         .await
     }
 
+    /// The quarantined versions of `paths`: kept out of every plan until
+    /// `gomirror retry`.
+    pub async fn quarantined_set(
+        &self,
+        paths: &[ModulePath],
+    ) -> Result<HashSet<ModVer>, StateError> {
+        let paths = paths.to_vec();
+        self.call_as("quarantined set", move |c| {
+            let all = version_statuses(c, &paths)?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, s)| *s == VersionStatus::Quarantined)
+                .map(|(mv, _)| mv)
+                .collect())
+        })
+        .await
+    }
+
     /// Marks `versions` `pending` for `run`, in one transaction. Published
     /// versions (and those published for their go.mod only, whose files
-    /// are in the tree) are left alone. Returns how many rows were marked.
+    /// are in the tree) and quarantined versions are left alone. Returns how
+    /// many rows were marked.
     pub async fn mark_pending(&self, run: RunId, versions: &[ModVer]) -> Result<usize, StateError> {
         let versions = versions.to_vec();
         self.call_as("mark pending", move |c| mark_pending(c, run, &versions))
@@ -204,6 +249,20 @@ impl Store {
         .await
     }
 
+    /// What state recorded of every published version of `paths` (of
+    /// every module with `None`), by path and version; versions published
+    /// for their go.mod only included, without a zip.
+    pub async fn published_files(
+        &self,
+        paths: Option<&[ModulePath]>,
+    ) -> Result<Vec<PublishedFiles>, StateError> {
+        let paths = paths.map(<[ModulePath]>::to_vec);
+        self.call_as("published files", move |c| {
+            published_files(c, paths.as_deref())
+        })
+        .await
+    }
+
     /// Versions left `pending` by an interrupted run, by path and version.
     pub async fn pending_versions(&self) -> Result<Vec<ModVer>, StateError> {
         self.call_as("pending versions", |c| pending_versions(c))
@@ -233,7 +292,7 @@ pub(crate) fn mark_pending(
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = 'pending', updated_at = excluded.updated_at,
                  last_run_id = excluded.last_run_id, next_try_at = NULL
-             WHERE versions.status NOT IN ('published', 'mod_only')",
+             WHERE versions.status NOT IN ('published', 'mod_only', 'quarantined')",
         )?;
         for mv in items {
             let module = modules.get(&tx, &mv.path, &now)?;
@@ -266,13 +325,14 @@ pub(super) fn write_outcomes(
         let mut upsert = tx.prepare_cached(
             "INSERT INTO versions (module_id, version, status, info_size, mod_size, zip_size,
                  h1_zip, h1_mod, zip_sha256, time, attempts, last_error,
-                 first_seen, updated_at, published_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12, ?13)
+                 first_seen, updated_at, published_at, info_sha256, mod_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12, ?13, ?14, ?15)
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = excluded.status, info_size = excluded.info_size,
                  mod_size = excluded.mod_size, zip_size = excluded.zip_size,
                  h1_zip = excluded.h1_zip, h1_mod = excluded.h1_mod,
                  zip_sha256 = excluded.zip_sha256, time = excluded.time,
+                 info_sha256 = excluded.info_sha256, mod_sha256 = excluded.mod_sha256,
                  attempts = versions.attempts + 1, last_error = excluded.last_error,
                  updated_at = excluded.updated_at, published_at = excluded.published_at
              WHERE versions.status != 'published'
@@ -297,8 +357,14 @@ pub(super) fn write_outcomes(
                 last_error,
                 now,
                 published_at,
+                p.map(|p| &p.info_sha256),
+                p.map(|p| &p.mod_sha256),
             ])?;
-            if changed == 0 {
+            if changed == 0 && p.is_some_and(|p| is_restore(tx, module, &o.mv, p)) {
+                // A missing file of this version was restored with the
+                // bytes recorded: the row stays as it is (see: #13).
+                recorded.already_published.push(o.mv.clone());
+            } else if changed == 0 {
                 tracing::warn!(
                     mv = %o.mv,
                     status = status.as_str(),
@@ -310,6 +376,20 @@ pub(super) fn write_outcomes(
         }
     }
     Ok(recorded)
+}
+
+/// Whether `p` describes `mv`'s published row exactly: the commit that
+/// restored a missing file of it, not a second publish.
+fn is_restore(tx: &Transaction<'_>, module: i64, mv: &ModVer, p: &PublishedInfo) -> bool {
+    let Some(zip) = &p.zip else {
+        return false;
+    };
+    tx.prepare_cached(
+        "SELECT 1 FROM versions WHERE module_id = ?1 AND version = ?2 AND status = 'published'
+             AND h1_zip = ?3 AND h1_mod = ?4 AND zip_sha256 = ?5",
+    )
+    .and_then(|mut s| s.exists((module, mv.version.as_str(), &zip.h1, &p.h1_mod, &zip.sha256)))
+    .unwrap_or(false)
 }
 
 /// The status, published details and reason columns of an outcome.
@@ -382,6 +462,62 @@ pub(crate) fn pending_versions(conn: &Connection) -> rusqlite::Result<Vec<ModVer
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows.iter().filter_map(|(p, v)| mod_ver(p, v)).collect())
+}
+
+/// [`Store::published_files`]: one statement per path, or one for all.
+fn published_files(
+    conn: &mut Connection,
+    paths: Option<&[ModulePath]>,
+) -> rusqlite::Result<Vec<PublishedFiles>> {
+    const SELECT: &str = "SELECT m.path, v.version, v.info_size, v.mod_size, v.zip_size,
+             v.h1_zip, v.h1_mod, v.zip_sha256, v.info_sha256, v.mod_sha256, v.time
+         FROM versions v JOIN modules m ON m.id = v.module_id
+         WHERE v.status IN ('published', 'mod_only')";
+    let tx = conn.transaction()?;
+    let mut out = Vec::new();
+    {
+        // Two statements, so that the per-path one uses `modules.path`'s
+        // index (`?1 IS NULL OR …` would scan every row per path).
+        let (mut stmt, wanted): (_, Vec<Option<&str>>) = match paths {
+            Some(paths) => (
+                tx.prepare_cached(&format!("{SELECT} AND m.path = ?1 ORDER BY v.version"))?,
+                paths.iter().map(|p| Some(p.as_str())).collect(),
+            ),
+            None => (
+                tx.prepare_cached(&format!(
+                    "{SELECT} AND ?1 IS NULL ORDER BY m.path, v.version"
+                ))?,
+                vec![None],
+            ),
+        };
+        for path in wanted {
+            let rows = stmt.query_map([path], |r| {
+                let (path, version): (String, String) = (r.get(0)?, r.get(1)?);
+                let Some(mv) = mod_ver(&path, &version) else {
+                    return Ok(None);
+                };
+                let zip = match (r.get(4)?, r.get(5)?, r.get(7)?) {
+                    (Some(size), Some(h1), Some(sha256)) => Some(ZipInfo { size, h1, sha256 }),
+                    _ => None,
+                };
+                Ok(Some(PublishedFiles {
+                    mv,
+                    info_size: r.get(2)?,
+                    mod_size: r.get(3)?,
+                    h1_mod: r.get(6)?,
+                    info_sha256: r.get(8)?,
+                    mod_sha256: r.get(9)?,
+                    time: r.get(10)?,
+                    zip,
+                }))
+            })?;
+            for row in rows {
+                out.extend(row?);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Published rows whose path and version fail `ModVer::parse`.
@@ -685,6 +821,71 @@ mod tests {
                 "v1.2".to_string(),
                 "a.example/m@v1.2: invalid version: not canonical (want v1.2.0)".to_string()
             )]
+        );
+    }
+
+    /// A quarantined version stays quarantined when a later plan selects
+    /// it again; only `retry` puts it back.
+    // See: #13
+    #[test]
+    fn issue_13_mark_pending_leaves_quarantined_alone() {
+        let mut conn = migrated();
+        let run = begin_run(&mut conn, 1).unwrap();
+        let m = "example.com/q";
+        let quarantined = OutcomeKind::Quarantined {
+            reason: "zip: bad".into(),
+        };
+        record_outcomes(&mut conn, &[outcome(m, "v1.0.0", quarantined)]).unwrap();
+        assert_eq!(mark_pending(&mut conn, run, &[mv(m, "v1.0.0")]).unwrap(), 0);
+        assert_eq!(
+            status_of(&mut conn, m, "v1.0.0"),
+            Some(VersionStatus::Quarantined)
+        );
+        let back = crate::state::feed::retry_failed(&mut conn, None).unwrap();
+        assert_eq!(back, [mv(m, "v1.0.0")]);
+        assert_eq!(
+            status_of(&mut conn, m, "v1.0.0"),
+            Some(VersionStatus::Pending)
+        );
+    }
+
+    /// The sha256 of `.info` and `.mod` are recorded with the version and
+    /// read back for `verify`; once published they cannot change, while an
+    /// older row's NULLs read back as `None`.
+    // See: #13
+    #[test]
+    fn issue_13_file_sha256_are_recorded_and_immutable() {
+        let mut conn = migrated();
+        let m = "example.com/a";
+        let published = OutcomeKind::Published(published_info(10));
+        record_outcomes(&mut conn, &[outcome(m, "v1.0.0", published)]).unwrap();
+        let rows = published_files(&mut conn, Some(&[module(m)])).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].info_sha256.as_deref(),
+            Some("cd".repeat(32).as_str())
+        );
+        assert_eq!(
+            rows[0].mod_sha256.as_deref(),
+            Some("ef".repeat(32).as_str())
+        );
+        let err = conn
+            .execute("UPDATE versions SET info_sha256 = 'x'", [])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("published version is immutable"),
+            "{err}"
+        );
+
+        conn.execute_batch(
+            "DROP TRIGGER versions_published_sha256_immutable;
+             UPDATE versions SET info_sha256 = NULL, mod_sha256 = NULL;",
+        )
+        .unwrap();
+        let rows = published_files(&mut conn, None).unwrap();
+        assert_eq!(
+            (rows[0].info_sha256.clone(), rows[0].mod_sha256.clone()),
+            (None, None)
         );
     }
 }

@@ -1,12 +1,14 @@
 //! One sync run, stage after stage: the only module that knows the order.
 //!
-//! lock → state → clean strays → plan (due pending versions; the index feed
-//! from its cursor, page by page, each page recorded as pending work with
-//! the cursor (`follow.rs`); list each watched module upstream — with the
-//! feed on, only when its refresh interval has passed or the feed named it
-//! — select, subtract what is published) → mark pending → for each version,
-//! concurrently and bounded: fetch → verify → stage its files → then, per
-//! batch (see `batch.rs`), `commit`: place the files, rewrite
+//! lock → state (`quick_check` after an interrupted run) → clean strays →
+//! plan (due pending versions; the index feed from its cursor, page by
+//! page, each page recorded as pending work with the cursor (`follow.rs`);
+//! list each watched module upstream — with the feed on, only when its
+//! refresh interval has passed or the feed named it — select, subtract what
+//! is published and what is quarantined) → repair what is missing of those
+//! modules' published files and lists (`repair.rs`) → mark pending → for
+//! each version, concurrently and bounded: fetch → verify → stage its files
+//! → then, per batch (see `batch.rs`), `commit`: place the files, rewrite
 //! `@v/list`/`@latest`, record the outcomes.
 //!
 //! Ordering guarantees (DEVELOPERS.md "every write … ordered", kept by
@@ -22,10 +24,12 @@
 mod batch;
 mod follow;
 pub mod project;
+mod repair;
 mod sumdb;
 mod version;
 
 pub use follow::FeedReport;
+pub use repair::RepairReport;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -44,7 +48,8 @@ use crate::module::{ModVer, ModulePath};
 use crate::plan::{self, watchlist::Selector, Job, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
 use crate::state::{
-    Origin, OutcomeKind, RetryPolicy, RunId, RunOutcome, RunSummary, StateError, Store,
+    Origin, OutcomeKind, RejectedEntry, RetryPolicy, RunId, RunOutcome, RunSummary, StateError,
+    Store,
 };
 use crate::verify;
 use crate::verify::sumdb::client::{Record, SumdbError};
@@ -110,6 +115,12 @@ pub struct Report {
     pub feed: Option<FeedReport>,
     /// The run planned (and recorded the plan as pending) but fetched nothing.
     pub plan_only: bool,
+    /// Selected versions left out because they are quarantined: they stay
+    /// out until `gomirror retry`.
+    pub kept_out: u64,
+    /// What was put back of the published tree: missing files restored
+    /// from upstream, lists rewritten from the state.
+    pub repair: RepairReport,
 }
 
 /// How a run goes beyond its config.
@@ -200,6 +211,8 @@ pub async fn run_with(
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
     let store = Store::open(&config.database).await?;
+    // Before `begin_run` marks the previous run interrupted (see: #13).
+    store.quick_check_if_interrupted().await?;
     let run_id = store.begin_run().await?;
     let client = Client::new(config.upstreams.clone(), &config.fetch).map_err(SyncError::Client)?;
     let feed_client = config
@@ -266,6 +279,8 @@ pub async fn run_with(
         seconds: started.elapsed().as_secs_f64(),
         feed: tally.feed,
         plan_only: options.plan_only,
+        kept_out: tally.kept_out,
+        repair: tally.repair,
     })
 }
 
@@ -279,12 +294,21 @@ struct Tally {
     /// checksum database's log forked, a version task panicked.
     stopped: Option<SyncError>,
     feed: Option<FeedReport>,
+    /// Selected versions left out because they are quarantined.
+    kept_out: u64,
+    repair: RepairReport,
 }
 
 impl Tally {
     fn all_ok(&self) -> bool {
         let s = &self.summary;
-        s.failed == 0 && s.quarantined == 0 && s.not_found == 0 && self.plan_errors.is_empty()
+        // A quarantined version kept out is still missing (exit 1).
+        s.failed == 0
+            && s.quarantined == 0
+            && s.not_found == 0
+            && self.kept_out == 0
+            && self.repair.problems.is_empty()
+            && self.plan_errors.is_empty()
     }
 
     fn count(&mut self, kind: &OutcomeKind) {
@@ -343,6 +367,9 @@ async fn run_stages(
         .collect();
     let done = ctx.store.done_set(&paths).await?;
     let selected = plan_watchlist(ctx, config, &watch, tally).await?;
+    let quarantined = quarantined(ctx, &paths).await?;
+    let selected = keep_out(&quarantined, selected, tally);
+    let closure_jobs = keep_out_jobs(&quarantined, closure_jobs, tally);
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
     let feed_jobs: HashSet<ModVer> = resumed
         .iter()
@@ -383,6 +410,13 @@ async fn run_stages(
     } else {
         plan.jobs.len()
     });
+    if !options.plan_only {
+        // Before new work: put back what is missing of the published tree.
+        let survey = repair::survey_paths(ctx, &paths).await?;
+        if !survey.is_empty() {
+            tally.repair = repair::restore(ctx, survey).await?;
+        }
+    }
     let unvouched = sumdb::unvouched(config, &ctx.store).await?;
     if plan.jobs.is_empty() && (unvouched.is_empty() || options.plan_only) {
         return Ok(());
@@ -486,6 +520,45 @@ async fn clean_interrupted(ctx: &Arc<Ctx>) -> Result<Vec<(ModVer, Origin)>, Sync
     Ok(resumed)
 }
 
+/// The quarantined versions of `paths`: they stay out of every plan until
+/// `gomirror retry` puts them back to pending. (The feed and resumed work
+/// never name them: those plan only pending rows.)
+// See: #13
+async fn quarantined(ctx: &Ctx, paths: &[ModulePath]) -> Result<HashSet<ModVer>, SyncError> {
+    Ok(ctx.store.quarantined_set(paths).await?)
+}
+
+/// `selected` without the quarantined versions, counted as kept out.
+fn keep_out(
+    quarantined: &HashSet<ModVer>,
+    selected: Vec<ModVer>,
+    tally: &mut Tally,
+) -> Vec<ModVer> {
+    let (held, kept): (Vec<ModVer>, Vec<ModVer>) = selected
+        .into_iter()
+        .partition(|mv| quarantined.contains(mv));
+    note_kept_out(held.len(), tally);
+    kept
+}
+
+/// A closure's jobs without the quarantined versions, counted as kept out.
+fn keep_out_jobs(quarantined: &HashSet<ModVer>, jobs: Vec<Job>, tally: &mut Tally) -> Vec<Job> {
+    let (held, kept): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| quarantined.contains(&j.mv));
+    note_kept_out(held.len(), tally);
+    kept
+}
+
+fn note_kept_out(held: usize, tally: &mut Tally) {
+    if held > 0 {
+        info!(
+            versions = held,
+            "quarantined versions kept out until `gomirror retry`"
+        );
+    }
+    tally.kept_out += held as u64;
+}
+
 /// Resolves `entries` against upstream, concurrently. A module that cannot
 /// be listed is a plan error (exit 1), not a fatal one. With the feed on,
 /// the modules listed are recorded, for their refresh interval.
@@ -507,15 +580,21 @@ async fn plan_watchlist(
         .await;
     let mut selected = Vec::new();
     let mut listed = Vec::new();
-    for (module, r) in resolved {
-        match r {
-            Ok((versions, rejected)) => {
+    let mut rejections = Vec::new();
+    for (module, Resolved { versions, rejected }) in resolved {
+        for r in &rejected {
+            warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
+            rejections.push(RejectedEntry {
+                module: r.module.clone(),
+                entry: r.version.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+        tally.rejected.extend(rejected);
+        match versions {
+            Ok(versions) => {
                 selected.extend(versions);
                 listed.push(module.clone());
-                for r in &rejected {
-                    warn!(module = %r.module, version = %r.version, "upstream entry rejected: {}", r.reason);
-                }
-                tally.rejected.extend(rejected);
             }
             Err(e) => {
                 warn!("{e}");
@@ -523,30 +602,51 @@ async fn plan_watchlist(
             }
         }
     }
+    // Stored like the feed's, so `status` shows them (see: #13).
+    if !rejections.is_empty() {
+        ctx.store.record_rejections(ctx.run_id, &rejections).await?;
+    }
     if config.feed.enabled && !listed.is_empty() {
         ctx.store.mark_listed(&listed).await?;
     }
     Ok(selected)
 }
 
+/// What one watch entry resolved to upstream.
+struct Resolved {
+    /// The versions it selects, or why it could not be listed.
+    versions: Result<Vec<ModVer>, String>,
+    /// What upstream listed that can never be mirrored, kept even when the
+    /// module could not be listed (a bad `@latest` is the only answer).
+    rejected: Vec<Rejected>,
+}
+
 /// The versions one watch entry selects, and what upstream listed that
 /// can never be mirrored.
-async fn resolve(
+async fn resolve(ctx: &Ctx, module: &ModulePath, selector: &Selector) -> Resolved {
+    let mut rejected = Vec::new();
+    let versions = select(ctx, module, selector, &mut rejected).await;
+    Resolved { versions, rejected }
+}
+
+async fn select(
     ctx: &Ctx,
     module: &ModulePath,
     selector: &Selector,
-) -> Result<(Vec<ModVer>, Vec<Rejected>), String> {
+    rejected: &mut Vec<Rejected>,
+) -> Result<Vec<ModVer>, String> {
     if let Selector::Exact(v) = selector {
         // Named exactly: no listing needed; `.info` will say if it exists.
         return ModVer::new(module.clone(), v.clone())
-            .map(|mv| (vec![mv], vec![]))
+            .map(|mv| vec![mv])
             .map_err(|e| e.to_string());
     }
     let list = ctx
         .get_optional(&layout::list_rel(module), MAX_LIST)
         .await?;
-    let (tagged, mut rejected) =
+    let (tagged, list_rejected) =
         list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
+    rejected.extend(list_rejected);
     let mut listing = Listing {
         tagged,
         latest: None,
@@ -569,11 +669,10 @@ async fn resolve(
             "{module}: not found upstream (no @v/list versions, no @latest)"
         ));
     }
-    let mvs = versions
+    Ok(versions
         .into_iter()
         .filter_map(|v| ModVer::new(module.clone(), v).ok())
-        .collect();
-    Ok((mvs, rejected))
+        .collect())
 }
 
 /// `@v/list` holds one short line per version; 16 MiB is far beyond any

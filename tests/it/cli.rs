@@ -244,7 +244,7 @@ async fn status_prints_counts_after_a_run() {
     );
     assert_eq!(
         lines.next(),
-        Some("pending 0, quarantined 1, not found 0, failed 0"),
+        Some("pending 0, quarantined 1 (kept out until `gomirror retry`), not found 0, failed 0"),
         "{text:#?}"
     );
     assert!(text.stdout.contains("recent runs:"), "{text:#?}");
@@ -312,7 +312,7 @@ async fn issue_11_closed_stdout_is_not_a_panic() {
         if args == ["retry"] {
             assert_eq!(
                 out.stderr,
-                "gomirror: retry: 0 failed versions back to pending; the next sync fetches them\n",
+                "gomirror: retry: 0 failed or quarantined versions back to pending; the next sync fetches them\n",
                 "{out:#?}"
             );
         } else {

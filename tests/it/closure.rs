@@ -316,6 +316,18 @@ async fn a_project_builds_from_the_mirror_alone() {
         .map(|(mv, _)| mv.as_str())
         .collect();
     assert_eq!(mod_only, ["example.com/e@v1.0.0"], "{statuses:?}");
+    // verify knows a go.mod-only version's files, and that it has no zip and no list entry.
+    let verify = mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(0), "{}\n{}", verify.stdout, verify.stderr);
+    std::fs::write(tree.join("example.com/e/@v/v1.0.0.zip"), "stray").expect("write");
+    let verify = mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(1), "{}\n{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.stdout.contains("example.com/e/@v/v1.0.0.zip"),
+        "{}",
+        verify.stdout
+    );
+    std::fs::remove_file(tree.join("example.com/e/@v/v1.0.0.zip")).expect("remove");
 
     drop(upstream);
     let server = Nginx::start(&nginx, &tree, Workers::SameUser);

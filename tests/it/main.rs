@@ -17,6 +17,7 @@ mod hostile;
 mod issue_13_bundles;
 mod issue_13_feed;
 mod issue_13_ops;
+mod issue_13_verify;
 mod metrics;
 mod nginx;
 mod selftest;
