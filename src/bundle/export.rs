@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::lock::RunLock;
 use crate::module::ModulePath;
 use crate::publish::layout::{self, Kind, SumdbFile, Tree, TMP_PREFIX};
-use crate::state::{ExportCandidate, ExportRecord, Store, VersionId};
+use crate::state::{ExportCandidate, ExportRecord, ExportedVersion, Store};
 use crate::verify::sumdb::note::{Signer, Verifier};
 use crate::verify::sumdb::{client, tile::Tile, tlog};
 
@@ -135,7 +135,7 @@ struct Keep {
 struct Plan {
     manifest: Manifest,
     files: Vec<Planned>,
-    version_ids: Vec<VersionId>,
+    version_ids: Vec<ExportedVersion>,
     tiles: Vec<String>,
 }
 
@@ -347,12 +347,10 @@ fn plan(
     for c in candidates {
         let mv = &c.mv;
         files.push(hashed(tree, layout::version_rel(mv, Kind::Mod), keep)?);
-        files.push(known(
-            tree,
-            layout::version_rel(mv, Kind::Zip),
-            c.zip_size,
-            &c.zip_sha256,
-        ));
+        if let Some(zip) = &c.zip {
+            let rel = layout::version_rel(mv, Kind::Zip);
+            files.push(known(tree, rel, zip.size, &zip.sha256));
+        }
         files.push(hashed(tree, layout::version_rel(mv, Kind::Info), keep)?);
     }
     let modules: BTreeSet<&ModulePath> = candidates.iter().map(|c| &c.mv.path).collect();
@@ -372,7 +370,7 @@ fn plan(
         .map(|c| VersionEntry {
             path: c.mv.path.to_string(),
             version: c.mv.version.to_string(),
-            h1_zip: c.h1_zip.clone(),
+            h1_zip: c.zip.as_ref().map(|z| z.h1.clone()),
             h1_mod: c.h1_mod.clone(),
         })
         .collect();
@@ -380,7 +378,13 @@ fn plan(
     Ok(Plan {
         manifest,
         files,
-        version_ids: candidates.iter().map(|c| c.version_id).collect(),
+        version_ids: candidates
+            .iter()
+            .map(|c| ExportedVersion {
+                id: c.version_id,
+                with_zip: c.zip.is_some(),
+            })
+            .collect(),
         tiles,
     })
 }

@@ -64,7 +64,10 @@ pub struct PinnedHead {
 pub struct VersionEntry {
     pub path: String,
     pub version: String,
-    pub h1_zip: String,
+    /// `None` for a version published for its go.mod only: the bundle holds
+    /// its `.info` and `.mod`, no zip (the field is left out of the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h1_zip: Option<String>,
     pub h1_mod: String,
 }
 
@@ -267,7 +270,7 @@ mod tests {
             versions: vec![VersionEntry {
                 path: "rsc.io/quote".into(),
                 version: "v1.5.2".into(),
-                h1_zip: "h1:zip".into(),
+                h1_zip: Some("h1:zip".into()),
                 h1_mod: "h1:mod".into(),
             }],
             files: vec![FileEntry {

@@ -23,12 +23,19 @@ pub struct ExportCandidate {
     /// Recorded with the export.
     pub version_id: VersionId,
     pub mv: ModVer,
-    pub h1_zip: String,
     pub h1_mod: String,
-    pub zip_sha256: String,
     pub info_size: u64,
     pub mod_size: u64,
-    pub zip_size: u64,
+    /// `None` for a version published for its go.mod only.
+    pub zip: Option<super::ZipInfo>,
+}
+
+/// A version an export holds, and whether it held its zip (a version
+/// exported for its go.mod only is exported again once its zip is published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportedVersion {
+    pub id: VersionId,
+    pub with_zip: bool,
 }
 
 /// The newest completed export of a source: the next one follows it.
@@ -93,7 +100,7 @@ impl Store {
     pub async fn record_export(
         &self,
         record: ExportRecord,
-        versions: Vec<VersionId>,
+        versions: Vec<ExportedVersion>,
         tiles: Vec<String>,
     ) -> Result<ExportRecord, StateError> {
         self.call_as("record export", move |c| {
@@ -189,10 +196,11 @@ pub(crate) fn export_candidates(
         "SELECT v.id, m.path, v.version, v.h1_zip, v.h1_mod, v.zip_sha256,
                 v.info_size, v.mod_size, v.zip_size
          FROM versions v JOIN modules m ON m.id = v.module_id
-         WHERE v.status = 'published'
+         WHERE v.status IN ('published', 'mod_only')
            AND (?2 OR NOT EXISTS (
                SELECT 1 FROM export_versions ev JOIN exports e ON e.id = ev.export_id
-               WHERE ev.version_id = v.id AND e.source = ?1))
+               WHERE ev.version_id = v.id AND e.source = ?1
+                 AND (ev.with_zip = 1 OR v.status = 'mod_only')))
          ORDER BY m.path, v.version",
     )?;
     let rows = stmt.query_map((source, full), |r| {
@@ -200,15 +208,17 @@ pub(crate) fn export_candidates(
         let Some(mv) = mod_ver(&path, &version) else {
             return Ok(None);
         };
+        let zip = match (r.get(3)?, r.get(5)?, r.get(8)?) {
+            (Some(h1), Some(sha256), Some(size)) => Some(super::ZipInfo { size, h1, sha256 }),
+            _ => None,
+        };
         Ok(Some(ExportCandidate {
             version_id: VersionId(r.get(0)?),
             mv,
-            h1_zip: r.get(3)?,
             h1_mod: r.get(4)?,
-            zip_sha256: r.get(5)?,
             info_size: r.get(6)?,
             mod_size: r.get(7)?,
-            zip_size: r.get(8)?,
+            zip,
         }))
     })?;
     Ok(rows
@@ -233,7 +243,7 @@ pub(crate) fn exported_tiles(conn: &Connection, source: &str) -> rusqlite::Resul
 pub(crate) fn record_export(
     conn: &mut Connection,
     mut record: ExportRecord,
-    version_ids: &[VersionId],
+    version_ids: &[ExportedVersion],
     tiles: &[String],
 ) -> rusqlite::Result<ExportRecord> {
     record.completed = String::new();
@@ -259,10 +269,10 @@ pub(crate) fn record_export(
     let id = tx.last_insert_rowid();
     {
         let mut v = tx.prepare_cached(
-            "INSERT INTO export_versions (export_id, version_id) VALUES (?1, ?2)",
+            "INSERT INTO export_versions (export_id, version_id, with_zip) VALUES (?1, ?2, ?3)",
         )?;
-        for version_id in version_ids {
-            v.execute((id, version_id.0))?;
+        for version in version_ids {
+            v.execute((id, version.id.0, version.with_zip))?;
         }
         let mut t =
             tx.prepare_cached("INSERT INTO export_tiles (export_id, tile) VALUES (?1, ?2)")?;
@@ -345,6 +355,43 @@ mod tests {
         candidates.iter().map(|c| c.mv.clone()).collect()
     }
 
+    fn exported(c: &ExportCandidate) -> ExportedVersion {
+        ExportedVersion {
+            id: c.version_id,
+            with_zip: c.zip.is_some(),
+        }
+    }
+
+    // See: #12: a version published for its go.mod only is exported without a zip,
+    // and again, with it, once its zip is published.
+    #[test]
+    fn go_mod_only_versions_are_exported_and_again_with_their_zip() {
+        let mut c = migrated();
+        let mut go_mod_only = published_info(0);
+        go_mod_only.zip = None;
+        let kind = |p: &crate::state::PublishedInfo| OutcomeKind::Published(p.clone());
+        record_outcomes(
+            &mut c,
+            &[outcome("a.example/m", "v1.0.0", kind(&go_mod_only))],
+        )
+        .unwrap();
+        let first = export_candidates(&c, "src", false).unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].zip.is_none());
+        let ids: Vec<ExportedVersion> = first.iter().map(exported).collect();
+        record_export(&mut c, record(1), &ids, &[]).unwrap();
+        complete_export(&c, "b1").unwrap();
+        assert_eq!(export_candidates(&c, "src", false).unwrap().len(), 0);
+        record_outcomes(
+            &mut c,
+            &[outcome("a.example/m", "v1.0.0", kind(&published_info(5)))],
+        )
+        .unwrap();
+        let again = export_candidates(&c, "src", false).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].zip.as_ref().map(|z| z.size), Some(5));
+    }
+
     #[test]
     fn an_incremental_export_holds_what_was_published_since() {
         let mut c = migrated();
@@ -353,7 +400,7 @@ mod tests {
         let first = export_candidates(&c, "src", false).unwrap();
         let want = [mv("a.example/m", "v1.0.0"), mv("a.example/m", "v1.1.0")];
         assert_eq!(mvs(&first), want);
-        let ids: Vec<VersionId> = first.iter().map(|x| x.version_id).collect();
+        let ids: Vec<ExportedVersion> = first.iter().map(exported).collect();
         let stored = record_export(&mut c, record(1), &ids, &["tile/8/0/000".into()]).unwrap();
         assert_eq!((stored.versions, stored.tiles), (2, 1));
         assert_eq!(

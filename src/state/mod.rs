@@ -56,7 +56,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::module::ModVer;
 
 pub use error::StateError;
-pub use exports::{ExportCandidate, ExportRecord, PreviousExport, VersionId, STATUS_EXPORTS};
+pub use exports::{
+    ExportCandidate, ExportRecord, ExportedVersion, PreviousExport, VersionId, STATUS_EXPORTS,
+};
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};

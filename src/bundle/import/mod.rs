@@ -255,9 +255,11 @@ fn expected_paths(
     db: Option<&str>,
 ) -> HashMap<String, Expect> {
     let mut expected = HashMap::new();
-    for (i, (mv, _)) in versions.iter().enumerate() {
+    for (i, (mv, entry)) in versions.iter().enumerate() {
         expected.insert(layout::version_rel(mv, Kind::Mod), Expect::Mod(i));
-        expected.insert(layout::version_rel(mv, Kind::Zip), Expect::Zip(i));
+        if entry.h1_zip.is_some() {
+            expected.insert(layout::version_rel(mv, Kind::Zip), Expect::Zip(i));
+        }
         expected.insert(layout::version_rel(mv, Kind::Info), Expect::Info(i));
         expected.insert(layout::list_rel(&mv.path), Expect::List);
         expected.insert(layout::latest_rel(&mv.path), Expect::Latest);

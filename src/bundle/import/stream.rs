@@ -144,11 +144,15 @@ fn stream_files<'a, R: Read>(
 struct Job {
     i: usize,
     mod_file: Received,
-    zip: Received,
+    /// `None` for a version the bundle holds for its go.mod only.
+    zip: Option<Received>,
     info: Bytes,
     /// The checksum database's record (name, hashes), unless private or off.
     vouched: Option<(String, RecordHashes)>,
 }
+
+/// How messages show the zip hash of a version a bundle holds for its go.mod only.
+const NO_ZIP: &str = "no zip";
 
 /// A `.mod` or `.zip` as the reading thread passes it on.
 enum Received {
@@ -216,17 +220,20 @@ fn verify_job(
         mv: mv.clone(),
         info: job.info,
         mod_file: job.mod_file.into_downloaded(&ctx.staging, held)?,
-        zip: Some(job.zip.into_downloaded(&ctx.staging, held)?),
+        zip: job
+            .zip
+            .map(|z| z.into_downloaded(&ctx.staging, held))
+            .transpose()?,
     };
     let verified = verify::verify(fetched, vouched)
         .map_err(|q| file_err(&layout::version_rel(mv, Kind::Zip), FileProblem::Verify(q)))?;
     let c = verified.checked();
-    let h1_zip = c.zip().map_or("", |z| z.h1.as_str());
-    if h1_zip != entry.h1_zip || c.h1_mod() != entry.h1_mod {
+    let h1_zip = c.zip().map(|z| z.h1.as_str());
+    if h1_zip != entry.h1_zip.as_deref() || c.h1_mod() != entry.h1_mod {
         let problem = FileProblem::Hashes {
-            zip: h1_zip.to_owned(),
+            zip: h1_zip.unwrap_or(NO_ZIP).to_owned(),
             go_mod: c.h1_mod().to_owned(),
-            want_zip: entry.h1_zip.clone(),
+            want_zip: entry.h1_zip.as_deref().unwrap_or(NO_ZIP).to_owned(),
             want_mod: entry.h1_mod.clone(),
         };
         return Err(file_err(&layout::version_rel(mv, Kind::Zip), problem));
@@ -425,11 +432,13 @@ impl<'a> Stream<'a> {
         let lookup = parse_lookup(mv, &body).map_err(|e| file_err(rel, FileProblem::Lookup(e)))?;
         let hashes = parse_record_hashes(mv, &lookup.text)
             .map_err(|e| file_err(rel, FileProblem::Lookup(e)))?;
-        if hashes.h1_zip != entry.h1_zip || hashes.h1_mod != entry.h1_mod {
+        // A version held for its go.mod only is vouched for by its go.mod's hash.
+        let zip_differs = entry.h1_zip.as_ref().is_some_and(|z| *z != hashes.h1_zip);
+        if zip_differs || hashes.h1_mod != entry.h1_mod {
             let problem = FileProblem::Record {
                 zip: hashes.h1_zip,
                 go_mod: hashes.h1_mod,
-                want_zip: entry.h1_zip.clone(),
+                want_zip: entry.h1_zip.as_deref().unwrap_or(NO_ZIP).to_owned(),
                 want_mod: entry.h1_mod.clone(),
             };
             return Err(file_err(rel, problem));
@@ -496,10 +505,13 @@ impl<'a> Stream<'a> {
     /// The version's `.info` arrived: its three files go to a verifier,
     /// for the same checks as a download from upstream, with the record.
     fn stage(&mut self, i: usize, info: Bytes) -> Result<(), ImportError> {
-        let (mv, _) = &self.ctx.versions[i];
+        let (mv, entry) = &self.ctx.versions[i];
         let p = self.pending.remove(&i).unwrap_or_default();
-        let (Some(mod_file), Some(zip)) = (p.mod_file, p.zip) else {
-            return Err(Refusal::InfoFirst { mv: mv.clone() }.into());
+        let (mod_file, zip) = match (p.mod_file, p.zip, &entry.h1_zip) {
+            (Some(m), Some(z), Some(_)) => (m, Some(z)),
+            // Held for its go.mod only: no zip to wait for.
+            (Some(m), None, None) => (m, None),
+            _ => return Err(Refusal::InfoFirst { mv: mv.clone() }.into()),
         };
         let private = self
             .ctx
