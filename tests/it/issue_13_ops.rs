@@ -7,20 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::harness::{run_command, BinRun, Mirror};
+use crate::harness::{run_command, small_upstream, BinRun, Mirror, WATCH_A};
 use crate::upstream::Upstream;
 use crate::zipgen::synthetic_module;
-
-/// Two versions of `example.com/a`.
-async fn small_upstream() -> Upstream {
-    Upstream::start(vec![
-        synthetic_module("example.com/a", "v1.0.0", 3, 1024),
-        synthetic_module("example.com/a", "v1.1.0", 3, 1024),
-    ])
-    .await
-}
-
-const WATCH_A: &[(&str, &str)] = &[("example.com/a", "all")];
 
 /// `gomirror <args>` with stdout and stderr both on pipes nobody reads.
 async fn run_into_closed_pipes(mirror: &Mirror, args: &[&str]) -> BinRun {

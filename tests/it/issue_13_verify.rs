@@ -217,15 +217,7 @@ async fn issue_13_corrupt_database_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_verify_names_every_tampered_file() {
     let (a, b) = ("example.com/a", "example.com/b");
-    let upstream = Upstream::start(vec![
-        synthetic_module(a, "v1.0.0", 2, 0),
-        synthetic_module(a, "v1.1.0", 2, 0),
-        synthetic_module(b, "v1.0.0", 2, 0),
-    ])
-    .await;
-    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
-    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
-    assert_eq!(run.code, Some(0), "{run:#?}");
+    let (_upstream, mirror) = synced_ab().await;
     let clean = mirror.run_bin(&["verify"]).await;
     assert_eq!(clean.code, Some(0), "{clean:#?}");
     assert_eq!(clean.stdout, "");
@@ -300,15 +292,7 @@ async fn issue_13_verify_names_every_tampered_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_sync_restores_missing_files_and_lists() {
     let (a, b) = ("example.com/a", "example.com/b");
-    let upstream = Upstream::start(vec![
-        synthetic_module(a, "v1.0.0", 2, 0),
-        synthetic_module(a, "v1.1.0", 2, 0),
-        synthetic_module(b, "v1.0.0", 2, 0),
-    ])
-    .await;
-    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
-    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
-    assert_eq!(run.code, Some(0), "{run:#?}");
+    let (_upstream, mirror) = synced_ab().await;
     let tree = mirror.tree();
     let published: Vec<(String, Vec<u8>)> = crate::harness::files_in(&tree)
         .into_iter()
@@ -461,4 +445,19 @@ async fn issue_13_verify_repair_moves_altered_files_and_sync_restores_them() {
     let clean = mirror.run_bin(&["verify"]).await;
     assert_eq!(clean.code, Some(0), "{clean:#?}");
     assert_eq!(clean.stdout, "");
+}
+
+/// Two versions of `example.com/a` and one of `example.com/b`, synced.
+async fn synced_ab() -> (Upstream, Mirror) {
+    let (a, b) = ("example.com/a", "example.com/b");
+    let upstream = Upstream::start(vec![
+        synthetic_module(a, "v1.0.0", 2, 0),
+        synthetic_module(a, "v1.1.0", 2, 0),
+        synthetic_module(b, "v1.0.0", 2, 0),
+    ])
+    .await;
+    let mirror = Mirror::new(&upstream.url(), &[(a, "all"), (b, "all")]);
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    (upstream, mirror)
 }
