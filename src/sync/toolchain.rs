@@ -78,3 +78,42 @@ async fn latest(ctx: &Ctx, config: &Config, n: usize) -> Result<Vec<Job>, String
     }
     Ok(picked.versions.into_iter().map(Job::files).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::module::ModVer;
+    use crate::verify::zip::check_zip;
+
+    /// A real toolchain zip holds a whole Go install: tens of thousands of files, more than a
+    /// zip's 16-bit entry count (zip64), with nested go.mod files stored as `_go.mod` (Go:
+    /// select.go Exec renames them back after unzipping). Go's zip rules allow all of it, and
+    /// so must ours.
+    // See: #12
+    #[test]
+    fn issue_12_toolchain_zips_pass_the_zip_rules() {
+        let mv = ModVer::parse("golang.org/toolchain", "v0.0.1-go1.22.3.linux-amd64").unwrap();
+        let prefix = format!("{mv}/");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolchain.zip");
+        let mut w = ::zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let opts = ::zip::write::SimpleFileOptions::default()
+            .compression_method(::zip::CompressionMethod::Stored);
+        let mut names = vec![
+            "bin/go".to_owned(),
+            "src/_go.mod".to_owned(),
+            "src/cmd/_go.mod".to_owned(),
+            "src/cmd/vendor/golang.org/x/mod/_go.mod".to_owned(),
+        ];
+        names.extend((0..70_000).map(|i| format!("src/pkg{}/f{i}.go", i / 100)));
+        for name in &names {
+            w.start_file(format!("{prefix}{name}"), opts).unwrap();
+            w.write_all(name.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        let checked = check_zip(&mv, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checked.files, names.len());
+        assert_eq!(checked.go_mod, None, "no go.mod at the root");
+    }
+}
