@@ -70,6 +70,9 @@ fn write_text(out: &mut impl Write, r: &ClosureReport) -> std::io::Result<()> {
             };
             writeln!(out, "    {}: {state}", need.platform)?;
         }
+        if let Some(why) = &r.toolchain_refused {
+            writeln!(out, "    a sync mirrors none of them: {why}")?;
+        }
     }
     if r.lacking.is_empty() {
         writeln!(out, "  the tree has every file")?;
@@ -107,6 +110,7 @@ fn as_json(r: &ClosureReport) -> serde_json::Value {
             "error": t.mv.as_ref().err(),
             "present": t.present,
         })).collect::<Vec<_>>(),
+        "toolchain_refused": r.toolchain_refused,
         "build_list": c.graph.selected().map(|m| mv(&m)).collect::<Vec<_>>(),
         "mods": c.mods.iter().map(mv).collect::<Vec<_>>(),
         "zips": c.zips.iter().map(mv).collect::<Vec<_>>(),

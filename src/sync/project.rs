@@ -90,6 +90,9 @@ pub struct ClosureReport {
     /// The toolchain the project switches to, per configured platform (none without a
     /// toolchain, or with `[toolchain] platforms = []`).
     pub toolchains: Vec<ToolchainNeed>,
+    /// Why a sync would not mirror `toolchains` (verification off, or the toolchain module
+    /// private): the go command refuses unverified toolchains.
+    pub toolchain_refused: Option<String>,
     /// Files of the closure and of `toolchains` the tree does not have.
     pub lacking: Vec<Lack>,
     /// go.mod files asked of upstream while computing it.
@@ -135,6 +138,10 @@ pub async fn closure_report(
         })
         .collect();
     let toolchains = toolchain_needs(&closure, &config.toolchain.platforms);
+    let toolchain_refused = (!toolchains.is_empty())
+        .then(|| toolchain::check_verified(config.sumdb.as_ref()).err())
+        .flatten()
+        .map(|e| e.to_string());
     let needed = needed.into_iter().chain(
         toolchains
             .iter()
@@ -167,6 +174,7 @@ pub async fn closure_report(
         dir: dir.to_path_buf(),
         closure,
         toolchains,
+        toolchain_refused,
         lacking,
         upstream_requests: source.upstream_requests(),
     })

@@ -175,7 +175,8 @@ async fn issue_12_go_switches_to_a_mirrored_toolchain() {
     );
 }
 
-/// `gomirror closure` names the toolchain a platform lacks, and exits 1.
+/// `gomirror closure` names the toolchain a platform lacks, and why a sync would not mirror
+/// it, and exits 1.
 // See: #12
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_closure_reports_a_lacking_toolchain() {
@@ -198,6 +199,14 @@ async fn issue_12_closure_reports_a_lacking_toolchain() {
             {"platform": "windows/amd64", "path": "golang.org/toolchain",
              "version": "v0.0.1-go1.999testmod.windows-amd64", "error": null, "present": false},
         ])
+    );
+    // The harness turns verification off: a sync would mirror none of them, and says why.
+    let refused = v["toolchain_refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.starts_with(
+            "golang.org/toolchain: toolchains need the checksum database, but [sumdb] key is \"off\""
+        ),
+        "{v:#}"
     );
     let lacking: Vec<String> = v["lacking"]
         .as_array()
