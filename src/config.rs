@@ -38,6 +38,7 @@ use crate::fetch::Upstream;
 use crate::module::{ModulePath, PrefixPatterns};
 use crate::plan::feed::{parse_timestamp, MAX_PAGE};
 use crate::plan::rules::{check_globs, PseudoPolicy, Rule, Rules};
+pub use crate::plan::toolchain::Platform;
 use crate::plan::watchlist::Selector;
 use crate::verify::sumdb::note::Verifier;
 
@@ -74,6 +75,8 @@ pub mod file {
         pub metrics: Metrics,
         #[serde(default)]
         pub export: Export,
+        #[serde(default)]
+        pub toolchain: Toolchain,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -204,6 +207,13 @@ pub mod file {
     pub struct Project {
         pub path: String,
     }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Toolchain {
+        pub platforms: Option<Vec<String>>,
+        pub versions: Option<String>,
+    }
 }
 
 /// A checked configuration.
@@ -234,7 +244,28 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
     pub export: Option<ExportSettings>,
+    pub toolchain: ToolchainSettings,
 }
+
+/// `[toolchain]`: which Go toolchains (`golang.org/toolchain`) are mirrored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolchainSettings {
+    /// Every toolchain is mirrored for each of these; empty: no toolchains at all.
+    pub platforms: Vec<Platform>,
+    /// `versions = "latest N"`: also the newest patch of the N newest Go minors.
+    pub latest: Option<usize>,
+}
+
+impl Default for ToolchainSettings {
+    fn default() -> ToolchainSettings {
+        ToolchainSettings {
+            platforms: vec![Platform::parse(DEFAULT_PLATFORM).expect("a known platform")],
+            latest: None,
+        }
+    }
+}
+
+const DEFAULT_PLATFORM: &str = "linux/amd64";
 
 /// `[[import.source]]`: whose keys may sign bundles of source `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -473,6 +504,7 @@ impl Config {
             daemon: src.daemon(&file.daemon)?,
             metrics: src.metrics(&file.metrics, base)?,
             export: src.export(&file.export, base)?,
+            toolchain: src.toolchain(&file.toolchain)?,
         })
     }
 }
@@ -1002,6 +1034,35 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    /// `[toolchain] platforms` (Go's ports, no duplicates) and `versions = "latest N"`.
+    fn toolchain(&self, f: &file::Toolchain) -> Result<ToolchainSettings, ConfigError> {
+        let mut out = ToolchainSettings::default();
+        if let Some(list) = &f.platforms {
+            out.platforms.clear();
+            for (i, text) in list.iter().enumerate() {
+                let at = ["toolchain".into(), "platforms".into(), i.into()];
+                let p = Platform::parse(text.trim()).map_err(|e| self.error(&at, e))?;
+                if out.platforms.contains(&p) {
+                    return Err(self.error(&at, format!("{text:?} is listed twice")));
+                }
+                out.platforms.push(p);
+            }
+        }
+        if let Some(text) = &f.versions {
+            let n = text
+                .trim()
+                .strip_prefix("latest ")
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .filter(|&n| n >= 1);
+            let Some(n) = n else {
+                let reason = format!("{text:?}: want \"latest N\" with N at least 1");
+                return Err(self.error(&["toolchain".into(), "versions".into()], reason));
+            };
+            out.latest = Some(n);
+        }
+        Ok(out)
+    }
+
     fn export(&self, f: &file::Export, base: &Path) -> Result<Option<ExportSettings>, ConfigError> {
         let at = |key: &str| -> Vec<Seg> { vec!["export".into(), key.into()] };
         if let Some(source) = &f.source {
@@ -1435,6 +1496,10 @@ mod tests {
             },
             metrics: MetricsSettings::default(),
             export: None,
+            toolchain: ToolchainSettings {
+                platforms: vec![Platform::parse("linux/amd64").expect("valid")],
+                latest: None,
+            },
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1531,8 +1596,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -1981,5 +2046,34 @@ watched = true
             "mirror.toml:3: [[watch]] #1 versions: range \">=v1.2.0 <v2\": a comma is missing \
              between \">=v1.2.0\" and \"<v2\"; write \">=v1.2.0, <v2\""
         );
+    }
+
+    #[test]
+    fn issue_12_toolchain_platforms_and_versions() {
+        // See: #12
+        let cfg = parse("[toolchain]\nplatforms = [\"linux/amd64\", \"darwin/arm64\"]\nversions = \"latest 2\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<String> = cfg
+            .toolchain
+            .platforms
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(shown, ["linux/amd64", "darwin/arm64"]);
+        assert_eq!(cfg.toolchain.latest, Some(2));
+        let none = parse("[toolchain]\nplatforms = []\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.toolchain.platforms.is_empty());
+        let cases: &[(&str, &str)] = &[
+            ("[toolchain]\nplatforms = [\"linux/x86_64\"]\n", "mirror.toml:2: [toolchain] platforms #1: \"linux/x86_64\": unknown GOOS/GOARCH (`go tool dist list` names the known ones)"),
+            ("[toolchain]\nplatforms = [\"linux\"]\n", "mirror.toml:2: [toolchain] platforms #1: \"linux\": want GOOS/GOARCH, e.g. \"linux/amd64\""),
+            ("[toolchain]\nplatforms = [\"linux/arm64\", \"linux/arm64\"]\n", "mirror.toml:2: [toolchain] platforms #2: \"linux/arm64\" is listed twice"),
+            ("[toolchain]\nversions = \"latest 0\"\n", "mirror.toml:2: [toolchain] versions: \"latest 0\": want \"latest N\" with N at least 1"),
+            ("[toolchain]\nversions = \"all\"\n", "mirror.toml:2: [toolchain] versions: \"all\": want \"latest N\""),
+            ("[toolchain]\nplatform = []\n", "mirror.toml:2: [toolchain] platform: unknown key (expected one of: platforms, versions)"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}\n got: {err}\nwant: {want}");
+        }
     }
 }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::Stdout;
 
-/// Exit 0 when the tree has everything, 1 when it lacks a file or a go.mod could not be had.
+/// Exit 0 when the tree has everything, 1 when it lacks a file (the project's toolchain for a
+/// configured platform included) or a go.mod could not be had.
 pub async fn closure(config: Config, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let report = closure_report(&config, dir, CancellationToken::new()).await?;
     let mut out = Stdout::lock();
@@ -25,7 +26,9 @@ pub async fn closure(config: Config, dir: &Path, json: bool) -> anyhow::Result<E
         write_text(&mut out, &report)?;
     }
     out.flush().context("writing to stdout")?;
-    let complete = report.lacking.is_empty() && report.closure.errors.is_empty();
+    let complete = report.lacking.is_empty()
+        && report.closure.errors.is_empty()
+        && report.toolchains.iter().all(|t| t.mv.is_ok());
     Ok(if complete {
         ExitCode::SUCCESS
     } else {
@@ -59,6 +62,17 @@ fn write_text(out: &mut impl Write, r: &ClosureReport) -> std::io::Result<()> {
     )?;
     if let Some(t) = &c.toolchain {
         writeln!(out, "  toolchain: {t}")?;
+        for need in &r.toolchains {
+            let state = match &need.mv {
+                Ok(mv) if need.present => format!("{mv}: in the tree"),
+                Ok(mv) => format!("{mv}: lacking"),
+                Err(e) => format!("cannot be mirrored: {e}"),
+            };
+            writeln!(out, "    {}: {state}", need.platform)?;
+        }
+        if let Some(why) = &r.toolchain_refused {
+            writeln!(out, "    a sync mirrors none of them: {why}")?;
+        }
     }
     if r.lacking.is_empty() {
         writeln!(out, "  the tree has every file")?;
@@ -89,6 +103,14 @@ fn as_json(r: &ClosureReport) -> serde_json::Value {
         "go": c.go.as_str(),
         "pruning": pruning(c.pruning),
         "toolchain": c.toolchain,
+        "toolchains": r.toolchains.iter().map(|t| json!({
+            "platform": t.platform.to_string(),
+            "path": t.mv.as_ref().ok().map(|m| m.path.as_str()),
+            "version": t.mv.as_ref().ok().map(|m| m.version.as_str()),
+            "error": t.mv.as_ref().err(),
+            "present": t.present,
+        })).collect::<Vec<_>>(),
+        "toolchain_refused": r.toolchain_refused,
         "build_list": c.graph.selected().map(|m| mv(&m)).collect::<Vec<_>>(),
         "mods": c.mods.iter().map(mv).collect::<Vec<_>>(),
         "zips": c.zips.iter().map(mv).collect::<Vec<_>>(),

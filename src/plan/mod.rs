@@ -12,6 +12,7 @@
 
 pub mod feed;
 pub mod rules;
+pub mod toolchain;
 pub mod watchlist;
 
 use std::collections::{BTreeSet, HashSet};

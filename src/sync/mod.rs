@@ -26,6 +26,7 @@ mod follow;
 pub mod project;
 mod repair;
 mod sumdb;
+mod toolchain;
 mod version;
 
 pub use follow::FeedReport;
@@ -356,6 +357,9 @@ async fn run_stages(
             }
         }
     }
+    let toolchains = toolchain::plan(ctx, config, &projects).await;
+    closure_jobs.extend(toolchains.jobs);
+    tally.plan_errors.extend(toolchains.errors);
     let paths: Vec<ModulePath> = watch
         .iter()
         .map(|w| w.module.clone())

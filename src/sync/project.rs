@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::{blocking, TaskError};
 use crate::fetch::{Client, ClientError};
 use crate::module::ModVer;
+use crate::plan::toolchain::{self, Platform};
 use crate::plan::{Job, Want};
 use crate::project::closure::{self, Closure};
 use crate::project::graph::ModSource;
@@ -71,11 +72,28 @@ pub struct Lack {
     pub kind: Kind,
 }
 
+/// The project's toolchain for one `[toolchain] platforms` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolchainNeed {
+    pub platform: Platform,
+    /// `golang.org/toolchain@v0.0.1-<release>.<os>-<arch>`, or why the release names none.
+    pub mv: Result<ModVer, String>,
+    /// The tree has its `.info`, `.mod` and `.zip`.
+    pub present: bool,
+}
+
 /// A project's closure and what the tree lacks of it.
 #[derive(Debug)]
 pub struct ClosureReport {
     pub dir: PathBuf,
     pub closure: Closure,
+    /// The toolchain the project switches to, per configured platform (none without a
+    /// toolchain, or with `[toolchain] platforms = []`).
+    pub toolchains: Vec<ToolchainNeed>,
+    /// Why a sync would not mirror `toolchains` (verification off, or the toolchain module
+    /// private): the go command refuses unverified toolchains.
+    pub toolchain_refused: Option<String>,
+    /// Files of the closure and of `toolchains` the tree does not have.
     pub lacking: Vec<Lack>,
     /// go.mod files asked of upstream while computing it.
     pub upstream_requests: usize,
@@ -119,19 +137,62 @@ pub async fn closure_report(
                 })
         })
         .collect();
-    let lacking = blocking("looking in the tree", move || {
+    let toolchains = toolchain_needs(&closure, &config.toolchain.platforms);
+    let toolchain_refused = (!toolchains.is_empty())
+        .then(|| toolchain::check_verified(config.sumdb.as_ref()).err())
+        .flatten()
+        .map(|e| e.to_string());
+    let needed = needed.into_iter().chain(
+        toolchains
+            .iter()
+            .filter_map(|t| t.mv.as_ref().ok())
+            .flat_map(|mv| {
+                [Kind::Info, Kind::Mod, Kind::Zip].map(|kind| Lack {
+                    mv: mv.clone(),
+                    kind,
+                })
+            }),
+    );
+    let needed: Vec<Lack> = needed.collect();
+    let lacking: Vec<Lack> = blocking("looking in the tree", move || {
         needed
             .into_iter()
             .filter(|l| !tree.version_file(&l.mv, l.kind).is_file())
             .collect()
     })
     .await?;
+    let toolchains = toolchains
+        .into_iter()
+        .map(|mut t| {
+            t.present =
+                t.mv.as_ref()
+                    .is_ok_and(|mv| !lacking.iter().any(|l| &l.mv == mv));
+            t
+        })
+        .collect();
     Ok(ClosureReport {
         dir: dir.to_path_buf(),
         closure,
+        toolchains,
+        toolchain_refused,
         lacking,
         upstream_requests: source.upstream_requests(),
     })
+}
+
+/// The closure's toolchain for each platform, not yet looked for in the tree.
+fn toolchain_needs(closure: &Closure, platforms: &[Platform]) -> Vec<ToolchainNeed> {
+    let Some(release) = &closure.toolchain else {
+        return Vec::new();
+    };
+    platforms
+        .iter()
+        .map(|p| ToolchainNeed {
+            platform: p.clone(),
+            mv: toolchain::toolchain_version(release, p).map_err(|e| e.to_string()),
+            present: false,
+        })
+        .collect()
 }
 
 /// A configured project as this run saw it.

@@ -315,7 +315,12 @@ async fn a_project_builds_from_the_mirror_alone() {
 
     let mut mirror = Mirror::new(&upstream.url(), &[]);
     mirror.sumdb = format!("key = \"{vkey}\"\n");
-    mirror.extra = format!("[[project]]\npath = \"{}\"\n", project.display());
+    // The `go 1.21` line asks for go1.21.0, which this upstream lacks: no toolchains here
+    // (toolchain.rs mirrors one).
+    mirror.extra = format!(
+        "[[project]]\npath = \"{}\"\n[toolchain]\nplatforms = []\n",
+        project.display()
+    );
     let run = mirror.run_bin(&["sync", "--no-progress"]).await;
     assert_eq!(run.code, Some(0), "sync:\n{}", run.stderr);
     let closure = mirror
@@ -474,7 +479,11 @@ async fn issue_12_go_mod_only_versions_travel_in_bundles() {
     assert_eq!(gen.code, Some(0), "{gen:#?}");
     let bundle_key = gen.stdout.trim().to_owned();
     online.sumdb = format!("key = \"{vkey}\"\n[export]\nkey = \"{}\"\n", key.display());
-    online.extra = format!("[[project]]\npath = \"{}\"\n", project.display());
+    // The project's `go 1.21` line names go1.21.0, which this upstream does not have.
+    online.extra = format!(
+        "[[project]]\npath = \"{}\"\n[toolchain]\nplatforms = []\n",
+        project.display()
+    );
     let run = online.run_bin(&["sync", "--no-progress"]).await;
     assert_eq!(run.code, Some(0), "sync:\n{}", run.stderr);
     let media = work.path().join("media");

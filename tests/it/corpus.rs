@@ -126,9 +126,18 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Every module version proxy_test.go would serve, in directory (file name) order.
 pub fn load_go_corpus() -> Vec<CorpusVersion> {
-    let dir = Path::new(GO_SRC).join("cmd/go/testdata/mod");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (install golang-go 1.19)", dir.display()))
+    load_corpus_dir(&Path::new(GO_SRC).join("cmd/go/testdata/mod"))
+}
+
+/// [`load_go_corpus`] of the Go installed at `goroot` (a current Go's corpus is larger: it
+/// has the fake toolchain modules `golang.org/toolchain@v0.0.1-go1.999testmod.<os>-<arch>`).
+pub fn load_corpus_of(goroot: &Path) -> Vec<CorpusVersion> {
+    load_corpus_dir(&goroot.join("src/cmd/go/testdata/mod"))
+}
+
+fn load_corpus_dir(dir: &Path) -> Vec<CorpusVersion> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (install golang-go)", dir.display()))
         .map(|e| {
             e.expect("read_dir entry")
                 .file_name()

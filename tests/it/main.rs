@@ -24,6 +24,7 @@ mod selftest;
 mod sumdb;
 mod sumdb_go;
 mod sync;
+mod toolchain;
 mod tools;
 mod trust;
 mod units;
