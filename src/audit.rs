@@ -48,7 +48,7 @@ pub struct AuditReport {
     /// Whether `sumdb/<name>/supported` is served.
     pub supported: bool,
     /// Versions published before gomirror recorded the sha256 of `.info`
-    /// and `.mod` (migration 0007): their `.info` was checked by content.
+    /// and `.mod` (migration 0011): their `.info` was checked by content.
     pub info_by_content: usize,
     /// With `--repair`: the directory the altered files were moved to, and
     /// those files (relative to the tree). The next sync restores them.

@@ -4,7 +4,7 @@
 //!   (not missing, not a symlink) with the sha256 recorded when it was
 //!   published; the zip also passes the zip rules and hashes to its `h1:`,
 //!   the `.mod` to its `h1:`. A version published before the `.info` and
-//!   `.mod` sha256 were recorded (migration 0007) has its `.info` checked
+//!   `.mod` sha256 were recorded (migration 0011) has its `.info` checked
 //!   by content (size, `Version`, `Time`) instead, and is counted;
 //! - each module's `@v/list` and `@latest` are what the commit step writes
 //!   for the versions state has published (`publish::module_metadata`);
