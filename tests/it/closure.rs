@@ -667,3 +667,37 @@ async fn issue_12_workspace_closure_covers_what_the_current_go_fetches() {
         "build list vs go list -m all"
     );
 }
+
+/// Projects are read again by every sync: a requirement added to a go.mod is mirrored by
+/// the next sync, with no change to the config.
+// See: #12
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_changed_go_mod_is_picked_up_by_the_next_sync() {
+    let upstream = Upstream::start(graphgen::upstream_files()).await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let project = work.path().join("app");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    let go_mod = |requires: &str| {
+        let text = format!("module example.com/app\n\ngo 1.21\n\nrequire (\n{requires})\n");
+        std::fs::write(project.join("go.mod"), text).expect("write go.mod");
+    };
+    go_mod("\texample.com/t v1.0.0\n");
+    let mut mirror = Mirror::new(&upstream.url(), &[]);
+    mirror.extra = format!(
+        "[[project]]\npath = \"{}\"\n[toolchain]\nplatforms = []\n",
+        project.display()
+    );
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(mirror.file("example.com/t/@v/v1.0.0.zip").is_some());
+    assert!(mirror.file("example.com/w/@v/list").is_none());
+
+    go_mod("\texample.com/t v1.0.0\n\texample.com/w v1.0.0\n");
+    let run = mirror.run_bin(&["sync", "--no-progress"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        mirror.file("example.com/w/@v/list").as_deref(),
+        Some(&b"v1.0.0\n"[..])
+    );
+    assert!(run.stderr.contains("1 fetched"), "{}", run.stderr);
+}
