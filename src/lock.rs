@@ -47,6 +47,14 @@ pub enum LockError {
     #[error("another gomirror run holds {}{}", .path.display(), pid_note(*.pid))]
     Held { path: PathBuf, pid: Option<u32> },
 
+    /// `--wait` gave up: the holder kept the lock for longer than the timeout.
+    #[error("another gomirror run holds {}{}; gave up waiting after {}", .path.display(), pid_note(*.pid), humantime::format_duration(*.waited))]
+    Timeout {
+        path: PathBuf,
+        pid: Option<u32>,
+        waited: std::time::Duration,
+    },
+
     #[error("run lock {}: {op}", .path.display())]
     Io {
         path: PathBuf,
@@ -142,6 +150,49 @@ impl RunLock {
                 pid: read_pid(&mut file),
             }),
             Err(TryLockError::Error(source)) => Err(io_err("lock")(source)),
+        }
+    }
+
+    /// [`RunLock::acquire`], waiting while another run holds the lock: for `timeout` at
+    /// most ([`LockError::Timeout`] then) or until `token` fires ([`LockError::Held`] then).
+    /// `waiting` is called once, with the holder's pid, when the lock is found held.
+    ///
+    /// It polls rather than blocking in `flock`: a blocking `flock` can be neither timed
+    /// out nor cancelled without a signal, and a run lasts seconds to minutes, so a
+    /// 100 ms poll costs nothing. Waiters are not queued in order; each takes its turn.
+    /// See: #12
+    pub async fn acquire_waiting(
+        lock_path: &Path,
+        timeout: std::time::Duration,
+        token: &tokio_util::sync::CancellationToken,
+        waiting: &mut dyn FnMut(Option<u32>),
+    ) -> Result<RunLock, LockError> {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut told = false;
+        loop {
+            let pid = match RunLock::acquire(lock_path) {
+                Err(LockError::Held { pid, .. }) => pid,
+                done => return done,
+            };
+            if !told {
+                waiting(pid);
+                told = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(LockError::Timeout {
+                    path: lock_path.to_path_buf(),
+                    pid,
+                    waited: timeout,
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+                _ = token.cancelled() => {
+                    return Err(LockError::Held { path: lock_path.to_path_buf(), pid });
+                }
+            }
         }
     }
 

@@ -92,6 +92,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0011_file_sha256.sql"),
         before: None,
     },
+    Migration {
+        version: 12,
+        name: "projects",
+        sql: include_str!("../../migrations/0012_projects.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
