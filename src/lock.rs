@@ -357,6 +357,56 @@ mod tests {
         assert_eq!(is_held(&path), Some(false), "released");
     }
 
+    // See: #12
+    #[test]
+    fn issue_12_waiting_acquire_takes_the_lock_when_released_or_times_out() {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(waiting_acquire());
+    }
+
+    async fn waiting_acquire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".gomirror.lock");
+        let token = tokio_util::sync::CancellationToken::new();
+        let held = RunLock::acquire(&path).unwrap();
+        let mut told = Vec::new();
+        let err = RunLock::acquire_waiting(
+            &path,
+            std::time::Duration::from_millis(250),
+            &token,
+            &mut |pid| told.push(pid),
+        )
+        .await
+        .unwrap_err();
+        let pid = std::process::id();
+        assert_eq!(told, vec![Some(pid)], "told once, with the holder");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another gomirror run holds {} (pid {pid}); gave up waiting after 250ms",
+                path.display()
+            )
+        );
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            drop(held);
+        });
+        let got = RunLock::acquire_waiting(
+            &path,
+            std::time::Duration::from_secs(10),
+            &token,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.path(), path);
+        release.await.unwrap();
+    }
+
     #[test]
     fn held_without_pid_says_so() {
         let err = LockError::Held {

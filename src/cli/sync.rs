@@ -43,7 +43,7 @@ pub async fn once(
 async fn write_metrics(config: &Config, result: &Result<Report, sync::SyncError>) {
     if config.metrics.textfile.is_some() {
         let last_run = result.as_ref().ok().map(LastRun::of);
-        match metrics::after_run(&config, last_run, None).await {
+        match metrics::after_run(config, last_run, None).await {
             Ok(done) => {
                 if let Err(e) = done.textfile {
                     tracing::warn!("metrics textfile not written: {}", Chain(&e));
