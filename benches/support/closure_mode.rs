@@ -267,18 +267,29 @@ impl Drop for Server {
     }
 }
 
-/// A [`ModSource`] that counts load levels: each time its reads in flight rise from zero.
+/// A [`ModSource`] that counts load levels: each time its reads in flight rise from zero
+/// (meaningful only cold, where every read of a level waits the latency together), and the
+/// reads of each level.
 struct Levels<S> {
     inner: S,
     in_flight: AtomicUsize,
     levels: AtomicUsize,
     reads: AtomicUsize,
+    /// Reads per level. A std mutex: held for an increment, never across an await.
+    per_level: std::sync::Mutex<Vec<usize>>,
 }
 
 impl<S: ModSource> ModSource for Levels<S> {
     async fn go_mod(&self, mv: &ModVer) -> Result<bytes::Bytes, String> {
         if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
             self.levels.fetch_add(1, Ordering::SeqCst);
+        }
+        let level = self.levels.load(Ordering::SeqCst);
+        if let Ok(mut per) = self.per_level.lock() {
+            if per.len() < level {
+                per.resize(level, 0);
+            }
+            per[level - 1] += 1;
         }
         self.reads.fetch_add(1, Ordering::Relaxed);
         let got = self.inner.go_mod(mv).await;
@@ -295,6 +306,7 @@ struct ClosureRun {
     mods: usize,
     zips: usize,
     lacking: usize,
+    per_level: Vec<usize>,
 }
 
 /// One closure of `dir`, in this process, with its load levels counted.
@@ -313,13 +325,19 @@ async fn closure_once(config: &Config, dir: &Path, server: &mut Server) -> Resul
         in_flight: AtomicUsize::new(0),
         levels: AtomicUsize::new(0),
         reads: AtomicUsize::new(0),
+        per_level: std::sync::Mutex::new(Vec::new()),
     };
     let c = closure::closure(&project, &source, config.fetch.concurrency).await;
     let secs = started.elapsed().as_secs_f64();
     ensure!(c.errors.is_empty(), "closure errors: {:?}", c.errors);
-    // What the tree lacks, as `gomirror closure` says it (not timed: it stats files).
-    let report = closure_report(config, dir, CancellationToken::new()).await?;
     let requests = server.requests()? - before;
+    // What the tree lacks, as `gomirror closure` says it (neither timed nor counted).
+    let report = closure_report(config, dir, CancellationToken::new()).await?;
+    let per_level = source
+        .per_level
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
     Ok(ClosureRun {
         secs,
         requests,
@@ -328,6 +346,7 @@ async fn closure_once(config: &Config, dir: &Path, server: &mut Server) -> Resul
         mods: c.mods.len(),
         zips: c.zips.len(),
         lacking: report.lacking.len(),
+        per_level,
     })
 }
 
@@ -394,6 +413,8 @@ pub fn main(args: &[String], gomirror_bin: &Path) -> Result<()> {
 
     let latency = shape.latency_ms as f64 / 1000.0;
     let bound = cold.levels as f64 * latency + cold.requests.div_ceil(concurrency) as f64 * latency;
+    // Each level waits for its slowest batch: Σ ⌈reads of the level / concurrency⌉ rounds.
+    let rounds: usize = cold.per_level.iter().map(|n| n.div_ceil(concurrency)).sum();
     println!(
         "graph: {} modules, {} versions, {} levels generated; latency {} ms, concurrency {concurrency}",
         shape.modules, shape.versions, shape.levels, shape.latency_ms
@@ -409,10 +430,15 @@ pub fn main(args: &[String], gomirror_bin: &Path) -> Result<()> {
         cold.secs, cold.requests, cold.levels
     );
     println!("| bound: levels × latency + ⌈requests/{concurrency}⌉ × latency | {bound:.3} s | | |");
+    println!(
+        "| rounds: Σ ⌈level reads/{concurrency}⌉ × latency ({:?}) | {:.3} s | | |",
+        cold.per_level,
+        rounds as f64 * latency
+    );
     println!("| gomirror sync (child process) | {sync_secs:.3} s | {sync_requests} | |");
     println!(
-        "| warm closure | {:.3} s | {} | {} |",
-        warm.secs, warm.requests, warm.levels
+        "| warm closure | {:.3} s | {} | - |",
+        warm.secs, warm.requests
     );
     println!(
         "peak RSS of this process (VmHWM): {:.1} MiB",
@@ -425,9 +451,9 @@ pub fn main(args: &[String], gomirror_bin: &Path) -> Result<()> {
             "concurrency": concurrency,
             "cold": {"secs": cold.secs, "requests": cold.requests, "levels": cold.levels,
                      "go_mods": cold.go_mods, "mods": cold.mods, "zips": cold.zips},
-            "bound_secs": bound,
+            "bound_secs": bound, "per_level": cold.per_level, "rounds_secs": rounds as f64 * latency,
             "sync": {"secs": sync_secs, "requests": sync_requests},
-            "warm": {"secs": warm.secs, "requests": warm.requests, "levels": warm.levels},
+            "warm": {"secs": warm.secs, "requests": warm.requests},
             "peak_rss_kib": rss_kib,
         })
     );
