@@ -117,7 +117,7 @@ impl Shape {
     }
 
     fn go(&self, i: usize) -> &'static str {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             "1.16"
         } else {
             "1.21"
@@ -145,7 +145,7 @@ impl Shape {
                 pick(level + 1, salt);
             }
         }
-        if level + 2 < self.levels && j % 3 == 0 {
+        if level + 2 < self.levels && j.is_multiple_of(3) {
             pick(level + 2, 5);
         }
         out
