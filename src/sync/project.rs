@@ -4,6 +4,11 @@
 //! verified), else from the upstream proxies: the graph is only discovered with them, and
 //! whatever is later published from it is fetched and verified again like any version.
 //! A warm closure (everything mirrored) therefore makes no upstream request.
+//!
+//! A run records each project it computed when it ends (`record`: needed, present,
+//! missing by reason, in `state::projects`). `sync --project DIR` computes one closure
+//! before the run takes the lock ([`ProjectOnly::compute`]) and hands it to a run that
+//! mirrors only that (`RunOptions::project`), waiting for the lock if asked ([`LockWait`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -58,8 +58,9 @@ async fn issue_12_status_shows_each_project_and_a_broken_go_mod() {
         &work.path().join("broken"),
         "module example.com/broken\n\ngo 1.21\nbogus example.com/c v1.2.0\n",
     );
+    let gone = work.path().join("no-such-checkout");
     let mut mirror = Mirror::new(&upstream.url(), &[]);
-    mirror.extra = [&good, &lacking, &broken]
+    mirror.extra = [&good, &lacking, &broken, &gone]
         .iter()
         .map(|p| format!("[[project]]\npath = \"{}\"\n", p.display()))
         .collect();
@@ -99,6 +100,15 @@ async fn issue_12_status_shows_each_project_and_a_broken_go_mod() {
         .find(|l| l.starts_with(&format!("  {}, run #1: error: ", canonical(&broken))))
         .unwrap_or_else(|| panic!("no line for the broken project in:\n{text}"));
     assert!(broken_line.contains("go.mod:4"), "{broken_line}");
+    let gone_line = format!(
+        "  {}, run #1: error: reading {}: No such file or directory (os error 2)",
+        gone.display(),
+        gone.display()
+    );
+    assert!(
+        text.lines().any(|l| l == gone_line),
+        "{gone_line:?} in:\n{text}"
+    );
 
     let json = mirror.run_bin(&["status", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("status --json");
