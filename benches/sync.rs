@@ -32,6 +32,8 @@
 //! into the work directory first: the target directory is shared, and another build could
 //! replace the file mid-run.
 
+#[path = "support/closure_mode.rs"]
+mod closure_mode;
 #[path = "../tests/it/corpus.rs"]
 mod corpus;
 #[path = "support/export_mode.rs"]
@@ -82,6 +84,9 @@ usage: cargo bench --bench sync -- [options]
   --export            instead: the export bench (benches/support/export_mode.rs), which takes
                       --versions N (2000), --zip-kib KIB (100), --big-zip-mib MIB (400; 0: none),
                       --rounds N (3), --keep
+  --closure           instead: the project closure bench (benches/support/closure_mode.rs):
+                      a generated graph (--modules 300 --versions 1000 --levels 8), cold
+                      and warm closure time, upstream requests, load levels, peak RSS
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
                       --known N (100000), --watched N (1000), --new N (20000), --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
@@ -922,6 +927,14 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(SERVE) {
         return serve(Corpus::from_args(&args[2..])?);
+    }
+    if args.get(1).map(String::as_str) == Some(closure_mode::SERVE) {
+        return closure_mode::serve(&args[2..]);
+    }
+    if args.iter().any(|a| a == "--closure") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return closure_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--export") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")

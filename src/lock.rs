@@ -47,6 +47,14 @@ pub enum LockError {
     #[error("another gomirror run holds {}{}", .path.display(), pid_note(*.pid))]
     Held { path: PathBuf, pid: Option<u32> },
 
+    /// `--wait` gave up: the holder kept the lock for longer than the timeout.
+    #[error("another gomirror run holds {}{}; gave up waiting after {}", .path.display(), pid_note(*.pid), humantime::format_duration(*.waited))]
+    Timeout {
+        path: PathBuf,
+        pid: Option<u32>,
+        waited: std::time::Duration,
+    },
+
     #[error("run lock {}: {op}", .path.display())]
     Io {
         path: PathBuf,
@@ -142,6 +150,49 @@ impl RunLock {
                 pid: read_pid(&mut file),
             }),
             Err(TryLockError::Error(source)) => Err(io_err("lock")(source)),
+        }
+    }
+
+    /// [`RunLock::acquire`], waiting while another run holds the lock: for `timeout` at
+    /// most ([`LockError::Timeout`] then) or until `token` fires ([`LockError::Held`] then).
+    /// `waiting` is called once, with the holder's pid, when the lock is found held.
+    ///
+    /// It polls rather than blocking in `flock`: a blocking `flock` can be neither timed
+    /// out nor cancelled without a signal, and a run lasts seconds to minutes, so a
+    /// 100 ms poll costs nothing. Waiters are not queued in order; each takes its turn.
+    /// See: #12
+    pub async fn acquire_waiting(
+        lock_path: &Path,
+        timeout: std::time::Duration,
+        token: &tokio_util::sync::CancellationToken,
+        waiting: &mut dyn FnMut(Option<u32>),
+    ) -> Result<RunLock, LockError> {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut told = false;
+        loop {
+            let pid = match RunLock::acquire(lock_path) {
+                Err(LockError::Held { pid, .. }) => pid,
+                done => return done,
+            };
+            if !told {
+                waiting(pid);
+                told = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(LockError::Timeout {
+                    path: lock_path.to_path_buf(),
+                    pid,
+                    waited: timeout,
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+                _ = token.cancelled() => {
+                    return Err(LockError::Held { path: lock_path.to_path_buf(), pid });
+                }
+            }
         }
     }
 
@@ -304,6 +355,56 @@ mod tests {
         ));
         drop(held);
         assert_eq!(is_held(&path), Some(false), "released");
+    }
+
+    // See: #12
+    #[test]
+    fn issue_12_waiting_acquire_takes_the_lock_when_released_or_times_out() {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(waiting_acquire());
+    }
+
+    async fn waiting_acquire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".gomirror.lock");
+        let token = tokio_util::sync::CancellationToken::new();
+        let held = RunLock::acquire(&path).unwrap();
+        let mut told = Vec::new();
+        let err = RunLock::acquire_waiting(
+            &path,
+            std::time::Duration::from_millis(250),
+            &token,
+            &mut |pid| told.push(pid),
+        )
+        .await
+        .unwrap_err();
+        let pid = std::process::id();
+        assert_eq!(told, vec![Some(pid)], "told once, with the holder");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another gomirror run holds {} (pid {pid}); gave up waiting after 250ms",
+                path.display()
+            )
+        );
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            drop(held);
+        });
+        let got = RunLock::acquire_waiting(
+            &path,
+            std::time::Duration::from_secs(10),
+            &token,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.path(), path);
+        release.await.unwrap();
     }
 
     #[test]

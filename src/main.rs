@@ -42,13 +42,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream,
             no_progress,
             plan_only,
+            project,
+            wait,
+            wait_timeout,
         } => {
             let overrides = Overrides {
                 upstream: upstream_override(upstream),
             };
             let config = Config::load(&cli.config, &overrides)?;
-            let options = sync::RunOptions { plan_only };
-            runtime.block_on(cli::sync::once(config, no_progress, options))
+            let options = sync::RunOptions {
+                plan_only,
+                wait: wait.then(|| cli::sync::lock_wait(wait_timeout)),
+                ..Default::default()
+            };
+            match project {
+                Some(dir) => {
+                    runtime.block_on(cli::sync::project(config, &dir, no_progress, options))
+                }
+                None => runtime.block_on(cli::sync::once(config, no_progress, options)),
+            }
         }
         Command::Daemon { upstream } => {
             let overrides = Overrides {

@@ -263,6 +263,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     ]);
     render_runs(&mut x, s);
     render_feed(&mut x, s);
+    render_projects(&mut x, s);
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
     if let Some(run) = latest_finished(&s.runs) {
@@ -290,6 +291,55 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
 }
 
 /// The index feed's newest entry, and how far behind now it is.
+/// Per project (label: its directory; the rows are bounded by the config, a full sync
+/// forgets the others): versions needed, present and missing, missing by reason, and
+/// whether its go.mod could not be read. See: #12
+fn render_projects(x: &mut Exposition, s: &StatusReport) {
+    if s.projects.is_empty() {
+        return;
+    }
+    let name = "gomirror_project_versions";
+    x.family(
+        name,
+        "gauge",
+        "Versions a project's closure needs, and of them present and missing in the tree.",
+    );
+    for p in &s.projects {
+        let c = &p.counts;
+        for (state, n) in [
+            ("needed", c.needed),
+            ("present", c.present),
+            ("missing", c.missing()),
+        ] {
+            x.sample(name, &[("project", &p.dir), ("state", state)], n as f64);
+        }
+    }
+    let name = "gomirror_project_missing_versions";
+    x.family(name, "gauge", "A project's missing versions by reason.");
+    for p in &s.projects {
+        let c = &p.counts;
+        for (reason, n) in [
+            ("not_found", c.not_found),
+            ("quarantined", c.quarantined),
+            ("failed", c.failed),
+            ("private", c.private),
+            ("pending", c.pending),
+        ] {
+            x.sample(name, &[("project", &p.dir), ("reason", reason)], n as f64);
+        }
+    }
+    let name = "gomirror_project_error";
+    x.family(
+        name,
+        "gauge",
+        "1 when the project could not be read (its go.mod or go.work), else 0.",
+    );
+    for p in &s.projects {
+        let bad = if p.error.is_some() { 1.0 } else { 0.0 };
+        x.sample(name, &[("project", &p.dir)], bad);
+    }
+}
+
 fn render_feed(x: &mut Exposition, s: &StatusReport) {
     let newest = s.feed.as_ref().and_then(|f| f.newest.as_deref());
     let Some(at) = newest.and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()) else {
@@ -734,6 +784,41 @@ mod tests {
             imports: Vec::new(),
             upstreams: Vec::new(),
             last_failure: None,
+            projects: Vec::new(),
+        }
+    }
+
+    // See: #12
+    #[test]
+    fn issue_12_project_metrics_carry_the_status_counts() {
+        let mut s = status_with_feed(None);
+        s.projects = vec![crate::state::ProjectStatus {
+            dir: "/src/app".into(),
+            last_run: crate::state::RunId(3),
+            seen_at: "2026-01-01T00:00:00Z".into(),
+            go: Some("1.21".into()),
+            toolchain: None,
+            error: None,
+            counts: crate::state::ProjectCounts {
+                needed: 10,
+                present: 7,
+                not_found: 2,
+                quarantined: 1,
+                ..Default::default()
+            },
+            missing: Vec::new(),
+        }];
+        let mut x = Exposition::default();
+        render_projects(&mut x, &s);
+        for line in [
+            r#"gomirror_project_versions{project="/src/app",state="needed"} 10"#,
+            r#"gomirror_project_versions{project="/src/app",state="present"} 7"#,
+            r#"gomirror_project_versions{project="/src/app",state="missing"} 3"#,
+            r#"gomirror_project_missing_versions{project="/src/app",reason="not_found"} 2"#,
+            r#"gomirror_project_missing_versions{project="/src/app",reason="quarantined"} 1"#,
+            r#"gomirror_project_error{project="/src/app"} 0"#,
+        ] {
+            assert!(x.out.lines().any(|l| l == line), "{line} in:\n{}", x.out);
         }
     }
 

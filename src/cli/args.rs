@@ -83,8 +83,20 @@ pub enum Command {
         no_progress: bool,
         /// Plan only: read the feed and the watchlist, record what to fetch
         /// as pending (the next sync fetches it), fetch nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "project")]
         plan_only: bool,
+        /// Mirror only the closure of this project (a directory with go.mod or
+        /// go.work): no feed, no watchlist, no other project. Exit 1 if
+        /// anything it needs is missing, listing what and why.
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+        /// When another sync holds the lock, wait for it (up to
+        /// --wait-timeout) instead of exiting 2 at once.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits for the lock (e.g. 30s, 10m).
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, requires = "wait")]
+        wait_timeout: std::time::Duration,
     },
     /// Put failed and quarantined versions back to pending, with their
     /// attempts reset; the next sync fetches them.

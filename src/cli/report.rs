@@ -14,7 +14,7 @@ use gomirror::bundle::inspect::BundleInfo;
 use gomirror::error::Chain;
 use gomirror::metrics::{self, TreeUsage};
 use gomirror::module::ModVer;
-use gomirror::state::{RunSummary, StatusReport};
+use gomirror::state::{MissingReason, MissingVersion, ProjectStatus, RunSummary, StatusReport};
 use gomirror::sync::Report;
 use indicatif::HumanBytes;
 
@@ -238,8 +238,106 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
         )?;
     }
     print_upstreams(out, r)?;
+    print_projects(out, r)?;
     print_history(out, r)?;
     print_problems(out, r)
+}
+
+/// Each project as its last run left it: needed, present, missing by reason with the
+/// first missing versions, or why it could not be read. See: #12
+fn print_projects(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    if !r.projects.is_empty() {
+        writeln!(out, "\nprojects:")?;
+    }
+    for p in &r.projects {
+        writeln!(out, "  {}", project_line(p))?;
+        for m in &p.missing {
+            writeln!(out, "    {}", missing_line(m))?;
+        }
+        let more = p.counts.missing().saturating_sub(p.missing.len() as u64);
+        if more > 0 {
+            writeln!(out, "    and {more} more")?;
+        }
+    }
+    Ok(())
+}
+
+/// `DIR (go 1.21, toolchain go1.22.3), run #N: 12 needed, 10 present, 2 missing (…)`,
+/// or `DIR, run #N: error: go.mod:3: …`.
+fn project_line(p: &ProjectStatus) -> String {
+    let mut about = Vec::new();
+    if let Some(go) = &p.go {
+        about.push(format!("go {go}"));
+    }
+    if let Some(t) = &p.toolchain {
+        about.push(format!("toolchain {t}"));
+    }
+    let about = if about.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", about.join(", "))
+    };
+    if let Some(e) = &p.error {
+        return format!("{}, run #{}: error: {e}", p.dir, p.last_run);
+    }
+    let c = &p.counts;
+    let reasons: Vec<String> = [
+        (c.not_found, "not found upstream"),
+        (c.quarantined, "quarantined"),
+        (c.failed, "failed"),
+        (c.private, "private"),
+        (c.pending, "pending"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
+    format!(
+        "{}{about}, run #{}: {} needed, {} present, {} missing{reasons}",
+        p.dir,
+        p.last_run,
+        c.needed,
+        c.present,
+        c.missing()
+    )
+}
+
+/// `path@version: not found upstream: <detail>`.
+fn missing_line(m: &MissingVersion) -> String {
+    let why = match m.reason {
+        MissingReason::NotFound => "not found upstream",
+        MissingReason::Quarantined => "quarantined",
+        MissingReason::Failed => "failed",
+        MissingReason::Private => "private, not served by upstream",
+        MissingReason::Pending => "not fetched yet",
+    };
+    match &m.detail {
+        Some(d) => format!("{}@{}: {why}: {d}", m.path, m.version),
+        None => format!("{}@{}: {why}", m.path, m.version),
+    }
+}
+
+/// After `sync --project`: each project's counts and what it still lacks, on stderr.
+/// See: #12
+pub fn project_missing(report: &Report) {
+    for p in &report.projects {
+        note!("project {}", project_line(p));
+        for m in &p.missing {
+            note!("  missing {}", missing_line(m));
+        }
+        let more = p.counts.missing().saturating_sub(p.missing.len() as u64);
+        if more > 0 {
+            note!("  and {more} more missing");
+        }
+    }
+    for e in &report.plan_errors {
+        note!("{e}");
+    }
 }
 
 /// The recent runs, exports and imports.

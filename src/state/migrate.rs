@@ -98,6 +98,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0012_export_go_mod_only.sql"),
         before: None,
     },
+    Migration {
+        version: 13,
+        name: "projects",
+        sql: include_str!("../../migrations/0013_projects.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.

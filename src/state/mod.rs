@@ -22,6 +22,7 @@
 //! - `feed.rs`: the index feed's cursor and pages, retries, listing times
 //! - `sumdb.rs`: checksum database heads and record ids
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
+//! - `projects.rs`: each project's closure per run, `record_projects`, `projects`
 //! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
 //!
 //! A module path or version read back from the database is checked again
@@ -37,6 +38,7 @@ mod exports;
 mod feed;
 mod imports;
 mod migrate;
+mod projects;
 mod runs;
 mod status;
 mod sumdb;
@@ -61,6 +63,10 @@ pub use exports::{
 };
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
+pub use projects::{
+    MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,
+    PROJECT_MISSING_KEPT,
+};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
     FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,

@@ -44,6 +44,8 @@ pub struct StatusReport {
     pub upstreams: Vec<crate::fetch::UpstreamHealth>,
     /// The newest run that did not end `ok`, and why.
     pub last_failure: Option<LastFailure>,
+    /// Each project as its last run left it: needed, present, missing. See: #12
+    pub projects: Vec<super::projects::ProjectStatus>,
 }
 
 /// The newest run that failed, finished partial, or was interrupted, and why: what
@@ -243,6 +245,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         imports: super::imports::recent_imports(&tx, STATUS_RUNS)?,
         upstreams: super::upstreams::upstream_health(&tx)?,
         last_failure: last_failure(&tx)?,
+        projects: super::projects::projects(&tx)?,
     };
     tx.commit()?;
     Ok(report)

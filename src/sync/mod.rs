@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, WatchEntry};
 use crate::fetch::Client;
-use crate::lock::{LockError, RunLock};
+use crate::lock::LockError;
 use crate::module::{ModVer, ModulePath};
 use crate::plan::{self, watchlist::Selector, Job, Listing, Rejected};
 use crate::publish::{self, layout, Staged, Tree, WriteError};
@@ -122,13 +122,20 @@ pub struct Report {
     /// What was put back of the published tree: missing files restored
     /// from upstream, lists rewritten from the state.
     pub repair: RepairReport,
+    /// The projects this run computed, as it left them. See: #12
+    pub projects: Vec<crate::state::ProjectStatus>,
 }
 
 /// How a run goes beyond its config.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Plan, record the plan as pending work, fetch nothing.
     pub plan_only: bool,
+    /// Mirror only this project's closure (computed before the lock): no feed, no
+    /// watchlist, no other project, no resumed work. See: #12
+    pub project: Option<Arc<project::ProjectOnly>>,
+    /// Wait for a run holding the lock instead of failing at once.
+    pub wait: Option<project::LockWait>,
 }
 
 impl Report {
@@ -209,8 +216,9 @@ pub async fn run_with(
     })?;
     // Two locks: the tree's (two databases must not share a tree) and the
     // database's (two trees must not share a database).
-    let _tree_lock = RunLock::acquire(&tree.lock_file())?;
-    let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
+    let _tree_lock = project::take_lock(&tree.lock_file(), options.wait, &token).await?;
+    let db_lock = crate::lock::db_lock_path(&config.database);
+    let _db_lock = project::take_lock(&db_lock, options.wait, &token).await?;
     let store = Store::open(&config.database).await?;
     // Before `begin_run` marks the previous run interrupted (see: #13).
     store.quick_check_if_interrupted().await?;
@@ -235,7 +243,7 @@ pub async fn run_with(
         sumdb: std::sync::OnceLock::new(),
     });
     let mut tally = Tally::default();
-    let mut result = run_stages(&ctx, config, &mut tally, progress, options).await;
+    let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
     if result.is_ok() {
         // This run's failed feed versions get their next try.
         result = store
@@ -257,6 +265,8 @@ pub async fn run_with(
     if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
         store.record_run_error(run_id, e).await?;
     }
+    let full = options.project.is_none();
+    let projects = project::record(&store, run_id, config, &tally.projects, full).await?;
     store.finish_run(run_id, &tally.summary).await?;
     result?;
     if let Some(e) = tally.stopped {
@@ -282,6 +292,7 @@ pub async fn run_with(
         plan_only: options.plan_only,
         kept_out: tally.kept_out,
         repair: tally.repair,
+        projects,
     })
 }
 
@@ -298,6 +309,8 @@ struct Tally {
     /// Selected versions left out because they are quarantined.
     kept_out: u64,
     repair: RepairReport,
+    /// The projects whose closures this run computed.
+    projects: Vec<project::ProjectRun>,
 }
 
 impl Tally {
@@ -335,11 +348,18 @@ async fn run_stages(
 ) -> Result<(), SyncError> {
     // Feed versions whose failure a killed run recorded but did not schedule.
     ctx.store.schedule_retries(retry_policy(config)).await?;
-    let resumed = clean_interrupted(ctx).await?;
-    let followed = follow_feed(ctx, config, tally).await?;
-    let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
+    let (resumed, followed, watch, projects) = match &options.project {
+        // See: #12: `sync --project DIR` mirrors that closure and nothing else.
+        Some(only) => (Vec::new(), Default::default(), Vec::new(), vec![only.run()]),
+        None => {
+            let resumed = clean_interrupted(ctx).await?;
+            let followed = follow_feed(ctx, config, tally).await?;
+            let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
+            let projects = project::plan_projects(ctx, config).await?;
+            (resumed, followed, watch, projects)
+        }
+    };
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
-    let projects = project::plan_projects(ctx, config).await?;
     let mut closure_jobs = Vec::new();
     for p in &projects {
         match &p.closure {
@@ -360,6 +380,7 @@ async fn run_stages(
     let toolchains = toolchain::plan(ctx, config, &projects).await;
     closure_jobs.extend(toolchains.jobs);
     tally.plan_errors.extend(toolchains.errors);
+    tally.projects = projects;
     let paths: Vec<ModulePath> = watch
         .iter()
         .map(|w| w.module.clone())

@@ -4,6 +4,11 @@
 //! verified), else from the upstream proxies: the graph is only discovered with them, and
 //! whatever is later published from it is fetched and verified again like any version.
 //! A warm closure (everything mirrored) therefore makes no upstream request.
+//!
+//! A run records each project it computed when it ends (`record`: needed, present,
+//! missing by reason, in `state::projects`). `sync --project DIR` computes one closure
+//! before the run takes the lock ([`ProjectOnly::compute`]) and hands it to a run that
+//! mirrors only that (`RunOptions::project`), waiting for the lock if asked ([`LockWait`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{blocking, TaskError};
 use crate::fetch::{Client, ClientError};
+use crate::lock::{LockError, RunLock};
 use crate::module::ModVer;
 use crate::plan::toolchain::{self, Platform};
 use crate::plan::{Job, Want};
@@ -20,6 +26,7 @@ use crate::project::closure::{self, Closure};
 use crate::project::graph::ModSource;
 use crate::project::{Project, ProjectError};
 use crate::publish::layout::{self, Kind, Tree};
+use crate::state::{Need, ProjectSeen, ProjectStatus, RunId, SeenClosure, StateError, Store};
 use crate::verify::MAX_GO_MOD;
 
 use super::Ctx;
@@ -282,4 +289,114 @@ fn expand(patterns: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
         }
     }
     out
+}
+
+/// A project's closure computed before the run took the lock: what `sync --project DIR`
+/// mirrors, and nothing else (no feed, no watchlist, no other project). See: #12
+#[derive(Debug, Clone)]
+pub struct ProjectOnly {
+    pub dir: PathBuf,
+    pub closure: Closure,
+}
+
+impl ProjectOnly {
+    /// Computes the closure of `dir` without the lock and without the state database:
+    /// go.mod files from the tree, else upstream (what `closure_report` reads), so many
+    /// CI jobs can compute theirs while a sync runs.
+    pub async fn compute(
+        config: &Config,
+        dir: &Path,
+        token: CancellationToken,
+    ) -> Result<ProjectOnly, ClosureError> {
+        let report = closure_report(config, dir, token).await?;
+        Ok(ProjectOnly {
+            dir: report.dir,
+            closure: report.closure,
+        })
+    }
+
+    pub(super) fn run(&self) -> ProjectRun {
+        ProjectRun {
+            dir: self.dir.clone(),
+            closure: Ok(self.closure.clone()),
+        }
+    }
+}
+
+/// How a run waits for the run lock another run holds (`sync --wait`).
+#[derive(Debug, Clone, Copy)]
+pub struct LockWait {
+    /// Give up after this long ([`LockError::Timeout`], exit 2).
+    pub timeout: std::time::Duration,
+    /// Told once per lock, with the holder's pid, when the run starts waiting: main.rs
+    /// says so on stderr.
+    pub waiting: fn(Option<u32>),
+}
+
+/// Takes the run lock at `path`: at once, or waiting as `wait` says.
+pub(super) async fn take_lock(
+    path: &Path,
+    wait: Option<LockWait>,
+    token: &CancellationToken,
+) -> Result<RunLock, LockError> {
+    match wait {
+        None => RunLock::acquire(path),
+        Some(w) => {
+            let mut waiting = w.waiting;
+            RunLock::acquire_waiting(path, w.timeout, token, &mut waiting).await
+        }
+    }
+}
+
+/// Records what this run saw of its projects, counted against the versions' statuses
+/// as the run left them; returns their statuses. A full run (`forget_others`) reads every
+/// configured project, so projects it did not see are forgotten. See: #12
+pub(super) async fn record(
+    store: &Store,
+    run: RunId,
+    config: &Config,
+    runs: &[ProjectRun],
+    forget_others: bool,
+) -> Result<Vec<ProjectStatus>, StateError> {
+    let private = |mv: &ModVer| {
+        config
+            .sumdb
+            .as_ref()
+            .is_some_and(|s| s.is_private(mv.path.as_str()))
+    };
+    let seen = runs
+        .iter()
+        // A pattern that could not be expanded has no directory; it is a plan error.
+        .filter(|r| !r.dir.as_os_str().is_empty())
+        .map(|r| ProjectSeen {
+            dir: project_key(&r.dir),
+            closure: r
+                .closure
+                .as_ref()
+                .map(|c| SeenClosure {
+                    go: c.go.to_string(),
+                    toolchain: c.toolchain.clone(),
+                    needs: c
+                        .mods
+                        .iter()
+                        .map(|mv| Need {
+                            mv: mv.clone(),
+                            zip: c.zips.contains(mv),
+                            private: private(mv),
+                        })
+                        .collect(),
+                })
+                .map_err(Clone::clone),
+        })
+        .collect();
+    store.record_projects(run, seen, forget_others).await
+}
+
+/// The key a project is known by in state and metrics: its canonical directory, so
+/// `./` in a CI checkout and the configured path name the same project.
+pub fn project_key(dir: &Path) -> String {
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
 }
