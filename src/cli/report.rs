@@ -45,8 +45,12 @@ pub fn sync(report: &Report) {
 /// that only show when there is something to say.
 fn sync_extra(report: &Report) -> String {
     let mut extra = String::new();
-    if !report.plan_errors.is_empty() {
-        extra += &format!(", {} watched modules not listed", report.plan_errors.len());
+    let mut by_source = std::collections::BTreeMap::new();
+    for e in &report.plan_errors {
+        *by_source.entry(e.source).or_insert(0usize) += 1;
+    }
+    for (source, n) in by_source {
+        extra += &format!(", {n} {}", source.noun());
     }
     if !report.rejected.is_empty() {
         extra += &format!(", {} upstream entries rejected", report.rejected.len());

@@ -92,9 +92,9 @@ impl LastFailure {
             RunOutcome::Interrupted => {
                 "the run was stopped, or its process died, before it ended".to_owned()
             }
-            // A partial run with no failing version: a watched module could
-            // not be listed upstream (the run's summary line and log say which).
-            _ => "some watched modules could not be listed upstream".to_owned(),
+            // A partial run with no failing version and no recorded cause (a
+            // run before gomirror recorded its planning problems).
+            _ => "planning could not do everything (the run's log says what)".to_owned(),
         }
     }
 }

@@ -30,7 +30,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
-use super::{chain, Ctx, SyncError, Tally};
+use super::{chain, Ctx, PlanError, PlanSource, SyncError, Tally};
 use crate::config::{FeedSettings, FeedStart};
 use crate::fetch::Client;
 use crate::module::{ModVer, ModulePath};
@@ -101,7 +101,7 @@ pub(super) async fn follow(
     let mut cursor = match start_cursor(feed, stored.as_ref()) {
         Ok(c) => c,
         Err(e) => {
-            tally.plan_errors.push(e);
+            tally.plan_errors.push(PlanError::new(PlanSource::Feed, e));
             return Ok(out);
         }
     };
@@ -121,8 +121,7 @@ pub(super) async fn follow(
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(e) => {
-                warn!("{e}");
-                tally.plan_errors.push(e);
+                tally.plan_errors.push(PlanError::new(PlanSource::Feed, e));
                 break;
             }
         };
@@ -133,8 +132,7 @@ pub(super) async fn follow(
             Step::Stuck => {
                 out.report.stuck_at = Some(format_timestamp(cursor.since()));
                 let e = stuck_message(&cursor, &page, paging.limit);
-                warn!("{e}");
-                tally.plan_errors.push(e);
+                tally.plan_errors.push(PlanError::new(PlanSource::Feed, e));
                 break;
             }
             Step::End => {

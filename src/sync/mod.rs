@@ -101,14 +101,92 @@ async fn blocking<T: Send + 'static>(
     Ok(crate::error::blocking(task, f).await?)
 }
 
+/// Something planning could not do. The run goes on with the rest and ends
+/// partial (exit 1); the message says what and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanError {
+    pub source: PlanSource,
+    pub message: String,
+}
+
+/// Which part of planning a [`PlanError`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanSource {
+    /// A watched module that could not be listed upstream.
+    Watch,
+    /// The index feed.
+    Feed,
+    /// A project: unreadable, or a go.mod of its graph could not be had.
+    Project,
+    /// Go toolchains.
+    Toolchain,
+    /// Checksum-database lookups of published versions (the backfill).
+    Sumdb,
+}
+
+impl PlanSource {
+    /// How the sync's last line counts errors of this source: `2 {noun}`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            PlanSource::Watch => "watched modules not listed",
+            PlanSource::Feed => "feed problems",
+            PlanSource::Project => "project problems",
+            PlanSource::Toolchain => "toolchain problems",
+            PlanSource::Sumdb => "checksum-database lookups failed",
+        }
+    }
+}
+
+impl PlanError {
+    fn new(source: PlanSource, message: impl Into<String>) -> PlanError {
+        let message = message.into();
+        warn!("{message}");
+        PlanError { source, message }
+    }
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A run's plan errors as one cause: `2 planning problems: <the first> (and 1 more)`.
+#[derive(Debug)]
+struct PlanErrors(String);
+
+impl PlanErrors {
+    fn of(errors: &[PlanError]) -> PlanErrors {
+        let n = errors.len();
+        let noun = if n == 1 { "problem" } else { "problems" };
+        let mut text = format!("{n} planning {noun}");
+        if let Some(first) = errors.first() {
+            text += &format!(": {first}");
+        }
+        if n > 1 {
+            text += &format!(" (and {} more)", n - 1);
+        }
+        PlanErrors(text)
+    }
+}
+
+impl std::fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanErrors {}
+
 /// The result of a run that went to its end.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub run_id: i64,
     pub summary: RunSummary,
     pub rejected: Vec<Rejected>,
-    /// Watched modules that could not be resolved upstream.
-    pub plan_errors: Vec<String>,
+    /// What planning could not do (each logged as a warning too).
+    pub plan_errors: Vec<PlanError>,
     /// Upstream requests, retries, bytes and status codes of this run.
     pub fetch: crate::fetch::StatsSnapshot,
     pub seconds: f64,
@@ -264,6 +342,11 @@ pub async fn run_with(
         .await?;
     if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
         store.record_run_error(run_id, e).await?;
+    } else if !tally.plan_errors.is_empty() {
+        // `status` says why the run was partial (see: #13).
+        store
+            .record_run_error(run_id, &PlanErrors::of(&tally.plan_errors))
+            .await?;
     }
     let full = options.project.is_none();
     let projects = project::record(&store, run_id, config, &tally.projects, full).await?;
@@ -301,7 +384,7 @@ pub async fn run_with(
 struct Tally {
     summary: RunSummary,
     rejected: Vec<Rejected>,
-    plan_errors: Vec<String>,
+    plan_errors: Vec<PlanError>,
     /// What stopped the run before its end: the tree takes no writes, the
     /// checksum database's log forked, a version task panicked.
     stopped: Option<SyncError>,
@@ -367,19 +450,22 @@ async fn run_stages(
                 closure_jobs.extend(project::jobs(c));
                 for e in &c.errors {
                     let e = format!("project {}: {}: {}", p.dir.display(), e.mv, e.error);
-                    warn!("{e}");
-                    tally.plan_errors.push(e);
+                    tally
+                        .plan_errors
+                        .push(PlanError::new(PlanSource::Project, e));
                 }
             }
-            Err(e) => {
-                warn!("{e}");
-                tally.plan_errors.push(e.clone());
-            }
+            Err(e) => tally
+                .plan_errors
+                .push(PlanError::new(PlanSource::Project, e.clone())),
         }
     }
     let toolchains = toolchain::plan(ctx, config, &projects).await;
     closure_jobs.extend(toolchains.jobs);
-    tally.plan_errors.extend(toolchains.errors);
+    let toolchain_errors = toolchains.errors.into_iter();
+    tally
+        .plan_errors
+        .extend(toolchain_errors.map(|e| PlanError::new(PlanSource::Toolchain, e)));
     tally.projects = projects;
     let paths: Vec<ModulePath> = watch
         .iter()
@@ -463,7 +549,11 @@ async fn run_stages(
         let db = ctx.sumdb.get_or_init(|| db);
         if !unvouched.is_empty() {
             let problems = sumdb::backfill(ctx, db, unvouched, config.fetch.concurrency).await?;
-            tally.plan_errors.extend(problems);
+            tally.plan_errors.extend(
+                problems
+                    .into_iter()
+                    .map(|e| PlanError::new(PlanSource::Sumdb, e)),
+            );
         }
     }
     fetch_verify_publish(ctx, plan.jobs, tally, progress).await
@@ -621,10 +711,7 @@ async fn plan_watchlist(
                 selected.extend(versions);
                 listed.push(module.clone());
             }
-            Err(e) => {
-                warn!("{e}");
-                tally.plan_errors.push(e);
-            }
+            Err(e) => tally.plan_errors.push(PlanError::new(PlanSource::Watch, e)),
         }
     }
     // Stored like the feed's, so `status` shows them (see: #13).

@@ -175,7 +175,7 @@ async fn issue_6_more_equal_timestamps_than_the_index_serves_stops_without_skipp
     assert_eq!(limits, [2000, 2000, 4000]);
     assert!(!report.all_ok(), "{report:#?}");
     assert!(
-        report.plan_errors[0].starts_with("index feed: cannot move past Timestamp 2024-01-01T00:00:01.123456789Z: a page of 2000 entries (limit 4000) brings nothing new"),
+        report.plan_errors[0].message.starts_with("index feed: cannot move past Timestamp 2024-01-01T00:00:01.123456789Z: a page of 2000 entries (limit 4000) brings nothing new"),
         "{:?}",
         report.plan_errors
     );
