@@ -14,6 +14,7 @@ mod graphgen;
 mod h1;
 mod harness;
 mod hostile;
+mod issue_12_witness;
 mod issue_13_bundles;
 mod issue_13_feed;
 mod issue_13_ops;
