@@ -201,11 +201,7 @@ fn parse_line(
 /// The go.sum files the go command reads for a project: each main module's go.sum, and in a
 /// workspace the go.work.sum beside go.work. Go: modload.initGoSum / modfetch.GoSumFile.
 pub fn project_sums(project: &super::Project) -> Result<Vec<GoSum>, GoSumError> {
-    let mut files: Vec<PathBuf> = project
-        .mains
-        .iter()
-        .map(|m| m.dir.join("go.sum"))
-        .collect();
+    let mut files: Vec<PathBuf> = project.mains.iter().map(|m| m.dir.join("go.sum")).collect();
     if let Some((work, _)) = &project.work {
         files.push(work.with_file_name("go.work.sum"));
     }
@@ -228,22 +224,58 @@ mod tests {
         parse_go_sum(Path::new("go.sum"), text.as_bytes()).map_err(|e| e.to_string())
     }
 
+    /// A case's want: `(module@version, go_mod)` per kept line, or an error's start.
+    type Want = Result<Vec<(&'static str, bool)>, &'static str>;
+
     #[test]
     fn lines() {
         // Go: cmd/go/internal/modfetch/fetch.go readGoSum.
         let empty = dirhash::hash_go_mod(&dirhash::digest(b""));
-        let cases: Vec<(String, Result<Vec<(&str, bool)>, &str>)> = vec![
-            (format!("rsc.io/quote v1.5.2 {H}\n"), Ok(vec![("rsc.io/quote@v1.5.2", false)])),
-            (format!("rsc.io/quote v1.5.2/go.mod {H}"), Ok(vec![("rsc.io/quote@v1.5.2", true)])),
-            (format!("\n  \n\trsc.io/quote  v1.5.2\t{H}  \n"), Ok(vec![("rsc.io/quote@v1.5.2", false)])),
-            (format!("rsc.io/quote v1.5.2 h2:abc\nrsc.io/quote v1.5.2/go.mod {empty}\n"), Ok(vec![])),
-            ("rsc.io/quote v1.5.2\n".into(), Err("malformed go.sum:\ngo.sum:1: wrong number of fields 2")),
-            (format!("\nrsc.io/quote v1.5.2 {H} x\n"), Err("malformed go.sum:\ngo.sum:2: wrong number of fields 4")),
-            (format!("../../etc v1.0.0 {H}\n"), Err("go.sum:1: malformed module path \"../../etc\"")),
-            (format!("example.com/x v1.0.0/../../x {H}\n"), Err("go.sum:1: example.com/x@v1.0.0/../../x: invalid version")),
-            (format!("example.com/x v1.0 {H}\n"), Err("go.sum:1: example.com/x@v1.0: invalid version")),
-            (format!("example.com/x/v2 v1.0.0 {H}\n"), Err("go.sum:1: example.com/x/v2@v1.0.0: invalid version")),
-            (format!("a\u{0}b.com/x v1.0.0 {H}\n"), Err("go.sum:1: malformed module path")),
+        let cases: Vec<(String, Want)> = vec![
+            (
+                format!("rsc.io/quote v1.5.2 {H}\n"),
+                Ok(vec![("rsc.io/quote@v1.5.2", false)]),
+            ),
+            (
+                format!("rsc.io/quote v1.5.2/go.mod {H}"),
+                Ok(vec![("rsc.io/quote@v1.5.2", true)]),
+            ),
+            (
+                format!("\n  \n\trsc.io/quote  v1.5.2\t{H}  \n"),
+                Ok(vec![("rsc.io/quote@v1.5.2", false)]),
+            ),
+            (
+                format!("rsc.io/quote v1.5.2 h2:abc\nrsc.io/quote v1.5.2/go.mod {empty}\n"),
+                Ok(vec![]),
+            ),
+            (
+                "rsc.io/quote v1.5.2\n".into(),
+                Err("malformed go.sum:\ngo.sum:1: wrong number of fields 2"),
+            ),
+            (
+                format!("\nrsc.io/quote v1.5.2 {H} x\n"),
+                Err("malformed go.sum:\ngo.sum:2: wrong number of fields 4"),
+            ),
+            (
+                format!("../../etc v1.0.0 {H}\n"),
+                Err("go.sum:1: malformed module path \"../../etc\""),
+            ),
+            (
+                format!("example.com/x v1.0.0/../../x {H}\n"),
+                Err("go.sum:1: example.com/x@v1.0.0/../../x: invalid version"),
+            ),
+            (
+                format!("example.com/x v1.0 {H}\n"),
+                Err("go.sum:1: example.com/x@v1.0: invalid version"),
+            ),
+            (
+                format!("example.com/x/v2 v1.0.0 {H}\n"),
+                Err("go.sum:1: example.com/x/v2@v1.0.0: invalid version"),
+            ),
+            (
+                format!("a\u{0}b.com/x v1.0.0 {H}\n"),
+                Err("go.sum:1: malformed module path"),
+            ),
         ];
         for (text, want) in cases {
             let got = parse(&text).map(|s| {
@@ -266,8 +298,10 @@ mod tests {
 
     #[test]
     fn line_numbers_and_invalid_utf8() {
-        let s = parse(&format!("\na.example/m v1.0.0 {H}\n\nb.example/m v1.0.0/go.mod {H}\n"))
-            .unwrap();
+        let s = parse(&format!(
+            "\na.example/m v1.0.0 {H}\n\nb.example/m v1.0.0/go.mod {H}\n"
+        ))
+        .unwrap();
         let nums: Vec<usize> = s.lines.iter().map(|l| l.line).collect();
         assert_eq!(nums, [2, 4]);
         let e = parse_go_sum(Path::new("go.sum"), &b"a.example/m v1.0.0 \xff\n"[..]).unwrap_err();

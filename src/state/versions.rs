@@ -558,7 +558,10 @@ fn verified_hashes(
         for mv in versions {
             let row = stmt
                 .query_row((mv.path.as_str(), mv.version.as_str()), |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
                 })
                 .optional()?;
             if let Some((Some(h1_mod), h1_zip)) = row {

@@ -371,7 +371,9 @@ async fn run_stages(
             }
         }
     }
-    let _ = ctx.witnesses.set(project::witnesses(&projects, |mv| covered(config, mv)));
+    let _ = ctx
+        .witnesses
+        .set(project::witnesses(&projects, |mv| covered(config, mv)));
     let _ = ctx.projects.set(projects);
     let paths: Vec<ModulePath> = watch
         .iter()

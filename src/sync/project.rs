@@ -29,9 +29,9 @@ use crate::plan::{Job, Want};
 use crate::project::closure::{self, Closure};
 use crate::project::gosum::{self, GoSum};
 use crate::project::graph::ModSource;
-use crate::state::StateError;
 use crate::project::{Project, ProjectError};
 use crate::publish::layout::{self, Kind, Tree};
+use crate::state::StateError;
 use crate::verify::MAX_GO_MOD;
 
 use super::Ctx;
@@ -106,7 +106,9 @@ impl ModSource for TreeThenUpstream {
             Err(e) => return Err(format!("{mv}: reading {}: {e}", published.display())),
         }
         let Some(client) = self.routes.client(&mv.path) else {
-            return Err(format!("{mv}: private module: no [upstream] private_proxies"));
+            return Err(format!(
+                "{mv}: private module: no [upstream] private_proxies"
+            ));
         };
         self.upstream_requests.fetch_add(1, Ordering::Relaxed);
         let rel = layout::version_rel(mv, Kind::Mod);
@@ -232,9 +234,7 @@ pub(super) async fn plan_projects(
                     Ok((project, sums)) => {
                         let mut c =
                             closure::closure(&project, &source, config.fetch.concurrency).await;
-                        closure::below_private(&mut c, &sums, |mv| {
-                            ctx.routes.is_private(&mv.path)
-                        });
+                        closure::below_private(&mut c, &sums, |mv| ctx.routes.is_private(&mv.path));
                         (Ok(c), sums)
                     }
                     Err(e) => (Err(crate::error::chain(&e)), Vec::new()),
@@ -268,7 +268,11 @@ pub(super) type Witnesses = HashMap<ModVer, Vec<Witness>>;
 /// [`Witnesses`] of `projects` (read without errors), for versions `covered` says no.
 pub(super) fn witnesses(projects: &[ProjectRun], covered: impl Fn(&ModVer) -> bool) -> Witnesses {
     let mut out = Witnesses::new();
-    for sum in projects.iter().filter(|p| p.closure.is_ok()).flat_map(|p| &p.sums) {
+    for sum in projects
+        .iter()
+        .filter(|p| p.closure.is_ok())
+        .flat_map(|p| &p.sums)
+    {
         for l in sum.lines.iter().filter(|l| !covered(&l.mv)) {
             out.entry(l.mv.clone()).or_default().push(Witness {
                 file: sum.file.clone(),
@@ -343,7 +347,11 @@ pub(super) async fn check_witnesses(
                 let Some((h1_mod, h1_zip)) = hashes.get(&l.mv) else {
                     continue;
                 };
-                let verified = if l.go_mod { Some(h1_mod) } else { h1_zip.as_ref() };
+                let verified = if l.go_mod {
+                    Some(h1_mod)
+                } else {
+                    h1_zip.as_ref()
+                };
                 let Some(verified) = verified.filter(|h| **h != l.hash) else {
                     continue;
                 };

@@ -27,10 +27,8 @@ pub(super) async fn process(ctx: Arc<Ctx>, job: Job) -> Finished {
             return done(mv, OutcomeKind::Failed { error });
         };
         // The lookup (and its proofs) runs while the files download.
-        let (fetched, record) = tokio::join!(
-            fetch_version(&ctx, client, &mv, want),
-            lookup(&ctx, &mv)
-        );
+        let (fetched, record) =
+            tokio::join!(fetch_version(&ctx, client, &mv, want), lookup(&ctx, &mv));
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => return fetch_failed(&ctx, mv, e),

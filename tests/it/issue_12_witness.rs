@@ -96,7 +96,11 @@ async fn issue_12_go_sum_mismatch_fails_that_project() {
         bad.join("go.sum").display()
     );
     assert!(run.stderr.contains(&want), "want {want}\n{}", run.stderr);
-    assert!(!run.stderr.contains(&good.display().to_string()), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains(&good.display().to_string()),
+        "{}",
+        run.stderr
+    );
     // The version is published for everyone: one bad go.sum blocks no one else.
     let row = mirror.row("example.com/a", "v1.0.0");
     assert_eq!(row.status, "published");
@@ -210,7 +214,13 @@ async fn issue_12_private_modules_ask_no_public_upstream() {
         &["closure", "--json", dir.to_str().expect("utf-8")],
     ))
     .await;
-    assert_eq!(closure.code, Some(0), "{}\n{}", closure.stdout, closure.stderr);
+    assert_eq!(
+        closure.code,
+        Some(0),
+        "{}\n{}",
+        closure.stdout,
+        closure.stderr
+    );
     let json: serde_json::Value = serde_json::from_str(&closure.stdout).expect("json");
     assert_eq!(json["approximate"], true);
     assert_eq!(
@@ -223,7 +233,9 @@ async fn issue_12_private_modules_ask_no_public_upstream() {
     ))
     .await;
     assert!(
-        text_out.stdout.contains("    corp.example/p@v1.0.0 (private)")
+        text_out
+            .stdout
+            .contains("    corp.example/p@v1.0.0 (private)")
             && text_out.stdout.contains("approximate"),
         "{}",
         text_out.stdout
@@ -322,13 +334,20 @@ async fn issue_12_hostile_project_files_name_file_line() {
             sum(&version_attack)
         ),
         // (The log line is JSON: the message's newline is escaped.)
-        format!("malformed go.sum:\\n{}:4: wrong number of fields 2", sum(&malformed)),
+        format!(
+            "malformed go.sum:\\n{}:4: wrong number of fields 2",
+            sum(&malformed)
+        ),
         format!("{}: larger than 64 MiB", sum(&huge)),
         format!("{}:5:", escape.join("go.mod").display()),
         format!("{}:4:", go_mod_version.join("go.mod").display()),
     ];
     for want in &wants {
-        assert!(run.stderr.contains(want.as_str()), "want {want}\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(want.as_str()),
+            "want {want}\n{}",
+            run.stderr
+        );
     }
     assert!(
         run.stderr.contains("outside the checkout"),
