@@ -1821,6 +1821,39 @@ watched = true
     }
 
     #[test]
+    fn issue_12_upstream_private_is_gonoproxy_and_gonosumdb() {
+        // See: #12
+        let text = "[upstream]\nprivate = [\"corp.example.com\"]\n\
+                    private_proxies = [\"https://goproxy.corp.example.com\"]\n\
+                    [sumdb]\nkey = \"sum.golang.org\"\nprivate = [\"github.com/myorg\"]\n";
+        let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.private.is_private("corp.example.com/x/v2"));
+        assert!(!cfg.private.is_private("github.com/myorg/tool"));
+        let urls: Vec<&str> = cfg.private.proxies.iter().map(Upstream::as_str).collect();
+        assert_eq!(urls, ["https://goproxy.corp.example.com/"]);
+        let db = cfg.sumdb.expect("on");
+        assert!(db.is_private("corp.example.com/x") && db.is_private("github.com/myorg/t"));
+        let cases = [
+            (
+                "[upstream]\nprivate = [\"a,b\"]\n",
+                "mirror.toml:2: [upstream] private #1: \"a,b\": one non-empty glob",
+            ),
+            (
+                "[upstream]\nprivate_proxies = [\"https://p.example\"]\n",
+                "mirror.toml:2: [upstream] private_proxies: set [upstream] private",
+            ),
+            (
+                "[upstream]\nprivate = [\"x.example\"]\nprivate_proxies = [\"direct\"]\n",
+                "mirror.toml:3: [upstream] private_proxies #1: \"direct\": gomirror needs a proxy",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}\n got: {e}\nwant: {want}");
+        }
+    }
+
+    #[test]
     fn sumdb_settings() {
         let off = parse("[sumdb]\nkey = \"off\"\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(off.sumdb, None);
