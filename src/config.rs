@@ -90,6 +90,8 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct Upstream {
         pub proxies: Option<Vec<String>>,
+        pub private: Option<Vec<String>>,
+        pub private_proxies: Option<Vec<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -223,6 +225,8 @@ pub struct Config {
     /// `file` (absolute). Each path ends with `/`, so `Url::join` with an
     /// escaped `module/@v/...` path appends to it.
     pub upstreams: Vec<Upstream>,
+    /// `[upstream] private` and `private_proxies` (GONOPROXY).
+    pub private: PrivateUpstream,
     pub tree_dir: PathBuf,
     pub database: PathBuf,
     pub fetch: FetchSettings,
@@ -308,6 +312,26 @@ pub struct ExportSettings {
     pub key: PathBuf,
     /// The mirror's id in bundles; `None`: the signing key's name.
     pub source: Option<String>,
+}
+
+/// `[upstream] private` (GONOPROXY): modules never requested from the
+/// public `proxies` — not their go.mod, list, zip, nor a checksum database
+/// lookup. They are fetched from `private_proxies` if any, else not at all.
+/// `[sumdb] private` (GONOSUMDB) is the other half: fetched from the public
+/// proxies, never looked up. A path matching here is private in both senses.
+// See: #12
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrivateUpstream {
+    pub patterns: PrefixPatterns,
+    /// GOPROXY bases for private modules, in order; may be empty.
+    pub proxies: Vec<Upstream>,
+}
+
+impl PrivateUpstream {
+    /// Is `path` never to be asked of the public upstreams?
+    pub fn is_private(&self, path: &str) -> bool {
+        self.patterns.matches(path)
+    }
 }
 
 /// The checksum database every download is verified against.
@@ -490,14 +514,22 @@ impl Config {
             base,
         )?;
         src.check_outside_tree(&["state", "database"], &database, &tree_dir)?;
+        let private = src.private_upstream(&file.upstream)?;
+        let mut sumdb = src.sumdb(&file.sumdb)?;
+        if let Some(s) = &mut sumdb {
+            // A module never asked of the public proxies is never named to
+            // the public checksum database either: no private name leaves.
+            s.private.extend(&private.patterns);
+        }
         Ok(Config {
             upstreams: src.upstreams(&file.upstream, overrides)?,
+            private,
             tree_dir,
             database,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
             projects: src.projects(&file.project, base)?,
-            sumdb: src.sumdb(&file.sumdb)?,
+            sumdb,
             import_trusted: src.import_trusted(&file.import)?,
             import_sources: src.import_sources(&file.import)?,
             feed: src.feed(&file.feed)?,
@@ -592,6 +624,33 @@ impl<'a> Source<'a> {
             node = next;
         }
         Some(line_of(self.text, node.span().start))
+    }
+
+    /// `[upstream] private` globs and `private_proxies`.
+    fn private_upstream(&self, f: &file::Upstream) -> Result<PrivateUpstream, ConfigError> {
+        let mut patterns = Vec::new();
+        for (i, glob) in f.private.iter().flatten().enumerate() {
+            let at = ["upstream".into(), "private".into(), i.into()];
+            if glob.trim().is_empty() || glob.contains(',') {
+                let reason = format!("{glob:?}: one non-empty glob per entry, without commas");
+                return Err(self.error(&at, reason));
+            }
+            patterns.push(glob.trim().to_owned());
+        }
+        let mut proxies = Vec::new();
+        for (i, entry) in f.private_proxies.iter().flatten().enumerate() {
+            let at = ["upstream".into(), "private_proxies".into(), i.into()];
+            push_proxies(&mut proxies, [(entry.trim(), ',')].into_iter())
+                .map_err(|reason| self.error(&at, reason))?;
+        }
+        if patterns.is_empty() && !proxies.is_empty() {
+            let at = ["upstream".into(), "private_proxies".into()];
+            return Err(self.error(&at, "set [upstream] private to say which modules use them"));
+        }
+        Ok(PrivateUpstream {
+            patterns: PrefixPatterns::new(patterns),
+            proxies,
+        })
     }
 
     fn upstreams(
@@ -1445,6 +1504,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let want = Config {
             upstreams: vec![Upstream::parse("https://proxy.golang.org/").expect("valid")],
+            private: PrivateUpstream::default(),
             tree_dir: "/etc/gomirror/tree".into(),
             database: "/etc/gomirror/state/gomirror.db".into(),
             fetch: FetchSettings {
@@ -1823,6 +1883,39 @@ watched = true
                 err.to_string().starts_with(want),
                 "{value:?}\n got: {err}\nwant: {want}"
             );
+        }
+    }
+
+    #[test]
+    fn issue_12_upstream_private_is_gonoproxy_and_gonosumdb() {
+        // See: #12
+        let text = "[upstream]\nprivate = [\"corp.example.com\"]\n\
+                    private_proxies = [\"https://goproxy.corp.example.com\"]\n\
+                    [sumdb]\nkey = \"sum.golang.org\"\nprivate = [\"github.com/myorg\"]\n";
+        let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.private.is_private("corp.example.com/x/v2"));
+        assert!(!cfg.private.is_private("github.com/myorg/tool"));
+        let urls: Vec<&str> = cfg.private.proxies.iter().map(Upstream::as_str).collect();
+        assert_eq!(urls, ["https://goproxy.corp.example.com/"]);
+        let db = cfg.sumdb.expect("on");
+        assert!(db.is_private("corp.example.com/x") && db.is_private("github.com/myorg/t"));
+        let cases = [
+            (
+                "[upstream]\nprivate = [\"a,b\"]\n",
+                "mirror.toml:2: [upstream] private #1: \"a,b\": one non-empty glob",
+            ),
+            (
+                "[upstream]\nprivate_proxies = [\"https://p.example\"]\n",
+                "mirror.toml:2: [upstream] private_proxies: set [upstream] private",
+            ),
+            (
+                "[upstream]\nprivate = [\"x.example\"]\nprivate_proxies = [\"direct\"]\n",
+                "mirror.toml:3: [upstream] private_proxies #1: \"direct\": gomirror needs a proxy",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with(want), "{text:?}\n got: {e}\nwant: {want}");
         }
     }
 

@@ -319,7 +319,7 @@ async fn closure_once(config: &Config, dir: &Path, server: &mut Server) -> Resul
     let source = Levels {
         inner: gomirror::sync::project::TreeThenUpstream::new(
             tree,
-            client,
+            gomirror::sync::project::Routes::new(config, client)?,
             CancellationToken::new(),
         ),
         in_flight: AtomicUsize::new(0),

@@ -74,6 +74,22 @@ fn write_text(out: &mut impl Write, r: &ClosureReport) -> std::io::Result<()> {
             writeln!(out, "    a sync mirrors none of them: {why}")?;
         }
     }
+    if !c.private.is_empty() {
+        writeln!(
+            out,
+            "  {} private modules, asked of no upstream:",
+            c.private.len()
+        )?;
+        for mv in &c.private {
+            writeln!(out, "    {mv} (private)")?;
+        }
+    }
+    if c.approximate {
+        writeln!(
+            out,
+            "  approximate: what private modules require was taken from go.sum"
+        )?;
+    }
     if r.lacking.is_empty() {
         writeln!(out, "  the tree has every file")?;
     } else {
@@ -114,6 +130,8 @@ fn as_json(r: &ClosureReport) -> serde_json::Value {
         "build_list": c.graph.selected().map(|m| mv(&m)).collect::<Vec<_>>(),
         "mods": c.mods.iter().map(mv).collect::<Vec<_>>(),
         "zips": c.zips.iter().map(mv).collect::<Vec<_>>(),
+        "private": c.private.iter().map(mv).collect::<Vec<_>>(),
+        "approximate": c.approximate,
         "lacking": r.lacking.iter().map(|l| json!({
             "path": l.mv.path.as_str(),
             "version": l.mv.version.as_str(),

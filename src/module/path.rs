@@ -272,6 +272,11 @@ impl PrefixPatterns {
     pub fn matches(&self, target: &str) -> bool {
         self.0.iter().any(|glob| match_prefix_pattern(glob, target))
     }
+
+    /// Adds `other`'s globs.
+    pub fn extend(&mut self, other: &PrefixPatterns) {
+        self.0.extend(other.0.iter().cloned());
+    }
 }
 
 fn match_prefix_pattern(glob: &str, target: &str) -> bool {

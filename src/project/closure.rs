@@ -40,6 +40,12 @@ pub struct Closure {
     pub toolchain: Option<String>,
     /// Versions whose go.mod could not be had: the closure below them is unknown.
     pub errors: Vec<GraphError>,
+    /// Private versions (GONOPROXY with no private upstream): never fetched, in neither
+    /// `mods` nor `zips`.
+    pub private: BTreeSet<ModVer>,
+    /// The graph below a private version was taken from go.sum, not from go.mod files:
+    /// see [`below_private`].
+    pub approximate: bool,
 }
 
 /// Computes the closure of `project`, reading go.mod files through `source`.
@@ -72,6 +78,8 @@ pub async fn closure<S: ModSource>(project: &Project, source: &S, concurrency: u
         mods: BTreeSet::new(),
         zips: BTreeSet::new(),
         errors: Vec::new(),
+        private: BTreeSet::new(),
+        approximate: false,
         graph,
     };
     for g in std::iter::once(&c.graph).chain(&extra) {
@@ -83,7 +91,38 @@ pub async fn closure<S: ModSource>(project: &Project, source: &S, concurrency: u
     }
     c.errors.sort_by(|a, b| a.mv.cmp(&b.mv));
     c.errors.dedup();
+    for g in std::iter::once(&c.graph).chain(&extra) {
+        c.private.extend(g.private.iter().cloned());
+    }
+    c.mods.retain(|mv| !c.private.contains(mv));
+    c.zips.retain(|mv| !c.private.contains(mv));
     c
+}
+
+/// Below a private version nothing was read: its requirements are taken from the project's
+/// go.sum files instead (the rule, see: #12). Every version go.sum lists by its
+/// `/go.mod` hash needs its `.mod`; every version it lists by its zip hash whose path is not
+/// in the build list needs its zip too (a module only the private one provides). Private
+/// paths (`is_private`) are left out. Marks the closure approximate: a superset where go.sum
+/// holds stale lines, a subset where it lacks some.
+pub fn below_private(
+    c: &mut Closure,
+    sums: &[super::gosum::GoSum],
+    is_private: impl Fn(&ModVer) -> bool,
+) {
+    if c.private.is_empty() {
+        return;
+    }
+    c.approximate = true;
+    for l in sums.iter().flat_map(|s| &s.lines) {
+        if is_private(&l.mv) || c.private.contains(&l.mv) {
+            continue;
+        }
+        c.mods.insert(l.mv.clone());
+        if !l.go_mod && !c.graph.build_list.contains_key(&l.mv.path) {
+            c.zips.insert(l.mv.clone());
+        }
+    }
 }
 
 /// One module of a workspace as a project of its own (what `go mod tidy` in its directory

@@ -34,6 +34,12 @@ use crate::module::{ModVer, ModulePath, Version};
 pub trait ModSource: Sync {
     /// The `.mod` of `mv`, or why there is none.
     fn go_mod(&self, mv: &ModVer) -> impl Future<Output = Result<bytes::Bytes, String>> + Send;
+
+    /// A private module this source may ask no one about (GONOPROXY with no private
+    /// upstream): its go.mod is not read and the graph below it is unknown.
+    fn is_private(&self, _path: &ModulePath) -> bool {
+        false
+    }
 }
 
 /// How a module's requirements are followed. Go: modload modPruning.
@@ -85,6 +91,9 @@ pub struct Graph {
     /// Where each build-list entry that is replaced comes from.
     pub replaced: BTreeMap<ModVer, Source>,
     pub errors: Vec<GraphError>,
+    /// Private versions (as fetched) whose go.mod no one was asked for: what they
+    /// require is missing from the graph.
+    pub private: BTreeSet<ModVer>,
 }
 
 impl Graph {
@@ -236,6 +245,18 @@ impl<S: ModSource> Loader<'_, S> {
         todo.sort();
         todo.dedup();
         let project = self.project;
+        // See: #12: a private module's go.mod is asked of no one.
+        todo.retain(|node| {
+            let Node::Dep(mv) = node else { return true };
+            match source_of(project, mv) {
+                Some(Source::Module(f)) if self.source.is_private(&f.path) => {
+                    self.graph.private.insert(f);
+                    self.summaries.insert(node.clone(), None);
+                    false
+                }
+                _ => true,
+            }
+        });
         let source = self.source;
         let results: Vec<(Node, Result<Summary, String>)> = stream::iter(todo)
             .map(|node| async move {
@@ -315,6 +336,9 @@ impl<S: ModSource> Loader<'_, S> {
         for node in self.summaries.keys() {
             let Node::Dep(mv) = node else { continue };
             if let Some(Source::Module(fetched)) = source_of(self.project, mv) {
+                if self.graph.private.contains(&fetched) {
+                    continue;
+                }
                 self.graph.go_mods.insert(fetched);
             }
         }

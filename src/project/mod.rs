@@ -19,6 +19,7 @@
 //! at the directory of its go.work to build it as a workspace.
 
 pub mod closure;
+pub mod gosum;
 pub mod graph;
 pub mod modfile;
 

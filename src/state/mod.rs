@@ -74,8 +74,8 @@ pub use status::{
 };
 pub use sumdb::{RecordId, RecordRow, StoredHead};
 pub use versions::{
-    InvalidVersion, Outcome, OutcomeKind, PublishedFiles, PublishedInfo, Recorded, VersionStatus,
-    ZipInfo,
+    InvalidVersion, Outcome, OutcomeKind, PublishedFiles, PublishedInfo, Recorded, VerifiedHashes,
+    VersionStatus, ZipInfo,
 };
 
 /// Requests waiting for the state thread. Senders wait when it is full, so a

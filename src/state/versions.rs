@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::{mod_ver, now, RunId, StateError, Store};
@@ -151,6 +151,16 @@ pub struct PublishedFiles {
     pub zip: Option<ZipInfo>,
 }
 
+/// The hashes gomirror verified of a version in the tree (published, or
+/// published for its go.mod only): what a project's go.sum is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHashes {
+    pub mv: ModVer,
+    pub h1_mod: String,
+    /// `None` for a version published for its go.mod only.
+    pub h1_zip: Option<String>,
+}
+
 /// A published row whose path and version no longer pass Go's rules. Every
 /// other read skips it (see `state::mod_ver`); `gomirror verify` reports it.
 #[derive(Debug)]
@@ -261,6 +271,18 @@ impl Store {
             published_files(c, paths.as_deref())
         })
         .await
+    }
+
+    /// The verified hashes of those of `versions` that are in the tree, in
+    /// the order asked; versions not in the tree are left out.
+    // See: #12
+    pub async fn verified_hashes(
+        &self,
+        versions: &[ModVer],
+    ) -> Result<Vec<VerifiedHashes>, StateError> {
+        let versions = versions.to_vec();
+        self.call_as("verified hashes", move |c| verified_hashes(c, &versions))
+            .await
     }
 
     /// Versions left `pending` by an interrupted run, by path and version.
@@ -513,6 +535,41 @@ fn published_files(
             })?;
             for row in rows {
                 out.extend(row?);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// [`Store::verified_hashes`]: one indexed lookup per version, in one
+/// read transaction.
+fn verified_hashes(
+    conn: &mut Connection,
+    versions: &[ModVer],
+) -> rusqlite::Result<Vec<VerifiedHashes>> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT v.h1_mod, v.h1_zip FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE m.path = ?1 AND v.version = ?2 AND v.status IN ('published', 'mod_only')",
+        )?;
+        for mv in versions {
+            let row = stmt
+                .query_row((mv.path.as_str(), mv.version.as_str()), |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((Some(h1_mod), h1_zip)) = row {
+                out.push(VerifiedHashes {
+                    mv: mv.clone(),
+                    h1_mod,
+                    h1_zip,
+                });
             }
         }
     }

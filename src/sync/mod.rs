@@ -233,6 +233,11 @@ struct Ctx {
     feed_client: Option<Client>,
     /// The jobs fetched with `feed_client`, set once the plan is made.
     feed_jobs: OnceLock<HashSet<ModVer>>,
+    /// Private modules' upstream (see: #12): never the public one.
+    routes: project::Routes,
+    /// go.sum lines of versions no checksum database covers, checked before
+    /// such a version is published.
+    witnesses: OnceLock<project::Witnesses>,
     store: Store,
     run_id: RunId,
     /// Cancelled by a signal (from main.rs) or by a fatal error here: no
@@ -308,11 +313,14 @@ pub async fn run_with(
         .then(|| client.with_upstreams(vec![config.feed.proxy.clone()]))
         .transpose()
         .map_err(SyncError::Client)?;
+    let routes = project::Routes::new(config, client.clone()).map_err(SyncError::Client)?;
     let ctx = Arc::new(Ctx {
         tree,
         client,
         feed_client,
         feed_jobs: OnceLock::new(),
+        routes,
+        witnesses: OnceLock::new(),
         store: store.clone(),
         run_id,
         stop: token.child_token(),
@@ -322,6 +330,9 @@ pub async fn run_with(
     });
     let mut tally = Tally::default();
     let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
+    if result.is_ok() && !options.plan_only && !token.is_cancelled() {
+        result = check_go_sums(&ctx, config, &mut tally).await;
+    }
     if result.is_ok() {
         // This run's failed feed versions get their next try.
         result = store
@@ -466,6 +477,9 @@ async fn run_stages(
     tally
         .plan_errors
         .extend(toolchain_errors.map(|e| PlanError::new(PlanSource::Toolchain, e)));
+    let _ = ctx
+        .witnesses
+        .set(project::witnesses(&projects, |mv| covered(config, mv)));
     tally.projects = projects;
     let paths: Vec<ModulePath> = watch
         .iter()
@@ -557,6 +571,27 @@ async fn run_stages(
         }
     }
     fetch_verify_publish(ctx, plan.jobs, tally, progress).await
+}
+
+/// Is `mv` covered by the checksum database (verification on, not private)?
+fn covered(config: &Config, mv: &ModVer) -> bool {
+    config
+        .sumdb
+        .as_ref()
+        .is_some_and(|s| !s.is_private(mv.path.as_str()))
+}
+
+/// After the run: each project's go.sum against what was verified; a
+/// differing line fails its project (see: #12).
+async fn check_go_sums(ctx: &Ctx, config: &Config, tally: &mut Tally) -> Result<(), SyncError> {
+    let db = config.sumdb.as_ref().map(|s| s.name.as_str());
+    let projects = &tally.projects;
+    let errors = project::check_witnesses(ctx, projects, db, |mv| covered(config, mv)).await?;
+    let errors = errors
+        .into_iter()
+        .map(|e| PlanError::new(PlanSource::Project, e));
+    tally.plan_errors.extend(errors);
+    Ok(())
 }
 
 /// Reads the index feed when `[feed] enabled`; its report goes to the tally.
@@ -754,7 +789,7 @@ async fn select(
             .map_err(|e| e.to_string());
     }
     let list = ctx
-        .get_optional(&layout::list_rel(module), MAX_LIST)
+        .get_optional(module, &layout::list_rel(module), MAX_LIST)
         .await?;
     let (tagged, list_rejected) =
         list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
@@ -766,7 +801,7 @@ async fn select(
     if listing.tagged.is_empty() && !matches!(selector, Selector::Range(_)) {
         // Only a module without tags needs @latest (a pseudo-version).
         if let Some(body) = ctx
-            .get_optional(&layout::latest_rel(module), verify::MAX_INFO)
+            .get_optional(module, &layout::latest_rel(module), verify::MAX_INFO)
             .await?
         {
             match plan::parse_latest(module, &body) {
@@ -792,18 +827,32 @@ async fn select(
 const MAX_LIST: u64 = 16 << 20;
 
 impl Ctx {
-    /// The client that fetches `mv`: the feed's base for versions planned
-    /// from the feed, the configured upstreams for everything else.
-    fn client_for(&self, mv: &ModVer) -> &Client {
-        match (&self.feed_client, self.feed_jobs.get()) {
+    /// The client that fetches `mv`: a private module's own (`None` if it
+    /// has none), the feed's base for versions planned from the feed, the
+    /// configured upstreams for everything else.
+    fn client_for(&self, mv: &ModVer) -> Option<&Client> {
+        if self.routes.is_private(&mv.path) {
+            return self.routes.client(&mv.path);
+        }
+        Some(match (&self.feed_client, self.feed_jobs.get()) {
             (Some(feed), Some(jobs)) if jobs.contains(mv) => feed,
             _ => &self.client,
-        }
+        })
     }
 
-    /// GETs a small body; `None` when upstream has no such file.
-    async fn get_optional(&self, rel: &str, limit: u64) -> Result<Option<bytes::Bytes>, String> {
-        match self.client.get(rel, limit, &self.stop).await {
+    /// GETs a small body of `module`; `None` when upstream has no such file.
+    async fn get_optional(
+        &self,
+        module: &ModulePath,
+        rel: &str,
+        limit: u64,
+    ) -> Result<Option<bytes::Bytes>, String> {
+        let Some(client) = self.routes.client(module) else {
+            return Err(format!(
+                "{module}: private module: no [upstream] private_proxies to list it from"
+            ));
+        };
+        match client.get(rel, limit, &self.stop).await {
             Ok(body) => Ok(Some(body)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(chain(&e)),

@@ -9,7 +9,18 @@
 //! missing by reason, in `state::projects`). `sync --project DIR` computes one closure
 //! before the run takes the lock ([`ProjectOnly::compute`]) and hands it to a run that
 //! mirrors only that (`RunOptions::project`), waiting for the lock if asked ([`LockWait`]).
+//!
+//! Private modules (`[upstream] private`, GONOPROXY) are asked of their own upstreams
+//! ([`Routes`]) or of no one; below one asked of no one the closure is approximate
+//! (`closure::below_private`).
+//!
+//! go.sum is a second witness (see: #12). Where the checksum database covers a version it
+//! is the authority: after the run, every go.sum line is compared with what was verified,
+//! and a differing one fails that project (`SECURITY ERROR`), changing nothing in state.
+//! Where nothing covers it (private, `key = "off"`), go.sum is the only witness and is
+//! checked before publishing ([`Witnesses`], used by `version.rs`).
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,10 +30,11 @@ use crate::config::Config;
 use crate::error::{blocking, TaskError};
 use crate::fetch::{Client, ClientError};
 use crate::lock::{LockError, RunLock};
-use crate::module::ModVer;
+use crate::module::{ModVer, ModulePath, PrefixPatterns};
 use crate::plan::toolchain::{self, Platform};
 use crate::plan::{Job, Want};
 use crate::project::closure::{self, Closure};
+use crate::project::gosum::{self, GoSum};
 use crate::project::graph::ModSource;
 use crate::project::{Project, ProjectError};
 use crate::publish::layout::{self, Kind, Tree};
@@ -31,19 +43,56 @@ use crate::verify::MAX_GO_MOD;
 
 use super::Ctx;
 
+/// Which upstream a module is asked of: `[upstream] private` modules (GONOPROXY) never go
+/// to the public proxies, only to `private_proxies`, if any.
+// See: #12
+#[derive(Clone)]
+pub struct Routes {
+    public: Client,
+    private: PrefixPatterns,
+    /// `None`: private modules are asked of no one.
+    private_client: Option<Client>,
+}
+
+impl Routes {
+    pub fn new(config: &Config, public: Client) -> Result<Routes, ClientError> {
+        let private_client = match config.private.proxies.is_empty() {
+            true => None,
+            false => Some(public.with_upstreams(config.private.proxies.clone())?),
+        };
+        Ok(Routes {
+            public,
+            private: config.private.patterns.clone(),
+            private_client,
+        })
+    }
+
+    /// The client for `path`; `None` for a private module with no private upstream.
+    pub fn client(&self, path: &ModulePath) -> Option<&Client> {
+        match self.is_private(path) {
+            true => self.private_client.as_ref(),
+            false => Some(&self.public),
+        }
+    }
+
+    pub fn is_private(&self, path: &ModulePath) -> bool {
+        self.private.matches(path.as_str())
+    }
+}
+
 /// go.mod files from the tree, else upstream; counts what it asked upstream.
 pub struct TreeThenUpstream {
     tree: Tree,
-    client: Client,
+    routes: Routes,
     token: CancellationToken,
     upstream_requests: AtomicUsize,
 }
 
 impl TreeThenUpstream {
-    pub fn new(tree: Tree, client: Client, token: CancellationToken) -> TreeThenUpstream {
+    pub fn new(tree: Tree, routes: Routes, token: CancellationToken) -> TreeThenUpstream {
         TreeThenUpstream {
             tree,
-            client,
+            routes,
             token,
             upstream_requests: AtomicUsize::new(0),
         }
@@ -63,12 +112,21 @@ impl ModSource for TreeThenUpstream {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{mv}: reading {}: {e}", published.display())),
         }
+        let Some(client) = self.routes.client(&mv.path) else {
+            return Err(format!(
+                "{mv}: private module: no [upstream] private_proxies"
+            ));
+        };
         self.upstream_requests.fetch_add(1, Ordering::Relaxed);
         let rel = layout::version_rel(mv, Kind::Mod);
-        self.client
+        client
             .get(&rel, MAX_GO_MOD, &self.token)
             .await
             .map_err(|e| format!("{mv}: {}", crate::error::chain(&e)))
+    }
+
+    fn is_private(&self, path: &ModulePath) -> bool {
+        self.routes.client(path).is_none()
     }
 }
 
@@ -104,6 +162,8 @@ pub struct ClosureReport {
     pub lacking: Vec<Lack>,
     /// go.mod files asked of upstream while computing it.
     pub upstream_requests: usize,
+    /// The project's go.sum files (each main module's, and go.work.sum).
+    pub sums: Vec<GoSum>,
 }
 
 /// Why a closure could not be computed at all.
@@ -111,6 +171,8 @@ pub struct ClosureReport {
 pub enum ClosureError {
     #[error(transparent)]
     Project(#[from] ProjectError),
+    #[error(transparent)]
+    GoSum(#[from] gosum::GoSumError),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -125,11 +187,13 @@ pub async fn closure_report(
     token: CancellationToken,
 ) -> Result<ClosureReport, ClosureError> {
     let owned = dir.to_path_buf();
-    let project = blocking("reading the project", move || Project::load(&owned)).await??;
+    let (project, sums) = blocking("reading the project", move || load(&owned)).await??;
     let client = Client::new(config.upstreams.clone(), &config.fetch)?;
     let tree = Tree::new(&config.tree_dir);
-    let source = TreeThenUpstream::new(tree.clone(), client, token);
-    let closure = closure::closure(&project, &source, config.fetch.concurrency).await;
+    let routes = Routes::new(config, client)?;
+    let source = TreeThenUpstream::new(tree.clone(), routes.clone(), token);
+    let mut closure = closure::closure(&project, &source, config.fetch.concurrency).await;
+    closure::below_private(&mut closure, &sums, |mv| routes.is_private(&mv.path));
     let needed: Vec<Lack> = closure
         .mods
         .iter()
@@ -184,6 +248,7 @@ pub async fn closure_report(
         toolchain_refused,
         lacking,
         upstream_requests: source.upstream_requests(),
+        sums,
     })
 }
 
@@ -202,12 +267,21 @@ fn toolchain_needs(closure: &Closure, platforms: &[Platform]) -> Vec<ToolchainNe
         .collect()
 }
 
+/// A project and its go.sum files (each main module's, and go.work.sum).
+fn load(dir: &Path) -> Result<(Project, Vec<GoSum>), ClosureError> {
+    let project = Project::load(dir)?;
+    let sums = gosum::project_sums(&project)?;
+    Ok((project, sums))
+}
+
 /// A configured project as this run saw it.
 #[derive(Debug)]
 pub struct ProjectRun {
     pub dir: PathBuf,
     /// The closure, or why the project could not be read.
     pub closure: Result<Closure, String>,
+    /// Its go.sum files: the second witness of what the run verified.
+    pub sums: Vec<GoSum>,
 }
 
 /// Jobs for every configured project's closure (re-read each run), and each project's
@@ -218,30 +292,156 @@ pub(super) async fn plan_projects(
 ) -> Result<Vec<ProjectRun>, TaskError> {
     let patterns = config.projects.clone();
     let dirs = blocking("expanding [[project]] paths", move || expand(&patterns)).await?;
-    let source = TreeThenUpstream::new(ctx.tree.clone(), ctx.client.clone(), ctx.stop.clone());
+    let source = TreeThenUpstream::new(ctx.tree.clone(), ctx.routes.clone(), ctx.stop.clone());
     let mut runs = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let closure = match dir {
             Err(e) => Err(e),
             Ok(dir) => {
                 let d = dir.clone();
-                let loaded = blocking("reading a project", move || Project::load(&d)).await?;
-                let closure = match loaded {
-                    Ok(project) => {
-                        Ok(closure::closure(&project, &source, config.fetch.concurrency).await)
+                let loaded = blocking("reading a project", move || load(&d)).await?;
+                let (closure, sums) = match loaded {
+                    Ok((project, sums)) => {
+                        let mut c =
+                            closure::closure(&project, &source, config.fetch.concurrency).await;
+                        closure::below_private(&mut c, &sums, |mv| ctx.routes.is_private(&mv.path));
+                        (Ok(c), sums)
                     }
-                    Err(e) => Err(crate::error::chain(&e)),
+                    Err(e) => (Err(crate::error::chain(&e)), Vec::new()),
                 };
-                runs.push(ProjectRun { dir, closure });
+                runs.push(ProjectRun { dir, closure, sums });
                 continue;
             }
         };
         runs.push(ProjectRun {
             dir: PathBuf::new(),
             closure,
+            sums: Vec::new(),
         });
     }
     Ok(runs)
+}
+
+/// One go.sum line vouching for a version no checksum database covers.
+#[derive(Clone, Debug)]
+pub(super) struct Witness {
+    pub file: PathBuf,
+    pub line: usize,
+    pub go_mod: bool,
+    pub hash: String,
+}
+
+/// The go.sum lines of the run's projects for versions no checksum database covers: the
+/// only witness of those, checked before they are published.
+pub(super) type Witnesses = HashMap<ModVer, Vec<Witness>>;
+
+/// [`Witnesses`] of `projects` (read without errors), for versions `covered` says no.
+pub(super) fn witnesses(projects: &[ProjectRun], covered: impl Fn(&ModVer) -> bool) -> Witnesses {
+    let mut out = Witnesses::new();
+    for sum in projects
+        .iter()
+        .filter(|p| p.closure.is_ok())
+        .flat_map(|p| &p.sums)
+    {
+        for l in sum.lines.iter().filter(|l| !covered(&l.mv)) {
+            out.entry(l.mv.clone()).or_default().push(Witness {
+                file: sum.file.clone(),
+                line: l.line,
+                go_mod: l.go_mod,
+                hash: l.hash.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The first witness of `mv` that disagrees with what was fetched and verified: a
+/// `SECURITY ERROR` naming the go.sum line. `h1_zip` is `None` for a go.mod-only fetch.
+pub(super) fn check_witness(
+    mv: &ModVer,
+    witnesses: &[Witness],
+    h1_mod: &str,
+    h1_zip: Option<&str>,
+) -> Result<(), String> {
+    for w in witnesses {
+        let verified = if w.go_mod { Some(h1_mod) } else { h1_zip };
+        match verified {
+            Some(h) if h != w.hash => {
+                let what = if w.go_mod { "/go.mod" } else { "" };
+                return Err(format!(
+                    "SECURITY ERROR: {}:{}: {mv}{what}: go.sum has {}, upstream served {h} \
+                     (no checksum database covers it: go.sum is the only witness)",
+                    w.file.display(),
+                    w.line,
+                    w.hash
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// After a run: every project's go.sum lines against the hashes the tree's versions were
+/// verified with. Returns one `SECURITY ERROR` per differing line, each failing its
+/// project (exit 1); state and tree are left as they are: one bad go.sum must not block a
+/// version for every other project. `db` names the checksum database; `covered` says
+/// which versions it covers.
+pub(super) async fn check_witnesses(
+    ctx: &Ctx,
+    projects: &[ProjectRun],
+    db: Option<&str>,
+    covered: impl Fn(&ModVer) -> bool,
+) -> Result<Vec<String>, StateError> {
+    let wanted: BTreeSet<ModVer> = projects
+        .iter()
+        .flat_map(|p| &p.sums)
+        .flat_map(|s| &s.lines)
+        .map(|l| l.mv.clone())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: Vec<ModVer> = wanted.into_iter().collect();
+    let hashes: HashMap<ModVer, (String, Option<String>)> = ctx
+        .store
+        .verified_hashes(&wanted)
+        .await?
+        .into_iter()
+        .map(|h| (h.mv, (h.h1_mod, h.h1_zip)))
+        .collect();
+    let mut errors = Vec::new();
+    for p in projects {
+        for sum in &p.sums {
+            for l in &sum.lines {
+                let Some((h1_mod, h1_zip)) = hashes.get(&l.mv) else {
+                    continue;
+                };
+                let verified = if l.go_mod {
+                    Some(h1_mod)
+                } else {
+                    h1_zip.as_ref()
+                };
+                let Some(verified) = verified.filter(|h| **h != l.hash) else {
+                    continue;
+                };
+                let by = match db {
+                    Some(db) if covered(&l.mv) => format!("checksum database {db} verified"),
+                    _ => "gomirror published".to_owned(),
+                };
+                let what = if l.go_mod { "/go.mod" } else { "" };
+                errors.push(format!(
+                    "project {}: SECURITY ERROR: {}:{}: {}{what}: go.sum has {}, {by} {verified}",
+                    p.dir.display(),
+                    sum.file.display(),
+                    l.line,
+                    l.mv,
+                    l.hash
+                ));
+            }
+        }
+    }
+    Ok(errors)
 }
 
 /// The jobs a project's closure asks for: every version's `.info` and `.mod`, and the zip
@@ -297,6 +497,8 @@ fn expand(patterns: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
 pub struct ProjectOnly {
     pub dir: PathBuf,
     pub closure: Closure,
+    /// Its go.sum files, checked after the run as a full sync checks them.
+    pub sums: Vec<GoSum>,
 }
 
 impl ProjectOnly {
@@ -312,6 +514,7 @@ impl ProjectOnly {
         Ok(ProjectOnly {
             dir: report.dir,
             closure: report.closure,
+            sums: report.sums,
         })
     }
 
@@ -319,6 +522,7 @@ impl ProjectOnly {
         ProjectRun {
             dir: self.dir.clone(),
             closure: Ok(self.closure.clone()),
+            sums: self.sums.clone(),
         }
     }
 }

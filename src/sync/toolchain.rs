@@ -68,7 +68,11 @@ pub(super) async fn plan(ctx: &Ctx, config: &Config, projects: &[ProjectRun]) ->
 async fn latest(ctx: &Ctx, config: &Config, n: usize) -> Result<Vec<Job>, String> {
     let module = toolchain::module_path();
     let body = ctx
-        .get_optional(&crate::publish::layout::list_rel(&module), MAX_LIST)
+        .get_optional(
+            &module,
+            &crate::publish::layout::list_rel(&module),
+            MAX_LIST,
+        )
         .await?
         .ok_or_else(|| format!("{module}: not found upstream (no @v/list)"))?;
     let (listed, _) = plan::parse_list(&module, &body);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::{chain, Ctx, Finished};
-use crate::fetch::{FetchError, Fetched};
+use super::{chain, project, Ctx, Finished};
+use crate::fetch::{Client, FetchError, Fetched};
 use crate::module::ModVer;
 use crate::plan::{Job, Want};
 use crate::publish::{self, layout, Kind, WriteError};
@@ -21,8 +21,14 @@ pub(super) async fn process(ctx: Arc<Ctx>, job: Job) -> Finished {
     let Job { mv, want } = job;
     let span = info_span!("version", mv = %mv);
     async move {
+        let Some(client) = ctx.client_for(&mv) else {
+            // See: #12: a private module is asked of no public upstream.
+            let error = format!("{mv}: private module: no [upstream] private_proxies");
+            return done(mv, OutcomeKind::Failed { error });
+        };
         // The lookup (and its proofs) runs while the files download.
-        let (fetched, record) = tokio::join!(fetch_version(&ctx, &mv, want), lookup(&ctx, &mv));
+        let (fetched, record) =
+            tokio::join!(fetch_version(&ctx, client, &mv, want), lookup(&ctx, &mv));
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => return fetch_failed(&ctx, mv, e),
@@ -32,6 +38,11 @@ pub(super) async fn process(ctx: Arc<Ctx>, job: Job) -> Finished {
             Err(e) => return lookup_failed(mv, e),
         };
         let db = ctx.sumdb.get().map(|db| db.name().to_owned());
+        // See: #12: no database vouches for it: its go.sum lines are the witness.
+        let witnesses = match &record {
+            None => ctx.witnesses.get().and_then(|w| w.get(&mv)).cloned(),
+            Some(_) => None,
+        };
         let _slot = ctx.verify_slots.acquire().await.expect("never closed");
         // Verify and stage in one trip to the blocking pool: each trip
         // costs two thread wake-ups (issue 11).
@@ -41,14 +52,29 @@ pub(super) async fn process(ctx: Arc<Ctx>, job: Job) -> Finished {
                 hashes: &r.hashes,
             });
             match verify::verify(fetched, vouched) {
-                Ok(verified) => Ok(publish::stage(verified).map(|s| (s, record))),
+                Ok(verified) => {
+                    let c = verified.checked();
+                    let h1_zip = c.zip().map(|z| z.h1.as_str());
+                    let witnessed = witnesses.as_deref().map_or(Ok(()), |w| {
+                        project::check_witness(c.mv(), w, c.h1_mod(), h1_zip)
+                    });
+                    match witnessed {
+                        // Dropping `verified` removes its temporary files.
+                        Err(reason) => Ok(Err(reason)),
+                        Ok(()) => Ok(Ok(publish::stage(verified).map(|s| (s, record)))),
+                    }
+                }
                 Err(q) => Err(q),
             }
         };
         match tokio::task::spawn_blocking(check_and_stage).await {
-            Ok(Ok(Ok(staged))) => Finished::Staged(Box::new(staged)),
-            Ok(Ok(Err(e))) if e.is_fatal() => Finished::Fatal(e),
-            Ok(Ok(Err(e))) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
+            Ok(Ok(Err(reason))) => {
+                warn!("quarantined: {reason}");
+                done(mv, OutcomeKind::Quarantined { reason })
+            }
+            Ok(Ok(Ok(Ok(staged)))) => Finished::Staged(Box::new(staged)),
+            Ok(Ok(Ok(Err(e)))) if e.is_fatal() => Finished::Fatal(e),
+            Ok(Ok(Ok(Err(e)))) => done(mv, OutcomeKind::Failed { error: chain(&e) }),
             Ok(Err(q)) => quarantine(mv, q),
             Err(e) => done(
                 mv,
@@ -138,12 +164,17 @@ fn quarantine(mv: ModVer, q: Quarantine) -> Finished {
 /// `.info`, `.mod` and (unless only the go.mod is wanted) `.zip` at once.
 /// The `.mod` is fetched on its own, never taken from the zip (PROTOCOL.md:
 /// legacy go.mod is synthesised).
-async fn fetch_version(ctx: &Ctx, mv: &ModVer, want: Want) -> Result<Fetched, FetchError> {
+async fn fetch_version(
+    ctx: &Ctx,
+    client: &Client,
+    mv: &ModVer,
+    want: Want,
+) -> Result<Fetched, FetchError> {
     let token = &ctx.stop;
     let dest = ctx.tree.version_dir(&mv.path);
     let [info_rel, mod_rel, zip_rel] =
         [Kind::Info, Kind::Mod, Kind::Zip].map(|k| layout::version_rel(mv, k));
-    let client = ctx.client_for(mv);
+
     let zip = async {
         match want {
             Want::Files => client

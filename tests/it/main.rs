@@ -15,6 +15,7 @@ mod h1;
 mod harness;
 mod hostile;
 mod issue_12_projects;
+mod issue_12_witness;
 mod issue_13_bundles;
 mod issue_13_feed;
 mod issue_13_ops;
