@@ -378,7 +378,8 @@ pub fn main(args: &[String], gomirror_bin: &Path) -> Result<()> {
         &config_path,
         format!(
             "[upstream]\nproxies = [\"{}\"]\n[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
-             [sumdb]\nkey = \"off\"\n[fetch]\nconcurrency = {concurrency}\n[[project]]\npath = \"{}\"\n",
+             [sumdb]\nkey = \"off\"\n[fetch]\nconcurrency = {concurrency}\n[[project]]\npath = \"{}\"\n\
+             [toolchain]\nplatforms = []\n",
             server.url,
             dir.display()
         ),

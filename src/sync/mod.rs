@@ -23,6 +23,7 @@
 
 mod batch;
 mod follow;
+mod plan_error;
 pub mod project;
 mod repair;
 mod sumdb;
@@ -30,6 +31,8 @@ mod toolchain;
 mod version;
 
 pub use follow::FeedReport;
+use plan_error::PlanErrors;
+pub use plan_error::{PlanError, PlanSource};
 pub use repair::RepairReport;
 
 use std::collections::HashSet;
@@ -100,84 +103,6 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, SyncError> {
     Ok(crate::error::blocking(task, f).await?)
 }
-
-/// Something planning could not do. The run goes on with the rest and ends
-/// partial (exit 1); the message says what and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PlanError {
-    pub source: PlanSource,
-    pub message: String,
-}
-
-/// Which part of planning a [`PlanError`] comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlanSource {
-    /// A watched module that could not be listed upstream.
-    Watch,
-    /// The index feed.
-    Feed,
-    /// A project: unreadable, or a go.mod of its graph could not be had.
-    Project,
-    /// Go toolchains.
-    Toolchain,
-    /// Checksum-database lookups of published versions (the backfill).
-    Sumdb,
-}
-
-impl PlanSource {
-    /// How the sync's last line counts errors of this source: `2 {noun}`.
-    pub fn noun(self) -> &'static str {
-        match self {
-            PlanSource::Watch => "watched modules not listed",
-            PlanSource::Feed => "feed problems",
-            PlanSource::Project => "project problems",
-            PlanSource::Toolchain => "toolchain problems",
-            PlanSource::Sumdb => "checksum-database lookups failed",
-        }
-    }
-}
-
-impl PlanError {
-    fn new(source: PlanSource, message: impl Into<String>) -> PlanError {
-        let message = message.into();
-        warn!("{message}");
-        PlanError { source, message }
-    }
-}
-
-impl std::fmt::Display for PlanError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// A run's plan errors as one cause: `2 planning problems: <the first> (and 1 more)`.
-#[derive(Debug)]
-struct PlanErrors(String);
-
-impl PlanErrors {
-    fn of(errors: &[PlanError]) -> PlanErrors {
-        let n = errors.len();
-        let noun = if n == 1 { "problem" } else { "problems" };
-        let mut text = format!("{n} planning {noun}");
-        if let Some(first) = errors.first() {
-            text += &format!(": {first}");
-        }
-        if n > 1 {
-            text += &format!(" (and {} more)", n - 1);
-        }
-        PlanErrors(text)
-    }
-}
-
-impl std::fmt::Display for PlanErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PlanErrors {}
 
 /// The result of a run that went to its end.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -454,33 +379,7 @@ async fn run_stages(
         }
     };
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
-    let mut closure_jobs = Vec::new();
-    for p in &projects {
-        match &p.closure {
-            Ok(c) => {
-                closure_jobs.extend(project::jobs(c));
-                for e in &c.errors {
-                    let e = format!("project {}: {}: {}", p.dir.display(), e.mv, e.error);
-                    tally
-                        .plan_errors
-                        .push(PlanError::new(PlanSource::Project, e));
-                }
-            }
-            Err(e) => tally
-                .plan_errors
-                .push(PlanError::new(PlanSource::Project, e.clone())),
-        }
-    }
-    let toolchains = toolchain::plan(ctx, config, &projects).await;
-    closure_jobs.extend(toolchains.jobs);
-    let toolchain_errors = toolchains.errors.into_iter();
-    tally
-        .plan_errors
-        .extend(toolchain_errors.map(|e| PlanError::new(PlanSource::Toolchain, e)));
-    let _ = ctx
-        .witnesses
-        .set(project::witnesses(&projects, |mv| covered(config, mv)));
-    tally.projects = projects;
+    let closure_jobs = closure_jobs(ctx, config, tally, projects).await;
     let paths: Vec<ModulePath> = watch
         .iter()
         .map(|w| w.module.clone())
@@ -571,6 +470,45 @@ async fn run_stages(
         }
     }
     fetch_verify_publish(ctx, plan.jobs, tally, progress).await
+}
+
+/// The jobs of the projects' closures and toolchains; what could not be
+/// planned goes to the tally, and the projects too (recorded when the run
+/// ends, their go.sum files checked after it).
+async fn closure_jobs(
+    ctx: &Ctx,
+    config: &Config,
+    tally: &mut Tally,
+    projects: Vec<project::ProjectRun>,
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for p in &projects {
+        match &p.closure {
+            Ok(c) => {
+                jobs.extend(project::jobs(c));
+                for e in &c.errors {
+                    let e = format!("project {}: {}: {}", p.dir.display(), e.mv, e.error);
+                    tally
+                        .plan_errors
+                        .push(PlanError::new(PlanSource::Project, e));
+                }
+            }
+            Err(e) => tally
+                .plan_errors
+                .push(PlanError::new(PlanSource::Project, e.clone())),
+        }
+    }
+    let toolchains = toolchain::plan(ctx, config, &projects).await;
+    jobs.extend(toolchains.jobs);
+    let toolchain_errors = toolchains.errors.into_iter();
+    tally
+        .plan_errors
+        .extend(toolchain_errors.map(|e| PlanError::new(PlanSource::Toolchain, e)));
+    let _ = ctx
+        .witnesses
+        .set(project::witnesses(&projects, |mv| covered(config, mv)));
+    tally.projects = projects;
+    jobs
 }
 
 /// Is `mv` covered by the checksum database (verification on, not private)?

@@ -38,8 +38,8 @@ pub(super) async fn plan(ctx: &Ctx, config: &Config, projects: &[ProjectRun]) ->
     if settings.platforms.is_empty() || (releases.is_empty() && settings.latest.is_none()) {
         return out;
     }
+    // Each error is logged once, where the run records it (`PlanError`).
     if let Err(e) = check_verified(config.sumdb.as_ref()) {
-        warn!("{e}");
         out.errors.push(e.to_string());
         return out;
     }
@@ -54,10 +54,7 @@ pub(super) async fn plan(ctx: &Ctx, config: &Config, projects: &[ProjectRun]) ->
     if let Some(n) = settings.latest {
         match latest(ctx, config, n).await {
             Ok(jobs) => out.jobs.extend(jobs),
-            Err(e) => {
-                warn!("{e}");
-                out.errors.push(e);
-            }
+            Err(e) => out.errors.push(e),
         }
     }
     out
