@@ -243,6 +243,14 @@ async fn closure_covers_what_the_current_go_fetches() {
     );
 }
 
+/// `(path@version, status)` of every version `m`'s state holds, in order.
+fn statuses(m: &Mirror) -> Vec<(String, String)> {
+    m.rows()
+        .into_iter()
+        .map(|r| (format!("{}@{}", r.path, r.version), r.status))
+        .collect()
+}
+
 /// The generated graph served with a checksum database, and the main module written and
 /// tidied by the current go `bin` against it.
 struct Tidied {
@@ -349,14 +357,7 @@ async fn a_project_builds_from_the_mirror_alone() {
         std::fs::read_to_string(tree.join("example.com/e/@v/list")).expect("e's list"),
         "v1.1.0\n"
     );
-    let statuses: Vec<(String, String)> = mirror
-        .db()
-        .prepare("SELECT m.path || '@' || v.version, v.status FROM versions v JOIN modules m ON m.id = v.module_id ORDER BY 1")
-        .expect("query")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let statuses = statuses(&mirror);
     let mod_only: Vec<&str> = statuses
         .iter()
         .filter(|(_, s)| s == "mod_only")
@@ -510,15 +511,6 @@ async fn issue_12_go_mod_only_versions_travel_in_bundles() {
         .await;
     assert_eq!(run.code, Some(0), "import:\n{}", run.stderr);
 
-    let statuses = |m: &Mirror| -> Vec<(String, String)> {
-        m.db()
-            .prepare("SELECT m.path || '@' || v.version, v.status FROM versions v JOIN modules m ON m.id = v.module_id ORDER BY 1")
-            .expect("query")
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
     let on = statuses(&online);
     assert!(
         on.contains(&("example.com/e@v1.0.0".into(), "mod_only".into())),
