@@ -923,6 +923,18 @@ fn run(opts: &Opts, work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The number after `name` in `args` (`--modules 300`), or `default` without one.
+fn number_arg(args: &[String], name: &str, default: usize) -> Result<usize> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{name}: needs a value"))?
+            .parse()
+            .with_context(|| format!("{name}: want a number")),
+        None => Ok(default),
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(SERVE) {

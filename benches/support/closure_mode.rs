@@ -51,16 +51,7 @@ struct Shape {
 
 impl Shape {
     fn parse(args: &[String]) -> Result<Shape> {
-        let value = |name: &str, default: usize| -> Result<usize> {
-            match args.iter().position(|a| a == name) {
-                Some(i) => args
-                    .get(i + 1)
-                    .with_context(|| format!("{name}: needs a value"))?
-                    .parse()
-                    .with_context(|| format!("{name}: want a number")),
-                None => Ok(default),
-            }
-        };
+        let value = |name: &str, default: usize| crate::number_arg(args, name, default);
         let shape = Shape {
             modules: value("--modules", 300)?,
             versions: value("--versions", 1000)?,
@@ -359,13 +350,7 @@ fn vm_hwm_kib() -> Result<u64> {
 
 pub fn main(args: &[String], gomirror_bin: &Path) -> Result<()> {
     let shape = Shape::parse(args)?;
-    let concurrency = match args.iter().position(|a| a == "--concurrency") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--concurrency: needs a value")?
-            .parse()?,
-        None => 64usize,
-    };
+    let concurrency = crate::number_arg(args, "--concurrency", 64)?;
     let work = tempfile::Builder::new()
         .prefix("gomirror-closure-bench-")
         .tempdir()?;

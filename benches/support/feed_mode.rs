@@ -39,16 +39,7 @@ struct FeedOpts {
 
 impl FeedOpts {
     fn parse(args: &[String]) -> Result<FeedOpts> {
-        let value = |name: &str, default: usize| -> Result<usize> {
-            match args.iter().position(|a| a == name) {
-                Some(i) => args
-                    .get(i + 1)
-                    .with_context(|| format!("{name}: needs a value"))?
-                    .parse()
-                    .with_context(|| format!("{name}: want a number")),
-                None => Ok(default),
-            }
-        };
+        let value = |name: &str, default: usize| crate::number_arg(args, name, default);
         let opts = FeedOpts {
             known: value("--known", 100_000)?,
             watched: value("--watched", 1000)?,
