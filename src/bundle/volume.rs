@@ -634,6 +634,13 @@ mod tests {
         w.commit().expect("commit")
     }
 
+    /// Everything the bundle whose first volume is `first` holds, read back.
+    fn read_back(first: &Path) -> Vec<u8> {
+        let mut back = Vec::new();
+        open_stream(first).unwrap().read_to_end(&mut back).unwrap();
+        back
+    }
+
     #[test]
     fn volumes_join_to_the_same_stream() {
         let dir = tempfile::tempdir().unwrap();
@@ -669,11 +676,7 @@ mod tests {
         let packed = zstd::encode_all(&data[..], 3).unwrap();
         let paths = write_all(dir.path(), "b.tar.zst", Some(50), &packed);
         assert!(paths.len() > 1);
-        let mut back = Vec::new();
-        open_stream(&paths[0])
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = read_back(&paths[0]);
         assert_eq!(back, data);
     }
 
@@ -685,11 +688,7 @@ mod tests {
         let new = write_all(dir.path(), "b.tar", Some(10), &[2; 25]);
         assert_eq!(new.len(), 3);
         assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 3);
-        let mut back = Vec::new();
-        open_stream(&new[0])
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = read_back(&new[0]);
         assert_eq!(back, vec![2; 25]);
     }
 
@@ -711,11 +710,7 @@ mod tests {
         for p in &paths {
             assert!(fs_err::metadata(p).unwrap().len() <= max);
         }
-        let mut back = Vec::new();
-        open_stream(&paths[0])
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = read_back(&paths[0]);
         assert_eq!(back, data);
     }
 
