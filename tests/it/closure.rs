@@ -8,7 +8,7 @@ use std::process::Output;
 
 use crate::corpus::unescape_path;
 use crate::graphgen;
-use crate::harness::{gomirror, run_command, Mirror};
+use crate::harness::{gomirror, run_command, upstream_with_sumdb, Mirror};
 use crate::nginx::{find_nginx, Nginx, Workers};
 use crate::sumdb::SumdbServer;
 use crate::tools::{find_go_119, find_go_current, need};
@@ -264,10 +264,7 @@ struct Tidied {
 
 async fn tidied(bin: &Path) -> Tidied {
     let files = graphgen::upstream_files();
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
+    let (upstream, db) = upstream_with_sumdb(files).await;
     let vkey = db.vkey().to_owned();
     let work = tempfile::tempdir().expect("temp dir");
     let project = work.path().join("main");

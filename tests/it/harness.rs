@@ -77,6 +77,18 @@ impl Mirror {
     }
 }
 
+/// An upstream serving `files` and a checksum database (`sum.test.example`) that holds
+/// every one of them, reached through it.
+pub async fn upstream_with_sumdb(
+    files: Vec<ModuleFiles>,
+) -> (Upstream, Arc<crate::sumdb::SumdbServer>) {
+    let db = crate::sumdb::SumdbServer::new("sum.test.example");
+    db.add_modules(&files);
+    let upstream = Upstream::start(files).await;
+    upstream.attach_sumdb(db.clone());
+    (upstream, db)
+}
+
 /// Two versions of `example.com/a`, for tests of the binary that need a run.
 pub async fn small_upstream() -> Upstream {
     Upstream::start(vec![

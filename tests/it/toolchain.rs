@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::corpus::load_corpus_of;
-use crate::harness::Mirror;
+use crate::harness::{upstream_with_sumdb, Mirror};
 use crate::nginx::{find_nginx, Nginx, Workers};
-use crate::sumdb::SumdbServer;
 use crate::tools::{find_go_current, need};
 use crate::upstream::{ModuleFiles, Upstream};
 
@@ -98,10 +97,7 @@ async fn issue_12_go_switches_to_a_mirrored_toolchain() {
         files.len() > 10,
         "the current Go's corpus has fake toolchains"
     );
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
+    let (upstream, db) = upstream_with_sumdb(files).await;
     let vkey = db.vkey().to_owned();
     let work = tempfile::tempdir().expect("temp dir");
     let project = work.path().join("tc");
@@ -239,10 +235,7 @@ async fn issue_12_toolchains_need_the_checksum_database() {
         return;
     };
     let files = toolchain_files(&goroot_of(&bin));
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
+    let (upstream, db) = upstream_with_sumdb(files).await;
     let work = tempfile::tempdir().expect("temp dir");
     let project = work.path().join("tc");
     write_project(&project);
@@ -289,10 +282,7 @@ async fn issue_12_latest_toolchains_for_every_platform() {
         return;
     };
     let files = toolchain_files(&goroot_of(&bin));
-    let upstream = Upstream::start(files.clone()).await;
-    let db = SumdbServer::new("sum.test.example");
-    db.add_modules(&files);
-    upstream.attach_sumdb(db.clone());
+    let (upstream, db) = upstream_with_sumdb(files).await;
     let mut mirror = Mirror::new(&upstream.url(), &[]);
     mirror.sumdb = format!("key = \"{}\"\n", db.vkey());
     mirror.extra =
