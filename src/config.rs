@@ -77,6 +77,8 @@ pub mod file {
         pub export: Export,
         #[serde(default)]
         pub toolchain: Toolchain,
+        #[serde(default)]
+        pub clients: Clients,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -212,6 +214,25 @@ pub mod file {
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
+    pub struct Clients {
+        pub access_log: Option<String>,
+        pub learn: Option<bool>,
+        pub retry_not_found: Option<String>,
+        pub max_learned: Option<i64>,
+        #[serde(default)]
+        pub rule: Vec<ClientRule>,
+    }
+
+    /// Exactly one key per rule; checked in `Config::parse`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientRule {
+        pub include: Option<String>,
+        pub exclude: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct Toolchain {
         pub platforms: Option<Vec<String>>,
         pub versions: Option<String>,
@@ -249,6 +270,26 @@ pub struct Config {
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
     pub export: Option<ExportSettings>,
     pub toolchain: ToolchainSettings,
+    pub clients: ClientSettings,
+}
+
+/// `[clients]`: what the web server's access log says clients did. See: #14
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// nginx's access log of the tree (combined or the shipped JSON format);
+    /// `None`: clients are not read.
+    pub access_log: Option<PathBuf>,
+    /// Misses of valid module paths and versions become planned work.
+    pub learn: bool,
+    /// `[[clients.rule]]`, first match deciding; a miss no rule matches is
+    /// not learned. No rules: `[{ include = "*" }]`. Only `Include` and
+    /// `Exclude` occur.
+    pub rules: Vec<Rule>,
+    /// A listing upstream answered 404 or 410 for is not asked again for this long.
+    pub retry_not_found: Duration,
+    /// Learned work planned per sync at most (versions plus listings); the
+    /// rest waits for the next sync.
+    pub max_learned: usize,
 }
 
 /// `[toolchain]`: which Go toolchains (`golang.org/toolchain`) are mirrored.
@@ -486,6 +527,8 @@ const FEED_MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (10, 1..=1000);
 const RETRY_BASE: Duration = Duration::from_secs(10 * 60);
 const RETRY_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+const RETRY_NOT_FOUND: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_LEARNED: (i64, RangeInclusive<i64>) = (100, 1..=100_000);
 
 impl Config {
     /// Reads and checks the file at `path`, then applies `overrides`.
@@ -537,6 +580,7 @@ impl Config {
             metrics: src.metrics(&file.metrics, base)?,
             export: src.export(&file.export, base)?,
             toolchain: src.toolchain(&file.toolchain)?,
+            clients: src.clients(&file.clients, base)?,
         })
     }
 }
@@ -1067,6 +1111,50 @@ impl<'a> Source<'a> {
 
     /// `[[project]] path`, relative to the config file; a glob is checked here and expanded
     /// by each sync (checkouts come and go).
+    /// `[clients]`. See: #14
+    fn clients(&self, c: &file::Clients, base: &Path) -> Result<ClientSettings, ConfigError> {
+        let access_log = match &c.access_log {
+            None => None,
+            Some(p) => Some(self.dir(&["clients", "access_log"], &Some(p.clone()), "", base)?),
+        };
+        let retry_not_found = self.duration_in(
+            "clients",
+            "retry_not_found",
+            &c.retry_not_found,
+            RETRY_NOT_FOUND,
+            (Duration::from_secs(365 * 24 * 60 * 60), "365d"),
+        )?;
+        let max_learned = self.int_in("clients", "max_learned", c.max_learned, MAX_LEARNED)?;
+        let mut rules = Vec::with_capacity(c.rule.len());
+        for (i, r) in c.rule.iter().enumerate() {
+            let at = |key: &str| ["clients".into(), "rule".into(), i.into(), key.into()];
+            let rule = match (&r.include, &r.exclude) {
+                (Some(g), None) => check_globs(g)
+                    .map(|()| Rule::Include(g.clone()))
+                    .map_err(|e| self.error(&at("include"), e))?,
+                (None, Some(g)) => check_globs(g)
+                    .map(|()| Rule::Exclude(g.clone()))
+                    .map_err(|e| self.error(&at("exclude"), e))?,
+                _ => {
+                    let reason = "give each rule exactly one of include or exclude";
+                    let whole = ["clients".into(), "rule".into(), i.into()];
+                    return Err(self.error(&whole, reason));
+                }
+            };
+            rules.push(rule);
+        }
+        if rules.is_empty() {
+            rules.push(Rule::Include("*".into()));
+        }
+        Ok(ClientSettings {
+            access_log,
+            learn: c.learn.unwrap_or(false),
+            rules,
+            retry_not_found,
+            max_learned: max_learned as usize,
+        })
+    }
+
     fn projects(
         &self,
         entries: &[file::Project],
@@ -1560,6 +1648,13 @@ mod tests {
                 platforms: vec![Platform::parse("linux/amd64").expect("valid")],
                 latest: None,
             },
+            clients: ClientSettings {
+                access_log: None,
+                learn: false,
+                rules: vec![Rule::Include("*".into())],
+                retry_not_found: RETRY_NOT_FOUND,
+                max_learned: 100,
+            },
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1656,8 +1751,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -1764,6 +1859,36 @@ watched = true
             pseudo: PseudoPolicy::All,
         };
         assert_eq!(f.rules, want);
+    }
+
+    // See: #14
+    #[test]
+    fn issue_14_clients_values_are_read() {
+        let text = "[clients]\naccess_log = \"logs/access.log\"\nlearn = true\nretry_not_found = \"2h\"\nmax_learned = 7\n\
+                    [[clients.rule]]\nexclude = \"github.com/attacker-*\"\n[[clients.rule]]\ninclude = \"*\"\n";
+        let c = parse(text).unwrap_or_else(|e| panic!("{e}")).clients;
+        assert_eq!(c.access_log.as_deref(), Some(Path::new("logs/access.log")));
+        assert!(c.learn);
+        assert_eq!(c.retry_not_found, Duration::from_secs(2 * 3600));
+        assert_eq!(c.max_learned, 7);
+        let want = vec![
+            Rule::Exclude("github.com/attacker-*".into()),
+            Rule::Include("*".into()),
+        ];
+        assert_eq!(c.rules, want);
+        let cases: &[(&str, &str)] = &[
+            ("[clients]\naccess_log = \"\"\n", "mirror.toml:2: [clients] access_log: must not be empty"),
+            ("[clients]\nlearn = 1\n", "mirror.toml:2: [clients] learn: invalid type: integer `1`, expected a boolean"),
+            ("[clients]\nmax_learned = 0\n", "mirror.toml:2: [clients] max_learned: must be at least 1, got 0"),
+            ("[clients]\nretry_not_found = \"often\"\n", "mirror.toml:2: [clients] retry_not_found: invalid duration \"often\""),
+            ("[[clients.rule]]\ninclude = \"a.example\"\nexclude = \"b.example\"\n", "mirror.toml:1: [clients] rule #1: give each rule exactly one of include or exclude"),
+            ("[[clients.rule]]\nwatched = true\n", "mirror.toml:2: [clients] rule #1.watched: unknown key (expected one of: include, exclude)"),
+            ("[[clients.rule]]\ninclude = \"github.com/[org\"\n", "mirror.toml:2: [clients] rule #1.include: \"github.com/[org\": unclosed ["),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with(want), "{text:?}\n got: {err}\nwant: {want}");
+        }
     }
 
     #[test]

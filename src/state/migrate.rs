@@ -104,6 +104,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0013_projects.sql"),
         before: None,
     },
+    Migration {
+        version: 14,
+        name: "clients",
+        sql: include_str!("../../migrations/0014_clients.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
