@@ -87,7 +87,39 @@ fn sync_extra(report: &Report) -> String {
         );
         extra += &feed_problems(f);
     }
+    if let Some(l) = &report.learn {
+        extra += &learn_summary(l);
+    }
     extra
+}
+
+/// `, learned from clients: 3 versions, 2 listings (1 not found upstream), …`. See: #14
+fn learn_summary(l: &gomirror::sync::LearnReport) -> String {
+    let mut out = format!(
+        ", learned from clients: {} versions, {} listings",
+        l.versions, l.listings
+    );
+    if l.listings_not_found > 0 {
+        out += &format!(" ({} not found upstream)", l.listings_not_found);
+    }
+    if l.not_found > 0 {
+        out += &format!(", {} learned versions not found upstream", l.not_found);
+    }
+    let refused = [
+        (l.private, "private"),
+        (l.excluded, "excluded by [[clients.rule]]"),
+        (l.unmatched, "matched by no [[clients.rule]]"),
+        (l.quarantined, "quarantined"),
+    ];
+    for (n, why) in refused {
+        if n > 0 {
+            out += &format!(", {n} misses {why}");
+        }
+    }
+    if l.deferred > 0 {
+        out += &format!(", {} misses over max_learned wait", l.deferred);
+    }
+    out
 }
 
 /// What went wrong with the feed, for the sync's last line. See: #13.

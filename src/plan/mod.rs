@@ -11,6 +11,7 @@
 //! is already done.
 
 pub mod feed;
+pub mod learned;
 pub mod rules;
 pub mod toolchain;
 pub mod watchlist;

@@ -23,6 +23,7 @@
 //! - `sumdb.rs`: checksum database heads and record ids
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
 //! - `projects.rs`: each project's closure per run, `record_projects`, `projects`
+//! - `learning.rs`: clients' misses a sync learns from (`client_misses`)
 //! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
 //!
 //! A module path or version read back from the database is checked again
@@ -37,6 +38,7 @@ mod error;
 mod exports;
 mod feed;
 mod imports;
+mod learning;
 mod migrate;
 mod projects;
 mod runs;
@@ -63,6 +65,7 @@ pub use exports::{
 };
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
+pub use learning::{DueMiss, Learned, LearnedCounts};
 pub use projects::{
     MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,
     PROJECT_MISSING_KEPT,

@@ -133,6 +133,11 @@ async fn flush(ctx: &Arc<Ctx>, batch: &mut Batch, tally: &mut Tally) -> Result<(
     }
     for o in &outcomes {
         tally.count(&o.kind);
+        if matches!(o.kind, OutcomeKind::NotFound { .. }) && ctx.learned_only(&o.mv) {
+            if let Some(learn) = &mut tally.learn {
+                learn.not_found += 1;
+            }
+        }
     }
     Ok(())
 }

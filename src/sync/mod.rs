@@ -5,7 +5,8 @@
 //! page, each page recorded as pending work with the cursor (`follow.rs`);
 //! list each watched module upstream — with the feed on, only when its
 //! refresh interval has passed or the feed named it — select, subtract what
-//! is published and what is quarantined) → repair what is missing of those
+//! is published and what is quarantined; with `[clients] learn`, what
+//! clients missed (`learn.rs`)) → repair what is missing of those
 //! modules' published files and lists (`repair.rs`) → mark pending → for
 //! each version, concurrently and bounded: fetch → verify → stage its files
 //! → then, per batch (see `batch.rs`), `commit`: place the files, rewrite
@@ -23,6 +24,7 @@
 
 mod batch;
 mod follow;
+mod learn;
 mod plan_error;
 pub mod project;
 mod repair;
@@ -31,6 +33,7 @@ mod toolchain;
 mod version;
 
 pub use follow::FeedReport;
+pub use learn::LearnReport;
 use plan_error::PlanErrors;
 pub use plan_error::{PlanError, PlanSource};
 pub use repair::RepairReport;
@@ -127,6 +130,9 @@ pub struct Report {
     pub repair: RepairReport,
     /// The projects this run computed, as it left them. See: #12
     pub projects: Vec<crate::state::ProjectStatus>,
+    /// What learning from clients' misses did; `None` unless `[clients] learn`
+    /// and there were misses to look at. See: #14
+    pub learn: Option<LearnReport>,
 }
 
 /// How a run goes beyond its config.
@@ -158,6 +164,9 @@ struct Ctx {
     feed_client: Option<Client>,
     /// The jobs fetched with `feed_client`, set once the plan is made.
     feed_jobs: OnceLock<HashSet<ModVer>>,
+    /// Versions planned only because clients missed them: upstream not
+    /// having one is no failure of the run. Set once the plan is made.
+    learned_only: OnceLock<HashSet<ModVer>>,
     /// Private modules' upstream (see: #12): never the public one.
     routes: project::Routes,
     /// go.sum lines of versions no checksum database covers, checked before
@@ -244,6 +253,7 @@ pub async fn run_with(
         client,
         feed_client,
         feed_jobs: OnceLock::new(),
+        learned_only: OnceLock::new(),
         routes,
         witnesses: OnceLock::new(),
         store: store.clone(),
@@ -257,6 +267,13 @@ pub async fn run_with(
     let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
     if result.is_ok() && !options.plan_only && !token.is_cancelled() {
         result = check_go_sums(&ctx, config, &mut tally).await;
+    }
+    if result.is_ok() && tally.learn.is_some() {
+        // Learned misses take what their versions came to (see: #14).
+        result = store
+            .settle_learned(config.clients.retry_not_found)
+            .await
+            .map_err(SyncError::from);
     }
     if result.is_ok() {
         // This run's failed feed versions get their next try.
@@ -312,6 +329,7 @@ pub async fn run_with(
         kept_out: tally.kept_out,
         repair: tally.repair,
         projects,
+        learn: tally.learn,
     })
 }
 
@@ -330,15 +348,19 @@ struct Tally {
     repair: RepairReport,
     /// The projects whose closures this run computed.
     projects: Vec<project::ProjectRun>,
+    /// What learning from clients' misses did.
+    learn: Option<LearnReport>,
 }
 
 impl Tally {
     fn all_ok(&self) -> bool {
         let s = &self.summary;
-        // A quarantined version kept out is still missing (exit 1).
+        // A quarantined version kept out is still missing (exit 1). A
+        // version only clients asked for that upstream lacks is not (see: #14).
+        let learned_not_found = self.learn.as_ref().map_or(0, |l| l.not_found);
         s.failed == 0
             && s.quarantined == 0
-            && s.not_found == 0
+            && s.not_found == learned_not_found
             && self.kept_out == 0
             && self.repair.problems.is_empty()
             && self.plan_errors.is_empty()
@@ -367,15 +389,22 @@ async fn run_stages(
 ) -> Result<(), SyncError> {
     // Feed versions whose failure a killed run recorded but did not schedule.
     ctx.store.schedule_retries(retry_policy(config)).await?;
-    let (resumed, followed, watch, projects) = match &options.project {
+    let (resumed, followed, watch, projects, learned) = match &options.project {
         // See: #12: `sync --project DIR` mirrors that closure and nothing else.
-        Some(only) => (Vec::new(), Default::default(), Vec::new(), vec![only.run()]),
+        Some(only) => (
+            Vec::new(),
+            Default::default(),
+            Vec::new(),
+            vec![only.run()],
+            Vec::new(),
+        ),
         None => {
             let resumed = clean_interrupted(ctx).await?;
             let followed = follow_feed(ctx, config, tally).await?;
             let watch = watch_entries_due(ctx, config, &followed.mentioned).await?;
             let projects = project::plan_projects(ctx, config).await?;
-            (resumed, followed, watch, projects)
+            let learned = learn::plan(ctx, config, tally).await?;
+            (resumed, followed, watch, projects, learned)
         }
     };
     let feed_new: HashSet<ModVer> = followed.planned.into_iter().collect();
@@ -386,6 +415,7 @@ async fn run_stages(
         .chain(resumed.iter().map(|(mv, _)| mv.path.clone()))
         .chain(feed_new.iter().map(|mv| mv.path.clone()))
         .chain(closure_jobs.iter().map(|j| j.mv.path.clone()))
+        .chain(learned.iter().map(|mv| mv.path.clone()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -395,6 +425,19 @@ async fn run_stages(
     let selected = keep_out(&quarantined, selected, tally);
     let closure_jobs = keep_out_jobs(&quarantined, closure_jobs, tally);
     let by_watch: HashSet<&ModVer> = selected.iter().collect();
+    let learned_only: HashSet<ModVer> = {
+        let wanted: HashSet<&ModVer> = selected
+            .iter()
+            .chain(resumed.iter().map(|(mv, _)| mv))
+            .chain(&feed_new)
+            .chain(closure_jobs.iter().map(|j| &j.mv))
+            .collect();
+        learned
+            .iter()
+            .filter(|mv| !wanted.contains(mv))
+            .cloned()
+            .collect()
+    };
     let feed_jobs: HashSet<ModVer> = resumed
         .iter()
         .filter(|(_, origin)| *origin == Origin::Feed)
@@ -409,6 +452,7 @@ async fn run_stages(
         .iter()
         .cloned()
         .chain(resumed.iter().map(|(mv, _)| mv.clone()))
+        .chain(learned.iter().cloned())
         .filter(|mv| !feed_new.contains(mv))
         .collect();
     let plan = plan::subtract(
@@ -416,6 +460,7 @@ async fn run_stages(
             .into_iter()
             .chain(resumed.into_iter().map(|(mv, _)| mv))
             .chain(feed_new.iter().cloned())
+            .chain(learned)
             .map(Job::files)
             .chain(closure_jobs),
         &done,
@@ -429,6 +474,7 @@ async fn run_stages(
         "plan ready"
     );
     let _ = ctx.feed_jobs.set(feed_jobs);
+    let _ = ctx.learned_only.set(learned_only);
     progress.planned(if options.plan_only {
         0
     } else {
@@ -684,7 +730,9 @@ async fn plan_watchlist(
                 selected.extend(versions);
                 listed.push(module.clone());
             }
-            Err(e) => tally.plan_errors.push(PlanError::new(PlanSource::Watch, e)),
+            Err(e) => tally
+                .plan_errors
+                .push(PlanError::new(PlanSource::Watch, e.to_string())),
         }
     }
     // Stored like the feed's, so `status` shows them (see: #13).
@@ -700,7 +748,7 @@ async fn plan_watchlist(
 /// What one watch entry resolved to upstream.
 struct Resolved {
     /// The versions it selects, or why it could not be listed.
-    versions: Result<Vec<ModVer>, String>,
+    versions: Result<Vec<ModVer>, Unlisted>,
     /// What upstream listed that can never be mirrored, kept even when the
     /// module could not be listed (a bad `@latest` is the only answer).
     rejected: Vec<Rejected>,
@@ -719,16 +767,17 @@ async fn select(
     module: &ModulePath,
     selector: &Selector,
     rejected: &mut Vec<Rejected>,
-) -> Result<Vec<ModVer>, String> {
+) -> Result<Vec<ModVer>, Unlisted> {
     if let Selector::Exact(v) = selector {
         // Named exactly: no listing needed; `.info` will say if it exists.
         return ModVer::new(module.clone(), v.clone())
             .map(|mv| vec![mv])
-            .map_err(|e| e.to_string());
+            .map_err(|e| Unlisted::Failed(e.to_string()));
     }
     let list = ctx
         .get_optional(module, &layout::list_rel(module), MAX_LIST)
-        .await?;
+        .await
+        .map_err(Unlisted::Failed)?;
     let (tagged, list_rejected) =
         list.map_or_else(Default::default, |body| plan::parse_list(module, &body));
     rejected.extend(list_rejected);
@@ -740,7 +789,8 @@ async fn select(
         // Only a module without tags needs @latest (a pseudo-version).
         if let Some(body) = ctx
             .get_optional(module, &layout::latest_rel(module), verify::MAX_INFO)
-            .await?
+            .await
+            .map_err(Unlisted::Failed)?
         {
             match plan::parse_latest(module, &body) {
                 Ok(v) => listing.latest = Some(v),
@@ -750,9 +800,7 @@ async fn select(
     }
     let versions = selector.select(&listing.tagged, listing.latest.as_ref());
     if versions.is_empty() && listing.tagged.is_empty() && listing.latest.is_none() {
-        return Err(format!(
-            "{module}: not found upstream (no @v/list versions, no @latest)"
-        ));
+        return Err(Unlisted::NotFound(module.clone()));
     }
     Ok(versions
         .into_iter()
@@ -760,11 +808,37 @@ async fn select(
         .collect())
 }
 
+/// Why a module could not be listed upstream.
+#[derive(Debug)]
+enum Unlisted {
+    /// Upstream has no `@v/list` versions and no `@latest` for it.
+    NotFound(ModulePath),
+    /// Asking failed (or the module is private with no proxy to ask).
+    Failed(String),
+}
+
+impl std::fmt::Display for Unlisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unlisted::NotFound(module) => write!(
+                f,
+                "{module}: not found upstream (no @v/list versions, no @latest)"
+            ),
+            Unlisted::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// `@v/list` holds one short line per version; 16 MiB is far beyond any
 /// real module and bounds what a hostile upstream can make us hold.
 const MAX_LIST: u64 = 16 << 20;
 
 impl Ctx {
+    /// Was `mv` planned only because clients missed it? See: #14
+    fn learned_only(&self, mv: &ModVer) -> bool {
+        self.learned_only.get().is_some_and(|l| l.contains(mv))
+    }
+
     /// The client that fetches `mv`: a private module's own (`None` if it
     /// has none), the feed's base for versions planned from the feed, the
     /// configured upstreams for everything else.

@@ -27,6 +27,8 @@ pub enum PlanSource {
     Toolchain,
     /// Checksum-database lookups of published versions (the backfill).
     Sumdb,
+    /// Learning from clients' misses: a listing upstream could not answer.
+    Clients,
 }
 
 impl PlanSource {
@@ -38,6 +40,7 @@ impl PlanSource {
             PlanSource::Project => "project problems",
             PlanSource::Toolchain => "toolchain problems",
             PlanSource::Sumdb => "checksum-database lookups failed",
+            PlanSource::Clients => "clients' misses not learned",
         }
     }
 }

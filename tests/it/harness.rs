@@ -15,6 +15,8 @@ use crate::upstream::{ModuleFiles, Upstream};
 pub struct Mirror {
     pub dir: tempfile::TempDir,
     pub upstream_url: String,
+    /// Extra `[upstream]` lines (e.g. `private = [...]`).
+    pub upstream: String,
     pub watch: Vec<(String, String)>,
     /// Extra `[fetch]` lines.
     pub fetch: String,
@@ -30,6 +32,7 @@ impl Mirror {
         Mirror {
             dir: tempfile::tempdir().expect("temp dir"),
             upstream_url: upstream_url.to_string(),
+            upstream: String::new(),
             watch: watch
                 .iter()
                 .map(|(m, v)| (m.to_string(), v.to_string()))
@@ -51,9 +54,9 @@ impl Mirror {
     pub fn config_path(&self) -> PathBuf {
         let path = self.dir.path().join("mirror.toml");
         let mut text = format!(
-            "[upstream]\nproxies = [\"{}\"]\n[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
+            "[upstream]\nproxies = [\"{}\"]\n{}[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
              [sumdb]\n{}[fetch]\n{}{}",
-            self.upstream_url, self.sumdb, self.fetch, self.extra
+            self.upstream_url, self.upstream, self.sumdb, self.fetch, self.extra
         );
         for (module, versions) in &self.watch {
             text.push_str(&format!(

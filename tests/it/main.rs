@@ -20,6 +20,7 @@ mod issue_13_bundles;
 mod issue_13_feed;
 mod issue_13_ops;
 mod issue_13_verify;
+mod learn;
 mod metrics;
 mod nginx;
 mod selftest;
