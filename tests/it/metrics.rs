@@ -273,8 +273,16 @@ async fn daemon_serves_metrics_over_http_equal_to_the_textfile() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
+    // One tick a minute, 3 s from now: the scrape below comes long before
+    // the next (every 10 s raced it on a loaded machine).
+    let second = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3)
+        % 60;
     let extra = format!(
-        "[daemon]\nschedule = \"*/10 * * * * *\"\n\
+        "[daemon]\nschedule = \"{second} * * * * *\"\n\
          [metrics]\ntextfile = \"node/gomirror.prom\"\nlisten = \"127.0.0.1:{port}\"\n"
     );
     let config = daemon_config(&mirror, &extra);
@@ -295,8 +303,8 @@ async fn daemon_serves_metrics_over_http_equal_to_the_textfile() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // The next tick is 10 s away: scrape and stop before it, so nothing
-    // changes in between.
+    // The next tick is a minute away: scrape and stop before it, so
+    // nothing changes in between.
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

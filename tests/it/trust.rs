@@ -540,7 +540,7 @@ async fn kill_9_during_verifying_syncs_keeps_the_offline_copy_usable() {
     upstream
         .faults()
         .set_latency(std::time::Duration::from_millis(25));
-    let mut delay_ms = 300;
+    let mut delay_ms = 0;
     let mut listed_after_kill = Vec::new();
     for i in 0..8 {
         // A 429 a few versions in pauses the run for a second, so the versions done so far
@@ -569,7 +569,11 @@ async fn kill_9_during_verifying_syncs_keeps_the_offline_copy_usable() {
         let mut cmd = mirror.command(&["sync", "--no-progress"]);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        let published_before = published_count(&mirror);
         let mut child = cmd.spawn().expect("spawn gomirror");
+        // Kill once the run has published something of its own (a fixed delay
+        // missed the middle on a loaded machine), a little later each time.
+        wait_for_published(&mirror, published_before, &mut child).await;
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         let _ = child.start_kill();
         child.wait().await.expect("reap");
@@ -577,7 +581,7 @@ async fn kill_9_during_verifying_syncs_keeps_the_offline_copy_usable() {
             &mirror,
             &format!("after kill #{i}"),
         ));
-        delay_ms += 120;
+        delay_ms += 40;
         // The log grows meanwhile, so later runs re-pin.
         if i == 3 {
             db.pad(300);
@@ -619,4 +623,33 @@ async fn kill_9_during_verifying_syncs_keeps_the_offline_copy_usable() {
         .download(&targets)
         .await;
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Published versions in the mirror's state (0 before its first run).
+/// A database the run is still creating counts as 0.
+fn published_count(mirror: &Mirror) -> usize {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        mirror.database(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return 0;
+    };
+    db.query_row(
+        "SELECT count(*) FROM versions WHERE status = 'published'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |n| n as usize)
+}
+
+/// Waits (at most 30 s) until more than `before` versions are published,
+/// or the run has ended.
+async fn wait_for_published(mirror: &Mirror, before: usize, run: &mut tokio::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while published_count(mirror) <= before
+        && std::time::Instant::now() < deadline
+        && matches!(run.try_wait(), Ok(None))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
