@@ -77,13 +77,14 @@ pub enum SumdbError {
     },
     #[error(transparent)]
     Lookup(#[from] LookupError),
-    #[error("{what}: verifying signed tree head: {source}")]
+    // As for `Fetch`: the cause shows once, from the chain.
+    #[error("{what}: verifying signed tree head")]
     Note {
         what: String,
         #[source]
         source: NoteError,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Tlog {
         what: String,
         #[source]
@@ -479,4 +480,28 @@ fn tile_bytes(tiles: &HashMap<Tile, Bytes>, tile: &Tile) -> Option<Bytes> {
         .get(&tile.full())
         .filter(|b| b.len() >= want)
         .map(|b| b.slice(..want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A cause shows once in the chain, as for `Fetch` (See: #13).
+    #[test]
+    fn note_and_tlog_errors_show_their_cause_once() {
+        let note = SumdbError::Note {
+            what: "sum.example latest".into(),
+            source: NoteError::MalformedNote,
+        };
+        assert_eq!(
+            crate::error::chain(&note),
+            "sum.example latest: verifying signed tree head: malformed note"
+        );
+        let tlog = SumdbError::Tlog {
+            what: "sum.example tile 0/0/001".into(),
+            source: TlogError::InvalidInputs("tree size beyond 2^60"),
+        };
+        let shown = crate::error::chain(&tlog);
+        assert_eq!(shown.matches("tree size beyond 2^60").count(), 1, "{shown}");
+    }
 }
