@@ -233,9 +233,10 @@ pub async fn run_with(
     })?;
     // Two locks: the tree's (two databases must not share a tree) and the
     // database's (two trees must not share a database).
-    let _tree_lock = project::take_lock(&tree.lock_file(), options.wait, &token).await?;
+    // `--wait`'s timeout covers both (see: #12).
+    let _tree_lock = project::take_lock(&tree.lock_file(), options.wait, started, &token).await?;
     let db_lock = crate::lock::db_lock_path(&config.database);
-    let _db_lock = project::take_lock(&db_lock, options.wait, &token).await?;
+    let _db_lock = project::take_lock(&db_lock, options.wait, started, &token).await?;
     let store = Store::open(&config.database).await?;
     // Before `begin_run` marks the previous run interrupted (see: #13).
     store.quick_check_if_interrupted().await?;

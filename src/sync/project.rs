@@ -537,17 +537,30 @@ pub struct LockWait {
     pub waiting: fn(Option<u32>),
 }
 
-/// Takes the run lock at `path`: at once, or waiting as `wait` says.
+/// Takes the run lock at `path`: at once, or waiting as `wait` says. A run
+/// takes two locks in turn; `since` is when it started waiting for the
+/// first, so that both together wait `wait.timeout` at most.
 pub(super) async fn take_lock(
     path: &Path,
     wait: Option<LockWait>,
+    since: std::time::Instant,
     token: &CancellationToken,
 ) -> Result<RunLock, LockError> {
     match wait {
         None => RunLock::acquire(path),
         Some(w) => {
             let mut waiting = w.waiting;
-            RunLock::acquire_waiting(path, w.timeout, token, &mut waiting).await
+            let left = w.timeout.saturating_sub(since.elapsed());
+            RunLock::acquire_waiting(path, left, token, &mut waiting)
+                .await
+                .map_err(|e| match e {
+                    LockError::Timeout { path, pid, .. } => LockError::Timeout {
+                        path,
+                        pid,
+                        waited: w.timeout,
+                    },
+                    e => e,
+                })
         }
     }
 }
@@ -603,4 +616,29 @@ pub fn project_key(dir: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // See: #12: `--wait` waits for two locks in turn, and its timeout covers
+    // both: the second lock gets what the first left.
+    #[tokio::test]
+    async fn issue_12_the_wait_timeout_covers_both_locks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db.lock");
+        let _held = RunLock::acquire(&path).expect("first holder");
+        let wait = LockWait {
+            timeout: std::time::Duration::from_secs(600),
+            waiting: |_| {},
+        };
+        // As if the first lock had taken the whole timeout already.
+        let since = std::time::Instant::now() - wait.timeout;
+        let token = CancellationToken::new();
+        match take_lock(&path, Some(wait), since, &token).await {
+            Err(LockError::Timeout { waited, .. }) => assert_eq!(waited, wait.timeout),
+            other => panic!("want a timeout at once, got {:?}", other.map(drop)),
+        }
+    }
 }
