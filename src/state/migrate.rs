@@ -104,6 +104,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0013_projects.sql"),
         before: None,
     },
+    Migration {
+        // 14 in this branch (0014 is another branch's): renumbered at merge.
+        version: 14,
+        name: "index_entries",
+        sql: include_str!("../../migrations/0015_index_entries.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
