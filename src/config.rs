@@ -77,6 +77,14 @@ pub mod file {
         pub export: Export,
         #[serde(default)]
         pub toolchain: Toolchain,
+        #[serde(default)]
+        pub serve: Serve,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Serve {
+        pub index_listen: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -249,6 +257,15 @@ pub struct Config {
     /// `None`: no `[export] key`, so `gomirror export` cannot sign.
     pub export: Option<ExportSettings>,
     pub toolchain: ToolchainSettings,
+    pub serve: ServeSettings,
+}
+
+/// `[serve]`: what `gomirror daemon` serves besides the tree (see: #16).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// Where `GET /index` (the downstream index feed) is served; the shipped
+    /// nginx block proxies `/index` to `127.0.0.1:9151`.
+    pub index_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[toolchain]`: which Go toolchains (`golang.org/toolchain`) are mirrored.
@@ -537,6 +554,7 @@ impl Config {
             metrics: src.metrics(&file.metrics, base)?,
             export: src.export(&file.export, base)?,
             toolchain: src.toolchain(&file.toolchain)?,
+            serve: src.serve(&file.serve)?,
         })
     }
 }
@@ -1000,6 +1018,18 @@ impl<'a> Source<'a> {
             })?),
         };
         Ok(MetricsSettings { textfile, listen })
+    }
+
+    fn serve(&self, s: &file::Serve) -> Result<ServeSettings, ConfigError> {
+        let index_listen = match &s.index_listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|e| {
+                let reason =
+                    format!("{addr:?}: {e}; write an address and port, as \"127.0.0.1:9151\"");
+                self.error(&["serve".into(), "index_listen".into()], reason)
+            })?),
+        };
+        Ok(ServeSettings { index_listen })
     }
 
     /// node_exporter's textfile collector reads only `*.prom` files, and
@@ -1560,6 +1590,7 @@ mod tests {
                 platforms: vec![Platform::parse("linux/amd64").expect("valid")],
                 latest: None,
             },
+            serve: ServeSettings::default(),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1628,6 +1659,19 @@ versions = ">=v0.10.0, <v0.20"
         );
     }
 
+    // See: #16
+    #[test]
+    fn issue_16_serve_index_listen_is_an_address() {
+        let cfg = parse("[serve]\nindex_listen = \"127.0.0.1:9151\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.serve.index_listen, Some("127.0.0.1:9151".parse().expect("valid")));
+        let err = parse("[serve]\nindex_listen = \"localhost\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mirror.toml:2: [serve] index_listen: \"localhost\": invalid socket address syntax; \
+             write an address and port, as \"127.0.0.1:9151\""
+        );
+    }
+
     // See: #12 (exact version lists; a module may be named by several entries).
     #[test]
     fn watch_entries_union_and_exact_lists() {
@@ -1656,8 +1700,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, serve)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, serve)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
