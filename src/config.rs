@@ -1662,8 +1662,12 @@ versions = ">=v0.10.0, <v0.20"
     // See: #16
     #[test]
     fn issue_16_serve_index_listen_is_an_address() {
-        let cfg = parse("[serve]\nindex_listen = \"127.0.0.1:9151\"\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.serve.index_listen, Some("127.0.0.1:9151".parse().expect("valid")));
+        let cfg =
+            parse("[serve]\nindex_listen = \"127.0.0.1:9151\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.serve.index_listen,
+            Some("127.0.0.1:9151".parse().expect("valid"))
+        );
         let err = parse("[serve]\nindex_listen = \"localhost\"\n").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -71,7 +71,9 @@ impl IndexQuery {
         let limit = match params.get("limit").map(String::as_str) {
             None | Some("") => MAX_INDEX_PAGE,
             Some(s) => match s.parse::<u64>() {
-                Ok(n) if n > 0 => usize::try_from(n).map_or(MAX_INDEX_PAGE, |n| n.min(MAX_INDEX_PAGE)),
+                Ok(n) if n > 0 => {
+                    usize::try_from(n).map_or(MAX_INDEX_PAGE, |n| n.min(MAX_INDEX_PAGE))
+                }
                 _ => return Err(QueryError::Limit { value: s.into() }),
             },
         };
@@ -156,14 +158,44 @@ mod tests {
             (&[], ok(epoch, 2000)),
             (&[("limit", "5")], ok(epoch, 5)),
             (&[("limit", "2001")], ok(epoch, 2000)),
-            (&[("limit", "99999999999999999999")], Err(QueryError::Limit { value: "99999999999999999999".into() })),
-            (&[("limit", "0")], Err(QueryError::Limit { value: "0".into() })),
-            (&[("limit", "-1")], Err(QueryError::Limit { value: "-1".into() })),
-            (&[("limit", "x")], Err(QueryError::Limit { value: "x".into() })),
-            (&[("since", "2019-04-10T19:08:52.997264Z")], ok(t("2019-04-10T19:08:52.997264Z"), 2000)),
-            (&[("since", "2019-04-10T21:08:52+02:00")], ok(t("2019-04-10T19:08:52Z"), 2000)),
-            (&[("since", "2019-04-10")], Err(QueryError::Since { value: "2019-04-10".into() })),
-            (&[("since", "yesterday"), ("limit", "1")], Err(QueryError::Since { value: "yesterday".into() })),
+            (
+                &[("limit", "99999999999999999999")],
+                Err(QueryError::Limit {
+                    value: "99999999999999999999".into(),
+                }),
+            ),
+            (
+                &[("limit", "0")],
+                Err(QueryError::Limit { value: "0".into() }),
+            ),
+            (
+                &[("limit", "-1")],
+                Err(QueryError::Limit { value: "-1".into() }),
+            ),
+            (
+                &[("limit", "x")],
+                Err(QueryError::Limit { value: "x".into() }),
+            ),
+            (
+                &[("since", "2019-04-10T19:08:52.997264Z")],
+                ok(t("2019-04-10T19:08:52.997264Z"), 2000),
+            ),
+            (
+                &[("since", "2019-04-10T21:08:52+02:00")],
+                ok(t("2019-04-10T19:08:52Z"), 2000),
+            ),
+            (
+                &[("since", "2019-04-10")],
+                Err(QueryError::Since {
+                    value: "2019-04-10".into(),
+                }),
+            ),
+            (
+                &[("since", "yesterday"), ("limit", "1")],
+                Err(QueryError::Since {
+                    value: "yesterday".into(),
+                }),
+            ),
         ];
         for (pairs, want) in cases {
             assert_eq!(&query(pairs), want, "{pairs:?}");
@@ -184,7 +216,11 @@ mod tests {
         let body = render_page(&[
             entry("golang.org/x/text", "v0.3.0", "2019-04-10T19:08:52.997264Z"),
             entry("github.com/Azure/x", "v1.0.0", "2019-04-10T19:08:53.100Z"),
-            entry("example.com/q", "v2.0.0+incompatible", "2019-04-10T19:08:54Z"),
+            entry(
+                "example.com/q",
+                "v2.0.0+incompatible",
+                "2019-04-10T19:08:54Z",
+            ),
         ]);
         assert_eq!(
             body,

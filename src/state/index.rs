@@ -184,7 +184,11 @@ mod tests {
         record_outcomes(
             &mut conn,
             &[
-                outcome("example.com/a", "v1.0.0", OutcomeKind::Published(go_mod_only)),
+                outcome(
+                    "example.com/a",
+                    "v1.0.0",
+                    OutcomeKind::Published(go_mod_only),
+                ),
                 outcome(
                     "example.com/a",
                     "v1.1.0",
