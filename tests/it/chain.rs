@@ -31,24 +31,35 @@ const WATCH: &[(&str, &str)] = &[
 /// A site: a mirror, its `/index` listener and its nginx.
 struct Site {
     mirror: Mirror,
-    /// Stops the index listener when the site drops.
+    /// Where the index listener binds; nginx proxies `/index` to it.
+    index: SocketAddr,
+    /// Stops the index listener (and does when the site drops).
     stop: CancellationToken,
     nginx: Nginx,
 }
 
+/// Serves `database`'s feed on `addr` until the returned token is cancelled; the listener
+/// is bound when this returns.
+async fn serve_index(database: &Path, addr: SocketAddr) -> (SocketAddr, CancellationToken) {
+    let store = Store::open(database).await.expect("open state");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind index listener");
+    let addr = listener.local_addr().expect("listener address");
+    let stop = CancellationToken::new();
+    tokio::spawn(gomirror::serve::serve_index(listener, store, stop.clone()));
+    (addr, stop)
+}
+
 impl Site {
     async fn start(mirror: Mirror, nginx: &Path) -> Site {
-        let store = Store::open(&mirror.database()).await.expect("open state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind index listener");
-        let index: SocketAddr = listener.local_addr().expect("listener address");
-        let stop = CancellationToken::new();
-        tokio::spawn(gomirror::serve::serve_index(listener, store, stop.clone()));
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (index, stop) = serve_index(&mirror.database(), any).await;
         std::fs::create_dir_all(mirror.tree()).expect("tree dir");
         let nginx = Nginx::start_with_index(nginx, &mirror.tree(), index);
         Site {
             mirror,
+            index,
             stop,
             nginx,
         }
@@ -293,4 +304,45 @@ async fn issue_16_a_tampered_zip_on_a_is_refused_by_b_and_never_reaches_c() {
     assert!(c.mirror.file("example.com/t/@v/v1.1.0.info").is_none());
     let list = c.mirror.file("example.com/t/@v/list").expect("C's list");
     assert_eq!(String::from_utf8_lossy(&list), "v1.0.0\n");
+}
+
+// See: #16 (a down site is retried like any upstream; its follower never skips a version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_down_feed_is_retried_and_nothing_is_skipped() {
+    let test = "chain::issue_16_a_down_feed_is_retried_and_nothing_is_skipped";
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let v1 = synthetic_module("example.com/d", "v1.0.0", 3, 1024);
+    let (upstream, db) = upstream_with_sumdb(vec![v1]).await;
+    let mut a = Site::start(origin(&upstream, &db, &[("example.com/d", "all")]), &nginx).await;
+    assert!(a.mirror.sync().await.expect("A syncs").all_ok());
+    let b = Site::start(a.follower(&db), &nginx).await;
+    assert!(b.mirror.sync().await.expect("B syncs").all_ok());
+
+    // A's daemon is down (nginx still up: /index is 502) while A publishes v1.1.0.
+    a.stop.cancel();
+    let v2 = synthetic_module("example.com/d", "v1.1.0", 3, 1024);
+    db.add_modules(std::slice::from_ref(&v2));
+    upstream.add(v2);
+    assert!(a.mirror.sync().await.expect("A syncs v1.1.0").all_ok());
+    let (status, _) = get(&format!("{}/index", a.url())).await;
+    assert_eq!(status, 502);
+    let run = b.sync_bin().await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!("{}/index", a.url())),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("502"), "{run:#?}");
+    assert!(b.mirror.file("example.com/d/@v/v1.1.0.zip").is_none());
+
+    // A is back: B's cursor stayed, so the next run takes v1.1.0.
+    let (_, stop) = serve_index(&a.mirror.database(), a.index).await;
+    a.stop = stop;
+    let run = b.sync_bin().await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_same_module_files(&a, &b, "B");
+    let list = b.mirror.file("example.com/d/@v/list").expect("B's list");
+    assert_eq!(String::from_utf8_lossy(&list), "v1.0.0\nv1.1.0\n");
 }
