@@ -154,7 +154,8 @@ mod tests {
         let t = |s| parse_timestamp(s).expect("valid");
         let ok = |since, limit| Ok(IndexQuery { since, limit });
         let epoch = OffsetDateTime::UNIX_EPOCH;
-        let cases: &[(&[(&str, &str)], Result<IndexQuery, QueryError>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<IndexQuery, QueryError>);
+        let cases: &[Case] = &[
             (&[], ok(epoch, 2000)),
             (&[("limit", "5")], ok(epoch, 5)),
             (&[("limit", "2001")], ok(epoch, 2000)),
