@@ -346,3 +346,54 @@ async fn issue_16_a_down_feed_is_retried_and_nothing_is_skipped() {
     let list = b.mirror.file("example.com/d/@v/list").expect("B's list");
     assert_eq!(String::from_utf8_lossy(&list), "v1.0.0\nv1.1.0\n");
 }
+
+// See: #16 (`[serve] index_listen`: the daemon serves /index, the shipped nginx block proxies it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_daemon_serves_index_behind_the_shipped_nginx_block() {
+    use crate::daemon::{daemon_config, mirror_of, modules, Daemon};
+    let test = "chain::issue_16_the_daemon_serves_index_behind_the_shipped_nginx_block";
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let upstream = Upstream::start(modules(2)).await;
+    let mirror = mirror_of(&upstream, 2);
+    assert!(mirror.sync().await.expect("sync runs").all_ok());
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let config = daemon_config(
+        &mirror,
+        &format!("[daemon]\nschedule = \"0 0 0 1 1 *\"\n[serve]\nindex_listen = \"{addr}\"\n"),
+    );
+    let daemon = Daemon::start(&config);
+    let server = Nginx::start_with_index(&nginx, &mirror.tree(), addr);
+    let url = format!("{}/index?since=2019-04-10T19:08:52Z", server.url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (status, body) = loop {
+        let (status, body) = get(&url).await;
+        // 502 until the daemon has bound its listener.
+        if status != 502 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (code, log) = daemon.stop(std::time::Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(status, 200, "{body}\n{log}");
+    let names: Vec<String> = body
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            format!(
+                "{}@{}",
+                v["Path"].as_str().unwrap_or(""),
+                v["Version"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["example.com/d0@v1.0.0", "example.com/d1@v1.0.0"]);
+    assert_eq!(timestamps(&body).len(), 2);
+    assert!(log.contains("serving /index"), "{log}");
+}
