@@ -79,6 +79,14 @@ pub mod file {
         pub toolchain: Toolchain,
         #[serde(default)]
         pub clients: Clients,
+        #[serde(default)]
+        pub serve: Serve,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Serve {
+        pub index_listen: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -271,6 +279,7 @@ pub struct Config {
     pub export: Option<ExportSettings>,
     pub toolchain: ToolchainSettings,
     pub clients: ClientSettings,
+    pub serve: ServeSettings,
 }
 
 /// `[clients]`: what the web server's access log says clients did. See: #14
@@ -290,6 +299,14 @@ pub struct ClientSettings {
     /// Learned work planned per sync at most (versions plus listings); the
     /// rest waits for the next sync.
     pub max_learned: usize,
+}
+
+/// `[serve]`: what `gomirror daemon` serves besides the tree (see: #16).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// Where `GET /index` (the downstream index feed) is served; the shipped
+    /// nginx block proxies `/index` to `127.0.0.1:9151`.
+    pub index_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[toolchain]`: which Go toolchains (`golang.org/toolchain`) are mirrored.
@@ -581,6 +598,7 @@ impl Config {
             export: src.export(&file.export, base)?,
             toolchain: src.toolchain(&file.toolchain)?,
             clients: src.clients(&file.clients, base)?,
+            serve: src.serve(&file.serve)?,
         })
     }
 }
@@ -1044,6 +1062,18 @@ impl<'a> Source<'a> {
             })?),
         };
         Ok(MetricsSettings { textfile, listen })
+    }
+
+    fn serve(&self, s: &file::Serve) -> Result<ServeSettings, ConfigError> {
+        let index_listen = match &s.index_listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|e| {
+                let reason =
+                    format!("{addr:?}: {e}; write an address and port, as \"127.0.0.1:9151\"");
+                self.error(&["serve".into(), "index_listen".into()], reason)
+            })?),
+        };
+        Ok(ServeSettings { index_listen })
     }
 
     /// node_exporter's textfile collector reads only `*.prom` files, and
@@ -1655,6 +1685,7 @@ mod tests {
                 retry_not_found: RETRY_NOT_FOUND,
                 max_learned: 100,
             },
+            serve: ServeSettings::default(),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1723,6 +1754,23 @@ versions = ">=v0.10.0, <v0.20"
         );
     }
 
+    // See: #16
+    #[test]
+    fn issue_16_serve_index_listen_is_an_address() {
+        let cfg =
+            parse("[serve]\nindex_listen = \"127.0.0.1:9151\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.serve.index_listen,
+            Some("127.0.0.1:9151".parse().expect("valid"))
+        );
+        let err = parse("[serve]\nindex_listen = \"localhost\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mirror.toml:2: [serve] index_listen: \"localhost\": invalid socket address syntax; \
+             write an address and port, as \"127.0.0.1:9151\""
+        );
+    }
+
     // See: #12 (exact version lists; a module may be named by several entries).
     #[test]
     fn watch_entries_union_and_exact_lists() {
@@ -1751,8 +1799,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),

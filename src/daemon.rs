@@ -24,7 +24,7 @@
 //! - SIGHUP re-reads the config file. A config that does not load is
 //!   logged with its error and the old one stays. The new one applies from
 //!   the next tick (a run in flight finishes with the old one), except
-//!   `[metrics] listen`, which needs a restart.
+//!   `[metrics] listen` and `[serve] index_listen`, which need a restart.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +73,13 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// `[serve] index_listen` cannot be bound (see: #16).
+    #[error("index listener {addr}")]
+    IndexListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The state database fails `quick_check` (see: #13).
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -101,6 +108,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<Stop
     }
     let latest = Arc::new(Latest::default());
     let listener = start_listener(&config, &latest, &signals.shutdown).await?;
+    let index_listener = start_index_listener(&config, &signals.shutdown).await?;
     publish_metrics(&config, &latest, None).await;
     let mut daemon = Daemon {
         config,
@@ -114,6 +122,9 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<Stop
     let stopped = stop(running, grace, &signals.abandon).await;
     if let Some(listener) = listener {
         // The listener stops on the same token; it only has to drain.
+        let _ = listener.await;
+    }
+    if let Some(listener) = index_listener {
         let _ = listener.await;
     }
     Ok(stopped)
@@ -195,6 +206,9 @@ impl Daemon {
         let path = &self.opts.config_path;
         match Config::load(path, &self.opts.overrides) {
             Ok(new) => {
+                if new.serve.index_listen != self.config.serve.index_listen {
+                    warn!("[serve] index_listen changed: it takes effect when the daemon restarts");
+                }
                 if new.metrics.listen != self.config.metrics.listen {
                     warn!("[metrics] listen changed: it takes effect when the daemon restarts");
                 }
@@ -271,6 +285,29 @@ async fn start_listener(
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = metrics::serve(listener, latest, shutdown).await {
             error!("metrics listener {addr} stopped: {e}");
+        }
+    })))
+}
+
+/// Binds `[serve] index_listen`, if set, and serves the downstream index
+/// feed (`GET /index`) from the state database until shutdown (see: #16).
+async fn start_index_listener(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<JoinHandle<()>>, DaemonError> {
+    let Some(addr) = config.serve.index_listen else {
+        return Ok(None);
+    };
+    // A connection of its own: pages are read while a run writes (WAL).
+    let store = crate::state::Store::open(&config.database).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::IndexListen { addr, source })?;
+    info!(%addr, "serving /index");
+    let shutdown = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = crate::serve::serve_index(listener, store, shutdown).await {
+            error!("index listener {addr} stopped: {e}");
         }
     })))
 }

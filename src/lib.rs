@@ -6,7 +6,8 @@
 //! Every way of publishing — a sync batch, an import — ends in `commit`, the only module that
 //! knows the commit order (files, lists, checksum-database head, state).
 //! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
-//! last run in Prometheus' text format. `error` is how every error chain is shown.
+//! last run in Prometheus' text format, and `serve` the downstream index feed (`/index`)
+//! another site follows. `error` is how every error chain is shown.
 
 pub mod audit;
 pub mod bundle;
@@ -22,6 +23,7 @@ pub mod module;
 pub mod plan;
 pub mod project;
 pub mod publish;
+pub mod serve;
 pub mod state;
 pub mod sync;
 pub mod verify;

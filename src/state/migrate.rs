@@ -110,6 +110,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0014_clients.sql"),
         before: None,
     },
+    Migration {
+        version: 15,
+        name: "index_entries",
+        sql: include_str!("../../migrations/0015_index_entries.sql"),
+        before: None,
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.

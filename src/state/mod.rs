@@ -21,6 +21,7 @@
 //!   `record_commit`
 //! - `feed.rs`: the index feed's cursor and pages, retries, listing times
 //! - `sumdb.rs`: checksum database heads and record ids
+//! - `index.rs`: the downstream index feed's entries, `index_page`
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
 //! - `projects.rs`: each project's closure per run, `record_projects`, `projects`
 //! - `learning.rs`: clients' misses a sync learns from (`client_misses`)
@@ -38,6 +39,7 @@ mod error;
 mod exports;
 mod feed;
 mod imports;
+mod index;
 mod learning;
 mod migrate;
 mod projects;
@@ -65,6 +67,7 @@ pub use exports::{
 };
 pub use feed::{DueVersion, FeedCursor, Origin, PageRecord, RetryPolicy};
 pub use imports::{ImportChain, ImportRecord};
+pub use index::{IndexEntry, MAX_INDEX_PAGE};
 pub use learning::{DueMiss, Learned, LearnedCounts};
 pub use projects::{
     MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,

@@ -343,6 +343,7 @@ pub(super) fn write_outcomes(
     let now = now();
     let mut modules = ModuleIds::default();
     let mut recorded = Recorded::default();
+    let mut stamps = super::index::Stamps::default();
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO versions (module_id, version, status, info_size, mod_size, zip_size,
@@ -393,6 +394,10 @@ pub(super) fn write_outcomes(
                     "outcome for an already published version ignored"
                 );
                 recorded.already_published.push(o.mv.clone());
+            }
+            if changed > 0 && status == VersionStatus::Published {
+                // Its downstream feed entry, in this same transaction (see: #16).
+                super::index::append(tx, &mut stamps, module, o.mv.version.as_str())?;
             }
             recorded.written += changed;
         }

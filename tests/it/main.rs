@@ -2,6 +2,7 @@
 
 mod airgap;
 mod bundle_export;
+mod chain;
 mod cli;
 mod closure;
 mod corpus;

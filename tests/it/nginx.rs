@@ -4,7 +4,9 @@
 //! nginx on `http://127.0.0.1:PORT` that is stopped when [`Nginx`] drops.
 //!
 //! The server block is used as shipped except for two lines: `listen` becomes a free loopback
-//! port and `root` becomes the tree. It sits inside the `http {}` of a minimal main config that
+//! port and `root` becomes the tree; [`Nginx::start_with_index`] also points the `/index`
+//! location's `proxy_pass` at a test's index listener (as shipped it is `127.0.0.1:9151`,
+//! where nothing listens in tests, so `/index` is 502). It sits inside the `http {}` of a minimal main config that
 //! includes `/etc/nginx/mime.types` when present, as Debian's stock `nginx.conf` does, so the
 //! content types we assert are the ones a default install serves. Every path nginx writes (pid,
 //! error log, temp dirs) is under the harness's own temp dir, so it runs as any user.
@@ -15,7 +17,7 @@
 //! the worker can read only what other users may read.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -84,13 +86,34 @@ impl Nginx {
         Nginx::start_with(nginx, root, workers, Misses::NotFound)
     }
 
+    /// [`Nginx::start`], with `/index` proxied to `index` (a gomirror index listener).
+    pub fn start_with_index(nginx: &Path, root: &Path, index: SocketAddr) -> Nginx {
+        Nginx::start_any(
+            nginx,
+            root,
+            Workers::SameUser,
+            Misses::NotFound,
+            Some(index),
+        )
+    }
+
     /// [`Nginx::start`], choosing what happens to misses.
     pub fn start_with(nginx: &Path, root: &Path, workers: Workers, misses: Misses) -> Nginx {
+        Nginx::start_any(nginx, root, workers, misses, None)
+    }
+
+    fn start_any(
+        nginx: &Path,
+        root: &Path,
+        workers: Workers,
+        misses: Misses,
+        index: Option<SocketAddr>,
+    ) -> Nginx {
         // The free port is found by binding and closing it, so another process may take it
         // before nginx binds; a failed start is retried on a new port.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Nginx::try_start(nginx, root, workers, misses) {
+            match Nginx::try_start(nginx, root, workers, misses, index) {
                 Ok(n) => return n,
                 Err(e) => last_error = e,
             }
@@ -107,11 +130,12 @@ impl Nginx {
         root: &Path,
         workers: Workers,
         misses: Misses,
+        index: Option<SocketAddr>,
     ) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        let text = main_config(dir.path(), root, port, workers, misses);
+        let text = main_config(dir.path(), root, port, workers, misses, index);
         std::fs::write(&conf, text).expect("write conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let child = Command::new(nginx)
@@ -207,7 +231,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers, misses: Misses) -> String {
+fn main_config(
+    dir: &Path,
+    root: &Path,
+    port: u16,
+    workers: Workers,
+    misses: Misses,
+    index: Option<SocketAddr>,
+) -> String {
     let d = dir.display();
     let process = match workers {
         Workers::SameUser => "master_process off;".to_string(),
@@ -235,7 +266,7 @@ fn main_config(dir: &Path, root: &Path, port: u16, workers: Workers, misses: Mis
          client_body_temp_path {d}/client_body;\nproxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
          {}\n}}\n",
-        server_block(root, port, misses)
+        server_block(root, port, misses, index)
     )
 }
 
@@ -244,13 +275,16 @@ const OPTIONAL: &str = "#~ ";
 /// The checksum-database fall-through lines, commented out with this prefix.
 const OPTIONAL_SUMDB: &str = "#sumdb~ ";
 
-/// `nginx/gomirror.conf` with its `listen` and `root` lines replaced and,
-/// for [`Misses::FallThrough`], its optional lines enabled and pointed at
-/// the given upstream.
-pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
+/// The shipped `/index` location's `proxy_pass` line, trimmed.
+const INDEX_PROXY_PASS: &str = "proxy_pass http://127.0.0.1:9151;";
+
+/// `nginx/gomirror.conf` with its `listen` and `root` lines replaced,
+/// `/index` proxied to `index` when given and, for [`Misses::FallThrough`],
+/// its optional lines enabled and pointed at the given upstream.
+pub fn server_block(root: &Path, port: u16, misses: Misses, index: Option<SocketAddr>) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/gomirror.conf");
     let text = std::fs::read_to_string(&path).expect("read nginx/gomirror.conf");
-    let (mut listens, mut roots, mut optional) = (0, 0, 0);
+    let (mut listens, mut roots, mut optional, mut indexes) = (0, 0, 0, 0);
     let out: Vec<String> = text
         .lines()
         .map(|line| {
@@ -279,6 +313,13 @@ pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
                     roots += 1;
                     format!("{indent}root \"{}\";", root.display())
                 }
+                "proxy_pass" if line.trim() == INDEX_PROXY_PASS => {
+                    indexes += 1;
+                    match index {
+                        Some(addr) => format!("{indent}proxy_pass http://{addr};"),
+                        None => line,
+                    }
+                }
                 _ => line,
             }
         })
@@ -293,9 +334,9 @@ pub fn server_block(root: &Path, port: u16, misses: Misses) -> String {
     // A second listen (say, TLS) or a root inside a location would be served unreplaced and
     // make the tests pass against the wrong thing: refuse instead.
     assert_eq!(
-        (listens, roots),
-        (1, 1),
-        "{} must have exactly one listen and one root line",
+        (listens, roots, indexes),
+        (1, 1, 1),
+        "{} must have exactly one listen, one root and one /index proxy_pass line",
         path.display()
     );
     out.join("\n")
