@@ -6,10 +6,12 @@
 //! Every way of publishing — a sync batch, an import — ends in `commit`, the only module that
 //! knows the commit order (files, lists, checksum-database head, state).
 //! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
-//! last run in Prometheus' text format. `error` is how every error chain is shown.
+//! last run in Prometheus' text format. `clients` reads the web server's access log
+//! (what clients used and missed) into `state`. `error` is how every error chain is shown.
 
 pub mod audit;
 pub mod bundle;
+pub mod clients;
 pub mod commit;
 pub mod config;
 pub mod daemon;

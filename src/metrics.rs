@@ -785,6 +785,7 @@ mod tests {
             upstreams: Vec::new(),
             last_failure: None,
             projects: Vec::new(),
+            clients: Default::default(),
         }
     }
 
