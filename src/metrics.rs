@@ -266,6 +266,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_projects(&mut x, s);
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
+    render_clients(&mut x, &s.clients);
     if let Some(run) = latest_finished(&s.runs) {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
@@ -423,6 +424,76 @@ fn render_upstream_health(x: &mut Exposition, s: &StatusReport) {
             "upstream",
             &last,
         );
+    }
+}
+
+/// What the access log says clients did, from the same figures `status`
+/// and `gomirror clients` show (all time). The module and miss families are
+/// bounded: the top [`crate::state::CLIENT_TOP`] only. See: #14
+fn render_clients(x: &mut Exposition, c: &crate::state::ClientFigures) {
+    use crate::clients::request::{ResultClass, Skip};
+    let name = "gomirror_client_requests_total";
+    x.family(
+        name,
+        "counter",
+        "Protocol requests in the access log by what they meant.",
+    );
+    for class in ResultClass::ALL {
+        x.sample(
+            name,
+            &[("result", class.as_str())],
+            c.requests.get(class) as f64,
+        );
+    }
+    let name = "gomirror_client_skipped_total";
+    x.family(
+        name,
+        "counter",
+        "Access-log lines in no result class, by why.",
+    );
+    for skip in Skip::ALL {
+        x.sample(
+            name,
+            &[("reason", skip.as_str())],
+            c.skipped.get(skip) as f64,
+        );
+    }
+    let name = "gomirror_client_rejected_total";
+    x.family(
+        name,
+        "counter",
+        "Hostile request targets refused, by reason.",
+    );
+    for r in &c.rejected {
+        x.sample(name, &[("reason", &r.reason)], r.count as f64);
+    }
+    x.counter(
+        "gomirror_client_bytes_total",
+        "Body bytes sent for protocol requests.",
+        c.bytes,
+    );
+    if let Some(ratio) = c.hit_ratio() {
+        let help = "Uses / (uses + misses) of protocol requests, all time.";
+        x.gauge("gomirror_client_hit_ratio", help, &[], ratio);
+    }
+    let name = "gomirror_client_top_misses";
+    x.family(
+        name,
+        "gauge",
+        "Misses of the most missed module versions ('' for @v/list and @latest).",
+    );
+    for m in &c.top_misses {
+        let labels = [("module", m.path.as_str()), ("version", m.version.as_str())];
+        x.sample(name, &labels, m.misses as f64);
+    }
+    let name = "gomirror_client_top_modules";
+    x.family(name, "gauge", "Uses of the most used modules.");
+    for m in &c.top_modules {
+        x.sample(name, &[("module", &m.path)], m.uses as f64);
+    }
+    if let Some(at) = c.read_at.as_deref().and_then(unix_seconds) {
+        let help = "When the access log was last read.";
+        x.gauge("gomirror_client_log_read_timestamp_seconds", help, &[], at);
     }
 }
 

@@ -71,6 +71,22 @@ pub async fn read_configured(
     Some(read_log(store, log).await)
 }
 
+/// [`read_configured`] for a run: a log that cannot be read is a warning
+/// in the report (and the log), never an error.
+pub async fn read_for_run(store: &Store, settings: &ClientSettings) -> Option<ReadReport> {
+    match read_configured(store, settings).await? {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let message = crate::error::chain(&e);
+            tracing::warn!("clients not read: {message}");
+            Some(ReadReport {
+                warnings: vec![message],
+                ..Default::default()
+            })
+        }
+    }
+}
+
 /// Reads `log` from where the last read stopped and records what it says.
 #[tracing::instrument(skip_all, fields(log = %log.display()))]
 pub async fn read_log(store: &Store, log: &Path) -> Result<ReadReport, ClientsError> {

@@ -486,7 +486,7 @@ mod tests {
             (
                 &huge,
                 "too_long",
-                "target of 2058 bytes is longer than 2048",
+                "target of 2057 bytes is longer than 2048",
             ),
             (
                 "/noslash/@v/list",

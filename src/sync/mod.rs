@@ -127,6 +127,8 @@ pub struct Report {
     pub repair: RepairReport,
     /// The projects this run computed, as it left them. See: #12
     pub projects: Vec<crate::state::ProjectStatus>,
+    /// Reading `[clients] access_log` before planning; `None` without one. See: #14
+    pub clients: Option<crate::clients::ReadReport>,
 }
 
 /// How a run goes beyond its config.
@@ -253,6 +255,8 @@ pub async fn run_with(
         window: config.fetch.concurrency * 2,
         sumdb: std::sync::OnceLock::new(),
     });
+    // See: #14: clients' misses are in state before planning; never fatal.
+    let clients = crate::clients::read_for_run(&store, &config.clients).await;
     let mut tally = Tally::default();
     let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
     if result.is_ok() && !options.plan_only && !token.is_cancelled() {
@@ -312,6 +316,7 @@ pub async fn run_with(
         kept_out: tally.kept_out,
         repair: tally.repair,
         projects,
+        clients,
     })
 }
 
