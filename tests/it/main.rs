@@ -3,6 +3,7 @@
 mod airgap;
 mod bundle_export;
 mod cli;
+mod clients;
 mod closure;
 mod corpus;
 mod crash;
