@@ -56,6 +56,9 @@ impl ClassCounts {
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
+    pub fn add(&mut self, class: ResultClass, n: u64) {
+        self.0[class as usize] += n;
+    }
 }
 
 impl Serialize for ClassCounts {
