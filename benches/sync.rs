@@ -32,6 +32,8 @@
 //! into the work directory first: the target directory is shared, and another build could
 //! replace the file mid-run.
 
+#[path = "support/clients_mode.rs"]
+mod clients_mode;
 #[path = "support/closure_mode.rs"]
 mod closure_mode;
 #[path = "../tests/it/corpus.rs"]
@@ -89,6 +91,9 @@ usage: cargo bench --bench sync -- [options]
                       and warm closure time, upstream requests, load levels, peak RSS
   --feed              instead: the index-feed bench (benches/support/feed_mode.rs), which takes
                       --known N (100000), --watched N (1000), --new N (20000), --keep
+  --clients           instead: the access-log bench (benches/support/clients_mode.rs): reading
+                      --lines N (1000000) generated log lines with `gomirror clients`, against
+                      `wc -l` of the same file; time, lines/s, peak RSS; --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
 SYNC_BENCH_NO_GO=1; arguments win over the environment.";
 
@@ -952,6 +957,11 @@ fn main() -> Result<()> {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
             .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
         return export_mode::main(&args, &bin);
+    }
+    if args.iter().any(|a| a == "--clients") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return clients_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--feed") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
