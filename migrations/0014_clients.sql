@@ -82,14 +82,22 @@ CREATE TABLE client_totals (
     PRIMARY KEY (hour, key)
 ) STRICT, WITHOUT ROWID;
 
--- `client_use` by hour, for `clients --since`.
-CREATE TABLE client_use_hourly (
+-- By hour, for `clients --since`: uses, misses and bytes per module path
+-- (top modules), and misses per module version (top misses).
+CREATE TABLE client_module_hours (
+    hour   INTEGER NOT NULL,
+    path   TEXT    NOT NULL,
+    uses   INTEGER NOT NULL,
+    misses INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL,
+    PRIMARY KEY (hour, path)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE client_miss_hours (
     hour    INTEGER NOT NULL,
     path    TEXT    NOT NULL,
     version TEXT    NOT NULL,
-    uses    INTEGER NOT NULL DEFAULT 0,
-    misses  INTEGER NOT NULL DEFAULT 0,
-    bytes   INTEGER NOT NULL DEFAULT 0,
+    misses  INTEGER NOT NULL,
     PRIMARY KEY (hour, path, version)
 ) STRICT, WITHOUT ROWID;
 

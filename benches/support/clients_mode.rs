@@ -217,8 +217,9 @@ fn generate(path: &Path, n: usize) -> Result<Written> {
     let start = chrono::Utc::now().timestamp() - n as i64 / 100;
     for i in 0..n {
         let r = next();
-        let module = format!("github.com/org{}/repo{}", r % 97, (r >> 8) % 2000);
-        let version = format!("v1.{}.{}", (r >> 20) % 5, (r >> 24) % 3);
+        let m = (r >> 8) % 2000;
+        let module = format!("github.com/org{}/repo{m}", m % 97);
+        let version = format!("v1.{}.0", (r >> 20) % 5);
         let kind = (r >> 32) % 100;
         let file = ["info", "mod", "zip"][((r >> 40) % 3) as usize];
         let (method, target, status, bytes) = match kind {

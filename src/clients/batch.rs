@@ -105,44 +105,85 @@ impl TotalKey {
     }
 }
 
+/// What a target means within one batch: parsed once, then looked up.
+#[derive(Debug, Clone)]
+enum Meaning {
+    /// Index into [`ClientBatch::subjects`].
+    Subject(u32, MissVia),
+    Other(Request),
+}
+
 /// Figures of consecutive log lines, to be recorded in one transaction.
+///
+/// Subjects are interned: each distinct one is stored once and the figures
+/// are indexed by its number, and each distinct target is parsed once per
+/// batch. The reader ends a batch when [`ClientBatch::is_full`], so memory
+/// is bounded by distinct targets, not by lines.
 #[derive(Debug, Default)]
 pub struct ClientBatch {
-    pub uses: HashMap<Subject, UseFigures>,
-    /// `(hour, subject)`, hour = Unix seconds / 3600.
-    pub hourly: HashMap<(i64, Subject), UseFigures>,
-    pub misses: HashMap<Subject, MissFigures>,
+    /// Distinct subjects, by number.
+    pub subjects: Vec<Subject>,
+    /// Figures per subject number, beside `subjects`.
+    pub uses: Vec<UseFigures>,
+    /// Uses, misses and bytes per `(hour, subject number)`, hour = Unix
+    /// seconds / 3600 (recorded summed per module path).
+    pub hours: HashMap<(i64, u32), UseFigures>,
+    /// Misses per `(hour, subject number)`.
+    pub miss_hours: HashMap<(i64, u32), u64>,
+    /// Misses learning may turn into work, per subject number.
+    pub misses: HashMap<u32, MissFigures>,
     /// `(hour, key)`.
     pub totals: HashMap<(i64, TotalKey), u64>,
     pub rejects: HashMap<&'static str, RejectFigures>,
     /// Lines read, whatever they were.
     pub lines: u64,
+    numbers: HashMap<Subject, u32>,
+    memo: HashMap<Box<str>, Meaning>,
 }
 
+/// Distinct targets per batch at most (each parsed once and remembered).
+const MAX_TARGETS: usize = 100_000;
+
 impl ClientBatch {
+    /// Whether the batch should be recorded before it takes more lines.
+    pub fn is_full(&self) -> bool {
+        self.memo.len() >= MAX_TARGETS
+    }
+
     /// Counts a line that did not parse (its time is unknown: `now`).
     pub fn unparsed(&mut self, now: i64) {
         self.lines += 1;
         self.total(now, TotalKey::Skip(Skip::Unparsed), 1);
     }
 
-    /// Counts one parsed line, whose target means `request`.
-    pub fn add(&mut self, line: &LogLine<'_>, request: &Request) {
+    /// Counts one parsed line.
+    pub fn add(&mut self, line: &LogLine<'_>) {
+        let meaning = match self.memo.get(line.target.as_ref()) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.meaning(Request::parse(&line.target));
+                // Checksum-database tiles and other paths are cheap to tell
+                // again, and many: not remembered.
+                if !matches!(m, Meaning::Other(Request::Sumdb(_) | Request::NotProtocol)) {
+                    self.memo.insert(line.target.as_ref().into(), m.clone());
+                }
+                m
+            }
+        };
         self.lines += 1;
         let t = line.time;
-        let (subject, via) = match request {
-            Request::File { mv, .. } => (Subject::Version(mv.clone()), MissVia::Proxy),
-            Request::Lookup(mv) => (Subject::Version(mv.clone()), MissVia::Lookup),
-            Request::List(p) | Request::Latest(p) => (Subject::Module(p.clone()), MissVia::Proxy),
-            Request::Sumdb(_) => {
+        let (id, via) = match meaning {
+            Meaning::Subject(id, via) => (id, via),
+            Meaning::Other(Request::Sumdb(_)) => {
                 let class = ResultClass::of(&line.method, line.status);
                 self.total(t, TotalKey::Class(class), 1);
-                self.total(t, TotalKey::Bytes, line.bytes);
-                return;
+                return self.total(t, TotalKey::Bytes, line.bytes);
             }
-            Request::NonCanonical => return self.total(t, TotalKey::Skip(Skip::NonCanonical), 1),
-            Request::NotProtocol => return self.total(t, TotalKey::Skip(Skip::NotProtocol), 1),
-            Request::Rejected(h) => return self.reject(t, &line.target, h),
+            Meaning::Other(Request::Rejected(h)) => return self.reject(t, &line.target, &h),
+            Meaning::Other(Request::NonCanonical) => {
+                return self.total(t, TotalKey::Skip(Skip::NonCanonical), 1)
+            }
+            Meaning::Other(_) => return self.total(t, TotalKey::Skip(Skip::NotProtocol), 1),
         };
         let class = ResultClass::of(&line.method, line.status);
         self.total(t, TotalKey::Class(class), 1);
@@ -152,21 +193,23 @@ impl ClientBatch {
             ResultClass::Miss => (0, 1, 0),
             _ => return,
         };
-        let step = |f: &mut UseFigures| {
-            f.uses += uses;
-            f.misses += misses;
-            f.bytes += bytes;
-        };
-        step(self.hourly.entry((t / 3600, subject.clone())).or_default());
-        let f = self.uses.entry(subject.clone()).or_default();
-        step(f);
+        let hour = t.div_euclid(3600);
+        let h = self.hours.entry((hour, id)).or_default();
+        h.uses += uses;
+        h.misses += misses;
+        h.bytes += bytes;
+        let f = &mut self.uses[id as usize];
+        f.uses += uses;
+        f.misses += misses;
+        f.bytes += bytes;
         if uses > 0 {
             f.first_used = Some(f.first_used.map_or(t, |x| x.min(t)));
             f.last_used = Some(f.last_used.map_or(t, |x| x.max(t)));
             return;
         }
         f.last_missed = Some(f.last_missed.map_or(t, |x| x.max(t)));
-        let m = self.misses.entry(subject).or_insert(MissFigures {
+        *self.miss_hours.entry((hour, id)).or_default() += 1;
+        let m = self.misses.entry(id).or_insert(MissFigures {
             via,
             n: 0,
             first: t,
@@ -180,6 +223,23 @@ impl ClientBatch {
         }
     }
 
+    /// The subject of `request`, numbered.
+    fn meaning(&mut self, request: Request) -> Meaning {
+        let (subject, via) = match request {
+            Request::File { mv, .. } => (Subject::Version(mv), MissVia::Proxy),
+            Request::Lookup(mv) => (Subject::Version(mv), MissVia::Lookup),
+            Request::List(p) | Request::Latest(p) => (Subject::Module(p), MissVia::Proxy),
+            other => return Meaning::Other(other),
+        };
+        let next = self.subjects.len() as u32;
+        let id = *self.numbers.entry(subject.clone()).or_insert(next);
+        if id == next {
+            self.subjects.push(subject);
+            self.uses.push(UseFigures::default());
+        }
+        Meaning::Subject(id, via)
+    }
+
     fn total(&mut self, time: i64, key: TotalKey, n: u64) {
         *self.totals.entry((time.div_euclid(3600), key)).or_default() += n;
     }
@@ -190,16 +250,15 @@ impl ClientBatch {
         while !target.is_char_boundary(cut) {
             cut -= 1;
         }
-        let example = format!("{:?}: {why}", &target[..cut]);
         let r = self.rejects.entry(why.as_str()).or_insert(RejectFigures {
             n: 0,
             last_seen: time,
-            example: example.clone(),
+            example: String::new(),
         });
         r.n += 1;
-        if time >= r.last_seen {
+        if time >= r.last_seen || r.example.is_empty() {
             r.last_seen = time;
-            r.example = example;
+            r.example = format!("{:?}: {why}", &target[..cut]);
         }
     }
 }

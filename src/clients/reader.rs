@@ -2,12 +2,12 @@
 //! with the cursor after their last line, sent to the recorder.
 //!
 //! Memory stays flat: a line longer than [`MAX_LINE`] is skipped (and
-//! counted unparsed) without being held, and a batch holds at most
-//! [`BATCH_LINES`] lines' figures. Only whole lines (ending in `\n`) move
+//! counted unparsed) without being held, and a batch holds the figures of
+//! at most [`BATCH_LINES`] lines and of a bounded number of distinct targets
+//! ([`ClientBatch::is_full`]). Only whole lines (ending in `\n`) move
 //! the cursor of a live file: a line nginx is still writing is read next
 //! time. A rotated file is complete, so its last line counts without one.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -17,17 +17,13 @@ use tokio::sync::mpsc;
 use super::batch::ClientBatch;
 use super::cursor::{head_sha256, Segment, HEAD_BYTES};
 use super::log::parse_line;
-use super::request::Request;
 use crate::state::LogCursor;
 
 /// Longest line read; nginx's own lines are far shorter (a target is at
 /// most its `large_client_header_buffers`, 8 KiB by default).
 pub const MAX_LINE: usize = 64 * 1024;
 /// Lines per batch, one transaction each.
-pub const BATCH_LINES: u64 = 50_000;
-/// Targets remembered per batch with what they mean: a log repeats the
-/// same few thousand targets, and parsing one checks Go's path rules.
-const MEMO_TARGETS: usize = 100_000;
+pub const BATCH_LINES: u64 = 500_000;
 
 /// One batch for the recorder.
 pub struct Recorded {
@@ -45,7 +41,6 @@ pub fn read_segments(
     out: &mpsc::Sender<Recorded>,
 ) -> Result<(), (io::Error, &'static str, std::path::PathBuf)> {
     let mut batch = ClientBatch::default();
-    let mut memo: HashMap<String, Request> = HashMap::new();
     let mut last_sent = saved.cloned();
     let mut cursor = None;
     // Unparsed lines have no time of their own: they count in this hour.
@@ -56,15 +51,17 @@ pub fn read_segments(
             SegmentReader::open(seg, saved.filter(|_| seg.start > 0)).map_err(ctx("open"))?;
         loop {
             match r.next_line().map_err(ctx("read"))? {
-                Line::Whole(bytes) => count(&mut batch, &mut memo, &bytes, now),
+                Line::Whole => match parse_line(&r.line) {
+                    Ok(line) => batch.add(&line),
+                    Err(_) => batch.unparsed(now),
+                },
                 Line::TooLong => batch.unparsed(now),
                 Line::End => break,
             }
-            if batch.lines >= BATCH_LINES {
+            if batch.lines >= BATCH_LINES || batch.is_full() {
                 let at = r.cursor(seg);
                 last_sent = Some(at.clone());
                 let sent = std::mem::take(&mut batch);
-                memo.clear();
                 if out
                     .blocking_send(Recorded {
                         batch: sent,
@@ -84,24 +81,9 @@ pub fn read_segments(
     Ok(())
 }
 
-fn count(batch: &mut ClientBatch, memo: &mut HashMap<String, Request>, bytes: &[u8], now: i64) {
-    let Ok(line) = parse_line(bytes) else {
-        return batch.unparsed(now);
-    };
-    match memo.get(line.target.as_ref()) {
-        Some(request) => batch.add(&line, request),
-        None => {
-            let request = Request::parse(&line.target);
-            batch.add(&line, &request);
-            if memo.len() < MEMO_TARGETS {
-                memo.insert(line.target.into_owned(), request);
-            }
-        }
-    }
-}
-
 enum Line {
-    Whole(Vec<u8>),
+    /// In [`SegmentReader::line`], until the next call.
+    Whole,
     TooLong,
     End,
 }
@@ -117,7 +99,9 @@ struct SegmentReader {
     head: Vec<u8>,
     /// Bytes consumed from `inner`, counted from the file's start.
     pos: u64,
+    /// The line being read; whole when `complete`.
     line: Vec<u8>,
+    complete: bool,
     skipping: bool,
 }
 
@@ -159,17 +143,22 @@ impl SegmentReader {
             head,
             pos,
             line: Vec::new(),
+            complete: false,
             skipping: false,
         })
     }
 
     fn next_line(&mut self) -> io::Result<Line> {
+        if std::mem::take(&mut self.complete) {
+            self.line.clear();
+        }
         loop {
             let avail = self.inner.fill_buf()?;
             if avail.is_empty() {
-                if self.finished && !self.line.is_empty() && !self.skipping {
+                if self.finished && !self.line.is_empty() && !self.skipping && !self.complete {
                     self.offset = self.pos;
-                    return Ok(Line::Whole(std::mem::take(&mut self.line)));
+                    self.complete = true;
+                    return Ok(Line::Whole);
                 }
                 return Ok(Line::End);
             }
@@ -197,7 +186,8 @@ impl SegmentReader {
                 if std::mem::take(&mut self.skipping) {
                     return Ok(Line::TooLong);
                 }
-                return Ok(Line::Whole(std::mem::take(&mut self.line)));
+                self.complete = true;
+                return Ok(Line::Whole);
             }
         }
     }

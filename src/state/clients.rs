@@ -12,6 +12,8 @@
 //! `first_missed`, `last_missed` (and `via`, a lookup winning) updated
 //! here; `learned_at`, `outcome` and `retry_after` belong to learning.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -272,7 +274,10 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = CASE WHEN last_missed IS NULL OR excluded.last_missed > last_missed
                          THEN COALESCE(excluded.last_missed, last_missed) ELSE last_missed END",
     )?;
-    for (s, f) in &batch.uses {
+    for (s, f) in batch.subjects.iter().zip(&batch.uses) {
+        if f.uses == 0 && f.misses == 0 {
+            continue;
+        }
         up.execute(params![
             s.path(),
             s.version(),
@@ -284,22 +289,32 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
             f.last_missed.map(rfc3339),
         ])?;
     }
+    let mut per_module: HashMap<(i64, &str), (u64, u64, u64)> = HashMap::new();
+    for (&(hour, id), f) in &batch.hours {
+        let e = per_module
+            .entry((hour, batch.subjects[id as usize].path()))
+            .or_default();
+        e.0 += f.uses;
+        e.1 += f.misses;
+        e.2 += f.bytes;
+    }
     let mut hourly = tx.prepare_cached(
-        "INSERT INTO client_use_hourly (hour, path, version, uses, misses, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (hour, path, version) DO UPDATE SET
+        "INSERT INTO client_module_hours (hour, path, uses, misses, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (hour, path) DO UPDATE SET
            uses = uses + excluded.uses, misses = misses + excluded.misses,
            bytes = bytes + excluded.bytes",
     )?;
-    for ((hour, s), f) in &batch.hourly {
-        hourly.execute(params![
-            hour,
-            s.path(),
-            s.version(),
-            f.uses,
-            f.misses,
-            f.bytes
-        ])?;
+    for ((hour, path), (uses, misses, bytes)) in per_module {
+        hourly.execute(params![hour, path, uses, misses, bytes])?;
+    }
+    let mut missed = tx.prepare_cached(
+        "INSERT INTO client_miss_hours (hour, path, version, misses) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (hour, path, version) DO UPDATE SET misses = misses + excluded.misses",
+    )?;
+    for (&(hour, id), n) in &batch.miss_hours {
+        let s = &batch.subjects[id as usize];
+        missed.execute(params![hour, s.path(), s.version(), n])?;
     }
     Ok(())
 }
@@ -314,7 +329,8 @@ fn record_misses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = MAX(last_missed, excluded.last_missed),
            via = CASE WHEN excluded.via = 'lookup' THEN 'lookup' ELSE via END",
     )?;
-    for (s, m) in &batch.misses {
+    for (&id, m) in &batch.misses {
+        let s = &batch.subjects[id as usize];
         let kind = match s {
             Subject::Version(_) => "version",
             Subject::Module(_) => "listing",
@@ -351,7 +367,8 @@ fn record_totals(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
         rej.execute(params![reason, r.n, rfc3339(r.last_seen), r.example])?;
     }
     let oldest = chrono::Utc::now().timestamp() / 3600 - CLIENT_HOURS_KEPT;
-    tx.execute("DELETE FROM client_use_hourly WHERE hour < ?1", [oldest])?;
+    tx.execute("DELETE FROM client_module_hours WHERE hour < ?1", [oldest])?;
+    tx.execute("DELETE FROM client_miss_hours WHERE hour < ?1", [oldest])?;
     tx.execute(
         "DELETE FROM client_totals WHERE hour >= 0 AND hour < ?1",
         [oldest],
@@ -426,7 +443,7 @@ fn top_modules(
         Some(_) => {
             "SELECT h.path, SUM(h.uses), SUM(h.misses), SUM(h.bytes),
                (SELECT MAX(u.last_used) FROM client_use u WHERE u.path = h.path)
-             FROM client_use_hourly h WHERE h.hour >= ?1 GROUP BY h.path
+             FROM client_module_hours h WHERE h.hour >= ?1 GROUP BY h.path
              HAVING SUM(h.uses) > 0 ORDER BY 2 DESC, h.path LIMIT ?2"
         }
     };
@@ -458,7 +475,7 @@ fn top_misses(
             "SELECT h.path, h.version, SUM(h.misses),
                (SELECT u.last_missed FROM client_use u
                 WHERE u.path = h.path AND u.version = h.version)
-             FROM client_use_hourly h WHERE h.hour >= ?1 GROUP BY h.path, h.version
+             FROM client_miss_hours h WHERE h.hour >= ?1 GROUP BY h.path, h.version
              HAVING SUM(h.misses) > 0 ORDER BY 3 DESC, 4 DESC, h.path, h.version LIMIT ?2"
         }
     };
@@ -478,7 +495,6 @@ fn top_misses(
 mod tests {
     use super::*;
     use crate::clients::log::LogLine;
-    use crate::clients::request::Request;
     use crate::state::tests::migrated;
     use std::borrow::Cow;
 
@@ -492,7 +508,7 @@ mod tests {
                 status,
                 bytes,
             };
-            b.add(&line, &Request::parse(target));
+            b.add(&line);
         }
         b
     }
