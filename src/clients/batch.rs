@@ -105,31 +105,101 @@ impl TotalKey {
     }
 }
 
-/// What a target means within one batch: parsed once, then looked up.
+/// What a target means: parsed once, then looked up.
 #[derive(Debug, Clone)]
 enum Meaning {
-    /// Index into [`ClientBatch::subjects`].
+    /// A subject's number in the [`Interner`].
     Subject(u32, MissVia),
-    Other(Request),
+    Sumdb,
+    NonCanonical,
+    NotProtocol,
+    Rejected(Box<Hostile>),
+}
+
+/// Distinct targets remembered at most; past that the interner is emptied
+/// at the next batch's end, so memory stays bounded under a flood of
+/// distinct targets.
+const MAX_TARGETS: usize = 100_000;
+
+/// Targets and subjects seen by one read, each numbered once, across its
+/// batches: a log repeats the same targets, and parsing one checks Go's
+/// path rules.
+#[derive(Debug, Default)]
+pub struct Interner {
+    memo: HashMap<Box<str>, Meaning>,
+    /// Subjects by number.
+    subjects: Vec<Subject>,
+    /// A subject's hash → its number (checked against `subjects`: on a
+    /// collision the second subject gets a number of its own, unmapped).
+    numbers: HashMap<u64, u32>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Interner {
+    /// Whether it should be emptied once the current batch is recorded.
+    pub fn is_full(&self) -> bool {
+        self.memo.len() >= MAX_TARGETS
+    }
+
+    pub fn clear(&mut self) {
+        self.memo = HashMap::new();
+        self.subjects = Vec::new();
+        self.numbers = HashMap::new();
+    }
+
+    fn meaning(&mut self, target: &str) -> Meaning {
+        if let Some(m) = self.memo.get(target) {
+            return m.clone();
+        }
+        let m = match Request::parse(target) {
+            Request::File { mv, .. } => self.number(Subject::Version(mv), MissVia::Proxy),
+            Request::Lookup(mv) => self.number(Subject::Version(mv), MissVia::Lookup),
+            Request::List(p) | Request::Latest(p) => {
+                self.number(Subject::Module(p), MissVia::Proxy)
+            }
+            // Checksum-database tiles and other paths are cheap to tell
+            // again, and many: not remembered.
+            Request::Sumdb(_) => return Meaning::Sumdb,
+            Request::NotProtocol => return Meaning::NotProtocol,
+            Request::NonCanonical => Meaning::NonCanonical,
+            Request::Rejected(h) => Meaning::Rejected(Box::new(h)),
+        };
+        self.memo.insert(target.into(), m.clone());
+        m
+    }
+
+    fn number(&mut self, subject: Subject, via: MissVia) -> Meaning {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(&subject);
+        let next = self.subjects.len() as u32;
+        let id = match self.numbers.get(&hash) {
+            Some(&id) if self.subjects[id as usize] == subject => id,
+            Some(_) => {
+                self.subjects.push(subject);
+                next
+            }
+            None => {
+                self.numbers.insert(hash, next);
+                self.subjects.push(subject);
+                next
+            }
+        };
+        Meaning::Subject(id, via)
+    }
 }
 
 /// Figures of consecutive log lines, to be recorded in one transaction.
-///
-/// Subjects are interned: each distinct one is stored once and the figures
-/// are indexed by its number, and each distinct target is parsed once per
-/// batch. The reader ends a batch when [`ClientBatch::is_full`], so memory
-/// is bounded by distinct targets, not by lines.
+/// Keyed by the [`Interner`]'s numbers; [`ClientBatch::resolve`] names the
+/// subjects before the batch leaves the reader.
 #[derive(Debug, Default)]
 pub struct ClientBatch {
-    /// Distinct subjects, by number.
-    pub subjects: Vec<Subject>,
-    /// Figures per subject number, beside `subjects`.
-    pub uses: Vec<UseFigures>,
-    /// Uses, misses and bytes per `(hour, subject number)`, hour = Unix
-    /// seconds / 3600 (recorded summed per module path).
-    pub hours: HashMap<(i64, u32), UseFigures>,
-    /// Misses per `(hour, subject number)`.
-    pub miss_hours: HashMap<(i64, u32), u64>,
+    /// The subjects of `uses` (every number below is one of its keys).
+    pub subjects: HashMap<u32, Subject>,
+    /// Figures per subject number.
+    pub uses: HashMap<u32, UseFigures>,
+    /// (uses, misses, bytes) per `(hour, subject number)`, hour = Unix
+    /// seconds / 3600 (recorded summed per module path, and misses per subject).
+    pub hours: HashMap<(i64, u32), (u64, u64, u64)>,
     /// Misses learning may turn into work, per subject number.
     pub misses: HashMap<u32, MissFigures>,
     /// `(hour, key)`.
@@ -137,53 +207,38 @@ pub struct ClientBatch {
     pub rejects: HashMap<&'static str, RejectFigures>,
     /// Lines read, whatever they were.
     pub lines: u64,
-    numbers: HashMap<Subject, u32>,
-    memo: HashMap<Box<str>, Meaning>,
 }
 
-/// Distinct targets per batch at most (each parsed once and remembered).
-const MAX_TARGETS: usize = 100_000;
-
 impl ClientBatch {
-    /// Whether the batch should be recorded before it takes more lines.
-    pub fn is_full(&self) -> bool {
-        self.memo.len() >= MAX_TARGETS
-    }
-
     /// Counts a line that did not parse (its time is unknown: `now`).
     pub fn unparsed(&mut self, now: i64) {
         self.lines += 1;
         self.total(now, TotalKey::Skip(Skip::Unparsed), 1);
     }
 
+    /// Names the subjects of this batch's figures.
+    pub fn resolve(&mut self, interner: &Interner) {
+        self.subjects = self
+            .uses
+            .keys()
+            .map(|&id| (id, interner.subjects[id as usize].clone()))
+            .collect();
+    }
+
     /// Counts one parsed line.
-    pub fn add(&mut self, line: &LogLine<'_>) {
-        let meaning = match self.memo.get(line.target.as_ref()) {
-            Some(m) => m.clone(),
-            None => {
-                let m = self.meaning(Request::parse(&line.target));
-                // Checksum-database tiles and other paths are cheap to tell
-                // again, and many: not remembered.
-                if !matches!(m, Meaning::Other(Request::Sumdb(_) | Request::NotProtocol)) {
-                    self.memo.insert(line.target.as_ref().into(), m.clone());
-                }
-                m
-            }
-        };
+    pub fn add(&mut self, interner: &mut Interner, line: &LogLine<'_>) {
         self.lines += 1;
         let t = line.time;
-        let (id, via) = match meaning {
+        let (id, via) = match interner.meaning(&line.target) {
             Meaning::Subject(id, via) => (id, via),
-            Meaning::Other(Request::Sumdb(_)) => {
+            Meaning::Sumdb => {
                 let class = ResultClass::of(&line.method, line.status);
                 self.total(t, TotalKey::Class(class), 1);
                 return self.total(t, TotalKey::Bytes, line.bytes);
             }
-            Meaning::Other(Request::Rejected(h)) => return self.reject(t, &line.target, &h),
-            Meaning::Other(Request::NonCanonical) => {
-                return self.total(t, TotalKey::Skip(Skip::NonCanonical), 1)
-            }
-            Meaning::Other(_) => return self.total(t, TotalKey::Skip(Skip::NotProtocol), 1),
+            Meaning::Rejected(h) => return self.reject(t, &line.target, &h),
+            Meaning::NonCanonical => return self.total(t, TotalKey::Skip(Skip::NonCanonical), 1),
+            Meaning::NotProtocol => return self.total(t, TotalKey::Skip(Skip::NotProtocol), 1),
         };
         let class = ResultClass::of(&line.method, line.status);
         self.total(t, TotalKey::Class(class), 1);
@@ -193,12 +248,11 @@ impl ClientBatch {
             ResultClass::Miss => (0, 1, 0),
             _ => return,
         };
-        let hour = t.div_euclid(3600);
-        let h = self.hours.entry((hour, id)).or_default();
-        h.uses += uses;
-        h.misses += misses;
-        h.bytes += bytes;
-        let f = &mut self.uses[id as usize];
+        let h = self.hours.entry((t.div_euclid(3600), id)).or_default();
+        h.0 += uses;
+        h.1 += misses;
+        h.2 += bytes;
+        let f = self.uses.entry(id).or_default();
         f.uses += uses;
         f.misses += misses;
         f.bytes += bytes;
@@ -208,7 +262,6 @@ impl ClientBatch {
             return;
         }
         f.last_missed = Some(f.last_missed.map_or(t, |x| x.max(t)));
-        *self.miss_hours.entry((hour, id)).or_default() += 1;
         let m = self.misses.entry(id).or_insert(MissFigures {
             via,
             n: 0,
@@ -221,23 +274,6 @@ impl ClientBatch {
         if via == MissVia::Lookup {
             m.via = via;
         }
-    }
-
-    /// The subject of `request`, numbered.
-    fn meaning(&mut self, request: Request) -> Meaning {
-        let (subject, via) = match request {
-            Request::File { mv, .. } => (Subject::Version(mv), MissVia::Proxy),
-            Request::Lookup(mv) => (Subject::Version(mv), MissVia::Lookup),
-            Request::List(p) | Request::Latest(p) => (Subject::Module(p), MissVia::Proxy),
-            other => return Meaning::Other(other),
-        };
-        let next = self.subjects.len() as u32;
-        let id = *self.numbers.entry(subject.clone()).or_insert(next);
-        if id == next {
-            self.subjects.push(subject);
-            self.uses.push(UseFigures::default());
-        }
-        Meaning::Subject(id, via)
     }
 
     fn total(&mut self, time: i64, key: TotalKey, n: u64) {

@@ -113,30 +113,39 @@ pub async fn read_log(store: &Store, log: &Path) -> Result<ReadReport, ClientsEr
         tracing::warn!("{w}");
     }
     let (tx, mut rx) = mpsc::channel(1);
+    let (recorded, recorded_rx) = std::sync::mpsc::channel();
     let at = saved.as_ref().map(|s| s.cursor.clone());
     let segments = plan.segments;
-    let reading =
-        tokio::task::spawn_blocking(move || reader::read_segments(&segments, at.as_ref(), &tx));
+    let reading = tokio::task::spawn_blocking(move || {
+        reader::read_segments(&segments, at.as_ref(), &tx, &recorded_rx)
+    });
     let mut generation = saved.map(|s| s.generation);
     let mut raced = false;
     while let Some(r) = rx.recv().await {
         let lines = r.batch.lines;
         match store
             .record_client_batch(generation, r.cursor, r.batch)
-            .await?
+            .await
         {
-            Some(g) => {
+            Ok(Some(g)) => {
                 generation = Some(g);
                 report.lines += lines;
+                // The reader may start another batch; it is gone if it ended.
+                let _ = recorded.send(());
             }
-            None => {
+            // Another reader recorded first, or is still recording (it
+            // holds the write lock past the busy timeout): what this one
+            // read is theirs to count.
+            Ok(None) | Err(StateError::Busy { .. }) => {
                 raced = true;
                 break;
             }
+            Err(e) => return Err(e.into()),
         }
     }
     // The reader stops at its next batch once nobody receives.
     drop(rx);
+    drop(recorded);
     let read = reading.await.map_err(|source| TaskError {
         task: "read access log",
         source,

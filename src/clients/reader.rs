@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 
 use tokio::sync::mpsc;
 
-use super::batch::ClientBatch;
+use super::batch::{ClientBatch, Interner};
 use super::cursor::{head_sha256, Segment, HEAD_BYTES};
 use super::log::parse_line;
 use crate::state::LogCursor;
@@ -32,16 +32,21 @@ pub struct Recorded {
 }
 
 /// Reads `segments` in order, sending a batch every [`BATCH_LINES`] lines
-/// and one at the end if anything moved. Stops early, without error, when
-/// the recorder hangs up (another reader won). `saved` is where the first
-/// segment resumes (for its head).
+/// (or when the [`Interner`] is full) and one at the end if anything moved.
+/// At most two batches exist at once: before starting a third the reader
+/// waits for `recorded` to say the first is in the database. Stops early,
+/// without error, when the recorder hangs up (another reader won). `saved`
+/// is where the first segment resumes (for its head).
 pub fn read_segments(
     segments: &[Segment],
     saved: Option<&LogCursor>,
     out: &mpsc::Sender<Recorded>,
+    recorded: &std::sync::mpsc::Receiver<()>,
 ) -> Result<(), (io::Error, &'static str, std::path::PathBuf)> {
     let mut batch = ClientBatch::default();
+    let mut interner = Interner::default();
     let mut last_sent = saved.cloned();
+    let mut in_flight = 0;
     let mut cursor = None;
     // Unparsed lines have no time of their own: they count in this hour.
     let now = chrono::Utc::now().timestamp();
@@ -52,16 +57,20 @@ pub fn read_segments(
         loop {
             match r.next_line().map_err(ctx("read"))? {
                 Line::Whole => match parse_line(&r.line) {
-                    Ok(line) => batch.add(&line),
+                    Ok(line) => batch.add(&mut interner, &line),
                     Err(_) => batch.unparsed(now),
                 },
                 Line::TooLong => batch.unparsed(now),
                 Line::End => break,
             }
-            if batch.lines >= BATCH_LINES || batch.is_full() {
+            if batch.lines >= BATCH_LINES || interner.is_full() {
                 let at = r.cursor(seg);
                 last_sent = Some(at.clone());
-                let sent = std::mem::take(&mut batch);
+                let mut sent = std::mem::take(&mut batch);
+                sent.resolve(&interner);
+                if interner.is_full() {
+                    interner.clear();
+                }
                 if out
                     .blocking_send(Recorded {
                         batch: sent,
@@ -71,11 +80,19 @@ pub fn read_segments(
                 {
                     return Ok(());
                 }
+                in_flight += 1;
+                if in_flight == 2 {
+                    if recorded.recv().is_err() {
+                        return Ok(());
+                    }
+                    in_flight -= 1;
+                }
             }
         }
         cursor = Some(r.cursor(seg));
     }
     if let Some(at) = cursor.filter(|at| batch.lines > 0 || last_sent.as_ref() != Some(at)) {
+        batch.resolve(&interner);
         let _ = out.blocking_send(Recorded { batch, cursor: at });
     }
     Ok(())

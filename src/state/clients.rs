@@ -274,10 +274,8 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = CASE WHEN last_missed IS NULL OR excluded.last_missed > last_missed
                          THEN COALESCE(excluded.last_missed, last_missed) ELSE last_missed END",
     )?;
-    for (s, f) in batch.subjects.iter().zip(&batch.uses) {
-        if f.uses == 0 && f.misses == 0 {
-            continue;
-        }
+    for (id, f) in &batch.uses {
+        let s = &batch.subjects[id];
         up.execute(params![
             s.path(),
             s.version(),
@@ -292,11 +290,11 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
     let mut per_module: HashMap<(i64, &str), (u64, u64, u64)> = HashMap::new();
     for (&(hour, id), f) in &batch.hours {
         let e = per_module
-            .entry((hour, batch.subjects[id as usize].path()))
+            .entry((hour, batch.subjects[&id].path()))
             .or_default();
-        e.0 += f.uses;
-        e.1 += f.misses;
-        e.2 += f.bytes;
+        e.0 += f.0;
+        e.1 += f.1;
+        e.2 += f.2;
     }
     let mut hourly = tx.prepare_cached(
         "INSERT INTO client_module_hours (hour, path, uses, misses, bytes)
@@ -312,9 +310,9 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
         "INSERT INTO client_miss_hours (hour, path, version, misses) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (hour, path, version) DO UPDATE SET misses = misses + excluded.misses",
     )?;
-    for (&(hour, id), n) in &batch.miss_hours {
-        let s = &batch.subjects[id as usize];
-        missed.execute(params![hour, s.path(), s.version(), n])?;
+    for (&(hour, id), f) in batch.hours.iter().filter(|(_, f)| f.1 > 0) {
+        let s = &batch.subjects[&id];
+        missed.execute(params![hour, s.path(), s.version(), f.1])?;
     }
     Ok(())
 }
@@ -329,8 +327,8 @@ fn record_misses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = MAX(last_missed, excluded.last_missed),
            via = CASE WHEN excluded.via = 'lookup' THEN 'lookup' ELSE via END",
     )?;
-    for (&id, m) in &batch.misses {
-        let s = &batch.subjects[id as usize];
+    for (id, m) in &batch.misses {
+        let s = &batch.subjects[id];
         let kind = match s {
             Subject::Version(_) => "version",
             Subject::Module(_) => "listing",
@@ -500,6 +498,7 @@ mod tests {
 
     fn batch(lines: &[(i64, &str, &str, u16, u64)]) -> ClientBatch {
         let mut b = ClientBatch::default();
+        let mut interner = crate::clients::batch::Interner::default();
         for &(time, method, target, status, bytes) in lines {
             let line = LogLine {
                 time,
@@ -508,8 +507,9 @@ mod tests {
                 status,
                 bytes,
             };
-            b.add(&line);
+            b.add(&mut interner, &line);
         }
+        b.resolve(&interner);
         b
     }
 
