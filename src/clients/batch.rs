@@ -6,7 +6,12 @@
 //! bytes and times, also per hour; misses that may become work; totals per
 //! [`ResultClass`] and [`Skip`], per hour; hostile targets by reason.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// Hash maps of the reader: keyed by what clients sent, so seeded at
+/// random (foldhash's per-process seed), and fast, since every line
+/// touches several.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 use super::log::LogLine;
 use super::request::{Hostile, Request, ResultClass, Skip};
@@ -132,7 +137,7 @@ pub struct Interner {
     /// A subject's hash → its number (checked against `subjects`: on a
     /// collision the second subject gets a number of its own, unmapped).
     numbers: HashMap<u64, u32>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Interner {
@@ -142,9 +147,9 @@ impl Interner {
     }
 
     pub fn clear(&mut self) {
-        self.memo = HashMap::new();
+        self.memo = HashMap::default();
         self.subjects = Vec::new();
-        self.numbers = HashMap::new();
+        self.numbers = HashMap::default();
     }
 
     fn meaning(&mut self, target: &str) -> Meaning {
