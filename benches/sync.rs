@@ -34,6 +34,8 @@
 
 #[path = "support/chain_mode.rs"]
 mod chain_mode;
+#[path = "support/clients_mode.rs"]
+mod clients_mode;
 #[path = "support/closure_mode.rs"]
 mod closure_mode;
 #[path = "../tests/it/corpus.rs"]
@@ -95,6 +97,9 @@ usage: cargo bench --bench sync -- [options]
                       catching up from site A's tree and /index at --latency-ms (20); takes
                       --versions N (20000), --concurrency N (64), --zip-kib KIB (4),
                       --files N (4), --keep
+  --clients           instead: the access-log bench (benches/support/clients_mode.rs): reading
+                      --lines N (1000000) generated log lines with `gomirror clients`, against
+                      `wc -l` of the same file; time, lines/s, peak RSS; --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
 SYNC_BENCH_NO_GO=1; arguments win over the environment.";
 
@@ -963,6 +968,11 @@ fn main() -> Result<()> {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
             .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
         return chain_mode::main(&args, &bin);
+    }
+    if args.iter().any(|a| a == "--clients") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return clients_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--feed") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")

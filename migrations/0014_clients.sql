@@ -49,3 +49,62 @@ CREATE TABLE client_misses (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX client_misses_due ON client_misses (last_missed);
+
+-- The tables below belong to reading the log alone (src/state/clients.rs).
+
+-- Where reading the log resumes: the file's identity (device, inode), the
+-- sha256 of its first `head_len` bytes (at most 4 KiB, never beyond what
+-- was read) and the offset after the last whole line read. `generation`
+-- grows with every batch recorded: a reader records its batch only if the
+-- generation is still the one it started from, so two readers at once
+-- (`gomirror clients` during a sync) never count a line twice.
+CREATE TABLE client_log_cursor (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    head_len    INTEGER NOT NULL,
+    head_sha256 TEXT    NOT NULL,
+    offset      INTEGER NOT NULL,
+    generation  INTEGER NOT NULL,
+    read_at     TEXT    NOT NULL
+) STRICT;
+
+-- Counts of everything the log said, by key: the result classes of
+-- protocol requests (use, probe, miss, client_gone, range_not_satisfiable,
+-- forbidden, server_error, other), `bytes` (body bytes of every protocol
+-- request), and what was skipped (unparsed, not_protocol, rejected,
+-- non_canonical). `hour` is Unix time / 3600; -1 holds the totals since the
+-- first line, the others are kept for `clients --since` (CLIENT_HOURS_KEPT).
+CREATE TABLE client_totals (
+    hour INTEGER NOT NULL,
+    key  TEXT    NOT NULL,
+    n    INTEGER NOT NULL,
+    PRIMARY KEY (hour, key)
+) STRICT, WITHOUT ROWID;
+
+-- By hour, for `clients --since`: uses, misses and bytes per module path
+-- (top modules), and misses per module version (top misses).
+CREATE TABLE client_module_hours (
+    hour   INTEGER NOT NULL,
+    path   TEXT    NOT NULL,
+    uses   INTEGER NOT NULL,
+    misses INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL,
+    PRIMARY KEY (hour, path)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE client_miss_hours (
+    hour    INTEGER NOT NULL,
+    path    TEXT    NOT NULL,
+    version TEXT    NOT NULL,
+    misses  INTEGER NOT NULL,
+    PRIMARY KEY (hour, path, version)
+) STRICT, WITHOUT ROWID;
+
+-- Hostile request paths refused, by reason, with the last one seen.
+CREATE TABLE client_rejects (
+    reason    TEXT    PRIMARY KEY,
+    n         INTEGER NOT NULL,
+    last_seen TEXT    NOT NULL,
+    example   TEXT    NOT NULL
+) STRICT, WITHOUT ROWID;

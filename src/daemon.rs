@@ -25,6 +25,8 @@
 //!   logged with its error and the old one stays. The new one applies from
 //!   the next tick (a run in flight finishes with the old one), except
 //!   `[metrics] listen` and `[serve] index_listen`, which need a restart.
+//! - After every run the access log (`[clients]`) is read again, so the
+//!   client figures on `/metrics` are fresh (see: #14).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,6 +200,8 @@ impl Daemon {
                     None
                 }
             };
+            // See: #14: the log read after the run, for fresh figures on /metrics.
+            read_clients(&config).await;
             publish_metrics(&config, &latest, last_run).await;
         })
     }
@@ -310,6 +314,17 @@ async fn start_index_listener(
             error!("index listener {addr} stopped: {e}");
         }
     })))
+}
+
+/// Reads `[clients] access_log`, if set; a failure is logged, never fatal.
+async fn read_clients(config: &Config) {
+    if config.clients.access_log.is_none() {
+        return;
+    }
+    match crate::state::Store::open(&config.database).await {
+        Ok(store) => drop(crate::clients::read_for_run(&store, &config.clients).await),
+        Err(e) => warn!("clients not read: {}", chain(&e)),
+    }
 }
 
 /// Gathers metrics into `latest` and the textfile; a failure is logged,

@@ -7,10 +7,12 @@
 //! knows the commit order (files, lists, checksum-database head, state).
 //! Around it: `daemon` runs `sync` on a cron schedule, `metrics` reports state, tree and the
 //! last run in Prometheus' text format, and `serve` the downstream index feed (`/index`)
-//! another site follows. `error` is how every error chain is shown.
+//! another site follows. `clients` reads the web server's access log (what clients used
+//! and missed) into `state`. `error` is how every error chain is shown.
 
 pub mod audit;
 pub mod bundle;
+pub mod clients;
 pub mod commit;
 pub mod config;
 pub mod daemon;

@@ -81,6 +81,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Closure { dir, json } => {
             runtime.block_on(cli::closure::closure(load()?, &dir, json))
         }
+        Command::Clients { json, since } => {
+            runtime.block_on(cli::clients::clients(load()?, json, since))
+        }
         Command::Status { json } => runtime.block_on(cli::state::status(load()?, json)),
         Command::Verify { json, repair } => {
             runtime.block_on(cli::state::verify(load()?, json, repair))

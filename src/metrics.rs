@@ -266,6 +266,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_projects(&mut x, s);
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
+    render_clients(&mut x, &s.clients);
     if let Some(run) = latest_finished(&s.runs) {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
@@ -423,6 +424,76 @@ fn render_upstream_health(x: &mut Exposition, s: &StatusReport) {
             "upstream",
             &last,
         );
+    }
+}
+
+/// What the access log says clients did, from the same figures `status`
+/// and `gomirror clients` show (all time). The module and miss families are
+/// bounded: the top [`crate::state::CLIENT_TOP`] only. See: #14
+fn render_clients(x: &mut Exposition, c: &crate::state::ClientFigures) {
+    use crate::clients::request::{ResultClass, Skip};
+    let name = "gomirror_client_requests_total";
+    x.family(
+        name,
+        "counter",
+        "Protocol requests in the access log by what they meant.",
+    );
+    for class in ResultClass::ALL {
+        x.sample(
+            name,
+            &[("result", class.as_str())],
+            c.requests.get(class) as f64,
+        );
+    }
+    let name = "gomirror_client_skipped_total";
+    x.family(
+        name,
+        "counter",
+        "Access-log lines in no result class, by why.",
+    );
+    for skip in Skip::ALL {
+        x.sample(
+            name,
+            &[("reason", skip.as_str())],
+            c.skipped.get(skip) as f64,
+        );
+    }
+    let name = "gomirror_client_rejected_total";
+    x.family(
+        name,
+        "counter",
+        "Hostile request targets refused, by reason.",
+    );
+    for r in &c.rejected {
+        x.sample(name, &[("reason", &r.reason)], r.count as f64);
+    }
+    x.counter(
+        "gomirror_client_bytes_total",
+        "Body bytes sent for protocol requests.",
+        c.bytes,
+    );
+    if let Some(ratio) = c.hit_ratio() {
+        let help = "Uses / (uses + misses) of protocol requests, all time.";
+        x.gauge("gomirror_client_hit_ratio", help, &[], ratio);
+    }
+    let name = "gomirror_client_top_misses";
+    x.family(
+        name,
+        "gauge",
+        "Misses of the most missed module versions ('' for @v/list and @latest).",
+    );
+    for m in &c.top_misses {
+        let labels = [("module", m.path.as_str()), ("version", m.version.as_str())];
+        x.sample(name, &labels, m.misses as f64);
+    }
+    let name = "gomirror_client_top_modules";
+    x.family(name, "gauge", "Uses of the most used modules.");
+    for m in &c.top_modules {
+        x.sample(name, &[("module", &m.path)], m.uses as f64);
+    }
+    if let Some(at) = c.read_at.as_deref().and_then(unix_seconds) {
+        let help = "When the access log was last read.";
+        x.gauge("gomirror_client_log_read_timestamp_seconds", help, &[], at);
     }
 }
 
@@ -785,6 +856,7 @@ mod tests {
             upstreams: Vec::new(),
             last_failure: None,
             projects: Vec::new(),
+            clients: Default::default(),
         }
     }
 
@@ -902,5 +974,152 @@ mod tests {
             )),
             "{err}"
         );
+    }
+
+    /// A status report with every section filled, so every family renders.
+    fn status_with_everything() -> StatusReport {
+        use crate::state::{ClientFigures, RunId, RunRecord, RunSummary, SumdbStatus};
+        let mut s = status_with_feed(Some("2026-11-23T00:00:00Z"));
+        let done = RunRecord {
+            id: RunId(1),
+            pid: 1,
+            started_at: "2026-11-23T00:00:00Z".into(),
+            ended_at: Some("2026-11-23T00:01:00Z".into()),
+            summary: RunSummary {
+                outcome: RunOutcome::Ok,
+                ..Default::default()
+            },
+            error: None,
+        };
+        s.runs = vec![done];
+        s.run_totals.last_ok_at = Some("2026-11-23T00:01:00Z".into());
+        s.run_totals.last_completed_at = Some("2026-11-23T00:01:00Z".into());
+        s.sumdb = vec![SumdbStatus {
+            name: "sum.golang.org".into(),
+            verified_tree: 10,
+            verified_at: "2026-11-23T00:00:00Z".into(),
+            pinned_tree: Some(9),
+            records: 3,
+        }];
+        s.upstreams = vec![crate::fetch::UpstreamHealth {
+            upstream: "https://proxy.golang.org".into(),
+            requests: 5,
+            errors: 1,
+            last_failure_at: Some("2026-11-23T00:00:00Z".into()),
+            last_failure: Some("reset".into()),
+        }];
+        s.projects = vec![crate::state::ProjectStatus {
+            dir: "/src/app".into(),
+            last_run: RunId(1),
+            seen_at: "2026-01-01T00:00:00Z".into(),
+            go: Some("1.21".into()),
+            toolchain: None,
+            error: None,
+            counts: Default::default(),
+            missing: Vec::new(),
+        }];
+        s.clients = ClientFigures {
+            read_at: Some("2026-11-23T00:00:00Z".into()),
+            top_misses: vec![crate::state::TopMiss {
+                path: "example.com/m".into(),
+                version: "v1.0.0".into(),
+                misses: 2,
+                last_missed: None,
+            }],
+            top_modules: vec![crate::state::TopModule {
+                path: "example.com/m".into(),
+                uses: 1,
+                misses: 2,
+                bytes: 3,
+                last_used: None,
+            }],
+            rejected: vec![crate::state::RejectCount {
+                reason: "dot_dot".into(),
+                count: 1,
+                last_seen: "2026-11-23T00:00:00Z".into(),
+                example: "\"/..\"".into(),
+            }],
+            ..Default::default()
+        };
+        s
+    }
+
+    /// Every metric a panel of the shipped Grafana dashboard queries is one gomirror
+    /// exports (the names of a rendering with every family present), and the dashboard
+    /// shows runs, feed lag, the hit ratio and the top misses.
+    // See: #14
+    #[test]
+    fn issue_14_grafana_dashboard_names_only_exported_metrics() {
+        let mut status = status_with_everything();
+        // A hit ratio needs a use or a miss.
+        status
+            .clients
+            .requests
+            .add(crate::clients::request::ResultClass::Use, 3);
+        let fetch = StatsSnapshot::default();
+        let inputs = Inputs {
+            status,
+            tree: TreeUsage::default(),
+            last_run: Some(LastRun {
+                fetch,
+                seconds: 1.0,
+                plan_errors: 0,
+                rejected: 0,
+            }),
+        };
+        let text = render(&inputs, Some(&DaemonCounters::default()));
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/grafana/gomirror-dashboard.json");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut queried = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                let names = metric_names(expr);
+                assert!(!names.is_empty(), "{}: {expr}", panel["title"]);
+                queried.extend(names);
+            }
+        }
+        let unknown: Vec<&String> = queried
+            .iter()
+            .filter(|n| !exported.contains(n.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "not exported: {unknown:?}\nexported: {exported:?}"
+        );
+        for needed in [
+            "gomirror_runs",
+            "gomirror_feed_lag_seconds",
+            "gomirror_client_hit_ratio",
+            "gomirror_client_top_misses",
+            "gomirror_client_requests_total",
+        ] {
+            assert!(
+                queried.contains(needed),
+                "the dashboard does not show {needed}"
+            );
+        }
+    }
+
+    /// The `gomirror_…` identifiers of a PromQL expression.
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(i) = rest.find("gomirror_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        names
     }
 }

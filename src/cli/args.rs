@@ -128,6 +128,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What clients did, from `[clients] access_log` (read first, from where
+    /// the last read stopped): requests by result, hit ratio, bytes, top
+    /// modules and top misses.
+    Clients {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only the figures of this last while (e.g. 24h, 7d), counted by
+        /// whole hours; at most 31 days are kept.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
     /// Write a new bundle-signing key (mode 0600) and print its verifier key,
     /// which the offline mirror trusts.
     Keygen {

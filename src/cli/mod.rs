@@ -4,11 +4,12 @@
 //! `output` and `report` (what goes to stdout and stderr), and the
 //! subcommands by what they work on: `sync` (sync, daemon), `state`
 //! (status, verify, retry), `bundle` (keygen, export, inspect, import),
-//! `closure` (what a project needs).
+//! `closure` (what a project needs), `clients` (what the access log says).
 //! The library never prints; this side never decides what a run does.
 
 pub mod args;
 pub mod bundle;
+pub mod clients;
 pub mod closure;
 pub mod logging;
 pub mod output;

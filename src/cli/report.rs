@@ -77,6 +77,10 @@ fn sync_extra(report: &Report) -> String {
             report.kept_out
         );
     }
+    // See: #14: a log that cannot be read never fails the run.
+    for w in report.clients.iter().flat_map(|c| &c.warnings) {
+        extra += &format!(", access log: {w}");
+    }
     if report.fetch.retries > 0 {
         extra += &format!(", {} requests retried", report.fetch.retries);
     }
@@ -275,6 +279,7 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     }
     print_upstreams(out, r)?;
     print_projects(out, r)?;
+    super::clients::print_status(out, &r.clients)?;
     print_history(out, r)?;
     print_problems(out, r)
 }

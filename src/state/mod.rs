@@ -25,6 +25,8 @@
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
 //! - `projects.rs`: each project's closure per run, `record_projects`, `projects`
 //! - `learning.rs`: clients' misses a sync learns from (`client_misses`)
+//! - `clients.rs`: the access log's cursor and figures, `record_client_batch`,
+//!   `client_figures` (see: #14)
 //! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
 //!
 //! A module path or version read back from the database is checked again
@@ -35,6 +37,7 @@
 //! The schema lives in `migrations/NNNN_name.sql`, applied at open
 //! (`migrate.rs`). Timestamps are RFC 3339 UTC text with whole seconds.
 
+mod clients;
 mod error;
 mod exports;
 mod feed;
@@ -61,6 +64,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::module::ModVer;
 
+pub use clients::{
+    ClassCounts, ClientFigures, LogCursor, RejectCount, SavedCursor, SkipCounts, TopMiss,
+    TopModule, CLIENT_HOURS_KEPT, CLIENT_TOP,
+};
 pub use error::StateError;
 pub use exports::{
     ExportCandidate, ExportRecord, ExportedVersion, PreviousExport, VersionId, STATUS_EXPORTS,

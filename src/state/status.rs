@@ -46,6 +46,8 @@ pub struct StatusReport {
     pub last_failure: Option<LastFailure>,
     /// Each project as its last run left it: needed, present, missing. See: #12
     pub projects: Vec<super::projects::ProjectStatus>,
+    /// What the access log says clients did, all time. See: #14
+    pub clients: super::clients::ClientFigures,
 }
 
 /// The newest run that failed, finished partial, or was interrupted, and why: what
@@ -246,6 +248,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         upstreams: super::upstreams::upstream_health(&tx)?,
         last_failure: last_failure(&tx)?,
         projects: super::projects::projects(&tx)?,
+        clients: super::clients::client_figures(&tx, None, super::clients::CLIENT_TOP)?,
     };
     tx.commit()?;
     Ok(report)

@@ -133,6 +133,8 @@ pub struct Report {
     /// What learning from clients' misses did; `None` unless `[clients] learn`
     /// and there were misses to look at. See: #14
     pub learn: Option<LearnReport>,
+    /// Reading `[clients] access_log` before planning; `None` without one. See: #14
+    pub clients: Option<crate::clients::ReadReport>,
 }
 
 /// How a run goes beyond its config.
@@ -264,6 +266,8 @@ pub async fn run_with(
         window: config.fetch.concurrency * 2,
         sumdb: std::sync::OnceLock::new(),
     });
+    // See: #14: clients' misses are in state before planning; never fatal.
+    let clients = crate::clients::read_for_run(&store, &config.clients).await;
     let mut tally = Tally::default();
     let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
     if result.is_ok() && !options.plan_only && !token.is_cancelled() {
@@ -331,6 +335,7 @@ pub async fn run_with(
         repair: tally.repair,
         projects,
         learn: tally.learn,
+        clients,
     })
 }
 

@@ -4,6 +4,7 @@ mod airgap;
 mod bundle_export;
 mod chain;
 mod cli;
+mod clients;
 mod closure;
 mod corpus;
 mod crash;

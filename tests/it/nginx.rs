@@ -79,6 +79,9 @@ pub struct Nginx {
     dir: tempfile::TempDir,
 }
 
+/// The shipped block's commented `access_log` line, enabled by [`Nginx::start_logging`].
+const ACCESS_LOG: &str = "# access_log ";
+
 impl Nginx {
     /// Starts `nginx` serving `root` with the shipped server block and waits until it accepts
     /// connections. Panics with nginx's error log if it does not start.
@@ -88,32 +91,47 @@ impl Nginx {
 
     /// [`Nginx::start`], with `/index` proxied to `index` (a gomirror index listener).
     pub fn start_with_index(nginx: &Path, root: &Path, index: SocketAddr) -> Nginx {
-        Nginx::start_any(
+        Nginx::start_full(
             nginx,
             root,
             Workers::SameUser,
             Misses::NotFound,
             Some(index),
+            None,
         )
     }
 
     /// [`Nginx::start`], choosing what happens to misses.
     pub fn start_with(nginx: &Path, root: &Path, workers: Workers, misses: Misses) -> Nginx {
-        Nginx::start_any(nginx, root, workers, misses, None)
+        Nginx::start_full(nginx, root, workers, misses, None, None)
     }
 
-    fn start_any(
+    /// [`Nginx::start`], with the shipped block's `access_log` line enabled (the `gomirror`
+    /// JSON format) and writing to `log`. See: #14
+    pub fn start_logging(nginx: &Path, root: &Path, log: &Path) -> Nginx {
+        Nginx::start_full(
+            nginx,
+            root,
+            Workers::SameUser,
+            Misses::NotFound,
+            None,
+            Some(log),
+        )
+    }
+
+    fn start_full(
         nginx: &Path,
         root: &Path,
         workers: Workers,
         misses: Misses,
         index: Option<SocketAddr>,
+        log: Option<&Path>,
     ) -> Nginx {
         // The free port is found by binding and closing it, so another process may take it
         // before nginx binds; a failed start is retried on a new port.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Nginx::try_start(nginx, root, workers, misses, index) {
+            match Nginx::try_start(nginx, root, workers, misses, index, log) {
                 Ok(n) => return n,
                 Err(e) => last_error = e,
             }
@@ -131,11 +149,19 @@ impl Nginx {
         workers: Workers,
         misses: Misses,
         index: Option<SocketAddr>,
+        log: Option<&Path>,
     ) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        let text = main_config(dir.path(), root, port, workers, misses, index);
+        let mut text = main_config(dir.path(), root, port, workers, misses, index);
+        if let Some(log) = log {
+            let (before, after) = text
+                .split_once(ACCESS_LOG)
+                .expect("nginx/gomirror.conf has a commented access_log line");
+            let (_, rest) = after.split_once(' ').expect("access_log <path> <format>;");
+            text = format!("{before}access_log \"{}\" {rest}", log.display());
+        }
         std::fs::write(&conf, text).expect("write conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let child = Command::new(nginx)
