@@ -21,7 +21,7 @@ fn go(bin: &Path, home: &Path, dir: &Path, proxy: &str, args: &[&str]) -> Output
 }
 
 /// [`go`] with `GOSUMDB` = `gosumdb` (a verifier key: reached through `proxy`).
-fn go_sumdb(
+pub(crate) fn go_sumdb(
     bin: &Path,
     home: &Path,
     dir: &Path,
@@ -33,7 +33,7 @@ fn go_sumdb(
 }
 
 /// [`go_sumdb`] with more environment (`GOWORK=off`).
-fn go_env(
+pub(crate) fn go_env(
     bin: &Path,
     home: &Path,
     dir: &Path,
@@ -65,7 +65,7 @@ fn go_env(
         .expect("run go")
 }
 
-fn ok(out: Output, what: &str) -> String {
+pub(crate) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed:\n{}\n{}",
@@ -253,16 +253,16 @@ fn statuses(m: &Mirror) -> Vec<(String, String)> {
 
 /// The generated graph served with a checksum database, and the main module written and
 /// tidied by the current go `bin` against it.
-struct Tidied {
-    upstream: Upstream,
+pub(crate) struct Tidied {
+    pub(crate) upstream: Upstream,
     /// Kept so that the upstream serves it.
-    db: std::sync::Arc<SumdbServer>,
-    vkey: String,
-    work: tempfile::TempDir,
-    project: PathBuf,
+    pub(crate) db: std::sync::Arc<SumdbServer>,
+    pub(crate) vkey: String,
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) project: PathBuf,
 }
 
-async fn tidied(bin: &Path) -> Tidied {
+pub(crate) async fn tidied(bin: &Path) -> Tidied {
     let files = graphgen::upstream_files();
     let (upstream, db) = upstream_with_sumdb(files).await;
     let vkey = db.vkey().to_owned();

