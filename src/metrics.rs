@@ -267,6 +267,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
     render_clients(&mut x, &s.clients);
+    render_learned(&mut x, &s.learned);
     if let Some(run) = latest_finished(&s.runs) {
         render_last_run(&mut x, run, inputs.last_run.as_ref());
     }
@@ -494,6 +495,25 @@ fn render_clients(x: &mut Exposition, c: &crate::state::ClientFigures) {
     if let Some(at) = c.read_at.as_deref().and_then(unix_seconds) {
         let help = "When the access log was last read.";
         x.gauge("gomirror_client_log_read_timestamp_seconds", help, &[], at);
+    }
+}
+
+/// What learning made of clients' misses (`status`'s "learning:" line). See: #14
+fn render_learned(x: &mut Exposition, l: &crate::state::LearnedCounts) {
+    x.gauge(
+        "gomirror_client_misses_due",
+        "Missed versions and listings waiting for the next sync to learn them.",
+        &[],
+        l.due,
+    );
+    let name = "gomirror_client_misses_learned";
+    x.family(
+        name,
+        "gauge",
+        "Missed versions and listings by what learning made of them.",
+    );
+    for (outcome, n) in &l.outcomes {
+        x.sample(name, &[("outcome", outcome)], *n as f64);
     }
 }
 
@@ -857,6 +877,7 @@ mod tests {
             last_failure: None,
             projects: Vec::new(),
             clients: Default::default(),
+            learned: Default::default(),
         }
     }
 
@@ -1040,6 +1061,10 @@ mod tests {
                 example: "\"/..\"".into(),
             }],
             ..Default::default()
+        };
+        s.learned = crate::state::LearnedCounts {
+            due: 1,
+            outcomes: vec![("published".into(), 2)],
         };
         s
     }

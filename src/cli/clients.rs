@@ -15,7 +15,7 @@ use gomirror::clients::request::{ResultClass, Skip};
 use gomirror::clients::ReadReport;
 use gomirror::config::Config;
 use gomirror::error::chain;
-use gomirror::state::{ClientFigures, Store};
+use gomirror::state::{ClientFigures, LearnedCounts, Store};
 use indicatif::HumanBytes;
 
 use super::output::{note, Stdout};
@@ -179,15 +179,38 @@ pub fn print_tops(out: &mut impl Write, f: &ClientFigures) -> io::Result<()> {
     Ok(())
 }
 
-/// `status`'s clients section: only once the log was read.
-pub fn print_status(out: &mut impl Write, f: &ClientFigures) -> io::Result<()> {
-    let Some(at) = &f.read_at else {
-        return Ok(());
-    };
-    writeln!(
-        out,
-        "\nclients (access log read {at}): {}",
-        requests_line(f)
-    )?;
+/// `status`'s clients section: only once the log was read (or learning saw a miss).
+pub fn print_status(
+    out: &mut impl Write,
+    f: &ClientFigures,
+    learned: &LearnedCounts,
+) -> io::Result<()> {
+    let learning = learned_line(learned);
+    match &f.read_at {
+        Some(at) => writeln!(
+            out,
+            "\nclients (access log read {at}): {}",
+            requests_line(f)
+        )?,
+        None if learning.is_some() => writeln!(out, "\nclients (access log not read yet)")?,
+        None => return Ok(()),
+    }
+    if let Some(line) = learning {
+        writeln!(out, "{line}")?;
+    }
     print_tops(out, f)
+}
+
+/// `learning: 2 misses wait for the next sync; so far: 3 published, 5 not_found`, or
+/// `None` when learning never saw a miss. See: #14
+fn learned_line(l: &LearnedCounts) -> Option<String> {
+    if l.due == 0 && l.outcomes.is_empty() {
+        return None;
+    }
+    let mut line = format!("learning: {} misses wait for the next sync", l.due);
+    for (i, (outcome, n)) in l.outcomes.iter().enumerate() {
+        line.push_str(if i == 0 { "; so far: " } else { ", " });
+        line.push_str(&format!("{n} {outcome}"));
+    }
+    Some(line)
 }

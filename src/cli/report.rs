@@ -279,7 +279,7 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     }
     print_upstreams(out, r)?;
     print_projects(out, r)?;
-    super::clients::print_status(out, &r.clients)?;
+    super::clients::print_status(out, &r.clients, &r.learned)?;
     print_history(out, r)?;
     print_problems(out, r)
 }

@@ -36,12 +36,13 @@ pub struct Learned {
     pub retry_after: Option<Duration>,
 }
 
-/// Learned misses by the outcome they came to, for `status` and metrics.
+/// Missed versions and listings by the outcome learning gave them, for
+/// `status` and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LearnedCounts {
-    /// Misses waiting for a sync to look at them.
+    /// Missed versions and listings waiting for a sync to look at them.
     pub due: u64,
-    /// (outcome, misses), by outcome.
+    /// (outcome, missed versions and listings), by outcome.
     pub outcomes: Vec<(String, u64)>,
 }
 
@@ -179,7 +180,7 @@ fn settle(conn: &mut Connection, retry_after: &str) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-fn counts(conn: &Connection, now: &str) -> rusqlite::Result<LearnedCounts> {
+pub(super) fn counts(conn: &Connection, now: &str) -> rusqlite::Result<LearnedCounts> {
     let due: i64 = conn.query_row(
         &format!("SELECT count(*) FROM client_misses WHERE {DUE}"),
         [now],

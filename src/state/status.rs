@@ -48,6 +48,8 @@ pub struct StatusReport {
     pub projects: Vec<super::projects::ProjectStatus>,
     /// What the access log says clients did, all time. See: #14
     pub clients: super::clients::ClientFigures,
+    /// What learning made of clients' misses, and how many wait. See: #14
+    pub learned: super::learning::LearnedCounts,
 }
 
 /// The newest run that failed, finished partial, or was interrupted, and why: what
@@ -249,6 +251,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         last_failure: last_failure(&tx)?,
         projects: super::projects::projects(&tx)?,
         clients: super::clients::client_figures(&tx, None, super::clients::CLIENT_TOP)?,
+        learned: super::learning::counts(&tx, &super::now())?,
     };
     tx.commit()?;
     Ok(report)

@@ -173,6 +173,50 @@ async fn issue_14_missed_versions_and_listings_are_mirrored_by_the_next_sync() {
         asked,
         "not asked again"
     );
+
+    // `status` and its JSON total what learning made of the misses.
+    let status = m.run_bin(&["status"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("learning: "))
+        .unwrap_or_else(|| panic!("a learning line: {}", status.stdout));
+    assert!(
+        line.starts_with("learning: 0 misses wait for the next sync; so far: "),
+        "{line}"
+    );
+    let json = m.run_bin(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("status --json");
+    let learned = &v["learned"];
+    assert_eq!(learned["due"], 0, "{learned}");
+    let outcomes: std::collections::BTreeMap<String, u64> = learned["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| {
+            (
+                o[0].as_str().expect("outcome").to_owned(),
+                o[1].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    for (outcome, n) in &outcomes {
+        assert!(
+            line.contains(&format!("{n} {outcome}")),
+            "{outcome} in {line}"
+        );
+    }
+    // a@v1.0.0, a@v1.1.0 and b's listing; a@v1.9.9, b/sub and nothing; secret twice;
+    // attacker-x.
+    let want = [
+        ("excluded", 1),
+        ("not_found", 3),
+        ("private", 2),
+        ("published", 3),
+    ];
+    let want = want.map(|(o, n)| (o.to_owned(), n)).into_iter().collect();
+    assert_eq!(outcomes, want);
 }
 
 // See: #14
