@@ -236,6 +236,8 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
         ("quarantined", v.quarantined),
         ("not_found", v.not_found),
         ("failed", v.failed),
+        ("pruning", v.pruning),
+        ("pruned", v.pruned),
     ];
     let help = "Versions in the state database by status.";
     x.labeled("gomirror_versions", help, "status", &by_status);
@@ -264,6 +266,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_runs(&mut x, s);
     render_feed(&mut x, s);
     render_projects(&mut x, s);
+    render_retention(&mut x, s);
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
     if let Some(run) = latest_finished(&s.runs) {
@@ -288,6 +291,23 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
         render_daemon(&mut x, d);
     }
     x.out
+}
+
+/// What `gomirror prune` removed, over every finished prune. See: #15
+fn render_retention(x: &mut Exposition, s: &StatusReport) {
+    let r = &s.retention;
+    x.gauges(&[
+        (
+            "gomirror_pruned_versions",
+            "Versions removed by the retention policy, over every prune.",
+            r.pruned_versions,
+        ),
+        (
+            "gomirror_pruned_bytes",
+            "Bytes of .info, .mod and .zip files removed by the retention policy.",
+            r.pruned_bytes,
+        ),
+    ]);
 }
 
 /// The index feed's newest entry, and how far behind now it is.
@@ -785,6 +805,7 @@ mod tests {
             upstreams: Vec::new(),
             last_failure: None,
             projects: Vec::new(),
+            retention: Default::default(),
         }
     }
 

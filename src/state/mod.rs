@@ -23,6 +23,7 @@
 //! - `sumdb.rs`: checksum database heads and record ids
 //! - `exports.rs`, `imports.rs`: air-gap bundles made and applied
 //! - `projects.rs`: each project's closure per run, `record_projects`, `projects`
+//! - `retention.rs`: what a prune reads, `begin_prune` … `finish_prune` (see: #15)
 //! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
 //!
 //! A module path or version read back from the database is checked again
@@ -39,6 +40,7 @@ mod feed;
 mod imports;
 mod migrate;
 mod projects;
+mod retention;
 mod runs;
 mod status;
 mod sumdb;
@@ -67,6 +69,7 @@ pub use projects::{
     MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,
     PROJECT_MISSING_KEPT,
 };
+pub use retention::{OpenPrune, PruneId, PruneItem, RetentionRow, RetentionStatus};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
     FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,

@@ -256,7 +256,14 @@ fn classify(
             }
             Some(VersionStatus::NotFound) => Some(MissingReason::NotFound),
             Some(VersionStatus::Failed) => Some(MissingReason::Failed),
-            Some(VersionStatus::ModOnly | VersionStatus::Pending) | None => {
+            // A pruned version a project needs is planned again (see: #15).
+            Some(
+                VersionStatus::ModOnly
+                | VersionStatus::Pending
+                | VersionStatus::Pruning
+                | VersionStatus::Pruned,
+            )
+            | None => {
                 Some(MissingReason::Pending)
             }
         };

@@ -46,6 +46,8 @@ pub struct StatusReport {
     pub last_failure: Option<LastFailure>,
     /// Each project as its last run left it: needed, present, missing. See: #12
     pub projects: Vec<super::projects::ProjectStatus>,
+    /// What retention pruned. See: #15
+    pub retention: super::retention::RetentionStatus,
 }
 
 /// The newest run that failed, finished partial, or was interrupted, and why: what
@@ -188,6 +190,10 @@ pub struct StatusCounts {
     pub quarantined: u64,
     pub not_found: u64,
     pub failed: u64,
+    /// Being pruned: a killed `gomirror prune` left them (see: #15).
+    pub pruning: u64,
+    /// Pruned by the retention policy; their files are gone.
+    pub pruned: u64,
 }
 
 /// A version that did not make it into the tree, and why.
@@ -246,6 +252,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         upstreams: super::upstreams::upstream_health(&tx)?,
         last_failure: last_failure(&tx)?,
         projects: super::projects::projects(&tx)?,
+        retention: super::retention::retention_status(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -264,6 +271,8 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
             VersionStatus::Quarantined => &mut c.quarantined,
             VersionStatus::NotFound => &mut c.not_found,
             VersionStatus::Failed => &mut c.failed,
+            VersionStatus::Pruning => &mut c.pruning,
+            VersionStatus::Pruned => &mut c.pruned,
         } = n;
     }
     Ok(c)
@@ -554,6 +563,8 @@ mod tests {
             quarantined: 1,
             not_found: 0,
             failed: 1,
+            pruning: 0,
+            pruned: 0,
         };
         assert_eq!(r.versions, want);
         // published_info(n): info 12 + mod 7 + zip n.
