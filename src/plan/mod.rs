@@ -11,6 +11,7 @@
 //! is already done.
 
 pub mod feed;
+pub mod retention;
 pub mod rules;
 pub mod toolchain;
 pub mod watchlist;
