@@ -4,7 +4,7 @@
 //! `output` and `report` (what goes to stdout and stderr), and the
 //! subcommands by what they work on: `sync` (sync, daemon), `state`
 //! (status, verify, retry), `bundle` (keygen, export, inspect, import),
-//! `closure` (what a project needs).
+//! `closure` (what a project needs), `prune` (retention).
 //! The library never prints; this side never decides what a run does.
 
 pub mod args;
@@ -13,6 +13,7 @@ pub mod closure;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod signals;
 pub mod state;

@@ -25,6 +25,7 @@ mod batch;
 mod follow;
 mod plan_error;
 pub mod project;
+pub mod prune;
 mod repair;
 mod sumdb;
 mod toolchain;
