@@ -22,6 +22,7 @@ mod issue_13_ops;
 mod issue_13_verify;
 mod metrics;
 mod nginx;
+mod retention;
 mod selftest;
 mod sumdb;
 mod sumdb_go;
