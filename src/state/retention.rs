@@ -117,6 +117,24 @@ impl Store {
         .await
     }
 
+    /// Versions a killed prune left `pruning`, by path and version.
+    pub async fn pruning_versions(&self) -> Result<Vec<ModVer>, StateError> {
+        self.call_as("pruning versions", |c| {
+            let mut stmt = c.prepare(
+                "SELECT m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
+                 WHERE v.status = 'pruning' ORDER BY m.path, v.version",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (path, version) = row?;
+                out.extend(mod_ver(&path, &version));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Pruned counts and bytes for `status` and metrics.
     pub async fn retention_status(&self) -> Result<RetentionStatus, StateError> {
         self.call_as("retention status", |c| retention_status(c))
@@ -275,4 +293,135 @@ pub(super) fn retention_status(conn: &Connection) -> rusqlite::Result<RetentionS
         last_prune_at,
         pruning,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{module, mv, outcome, published_info};
+    use crate::state::{OutcomeKind, VersionStatus};
+
+    async fn store_with(versions: &[&str]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let outcomes: Vec<_> = versions
+            .iter()
+            .map(|v| outcome("a.example/m", v, OutcomeKind::Published(published_info(100))))
+            .collect();
+        store.record_outcomes(&outcomes).await.unwrap();
+        (dir, store)
+    }
+
+    async fn status_of(store: &Store, version: &str) -> VersionStatus {
+        let paths = [module("a.example/m")];
+        let done = store.done_set(&paths).await.unwrap();
+        let published = store.published_set(&paths).await.unwrap();
+        let status = store
+            .call_as("status", {
+                let version = version.to_owned();
+                move |c| {
+                    c.query_row(
+                        "SELECT status FROM versions WHERE version = ?1",
+                        [version],
+                        |r| r.get::<_, VersionStatus>(0),
+                    )
+                }
+            })
+            .await
+            .unwrap();
+        // Being pruned counts as done for a plan, but is in no list.
+        let m = mv("a.example/m", version);
+        if status == VersionStatus::Pruning {
+            assert!(done.published.contains(&m) && !published.contains(&m));
+        }
+        status
+    }
+
+    /// published → pruning → pruned → pending → published, and nothing
+    /// else: a sync cannot mark a version being pruned pending, nor record
+    /// it; the trigger stops any other writer. See: #15
+    #[tokio::test]
+    async fn issue_15_a_prune_moves_versions_through_pruning_to_pruned() {
+        let (_dir, store) = store_with(&["v1.0.0", "v1.1.0"]).await;
+        let item = PruneItem {
+            mv: mv("a.example/m", "v1.0.0"),
+            reason: "unused".into(),
+            bytes: 119,
+        };
+        let open = store.begin_prune(vec![item]).await.unwrap();
+        assert_eq!(open.versions, [(mv("a.example/m", "v1.0.0"), true)]);
+        assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Pruning);
+        assert_eq!(status_of(&store, "v1.1.0").await, VersionStatus::Published);
+        assert_eq!(store.unfinished_prune().await.unwrap(), Some(open.clone()));
+
+        let run = store.begin_run().await.unwrap();
+        let v100 = [mv("a.example/m", "v1.0.0")];
+        assert_eq!(store.mark_pending(run, &v100).await.unwrap(), 0);
+        let again = outcome("a.example/m", "v1.0.0", OutcomeKind::Published(published_info(100)));
+        assert_eq!(store.record_outcomes(&[again.clone()]).await.unwrap().written, 0);
+        let err = store
+            .call_as("demote", |c| {
+                c.execute("UPDATE versions SET status = 'published' WHERE version = 'v1.0.0'", [])
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("a version being pruned is pruned first"), "{err}");
+
+        let at = store.lists_rewritten(open.id).await.unwrap();
+        let resumed = store.unfinished_prune().await.unwrap().unwrap();
+        assert_eq!(resumed.lists_rewritten_at, Some(at));
+        store.finish_prune(open.id).await.unwrap();
+        assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Pruned);
+        assert_eq!(store.unfinished_prune().await.unwrap(), None);
+        let report = store.status().await.unwrap();
+        assert_eq!((report.versions.pruned, report.versions.published), (1, 1));
+        assert_eq!(report.retention.pruned_versions, 1);
+        assert_eq!(report.retention.pruned_bytes, 119);
+        assert!(report.retention.last_prune_at.is_some());
+
+        // Selected again: re-mirrored normally.
+        assert_eq!(store.mark_pending(run, &v100).await.unwrap(), 1);
+        assert_eq!(store.record_outcomes(&[again]).await.unwrap().written, 1);
+        assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Published);
+        // A published row still cannot change otherwise.
+        let err = store
+            .call_as("edit", |c| c.execute("UPDATE versions SET zip_size = 1", []))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("published version is immutable"), "{err}");
+    }
+
+    /// The candidates carry the newest of use, miss and learning. See: #15
+    #[tokio::test]
+    async fn issue_15_candidates_carry_the_last_use() {
+        let (_dir, store) = store_with(&["v1.0.0", "v1.1.0", "v1.2.0"]).await;
+        store
+            .call_as("uses", |c| {
+                c.execute_batch(
+                    "INSERT INTO client_use (path, version, uses, last_used)
+                         VALUES ('a.example/m', 'v1.0.0', 3, '2026-01-02T00:00:00Z');
+                     INSERT INTO client_misses (path, version, kind, via, misses, first_missed,
+                         last_missed, learned_at, outcome)
+                         VALUES ('a.example/m', 'v1.0.0', 'version', 'proxy', 1,
+                             '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-03T00:00:00Z', 'published'),
+                            ('a.example/m', 'v1.1.0', 'version', 'proxy', 1,
+                             '2026-02-01T00:00:00Z', '2026-02-01T00:00:00Z', NULL, NULL);",
+                )
+            })
+            .await
+            .unwrap();
+        let rows = store.retention_candidates().await.unwrap();
+        let uses: Vec<(&str, Option<&str>, u64, bool)> = rows
+            .iter()
+            .map(|r| (r.mv.version.as_str(), r.last_use.as_deref(), r.bytes, r.listed))
+            .collect();
+        assert_eq!(
+            uses,
+            [
+                ("v1.0.0", Some("2026-01-03T00:00:00Z"), 119, true),
+                ("v1.1.0", Some("2026-02-01T00:00:00Z"), 119, true),
+                ("v1.2.0", None, 119, true),
+            ]
+        );
+    }
 }

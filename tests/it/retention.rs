@@ -309,6 +309,8 @@ async fn issue_15_killed_prune_never_lists_a_version_without_files() {
         let _ = child.wait().await;
         let at = format!("killed at {seam:?} / {ms} ms");
         assert_eq!(listed_without_files(&mirror.tree()), Vec::<String>::new(), "{at}");
+        let audit = mirror.run_bin(&["verify"]).await;
+        assert_eq!(audit.code, Some(0), "{at}: verify after the kill: {audit:#?}");
         let next = mirror.run_bin(&["prune"]).await;
         assert_eq!(next.code, Some(0), "{at}: {next:#?}");
         assert_eq!(listed_without_files(&mirror.tree()), Vec::<String>::new(), "{at}");
