@@ -843,6 +843,34 @@ mod tests {
         }
     }
 
+    /// Pruned versions by status, and what every prune removed. See: #15
+    #[test]
+    fn issue_15_metrics_show_pruned_counts_and_bytes() {
+        let mut s = status_with_feed(None);
+        s.versions.pruned = 4;
+        s.versions.pruning = 1;
+        s.retention = crate::state::RetentionStatus {
+            pruned_versions: 6,
+            pruned_bytes: 12345,
+            last_prune_at: Some("2026-01-01T00:00:00Z".into()),
+            pruning: 1,
+        };
+        let inputs = Inputs {
+            status: s,
+            tree: Default::default(),
+            last_run: None,
+        };
+        let text = render(&inputs, None);
+        for line in [
+            r#"gomirror_versions{status="pruned"} 4"#,
+            r#"gomirror_versions{status="pruning"} 1"#,
+            "gomirror_pruned_versions 6",
+            "gomirror_pruned_bytes 12345",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
     #[test]
     fn feed_lag_is_now_minus_the_newest_entry() {
         let mut x = Exposition::default();

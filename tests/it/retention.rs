@@ -245,6 +245,11 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
     assert_eq!(s["versions"]["pruned"], 4);
     assert_eq!(s["retention"]["pruned_versions"], 4);
     assert_eq!(s["retention"]["pruned_bytes"], json["going"]["bytes"]);
+    let human = mirror.run_bin(&["status"]).await;
+    assert!(
+        human.stdout.contains("pruned 4 versions (") && human.stdout.contains(", 4 now pruned, last prune "),
+        "{human:#?}"
+    );
     let audit = mirror.run_bin(&["verify"]).await;
     assert_eq!(audit.code, Some(0), "verify finds nothing amiss: {audit:#?}");
 
