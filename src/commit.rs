@@ -42,7 +42,8 @@ use crate::error::{blocking, TaskError};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
 use crate::state::{
-    OpenPrune, Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead, ZipInfo,
+    OpenPrune, Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead,
+    ZipInfo,
 };
 use crate::verify::sumdb::client::SignedHead;
 use crate::verify::sumdb::tile::Tile;

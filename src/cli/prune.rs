@@ -45,12 +45,21 @@ pub async fn prune(config: Config, dry_run: bool, json: bool) -> anyhow::Result<
 fn write_text(r: &PruneReport) -> io::Result<()> {
     let mut out = Stdout::lock();
     // A real prune lists only what went: the kept are the dry run's business.
-    for v in r.decision.verdicts.iter().filter(|v| r.dry_run || v.reason.goes()) {
+    for v in r
+        .decision
+        .verdicts
+        .iter()
+        .filter(|v| r.dry_run || v.reason.goes())
+    {
         let action = if v.reason.goes() { "go" } else { "keep" };
         writeln!(out, "{action:<4} {} {} bytes: {}", v.mv, v.bytes, v.reason)?;
     }
     let (going, kept) = counts(r);
-    let verb = if r.dry_run || !r.policy_set { "would prune" } else { "pruned" };
+    let verb = if r.dry_run || !r.policy_set {
+        "would prune"
+    } else {
+        "pruned"
+    };
     writeln!(
         out,
         "{verb} {going} versions, {} bytes; {kept} versions, {} bytes stay",

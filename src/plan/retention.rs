@@ -92,7 +92,9 @@ pub enum Need {
 pub enum Reason {
     Needed(Need),
     /// One of the newest `of` listed versions of its module.
-    Latest { of: usize },
+    Latest {
+        of: usize,
+    },
     UsedRecently {
         since: OffsetDateTime,
     },
@@ -144,14 +146,20 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Needed(Need::Project { dir }) => write!(f, "needed by project {dir}"),
-            Reason::Needed(Need::Watch { selector }) => write!(f, "selected by [[watch]] {selector}"),
+            Reason::Needed(Need::Watch { selector }) => {
+                write!(f, "selected by [[watch]] {selector}")
+            }
             Reason::Needed(Need::Toolchain) => f.write_str("a [toolchain] platform's toolchain"),
             Reason::Latest { of } => write!(f, "one of the newest {of} of its module"),
             Reason::UsedRecently { since } => write!(f, "used since {}", day(since)),
             Reason::UseUnknown => f.write_str("use unknown: [clients] access_log is not set"),
             Reason::NoRule => f.write_str("no rule removes it"),
             Reason::Unused { since } => {
-                write!(f, "unused since {}, longer than keep_unused_for", day(since))
+                write!(
+                    f,
+                    "unused since {}, longer than keep_unused_for",
+                    day(since)
+                )
             }
             Reason::OverSize { since } => write!(
                 f,
@@ -334,7 +342,11 @@ mod tests {
         // (versions, keep_latest, the versions that go)
         let cases: &[(&[&str], usize, &[&str])] = &[
             (&["v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0"], 3, &["v1.0.0"]),
-            (&["v1.0.0", "v1.10.0", "v1.9.0", "v1.2.0"], 2, &["v1.0.0", "v1.2.0"]),
+            (
+                &["v1.0.0", "v1.10.0", "v1.9.0", "v1.2.0"],
+                2,
+                &["v1.0.0", "v1.2.0"],
+            ),
             // A pre-release above every release still ranks after them.
             (&["v1.0.0", "v1.1.0", "v1.2.0-rc.1"], 2, &["v1.2.0-rc.1"]),
             (&["v1.0.0-rc.1", "v1.0.0-rc.2"], 1, &["v1.0.0-rc.1"]),
@@ -398,7 +410,10 @@ mod tests {
         let d = decide(&p, cands(), &HashMap::new(), NOW);
         assert!(d.verdicts.iter().all(|v| v.reason == Reason::UseUnknown));
         p.max_tree_size = Some(15);
-        assert_eq!(going(&p, cands(), &HashMap::new()), ["example.com/a@v1.0.0"]);
+        assert_eq!(
+            going(&p, cands(), &HashMap::new()),
+            ["example.com/a@v1.0.0"]
+        );
     }
 
     /// max_tree_size removes least recently used first, down to the size,
@@ -417,7 +432,11 @@ mod tests {
         let cases: &[(u64, &[&str], bool)] = &[
             (400, &[], false),
             (399, &["example.com/c@v1.0.0"], false),
-            (250, &["example.com/a@v1.1.0", "example.com/c@v1.0.0"], false),
+            (
+                250,
+                &["example.com/a@v1.1.0", "example.com/c@v1.0.0"],
+                false,
+            ),
             (
                 10,
                 &[
@@ -438,7 +457,12 @@ mod tests {
             assert_eq!(d.kept_bytes + d.going_bytes, 400);
         }
         // Used recently within keep_unused_for: protected from the size rule.
-        let d = decide(&policy(Some(30), 0, Some(10)), cands(), &HashMap::new(), NOW);
+        let d = decide(
+            &policy(Some(30), 0, Some(10)),
+            cands(),
+            &HashMap::new(),
+            NOW,
+        );
         let mut got: Vec<String> = d.going().map(|v| v.mv.to_string()).collect();
         got.sort();
         assert_eq!(got, ["example.com/a@v1.1.0", "example.com/c@v1.0.0"]);
@@ -453,12 +477,23 @@ mod tests {
             vec![
                 c("example.com/a@v1.0.0", 100, 900, None),
                 c("example.com/w@v1.0.0", 100, 900, None),
-                c("golang.org/toolchain@v0.0.1-go1.22.0.linux-amd64", 100, 900, None),
+                c(
+                    "golang.org/toolchain@v0.0.1-go1.22.0.linux-amd64",
+                    100,
+                    900,
+                    None,
+                ),
                 c("example.com/x@v1.0.0", 100, 900, None),
             ]
         };
         let mut needed = HashMap::new();
-        let key = |s: &str| cands().into_iter().find(|c| c.mv.to_string() == s).unwrap().mv;
+        let key = |s: &str| {
+            cands()
+                .into_iter()
+                .find(|c| c.mv.to_string() == s)
+                .unwrap()
+                .mv
+        };
         needed.insert(
             key("example.com/a@v1.0.0"),
             Need::Project {

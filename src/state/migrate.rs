@@ -168,7 +168,8 @@ fn allow_go_mod_only(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// The `versions` status CHECK constraint as 0007 left it.
-const STATUS_CHECK_0007: &str = "CHECK (status IN ('pending', 'published', 'mod_only', 'quarantined', 'not_found', 'failed'))";
+const STATUS_CHECK_0007: &str =
+    "CHECK (status IN ('pending', 'published', 'mod_only', 'quarantined', 'not_found', 'failed'))";
 
 /// 0015: lets `versions.status` be `pruning` and `pruned` (see: #15), the
 /// way [`allow_go_mod_only`] let it be `mod_only`. Neither status has

@@ -263,9 +263,7 @@ fn classify(
                 | VersionStatus::Pruning
                 | VersionStatus::Pruned,
             )
-            | None => {
-                Some(MissingReason::Pending)
-            }
+            | None => Some(MissingReason::Pending),
         };
         match reason {
             None => counts.present += 1,

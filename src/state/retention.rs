@@ -124,7 +124,8 @@ impl Store {
                 "SELECT m.path, v.version FROM versions v JOIN modules m ON m.id = v.module_id
                  WHERE v.status = 'pruning' ORDER BY m.path, v.version",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (path, version) = row?;
@@ -239,8 +240,9 @@ fn begin_prune(conn: &mut Connection, items: &[PruneItem]) -> rusqlite::Result<O
     tx.execute("INSERT INTO prunes (started_at) VALUES (?1)", [&now])?;
     let id = PruneId(tx.last_insert_rowid());
     {
-        let mut take =
-            tx.prepare_cached("UPDATE versions SET status = 'pruning', updated_at = ?2 WHERE id = ?1")?;
+        let mut take = tx.prepare_cached(
+            "UPDATE versions SET status = 'pruning', updated_at = ?2 WHERE id = ?1",
+        )?;
         let mut record = tx.prepare_cached(
             "INSERT INTO pruned_versions (prune_id, version_id, was, reason, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -306,7 +308,13 @@ mod tests {
         let store = Store::open(&dir.path().join("state.db")).await.unwrap();
         let outcomes: Vec<_> = versions
             .iter()
-            .map(|v| outcome("a.example/m", v, OutcomeKind::Published(published_info(100))))
+            .map(|v| {
+                outcome(
+                    "a.example/m",
+                    v,
+                    OutcomeKind::Published(published_info(100)),
+                )
+            })
             .collect();
         store.record_outcomes(&outcomes).await.unwrap();
         (dir, store)
@@ -357,15 +365,33 @@ mod tests {
         let run = store.begin_run().await.unwrap();
         let v100 = [mv("a.example/m", "v1.0.0")];
         assert_eq!(store.mark_pending(run, &v100).await.unwrap(), 0);
-        let again = outcome("a.example/m", "v1.0.0", OutcomeKind::Published(published_info(100)));
-        assert_eq!(store.record_outcomes(&[again.clone()]).await.unwrap().written, 0);
+        let again = outcome(
+            "a.example/m",
+            "v1.0.0",
+            OutcomeKind::Published(published_info(100)),
+        );
+        assert_eq!(
+            store
+                .record_outcomes(std::slice::from_ref(&again))
+                .await
+                .unwrap()
+                .written,
+            0
+        );
         let err = store
             .call_as("demote", |c| {
-                c.execute("UPDATE versions SET status = 'published' WHERE version = 'v1.0.0'", [])
+                c.execute(
+                    "UPDATE versions SET status = 'published' WHERE version = 'v1.0.0'",
+                    [],
+                )
             })
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("a version being pruned is pruned first"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("a version being pruned is pruned first"),
+            "{err}"
+        );
 
         let at = store.lists_rewritten(open.id).await.unwrap();
         let resumed = store.unfinished_prune().await.unwrap().unwrap();
@@ -385,10 +411,15 @@ mod tests {
         assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Published);
         // A published row still cannot change otherwise.
         let err = store
-            .call_as("edit", |c| c.execute("UPDATE versions SET zip_size = 1", []))
+            .call_as("edit", |c| {
+                c.execute("UPDATE versions SET zip_size = 1", [])
+            })
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("published version is immutable"), "{err}");
+        assert!(
+            err.to_string().contains("published version is immutable"),
+            "{err}"
+        );
     }
 
     /// The candidates carry the newest of use, miss and learning. See: #15
@@ -413,7 +444,14 @@ mod tests {
         let rows = store.retention_candidates().await.unwrap();
         let uses: Vec<(&str, Option<&str>, u64, bool)> = rows
             .iter()
-            .map(|r| (r.mv.version.as_str(), r.last_use.as_deref(), r.bytes, r.listed))
+            .map(|r| {
+                (
+                    r.mv.version.as_str(),
+                    r.last_use.as_deref(),
+                    r.bytes,
+                    r.listed,
+                )
+            })
             .collect();
         assert_eq!(
             uses,

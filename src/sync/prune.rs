@@ -101,9 +101,9 @@ pub async fn prune(
     let _locks = match options.dry_run {
         true => None,
         false => {
-            let t = project::take_lock(&tree.lock_file(), options.wait.clone(), token).await?;
+            let t = project::take_lock(&tree.lock_file(), options.wait, token).await?;
             let db = crate::lock::db_lock_path(&config.database);
-            let d = project::take_lock(&db, options.wait.clone(), token).await?;
+            let d = project::take_lock(&db, options.wait, token).await?;
             Some((t, d))
         }
     };
@@ -116,12 +116,19 @@ pub async fn prune(
             tracing::info!(versions = resumed, "completing an interrupted prune");
             let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
             if done == Unpublished::Interrupted {
-                return Ok(report(Decision::default(), config, &options, resumed, None, true));
+                return Ok(report(
+                    Decision::default(),
+                    config,
+                    &options,
+                    resumed,
+                    None,
+                    true,
+                ));
             }
         }
     }
     let candidates = candidates(&store).await?;
-    let needed = needed(config, &tree, &candidates, token).await?;
+    let needed = needed(config, &tree, &candidates).await?;
     let policy = Policy::new(&config.retention, config.clients.access_log.is_some());
     let now = time::OffsetDateTime::now_utc();
     let decision = retention::decide(&policy, candidates, &needed, now);
@@ -138,13 +145,27 @@ pub async fn prune(
         .collect();
     let figures = (items.len(), decision.going_bytes);
     if items.is_empty() {
-        return Ok(report(decision, config, &options, resumed, Some((0, 0)), false));
+        return Ok(report(
+            decision,
+            config,
+            &options,
+            resumed,
+            Some((0, 0)),
+            false,
+        ));
     }
     let open = store.begin_prune(items).await?;
     let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
     let interrupted = done == Unpublished::Interrupted;
     let pruned = (!interrupted).then_some(figures);
-    Ok(report(decision, config, &options, resumed, pruned, interrupted))
+    Ok(report(
+        decision,
+        config,
+        &options,
+        resumed,
+        pruned,
+        interrupted,
+    ))
 }
 
 fn report(
@@ -175,7 +196,10 @@ async fn candidates(store: &Store) -> Result<Vec<Candidate>, PruneError> {
         .into_iter()
         .map(|r| Candidate {
             published_at: retention::parse_time(&r.published_at).unwrap_or(now),
-            last_use: r.last_use.as_deref().map(|t| retention::parse_time(t).unwrap_or(now)),
+            last_use: r
+                .last_use
+                .as_deref()
+                .map(|t| retention::parse_time(t).unwrap_or(now)),
             mv: r.mv,
             listed: r.listed,
             bytes: r.bytes,
@@ -188,7 +212,6 @@ async fn needed(
     config: &Config,
     tree: &Tree,
     candidates: &[Candidate],
-    token: &CancellationToken,
 ) -> Result<HashMap<ModVer, Need>, PruneError> {
     let mut needed = HashMap::new();
     for (mv, need) in watched(config, candidates) {
@@ -208,7 +231,7 @@ async fn needed(
     }
     for dir in project::expand(&config.projects) {
         let dir = dir.map_err(PruneError::ProjectPath)?;
-        for mv in project_needs(config, tree, &dir, token).await? {
+        for mv in project_needs(config, tree, &dir).await? {
             let need = Need::Project {
                 dir: dir.display().to_string(),
             };
@@ -230,7 +253,11 @@ fn watched(config: &Config, candidates: &[Candidate]) -> Vec<(ModVer, Need)> {
     let mut out = Vec::new();
     for w in &config.watch {
         let versions = listed.get(&w.module).map_or(&[][..], Vec::as_slice);
-        let tagged: Vec<Version> = versions.iter().filter(|v| !v.is_pseudo()).cloned().collect();
+        let tagged: Vec<Version> = versions
+            .iter()
+            .filter(|v| !v.is_pseudo())
+            .cloned()
+            .collect();
         let (_, latest) = crate::publish::module_metadata(&w.module, versions);
         let latest = latest.map(|mv| mv.version);
         for v in w.selector.select(&tagged, latest.as_ref()) {
@@ -248,7 +275,6 @@ async fn project_needs(
     config: &Config,
     tree: &Tree,
     dir: &std::path::Path,
-    _token: &CancellationToken,
 ) -> Result<Vec<ModVer>, PruneError> {
     let owned = dir.to_path_buf();
     let loaded = crate::error::blocking("reading the project", move || project::load(&owned))
@@ -263,7 +289,9 @@ async fn project_needs(
         private: config.private.patterns.clone(),
     };
     let mut c = closure::closure(&p, &source, config.fetch.concurrency).await;
-    closure::below_private(&mut c, &sums, |mv| config.private.is_private(mv.path.as_str()));
+    closure::below_private(&mut c, &sums, |mv| {
+        config.private.is_private(mv.path.as_str())
+    });
     if let Some(first) = c.errors.first() {
         return Err(PruneError::Incomplete {
             dir: dir.to_path_buf(),

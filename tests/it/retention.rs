@@ -95,7 +95,11 @@ fn used_now(mirror: &Mirror, path: &str, version: &str) {
 fn listed_without_files(tree: &Path) -> Vec<String> {
     let mut missing = Vec::new();
     for file in walk(tree) {
-        let rel = file.strip_prefix(tree).unwrap().to_string_lossy().into_owned();
+        let rel = file
+            .strip_prefix(tree)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let (module, versions) = if let Some(m) = rel.strip_suffix("/@v/list") {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             (m.to_owned(), text.lines().map(str::to_owned).collect())
@@ -104,7 +108,10 @@ fn listed_without_files(tree: &Path) -> Vec<String> {
                 continue;
             };
             let info: serde_json::Value = serde_json::from_slice(&text).expect("@latest json");
-            (m.to_owned(), vec![info["Version"].as_str().unwrap().to_owned()])
+            (
+                m.to_owned(),
+                vec![info["Version"].as_str().unwrap().to_owned()],
+            )
         } else {
             continue;
         };
@@ -177,7 +184,11 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
         .iter()
         .map(|v| {
             (
-                format!("{}@{}", v["path"].as_str().unwrap(), v["version"].as_str().unwrap()),
+                format!(
+                    "{}@{}",
+                    v["path"].as_str().unwrap(),
+                    v["version"].as_str().unwrap()
+                ),
                 (
                     v["action"].as_str().unwrap().to_owned(),
                     v["rule"].as_str().unwrap().to_owned(),
@@ -211,7 +222,10 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
     );
     assert!(text.stdout.contains("would prune 4 versions"), "{text:#?}");
     assert!(listed_without_files(&mirror.tree()).is_empty());
-    assert!(mirror.tree().join(format!("{A}/@v/v1.0.0.zip")).is_file(), "dry run touches nothing");
+    assert!(
+        mirror.tree().join(format!("{A}/@v/v1.0.0.zip")).is_file(),
+        "dry run touches nothing"
+    );
     assert!(statuses(&mirror).values().all(|s| s == "published"));
 
     let run = mirror.run_bin(&["prune"]).await;
@@ -221,7 +235,10 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
     assert_eq!(list, "v1.1.0\nv1.4.0\n");
     for v in ["v1.0.0", "v1.2.0", "v1.3.0"] {
         for ext in ["info", "mod", "zip"] {
-            assert!(!mirror.tree().join(format!("{A}/@v/{v}.{ext}")).exists(), "{v}.{ext}");
+            assert!(
+                !mirror.tree().join(format!("{A}/@v/{v}.{ext}")).exists(),
+                "{v}.{ext}"
+            );
         }
     }
     assert!(mirror.tree().join(format!("{A}/@v/v1.1.0.zip")).is_file());
@@ -238,7 +255,10 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(reason, "unused since 2025-01-01T00:00:00Z, longer than keep_unused_for");
+    assert_eq!(
+        reason,
+        "unused since 2025-01-01T00:00:00Z, longer than keep_unused_for"
+    );
 
     let status = mirror.run_bin(&["status", "--json"]).await;
     let s: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
@@ -247,11 +267,16 @@ async fn issue_15_prune_removes_the_unused_and_keeps_what_is_needed() {
     assert_eq!(s["retention"]["pruned_bytes"], json["going"]["bytes"]);
     let human = mirror.run_bin(&["status"]).await;
     assert!(
-        human.stdout.contains("pruned 4 versions (") && human.stdout.contains(", 4 now pruned, last prune "),
+        human.stdout.contains("pruned 4 versions (")
+            && human.stdout.contains(", 4 now pruned, last prune "),
         "{human:#?}"
     );
     let audit = mirror.run_bin(&["verify"]).await;
-    assert_eq!(audit.code, Some(0), "verify finds nothing amiss: {audit:#?}");
+    assert_eq!(
+        audit.code,
+        Some(0),
+        "verify finds nothing amiss: {audit:#?}"
+    );
 
     // Nothing more to prune: a second run removes nothing.
     let again = mirror.run_bin(&["prune"]).await;
@@ -313,17 +338,35 @@ async fn issue_15_killed_prune_never_lists_a_version_without_files() {
         }
         let _ = child.wait().await;
         let at = format!("killed at {seam:?} / {ms} ms");
-        assert_eq!(listed_without_files(&mirror.tree()), Vec::<String>::new(), "{at}");
+        assert_eq!(
+            listed_without_files(&mirror.tree()),
+            Vec::<String>::new(),
+            "{at}"
+        );
         let audit = mirror.run_bin(&["verify"]).await;
-        assert_eq!(audit.code, Some(0), "{at}: verify after the kill: {audit:#?}");
+        assert_eq!(
+            audit.code,
+            Some(0),
+            "{at}: verify after the kill: {audit:#?}"
+        );
         let next = mirror.run_bin(&["prune"]).await;
         assert_eq!(next.code, Some(0), "{at}: {next:#?}");
-        assert_eq!(listed_without_files(&mirror.tree()), Vec::<String>::new(), "{at}");
+        assert_eq!(
+            listed_without_files(&mirror.tree()),
+            Vec::<String>::new(),
+            "{at}"
+        );
         let st = statuses(&mirror);
         let pruned = st.values().filter(|s| *s == "pruned").count();
         assert_eq!(pruned, 5, "{at}: {st:?}");
-        assert!(!mirror.tree().join(format!("{A}/@v/v1.0.0.info")).exists(), "{at}");
-        assert!(!mirror.tree().join(format!("{A}/@v/v1.0.0.zip")).exists(), "{at}");
+        assert!(
+            !mirror.tree().join(format!("{A}/@v/v1.0.0.info")).exists(),
+            "{at}"
+        );
+        assert!(
+            !mirror.tree().join(format!("{A}/@v/v1.0.0.zip")).exists(),
+            "{at}"
+        );
     }
 }
 
@@ -335,7 +378,11 @@ async fn issue_15_projects_keep_their_closure_or_stop_the_prune() {
     let mut mirror = synced(&upstream).await;
     let project = tempfile::tempdir().unwrap();
     let go_mod = project.path().join("go.mod");
-    std::fs::write(&go_mod, "module example.com/app\n\ngo 1.19\n\nrequire example.com/a v1.0.0 bogus\n").unwrap();
+    std::fs::write(
+        &go_mod,
+        "module example.com/app\n\ngo 1.19\n\nrequire example.com/a v1.0.0 bogus\n",
+    )
+    .unwrap();
     mirror.extra = format!(
         "{RETENTION}[[project]]\npath = \"{}\"\n[toolchain]\nplatforms = []\n",
         project.path().display()
@@ -351,7 +398,11 @@ async fn issue_15_projects_keep_their_closure_or_stop_the_prune() {
     );
     assert!(statuses(&mirror).values().all(|s| s == "published"));
 
-    std::fs::write(&go_mod, "module example.com/app\n\ngo 1.19\n\nrequire example.com/a v1.0.0\n").unwrap();
+    std::fs::write(
+        &go_mod,
+        "module example.com/app\n\ngo 1.19\n\nrequire example.com/a v1.0.0\n",
+    )
+    .unwrap();
     let run = mirror.run_bin(&["prune", "--json"]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
     let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
@@ -428,8 +479,15 @@ async fn issue_15_go_builds_kept_modules_and_verifies_pruned_ones_after_prune() 
         for f in ["go.mod", "hello.go"] {
             std::fs::copy(hello.path().join(f), work.path().join(f)).unwrap();
         }
-        let built = client.run(work.path(), &["build", "-o", "hello", "."]).await;
-        assert!(built.status.success(), "{}: {}", go.display(), describe(&built));
+        let built = client
+            .run(work.path(), &["build", "-o", "hello", "."])
+            .await;
+        assert!(
+            built.status.success(),
+            "{}: {}",
+            go.display(),
+            describe(&built)
+        );
         // The pruned version: 404 from the mirror, the files from upstream,
         // the checksum from the mirror's offline copy (upstream's is off).
         let proxy = format!("{},{}", server.url(), upstream.url());
