@@ -461,10 +461,14 @@ async fn rewrite_or_remove_lists(
     store: &Store,
     paths: Vec<ModulePath>,
 ) -> Result<(), CommitError> {
-    let published = store.published_set(&paths).await?;
-    let (keep, empty): (Vec<ModulePath>, Vec<ModulePath>) = paths
+    let with_versions: HashSet<ModulePath> = store
+        .published_set(&paths)
+        .await?
         .into_iter()
-        .partition(|p| published.iter().any(|mv| &mv.path == p));
+        .map(|mv| mv.path)
+        .collect();
+    let (keep, empty): (Vec<ModulePath>, Vec<ModulePath>) =
+        paths.into_iter().partition(|p| with_versions.contains(p));
     rewrite_lists(tree, store, keep).await?;
     let tree = tree.clone();
     blocking("removing emptied lists", move || {

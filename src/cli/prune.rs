@@ -104,8 +104,7 @@ fn write_json(r: &PruneReport) -> io::Result<()> {
 }
 
 fn counts(r: &PruneReport) -> (usize, usize) {
-    let going = r.decision.going().count();
-    (going, r.decision.verdicts.len() - going)
+    (r.decision.going_versions, r.decision.kept_versions)
 }
 
 /// What the numbers cannot say, on stderr.

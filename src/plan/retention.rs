@@ -185,6 +185,10 @@ pub struct Decision {
     pub verdicts: Vec<Verdict>,
     pub kept_bytes: u64,
     pub going_bytes: u64,
+    /// How many versions stay and go (a prune keeps only the verdicts of
+    /// those that go).
+    pub kept_versions: usize,
+    pub going_versions: usize,
     /// `max_tree_size` cannot be reached: what rules 1–3 keep is larger.
     pub over_size: bool,
 }
@@ -256,8 +260,12 @@ pub fn decide(
     };
     for (c, reason) in candidates.into_iter().zip(reasons) {
         match reason.goes() {
-            true => d.going_bytes += c.bytes,
-            false => d.kept_bytes += c.bytes,
+            true => {
+                (d.going_bytes, d.going_versions) = (d.going_bytes + c.bytes, d.going_versions + 1)
+            }
+            false => {
+                (d.kept_bytes, d.kept_versions) = (d.kept_bytes + c.bytes, d.kept_versions + 1)
+            }
         }
         d.verdicts.push(Verdict {
             mv: c.mv,

@@ -144,6 +144,11 @@ pub async fn prune(
         })
         .collect();
     let figures = (items.len(), decision.going_bytes);
+    // What stays is counted; only what goes is shown after a prune, and
+    // 100,000 verdicts are memory the removal does not need.
+    let mut decision = decision;
+    decision.verdicts.retain(|v| v.reason.goes());
+    decision.verdicts.shrink_to_fit();
     if items.is_empty() {
         return Ok(report(
             decision,
@@ -243,8 +248,13 @@ async fn needed(
 
 /// Each `[[watch]]` selector against the tree's listed versions of its module.
 fn watched(config: &Config, candidates: &[Candidate]) -> Vec<(ModVer, Need)> {
+    let watched: std::collections::HashSet<&ModulePath> =
+        config.watch.iter().map(|w| &w.module).collect();
     let mut listed: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
-    for c in candidates.iter().filter(|c| c.listed) {
+    for c in candidates
+        .iter()
+        .filter(|c| c.listed && watched.contains(&c.mv.path))
+    {
         listed
             .entry(&c.mv.path)
             .or_default()

@@ -403,9 +403,9 @@ async fn issue_15_projects_keep_their_closure_or_stop_the_prune() {
         "module example.com/app\n\ngo 1.19\n\nrequire example.com/a v1.0.0\n",
     )
     .unwrap();
-    let run = mirror.run_bin(&["prune", "--json"]).await;
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let dry = mirror.run_bin(&["prune", "--dry-run", "--json"]).await;
+    assert_eq!(dry.code, Some(0), "{dry:#?}");
+    let json: serde_json::Value = serde_json::from_str(&dry.stdout).expect("json");
     let a100 = json["versions"]
         .as_array()
         .unwrap()
@@ -417,8 +417,17 @@ async fn issue_15_projects_keep_their_closure_or_stop_the_prune() {
         a100["reason"],
         format!("needed by project {}", project.path().display())
     );
+    let run = mirror.run_bin(&["prune", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
     assert!(mirror.tree().join(format!("{A}/@v/v1.0.0.zip")).is_file());
     assert_eq!(json["pruned"]["versions"], 4);
+    assert_eq!(json["kept"]["versions"], 3);
+    assert_eq!(
+        json["versions"].as_array().unwrap().len(),
+        4,
+        "only what went is listed"
+    );
 }
 
 /// After a prune, go 1.19 and the current go build the kept project through
@@ -496,4 +505,48 @@ async fn issue_15_go_builds_kept_modules_and_verifies_pruned_ones_after_prune() 
         assert!(out.status.success(), "{}: {}", go.display(), describe(&out));
     }
     assert_eq!(db.lookups(), lookups, "every lookup came from the mirror");
+}
+
+/// A prune takes the run lock a sync holds, and without a `[retention]`
+/// rule removes nothing and says why. See: #15
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_prune_takes_the_run_lock_and_needs_a_rule() {
+    let upstream = five_versions().await;
+    let mut mirror = synced(&upstream).await;
+    let held = gomirror::lock::RunLock::acquire(&mirror.tree().join(".gomirror.lock")).unwrap();
+    let run = mirror.run_bin(&["prune"]).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr.contains("another gomirror run holds"),
+        "{run:#?}"
+    );
+    drop(held);
+    // A dry run writes nothing and takes no lock.
+    let held = gomirror::lock::RunLock::acquire(&mirror.tree().join(".gomirror.lock")).unwrap();
+    let dry = mirror.run_bin(&["prune", "--dry-run"]).await;
+    assert_eq!(dry.code, Some(0), "{dry:#?}");
+    drop(held);
+
+    mirror.extra = "[retention]\nkeep_latest = 1\n".into();
+    let run = mirror.run_bin(&["prune"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains(
+            "[retention] sets neither keep_unused_for nor max_tree_size: nothing is pruned"
+        ),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains("would prune 0 versions"), "{run:#?}");
+    assert!(statuses(&mirror).values().all(|s| s == "published"));
+
+    // Without an access log, keep_unused_for cannot call anything unused.
+    mirror.extra = "[retention]\nkeep_unused_for = \"1d\"\nkeep_latest = 0\n".into();
+    let run = mirror.run_bin(&["prune"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains("clients' use is not recorded ([clients] access_log is not set): keep_unused_for removes nothing"),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains("pruned 0 versions"), "{run:#?}");
+    assert!(statuses(&mirror).values().all(|s| s == "published"));
 }
