@@ -131,24 +131,22 @@ pub async fn prune(
     let needed = needed(config, &tree, &candidates).await?;
     let policy = Policy::new(&config.retention, config.clients.access_log.is_some());
     let now = time::OffsetDateTime::now_utc();
-    let decision = retention::decide(&policy, candidates, &needed, now);
+    let mut decision = retention::decide(&policy, candidates, &needed, now);
+    drop(needed);
     if options.dry_run || !config.retention.is_set() {
         return Ok(report(decision, config, &options, resumed, None, false));
     }
-    let items: Vec<PruneItem> = decision
-        .going()
-        .map(|v| PruneItem {
-            mv: v.mv.clone(),
-            reason: v.reason.to_string(),
-            bytes: v.bytes,
-        })
-        .collect();
-    let figures = (items.len(), decision.going_bytes);
     // What stays is counted; only what goes is shown after a prune, and
     // 100,000 verdicts are memory the removal does not need.
-    let mut decision = decision;
     decision.verdicts.retain(|v| v.reason.goes());
     decision.verdicts.shrink_to_fit();
+    let mut items = Vec::with_capacity(decision.verdicts.len());
+    items.extend(decision.verdicts.iter().map(|v| PruneItem {
+        mv: v.mv.clone(),
+        reason: v.reason.to_string(),
+        bytes: v.bytes,
+    }));
+    let figures = (items.len(), decision.going_bytes);
     if items.is_empty() {
         return Ok(report(
             decision,
