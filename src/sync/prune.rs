@@ -190,19 +190,14 @@ fn report(
     }
 }
 
-/// State's versions in the tree as the policy's candidates. A time that
-/// does not parse counts as now: the version looks recently used and stays.
+/// State's versions in the tree as the policy's candidates.
 async fn candidates(store: &Store) -> Result<Vec<Candidate>, PruneError> {
-    let now = time::OffsetDateTime::now_utc();
     let rows = store.retention_candidates().await?;
     Ok(rows
         .into_iter()
         .map(|r| Candidate {
-            published_at: retention::parse_time(&r.published_at).unwrap_or(now),
-            last_use: r
-                .last_use
-                .as_deref()
-                .map(|t| retention::parse_time(t).unwrap_or(now)),
+            published_at: r.published_at,
+            last_use: r.last_use,
             mv: r.mv,
             listed: r.listed,
             bytes: r.bytes,
