@@ -44,6 +44,8 @@ mod corpus;
 mod export_mode;
 #[path = "support/feed_mode.rs"]
 mod feed_mode;
+#[path = "support/prune_mode.rs"]
+mod prune_mode;
 #[path = "../tests/it/sumdb.rs"]
 mod sumdb;
 #[path = "support/syscost_mode.rs"]
@@ -100,6 +102,8 @@ usage: cargo bench --bench sync -- [options]
   --clients           instead: the access-log bench (benches/support/clients_mode.rs): reading
                       --lines N (1000000) generated log lines with `gomirror clients`, against
                       `wc -l` of the same file; time, lines/s, peak RSS; --keep
+  --prune             instead: the retention bench (benches/support/prune_mode.rs), which takes
+                      --versions N (100000), --per-module K (5), --tree-dir DIR (/dev/shm), --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
 SYNC_BENCH_NO_GO=1; arguments win over the environment.";
 
@@ -973,6 +977,11 @@ fn main() -> Result<()> {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
             .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
         return clients_mode::main(&args, &bin);
+    }
+    if args.iter().any(|a| a == "--prune") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return prune_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--feed") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")

@@ -137,9 +137,15 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
     let (found, by_content) = check_files(&tree, &files).await;
     report.problems.extend(found);
     report.info_by_content = by_content;
+    // A module a killed prune left half done (its versions `pruning`, its
+    // lists perhaps not yet rewritten) is not walked for strays or lists:
+    // the next prune completes it (see: #15). Its published files were
+    // checked above.
+    let pruning = store.pruning_versions().await?;
     let skip = invalid
         .iter()
         .filter_map(|i| ModulePath::new(&i.path).ok())
+        .chain(pruning.into_iter().map(|mv| mv.path))
         .collect();
     let whole = check_whole_tree(&tree, files, pending, skip).await;
     report.problems.extend(whole);

@@ -23,6 +23,12 @@
 //! version is restored by an ordinary [`commit`] of its re-fetched,
 //! re-verified files (a name that holds them already is left as it is).
 //!
+//! [`unpublish`] is the same order in reverse, for a prune (see: #15):
+//! state first (the versions `pruning`, so no list names them again), then
+//! the lists, a wait longer than clients may cache them, `.info`, barrier,
+//! `.mod`/`.zip`, barrier, and state last (`pruned`). Lookups, tiles and the
+//! offline copy's `latest`/`supported` are never removed.
+//!
 //! Killed anywhere, the tree lists no version without its files and
 //! lookup, and state names a version published only once it is listed: a
 //! later run finds identical files in place and completes the version.
@@ -36,7 +42,8 @@ use crate::error::{blocking, TaskError};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
 use crate::state::{
-    Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead, ZipInfo,
+    OpenPrune, Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead,
+    ZipInfo,
 };
 use crate::verify::sumdb::client::SignedHead;
 use crate::verify::sumdb::tile::Tile;
@@ -373,6 +380,115 @@ pub async fn rewrite_lists(
     })
     .await?
     .map_err(CommitError::Publish)
+}
+
+/// What [`unpublish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpublished {
+    /// Every version's files are gone and state says `pruned`.
+    Done { files: usize },
+    /// Stopped during the wait: the lists no longer name the versions, the
+    /// files are still there; the next prune waits only the remainder.
+    Interrupted,
+}
+
+/// How much longer than the lists' `max-age` a prune waits: the recorded
+/// time is whole seconds, rounded down, and clocks of caches drift.
+pub const LIST_AGE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Steps 2–5 of a prune whose versions state holds `pruning` (step 1,
+/// `Store::begin_prune`): rewrites the touched modules' lists from the
+/// versions state has published (a module with none left loses both, so
+/// clients fall through), records when; waits until `list_max_age` plus
+/// [`LIST_AGE_MARGIN`] has passed since then (only the remainder, for a
+/// prune a kill interrupted); removes `.info`, barrier, `.mod` and `.zip`,
+/// barrier; records them `pruned`.
+pub async fn unpublish(
+    tree: &Tree,
+    store: &Store,
+    open: OpenPrune,
+    list_max_age: std::time::Duration,
+    token: &tokio_util::sync::CancellationToken,
+) -> Result<Unpublished, CommitError> {
+    let rewritten = match &open.lists_rewritten_at {
+        Some(at) => at.clone(),
+        None => {
+            let paths: BTreeSet<ModulePath> = open
+                .versions
+                .iter()
+                .filter(|(_, listed)| *listed)
+                .map(|(mv, _)| mv.path.clone())
+                .collect();
+            rewrite_or_remove_lists(tree, store, paths.into_iter().collect()).await?;
+            test_kill_point("lists");
+            store.lists_rewritten(open.id).await?
+        }
+    };
+    let since = crate::plan::retention::parse_time(&rewritten)
+        .map_or(std::time::SystemTime::now(), std::time::SystemTime::from);
+    let until = since + list_max_age + LIST_AGE_MARGIN;
+    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+        tracing::info!(wait = ?left, "waiting for clients' cached lists to expire");
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            () = token.cancelled() => return Ok(Unpublished::Interrupted),
+        }
+    }
+    let tree = tree.clone();
+    let versions: Vec<ModVer> = open.versions.into_iter().map(|(mv, _)| mv).collect();
+    let files = blocking("removing pruned files", move || {
+        use publish::Kind;
+        let root = tree.root();
+        // `.info` first: it is what makes `go` believe a version exists.
+        let mut n = publish::remove_version_files(&tree, &versions, &[Kind::Info])?;
+        publish::atomic::barrier(root)?;
+        test_kill_point("info");
+        n += publish::remove_version_files(&tree, &versions, &[Kind::Mod, Kind::Zip])?;
+        publish::atomic::barrier(root)?;
+        Ok(n)
+    })
+    .await?
+    .map_err(CommitError::Publish)?;
+    test_kill_point("files");
+    store.finish_prune(open.id).await?;
+    Ok(Unpublished::Done { files })
+}
+
+/// [`rewrite_lists`], except that a module with no published version left
+/// loses its `@v/list` and `@latest` instead of listing nothing.
+async fn rewrite_or_remove_lists(
+    tree: &Tree,
+    store: &Store,
+    paths: Vec<ModulePath>,
+) -> Result<(), CommitError> {
+    let with_versions: HashSet<ModulePath> = store
+        .published_set(&paths)
+        .await?
+        .into_iter()
+        .map(|mv| mv.path)
+        .collect();
+    let (keep, empty): (Vec<ModulePath>, Vec<ModulePath>) =
+        paths.into_iter().partition(|p| with_versions.contains(p));
+    rewrite_lists(tree, store, keep).await?;
+    let tree = tree.clone();
+    blocking("removing emptied lists", move || {
+        for path in &empty {
+            publish::remove_lists(&tree, path)?;
+        }
+        publish::atomic::barrier(tree.root())
+    })
+    .await?
+    .map_err(CommitError::Publish)
+}
+
+/// Test seam: `GOMIRROR_TEST_PRUNE_KILL_AT=<point>` aborts the process at
+/// `point` of [`unpublish`] (`lists`: rewritten, not yet recorded; `info`:
+/// `.info` removed; `files`: every file removed, state not yet `pruned`), as
+/// `kill -9` would. Read nowhere else.
+fn test_kill_point(point: &str) {
+    if std::env::var("GOMIRROR_TEST_PRUNE_KILL_AT").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
 }
 
 /// What state records for a version placed in the tree.

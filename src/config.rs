@@ -81,12 +81,24 @@ pub mod file {
         pub clients: Clients,
         #[serde(default)]
         pub serve: Serve,
+        #[serde(default)]
+        pub retention: Retention,
     }
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Serve {
         pub index_listen: Option<String>,
+    }
+
+    /// `[retention]`. See: #15
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Retention {
+        pub keep_unused_for: Option<String>,
+        pub keep_latest: Option<i64>,
+        pub max_tree_size: Option<String>,
+        pub list_max_age: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -280,6 +292,42 @@ pub struct Config {
     pub toolchain: ToolchainSettings,
     pub clients: ClientSettings,
     pub serve: ServeSettings,
+    pub retention: RetentionSettings,
+}
+
+/// `[retention]`: what `gomirror prune` may remove (see: #15 and
+/// [`crate::plan::retention`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Versions no client used for this long may go; `None`: no age rule.
+    pub keep_unused_for: Option<Duration>,
+    /// The newest this many listed versions of every module always stay.
+    pub keep_latest: usize,
+    /// Least recently used versions go until the tree's versions take at
+    /// most this many bytes; `None`: no size rule.
+    pub max_tree_size: Option<u64>,
+    /// How long a client or cache may keep `@v/list` and `@latest`: the
+    /// shipped nginx block's `Cache-Control: max-age` for them. A prune
+    /// waits longer than this between rewriting the lists and deleting.
+    pub list_max_age: Duration,
+}
+
+impl RetentionSettings {
+    /// Whether any rule may remove a version.
+    pub fn is_set(&self) -> bool {
+        self.keep_unused_for.is_some() || self.max_tree_size.is_some()
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> RetentionSettings {
+        RetentionSettings {
+            keep_unused_for: None,
+            keep_latest: KEEP_LATEST.0 as usize,
+            max_tree_size: None,
+            list_max_age: LIST_MAX_AGE,
+        }
+    }
 }
 
 /// `[clients]`: what the web server's access log says clients did. See: #14
@@ -546,6 +594,9 @@ const RETRY_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 const RETRY_NOT_FOUND: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_LEARNED: (i64, RangeInclusive<i64>) = (100, 1..=100_000);
+const KEEP_LATEST: (i64, RangeInclusive<i64>) = (3, 0..=1_000_000);
+/// The shipped nginx block's max-age for `@v/list` and `@latest` (nginx/gomirror.conf).
+const LIST_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl Config {
     /// Reads and checks the file at `path`, then applies `overrides`.
@@ -599,8 +650,37 @@ impl Config {
             toolchain: src.toolchain(&file.toolchain)?,
             clients: src.clients(&file.clients, base)?,
             serve: src.serve(&file.serve)?,
+            retention: src.retention(&file.retention)?,
         })
     }
+}
+
+/// A size such as `2T`, `500G`, `1.5T` or `1000000`: a number and an optional
+/// binary unit (K, M, G, T, P; `KiB`, `KB` and `K` all mean 1024), as `du -h`
+/// and nginx write them.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        "P" | "PB" | "PIB" => 50,
+        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?}")),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: want a number and a unit, like \"2T\""))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("must be at least 1 byte, got {s:?}"));
+    }
+    Ok(bytes as u64)
 }
 
 /// One step of a key path: a table key or an array index.
@@ -1141,6 +1221,35 @@ impl<'a> Source<'a> {
 
     /// `[[project]] path`, relative to the config file; a glob is checked here and expanded
     /// by each sync (checkouts come and go).
+    /// `[retention]`. See: #15
+    fn retention(&self, r: &file::Retention) -> Result<RetentionSettings, ConfigError> {
+        let year = (Duration::from_secs(100 * 365 * 24 * 60 * 60), "100y");
+        let keep_unused_for = match &r.keep_unused_for {
+            None => None,
+            v => Some(self.duration_in("retention", "keep_unused_for", v, LIST_MAX_AGE, year)?),
+        };
+        let keep_latest = self.int_in("retention", "keep_latest", r.keep_latest, KEEP_LATEST)?;
+        let max_tree_size = match &r.max_tree_size {
+            None => None,
+            Some(s) => Some(parse_size(s).map_err(|reason| {
+                self.error(&["retention".into(), "max_tree_size".into()], reason)
+            })?),
+        };
+        let list_max_age = self.duration_in(
+            "retention",
+            "list_max_age",
+            &r.list_max_age,
+            LIST_MAX_AGE,
+            (Duration::from_secs(7 * 24 * 60 * 60), "7d"),
+        )?;
+        Ok(RetentionSettings {
+            keep_unused_for,
+            keep_latest: keep_latest as usize,
+            max_tree_size,
+            list_max_age,
+        })
+    }
+
     /// `[clients]`. See: #14
     fn clients(&self, c: &file::Clients, base: &Path) -> Result<ClientSettings, ConfigError> {
         let access_log = match &c.access_log {
@@ -1686,6 +1795,7 @@ mod tests {
                 max_learned: 100,
             },
             serve: ServeSettings::default(),
+            retention: RetentionSettings::default(),
         };
         assert_eq!(cfg, want);
         let empty = parse("").unwrap_or_else(|e| panic!("{e}"));
@@ -1799,8 +1909,8 @@ versions = ">=v0.10.0, <v0.20"
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
         let cases: &[(&str, &str)] = &[
-            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve)"),
-            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve)"),
+            ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve, retention)"),
+            ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve, retention)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
             ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
@@ -2340,6 +2450,47 @@ watched = true
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}\n got: {err}\nwant: {want}");
+        }
+    }
+
+    /// `[retention]` reads its keys, defaults to keeping everything, and
+    /// names the key of a bad value. See: #15
+    #[test]
+    fn issue_15_retention_values_are_read() {
+        let text = "[retention]\nkeep_unused_for = \"180d\"\nkeep_latest = 5\n\
+                    max_tree_size = \"2T\"\nlist_max_age = \"2m\"\n";
+        let r = parse(text).unwrap_or_else(|e| panic!("{e}")).retention;
+        let want = RetentionSettings {
+            keep_unused_for: Some(Duration::from_secs(180 * 24 * 3600)),
+            keep_latest: 5,
+            max_tree_size: Some(2 << 40),
+            list_max_age: Duration::from_secs(120),
+        };
+        assert_eq!(r, want);
+        let none = parse("").unwrap_or_else(|e| panic!("{e}")).retention;
+        assert!(!none.is_set());
+        assert_eq!((none.keep_latest, none.list_max_age.as_secs()), (3, 60));
+        let sizes: &[(&str, u64)] = &[
+            ("1000", 1000),
+            ("1K", 1024),
+            ("1.5G", 3 << 29),
+            ("2 TiB", 2 << 40),
+            ("10MB", 10 << 20),
+        ];
+        for (text, want) in sizes {
+            assert_eq!(parse_size(text), Ok(*want), "{text}");
+        }
+        let cases: &[(&str, &str)] = &[
+            ("[retention]\nkeep_unused_for = \"soon\"\n", "mirror.toml:2: [retention] keep_unused_for: invalid duration \"soon\""),
+            ("[retention]\nkeep_latest = -1\n", "mirror.toml:2: [retention] keep_latest: must be at least 0, got -1"),
+            ("[retention]\nmax_tree_size = \"2X\"\n", "mirror.toml:2: [retention] max_tree_size: invalid size \"2X\": unknown unit \"X\""),
+            ("[retention]\nmax_tree_size = \"0\"\n", "mirror.toml:2: [retention] max_tree_size: must be at least 1 byte, got \"0\""),
+            ("[retention]\nlist_max_age = \"0s\"\n", "mirror.toml:2: [retention] list_max_age: must be greater than 0"),
+            ("[retention]\nkeep = 1\n", "mirror.toml:2: [retention] keep: unknown key (expected one of: keep_unused_for, keep_latest, max_tree_size, list_max_age)"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with(want), "{text:?}\n got: {err}\nwant: {want}");
         }
     }
 }

@@ -77,6 +77,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.shutdown_timeout(Duration::from_secs(5));
             Ok(code)
         }
+        Command::Prune { dry_run, json } => {
+            runtime.block_on(cli::prune::prune(load()?, dry_run, json))
+        }
         Command::Retry { pattern } => runtime.block_on(cli::state::retry(load()?, pattern)),
         Command::Closure { dir, json } => {
             runtime.block_on(cli::closure::closure(load()?, &dir, json))

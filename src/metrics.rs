@@ -236,6 +236,8 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
         ("quarantined", v.quarantined),
         ("not_found", v.not_found),
         ("failed", v.failed),
+        ("pruning", v.pruning),
+        ("pruned", v.pruned),
     ];
     let help = "Versions in the state database by status.";
     x.labeled("gomirror_versions", help, "status", &by_status);
@@ -264,6 +266,7 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
     render_runs(&mut x, s);
     render_feed(&mut x, s);
     render_projects(&mut x, s);
+    render_retention(&mut x, s);
     render_sumdb(&mut x, s);
     render_upstream_health(&mut x, s);
     render_clients(&mut x, &s.clients);
@@ -290,6 +293,23 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
         render_daemon(&mut x, d);
     }
     x.out
+}
+
+/// What `gomirror prune` removed, over every finished prune. See: #15
+fn render_retention(x: &mut Exposition, s: &StatusReport) {
+    let r = &s.retention;
+    x.gauges(&[
+        (
+            "gomirror_pruned_versions",
+            "Versions removed by the retention policy, over every prune.",
+            r.pruned_versions,
+        ),
+        (
+            "gomirror_pruned_bytes",
+            "Bytes of .info, .mod and .zip files removed by the retention policy.",
+            r.pruned_bytes,
+        ),
+    ]);
 }
 
 /// The index feed's newest entry, and how far behind now it is.
@@ -878,6 +898,7 @@ mod tests {
             projects: Vec::new(),
             clients: Default::default(),
             learned: Default::default(),
+            retention: Default::default(),
         }
     }
 
@@ -912,6 +933,34 @@ mod tests {
             r#"gomirror_project_error{project="/src/app"} 0"#,
         ] {
             assert!(x.out.lines().any(|l| l == line), "{line} in:\n{}", x.out);
+        }
+    }
+
+    /// Pruned versions by status, and what every prune removed. See: #15
+    #[test]
+    fn issue_15_metrics_show_pruned_counts_and_bytes() {
+        let mut s = status_with_feed(None);
+        s.versions.pruned = 4;
+        s.versions.pruning = 1;
+        s.retention = crate::state::RetentionStatus {
+            pruned_versions: 6,
+            pruned_bytes: 12345,
+            last_prune_at: Some("2026-01-01T00:00:00Z".into()),
+            pruning: 1,
+        };
+        let inputs = Inputs {
+            status: s,
+            tree: Default::default(),
+            last_run: None,
+        };
+        let text = render(&inputs, None);
+        for line in [
+            r#"gomirror_versions{status="pruned"} 4"#,
+            r#"gomirror_versions{status="pruning"} 1"#,
+            "gomirror_pruned_versions 6",
+            "gomirror_pruned_bytes 12345",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
     }
 

@@ -98,6 +98,17 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, requires = "wait")]
         wait_timeout: std::time::Duration,
     },
+    /// Remove what the [retention] policy lets go: lists first, files after
+    /// the lists' cache lifetime. Lists every version with why it stays or
+    /// goes, and the totals.
+    Prune {
+        /// Decide and list; touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Put failed and quarantined versions back to pending, with their
     /// attempts reset; the next sync fetches them.
     Retry {

@@ -4,7 +4,8 @@
 //! `output` and `report` (what goes to stdout and stderr), and the
 //! subcommands by what they work on: `sync` (sync, daemon), `state`
 //! (status, verify, retry), `bundle` (keygen, export, inspect, import),
-//! `closure` (what a project needs), `clients` (what the access log says).
+//! `closure` (what a project needs), `clients` (what the access log says), `prune`
+//! (retention).
 //! The library never prints; this side never decides what a run does.
 
 pub mod args;
@@ -14,6 +15,7 @@ pub mod closure;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod signals;
 pub mod state;

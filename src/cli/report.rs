@@ -236,6 +236,28 @@ fn counts(s: &RunSummary) -> String {
 
 /// The counts, the feed cursor and the checksum databases, then the history
 /// and the problems.
+/// `pruned N versions (size), last prune <time>`, once anything was pruned. See: #15
+fn print_retention(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
+    let t = &r.retention;
+    if let Some(at) = &t.last_prune_at {
+        writeln!(
+            out,
+            "pruned {} versions ({}) over every prune, {} now pruned, last prune {at}",
+            t.pruned_versions,
+            HumanBytes(t.pruned_bytes),
+            r.versions.pruned
+        )?;
+    }
+    if t.pruning > 0 {
+        writeln!(
+            out,
+            "{} versions of an interrupted prune: the next `gomirror prune` completes it",
+            t.pruning
+        )?;
+    }
+    Ok(())
+}
+
 fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
     let v = &r.versions;
     writeln!(
@@ -257,6 +279,7 @@ fn print_status(out: &mut impl Write, r: &StatusReport) -> io::Result<()> {
         "pending {}, quarantined {}{held}, not found {}, failed {}",
         v.pending, v.quarantined, v.not_found, v.failed
     )?;
+    print_retention(out, r)?;
     if let Some(f) = &r.feed {
         let newest = f.newest.as_deref().unwrap_or("none yet");
         writeln!(

@@ -12,6 +12,7 @@
 
 pub mod feed;
 pub mod learned;
+pub mod retention;
 pub mod rules;
 pub mod toolchain;
 pub mod watchlist;

@@ -20,15 +20,19 @@
 //! So no client ever sees a version listed before its files exist, not even
 //! after a power loss. `commit` records the versions in state after step 4.
 //!
+//! A prune removes in the reverse order ([`remove_lists`], [`remove_version_files`]).
+//!
 //! Everything here blocks; callers run it on the blocking pool.
 
 pub mod atomic;
 mod index;
 pub mod layout;
+mod remove;
 mod sumdb;
 
 pub use atomic::{Placed, WriteError};
 pub use layout::{Kind, Tree};
+pub use remove::{remove_lists, remove_version_files};
 pub use sumdb::{
     check_sumdb, lookup_body, place_sumdb, read_sumdb_tile, remove_stray_sumdb_temps, SumdbHead,
 };

@@ -116,6 +116,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0015_index_entries.sql"),
         before: None,
     },
+    Migration {
+        version: 16,
+        name: "retention",
+        sql: include_str!("../../migrations/0016_retention.sql"),
+        before: Some(allow_pruning),
+    },
 ];
 
 /// The `versions` CHECK constraints of 0001_init.sql, as SQLite keeps them.
@@ -165,6 +171,53 @@ fn allow_go_mod_only(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))?;
     tx.execute_batch("PRAGMA writable_schema = OFF")?;
     Ok(())
+}
+
+/// The `versions` status CHECK constraint as 0007 left it.
+const STATUS_CHECK_0007: &str =
+    "CHECK (status IN ('pending', 'published', 'mod_only', 'quarantined', 'not_found', 'failed'))";
+
+/// 0016: lets `versions.status` be `pruning` and `pruned` (see: #15), the
+/// way [`allow_go_mod_only`] let it be `mod_only`. Neither status has
+/// column constraints: a pruned row keeps what it recorded of its files.
+fn allow_pruning(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    edit_versions_sql(tx, |sql| {
+        sql.contains(STATUS_CHECK_0007).then(|| {
+            sql.replace(
+                STATUS_CHECK_0007,
+                "CHECK (status IN ('pending', 'published', 'mod_only', 'quarantined', \
+                 'not_found', 'failed', 'pruning', 'pruned'))",
+            )
+        })
+    })
+}
+
+/// Replaces the `versions` table's text with `edit`'s, bumping
+/// `schema_version` (sqlite.org/lang_altertable.html); `None` from `edit`
+/// (the text is not what it expects) fails the migration.
+fn edit_versions_sql(
+    tx: &rusqlite::Transaction<'_>,
+    edit: impl FnOnce(&str) -> Option<String>,
+) -> rusqlite::Result<()> {
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'versions'",
+        [],
+        |r| r.get(0),
+    )?;
+    let Some(edited) = edit(&sql) else {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some("versions: its status CHECK constraint is not that of 0007".into()),
+        ));
+    };
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.execute_batch("PRAGMA writable_schema = ON")?;
+    tx.execute(
+        "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'versions'",
+        [&edited],
+    )?;
+    tx.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))?;
+    tx.execute_batch("PRAGMA writable_schema = OFF")
 }
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

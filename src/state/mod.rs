@@ -27,6 +27,7 @@
 //! - `learning.rs`: clients' misses a sync learns from (`client_misses`)
 //! - `clients.rs`: the access log's cursor and figures, `record_client_batch`,
 //!   `client_figures` (see: #14)
+//! - `retention.rs`: what a prune reads, `begin_prune` … `finish_prune` (see: #15)
 //! - `status.rs`: `status` (one snapshot for `gomirror status` and metrics)
 //!
 //! A module path or version read back from the database is checked again
@@ -46,6 +47,7 @@ mod index;
 mod learning;
 mod migrate;
 mod projects;
+mod retention;
 mod runs;
 mod status;
 mod sumdb;
@@ -80,6 +82,7 @@ pub use projects::{
     MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,
     PROJECT_MISSING_KEPT,
 };
+pub use retention::{OpenPrune, PruneId, PruneItem, RetentionRow, RetentionStatus};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
     FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,

@@ -256,9 +256,14 @@ fn classify(
             }
             Some(VersionStatus::NotFound) => Some(MissingReason::NotFound),
             Some(VersionStatus::Failed) => Some(MissingReason::Failed),
-            Some(VersionStatus::ModOnly | VersionStatus::Pending) | None => {
-                Some(MissingReason::Pending)
-            }
+            // A pruned version a project needs is planned again (see: #15).
+            Some(
+                VersionStatus::ModOnly
+                | VersionStatus::Pending
+                | VersionStatus::Pruning
+                | VersionStatus::Pruned,
+            )
+            | None => Some(MissingReason::Pending),
         };
         match reason {
             None => counts.present += 1,

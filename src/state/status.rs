@@ -50,6 +50,8 @@ pub struct StatusReport {
     pub clients: super::clients::ClientFigures,
     /// What learning made of clients' misses, and how many wait. See: #14
     pub learned: super::learning::LearnedCounts,
+    /// What retention pruned. See: #15
+    pub retention: super::retention::RetentionStatus,
 }
 
 /// The newest run that failed, finished partial, or was interrupted, and why: what
@@ -192,6 +194,10 @@ pub struct StatusCounts {
     pub quarantined: u64,
     pub not_found: u64,
     pub failed: u64,
+    /// Being pruned: a killed `gomirror prune` left them (see: #15).
+    pub pruning: u64,
+    /// Pruned by the retention policy; their files are gone.
+    pub pruned: u64,
 }
 
 /// A version that did not make it into the tree, and why.
@@ -252,6 +258,7 @@ pub(crate) fn status(conn: &mut Connection) -> rusqlite::Result<StatusReport> {
         projects: super::projects::projects(&tx)?,
         clients: super::clients::client_figures(&tx, None, super::clients::CLIENT_TOP)?,
         learned: super::learning::counts(&tx, &super::now())?,
+        retention: super::retention::retention_status(&tx)?,
     };
     tx.commit()?;
     Ok(report)
@@ -270,6 +277,8 @@ fn counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
             VersionStatus::Quarantined => &mut c.quarantined,
             VersionStatus::NotFound => &mut c.not_found,
             VersionStatus::Failed => &mut c.failed,
+            VersionStatus::Pruning => &mut c.pruning,
+            VersionStatus::Pruned => &mut c.pruned,
         } = n;
     }
     Ok(c)
@@ -560,6 +569,8 @@ mod tests {
             quarantined: 1,
             not_found: 0,
             failed: 1,
+            pruning: 0,
+            pruned: 0,
         };
         assert_eq!(r.versions, want);
         // published_info(n): info 12 + mod 7 + zip n.

@@ -33,16 +33,25 @@ pub enum VersionStatus {
     Quarantined,
     NotFound,
     Failed,
+    /// Being pruned (see: #15): out of every list, its files still in the
+    /// tree or half deleted; only `pruned` follows
+    /// (migrations/0016_retention.sql).
+    Pruning,
+    /// Pruned by the retention policy: its files are gone. A later plan
+    /// that selects it again re-mirrors it (`pending`).
+    Pruned,
 }
 
 impl VersionStatus {
-    pub const ALL: [VersionStatus; 6] = [
+    pub const ALL: [VersionStatus; 8] = [
         VersionStatus::Pending,
         VersionStatus::Published,
         VersionStatus::ModOnly,
         VersionStatus::Quarantined,
         VersionStatus::NotFound,
         VersionStatus::Failed,
+        VersionStatus::Pruning,
+        VersionStatus::Pruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +62,8 @@ impl VersionStatus {
             VersionStatus::Quarantined => "quarantined",
             VersionStatus::NotFound => "not_found",
             VersionStatus::Failed => "failed",
+            VersionStatus::Pruning => "pruning",
+            VersionStatus::Pruned => "pruned",
         }
     }
 }
@@ -195,6 +206,10 @@ impl Store {
                 match status {
                     VersionStatus::Published => done.published.insert(mv),
                     VersionStatus::ModOnly => done.go_mod_only.insert(mv),
+                    // Until its prune finishes nothing may fetch it again
+                    // (the prune would delete what a sync re-published);
+                    // once `pruned` it is planned like any missing version.
+                    VersionStatus::Pruning => done.published.insert(mv),
                     _ => false,
                 };
             }
@@ -314,7 +329,7 @@ pub(crate) fn mark_pending(
              ON CONFLICT (module_id, version) DO UPDATE SET
                  status = 'pending', updated_at = excluded.updated_at,
                  last_run_id = excluded.last_run_id, next_try_at = NULL
-             WHERE versions.status NOT IN ('published', 'mod_only', 'quarantined')",
+             WHERE versions.status NOT IN ('published', 'mod_only', 'quarantined', 'pruning')",
         )?;
         for mv in items {
             let module = modules.get(&tx, &mv.path, &now)?;
@@ -358,7 +373,7 @@ pub(super) fn write_outcomes(
                  info_sha256 = excluded.info_sha256, mod_sha256 = excluded.mod_sha256,
                  attempts = versions.attempts + 1, last_error = excluded.last_error,
                  updated_at = excluded.updated_at, published_at = excluded.published_at
-             WHERE versions.status != 'published'
+             WHERE versions.status NOT IN ('published', 'pruning')
                  AND (versions.status != 'mod_only' OR excluded.status = 'published')",
         )?;
         for o in outcomes {

@@ -27,6 +27,7 @@ mod follow;
 mod learn;
 mod plan_error;
 pub mod project;
+pub mod prune;
 mod repair;
 mod sumdb;
 mod toolchain;

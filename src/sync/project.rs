@@ -253,7 +253,7 @@ pub async fn closure_report(
 }
 
 /// The closure's toolchain for each platform, not yet looked for in the tree.
-fn toolchain_needs(closure: &Closure, platforms: &[Platform]) -> Vec<ToolchainNeed> {
+pub(super) fn toolchain_needs(closure: &Closure, platforms: &[Platform]) -> Vec<ToolchainNeed> {
     let Some(release) = &closure.toolchain else {
         return Vec::new();
     };
@@ -268,7 +268,7 @@ fn toolchain_needs(closure: &Closure, platforms: &[Platform]) -> Vec<ToolchainNe
 }
 
 /// A project and its go.sum files (each main module's, and go.work.sum).
-fn load(dir: &Path) -> Result<(Project, Vec<GoSum>), ClosureError> {
+pub(super) fn load(dir: &Path) -> Result<(Project, Vec<GoSum>), ClosureError> {
     let project = Project::load(dir)?;
     let sums = gosum::project_sums(&project)?;
     Ok((project, sums))
@@ -459,7 +459,7 @@ pub(super) fn jobs(closure: &Closure) -> impl Iterator<Item = Job> + '_ {
 
 /// Each pattern's directories: itself when it has no glob characters (it must exist), else
 /// every match that holds a go.mod or go.work.
-fn expand(patterns: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
+pub(super) fn expand(patterns: &[PathBuf]) -> Vec<Result<PathBuf, String>> {
     let mut out = Vec::new();
     for p in patterns {
         let text = p.to_string_lossy();

@@ -253,7 +253,7 @@ async fn status_prints_counts_after_a_run() {
     assert_eq!(v["modules"], 2, "{v:#}");
     assert_eq!(
         v["versions"],
-        serde_json::json!({"pending": 0, "published": 2, "mod_only": 0, "quarantined": 1, "not_found": 0, "failed": 0}),
+        serde_json::json!({"pending": 0, "published": 2, "mod_only": 0, "quarantined": 1, "not_found": 0, "failed": 0, "pruning": 0, "pruned": 0}),
         "{v:#}"
     );
     let sizes: u64 = good

@@ -25,6 +25,7 @@ mod issue_13_verify;
 mod learn;
 mod metrics;
 mod nginx;
+mod retention;
 mod selftest;
 mod sumdb;
 mod sumdb_go;
