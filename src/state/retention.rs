@@ -346,9 +346,20 @@ mod tests {
         status
     }
 
+    /// The downstream `/index` feed's versions, oldest entry first (see: #16).
+    async fn feed(store: &Store) -> Vec<String> {
+        let page = store
+            .index_page(time::OffsetDateTime::UNIX_EPOCH, 2000)
+            .await
+            .unwrap();
+        page.iter().map(|e| e.mv.version.to_string()).collect()
+    }
+
     /// published → pruning → pruned → pending → published, and nothing
     /// else: a sync cannot mark a version being pruned pending, nor record
-    /// it; the trigger stops any other writer. See: #15
+    /// it; the trigger stops any other writer. The downstream feed leaves a
+    /// version out from the moment its prune begins; re-mirrored, it is
+    /// there again as the newest entry. See: #15
     #[tokio::test]
     async fn issue_15_a_prune_moves_versions_through_pruning_to_pruned() {
         let (_dir, store) = store_with(&["v1.0.0", "v1.1.0"]).await;
@@ -362,6 +373,7 @@ mod tests {
         assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Pruning);
         assert_eq!(status_of(&store, "v1.1.0").await, VersionStatus::Published);
         assert_eq!(store.unfinished_prune().await.unwrap(), Some(open.clone()));
+        assert_eq!(feed(&store).await, ["v1.1.0"]);
 
         let run = store.begin_run().await.unwrap();
         let v100 = [mv("a.example/m", "v1.0.0")];
@@ -400,6 +412,7 @@ mod tests {
         store.finish_prune(open.id).await.unwrap();
         assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Pruned);
         assert_eq!(store.unfinished_prune().await.unwrap(), None);
+        assert_eq!(feed(&store).await, ["v1.1.0"]);
         let report = store.status().await.unwrap();
         assert_eq!((report.versions.pruned, report.versions.published), (1, 1));
         assert_eq!(report.retention.pruned_versions, 1);
@@ -410,6 +423,7 @@ mod tests {
         assert_eq!(store.mark_pending(run, &v100).await.unwrap(), 1);
         assert_eq!(store.record_outcomes(&[again]).await.unwrap().written, 1);
         assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Published);
+        assert_eq!(feed(&store).await, ["v1.1.0", "v1.0.0"]);
         // A published row still cannot change otherwise.
         let err = store
             .call_as("edit", |c| {
