@@ -321,16 +321,35 @@ fn run_measured(config: &Path, bundle: &Path) -> (i32, String, i64) {
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("spawn gomirror");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 writes only into the two
-    // out-parameters, which live for the call.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    assert!(libc::WIFEXITED(status), "exited, not killed: {status}");
+    // The child's own high-water mark, sampled until it exits. Not `ru_maxrss` from wait4:
+    // Linux starts that at the RSS of the process that spawned the child (exec records the
+    // spawning mm's high-water mark), and this test process runs every other test too.
+    let mut child = child;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(peak_kib > 0, "VmHWM was read");
+    let code = status.code().expect("exited, not killed");
     let stderr = std::fs::read_to_string(&err_path).expect("read stderr");
-    (libc::WEXITSTATUS(status), stderr, usage.ru_maxrss)
+    (code, stderr, peak_kib)
+}
+
+/// `VmHWM:   1234 kB` of a /proc/<pid>/status.
+fn vm_hwm_kib(status: &str) -> Option<i64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A file that is not a bundle says so, and "refused" is said once.
