@@ -453,41 +453,43 @@ fn render_upstream_health(x: &mut Exposition, s: &StatusReport) {
 /// bounded: the top [`crate::state::CLIENT_TOP`] only. See: #14
 fn render_clients(x: &mut Exposition, c: &crate::state::ClientFigures) {
     use crate::clients::request::{ResultClass, Skip};
-    let name = "gomirror_client_requests_total";
-    x.family(
-        name,
+    let requests: Vec<_> = ResultClass::ALL
+        .iter()
+        .map(|&class| (class.as_str(), c.requests.get(class)))
+        .collect();
+    let help = "Protocol requests in the access log by what they meant.";
+    x.labeled_kind(
+        "gomirror_client_requests_total",
         "counter",
-        "Protocol requests in the access log by what they meant.",
+        help,
+        "result",
+        &requests,
     );
-    for class in ResultClass::ALL {
-        x.sample(
-            name,
-            &[("result", class.as_str())],
-            c.requests.get(class) as f64,
-        );
-    }
-    let name = "gomirror_client_skipped_total";
-    x.family(
-        name,
+    let skipped: Vec<_> = Skip::ALL
+        .iter()
+        .map(|&skip| (skip.as_str(), c.skipped.get(skip)))
+        .collect();
+    let help = "Access-log lines in no result class, by why.";
+    x.labeled_kind(
+        "gomirror_client_skipped_total",
         "counter",
-        "Access-log lines in no result class, by why.",
+        help,
+        "reason",
+        &skipped,
     );
-    for skip in Skip::ALL {
-        x.sample(
-            name,
-            &[("reason", skip.as_str())],
-            c.skipped.get(skip) as f64,
-        );
-    }
-    let name = "gomirror_client_rejected_total";
-    x.family(
-        name,
+    let rejected: Vec<_> = c
+        .rejected
+        .iter()
+        .map(|r| (r.reason.as_str(), r.count))
+        .collect();
+    let help = "Hostile request targets refused, by reason.";
+    x.labeled_kind(
+        "gomirror_client_rejected_total",
         "counter",
-        "Hostile request targets refused, by reason.",
+        help,
+        "reason",
+        &rejected,
     );
-    for r in &c.rejected {
-        x.sample(name, &[("reason", &r.reason)], r.count as f64);
-    }
     x.counter(
         "gomirror_client_bytes_total",
         "Body bytes sent for protocol requests.",
@@ -526,15 +528,9 @@ fn render_learned(x: &mut Exposition, l: &crate::state::LearnedCounts) {
         &[],
         l.due,
     );
-    let name = "gomirror_client_misses_learned";
-    x.family(
-        name,
-        "gauge",
-        "Missed versions and listings by what learning made of them.",
-    );
-    for (outcome, n) in &l.outcomes {
-        x.sample(name, &[("outcome", outcome)], *n as f64);
-    }
+    let outcomes: Vec<_> = l.outcomes.iter().map(|(o, n)| (o.as_str(), *n)).collect();
+    let help = "Missed versions and listings by what learning made of them.";
+    x.labeled("gomirror_client_misses_learned", help, "outcome", &outcomes);
 }
 
 fn render_daemon(x: &mut Exposition, d: &DaemonCounters) {
@@ -756,7 +752,19 @@ impl Exposition {
 
     /// A gauge family with one sample per value of `label`.
     fn labeled(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-        self.family(name, "gauge", help);
+        self.labeled_kind(name, "gauge", help, label, values);
+    }
+
+    /// A family of `kind` with one sample per value of `label`.
+    fn labeled_kind(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, u64)],
+    ) {
+        self.family(name, kind, help);
         for (value, n) in values {
             self.sample(name, &[(label, value)], *n as f64);
         }
