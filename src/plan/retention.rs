@@ -136,7 +136,7 @@ impl Reason {
 /// Which rule decides a version, one byte while every version is weighed;
 /// its [`Reason`] (a time, a need) is made at the end, in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
+enum Fate {
     Needed,
     Latest,
     UsedRecently,
@@ -146,15 +146,15 @@ enum Rule {
     OverSize,
 }
 
-impl Rule {
+impl Fate {
     /// Whether the version goes ([`Reason::goes`]).
     fn goes(self) -> bool {
-        matches!(self, Rule::Unused | Rule::OverSize)
+        matches!(self, Fate::Unused | Fate::OverSize)
     }
 
     /// Kept, but rule 4 may still remove it.
     fn is_soft(self) -> bool {
-        matches!(self, Rule::UseUnknown | Rule::NoRule)
+        matches!(self, Fate::UseUnknown | Fate::NoRule)
     }
 }
 
@@ -227,35 +227,35 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Decision {
     let latest = newest(policy.keep_latest, &candidates);
-    let mut rules: Vec<Rule> = candidates
+    let mut fates: Vec<Fate> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
             if needed.contains_key(&c.mv) {
-                return Rule::Needed;
+                return Fate::Needed;
             }
             if latest.get(i).copied().unwrap_or(false) {
-                return Rule::Latest;
+                return Fate::Latest;
             }
             match policy.keep_unused_for {
-                None => Rule::NoRule,
-                Some(_) if !policy.use_recorded => Rule::UseUnknown,
-                Some(d) if now - c.unused_since() > d => Rule::Unused,
-                Some(_) => Rule::UsedRecently,
+                None => Fate::NoRule,
+                Some(_) if !policy.use_recorded => Fate::UseUnknown,
+                Some(d) if now - c.unused_since() > d => Fate::Unused,
+                Some(_) => Fate::UsedRecently,
             }
         })
         .collect();
     drop(latest);
     let mut kept: u64 = candidates
         .iter()
-        .zip(&rules)
+        .zip(&fates)
         .filter(|(_, r)| !r.goes())
         .map(|(c, _)| c.bytes)
         .sum();
     let mut over_size = false;
     if let Some(max) = policy.max_tree_size.filter(|max| kept > *max) {
         let mut soft: Vec<usize> = (0..candidates.len())
-            .filter(|&i| rules[i].is_soft())
+            .filter(|&i| fates[i].is_soft())
             .collect();
         soft.sort_by(|&a, &b| {
             let (a, b) = (&candidates[a], &candidates[b]);
@@ -266,7 +266,7 @@ pub fn decide(
                 break;
             }
             kept -= candidates[i].bytes;
-            rules[i] = Rule::OverSize;
+            fates[i] = Fate::OverSize;
         }
         over_size = kept > max;
     }
@@ -276,19 +276,19 @@ pub fn decide(
     };
     d.verdicts = candidates
         .into_iter()
-        .zip(rules)
-        .map(|(c, rule)| {
+        .zip(fates)
+        .map(|(c, fate)| {
             let since = c.unused_since();
-            let reason = match rule {
-                Rule::Needed => Reason::Needed(needed[&c.mv].clone()),
-                Rule::Latest => Reason::Latest {
+            let reason = match fate {
+                Fate::Needed => Reason::Needed(needed[&c.mv].clone()),
+                Fate::Latest => Reason::Latest {
                     of: policy.keep_latest,
                 },
-                Rule::UsedRecently => Reason::UsedRecently { since },
-                Rule::UseUnknown => Reason::UseUnknown,
-                Rule::NoRule => Reason::NoRule,
-                Rule::Unused => Reason::Unused { since },
-                Rule::OverSize => Reason::OverSize { since },
+                Fate::UsedRecently => Reason::UsedRecently { since },
+                Fate::UseUnknown => Reason::UseUnknown,
+                Fate::NoRule => Reason::NoRule,
+                Fate::Unused => Reason::Unused { since },
+                Fate::OverSize => Reason::OverSize { since },
             };
             let (bytes, versions) = match reason.goes() {
                 true => (&mut d.going_bytes, &mut d.going_versions),

@@ -504,7 +504,8 @@ mod tests {
         assert_eq!(items, [Item(mv("a.example/m", "v1.0.0"))]);
         assert_eq!(open.versions, 1);
         let m = module("a.example/m");
-        assert_eq!(store.prune_modules(open.id).await.unwrap(), [m.clone()]);
+        let modules = store.prune_modules(open.id).await.unwrap();
+        assert_eq!(modules, std::slice::from_ref(&m));
         let lists = store.published_lists(vec![m.clone()]).await.unwrap();
         assert_eq!(lists, [(m, vec![mv("a.example/m", "v1.1.0").version])]);
         let page = store.prune_page(open.id, PruneCursor::default(), 10);
