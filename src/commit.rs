@@ -42,8 +42,8 @@ use crate::error::{blocking, TaskError};
 use crate::module::{ModVer, ModulePath, Version};
 use crate::publish::{self, Metadata, Staged, SumdbHead, Tree, WriteError};
 use crate::state::{
-    OpenPrune, Outcome, OutcomeKind, PublishedInfo, RecordId, StateError, Store, StoredHead,
-    ZipInfo,
+    OpenPrune, Outcome, OutcomeKind, PruneCursor, PruneId, PublishedInfo, RecordId, StateError,
+    Store, StoredHead, ZipInfo,
 };
 use crate::verify::sumdb::client::SignedHead;
 use crate::verify::sumdb::tile::Tile;
@@ -396,13 +396,19 @@ pub enum Unpublished {
 /// time is whole seconds, rounded down, and clocks of caches drift.
 pub const LIST_AGE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How many modules' lists one step of [`unpublish`] rewrites, and how
+/// many versions' files one step removes: what a prune holds at a time,
+/// whatever its size (each list step costs two barriers).
+const UNPUBLISH_CHUNK: usize = 2048;
+
 /// Steps 2–5 of a prune whose versions state holds `pruning` (step 1,
 /// `Store::begin_prune`): rewrites the touched modules' lists from the
 /// versions state has published (a module with none left loses both, so
 /// clients fall through), records when; waits until `list_max_age` plus
 /// [`LIST_AGE_MARGIN`] has passed since then (only the remainder, for a
 /// prune a kill interrupted); removes `.info`, barrier, `.mod` and `.zip`,
-/// barrier; records them `pruned`.
+/// barrier; records them `pruned`. Modules and versions are read from
+/// state [`UNPUBLISH_CHUNK`] at a time, each step as it goes.
 pub async fn unpublish(
     tree: &Tree,
     store: &Store,
@@ -413,13 +419,13 @@ pub async fn unpublish(
     let rewritten = match &open.lists_rewritten_at {
         Some(at) => at.clone(),
         None => {
-            let paths: BTreeSet<ModulePath> = open
-                .versions
-                .iter()
-                .filter(|(_, listed)| *listed)
-                .map(|(mv, _)| mv.path.clone())
-                .collect();
-            rewrite_or_remove_lists(tree, store, paths.into_iter().collect()).await?;
+            // A kill between chunks leaves some lists rewritten and none
+            // recorded: the next prune rewrites them all again, from state.
+            let paths = store.prune_modules(open.id).await?;
+            for chunk in paths.chunks(UNPUBLISH_CHUNK) {
+                rewrite_or_remove_lists(tree, store, chunk.to_vec()).await?;
+            }
+            drop(paths);
             test_kill_point("lists");
             store.lists_rewritten(open.id).await?
         }
@@ -434,24 +440,45 @@ pub async fn unpublish(
             () = token.cancelled() => return Ok(Unpublished::Interrupted),
         }
     }
-    let tree = tree.clone();
-    let versions: Vec<ModVer> = open.versions.into_iter().map(|(mv, _)| mv).collect();
-    let files = blocking("removing pruned files", move || {
-        use publish::Kind;
-        let root = tree.root();
-        // `.info` first: it is what makes `go` believe a version exists.
-        let mut n = publish::remove_version_files(&tree, &versions, &[Kind::Info])?;
-        publish::atomic::barrier(root)?;
-        test_kill_point("info");
-        n += publish::remove_version_files(&tree, &versions, &[Kind::Mod, Kind::Zip])?;
-        publish::atomic::barrier(root)?;
-        Ok(n)
-    })
-    .await?
-    .map_err(CommitError::Publish)?;
+    use publish::Kind;
+    // `.info` first: it is what makes `go` believe a version exists.
+    let mut files = remove_files(tree, store, open.id, &[Kind::Info]).await?;
+    test_kill_point("info");
+    files += remove_files(tree, store, open.id, &[Kind::Mod, Kind::Zip]).await?;
     test_kill_point("files");
     store.finish_prune(open.id).await?;
     Ok(Unpublished::Done { files })
+}
+
+/// Removes the `kinds` files of every version prune `id` holds `pruning`,
+/// a page at a time, then a barrier; returns how many were there.
+async fn remove_files(
+    tree: &Tree,
+    store: &Store,
+    id: PruneId,
+    kinds: &'static [publish::Kind],
+) -> Result<usize, CommitError> {
+    let (mut from, mut files) = (PruneCursor::default(), 0);
+    loop {
+        let (versions, next) = store.prune_page(id, from, UNPUBLISH_CHUNK).await?;
+        let tree = tree.clone();
+        files += blocking("removing pruned files", move || {
+            publish::remove_version_files(&tree, &versions, kinds)
+        })
+        .await?
+        .map_err(CommitError::Publish)?;
+        match next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    let tree = tree.clone();
+    blocking("removing pruned files", move || {
+        publish::atomic::barrier(tree.root())
+    })
+    .await?
+    .map_err(CommitError::Publish)?;
+    Ok(files)
 }
 
 /// [`rewrite_lists`], except that a module with no published version left
@@ -461,18 +488,18 @@ async fn rewrite_or_remove_lists(
     store: &Store,
     paths: Vec<ModulePath>,
 ) -> Result<(), CommitError> {
-    let with_versions: HashSet<ModulePath> = store
-        .published_set(&paths)
-        .await?
-        .into_iter()
-        .map(|mv| mv.path)
-        .collect();
-    let (keep, empty): (Vec<ModulePath>, Vec<ModulePath>) =
-        paths.into_iter().partition(|p| with_versions.contains(p));
-    rewrite_lists(tree, store, keep).await?;
+    let lists = store.published_lists(paths).await?;
     let tree = tree.clone();
-    blocking("removing emptied lists", move || {
-        for path in &empty {
+    blocking("rewriting lists", move || {
+        let (modules, empty): (Vec<_>, Vec<_>) = lists
+            .into_iter()
+            .partition(|(_, versions)| !versions.is_empty());
+        Metadata {
+            modules,
+            sumdb: None,
+        }
+        .write(&tree)?;
+        for (path, _) in &empty {
             publish::remove_lists(&tree, path)?;
         }
         publish::atomic::barrier(tree.root())

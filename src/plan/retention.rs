@@ -131,10 +131,30 @@ impl Reason {
             Reason::OverSize { .. } => "max_tree_size",
         }
     }
+}
+
+/// Which rule decides a version, one byte while every version is weighed;
+/// its [`Reason`] (a time, a need) is made at the end, in the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Needed,
+    Latest,
+    UsedRecently,
+    UseUnknown,
+    NoRule,
+    Unused,
+    OverSize,
+}
+
+impl Fate {
+    /// Whether the version goes ([`Reason::goes`]).
+    fn goes(self) -> bool {
+        matches!(self, Fate::Unused | Fate::OverSize)
+    }
 
     /// Kept, but rule 4 may still remove it.
-    fn is_soft(&self) -> bool {
-        matches!(self, Reason::UseUnknown | Reason::NoRule)
+    fn is_soft(self) -> bool {
+        matches!(self, Fate::UseUnknown | Fate::NoRule)
     }
 }
 
@@ -207,37 +227,35 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Decision {
     let latest = newest(policy.keep_latest, &candidates);
-    let mut reasons: Vec<Reason> = candidates
+    let mut fates: Vec<Fate> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            if let Some(need) = needed.get(&c.mv) {
-                return Reason::Needed(need.clone());
+            if needed.contains_key(&c.mv) {
+                return Fate::Needed;
             }
             if latest.get(i).copied().unwrap_or(false) {
-                return Reason::Latest {
-                    of: policy.keep_latest,
-                };
+                return Fate::Latest;
             }
-            let since = c.unused_since();
             match policy.keep_unused_for {
-                None => Reason::NoRule,
-                Some(_) if !policy.use_recorded => Reason::UseUnknown,
-                Some(d) if now - since > d => Reason::Unused { since },
-                Some(_) => Reason::UsedRecently { since },
+                None => Fate::NoRule,
+                Some(_) if !policy.use_recorded => Fate::UseUnknown,
+                Some(d) if now - c.unused_since() > d => Fate::Unused,
+                Some(_) => Fate::UsedRecently,
             }
         })
         .collect();
+    drop(latest);
     let mut kept: u64 = candidates
         .iter()
-        .zip(&reasons)
+        .zip(&fates)
         .filter(|(_, r)| !r.goes())
         .map(|(c, _)| c.bytes)
         .sum();
     let mut over_size = false;
     if let Some(max) = policy.max_tree_size.filter(|max| kept > *max) {
         let mut soft: Vec<usize> = (0..candidates.len())
-            .filter(|&i| reasons[i].is_soft())
+            .filter(|&i| fates[i].is_soft())
             .collect();
         soft.sort_by(|&a, &b| {
             let (a, b) = (&candidates[a], &candidates[b]);
@@ -248,9 +266,7 @@ pub fn decide(
                 break;
             }
             kept -= candidates[i].bytes;
-            reasons[i] = Reason::OverSize {
-                since: candidates[i].unused_since(),
-            };
+            fates[i] = Fate::OverSize;
         }
         over_size = kept > max;
     }
@@ -258,24 +274,43 @@ pub fn decide(
         over_size,
         ..Decision::default()
     };
-    for (c, reason) in candidates.into_iter().zip(reasons) {
-        match reason.goes() {
-            true => {
-                (d.going_bytes, d.going_versions) = (d.going_bytes + c.bytes, d.going_versions + 1)
+    d.verdicts = candidates
+        .into_iter()
+        .zip(fates)
+        .map(|(c, fate)| {
+            let since = c.unused_since();
+            let reason = match fate {
+                Fate::Needed => Reason::Needed(needed[&c.mv].clone()),
+                Fate::Latest => Reason::Latest {
+                    of: policy.keep_latest,
+                },
+                Fate::UsedRecently => Reason::UsedRecently { since },
+                Fate::UseUnknown => Reason::UseUnknown,
+                Fate::NoRule => Reason::NoRule,
+                Fate::Unused => Reason::Unused { since },
+                Fate::OverSize => Reason::OverSize { since },
+            };
+            let (bytes, versions) = match reason.goes() {
+                true => (&mut d.going_bytes, &mut d.going_versions),
+                false => (&mut d.kept_bytes, &mut d.kept_versions),
+            };
+            (*bytes, *versions) = (*bytes + c.bytes, *versions + 1);
+            Verdict {
+                mv: c.mv,
+                listed: c.listed,
+                bytes: c.bytes,
+                reason,
             }
-            false => {
-                (d.kept_bytes, d.kept_versions) = (d.kept_bytes + c.bytes, d.kept_versions + 1)
-            }
-        }
-        d.verdicts.push(Verdict {
-            mv: c.mv,
-            listed: c.listed,
-            bytes: c.bytes,
-            reason,
-        });
-    }
+        })
+        .collect();
     d
 }
+
+// A verdict fits in its candidate's place (see `decide`).
+const _: () = assert!(
+    std::mem::size_of::<Verdict>() <= std::mem::size_of::<Candidate>()
+        && std::mem::align_of::<Verdict>() == std::mem::align_of::<Candidate>()
+);
 
 /// Per candidate: whether it is one of the newest `n` listed versions of
 /// its module (releases before pre-releases, then semver).

@@ -82,7 +82,7 @@ pub use projects::{
     MissingReason, MissingVersion, Need, ProjectCounts, ProjectSeen, ProjectStatus, SeenClosure,
     PROJECT_MISSING_KEPT,
 };
-pub use retention::{OpenPrune, PruneId, PruneItem, RetentionRow, RetentionStatus};
+pub use retention::{OpenPrune, PruneCursor, PruneId, PruneItem, RetentionRow, RetentionStatus};
 pub use runs::{RunId, RunOutcome, RunRecord, RunSummary};
 pub use status::{
     FailedVersion, LastFailure, Problem, RejectedEntry, Rejection, RunTotals, StatusCounts,

@@ -8,6 +8,13 @@
 //! `pruning`, with why), [`Store::lists_rewritten`] (when no list named them
 //! any more), [`Store::finish_prune`] (→ `pruned`). [`Store::unfinished_prune`]
 //! is what a killed prune left for the next to complete.
+//!
+//! Between the steps, a prune reads its versions back a bounded part at a
+//! time ([`Store::prune_modules`], [`Store::published_lists`],
+//! [`Store::prune_page`]): a prune of 100,000 versions never holds them
+//! twice, and what state says is what the tree is made from.
+
+use std::fmt::{self, Write as _};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
@@ -15,7 +22,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{mod_ver, now, StateError, Store};
-use crate::module::ModVer;
+use crate::module::{ModVer, ModulePath, Version};
 
 /// A version whose files are in the tree, as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +39,16 @@ pub struct RetentionRow {
     pub last_use: Option<OffsetDateTime>,
 }
 
-/// One version a prune lets go, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PruneItem {
-    pub mv: ModVer,
-    pub reason: String,
-    pub bytes: u64,
+/// One version a prune lets go, and why: the caller's own value (a
+/// verdict), read where it is. [`Store::begin_prune`] takes them and hands
+/// them back, so 100,000 of them are never copied into another form, nor
+/// their reasons into 100,000 strings at once.
+pub trait PruneItem: Send + 'static {
+    fn mv(&self) -> &ModVer;
+    /// Why it goes, as `prune` shows it; stored as text.
+    fn reason(&self) -> impl fmt::Display + '_;
+    /// `.info` + `.mod` + `.zip` sizes.
+    fn bytes(&self) -> u64;
 }
 
 /// Which prune; rows of `prunes`.
@@ -50,9 +61,14 @@ pub struct OpenPrune {
     pub id: PruneId,
     /// When the lists stopped naming its versions; `None`: not yet.
     pub lists_rewritten_at: Option<String>,
-    /// Its versions, with what they were (`true`: listed).
-    pub versions: Vec<(ModVer, bool)>,
+    /// How many of its versions are still `pruning` (their names are read
+    /// a page at a time, [`Store::prune_page`]).
+    pub versions: usize,
 }
+
+/// Where [`Store::prune_page`] goes on from: the last version id read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCursor(i64);
 
 /// What `status` and metrics show of retention.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -80,9 +96,72 @@ impl Store {
 
     /// Starts a prune of `items`: each that is still in the tree becomes
     /// `pruning`, recorded with its reason and bytes; one transaction.
-    pub async fn begin_prune(&self, items: Vec<PruneItem>) -> Result<OpenPrune, StateError> {
-        self.call_as("begin prune", move |c| begin_prune(c, &items))
+    /// Returns the prune and `items`, unchanged.
+    pub async fn begin_prune<T: PruneItem>(
+        &self,
+        items: Vec<T>,
+    ) -> Result<(OpenPrune, Vec<T>), StateError> {
+        self.call_as("begin prune", move |c| {
+            begin_prune(c, &items).map(|open| (open, items))
+        })
+        .await
+    }
+
+    /// The modules with a listed version `id` still holds `pruning`: whose
+    /// lists the prune rewrites. By path.
+    pub async fn prune_modules(&self, id: PruneId) -> Result<Vec<ModulePath>, StateError> {
+        self.call_as("prune modules", move |c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT m.path FROM pruned_versions p
+                 JOIN versions v ON v.id = p.version_id JOIN modules m ON m.id = v.module_id
+                 WHERE p.prune_id = ?1 AND v.status = 'pruning' AND p.was = 'published'
+                 ORDER BY m.path",
+            )?;
+            let mut rows = stmt.query([id.0])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.extend(module_path(r.get_ref(0)?.as_str()?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Each of `paths` with the versions state has published of it (none:
+    /// an empty list), in `paths`' order: what its lists are made from.
+    pub async fn published_lists(
+        &self,
+        paths: Vec<ModulePath>,
+    ) -> Result<Vec<(ModulePath, Vec<Version>)>, StateError> {
+        self.call_as("published lists", move |c| published_lists(c, paths))
             .await
+    }
+
+    /// Up to `limit` of `id`'s versions still `pruning`, after `from`; the
+    /// cursor to go on from, `None` once none are left. In version id
+    /// order: the primary key's, no sort.
+    pub async fn prune_page(
+        &self,
+        id: PruneId,
+        from: PruneCursor,
+        limit: usize,
+    ) -> Result<(Vec<ModVer>, Option<PruneCursor>), StateError> {
+        self.call_as("prune page", move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT p.version_id, m.path, v.version FROM pruned_versions p
+                 JOIN versions v ON v.id = p.version_id JOIN modules m ON m.id = v.module_id
+                 WHERE p.prune_id = ?1 AND p.version_id > ?2 AND v.status = 'pruning'
+                 ORDER BY p.version_id LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![id.0, from.0, limit as i64])?;
+            let (mut out, mut last) = (Vec::with_capacity(limit), None);
+            while let Some(r) = rows.next()? {
+                last = Some(PruneCursor(r.get(0)?));
+                out.extend(mod_ver(r.get_ref(1)?.as_str()?, r.get_ref(2)?.as_str()?));
+            }
+            Ok((out, last))
+        })
+        .await
     }
 
     /// Records that no list names `id`'s versions any more; returns the time.
@@ -146,7 +225,14 @@ impl Store {
 
 fn retention_candidates(conn: &mut Connection) -> rusqlite::Result<Vec<RetentionRow>> {
     let tx = conn.transaction()?;
-    let mut out = Vec::new();
+    // Sized once (the status index counts): a Vec grown by doubling would
+    // hold up to twice the rows' 10 MB per 100,000 versions.
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM versions WHERE status IN ('published', 'mod_only')",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
     {
         let mut stmt = tx.prepare(
             "SELECT m.path, v.version, v.status = 'published',
@@ -204,7 +290,7 @@ fn unfinished_prune(conn: &mut Connection) -> rusqlite::Result<Option<OpenPrune>
     let Some((id, lists_rewritten_at)) = open else {
         return Ok(None);
     };
-    let versions = prune_versions(&tx, id)?;
+    let versions = pruning_count(&tx, id)?;
     drop(tx);
     Ok(Some(OpenPrune {
         id,
@@ -213,29 +299,58 @@ fn unfinished_prune(conn: &mut Connection) -> rusqlite::Result<Option<OpenPrune>
     }))
 }
 
-fn prune_versions(conn: &Connection, id: PruneId) -> rusqlite::Result<Vec<(ModVer, bool)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.path, v.version, p.was = 'published'
-         FROM pruned_versions p JOIN versions v ON v.id = p.version_id
-         JOIN modules m ON m.id = v.module_id
-         WHERE p.prune_id = ?1 AND v.status = 'pruning' ORDER BY m.path, v.version",
-    )?;
-    let rows = stmt.query_map([id.0], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, bool>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (path, version, listed) = row?;
-        out.extend(mod_ver(&path, &version).map(|mv| (mv, listed)));
+fn pruning_count(conn: &Connection, id: PruneId) -> rusqlite::Result<usize> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM pruned_versions p JOIN versions v ON v.id = p.version_id
+         WHERE p.prune_id = ?1 AND v.status = 'pruning'",
+        [id.0],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as usize)
+}
+
+fn published_lists(
+    conn: &mut Connection,
+    paths: Vec<ModulePath>,
+) -> rusqlite::Result<Vec<(ModulePath, Vec<Version>)>> {
+    // One snapshot for every module, as `version_statuses` reads.
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(paths.len());
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT v.version FROM versions v JOIN modules m ON m.id = v.module_id
+             WHERE m.path = ?1 AND v.status = 'published'",
+        )?;
+        for path in paths {
+            let mut versions = Vec::new();
+            let mut rows = stmt.query([path.as_str()])?;
+            while let Some(r) = rows.next()? {
+                let v = r.get_ref(0)?.as_str()?;
+                match Version::for_path(&path, v) {
+                    Ok(v) => versions.push(v),
+                    Err(e) => tracing::warn!("state holds a version that no longer checks: {e}"),
+                }
+            }
+            out.push((path, versions));
+        }
     }
+    tx.commit()?;
     Ok(out)
 }
 
-fn begin_prune(conn: &mut Connection, items: &[PruneItem]) -> rusqlite::Result<OpenPrune> {
+/// A module path read back from the database; `None` (logged) as
+/// [`mod_ver`] does for one that no longer passes Go's rules.
+fn module_path(path: &str) -> Option<ModulePath> {
+    match ModulePath::new(path) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("state holds a module path that no longer checks: {e}");
+            None
+        }
+    }
+}
+
+fn begin_prune<T: PruneItem>(conn: &mut Connection, items: &[T]) -> rusqlite::Result<OpenPrune> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now();
     tx.execute("INSERT INTO prunes (started_at) VALUES (?1)", [&now])?;
@@ -252,8 +367,11 @@ fn begin_prune(conn: &mut Connection, items: &[PruneItem]) -> rusqlite::Result<O
             "SELECT v.id, v.status FROM versions v JOIN modules m ON m.id = v.module_id
              WHERE m.path = ?1 AND v.version = ?2 AND v.status IN ('published', 'mod_only')",
         )?;
+        // One buffer for every reason's text.
+        let mut reason = String::new();
         for item in items {
-            let (path, version) = (item.mv.path.as_str(), item.mv.version.as_str());
+            let mv = item.mv();
+            let (path, version) = (mv.path.as_str(), mv.version.as_str());
             let Some((vid, was)) = was_stmt
                 .query_row((path, version), |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -263,10 +381,12 @@ fn begin_prune(conn: &mut Connection, items: &[PruneItem]) -> rusqlite::Result<O
                 continue;
             };
             take.execute(params![vid, now])?;
-            record.execute(params![id.0, vid, was, item.reason, item.bytes as i64])?;
+            reason.clear();
+            write!(reason, "{}", item.reason()).expect("writing to a String cannot fail");
+            record.execute(params![id.0, vid, was, reason, item.bytes() as i64])?;
         }
     }
-    let versions = prune_versions(&tx, id)?;
+    let versions = pruning_count(&tx, id)?;
     tx.commit()?;
     Ok(OpenPrune {
         id,
@@ -321,6 +441,22 @@ mod tests {
         (dir, store)
     }
 
+    /// A version going for being unused, 119 bytes.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Item(ModVer);
+
+    impl PruneItem for Item {
+        fn mv(&self) -> &ModVer {
+            &self.0
+        }
+        fn reason(&self) -> impl fmt::Display + '_ {
+            "unused"
+        }
+        fn bytes(&self) -> u64 {
+            119
+        }
+    }
+
     async fn status_of(store: &Store, version: &str) -> VersionStatus {
         let paths = [module("a.example/m")];
         let done = store.done_set(&paths).await.unwrap();
@@ -363,13 +499,20 @@ mod tests {
     #[tokio::test]
     async fn issue_15_a_prune_moves_versions_through_pruning_to_pruned() {
         let (_dir, store) = store_with(&["v1.0.0", "v1.1.0"]).await;
-        let item = PruneItem {
-            mv: mv("a.example/m", "v1.0.0"),
-            reason: "unused".into(),
-            bytes: 119,
-        };
-        let open = store.begin_prune(vec![item]).await.unwrap();
-        assert_eq!(open.versions, [(mv("a.example/m", "v1.0.0"), true)]);
+        let item = Item(mv("a.example/m", "v1.0.0"));
+        let (open, items) = store.begin_prune(vec![item]).await.unwrap();
+        assert_eq!(items, [Item(mv("a.example/m", "v1.0.0"))]);
+        assert_eq!(open.versions, 1);
+        let m = module("a.example/m");
+        let modules = store.prune_modules(open.id).await.unwrap();
+        assert_eq!(modules, std::slice::from_ref(&m));
+        let lists = store.published_lists(vec![m.clone()]).await.unwrap();
+        assert_eq!(lists, [(m, vec![mv("a.example/m", "v1.1.0").version])]);
+        let page = store.prune_page(open.id, PruneCursor::default(), 10);
+        let (versions, next) = page.await.unwrap();
+        assert_eq!(versions, [mv("a.example/m", "v1.0.0")]);
+        let rest = store.prune_page(open.id, next.unwrap(), 10).await.unwrap();
+        assert_eq!(rest, (vec![], None));
         assert_eq!(status_of(&store, "v1.0.0").await, VersionStatus::Pruning);
         assert_eq!(status_of(&store, "v1.1.0").await, VersionStatus::Published);
         assert_eq!(store.unfinished_prune().await.unwrap(), Some(open.clone()));

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::TaskError;
 use crate::lock::LockError;
 use crate::module::{ModVer, ModulePath, Version};
-use crate::plan::retention::{self, Candidate, Decision, Need, Policy};
+use crate::plan::retention::{self, Candidate, Decision, Need, Policy, Verdict};
 use crate::project::closure;
 use crate::project::graph::ModSource;
 use crate::publish::{Kind, Tree};
@@ -114,7 +114,7 @@ pub async fn prune(
     let mut resumed = 0;
     if !options.dry_run {
         if let Some(open) = store.unfinished_prune().await? {
-            resumed = open.versions.len();
+            resumed = open.versions;
             tracing::info!(versions = resumed, "completing an interrupted prune");
             let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
             if done == Unpublished::Interrupted {
@@ -142,14 +142,8 @@ pub async fn prune(
     // 100,000 verdicts are memory the removal does not need.
     decision.verdicts.retain(|v| v.reason.goes());
     decision.verdicts.shrink_to_fit();
-    let mut items = Vec::with_capacity(decision.verdicts.len());
-    items.extend(decision.verdicts.iter().map(|v| PruneItem {
-        mv: v.mv.clone(),
-        reason: v.reason.to_string(),
-        bytes: v.bytes,
-    }));
-    let figures = (items.len(), decision.going_bytes);
-    if items.is_empty() {
+    let figures = (decision.verdicts.len(), decision.going_bytes);
+    if decision.verdicts.is_empty() {
         return Ok(report(
             decision,
             config,
@@ -159,7 +153,10 @@ pub async fn prune(
             false,
         ));
     }
-    let open = store.begin_prune(items).await?;
+    // State records the verdicts where they are and hands them back.
+    let going = std::mem::take(&mut decision.verdicts);
+    let (open, going) = store.begin_prune(going).await?;
+    decision.verdicts = going;
     let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
     let interrupted = done == Unpublished::Interrupted;
     let pruned = (!interrupted).then_some(figures);
@@ -171,6 +168,20 @@ pub async fn prune(
         pruned,
         interrupted,
     ))
+}
+
+impl PruneItem for Verdict {
+    fn mv(&self) -> &ModVer {
+        &self.mv
+    }
+
+    fn reason(&self) -> impl std::fmt::Display + '_ {
+        &self.reason
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
 }
 
 fn report(
