@@ -87,6 +87,8 @@ pub enum SyncError {
     },
     #[error("publishing stopped")]
     Publish(#[source] WriteError),
+    #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
     #[error("upstream client")]
     Client(#[source] crate::fetch::ClientError),
     /// The checksum database cannot be used, or its log forked.
@@ -229,7 +231,7 @@ pub async fn run_with(
     options: RunOptions,
 ) -> Result<Report, SyncError> {
     let started = Instant::now();
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     fs_err::create_dir_all(tree.root()).map_err(|source| SyncError::Tree {
         path: tree.root().to_owned(),
         source,
