@@ -199,6 +199,17 @@ impl Bucket {
         }
     }
 
+    /// The store, for the lease.
+    pub(super) fn store(&self) -> &AmazonS3 {
+        &self.store
+    }
+
+    /// `<prefix>.gomirror-lease`: beside the served prefix, never under it.
+    pub(super) fn lease_key(&self) -> Key {
+        let name = format!("{}.gomirror-lease", self.settings.prefix);
+        Key::parse(&name).unwrap_or_else(|_| Key::from(".gomirror-lease"))
+    }
+
     fn key(&self, rel: &str) -> Result<Key, object_store::Error> {
         let full = match self.settings.prefix.as_str() {
             "" => rel.to_owned(),

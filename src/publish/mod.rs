@@ -28,6 +28,7 @@ pub mod atomic;
 pub mod bucket;
 mod index;
 pub mod layout;
+pub mod lease;
 mod remove;
 mod sumdb;
 
