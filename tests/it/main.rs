@@ -26,6 +26,8 @@ mod learn;
 mod metrics;
 mod nginx;
 mod retention;
+mod s3;
+mod s3_server;
 mod selftest;
 mod sumdb;
 mod sumdb_go;
