@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod e2e;
 mod faults;
+mod faultproxy;
 mod feed;
 mod graphgen;
 mod h1;
