@@ -31,7 +31,9 @@ use sha2::{Digest, Sha256};
 
 use crate::nginx::{find_nginx, Nginx};
 use crate::s3::{builder_for, s3_server_block, S3Server};
-use crate::tools::{find_s3s_fs, need};
+use crate::sumdb_go::{describe, hermetic_go};
+use crate::tools::{find_go_119, find_s3s_fs, need};
+use crate::zipgen::module_zip;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -523,4 +525,113 @@ async fn s3_nginx_encodes_plus_and_turns_403_into_404() {
     assert_eq!(fields.get("host"), Some(&upstream.to_string()));
     assert!(!fields.contains_key("authorization"), "{head}");
     assert!(!fields.contains_key("cookie"), "{head}");
+}
+
+/// The real `go` reads a bucket through the shipped block: a version list, a
+/// `+incompatible` version (whose "+" S3 would decode as a space) and a plain one, and a
+/// missing version is "404 Not Found", which lets `go` fall through.
+#[tokio::test]
+async fn s3_go_downloads_through_nginx() {
+    let Some(bin) = need("s3_go", "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let Some(nginx_bin) = need("s3_go", "nginx", find_nginx()) else {
+        return;
+    };
+    let Some(go) = need("s3_go", "go", find_go_119()) else {
+        return;
+    };
+    let s3 = S3Server::start(&bin);
+    let store = s3.store();
+    let v1_zip = module_zip(
+        "example.com/m@v1.0.0/",
+        &[
+            ("go.mod", b"module example.com/m\n"),
+            ("m.go", b"package m\n"),
+        ],
+    );
+    // +incompatible: a v2 without go.mod (Go: cmd/go/internal/modfetch/coderepo.go).
+    let v2_zip = module_zip(
+        "example.com/m@v2.0.0+incompatible/",
+        &[("m.go", b"package m\n")],
+    );
+    let files: Vec<(&str, Vec<u8>, &'static str)> = vec![
+        (
+            "@v/v1.0.0.info",
+            br#"{"Version":"v1.0.0","Time":"2020-01-01T00:00:00Z"}"#.to_vec(),
+            "application/json",
+        ),
+        (
+            "@v/v1.0.0.mod",
+            b"module example.com/m\n".to_vec(),
+            "text/plain; charset=utf-8",
+        ),
+        ("@v/v1.0.0.zip", v1_zip, "application/zip"),
+        (
+            "@v/v2.0.0+incompatible.info",
+            br#"{"Version":"v2.0.0+incompatible","Time":"2020-02-01T00:00:00Z"}"#.to_vec(),
+            "application/json",
+        ),
+        (
+            "@v/v2.0.0+incompatible.mod",
+            b"module example.com/m\n".to_vec(),
+            "text/plain; charset=utf-8",
+        ),
+        ("@v/v2.0.0+incompatible.zip", v2_zip, "application/zip"),
+        (
+            "@v/list",
+            b"v1.0.0\nv2.0.0+incompatible\n".to_vec(),
+            "text/plain; charset=utf-8",
+        ),
+    ];
+    for (name, body, content_type) in files {
+        let key = ObjectPath::from(format!("tree/example.com/m/{name}"));
+        store
+            .put_opts(
+                &key,
+                PutPayload::from(body),
+                create(attributes(content_type, IMMUTABLE)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {}", chain(&e)));
+    }
+    let nginx = s3.start_nginx(&nginx_bin, "tree");
+    let home = tempfile::tempdir().expect("temp dir");
+    let go_cmd = |args: &[&str]| {
+        let mut cmd = hermetic_go(&go, home.path(), &nginx.url(), "off", "");
+        cmd.args(args).current_dir(home.path());
+        cmd
+    };
+    let out = go_cmd(&[
+        "mod",
+        "download",
+        "-json",
+        "example.com/m@v1.0.0",
+        "example.com/m@v2.0.0+incompatible",
+    ])
+    .output()
+    .await
+    .expect("run go");
+    assert!(out.status.success(), "{}\n{}", describe(&out), nginx.logs());
+
+    let out = go_cmd(&["list", "-m", "-versions", "example.com/m"])
+        .output()
+        .await
+        .expect("run go");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "example.com/m v1.0.0 v2.0.0+incompatible"
+    );
+
+    let out = go_cmd(&["mod", "download", "example.com/m@v3.0.0+incompatible"])
+        .output()
+        .await
+        .expect("run go");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("404 Not Found"),
+        "{}",
+        describe(&out)
+    );
 }
