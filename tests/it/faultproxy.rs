@@ -227,6 +227,15 @@ mod tests {
             .expect("build the S3 store")
     }
 
+    /// `s3s-fs`'s in-flight writes: `.tmp.<n>.internal.part` at the root.
+    fn temp_files(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root)
+            .expect("read the S3 root")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp."))
+            .count()
+    }
+
     #[tokio::test]
     async fn faultproxy_forwards_with_latency_and_counts_connections() {
         let Some(bin) = need("faultproxy_latency", "s3s-fs", find_s3s_fs()) else {
@@ -282,6 +291,12 @@ mod tests {
             !s3.root().join(s3.bucket()).join("cut/a.zip").exists(),
             "a cut-off put left an object: {err}"
         );
+        // The server drops its temp file when it sees the reset, a moment later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while temp_files(s3.root()) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(temp_files(s3.root()), 0, "a cut-off put left its temp file");
 
         // Switched back, the same store writes again, over a new connection.
         proxy.set(Faults::default());

@@ -411,6 +411,8 @@ async fn s3_nginx_serves_the_bucket_to_go_clients() {
         .expect("head");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-length"], "20");
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=60");
 
     // A client's credentials are not sent on: the anonymous bucket would refuse them.
     let r = client
