@@ -53,6 +53,17 @@ pub const PART_SIZE: usize = 8 << 20;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Objects written at once within one commit step.
 pub const PUTS_IN_FLIGHT: usize = 16;
+/// Attempts of a conditional put that fails in transit.
+const PUT_ATTEMPTS: u32 = 6;
+/// The first wait between them; doubled each time (0.2 s … 6.4 s).
+const PUT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An error a retry may cure: in transit, or the store's own (5xx, 503
+/// SlowDown), not an answer about the object or the request.
+fn transient(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+}
+
 /// The user metadata key holding an immutable object's sha256 (hex).
 const SHA256_META: &str = "sha256";
 
@@ -366,7 +377,25 @@ impl Bucket {
             attributes,
             ..PutOptions::default()
         };
-        match self.store.put_opts(&key, payload, options).await {
+        // object_store does not retry a conditional put that failed in
+        // transit (it may have succeeded); it is safe to here: a put of ours
+        // that did succeed answers AlreadyExists, judged by its sha256.
+        let mut attempt = 0;
+        let put = loop {
+            let result = self
+                .store
+                .put_opts(&key, payload.clone(), options.clone())
+                .await;
+            match result {
+                Err(e) if attempt + 1 < PUT_ATTEMPTS && transient(&e) => {
+                    attempt += 1;
+                    tracing::debug!(rel, attempt, "retrying a conditional put: {e}");
+                    tokio::time::sleep(PUT_BACKOFF * 2u32.pow(attempt)).await;
+                }
+                result => break result,
+            }
+        };
+        match put {
             Ok(_) => Ok(Placed::Created),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 match self.sha256_async(rel).await? {

@@ -29,6 +29,7 @@ mod nginx;
 mod retention;
 mod s3;
 mod s3_server;
+mod s3_tree;
 mod selftest;
 mod sumdb;
 mod sumdb_go;
