@@ -369,15 +369,10 @@ async fn issue_17_kill_9_mid_upload_keeps_the_bucket_consistent() {
     let listed = String::from_utf8_lossy(&list.1).lines().count();
     assert_eq!(listed, versions, "every version published in the end");
     // And each is the upstream's: what go would verify.
-    for i in 0..versions {
-        let zip = objects(&server)
-            .await
-            .into_iter()
-            .find(|(rel, _)| rel == &format!("example.com/a/@v/v1.{i}.0.zip"))
-            .expect("zip");
-        assert!(
-            zips[i][..] == zip.1[..],
-            "v1.{i}.0.zip differs from upstream's"
-        );
+    let all = objects(&server).await;
+    for (i, want) in zips.iter().enumerate() {
+        let rel = format!("example.com/a/@v/v1.{i}.0.zip");
+        let got = all.iter().find(|(r, _)| r == &rel).expect("zip");
+        assert!(want[..] == got.1[..], "{rel} differs from upstream's");
     }
 }
