@@ -134,7 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import {
             bundle,
             no_progress,
-        } => runtime.block_on(cli::bundle::import(local("import")?, bundle, no_progress)),
+        } => runtime.block_on(cli::bundle::import(load()?, bundle, no_progress)),
     }
 }
 

@@ -376,3 +376,74 @@ async fn issue_17_kill_9_mid_upload_keeps_the_bucket_consistent() {
         assert!(want[..] == got.1[..], "{rel} differs from upstream's");
     }
 }
+
+/// An air-gapped site whose tree is a bucket: a signed bundle exported by an online mirror
+/// is imported into the bucket (verified as ever, then published through the same commit
+/// step), re-importing it is a no-op, and go builds from the bucket through nginx with the
+/// checksum database reached only through the bucket's offline copy.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_an_offline_mirror_imports_a_bundle_into_a_bucket() {
+    let test = "s3_tree::issue_17_an_offline_mirror_imports_a_bundle_into_a_bucket";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let on = crate::airgap::online("mirror.airgap.example").await;
+    on.sync().await;
+    let bundle = on.export(&[]).await;
+    let server = S3Server::start(&s3s);
+    let mut off = crate::airgap::offline(&on.db, &[&on.vkey]);
+    in_bucket(&mut off.mirror, &server, &server.endpoint());
+    let import = |bundle: PathBuf| {
+        let mut cmd =
+            off.mirror
+                .command(&["import", "--no-progress", &bundle.display().to_string()]);
+        cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+        run_command(cmd)
+    };
+    let run = import(bundle[0].clone()).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert_no_listed_version_without_objects(&server).await;
+    let before = objects(&server).await;
+    assert!(
+        before
+            .iter()
+            .any(|(rel, _)| rel == "sumdb/sum.airgap.example/supported"),
+        "the offline copy came with the bundle"
+    );
+    let again = import(bundle[0].clone()).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(again.stderr.contains("applied before"), "{}", again.stderr);
+    assert_eq!(objects(&server).await, before);
+
+    // Commands that do not work on a bucket yet say so.
+    let verify = off.mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(2), "{}", verify.stderr);
+    assert!(
+        verify
+            .stderr
+            .contains("gomirror verify does not work on a tree in object storage yet"),
+        "{}",
+        verify.stderr
+    );
+
+    let (Some(go), Some(nginx)) = (
+        crate::sumdb_go::go_or_skip(test),
+        need(test, "nginx", find_nginx()),
+    ) else {
+        return;
+    };
+    on.db.set_disabled(true);
+    let front = server.start_nginx(&nginx, PREFIX);
+    let client = crate::sumdb_go::GoClient::with_proxy(go, &front.url(), on.db.vkey());
+    let hello = crate::trust::hello_module();
+    let built = client
+        .run(hello.path(), &["build", "-o", "hello", "."])
+        .await;
+    assert!(
+        built.status.success(),
+        "go build from the bucket: {}",
+        crate::sumdb_go::describe(&built)
+    );
+}
