@@ -144,7 +144,7 @@ async fn import_locked(
         return Ok(report);
     }
     check_space(tree.root(), report.bytes)?;
-    remove_strays(&tree, &header.manifest, config).await?;
+    remove_strays(tree, &header.manifest, config).await?;
     // Files are staged in a directory of their own until the commit: a
     // refused bundle leaves the tree as it was, not even a new directory.
     let staging = blocking("staging directory", {
@@ -157,7 +157,7 @@ async fn import_locked(
         }
     })
     .await??;
-    let ctx = Arc::new(Context::new(config, &store, &tree, staging.path(), m).await?);
+    let ctx = Arc::new(Context::new(config, &store, tree, staging.path(), m).await?);
     progress.planned(m.versions.len());
     let staged = blocking("verifying the bundle", {
         let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());
