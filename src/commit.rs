@@ -139,19 +139,20 @@ pub async fn prepare(tree: &Tree, batch: Batch) -> Result<Prepared, CommitError>
                     .map_err(CommitError::Publish)?;
             }
         }
+        let supported = match &records {
+            Some(r) => SumdbHead::is_supported(&tree, &r.db.name).map_err(CommitError::Publish)?,
+            None => false,
+        };
         let mut prepared = Prepared {
             staged: Vec::with_capacity(staged.len()),
             conflicts: Vec::new(),
             failed: Vec::new(),
-            supported: records.as_ref().is_some_and(|r| {
-                tree.sumdb_file(&r.db.name, publish::layout::SumdbFile::Supported)
-                    .exists()
-            }),
+            supported,
             records,
         };
-        for mut s in staged {
+        for (s, result) in publish::check_all_staged(&tree, staged) {
             let mv = s.checked().mv().clone();
-            match publish::check_staged(&tree, &mut s) {
+            match result {
                 Ok(()) => prepared.staged.push(s),
                 Err(error @ WriteError::Conflict { .. }) => {
                     prepared.conflicts.push(Conflict { mv, error })

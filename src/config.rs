@@ -120,6 +120,10 @@ pub mod file {
     #[serde(deny_unknown_fields)]
     pub struct Tree {
         pub dir: Option<String>,
+        pub url: Option<String>,
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub staging: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -268,7 +272,11 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[upstream] private` and `private_proxies` (GONOPROXY).
     pub private: PrivateUpstream,
+    /// The served tree's directory; for a bucket tree, its local staging
+    /// directory (`[tree] staging`), where downloads wait to be uploaded.
     pub tree_dir: PathBuf,
+    /// `[tree] url`: the tree is objects in this bucket (see: #17).
+    pub tree_bucket: Option<crate::publish::bucket::BucketSettings>,
     pub database: PathBuf,
     pub fetch: FetchSettings,
     /// Several entries may name one module: the run takes the union.
@@ -383,30 +391,6 @@ pub struct ImportSource {
     pub name: String,
     /// Never empty.
     pub keys: Vec<Verifier>,
-}
-
-impl Config {
-    /// Every key `[import]` trusts, for one source or another.
-    pub fn import_keys(&self) -> Vec<&Verifier> {
-        let bound = self.import_sources.iter().flat_map(|s| &s.keys);
-        self.import_trusted.iter().chain(bound).collect()
-    }
-
-    /// The keys trusted to sign bundles of `source`: those of its
-    /// `[[import.source]]`, or else the `[import] trusted` keys named
-    /// `source` (an export names its bundles after its key by default).
-    /// A key trusted for one source cannot sign into another's chain.
-    // See: #13
-    pub fn import_keys_for(&self, source: &str) -> Vec<&Verifier> {
-        match self.import_sources.iter().find(|s| s.name == source) {
-            Some(bound) => bound.keys.iter().collect(),
-            None => self
-                .import_trusted
-                .iter()
-                .filter(|k| k.name() == source)
-                .collect(),
-        }
-    }
 }
 
 /// `[export]`: how `gomirror export` signs and names its bundles.
@@ -599,6 +583,48 @@ const KEEP_LATEST: (i64, RangeInclusive<i64>) = (3, 0..=1_000_000);
 const LIST_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl Config {
+    /// The served tree's directory, unless the tree is in object storage.
+    pub fn local_tree_dir(&self) -> Option<&Path> {
+        self.tree_bucket
+            .is_none()
+            .then_some(self.tree_dir.as_path())
+    }
+
+    /// Fails for a command that does not yet work on a tree in object
+    /// storage, naming it (see: #17).
+    pub fn require_local_tree(&self, command: &str) -> Result<(), String> {
+        match &self.tree_bucket {
+            None => Ok(()),
+            Some(b) => Err(format!(
+                "gomirror {command} does not work on a tree in object storage yet \
+                 ([tree] url = {:?}); sync, daemon, import and status do",
+                b.url
+            )),
+        }
+    }
+
+    /// Every key `[import]` trusts, for one source or another.
+    pub fn import_keys(&self) -> Vec<&Verifier> {
+        let bound = self.import_sources.iter().flat_map(|s| &s.keys);
+        self.import_trusted.iter().chain(bound).collect()
+    }
+
+    /// The keys trusted to sign bundles of `source`: those of its
+    /// `[[import.source]]`, or else the `[import] trusted` keys named
+    /// `source` (an export names its bundles after its key by default).
+    /// A key trusted for one source cannot sign into another's chain.
+    // See: #13
+    pub fn import_keys_for(&self, source: &str) -> Vec<&Verifier> {
+        match self.import_sources.iter().find(|s| s.name == source) {
+            Some(bound) => bound.keys.iter().collect(),
+            None => self
+                .import_trusted
+                .iter()
+                .filter(|k| k.name() == source)
+                .collect(),
+        }
+    }
+
     /// Reads and checks the file at `path`, then applies `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         // std::fs, not fs-err: the ConfigError already names the path.
@@ -617,14 +643,26 @@ impl Config {
         let src = Source::parse(text, path)?;
         let file = src.deserialize()?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let tree_dir = src.dir(&["tree", "dir"], &file.tree.dir, DEFAULT_TREE_DIR, base)?;
         let database = src.dir(
             &["state", "database"],
             &file.state.database,
             DEFAULT_DATABASE,
             base,
         )?;
-        src.check_outside_tree(&["state", "database"], &database, &tree_dir)?;
+        let tree_bucket = src.tree_bucket(&file.tree)?;
+        let tree_dir = match &tree_bucket {
+            None => {
+                let dir = src.dir(&["tree", "dir"], &file.tree.dir, DEFAULT_TREE_DIR, base)?;
+                src.check_outside_tree(&["state", "database"], &database, &dir)?;
+                dir
+            }
+            Some(_) => {
+                // Beside the database by default: both are this host's own.
+                let beside = database.parent().unwrap_or(base).join("staging");
+                let beside = beside.to_string_lossy();
+                src.dir(&["tree", "staging"], &file.tree.staging, &beside, base)?
+            }
+        };
         let private = src.private_upstream(&file.upstream)?;
         let mut sumdb = src.sumdb(&file.sumdb)?;
         if let Some(s) = &mut sumdb {
@@ -636,6 +674,7 @@ impl Config {
             upstreams: src.upstreams(&file.upstream, overrides)?,
             private,
             tree_dir,
+            tree_bucket,
             database,
             fetch: src.fetch(&file.fetch)?,
             watch: src.watch(&file.watch)?,
@@ -876,6 +915,54 @@ impl<'a> Source<'a> {
             tree_dir.display()
         );
         Err(self.error(&at, reason))
+    }
+
+    /// `[tree] url` and what goes with it: `None` for a local tree, where
+    /// none of `endpoint`, `region` and `staging` may be set. See: #17
+    fn tree_bucket(
+        &self,
+        t: &file::Tree,
+    ) -> Result<Option<crate::publish::bucket::BucketSettings>, ConfigError> {
+        let Some(url) = &t.url else {
+            for (key, set) in [
+                ("endpoint", t.endpoint.is_some()),
+                ("region", t.region.is_some()),
+                ("staging", t.staging.is_some()),
+            ] {
+                if set {
+                    return Err(self.error(
+                        &["tree".into(), key.into()],
+                        "only for a tree in object storage ([tree] url)",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let at: [Seg; 2] = ["tree".into(), "url".into()];
+        if t.dir.is_some() {
+            return Err(self.error(
+                &at,
+                "set either [tree] dir (a local tree) or [tree] url (object storage), not both",
+            ));
+        }
+        let (bucket, prefix) = crate::publish::bucket::parse_url(url)
+            .map_err(|reason| self.error(&at, format!("{url:?}: {reason}")))?;
+        if let Some(endpoint) = &t.endpoint {
+            let parsed = url::Url::parse(endpoint).ok();
+            if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+                return Err(self.error(
+                    &["tree".into(), "endpoint".into()],
+                    format!("{endpoint:?}: must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        Ok(Some(crate::publish::bucket::BucketSettings {
+            url: url.clone(),
+            bucket,
+            prefix,
+            endpoint: t.endpoint.clone(),
+            region: t.region.clone(),
+        }))
     }
 
     /// `[fetch]`; a key not set keeps its value of [`FetchSettings::default`].
@@ -1733,6 +1820,7 @@ mod tests {
             upstreams: vec![Upstream::parse("https://proxy.golang.org/").expect("valid")],
             private: PrivateUpstream::default(),
             tree_dir: "/etc/gomirror/tree".into(),
+            tree_bucket: None,
             database: "/etc/gomirror/state/gomirror.db".into(),
             fetch: FetchSettings {
                 concurrency: 64,
@@ -1905,6 +1993,29 @@ versions = ">=v0.10.0, <v0.20"
     }
 
     #[test]
+    fn issue_17_a_tree_in_object_storage_stages_beside_the_database() {
+        let text = "[tree]\nurl = \"s3://go-mirror/prod/\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+                    region = \"eu-west-1\"\n[state]\ndatabase = \"/var/lib/gomirror/state.db\"\n";
+        let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let bucket = cfg.tree_bucket.as_ref().expect("a bucket tree");
+        assert_eq!(
+            (bucket.bucket.as_str(), bucket.prefix.as_str()),
+            ("go-mirror", "prod")
+        );
+        assert_eq!(bucket.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(bucket.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(cfg.tree_dir, Path::new("/var/lib/gomirror/staging"));
+        assert_eq!(cfg.local_tree_dir(), None);
+        assert!(cfg
+            .require_local_tree("verify")
+            .unwrap_err()
+            .contains("gomirror verify"));
+        let staged = parse("[tree]\nurl = \"s3://b\"\nstaging = \"/srv/stage\"\n").unwrap();
+        assert_eq!(staged.tree_dir, Path::new("/srv/stage"));
+        assert_eq!(staged.tree_bucket.unwrap().prefix, "");
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let w = "[[watch]]\nmodule = \"rsc.io/quote\"\n";
         // (file text, the whole message)
@@ -1912,7 +2023,12 @@ versions = ">=v0.10.0, <v0.20"
             ("bogus = 1\n", "mirror.toml:1: bogus: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve, retention)"),
             ("[fetch]\nconcurrency = 3\n\n[tre]\n", "mirror.toml:4: tre: unknown key (expected one of: upstream, tree, state, fetch, watch, project, sumdb, import, feed, daemon, metrics, export, toolchain, clients, serve, retention)"),
             ("[fetch]\nconcurency = 3\n", "mirror.toml:2: [fetch] concurency: unknown key (expected one of: concurrency, connect_timeout, read_timeout, header_timeout, min_bytes_per_second, throughput_window, max_attempts, backoff_base, backoff_max, user_agent, requests_per_second)"),
-            ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir)"),
+            ("[tree]\ndir = \"t\"\npath = \"t\"\n", "mirror.toml:3: [tree] path: unknown key (expected one of: dir, url, endpoint, region, staging)"),
+            ("[tree]\ndir = \"t\"\nurl = \"s3://b\"\n", "mirror.toml:3: [tree] url: set either [tree] dir (a local tree) or [tree] url (object storage), not both"),
+            ("[tree]\nurl = \"gs://b/p\"\n", "mirror.toml:2: [tree] url: \"gs://b/p\": only s3:// URLs are supported"),
+            ("[tree]\nurl = \"s3://b/../p\"\n", "mirror.toml:2: [tree] url: \"s3://b/../p\": prefix \"../p\" has an empty, . or .. segment"),
+            ("[tree]\nendpoint = \"http://127.0.0.1:9000\"\n", "mirror.toml:2: [tree] endpoint: only for a tree in object storage ([tree] url)"),
+            ("[tree]\nurl = \"s3://b\"\nendpoint = \"127.0.0.1:9000\"\n", "mirror.toml:3: [tree] endpoint: \"127.0.0.1:9000\": must be an http:// or https:// URL"),
             (&format!("{w}[[watch]]\nmodule = \"rsc.io/sampler\"\nversion = \"all\"\n"), "mirror.toml:5: [[watch]] #2 version: unknown key (expected one of: module, versions)"),
             ("[fetch]\nconcurrency = \"64\"\n", "mirror.toml:2: [fetch] concurrency: invalid type: string \"64\", expected an integer"),
             ("[upstream]\nproxies = \"https://proxy.golang.org\"\n", "mirror.toml:2: [upstream] proxies: invalid type: string \"https://proxy.golang.org\", expected an array"),

@@ -64,7 +64,9 @@ pub enum MetricsError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
     pub status: StatusReport,
-    pub tree: TreeUsage,
+    /// `None` for a tree in object storage: its size is the state's
+    /// published bytes, and nothing lists its objects (see: #17).
+    pub tree: Option<TreeUsage>,
     /// Only when this process made the last run: what the database does not keep.
     pub last_run: Option<LastRun>,
 }
@@ -130,7 +132,7 @@ pub async fn after_run(
     daemon: Option<&DaemonCounters>,
 ) -> Result<AfterRun, MetricsError> {
     let store = Store::open(&config.database).await?;
-    let inputs = gather(&store, &config.tree_dir, last_run).await?;
+    let inputs = gather(&store, config.local_tree_dir(), last_run).await?;
     let mut textfile = Ok(());
     if let Some(path) = config.metrics.textfile.clone() {
         let text = render(&inputs, daemon);
@@ -168,15 +170,20 @@ pub fn textfile_status(config: &Config) -> Option<TextfileStatus> {
     Some(TextfileStatus { path, written_at })
 }
 
-/// Reads the database and measures `tree_dir`.
+/// Reads the database and measures `tree_dir`, a local tree's directory.
 pub async fn gather(
     store: &Store,
-    tree_dir: &Path,
+    tree_dir: Option<&Path>,
     last_run: Option<LastRun>,
 ) -> Result<Inputs, MetricsError> {
     let status = store.status().await?;
-    let dir = tree_dir.to_owned();
-    let tree = crate::error::blocking("tree walk", move || disk_usage(&dir)).await??;
+    let tree = match tree_dir {
+        Some(dir) => {
+            let dir = dir.to_owned();
+            Some(crate::error::blocking("tree walk", move || disk_usage(&dir)).await??)
+        }
+        None => None,
+    };
     Ok(Inputs {
         status,
         tree,
@@ -252,17 +259,17 @@ pub fn render(inputs: &Inputs, daemon: Option<&DaemonCounters>) -> String {
             "Bytes of published .info, .mod and .zip files.",
             s.published_bytes,
         ),
-        (
-            "gomirror_tree_disk_usage_bytes",
-            "Disk space the tree takes (allocated blocks).",
-            inputs.tree.disk_usage_bytes,
-        ),
-        (
-            "gomirror_tree_files",
-            "Files in the tree.",
-            inputs.tree.files,
-        ),
     ]);
+    if let Some(tree) = &inputs.tree {
+        x.gauges(&[
+            (
+                "gomirror_tree_disk_usage_bytes",
+                "Disk space the tree takes (allocated blocks).",
+                tree.disk_usage_bytes,
+            ),
+            ("gomirror_tree_files", "Files in the tree.", tree.files),
+        ]);
+    }
     render_runs(&mut x, s);
     render_feed(&mut x, s);
     render_projects(&mut x, s);
@@ -1141,7 +1148,7 @@ mod tests {
         let fetch = StatsSnapshot::default();
         let inputs = Inputs {
             status,
-            tree: TreeUsage::default(),
+            tree: Some(TreeUsage::default()),
             last_run: Some(LastRun {
                 fetch,
                 seconds: 1.0,

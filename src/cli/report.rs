@@ -163,7 +163,9 @@ pub fn status(
 struct StatusJson<'a> {
     #[serde(flatten)]
     report: &'a StatusReport,
-    tree: TreeUsage,
+    /// Absent for a tree in object storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree: Option<TreeUsage>,
     /// Absent without `[metrics] textfile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_textfile: Option<&'a metrics::TextfileStatus>,
@@ -185,12 +187,19 @@ fn print_textfile(
 
 fn print_tree_and_runs(out: &mut impl Write, inputs: &metrics::Inputs) -> io::Result<()> {
     let t = &inputs.status.run_totals;
-    writeln!(
-        out,
-        "\ntree: {} files, {} on disk",
-        inputs.tree.files,
-        HumanBytes(inputs.tree.disk_usage_bytes)
-    )?;
+    match &inputs.tree {
+        Some(tree) => writeln!(
+            out,
+            "\ntree: {} files, {} on disk",
+            tree.files,
+            HumanBytes(tree.disk_usage_bytes)
+        )?,
+        None => writeln!(
+            out,
+            "\ntree: in object storage, {} published",
+            HumanBytes(inputs.status.published_bytes)
+        )?,
+    }
     writeln!(
         out,
         "runs: {} ok, {} partial, {} failed, {} interrupted, {} running",

@@ -25,7 +25,7 @@ pub async fn existing_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = existing_store(&config).await?;
     // The same numbers the metrics show: both come from metrics::gather.
-    let mut inputs = metrics::gather(&store, &config.tree_dir, None).await?;
+    let mut inputs = metrics::gather(&store, config.local_tree_dir(), None).await?;
     let db_lock = gomirror::lock::db_lock_path(&config.database);
     inputs
         .status

@@ -42,13 +42,26 @@ pub enum WriteError {
         existing: String,
         new: String,
     },
+    /// An object store answered with an error after its retries (see: #17).
+    #[error("{op} {key}")]
+    Store {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: super::bucket::StoreError,
+    },
 }
 
 impl WriteError {
     /// A full disk or a read-only tree stops the whole run: every later
-    /// version would fail the same way.
+    /// version would fail the same way. So does an object store that still
+    /// fails once its retries are spent.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, WriteError::Io { source, .. } if is_fatal_io(source))
+        match self {
+            WriteError::Io { source, .. } => is_fatal_io(source),
+            WriteError::Store { .. } => true,
+            WriteError::Conflict { .. } => false,
+        }
     }
 }
 

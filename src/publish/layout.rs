@@ -97,19 +97,50 @@ pub fn check_sumdb_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The served tree rooted at one directory.
+/// The served tree: rooted at one directory, or objects in a bucket (see:
+/// #17). A bucket tree keeps a local directory too, laid out the same: its
+/// staging root, where downloads and every temporary file are written
+/// before they are uploaded, and where the run lock lives; the `*_file`
+/// paths below then name staging places only, never served files.
 #[derive(Clone, Debug)]
 pub struct Tree {
     root: PathBuf,
+    bucket: Option<super::bucket::Bucket>,
 }
 
 impl Tree {
     pub fn new(root: impl Into<PathBuf>) -> Tree {
-        Tree { root: root.into() }
+        Tree {
+            root: root.into(),
+            bucket: None,
+        }
     }
 
+    /// A tree served from `bucket`, staged under `staging`.
+    pub fn in_bucket(staging: impl Into<PathBuf>, bucket: super::bucket::Bucket) -> Tree {
+        Tree {
+            root: staging.into(),
+            bucket: Some(bucket),
+        }
+    }
+
+    /// The local directory: the served tree, or a bucket tree's staging root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The bucket that serves this tree, if it is not the local directory.
+    pub fn bucket(&self) -> Option<&super::bucket::Bucket> {
+        self.bucket.as_ref()
+    }
+
+    /// What the served file `rel` is called in messages: its path, or its
+    /// `s3://` key.
+    pub fn display(&self, rel: &str) -> PathBuf {
+        match &self.bucket {
+            Some(b) => b.display_path(rel),
+            None => self.root.join(rel),
+        }
     }
 
     /// `<root>/<escaped path>/@v`: where a module's version files, its list

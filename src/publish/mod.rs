@@ -25,8 +25,10 @@
 //! Everything here blocks; callers run it on the blocking pool.
 
 pub mod atomic;
+pub mod bucket;
 mod index;
 pub mod layout;
+pub mod lease;
 mod remove;
 mod sumdb;
 
@@ -45,6 +47,18 @@ use crate::verify::{Checked, Verified};
 
 use atomic::{io_err, Replacement};
 use sha2::{Digest, Sha256};
+
+/// Opens the configured tree: the local directory, or the bucket of
+/// `[tree] url` (which must answer: see [`bucket::Bucket::open`]).
+pub async fn open_tree(config: &crate::config::Config) -> Result<Tree, bucket::BucketError> {
+    match &config.tree_bucket {
+        None => Ok(Tree::new(&config.tree_dir)),
+        Some(settings) => {
+            let bucket = bucket::Bucket::open(settings).await?;
+            Ok(Tree::in_bucket(&config.tree_dir, bucket))
+        }
+    }
+}
 
 /// A verified version written beside its final names, not yet visible.
 /// Holds no body and no open file: a batch of them stays small.
@@ -111,14 +125,16 @@ pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
 pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> {
     let c = &staged.checked;
     let mv = c.mv();
-    let mod_path = tree.version_file(mv, Kind::Mod);
-    staged.found.mod_present = check_free_or_same(&mod_path, c.mod_sha256())?.is_some();
+    let mod_rel = layout::version_rel(mv, Kind::Mod);
+    let mod_sha = existing_sha256(tree, &mod_rel)?;
+    staged.found.mod_present = same_or_conflict(tree, &mod_rel, mod_sha, c.mod_sha256())?;
     if let Some(zip) = c.zip() {
-        let zip_path = tree.version_file(mv, Kind::Zip);
-        staged.found.zip_present = check_free_or_same(&zip_path, &zip.sha256)?.is_some();
+        let zip_rel = layout::version_rel(mv, Kind::Zip);
+        let zip_sha = existing_sha256(tree, &zip_rel)?;
+        staged.found.zip_present = same_or_conflict(tree, &zip_rel, zip_sha, &zip.sha256)?;
     }
-    let info_path = tree.version_file(mv, Kind::Info);
-    staged.found.info_present = match read_small(&info_path)? {
+    let info_rel = layout::version_rel(mv, Kind::Info);
+    staged.found.info_present = match read_small(tree, &info_rel)? {
         None => None,
         Some(existing) if Sha256::digest(&existing)[..] == staged.info_sha256 => {
             Some((existing.len() as u64, staged.info_sha256))
@@ -131,7 +147,7 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
             let staged_info = fs_err::read(tmp).map_err(io_err("read", tmp))?;
             if !same_version_and_time(&existing, &staged_info) {
                 return Err(WriteError::Conflict {
-                    path: info_path,
+                    path: tree.display(&info_rel),
                     existing: hex::encode(Sha256::digest(&existing)),
                     new: hex::encode(staged.info_sha256),
                 });
@@ -142,37 +158,86 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
     Ok(())
 }
 
-/// `Some(())` when `path` holds bytes with `sha256`, `None` when it does not
-/// exist, a conflict when it holds other bytes.
-fn check_free_or_same(path: &Path, sha256: &[u8; 32]) -> Result<Option<()>, WriteError> {
-    let existing = match atomic::sha256_file(path) {
-        Ok(existing) => existing,
-        Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
+/// [`check_staged`] for every version of a batch; a bucket's are checked
+/// [`bucket::PUTS_IN_FLIGHT`] at once (each is a few requests).
+pub fn check_all_staged(tree: &Tree, batch: Vec<Staged>) -> Vec<(Staged, Result<(), WriteError>)> {
+    let check = |mut s: Staged| {
+        let r = check_staged(tree, &mut s);
+        (s, r)
     };
-    if &existing != sha256 {
-        return Err(WriteError::Conflict {
-            path: path.to_owned(),
+    match tree.bucket() {
+        None => batch.into_iter().map(check).collect(),
+        Some(_) => {
+            // Each check blocks on the bucket's runtime: run them on scoped threads.
+            let mut out = Vec::with_capacity(batch.len());
+            let mut rest = batch.into_iter().peekable();
+            while rest.peek().is_some() {
+                let chunk: Vec<Staged> = rest.by_ref().take(bucket::PUTS_IN_FLIGHT).collect();
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = chunk
+                        .into_iter()
+                        .map(|s| scope.spawn(move || check(s)))
+                        .collect();
+                    out.extend(
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("a check does not panic")),
+                    );
+                });
+            }
+            out
+        }
+    }
+}
+
+/// The sha256 of the published file `rel`, `None` if there is none.
+fn existing_sha256(tree: &Tree, rel: &str) -> Result<Option<[u8; 32]>, WriteError> {
+    if let Some(b) = tree.bucket() {
+        return b.sha256(rel);
+    }
+    match atomic::sha256_file(&tree.root().join(rel)) {
+        Ok(existing) => Ok(Some(existing)),
+        Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `true` when `existing` is `sha256`, `false` when there is nothing, a
+/// conflict when `rel` holds other bytes.
+fn same_or_conflict(
+    tree: &Tree,
+    rel: &str,
+    existing: Option<[u8; 32]>,
+    sha256: &[u8; 32],
+) -> Result<bool, WriteError> {
+    match existing {
+        None => Ok(false),
+        Some(existing) if &existing == sha256 => Ok(true),
+        Some(existing) => Err(WriteError::Conflict {
+            path: tree.display(rel),
             existing: hex::encode(existing),
             new: hex::encode(sha256),
-        });
+        }),
     }
-    Ok(Some(()))
 }
 
 /// A published `.info` (at most [`crate::verify::MAX_INFO`] bytes are read).
-fn read_small(path: &Path) -> Result<Option<Vec<u8>>, WriteError> {
-    let file = match std::fs::File::open(path) {
+fn read_small(tree: &Tree, rel: &str) -> Result<Option<Vec<u8>>, WriteError> {
+    if let Some(b) = tree.bucket() {
+        return b.read(rel, crate::verify::MAX_INFO);
+    }
+    let path = tree.root().join(rel);
+    let file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(io_err("open", path)(source)),
+        Err(source) => return Err(io_err("open", &path)(source)),
     };
     let mut buf = Vec::new();
     file.take(crate::verify::MAX_INFO)
         .read_to_end(&mut buf)
-        .map_err(io_err("read", path))?;
+        .map_err(io_err("read", &path))?;
     Ok(Some(buf))
 }
 
@@ -206,6 +271,9 @@ pub type PlacedVersion = (Staged, Result<(), WriteError>);
 /// [`WriteError::Conflict`] for that version only. A failure that every
 /// version would share (full disk, unreadable tree) is the outer error.
 pub fn place(tree: &Tree, batch: Vec<Staged>) -> Result<Vec<PlacedVersion>, WriteError> {
+    if let Some(b) = tree.bucket() {
+        return place_in_bucket(b, batch);
+    }
     atomic::barrier(tree.root())?;
     let mut placed = Vec::with_capacity(batch.len());
     for mut staged in batch {
@@ -250,6 +318,78 @@ fn place_mod_and_zip(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError>
     Ok(())
 }
 
+/// [`place`] into a bucket: every `.mod` and `.zip` uploaded (the staged
+/// files streamed, then removed), then every `.info`. A completed put is
+/// durable, so finishing one step before the next keeps the order the
+/// local tree's barriers keep.
+fn place_in_bucket(
+    b: &bucket::Bucket,
+    batch: Vec<Staged>,
+) -> Result<Vec<PlacedVersion>, WriteError> {
+    let mut placed: Vec<PlacedVersion> = Vec::with_capacity(batch.len());
+    // The staged files of each version, kept until its uploads end.
+    let mut held = Vec::with_capacity(batch.len());
+    let mut puts = Vec::new();
+    let mut owner = Vec::new();
+    for mut staged in batch {
+        let i = placed.len();
+        let c = &mut staged.checked;
+        let files = c
+            .take_files()
+            .expect("place consumes the versions it places");
+        if !staged.found.mod_present {
+            puts.push(bucket::Immutable {
+                rel: layout::version_rel(c.mv(), Kind::Mod),
+                body: bucket::Body::File(files.mod_file.to_path_buf()),
+                sha256: *c.mod_sha256(),
+            });
+            owner.push(i);
+        }
+        if let (Some(zip), Some(facts)) = (&files.zip, c.zip()) {
+            if !staged.found.zip_present {
+                puts.push(bucket::Immutable {
+                    rel: layout::version_rel(c.mv(), Kind::Zip),
+                    body: bucket::Body::File(zip.to_path_buf()),
+                    sha256: facts.sha256,
+                });
+                owner.push(i);
+            }
+        }
+        held.push(files);
+        placed.push((staged, Ok(())));
+    }
+    for (i, result) in owner.into_iter().zip(b.put_all_immutable(puts)) {
+        match result {
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if placed[i].1.is_ok() => placed[i].1 = Err(e),
+            _ => {}
+        }
+    }
+    drop(held);
+    let mut puts = Vec::new();
+    let mut owner = Vec::new();
+    for (i, (staged, result)) in placed.iter_mut().enumerate() {
+        let publish_info = result.is_ok() && staged.found.info_present.is_none();
+        if let Some(tmp) = staged.info_tmp.take().filter(|_| publish_info) {
+            let body = fs_err::read(&tmp).map_err(io_err("read", &tmp))?;
+            puts.push(bucket::Immutable {
+                rel: layout::version_rel(staged.checked.mv(), Kind::Info),
+                body: bucket::Body::Bytes(body),
+                sha256: staged.info_sha256,
+            });
+            owner.push(i);
+        }
+    }
+    for (i, result) in owner.into_iter().zip(b.put_all_immutable(puts)) {
+        match result {
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => placed[i].1 = Err(e),
+            Ok(_) => {}
+        }
+    }
+    Ok(placed)
+}
+
 /// The metadata files of a batch, rewritten together (step 4): `@v/list`
 /// and `@latest` of each module for its complete set of published
 /// versions (every one already placed), and the offline checksum
@@ -273,8 +413,12 @@ pub fn module_metadata(path: &ModulePath, versions: &[Version]) -> (Vec<u8>, Opt
 }
 
 impl Metadata {
-    /// Stages every file, barrier, renames them into place, barrier.
+    /// Stages every file, barrier, renames them into place, barrier. In a
+    /// bucket: every list and `@latest` put, then `latest`, then `supported`.
     pub fn write(self, tree: &Tree) -> Result<(), WriteError> {
+        if let Some(b) = tree.bucket() {
+            return self.write_to_bucket(tree, b);
+        }
         let mut staged = Vec::with_capacity(2 * self.modules.len() + 1);
         for (path, versions) in &self.modules {
             let (list, latest) = module_metadata(path, versions);
@@ -297,6 +441,31 @@ impl Metadata {
             head.mark_supported(tree)?;
         }
         atomic::barrier(tree.root())
+    }
+
+    fn write_to_bucket(self, tree: &Tree, b: &bucket::Bucket) -> Result<(), WriteError> {
+        let mut puts = Vec::with_capacity(2 * self.modules.len());
+        for (path, versions) in &self.modules {
+            let (list, latest) = module_metadata(path, versions);
+            puts.push((layout::list_rel(path), list));
+            if let Some(mv) = latest {
+                // @latest serves the latest version's .info, byte for byte.
+                let info_rel = layout::version_rel(&mv, Kind::Info);
+                let info =
+                    b.read(&info_rel, crate::verify::MAX_INFO)?
+                        .ok_or_else(|| WriteError::Io {
+                            op: "read",
+                            path: tree.display(&info_rel),
+                            source: std::io::ErrorKind::NotFound.into(),
+                        })?;
+                puts.push((layout::latest_rel(path), info));
+            }
+        }
+        b.put_all_replacing(puts)?;
+        if let Some(head) = &self.sumdb {
+            head.write_to_bucket(b)?;
+        }
+        Ok(())
     }
 }
 

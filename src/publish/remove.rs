@@ -9,18 +9,25 @@
 //! - [`remove_version_files`]: the named files of each version; a name
 //!   already gone is fine (a killed prune removed it).
 //!
-//! Neither is durable until the next [`super::atomic::barrier`].
+//! Neither is durable until the next [`super::atomic::barrier`] (in a
+//! bucket: once it returns).
 //! Everything here blocks; callers run it on the blocking pool.
 
 use std::io;
 use std::path::Path;
 
 use super::atomic::io_err;
+use super::layout::{latest_rel, list_rel, version_rel};
 use super::{Kind, Tree, WriteError};
 use crate::module::{ModVer, ModulePath};
 
 /// Removes `path`'s `@v/list` and `@latest`.
 pub fn remove_lists(tree: &Tree, path: &ModulePath) -> Result<(), WriteError> {
+    if let Some(b) = tree.bucket() {
+        return b
+            .delete_all(vec![latest_rel(path), list_rel(path)])
+            .map(drop);
+    }
     remove(&tree.latest_file(path))?;
     remove(&tree.list_file(path)).map(drop)
 }
@@ -31,6 +38,13 @@ pub fn remove_version_files<'a>(
     versions: impl IntoIterator<Item = &'a ModVer>,
     kinds: &[Kind],
 ) -> Result<usize, WriteError> {
+    if let Some(b) = tree.bucket() {
+        let rels = versions
+            .into_iter()
+            .flat_map(|mv| kinds.iter().map(|&kind| version_rel(mv, kind)))
+            .collect();
+        return b.delete_all(rels);
+    }
     let mut removed = 0;
     for mv in versions {
         for &kind in kinds {

@@ -21,7 +21,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::atomic::{self, Replacement, WriteError};
-use super::layout::{SumdbFile, Tree};
+use super::bucket::{Body, Bucket, Immutable};
+use super::layout::{sumdb_rel, SumdbFile, Tree};
 use crate::module::ModVer;
 use crate::verify::sumdb::tile::Tile;
 use crate::verify::sumdb::tlog;
@@ -35,6 +36,9 @@ pub fn place_sumdb(
     tiles: &[(Tile, Bytes)],
     lookups: &[(ModVer, Vec<u8>)],
 ) -> Result<(), WriteError> {
+    if let Some(b) = tree.bucket() {
+        return place_in_bucket(b, name, tiles, lookups);
+    }
     let staging = tree.sumdb_dir(name);
     for (tile, data) in tiles {
         let path = tree.sumdb_file(name, SumdbFile::Tile(tile));
@@ -45,19 +49,69 @@ pub fn place_sumdb(
         match write_immutable(&staging, &path, body) {
             Err(WriteError::Conflict { .. }) => {
                 let existing = fs_err::read(&path).map_err(atomic::io_err("read", &path))?;
-                if !same_record(&existing, body) {
-                    return Err(WriteError::Conflict {
-                        path,
-                        existing: hex::encode(Sha256::digest(&existing)),
-                        new: hex::encode(Sha256::digest(body)),
-                    });
-                }
+                lookup_clash(path, &existing, body)?;
             }
             result => result?,
         }
     }
     Ok(())
 }
+
+/// A lookup found published with other bytes is fine if it holds the same
+/// record (under another head); anything else is a conflict.
+fn lookup_clash(path: std::path::PathBuf, existing: &[u8], body: &[u8]) -> Result<(), WriteError> {
+    if same_record(existing, body) {
+        return Ok(());
+    }
+    Err(WriteError::Conflict {
+        path,
+        existing: hex::encode(Sha256::digest(existing)),
+        new: hex::encode(Sha256::digest(body)),
+    })
+}
+
+/// [`place_sumdb`] into a bucket: every tile, then every lookup.
+fn place_in_bucket(
+    b: &Bucket,
+    name: &str,
+    tiles: &[(Tile, Bytes)],
+    lookups: &[(ModVer, Vec<u8>)],
+) -> Result<(), WriteError> {
+    let immutable = |rel: String, bytes: &[u8]| Immutable {
+        rel,
+        sha256: Sha256::digest(bytes).into(),
+        body: Body::Bytes(bytes.to_vec()),
+    };
+    let puts = tiles
+        .iter()
+        .map(|(tile, data)| immutable(sumdb_rel(name, SumdbFile::Tile(tile)), data))
+        .collect();
+    b.put_all_immutable(puts)
+        .into_iter()
+        .try_for_each(|r| r.map(drop))?;
+    let puts = lookups
+        .iter()
+        .map(|(mv, body)| immutable(sumdb_rel(name, SumdbFile::Lookup(mv)), body))
+        .collect();
+    for ((mv, body), result) in lookups.iter().zip(b.put_all_immutable(puts)) {
+        match result {
+            Err(WriteError::Conflict { path, .. }) => {
+                let rel = sumdb_rel(name, SumdbFile::Lookup(mv));
+                let existing = b.read(&rel, MAX_LOOKUP)?.unwrap_or_default();
+                lookup_clash(path, &existing, body)?;
+            }
+            result => drop(result?),
+        }
+    }
+    Ok(())
+}
+
+/// A tile read from a bucket is cut off here (a hash tile of height 8 is
+/// 8 KiB; a data tile holds 2^h records).
+const MAX_TILE: u64 = 16 << 20;
+
+/// A lookup body is a record and a signed note: a few KiB at most.
+const MAX_LOOKUP: u64 = 64 << 10;
 
 /// The offline copy's head, rewritten with a batch's lists: `latest`
 /// names `note`; once `complete`, `supported` (empty) exists.
@@ -82,6 +136,31 @@ impl SumdbHead {
         }
         Ok(())
     }
+
+    /// `latest`, then (once complete) `supported`, in a bucket.
+    pub(super) fn write_to_bucket(&self, b: &Bucket) -> Result<(), WriteError> {
+        let latest = sumdb_rel(&self.name, SumdbFile::Latest);
+        b.put_all_replacing(vec![(latest, self.note.clone())])?;
+        if self.complete {
+            let supported = Immutable {
+                rel: sumdb_rel(&self.name, SumdbFile::Supported),
+                sha256: Sha256::digest(b"").into(),
+                body: Body::Bytes(Vec::new()),
+            };
+            for r in b.put_all_immutable(vec![supported]) {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `supported` is served already.
+    pub fn is_supported(tree: &Tree, name: &str) -> Result<bool, WriteError> {
+        match tree.bucket() {
+            Some(b) => b.exists(&sumdb_rel(name, SumdbFile::Supported)),
+            None => Ok(tree.sumdb_file(name, SumdbFile::Supported).exists()),
+        }
+    }
 }
 
 /// Checks, writing nothing, that every tile and lookup is new or already
@@ -92,6 +171,13 @@ pub fn check_sumdb(
     tiles: &[(Tile, Bytes)],
     lookups: &[(ModVer, Vec<u8>)],
 ) -> Result<(), WriteError> {
+    if tree.bucket().is_some() {
+        // A HEAD per name would only say what `place_sumdb`'s conditional
+        // puts say: a clash there fails the batch the same way, before any
+        // module file of it is written, and what it wrote is immutable and
+        // verified (tiles of the pinned head, lookups of the batch).
+        return Ok(());
+    }
     for (tile, data) in tiles {
         check_same(&tree.sumdb_file(name, SumdbFile::Tile(tile)), data, |_| {
             false
@@ -136,6 +222,10 @@ pub fn lookup_body(id: i64, text: &[u8], note: &[u8]) -> Result<Vec<u8>, tlog::T
 /// A tile of the offline copy, if the tree has it: what `gomirror verify`
 /// and `gomirror import` prove with.
 pub fn read_sumdb_tile(tree: &Tree, name: &str, tile: &Tile) -> Result<Option<Vec<u8>>, String> {
+    if let Some(b) = tree.bucket() {
+        let rel = sumdb_rel(name, SumdbFile::Tile(tile));
+        return b.read(&rel, MAX_TILE).map_err(|e| crate::error::chain(&e));
+    }
     let path = tree.sumdb_file(name, SumdbFile::Tile(tile));
     match fs_err::read(&path) {
         Ok(data) => Ok(Some(data)),

@@ -54,6 +54,7 @@ use crate::fetch::Client;
 use crate::lock::LockError;
 use crate::module::{ModVer, ModulePath};
 use crate::plan::{self, watchlist::Selector, Job, Listing, Rejected};
+use crate::publish::lease::Lease;
 use crate::publish::{self, layout, Staged, Tree, WriteError};
 use crate::state::{
     Origin, OutcomeKind, RejectedEntry, RetryPolicy, RunId, RunOutcome, RunSummary, StateError,
@@ -87,6 +88,10 @@ pub enum SyncError {
     },
     #[error("publishing stopped")]
     Publish(#[source] WriteError),
+    #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
+    #[error(transparent)]
+    Lease(#[from] crate::publish::lease::LeaseError),
     #[error("upstream client")]
     Client(#[source] crate::fetch::ClientError),
     /// The checksum database cannot be used, or its log forked.
@@ -229,7 +234,7 @@ pub async fn run_with(
     options: RunOptions,
 ) -> Result<Report, SyncError> {
     let started = Instant::now();
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     fs_err::create_dir_all(tree.root()).map_err(|source| SyncError::Tree {
         path: tree.root().to_owned(),
         source,
@@ -240,104 +245,119 @@ pub async fn run_with(
     let _tree_lock = project::take_lock(&tree.lock_file(), options.wait, started, &token).await?;
     let db_lock = crate::lock::db_lock_path(&config.database);
     let _db_lock = project::take_lock(&db_lock, options.wait, started, &token).await?;
-    let store = Store::open(&config.database).await?;
-    // Before `begin_run` marks the previous run interrupted (see: #13).
-    store.quick_check_if_interrupted().await?;
-    let run_id = store.begin_run().await?;
-    let client = Client::new(config.upstreams.clone(), &config.fetch).map_err(SyncError::Client)?;
-    let feed_client = config
-        .feed
-        .enabled
-        .then(|| client.with_upstreams(vec![config.feed.proxy.clone()]))
-        .transpose()
-        .map_err(SyncError::Client)?;
-    let routes = project::Routes::new(config, client.clone()).map_err(SyncError::Client)?;
-    let ctx = Arc::new(Ctx {
-        tree,
-        client,
-        feed_client,
-        feed_jobs: OnceLock::new(),
-        learned_only: OnceLock::new(),
-        routes,
-        witnesses: OnceLock::new(),
-        store: store.clone(),
-        run_id,
-        stop: token.child_token(),
-        verify_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        window: config.fetch.concurrency * 2,
-        sumdb: std::sync::OnceLock::new(),
-    });
-    // See: #14: clients' misses are in state before planning; never fatal.
-    let clients = crate::clients::read_for_run(&store, &config.clients).await;
-    let mut tally = Tally::default();
-    let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
-    if result.is_ok() && !options.plan_only && !token.is_cancelled() {
-        result = check_go_sums(&ctx, config, &mut tally).await;
-    }
-    if result.is_ok() && tally.learn.is_some() {
-        // Learned misses take what their versions came to (see: #14).
-        result = store
-            .settle_learned(config.clients.retry_not_found)
-            .await
-            .map_err(SyncError::from);
-    }
-    if result.is_ok() {
-        // This run's failed feed versions get their next try.
-        result = store
-            .schedule_retries(retry_policy(config))
-            .await
-            .map(drop)
-            .map_err(SyncError::from);
-    }
-    tally.summary.outcome = match (&result, &tally.stopped) {
-        (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
-        _ if token.is_cancelled() => RunOutcome::Interrupted,
-        _ if tally.all_ok() => RunOutcome::Ok,
-        _ => RunOutcome::Partial,
+    // A bucket tree is guarded against other hosts by a lease (see: #17).
+    let lease = match tree.bucket() {
+        Some(b) => Some(Lease::take(b, &tree.lock_file(), token.clone()).await?),
+        None => None,
     };
-    // See: #13: per-upstream health, for `status` and metrics.
-    store
-        .record_upstream_health(ctx.client.upstream_health())
-        .await?;
-    if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
-        store.record_run_error(run_id, e).await?;
-    } else if !tally.plan_errors.is_empty() {
-        // `status` says why the run was partial (see: #13).
+    let result = async {
+        let store = Store::open(&config.database).await?;
+        // Before `begin_run` marks the previous run interrupted (see: #13).
+        store.quick_check_if_interrupted().await?;
+        let run_id = store.begin_run().await?;
+        let client =
+            Client::new(config.upstreams.clone(), &config.fetch).map_err(SyncError::Client)?;
+        let feed_client = config
+            .feed
+            .enabled
+            .then(|| client.with_upstreams(vec![config.feed.proxy.clone()]))
+            .transpose()
+            .map_err(SyncError::Client)?;
+        let routes = project::Routes::new(config, client.clone()).map_err(SyncError::Client)?;
+        let ctx = Arc::new(Ctx {
+            tree,
+            client,
+            feed_client,
+            feed_jobs: OnceLock::new(),
+            learned_only: OnceLock::new(),
+            routes,
+            witnesses: OnceLock::new(),
+            store: store.clone(),
+            run_id,
+            stop: token.child_token(),
+            verify_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            window: config.fetch.concurrency * 2,
+            sumdb: std::sync::OnceLock::new(),
+        });
+        // See: #14: clients' misses are in state before planning; never fatal.
+        let clients = crate::clients::read_for_run(&store, &config.clients).await;
+        let mut tally = Tally::default();
+        let mut result = run_stages(&ctx, config, &mut tally, progress, options.clone()).await;
+        if result.is_ok() && !options.plan_only && !token.is_cancelled() {
+            result = check_go_sums(&ctx, config, &mut tally).await;
+        }
+        if result.is_ok() && tally.learn.is_some() {
+            // Learned misses take what their versions came to (see: #14).
+            result = store
+                .settle_learned(config.clients.retry_not_found)
+                .await
+                .map_err(SyncError::from);
+        }
+        if result.is_ok() {
+            // This run's failed feed versions get their next try.
+            result = store
+                .schedule_retries(retry_policy(config))
+                .await
+                .map(drop)
+                .map_err(SyncError::from);
+        }
+        tally.summary.outcome = match (&result, &tally.stopped) {
+            (Err(_), _) | (_, Some(_)) => RunOutcome::Failed,
+            _ if token.is_cancelled() => RunOutcome::Interrupted,
+            _ if tally.all_ok() => RunOutcome::Ok,
+            _ => RunOutcome::Partial,
+        };
+        // See: #13: per-upstream health, for `status` and metrics.
         store
-            .record_run_error(run_id, &PlanErrors::of(&tally.plan_errors))
+            .record_upstream_health(ctx.client.upstream_health())
             .await?;
+        if let Some(e) = result.as_ref().err().or(tally.stopped.as_ref()) {
+            store.record_run_error(run_id, e).await?;
+        } else if !tally.plan_errors.is_empty() {
+            // `status` says why the run was partial (see: #13).
+            store
+                .record_run_error(run_id, &PlanErrors::of(&tally.plan_errors))
+                .await?;
+        }
+        let full = options.project.is_none();
+        let projects = project::record(&store, run_id, config, &tally.projects, full).await?;
+        store.finish_run(run_id, &tally.summary).await?;
+        result?;
+        if let Some(e) = tally.stopped {
+            return Err(e);
+        }
+        let fetch = ctx.client.stats();
+        info!(
+            run = run_id.0,
+            outcome = tally.summary.outcome.as_str(),
+            published = tally.summary.published,
+            requests = fetch.requests,
+            retries = fetch.retries,
+            "sync finished"
+        );
+        Ok(Report {
+            run_id: run_id.0,
+            summary: tally.summary,
+            rejected: tally.rejected,
+            plan_errors: tally.plan_errors,
+            fetch,
+            seconds: started.elapsed().as_secs_f64(),
+            feed: tally.feed,
+            plan_only: options.plan_only,
+            kept_out: tally.kept_out,
+            repair: tally.repair,
+            projects,
+            learn: tally.learn,
+            clients,
+        })
     }
-    let full = options.project.is_none();
-    let projects = project::record(&store, run_id, config, &tally.projects, full).await?;
-    store.finish_run(run_id, &tally.summary).await?;
-    result?;
-    if let Some(e) = tally.stopped {
-        return Err(e);
+    .await;
+    if let Some(lease) = lease {
+        lease.release().await;
     }
-    let fetch = ctx.client.stats();
-    info!(
-        run = run_id.0,
-        outcome = tally.summary.outcome.as_str(),
-        published = tally.summary.published,
-        requests = fetch.requests,
-        retries = fetch.retries,
-        "sync finished"
-    );
-    Ok(Report {
-        run_id: run_id.0,
-        summary: tally.summary,
-        rejected: tally.rejected,
-        plan_errors: tally.plan_errors,
-        fetch,
-        seconds: started.elapsed().as_secs_f64(),
-        feed: tally.feed,
-        plan_only: options.plan_only,
-        kept_out: tally.kept_out,
-        repair: tally.repair,
-        projects,
-        learn: tally.learn,
-        clients,
-    })
+    result
 }
 
 /// Counts and findings of one run, filled stage by stage.

@@ -106,11 +106,20 @@ impl TreeThenUpstream {
 
 impl ModSource for TreeThenUpstream {
     async fn go_mod(&self, mv: &ModVer) -> Result<bytes::Bytes, String> {
-        let published = self.tree.version_file(mv, Kind::Mod);
-        match tokio::fs::read(&published).await {
-            Ok(data) => return Ok(data.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{mv}: reading {}: {e}", published.display())),
+        if let Some(b) = self.tree.bucket() {
+            let rel = layout::version_rel(mv, Kind::Mod);
+            match b.read_async(&rel, MAX_GO_MOD).await {
+                Ok(Some(data)) => return Ok(data.into()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("{mv}: {}", crate::error::chain(&e))),
+            }
+        } else {
+            let published = self.tree.version_file(mv, Kind::Mod);
+            match tokio::fs::read(&published).await {
+                Ok(data) => return Ok(data.into()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{mv}: reading {}: {e}", published.display())),
+            }
         }
         let Some(client) = self.routes.client(&mv.path) else {
             return Err(format!(

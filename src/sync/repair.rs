@@ -25,6 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use super::{blocking, chain, version, Ctx, Finished, SyncError};
@@ -65,6 +66,9 @@ pub struct RepairReport {
 /// Finds what is missing or stale among `rows` (blocking: it stats files).
 /// Cheap by design: no file is read but the lists.
 pub(super) fn survey(tree: &Tree, rows: &[PublishedFiles]) -> Survey {
+    if let Some(b) = tree.bucket() {
+        return survey_bucket(b, rows);
+    }
     let mut survey = Survey::default();
     let mut modules: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
     for row in rows {
@@ -98,6 +102,69 @@ pub(super) fn survey(tree: &Tree, rows: &[PublishedFiles]) -> Survey {
                 (Ok(a), Ok(b)) if a == b
             )
         });
+        if !(list_ok && latest_ok) {
+            survey.stale.push(path.clone());
+        }
+    }
+    survey
+}
+
+/// [`survey`] of a bucket tree: a HEAD per file (its sha256 is metadata),
+/// a GET per list, [`crate::publish::bucket::PUTS_IN_FLIGHT`] at once. A
+/// request that fails counts as nothing missing: the next commit would
+/// fail on the same store, and the next sync surveys again.
+fn survey_bucket(b: &crate::publish::bucket::Bucket, rows: &[PublishedFiles]) -> Survey {
+    use crate::publish::layout::{latest_rel, list_rel, version_rel};
+    let mut survey = Survey::default();
+    let kinds = |row: &PublishedFiles| {
+        let zip = row.zip.as_ref().map(|_| Kind::Zip);
+        [Some(Kind::Info), Some(Kind::Mod), zip]
+            .into_iter()
+            .flatten()
+    };
+    let rels: Vec<String> = rows
+        .iter()
+        .flat_map(|row| kinds(row).map(|k| version_rel(&row.mv, k)))
+        .collect();
+    let mut found = b.sha256_all(&rels).into_iter();
+    for row in rows {
+        let missing = kinds(row).fold(false, |missing, _| {
+            missing | matches!(found.next(), Some(Ok(None)))
+        });
+        if missing {
+            survey.missing.push(row.clone());
+        }
+    }
+    let mut modules: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.zip.is_some()) {
+        modules
+            .entry(&row.mv.path)
+            .or_default()
+            .push(row.mv.version.clone());
+    }
+    // Per module: its list, and its `@latest` with the latest version's
+    // `.info` (the same bytes, so the same sha256).
+    let mut rels = Vec::with_capacity(3 * modules.len());
+    let mut want = Vec::with_capacity(modules.len());
+    for (path, versions) in &modules {
+        let (list, latest) = module_metadata(path, versions);
+        rels.push(list_rel(path));
+        if let Some(mv) = &latest {
+            rels.push(latest_rel(path));
+            rels.push(version_rel(mv, Kind::Info));
+        }
+        want.push((*path, list, latest.is_some()));
+    }
+    let mut got = b.sha256_all(&rels).into_iter();
+    for (path, list, has_latest) in want {
+        // An error is not evidence of anything: `None`, counted as fine.
+        let mut next = || got.next().and_then(Result::ok);
+        let list_ok = next().is_none_or(|sha| sha == Some(Sha256::digest(&list).into()));
+        let latest_ok = !has_latest
+            || match (next(), next()) {
+                (Some(latest), Some(Some(info))) => latest == Some(info),
+                _ => true,
+            };
         if !(list_ok && latest_ok) {
             survey.stale.push(path.clone());
         }

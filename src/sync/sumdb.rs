@@ -305,7 +305,11 @@ async fn offline_copy(
             .collect();
     }
     let tree = ctx.tree.clone();
-    let have = |t: &_| tree.sumdb_file(&name, SumdbFile::Tile(t)).exists();
+    // A bucket's tiles are not looked for here (a request each, and this
+    // runs on the async threads): the proof's few tiles are fetched again
+    // and their conditional puts find them in place. See: #17
+    let in_bucket = tree.bucket().is_some();
+    let have = |t: &_| !in_bucket && tree.sumdb_file(&name, SumdbFile::Tile(t)).exists();
     let tiles = db
         .client
         .tiles_for(&pin.tree, &ids, &old_sizes, have, &ctx.stop)

@@ -429,7 +429,7 @@ async fn issue_14_clients_command_status_and_metrics_show_the_figures() {
     );
 
     let store = Store::open(&m.database()).await.expect("open");
-    let inputs = gomirror::metrics::gather(&store, &m.tree(), None)
+    let inputs = gomirror::metrics::gather(&store, Some(&m.tree()), None)
         .await
         .expect("gather");
     let text = gomirror::metrics::render(&inputs, None);

@@ -23,6 +23,8 @@ pub struct Mirror {
     /// `[sumdb]` lines: verification is off unless a test points it at the
     /// local checksum database (there is no sum.golang.org here).
     pub sumdb: String,
+    /// The `[tree]` table's body: a directory by default, or a bucket (see: #17).
+    pub tree_toml: String,
     /// Whole tables appended after `[fetch]` (e.g. `[export]`).
     pub extra: String,
 }
@@ -39,6 +41,7 @@ impl Mirror {
                 .collect(),
             fetch: "max_attempts = 4\nbackoff_base = \"10ms\"\nbackoff_max = \"100ms\"\n".into(),
             sumdb: "key = \"off\"\n".into(),
+            tree_toml: "dir = \"tree\"\n".into(),
             extra: String::new(),
         }
     }
@@ -54,9 +57,9 @@ impl Mirror {
     pub fn config_path(&self) -> PathBuf {
         let path = self.dir.path().join("mirror.toml");
         let mut text = format!(
-            "[upstream]\nproxies = [\"{}\"]\n{}[tree]\ndir = \"tree\"\n[state]\ndatabase = \"state.db\"\n\
+            "[upstream]\nproxies = [\"{}\"]\n{}[tree]\n{}[state]\ndatabase = \"state.db\"\n\
              [sumdb]\n{}[fetch]\n{}{}",
-            self.upstream_url, self.upstream, self.sumdb, self.fetch, self.extra
+            self.upstream_url, self.upstream, self.tree_toml, self.sumdb, self.fetch, self.extra
         );
         for (module, versions) in &self.watch {
             text.push_str(&format!(

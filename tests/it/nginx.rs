@@ -153,7 +153,6 @@ impl Nginx {
     ) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let conf = dir.path().join("nginx.conf");
         let mut text = main_config(dir.path(), root, port, workers, misses, index);
         if let Some(log) = log {
             let (before, after) = text
@@ -162,6 +161,35 @@ impl Nginx {
             let (_, rest) = after.split_once(' ').expect("access_log <path> <format>;");
             text = format!("{before}access_log \"{}\" {rest}", log.display());
         }
+        Nginx::launch(nginx, dir, port, &text)
+    }
+
+    /// Starts `nginx` (one process, as the current user) with the `http {}` contents that
+    /// `config` returns for a free loopback port, which they must `listen` on; for blocks other
+    /// than `nginx/gomirror.conf`, such as `nginx/gomirror-s3.conf` (see `s3.rs`).
+    pub fn start_config(nginx: &Path, config: impl Fn(u16) -> String) -> Nginx {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let text = http_config(dir.path(), "master_process off;", &config(port));
+            match Nginx::launch(nginx, dir, port, &text) {
+                Ok(n) => return n,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("nginx did not start: {last_error}");
+    }
+
+    /// Writes `text` as the main config in `dir`, runs nginx with it and waits until `port`
+    /// accepts connections.
+    fn launch(
+        nginx: &Path,
+        dir: tempfile::TempDir,
+        port: u16,
+        text: &str,
+    ) -> Result<Nginx, String> {
+        let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, text).expect("write conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let child = Command::new(nginx)
@@ -265,7 +293,6 @@ fn main_config(
     misses: Misses,
     index: Option<SocketAddr>,
 ) -> String {
-    let d = dir.display();
     let process = match workers {
         Workers::SameUser => "master_process off;".to_string(),
         Workers::Unprivileged => {
@@ -280,6 +307,13 @@ fn main_config(
             format!("master_process on;\nworker_processes 1;\nuser nobody {group};")
         }
     };
+    http_config(dir, &process, &server_block(root, port, misses, index))
+}
+
+/// A main config around `server` (the contents of `http {}`), with every path nginx writes
+/// under `dir`.
+fn http_config(dir: &Path, process: &str, server: &str) -> String {
+    let d = dir.display();
     let mime = if Path::new("/etc/nginx/mime.types").is_file() {
         "include /etc/nginx/mime.types;"
     } else {
@@ -291,8 +325,7 @@ fn main_config(
          http {{\n{mime}\ndefault_type application/octet-stream;\naccess_log off;\n\
          client_body_temp_path {d}/client_body;\nproxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
-         {}\n}}\n",
-        server_block(root, port, misses, index)
+         {server}\n}}\n"
     )
 }
 

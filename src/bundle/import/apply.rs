@@ -97,11 +97,15 @@ fn commit_error(tree: &Tree, e: commit::CommitError) -> ImportError {
 /// A file the bundle would publish clashes with the tree's.
 fn write_refusal(tree: &Tree, e: WriteError) -> ImportError {
     let rel = match &e {
-        WriteError::Conflict { path, .. } | WriteError::Io { path, .. } => path
-            .strip_prefix(tree.root())
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned(),
+        WriteError::Conflict { path, .. } | WriteError::Io { path, .. } => {
+            let bucket_root = tree.display("");
+            path.strip_prefix(tree.root())
+                .or_else(|_| path.strip_prefix(&bucket_root))
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned()
+        }
+        WriteError::Store { key, .. } => key.clone(),
     };
     file_err(&rel, FileProblem::Clash(e))
 }

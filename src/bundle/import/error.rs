@@ -45,6 +45,10 @@ pub enum ImportError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
+    #[error(transparent)]
+    Lease(#[from] crate::publish::lease::LeaseError),
+    #[error(transparent)]
     State(#[from] StateError),
     #[error("publishing")]
     Publish(#[source] WriteError),

