@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 
 use tokio::sync::mpsc;
 
-use super::batch::{ClientBatch, Interner};
+use super::batch::{BatchFigures, ClientBatch, Interner};
 use super::cursor::{head_sha256, Segment, HEAD_BYTES};
 use super::log::parse_line;
 use crate::state::LogCursor;
@@ -27,7 +27,7 @@ pub const BATCH_LINES: u64 = 500_000;
 
 /// One batch for the recorder.
 pub struct Recorded {
-    pub batch: ClientBatch,
+    pub batch: BatchFigures,
     pub cursor: LogCursor,
 }
 
@@ -66,8 +66,7 @@ pub fn read_segments(
             if batch.lines >= BATCH_LINES || interner.is_full() {
                 let at = r.cursor(seg);
                 last_sent = Some(at.clone());
-                let mut sent = std::mem::take(&mut batch);
-                sent.resolve(&interner);
+                let sent = std::mem::take(&mut batch).resolve(&interner);
                 if interner.is_full() {
                     interner.clear();
                 }
@@ -92,7 +91,7 @@ pub fn read_segments(
         cursor = Some(r.cursor(seg));
     }
     if let Some(at) = cursor.filter(|at| batch.lines > 0 || last_sent.as_ref() != Some(at)) {
-        batch.resolve(&interner);
+        let batch = batch.resolve(&interner);
         let _ = out.blocking_send(Recorded { batch, cursor: at });
     }
     Ok(())
