@@ -343,7 +343,16 @@ fn by_subject(a: &Subject, b: &Subject) -> std::cmp::Ordering {
     (a.path(), a.version()).cmp(&(b.path(), b.version()))
 }
 
+/// Figures a batch holds at most (a subject's, or a subject's of one hour,
+/// tens of bytes each) before it is recorded.
+const MAX_FIGURES: usize = 250_000;
+
 impl ClientBatch {
+    /// Whether it should be recorded now, to keep memory bounded.
+    pub fn is_full(&self) -> bool {
+        self.slots.len() + self.hours.len() >= MAX_FIGURES
+    }
+
     /// Counts a line that did not parse (its time is unknown: `now`).
     pub fn unparsed(&mut self, now: i64) {
         self.lines += 1;
