@@ -2,9 +2,9 @@
 //! with the cursor after their last line, sent to the recorder.
 //!
 //! Memory stays flat: a line longer than [`MAX_LINE`] is skipped (and
-//! counted unparsed) without being held, and a batch holds the figures of
-//! at most [`BATCH_LINES`] lines and of a bounded number of distinct targets
-//! ([`ClientBatch::is_full`]). Only whole lines (ending in `\n`) move
+//! counted unparsed) without being held, a batch holds a bounded number of
+//! figures ([`ClientBatch::is_full`]), and the targets it knows are bounded
+//! ([`Interner::is_full`]). Only whole lines (ending in `\n`) move
 //! the cursor of a live file: a line nginx is still writing is read next
 //! time. A rotated file is complete, so its last line counts without one.
 
@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 
 use tokio::sync::mpsc;
 
-use super::batch::{ClientBatch, Interner};
+use super::batch::{BatchFigures, ClientBatch, Interner};
 use super::cursor::{head_sha256, Segment, HEAD_BYTES};
 use super::log::parse_line;
 use crate::state::LogCursor;
@@ -22,17 +22,22 @@ use crate::state::LogCursor;
 /// Longest line read; nginx's own lines are far shorter (a target is at
 /// most its `large_client_header_buffers`, 8 KiB by default).
 pub const MAX_LINE: usize = 64 * 1024;
-/// Lines per batch, one transaction each.
-pub const BATCH_LINES: u64 = 500_000;
+/// Lines per batch at most, one transaction each. Not what bounds memory
+/// ([`ClientBatch::is_full`] does): it bounds the reading thrown away when
+/// another reader records first or the read is interrupted, about two
+/// seconds of it. Each batch writes a row per subject and hour it saw, the
+/// same rows again for every batch of a log that repeats its targets, so
+/// fewer batches are less work.
+pub const BATCH_LINES: u64 = 2_000_000;
 
 /// One batch for the recorder.
 pub struct Recorded {
-    pub batch: ClientBatch,
+    pub batch: BatchFigures,
     pub cursor: LogCursor,
 }
 
 /// Reads `segments` in order, sending a batch every [`BATCH_LINES`] lines
-/// (or when the [`Interner`] is full) and one at the end if anything moved.
+/// (or when it or the [`Interner`] is full) and one at the end if anything moved.
 /// At most two batches exist at once: before starting a third the reader
 /// waits for `recorded` to say the first is in the database. Stops early,
 /// without error, when the recorder hangs up (another reader won). `saved`
@@ -63,11 +68,10 @@ pub fn read_segments(
                 Line::TooLong => batch.unparsed(now),
                 Line::End => break,
             }
-            if batch.lines >= BATCH_LINES || interner.is_full() {
+            if batch.lines >= BATCH_LINES || batch.is_full() || interner.is_full() {
                 let at = r.cursor(seg);
                 last_sent = Some(at.clone());
-                let mut sent = std::mem::take(&mut batch);
-                sent.resolve(&interner);
+                let sent = std::mem::take(&mut batch).resolve(&interner);
                 if interner.is_full() {
                     interner.clear();
                 }
@@ -92,7 +96,7 @@ pub fn read_segments(
         cursor = Some(r.cursor(seg));
     }
     if let Some(at) = cursor.filter(|at| batch.lines > 0 || last_sent.as_ref() != Some(at)) {
-        batch.resolve(&interner);
+        let batch = batch.resolve(&interner);
         let _ = out.blocking_send(Recorded { batch, cursor: at });
     }
     Ok(())

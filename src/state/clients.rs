@@ -2,7 +2,7 @@
 //! figures per module version and per hour, misses for learning, and the
 //! figures `clients`, `status` and metrics show (migrations/0014_clients.sql).
 //!
-//! Input: a [`ClientBatch`] with the [`LogCursor`] after its last line,
+//! Input: a batch's [`BatchFigures`] with the [`LogCursor`] after its last line,
 //! recorded in one transaction only if the saved cursor's generation is
 //! still the one the reader started from (compare-and-swap: two readers at
 //! once never count a line twice; the loser records nothing). Output:
@@ -19,7 +19,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::{now, StateError, Store};
-use crate::clients::batch::{ClientBatch, Subject};
+use crate::clients::batch::{BatchFigures, Subject};
 use crate::clients::request::{ResultClass, Skip};
 
 /// Hours of per-hour figures kept for `clients --since` (31 days).
@@ -163,7 +163,7 @@ impl Store {
         &self,
         expected: Option<i64>,
         cursor: LogCursor,
-        batch: ClientBatch,
+        batch: BatchFigures,
     ) -> Result<Option<i64>, StateError> {
         self.call_as("record client figures", move |c| {
             record_batch(c, expected, &cursor, &batch)
@@ -219,7 +219,7 @@ fn record_batch(
     c: &mut Connection,
     expected: Option<i64>,
     cursor: &LogCursor,
-    batch: &ClientBatch,
+    batch: &BatchFigures,
 ) -> rusqlite::Result<Option<i64>> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let generation = expected.map_or(1, |g| g + 1);
@@ -258,7 +258,7 @@ fn record_batch(
     Ok(Some(generation))
 }
 
-fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
+fn record_uses(tx: &Connection, batch: &BatchFigures) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT INTO client_use
            (path, version, uses, misses, bytes, first_used, last_used, last_missed)
@@ -274,8 +274,7 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = CASE WHEN last_missed IS NULL OR excluded.last_missed > last_missed
                          THEN COALESCE(excluded.last_missed, last_missed) ELSE last_missed END",
     )?;
-    for (id, f) in &batch.uses {
-        let s = &batch.subjects[id];
+    for (s, f) in &batch.uses {
         up.execute(params![
             s.path(),
             s.version(),
@@ -287,15 +286,6 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
             f.last_missed.map(rfc3339),
         ])?;
     }
-    let mut per_module: HashMap<(i64, &str), (u64, u64, u64)> = HashMap::new();
-    for (&(hour, id), f) in &batch.hours {
-        let e = per_module
-            .entry((hour, batch.subjects[&id].path()))
-            .or_default();
-        e.0 += f.0;
-        e.1 += f.1;
-        e.2 += f.2;
-    }
     let mut hourly = tx.prepare_cached(
         "INSERT INTO client_module_hours (hour, path, uses, misses, bytes)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -303,21 +293,20 @@ fn record_uses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            uses = uses + excluded.uses, misses = misses + excluded.misses,
            bytes = bytes + excluded.bytes",
     )?;
-    for ((hour, path), (uses, misses, bytes)) in per_module {
-        hourly.execute(params![hour, path, uses, misses, bytes])?;
+    for (hour, s, (uses, misses, bytes)) in &batch.module_hours {
+        hourly.execute(params![hour, s.path(), uses, misses, bytes])?;
     }
     let mut missed = tx.prepare_cached(
         "INSERT INTO client_miss_hours (hour, path, version, misses) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (hour, path, version) DO UPDATE SET misses = misses + excluded.misses",
     )?;
-    for (&(hour, id), f) in batch.hours.iter().filter(|(_, f)| f.1 > 0) {
-        let s = &batch.subjects[&id];
-        missed.execute(params![hour, s.path(), s.version(), f.1])?;
+    for (hour, s, n) in &batch.miss_hours {
+        missed.execute(params![hour, s.path(), s.version(), n])?;
     }
     Ok(())
 }
 
-fn record_misses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
+fn record_misses(tx: &Connection, batch: &BatchFigures) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT INTO client_misses (path, version, kind, via, misses, first_missed, last_missed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -327,9 +316,8 @@ fn record_misses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
            last_missed = MAX(last_missed, excluded.last_missed),
            via = CASE WHEN excluded.via = 'lookup' THEN 'lookup' ELSE via END",
     )?;
-    for (id, m) in &batch.misses {
-        let s = &batch.subjects[id];
-        let kind = match s {
+    for (s, m) in &batch.misses {
+        let kind = match **s {
             Subject::Version(_) => "version",
             Subject::Module(_) => "listing",
         };
@@ -346,14 +334,18 @@ fn record_misses(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn record_totals(tx: &Connection, batch: &ClientBatch) -> rusqlite::Result<()> {
+fn record_totals(tx: &Connection, batch: &BatchFigures) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT INTO client_totals (hour, key, n) VALUES (?1, ?2, ?3)
          ON CONFLICT (hour, key) DO UPDATE SET n = n + excluded.n",
     )?;
-    for (&(hour, key), &n) in &batch.totals {
+    let mut all_time: HashMap<&str, u64> = HashMap::new();
+    for &(hour, key, n) in &batch.totals {
         up.execute(params![hour, key.as_str(), n])?;
-        up.execute(params![-1, key.as_str(), n])?;
+        *all_time.entry(key.as_str()).or_default() += n;
+    }
+    for (key, n) in all_time {
+        up.execute(params![-1, key, n])?;
     }
     let mut rej = tx.prepare_cached(
         "INSERT INTO client_rejects (reason, n, last_seen, example) VALUES (?1, ?2, ?3, ?4)
@@ -496,8 +488,8 @@ mod tests {
     use crate::state::tests::migrated;
     use std::borrow::Cow;
 
-    fn batch(lines: &[(i64, &str, &str, u16, u64)]) -> ClientBatch {
-        let mut b = ClientBatch::default();
+    fn batch(lines: &[(i64, &str, &str, u16, u64)]) -> BatchFigures {
+        let mut b = crate::clients::batch::ClientBatch::default();
         let mut interner = crate::clients::batch::Interner::default();
         for &(time, method, target, status, bytes) in lines {
             let line = LogLine {
@@ -509,8 +501,7 @@ mod tests {
             };
             b.add(&mut interner, &line);
         }
-        b.resolve(&interner);
-        b
+        b.resolve(&interner)
     }
 
     fn cursor(offset: u64) -> LogCursor {
