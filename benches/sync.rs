@@ -526,6 +526,22 @@ fn wait_rusage(child: Child) -> Result<(ExitStatus, libc::rusage)> {
     Ok((ExitStatus::from_raw(status), usage))
 }
 
+/// Runs `run` in a fresh work directory named `<prefix>…` under the system's temp dir, and
+/// keeps the directory when `keep` is set or the run failed (its error names the log to read).
+pub fn in_work_dir(prefix: &str, keep: bool, run: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("creating the work directory")?;
+    eprintln!("work directory {}", work.path().display());
+    let result = run(work.path());
+    if keep || result.is_err() {
+        let kept = work.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    result
+}
+
 /// This process's VmHWM in KiB: the floor under every child's figure, since a child's exec
 /// records this address space's high-water mark. Not `getrusage(RUSAGE_SELF)`, which likewise
 /// starts at the RSS of whoever spawned this process (cargo, some 80 MiB).
@@ -989,16 +1005,5 @@ fn main() -> Result<()> {
         return feed_mode::main(&args, &bin);
     }
     let opts = Opts::parse()?;
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, work.path());
-    // A failed run keeps its trees and logs: the error names the log to read.
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-bench-", opts.keep, |work| run(&opts, work))
 }

@@ -71,17 +71,9 @@ impl ChainOpts {
 
 pub fn main(args: &[String], gomirror: &Path) -> Result<()> {
     let opts = ChainOpts::parse(args)?;
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-chain-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, gomirror, work.path());
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-chain-bench-", opts.keep, |work| {
+        run(&opts, gomirror, work)
+    })
 }
 
 fn run(opts: &ChainOpts, gomirror: &Path, work: &Path) -> Result<()> {

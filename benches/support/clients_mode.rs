@@ -62,17 +62,9 @@ pub fn main(args: &[String], gomirror: &Path) -> Result<()> {
         keep: args.iter().any(|a| a == "--keep"),
     };
     ensure!(opts.lines > 0, "--lines: at least 1");
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-clients-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, gomirror, work.path());
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-clients-bench-", opts.keep, |work| {
+        run(&opts, gomirror, work)
+    })
 }
 
 fn run(opts: &ClientsOpts, gomirror: &Path, work: &Path) -> Result<()> {

@@ -71,17 +71,9 @@ fn parse(args: &[String]) -> Result<ExportOpts> {
 
 pub fn main(args: &[String], bin: &Path) -> Result<()> {
     let opts = parse(args)?;
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-export-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, bin, work.path());
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-export-bench-", opts.keep, |work| {
+        run(&opts, bin, work)
+    })
 }
 
 fn run(opts: &ExportOpts, bin: &Path, work: &Path) -> Result<()> {

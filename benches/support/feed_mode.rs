@@ -70,17 +70,9 @@ impl Timed {
 
 pub fn main(args: &[String], gomirror: &Path) -> Result<()> {
     let opts = FeedOpts::parse(args)?;
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-feed-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, gomirror, work.path());
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-feed-bench-", opts.keep, |work| {
+        run(&opts, gomirror, work)
+    })
 }
 
 fn run(opts: &FeedOpts, gomirror: &Path, work: &Path) -> Result<()> {
