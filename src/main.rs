@@ -86,7 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Prune { dry_run, json } => {
-            runtime.block_on(cli::prune::prune(local("prune")?, dry_run, json))
+            runtime.block_on(cli::prune::prune(load()?, dry_run, json))
         }
         Command::Retry { pattern } => runtime.block_on(cli::state::retry(load()?, pattern)),
         Command::Closure { dir, json } => {

@@ -28,6 +28,7 @@ use crate::module::{ModVer, ModulePath, Version};
 use crate::plan::retention::{self, Candidate, Decision, Need, Policy, Verdict};
 use crate::project::closure;
 use crate::project::graph::ModSource;
+use crate::publish::lease::Lease;
 use crate::publish::{Kind, Tree};
 use crate::state::{PruneItem, StateError, Store};
 
@@ -67,6 +68,10 @@ pub enum PruneError {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
+    #[error(transparent)]
+    Lease(#[from] crate::publish::lease::LeaseError),
     /// What a project needs cannot be known: nothing is pruned.
     #[error("project {}: cannot compute what it needs, so nothing is pruned", .dir.display())]
     Project {
@@ -96,7 +101,7 @@ pub async fn prune(
     options: PruneOptions,
     token: &CancellationToken,
 ) -> Result<PruneReport, PruneError> {
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     // The locks a sync takes; a dry run writes nothing and takes none.
     let _locks = match options.dry_run {
         true => None,
@@ -109,6 +114,25 @@ pub async fn prune(
             Some((t, d))
         }
     };
+    // A bucket tree: the writer's lease too (see: #17).
+    let lease = match (tree.bucket(), options.dry_run) {
+        (Some(b), false) => Some(Lease::take(b, &tree.lock_file(), token.clone()).await?),
+        _ => None,
+    };
+    let result = prune_locked(config, options, token, &tree).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    result
+}
+
+/// [`prune`], once its locks are held.
+async fn prune_locked(
+    config: &Config,
+    options: PruneOptions,
+    token: &CancellationToken,
+    tree: &Tree,
+) -> Result<PruneReport, PruneError> {
     let store = Store::open(&config.database).await?;
     let list_max_age = config.retention.list_max_age;
     let mut resumed = 0;
@@ -116,7 +140,7 @@ pub async fn prune(
         if let Some(open) = store.unfinished_prune().await? {
             resumed = open.versions;
             tracing::info!(versions = resumed, "completing an interrupted prune");
-            let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
+            let done = commit::unpublish(tree, &store, open, list_max_age, token).await?;
             if done == Unpublished::Interrupted {
                 return Ok(report(
                     Decision::default(),
@@ -130,7 +154,7 @@ pub async fn prune(
         }
     }
     let candidates = candidates(&store).await?;
-    let needed = needed(config, &tree, &candidates).await?;
+    let needed = needed(config, tree, &candidates).await?;
     let policy = Policy::new(&config.retention, config.clients.access_log.is_some());
     let now = time::OffsetDateTime::now_utc();
     let mut decision = retention::decide(&policy, candidates, &needed, now);
@@ -157,7 +181,7 @@ pub async fn prune(
     let going = std::mem::take(&mut decision.verdicts);
     let (open, going) = store.begin_prune(going).await?;
     decision.verdicts = going;
-    let done = commit::unpublish(&tree, &store, open, list_max_age, token).await?;
+    let done = commit::unpublish(tree, &store, open, list_max_age, token).await?;
     let interrupted = done == Unpublished::Interrupted;
     let pruned = (!interrupted).then_some(figures);
     Ok(report(
@@ -329,6 +353,17 @@ struct TreeOnly {
 
 impl ModSource for TreeOnly {
     async fn go_mod(&self, mv: &ModVer) -> Result<bytes::Bytes, String> {
+        if let Some(b) = self.tree.bucket() {
+            let rel = crate::publish::layout::version_rel(mv, Kind::Mod);
+            return match b.read_async(&rel, crate::verify::MAX_GO_MOD).await {
+                Ok(Some(data)) => Ok(data.into()),
+                Ok(None) => Err(format!(
+                    "{mv}: {} is missing",
+                    b.display_path(&rel).display()
+                )),
+                Err(e) => Err(format!("{mv}: {}", crate::error::chain(&e))),
+            };
+        }
         let file = self.tree.version_file(mv, Kind::Mod);
         match tokio::fs::read(&file).await {
             Ok(data) => Ok(data.into()),

@@ -447,3 +447,66 @@ async fn issue_17_an_offline_mirror_imports_a_bundle_into_a_bucket() {
         crate::sumdb_go::describe(&built)
     );
 }
+
+/// `prune` on a bucket tree: under the lease, the touched lists are rewritten first, then
+/// (after the lists' lifetime) the pruned versions' objects are deleted, `.info` first
+/// (`commit::unpublish`'s order); the kept versions stay; a pruned version is mirrored
+/// again, byte for byte, once something selects it.
+// See: #17, #15
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_prune_removes_objects_in_reverse_order() {
+    let test = "s3_tree::issue_17_prune_removes_objects_in_reverse_order";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let upstream = crate::upstream::Upstream::start(
+        (0..4)
+            .map(|i| {
+                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 3, 4 << 10)
+            })
+            .collect(),
+    )
+    .await;
+    let server = S3Server::start(&s3s);
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &server.endpoint());
+    let run = sync(&m, &server).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let before = objects(&server).await;
+
+    // No access log: by size, oldest published first, never the newest.
+    m.watch.clear();
+    m.extra =
+        "[retention]\nmax_tree_size = \"1K\"\nkeep_latest = 1\nlist_max_age = \"1s\"\n".into();
+    let mut cmd = m.command(&["prune"]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+    let pruned = run_command(cmd).await;
+    assert_eq!(pruned.code, Some(0), "{}\n{}", pruned.stderr, pruned.stdout);
+    assert_no_listed_version_without_objects(&server).await;
+    let after = objects(&server).await;
+    let rels: Vec<&str> = after.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        rels,
+        [
+            "example.com/a/@latest",
+            "example.com/a/@v/list",
+            "example.com/a/@v/v1.3.0.info",
+            "example.com/a/@v/v1.3.0.mod",
+            "example.com/a/@v/v1.3.0.zip",
+        ],
+        "{}",
+        pruned.stdout
+    );
+    let list = &after[1].1;
+    assert_eq!(String::from_utf8_lossy(list), "v1.3.0\n");
+    let lease = Key::from(format!("{PREFIX}.gomirror-lease").as_str());
+    assert!(server.store().head(&lease).await.is_err(), "released");
+
+    // Selected again: mirrored again, the same bytes as before.
+    m.extra.clear();
+    m.watch = vec![("example.com/a".into(), "all".into())];
+    let again = sync(&m, &server).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(objects(&server).await, before);
+}
