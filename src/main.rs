@@ -90,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Retry { pattern } => runtime.block_on(cli::state::retry(load()?, pattern)),
         Command::Closure { dir, json } => {
-            runtime.block_on(cli::closure::closure(local("closure")?, &dir, json))
+            runtime.block_on(cli::closure::closure(load()?, &dir, json))
         }
         Command::Clients { json, since } => {
             runtime.block_on(cli::clients::clients(load()?, json, since))

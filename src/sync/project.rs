@@ -186,6 +186,11 @@ pub enum ClosureError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
+    /// A bucket tree could not be asked what it holds (see: #17).
+    #[error("looking in the tree")]
+    Tree(#[source] crate::publish::WriteError),
 }
 
 /// Computes the closure of the project in `dir` and compares it with the tree. Publishes
@@ -198,7 +203,7 @@ pub async fn closure_report(
     let owned = dir.to_path_buf();
     let (project, sums) = blocking("reading the project", move || load(&owned)).await??;
     let client = Client::new(config.upstreams.clone(), &config.fetch)?;
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     let routes = Routes::new(config, client)?;
     let source = TreeThenUpstream::new(tree.clone(), routes.clone(), token);
     let mut closure = closure::closure(&project, &source, config.fetch.concurrency).await;
@@ -234,13 +239,29 @@ pub async fn closure_report(
             }),
     );
     let needed: Vec<Lack> = needed.collect();
-    let lacking: Vec<Lack> = blocking("looking in the tree", move || {
-        needed
-            .into_iter()
-            .filter(|l| !tree.version_file(&l.mv, l.kind).is_file())
-            .collect()
+    let lacking: Vec<Lack> = blocking("looking in the tree", move || -> Result<_, ClosureError> {
+        match tree.bucket() {
+            None => Ok(needed
+                .into_iter()
+                .filter(|l| !tree.version_file(&l.mv, l.kind).is_file())
+                .collect()),
+            Some(b) => {
+                let rels: Vec<String> = needed
+                    .iter()
+                    .map(|l| layout::version_rel(&l.mv, l.kind))
+                    .collect();
+                let found = b.sha256_all(&rels);
+                let mut lacking = Vec::new();
+                for (l, found) in needed.into_iter().zip(found) {
+                    if found.map_err(ClosureError::Tree)?.is_none() {
+                        lacking.push(l);
+                    }
+                }
+                Ok(lacking)
+            }
+        }
     })
-    .await?;
+    .await??;
     let toolchains = toolchains
         .into_iter()
         .map(|mut t| {

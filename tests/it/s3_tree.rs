@@ -134,6 +134,19 @@ async fn go_builds_from_a_bucket(test: &str, client: Option<PathBuf>) {
     assert!(again.stderr.contains("0 fetched"), "{}", again.stderr);
     assert_eq!(objects(&server).await, before);
 
+    // `closure` looks in the bucket: the project lacks nothing there.
+    let mut cmd = m.command(&["closure", &project.display().to_string()]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+    let closure = run_command(cmd).await;
+    assert_eq!(
+        closure.code,
+        Some(0),
+        "{}\n{}",
+        closure.stdout,
+        closure.stderr
+    );
+
     let front = server.start_nginx(&nginx, PREFIX);
     drop(upstream);
     let run = |home: &str, dir: &Path, proxy: &str, args: &[&str]| {
