@@ -53,6 +53,10 @@ pub const PART_SIZE: usize = 8 << 20;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Objects written at once within one commit step.
 pub const PUTS_IN_FLIGHT: usize = 16;
+/// Bodies held in memory at once, in KiB: a single put holds its whole
+/// body, a multipart upload a part being filled and those in flight. Puts
+/// wait for room, so 16 puts of 8 MiB bodies do not take 128 MiB.
+pub const IN_MEMORY_KIB: u32 = 24 << 10;
 /// Attempts of a conditional put that fails in transit.
 const PUT_ATTEMPTS: u32 = 6;
 /// The first wait between them; doubled each time (0.2 s … 6.4 s).
@@ -140,6 +144,8 @@ pub struct Bucket {
     store: Arc<AmazonS3>,
     settings: Arc<BucketSettings>,
     runtime: tokio::runtime::Handle,
+    /// KiB of bodies in memory at once, across every put in flight.
+    in_memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for Bucket {
@@ -174,6 +180,7 @@ impl Bucket {
             store: Arc::new(store),
             settings: Arc::new(settings.clone()),
             runtime: tokio::runtime::Handle::current(),
+            in_memory: Arc::new(tokio::sync::Semaphore::new(IN_MEMORY_KIB as usize)),
         };
         bucket.probe().await?;
         Ok(bucket)
@@ -364,9 +371,12 @@ impl Bucket {
                 return self.judge(rel, existing, &p.sha256);
             }
             let path = p.body.path().expect("only files exceed SINGLE_PUT_MAX");
+            let parts = (PART_SIZE * (PARTS_IN_FLIGHT + 1)) as u64;
+            let _room = self.room(parts).await;
             self.upload_parts(&key, rel, path, attributes).await?;
             return Ok(Placed::Created);
         }
+        let room = self.room(size).await;
         let payload = p.body.payload().map_err(|e| WriteError::Io {
             op: "read",
             path: p.body.path().unwrap_or(Path::new("")).to_owned(),
@@ -378,7 +388,7 @@ impl Bucket {
             ..PutOptions::default()
         };
         // object_store does not retry a conditional put that failed in
-        // transit (it may have succeeded); it is safe to here: a put of ours
+        // transit (it may have succeeded); it is safe here: a put of ours
         // that did succeed answers AlreadyExists, judged by its sha256.
         let mut attempt = 0;
         let put = loop {
@@ -395,6 +405,8 @@ impl Bucket {
                 result => break result,
             }
         };
+        drop(payload);
+        drop(room);
         match put {
             Ok(_) => Ok(Placed::Created),
             Err(object_store::Error::AlreadyExists { .. }) => {
@@ -406,6 +418,18 @@ impl Bucket {
             }
             Err(e) => Err(self.error("put", rel, e)),
         }
+    }
+
+    /// Waits until `bytes` more fit in [`IN_MEMORY_KIB`] (all of it, for a
+    /// body larger than that) and holds them until dropped.
+    async fn room(&self, bytes: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(IN_MEMORY_KIB);
+        self.in_memory
+            .acquire_many(kib)
+            .await
+            .expect("the semaphore is never closed")
     }
 
     fn judge(&self, rel: &str, existing: [u8; 32], new: &[u8; 32]) -> Result<Placed, WriteError> {
