@@ -597,7 +597,7 @@ impl Config {
             None => Ok(()),
             Some(b) => Err(format!(
                 "gomirror {command} does not work on a tree in object storage yet \
-                 ([tree] url = {:?}); sync, daemon, import, prune, closure and status do",
+                 ([tree] url = {:?}); every other command does",
                 b.url
             )),
         }

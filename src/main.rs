@@ -113,7 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 compression: compression.into(),
                 max_volume_size,
             };
-            runtime.block_on(cli::bundle::export(local("export")?, options, no_progress))
+            runtime.block_on(cli::bundle::export(load()?, options, no_progress))
         }
         Command::Bundle {
             command:

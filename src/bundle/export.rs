@@ -120,9 +120,8 @@ pub struct NewBundle {
 #[derive(Debug, Clone)]
 struct Planned {
     entry: FileEntry,
-    abs: PathBuf,
     /// The bytes `entry.sha256` was computed from, for a small file within
-    /// the budget; `None`: read `abs` again, re-hashing it.
+    /// the budget; `None`: read the tree's file again, re-hashing it.
     data: Option<Vec<u8>>,
 }
 
@@ -133,6 +132,8 @@ struct Keep {
 
 /// The bundle's content, before it is written.
 struct Plan {
+    /// Where the files are read from.
+    tree: Tree,
     manifest: Manifest,
     files: Vec<Planned>,
     version_ids: Vec<ExportedVersion>,
@@ -152,7 +153,7 @@ pub async fn export(
         .source
         .clone()
         .unwrap_or_else(|| signer.name().to_owned());
-    let tree = Tree::new(&config.tree_dir);
+    let tree = crate::publish::open_tree(config).await?;
     let _lock = RunLock::acquire(&tree.lock_file())?;
     let store = Store::open(&config.database).await?;
     // A bundle from a damaged database would carry its damage (see: #13).
@@ -349,7 +350,7 @@ fn plan(
         files.push(hashed(tree, layout::version_rel(mv, Kind::Mod), keep)?);
         if let Some(zip) = &c.zip {
             let rel = layout::version_rel(mv, Kind::Zip);
-            files.push(known(tree, rel, zip.size, &zip.sha256));
+            files.push(known(rel, zip.size, &zip.sha256));
         }
         files.push(hashed(tree, layout::version_rel(mv, Kind::Info), keep)?);
     }
@@ -376,6 +377,7 @@ fn plan(
         .collect();
     manifest.files = files.iter().map(|f| f.entry.clone()).collect();
     Ok(Plan {
+        tree: tree.clone(),
         manifest,
         files,
         version_ids: candidates
@@ -420,9 +422,16 @@ fn pinned_head(
     name: &str,
     verifier: &Verifier,
 ) -> Result<Option<PinnedHead>, BundleError> {
-    let path = tree.sumdb_file(name, SumdbFile::Latest);
-    let note = match fs_err::read(&path) {
-        Ok(b) => b,
+    let rel = layout::sumdb_rel(name, SumdbFile::Latest);
+    let path = tree.display(&rel);
+    let note = match tree.open_served(&rel) {
+        Ok((mut reader, _)) => {
+            let mut note = Vec::new();
+            reader
+                .read_to_end(&mut note)
+                .map_err(io_err("read", &path))?;
+            note
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", &path)(e)),
     };
@@ -449,41 +458,26 @@ fn new_tiles(
     name: &str,
     exported: &HashSet<String>,
 ) -> Result<Vec<String>, BundleError> {
-    let base = tree.sumdb_dir(name);
-    let mut found = Vec::new();
-    let mut dirs = vec![base.join("tile")];
-    while let Some(dir) = dirs.pop() {
-        let entries = match fs_err::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("list", &dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let path = entry.path();
-            let kind = entry.file_type().map_err(io_err("stat", &path))?;
-            if kind.is_dir() {
-                dirs.push(path);
-            } else if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                found.push(tile_rel(name, &base, &path)?);
-            }
-        }
+    let dir = format!("sumdb/{name}/tile");
+    let listed = tree
+        .list_served(&dir)
+        .map_err(io_err("list", &tree.display(&dir)))?;
+    let mut found = Vec::with_capacity(listed.len());
+    for rel in listed {
+        found.push(tile_rel(tree, name, &rel)?);
     }
     found.retain(|rel| !exported.contains(rel));
     found.sort();
     Ok(found)
 }
 
-/// `sumdb/<name>/tile/…` of a tile file, rebuilt by `layout` from the
+/// `sumdb/<name>/tile/…` of a listed tile, rebuilt by `layout` from the
 /// parsed tile, so only a well-formed tile path gets into a bundle.
-fn tile_rel(name: &str, base: &Path, path: &Path) -> Result<String, BundleError> {
-    let rel = path
-        .strip_prefix(base)
-        .expect("listed below base")
-        .to_string_lossy()
-        .replace(std::path::MAIN_SEPARATOR, "/");
-    let tile = Tile::parse_path(&rel).map_err(|e| BundleError::Malformed {
-        path: path.to_owned(),
+fn tile_rel(tree: &Tree, name: &str, rel: &str) -> Result<String, BundleError> {
+    let base = format!("sumdb/{name}/");
+    let within = rel.strip_prefix(&base).expect("listed below the base");
+    let tile = Tile::parse_path(within).map_err(|e| BundleError::Malformed {
+        path: tree.display(rel),
         reason: format!("not a tile: {e}"),
     })?;
     Ok(layout::sumdb_rel(name, SumdbFile::Tile(&tile)))
@@ -491,9 +485,8 @@ fn tile_rel(name: &str, base: &Path, path: &Path) -> Result<String, BundleError>
 
 /// A tree file whose size and sha256 state already knows (zips); the copy
 /// into the tar re-hashes it.
-fn known(tree: &Tree, rel: String, size: u64, sha256: &str) -> Planned {
+fn known(rel: String, size: u64, sha256: &str) -> Planned {
     Planned {
-        abs: tree.root().join(&rel),
         entry: FileEntry {
             path: rel,
             size,
@@ -521,21 +514,15 @@ fn read_planned(
     required: bool,
     keep: &mut Keep,
 ) -> Result<Option<Planned>, BundleError> {
-    let abs = tree.root().join(&rel);
     let tree_err = |source| BundleError::TreeFile {
         path: rel.clone(),
         source,
     };
-    let mut file = match fs_err::File::open(&abs) {
-        Ok(file) => file,
+    let (mut file, len) = match tree.open_served(&rel) {
+        Ok(opened) => opened,
         Err(e) if !required && e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(tree_err(e)),
     };
-    let len = file.metadata().map_err(tree_err)?;
-    if !required && !len.is_file() {
-        return Ok(None);
-    }
-    let len = len.len();
     let cost = usize::try_from(len).unwrap_or(usize::MAX) + SMALL_FILE_OVERHEAD;
     let (size, sha256, data) = if len <= SMALL_FILE && cost <= keep.left {
         let mut data = Vec::with_capacity(cost - SMALL_FILE_OVERHEAD);
@@ -553,7 +540,6 @@ fn read_planned(
             path: rel,
             size,
         },
-        abs,
         data,
     }))
 }
@@ -659,7 +645,7 @@ fn write_tar<W: Write>(
                 tar.get_mut().write_all(data).map_err(failed)?;
                 progress.copied(data.len() as u64);
             }
-            None => copy_file(f, tar.get_mut(), &mut buf, progress, target)?,
+            None => copy_file(&plan.tree, f, tar.get_mut(), &mut buf, progress, target)?,
         }
         pad(tar.get_mut(), f.entry.size).map_err(failed)?;
         copied += 1;
@@ -702,6 +688,7 @@ fn pad(out: &mut impl Write, size: u64) -> io::Result<()> {
 /// Copies the file of `f` into `out`, hashing it: it must still be the
 /// bytes the manifest names.
 fn copy_file(
+    tree: &Tree,
     f: &Planned,
     out: &mut impl Write,
     buf: &mut [u8],
@@ -712,7 +699,7 @@ fn copy_file(
         path: f.entry.path.clone(),
         source,
     };
-    let mut file = fs_err::File::open(&f.abs).map_err(tree_err)?;
+    let (mut file, _) = tree.open_served(&f.entry.path).map_err(tree_err)?;
     let mut hasher = Sha256::new();
     let mut left = f.entry.size;
     while left > 0 {

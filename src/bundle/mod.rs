@@ -29,6 +29,8 @@ use crate::verify::sumdb::note::NoteError;
 /// Everything that can go wrong writing, reading or checking a bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    #[error(transparent)]
+    Bucket(#[from] crate::publish::bucket::BucketError),
     #[error("{}: {op}", path.display())]
     Io {
         op: &'static str,

@@ -559,6 +559,71 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// The object at `rel` for reading, streamed, with its size; an
+    /// `io::ErrorKind::NotFound` error if there is none. Blocking: for the
+    /// blocking pool, like the rest of `publish`.
+    pub fn open_read(&self, rel: &str) -> std::io::Result<(ObjectReader, u64)> {
+        let key = self.key(rel).map_err(io_error)?;
+        let got = self.block_on(self.store.get(&key)).map_err(io_error)?;
+        let size = got.meta.size;
+        let reader = ObjectReader {
+            runtime: self.runtime.clone(),
+            body: got.into_stream(),
+            chunk: bytes::Bytes::new(),
+        };
+        Ok((reader, size))
+    }
+
+    /// The names of the objects under `rel_dir`, relative to the tree, in no
+    /// particular order. One LIST (paged by the store).
+    pub fn list_under(&self, rel_dir: &str) -> std::io::Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let key = self.key(rel_dir).map_err(io_error)?;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .block_on(self.store.list(Some(&key)).try_collect())
+            .map_err(io_error)?;
+        let skip = match self.settings.prefix.as_str() {
+            "" => 0,
+            p => p.len() + 1,
+        };
+        Ok(listed
+            .into_iter()
+            .map(|m| m.location.as_ref()[skip..].to_owned())
+            .collect())
+    }
+}
+
+/// A bucket's error as the I/O error a reader returns: 404 is `NotFound`.
+fn io_error(e: object_store::Error) -> std::io::Error {
+    let e = StoreError::from(e);
+    match e.not_found {
+        true => std::io::Error::new(std::io::ErrorKind::NotFound, e),
+        false => std::io::Error::other(e),
+    }
+}
+
+/// An object's body as a blocking reader ([`Bucket::open_read`]).
+pub struct ObjectReader {
+    runtime: tokio::runtime::Handle,
+    body: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.body.next()) {
+                None => return Ok(0),
+                Some(chunk) => self.chunk = chunk.map_err(io_error)?,
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
 /// An immutable object to write: its name, body and sha256.
 pub struct Immutable {
     pub rel: String,

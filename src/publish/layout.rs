@@ -134,6 +134,56 @@ impl Tree {
         self.bucket.as_ref()
     }
 
+    /// The served file `rel` for reading, and its size (blocking). A
+    /// missing one, or a directory, is an `io::ErrorKind::NotFound` error.
+    pub fn open_served(&self, rel: &str) -> std::io::Result<(Box<dyn std::io::Read + Send>, u64)> {
+        if let Some(b) = &self.bucket {
+            let (reader, size) = b.open_read(rel)?;
+            return Ok((Box::new(reader), size));
+        }
+        let file = fs_err::File::open(self.root.join(rel))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        Ok((Box::new(file), meta.len()))
+    }
+
+    /// The served files below `rel_dir`, relative to the tree, sorted
+    /// (blocking); temporary files left out.
+    pub fn list_served(&self, rel_dir: &str) -> std::io::Result<Vec<String>> {
+        let mut found = match &self.bucket {
+            Some(b) => b.list_under(rel_dir)?,
+            None => {
+                let mut found = Vec::new();
+                let mut dirs = vec![self.root.join(rel_dir)];
+                while let Some(dir) = dirs.pop() {
+                    let entries = match fs_err::read_dir(&dir) {
+                        Ok(e) => e,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    for entry in entries {
+                        let entry = entry?;
+                        let path = entry.path();
+                        if entry.file_type()?.is_dir() {
+                            dirs.push(path);
+                        } else if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                            let rel = path.strip_prefix(&self.root).expect("below the root");
+                            found.push(
+                                rel.to_string_lossy()
+                                    .replace(std::path::MAIN_SEPARATOR, "/"),
+                            );
+                        }
+                    }
+                }
+                found
+            }
+        };
+        found.sort();
+        Ok(found)
+    }
+
     /// What the served file `rel` is called in messages: its path, or its
     /// `s3://` key.
     pub fn display(&self, rel: &str) -> PathBuf {

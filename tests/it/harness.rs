@@ -25,6 +25,8 @@ pub struct Mirror {
     pub sumdb: String,
     /// The `[tree]` table's body: a directory by default, or a bucket (see: #17).
     pub tree_toml: String,
+    /// More environment for the binary's runs (a bucket's credentials).
+    pub env: Vec<(String, String)>,
     /// Whole tables appended after `[fetch]` (e.g. `[export]`).
     pub extra: String,
 }
@@ -42,6 +44,7 @@ impl Mirror {
             fetch: "max_attempts = 4\nbackoff_base = \"10ms\"\nbackoff_max = \"100ms\"\n".into(),
             sumdb: "key = \"off\"\n".into(),
             tree_toml: "dir = \"tree\"\n".into(),
+            env: Vec::new(),
             extra: String::new(),
         }
     }
@@ -191,7 +194,9 @@ impl Mirror {
 
     /// `gomirror <args> --config <this mirror's mirror.toml>`; see [`gomirror`].
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        gomirror(&self.config_path(), args)
+        let mut cmd = gomirror(&self.config_path(), args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     /// Runs `gomirror <args>` to its end.

@@ -20,12 +20,17 @@ use crate::tools::{find_go_119, find_go_current, find_s3s_fs, need};
 /// Where the tree lives in the test bucket.
 const PREFIX: &str = "goproxy";
 
-/// `m` publishing into `server`'s bucket under [`PREFIX`], through `endpoint`.
+/// `m` publishing into `server`'s bucket under [`PREFIX`], through `endpoint`, with the
+/// server's credentials in its runs' environment.
 fn in_bucket(m: &mut Mirror, server: &S3Server, endpoint: &str) {
     m.tree_toml = format!(
         "url = \"s3://{}/{PREFIX}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n",
         server.bucket()
     );
+    m.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), server.access_key().into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), server.secret_key().into()),
+    ];
 }
 
 /// `gomirror sync` with the server's credentials in the environment.
@@ -522,4 +527,37 @@ async fn issue_17_prune_removes_objects_in_reverse_order() {
     let again = sync(&m, &server).await;
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert_eq!(objects(&server).await, before);
+}
+
+/// An online site whose tree is a bucket exports a signed bundle read from the bucket's
+/// objects; an offline site with a local tree imports it, verifies it, and holds the same
+/// files.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_bucket_tree_exports_a_bundle() {
+    let test = "s3_tree::issue_17_a_bucket_tree_exports_a_bundle";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let server = S3Server::start(&s3s);
+    let mut on = crate::airgap::online("mirror.bucket.example").await;
+    in_bucket(&mut on.mirror, &server, &server.endpoint());
+    on.sync().await;
+    let bundle = on.export(&[]).await;
+    let off = crate::airgap::offline(&on.db, &[&on.vkey]);
+    let run = off.import(&bundle[0]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(off.published(), 3);
+    let verify = off.mirror.run_bin(&["verify"]).await;
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+    // Every file the offline tree holds is the bucket's object, byte for byte.
+    let objects = objects(&server).await;
+    let mut compared = 0;
+    for (rel, body) in &objects {
+        if let Some(file) = off.mirror.file(rel) {
+            assert_eq!(&file, body, "{rel}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 9, "the versions' files and lists: {compared}");
 }
