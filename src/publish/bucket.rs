@@ -303,6 +303,16 @@ impl Bucket {
         self.block_on(self.read_async(rel, max))
     }
 
+    /// [`Bucket::read`] of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once.
+    pub fn read_all(&self, rels: &[String], max: u64) -> Vec<Result<Option<Vec<u8>>, WriteError>> {
+        self.block_on(
+            stream::iter(rels)
+                .map(|rel| self.read_async(rel, max))
+                .buffered(PUTS_IN_FLIGHT)
+                .collect(),
+        )
+    }
+
     /// [`Bucket::read`], for async callers.
     pub async fn read_async(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
         {

@@ -445,21 +445,27 @@ impl Metadata {
 
     fn write_to_bucket(self, tree: &Tree, b: &bucket::Bucket) -> Result<(), WriteError> {
         let mut puts = Vec::with_capacity(2 * self.modules.len());
+        let mut latest = Vec::with_capacity(self.modules.len());
         for (path, versions) in &self.modules {
-            let (list, latest) = module_metadata(path, versions);
+            let (list, newest) = module_metadata(path, versions);
             puts.push((layout::list_rel(path), list));
-            if let Some(mv) = latest {
-                // @latest serves the latest version's .info, byte for byte.
-                let info_rel = layout::version_rel(&mv, Kind::Info);
-                let info =
-                    b.read(&info_rel, crate::verify::MAX_INFO)?
-                        .ok_or_else(|| WriteError::Io {
-                            op: "read",
-                            path: tree.display(&info_rel),
-                            source: std::io::ErrorKind::NotFound.into(),
-                        })?;
-                puts.push((layout::latest_rel(path), info));
+            if let Some(mv) = newest {
+                latest.push((
+                    layout::latest_rel(path),
+                    layout::version_rel(&mv, Kind::Info),
+                ));
             }
+        }
+        // @latest serves the latest version's .info, byte for byte.
+        let infos: Vec<String> = latest.iter().map(|(_, info)| info.clone()).collect();
+        let bodies = b.read_all(&infos, crate::verify::MAX_INFO);
+        for ((latest_rel, info_rel), body) in latest.into_iter().zip(bodies) {
+            let body = body?.ok_or_else(|| WriteError::Io {
+                op: "read",
+                path: tree.display(&info_rel),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+            puts.push((latest_rel, body));
         }
         b.put_all_replacing(puts)?;
         if let Some(head) = &self.sumdb {
