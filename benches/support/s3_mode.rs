@@ -264,8 +264,8 @@ impl S3fs {
         self.root.join(BUCKET).join(prefix)
     }
 
-    /// User + system CPU seconds the server has used so far.
-    fn cpu_secs(&self) -> Result<f64> {
+    /// User and system CPU seconds the server has used so far.
+    fn cpu_secs(&self) -> Result<(f64, f64)> {
         let path = format!("/proc/{}/stat", self.child.id());
         let stat = fs::read_to_string(&path).with_context(|| path.clone())?;
         // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
@@ -277,7 +277,7 @@ impl S3fs {
                 .with_context(|| format!("{path}: too short"))?;
             Ok(f.parse::<f64>()? / self.ticks)
         };
-        Ok(tick(11)? + tick(12)?)
+        Ok((tick(11)?, tick(12)?))
     }
 }
 
@@ -291,13 +291,15 @@ impl Drop for S3fs {
 /// One cold sync, measured, with the S3 server's CPU while it ran.
 struct Run {
     m: Measured,
-    s3_cpu_secs: f64,
+    s3_user_secs: f64,
+    s3_sys_secs: f64,
 }
 
 impl Run {
     fn json(&self) -> Value {
         let mut v = self.m.json();
-        v["s3_server_cpu_secs"] = json!(round(self.s3_cpu_secs, 3));
+        v["s3_server_user_secs"] = json!(round(self.s3_user_secs, 3));
+        v["s3_server_sys_secs"] = json!(round(self.s3_sys_secs, 3));
         v
     }
 }
@@ -315,7 +317,7 @@ fn sync(bin: &Path, config: &Path, log: &Path, server: &mut Server, s3: &S3fs) -
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     let before = s3.cpu_secs()?;
     let m = measure(cmd, log, None, server)?;
-    let s3_cpu_secs = s3.cpu_secs()? - before;
+    let after = s3.cpu_secs()?;
     ensure!(
         m.status.success(),
         "gomirror sync --config {}: {}; last line: {}; log: {}",
@@ -324,7 +326,11 @@ fn sync(bin: &Path, config: &Path, log: &Path, server: &mut Server, s3: &S3fs) -
         m.last_line,
         log.display()
     );
-    Ok(Run { m, s3_cpu_secs })
+    Ok(Run {
+        m,
+        s3_user_secs: after.0 - before.0,
+        s3_sys_secs: after.1 - before.1,
+    })
 }
 
 struct Round {
@@ -720,7 +726,7 @@ fn print_table(opts: &S3Opts, rounds: &[Round], big: Option<&Big>, floor_kib: u6
         opts.versions, opts.zip_kib, opts.files, opts.latency_ms, opts.concurrency, opts.rounds
     );
     println!(
-        "{:<6}{:<8}{:>9}{:>8}{:>10}{:>10}{:>8}{:>10}{:>11}{:>14}",
+        "{:<6}{:<8}{:>9}{:>8}{:>10}{:>10}{:>8}{:>10}{:>16}{:>14}",
         "round",
         "first",
         "local s",
@@ -729,13 +735,13 @@ fn print_table(opts: &S3Opts, rounds: &[Round], big: Option<&Big>, floor_kib: u6
         "bucket s",
         "cpu s",
         "RSS MiB",
-        "s3s-fs cpu",
+        "s3s-fs usr+sys",
         "bucket/local"
     );
     for (i, r) in rounds.iter().enumerate() {
         let cpu = |m: &Measured| m.user_secs + m.sys_secs;
         println!(
-            "{:<6}{:<8}{:>9.2}{:>8.2}{:>10.1}{:>10.2}{:>8.2}{:>10.1}{:>11.2}{:>13.2}x",
+            "{:<6}{:<8}{:>9.2}{:>8.2}{:>10.1}{:>10.2}{:>8.2}{:>10.1}{:>16}{:>13.2}x",
             i + 1,
             if r.bucket_first { "bucket" } else { "local" },
             r.local.m.secs,
@@ -744,7 +750,7 @@ fn print_table(opts: &S3Opts, rounds: &[Round], big: Option<&Big>, floor_kib: u6
             r.bucket.m.secs,
             cpu(&r.bucket.m),
             mib(r.bucket.m.peak_rss_kib),
-            r.bucket.s3_cpu_secs,
+            format!("{:.2}+{:.2}", r.bucket.s3_user_secs, r.bucket.s3_sys_secs),
             r.ratio()
         );
     }
@@ -762,12 +768,13 @@ fn print_table(opts: &S3Opts, rounds: &[Round], big: Option<&Big>, floor_kib: u6
         for (name, run) in [("local", &b.local), ("bucket", &b.bucket)] {
             println!(
                 "big zip ({zmib:.1} MiB) into {name:<6} {:>7.2} s {:>7.1} MiB/s, cpu {:.2} s, \
-                 peak RSS {:.1} MiB, s3s-fs cpu {:.2} s",
+                 peak RSS {:.1} MiB, s3s-fs cpu {:.2}+{:.2} s",
                 run.m.secs,
                 zmib / run.m.secs,
                 run.m.user_secs + run.m.sys_secs,
                 mib(run.m.peak_rss_kib),
-                run.s3_cpu_secs
+                run.s3_user_secs,
+                run.s3_sys_secs
             );
         }
         println!(
