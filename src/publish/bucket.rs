@@ -29,10 +29,11 @@
 //! its retry budget; an error after that stops the commit, and nothing the
 //! failed step would have listed is listed.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, StreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -140,6 +141,15 @@ pub struct Bucket {
     store: Arc<AmazonS3>,
     settings: Arc<BucketSettings>,
     runtime: tokio::runtime::Handle,
+    /// The `.info` objects the last [`Bucket::put_all_immutable`] that
+    /// wrote any wrote or found, by name: the `@latest` of a batch's
+    /// modules is the `.info` of a version the batch just placed, and
+    /// reading it back costs a round trip per module, one after another
+    /// (see: #17, `benches/README.md` "sync -- --s3"). An immutable object
+    /// never changes, so the copy is the object; replacing the map per call
+    /// bounds it by one commit batch. A std Mutex: held for a lookup or a
+    /// swap, never across an `.await`.
+    recent_infos: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 impl fmt::Debug for Bucket {
@@ -174,6 +184,7 @@ impl Bucket {
             store: Arc::new(store),
             settings: Arc::new(settings.clone()),
             runtime: tokio::runtime::Handle::current(),
+            recent_infos: Arc::default(),
         };
         bucket.probe().await?;
         Ok(bucket)
@@ -293,6 +304,12 @@ impl Bucket {
 
     /// The object at `rel`, at most `max` bytes of it; `None` if there is none.
     pub fn read(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
+        let recent = self.recent_infos.lock().expect("no panic while held");
+        if let Some(body) = recent.get(rel) {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            return Ok(Some(body[..body.len().min(max)].to_vec()));
+        }
+        drop(recent);
         self.block_on(self.read_async(rel, max))
     }
 
@@ -336,12 +353,27 @@ impl Bucket {
     /// the same bytes already is [`Placed::AlreadyPresent`]; one that holds
     /// others is [`WriteError::Conflict`].
     pub fn put_all_immutable(&self, puts: Vec<Immutable>) -> Vec<Result<Placed, WriteError>> {
-        self.block_on(
+        let results: Vec<(Immutable, Result<Placed, WriteError>)> = self.block_on(
             stream::iter(puts)
-                .map(|p| async move { self.put_immutable(&p).await })
+                .map(|p| async move {
+                    let result = self.put_immutable(&p).await;
+                    (p, result)
+                })
                 .buffered(PUTS_IN_FLIGHT)
                 .collect(),
-        )
+        );
+        let mut infos = HashMap::new();
+        let mut out = Vec::with_capacity(results.len());
+        for (p, result) in results {
+            if let (true, Body::Bytes(body), Ok(_)) = (p.rel.ends_with(".info"), p.body, &result) {
+                infos.insert(p.rel, body);
+            }
+            out.push(result);
+        }
+        if !infos.is_empty() {
+            *self.recent_infos.lock().expect("no panic while held") = infos;
+        }
+        out
     }
 
     async fn put_immutable(&self, p: &Immutable) -> Result<Placed, WriteError> {
