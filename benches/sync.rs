@@ -46,6 +46,8 @@ mod export_mode;
 mod feed_mode;
 #[path = "support/prune_mode.rs"]
 mod prune_mode;
+#[path = "support/s3_mode.rs"]
+mod s3_mode;
 #[path = "../tests/it/sumdb.rs"]
 mod sumdb;
 #[path = "support/syscost_mode.rs"]
@@ -104,6 +106,11 @@ usage: cargo bench --bench sync -- [options]
                       `wc -l` of the same file; time, lines/s, peak RSS; --keep
   --prune             instead: the retention bench (benches/support/prune_mode.rs), which takes
                       --versions N (100000), --per-module K (5), --tree-dir DIR (/dev/shm), --keep
+  --s3                instead: the object-storage bench (benches/support/s3_mode.rs): cold syncs
+                      into a local tree and into a bucket of a local S3 server (s3s-fs, which
+                      scripts/test.sh installs), alternating, --rounds N (3); then one
+                      --big-zip-mib MIB (400; 0 skips it) zip into the bucket, for peak RSS;
+                      takes --versions, --latency-ms, --zip-kib, --files, --concurrency, --keep
 Every option can also be given as SYNC_BENCH_<NAME>, e.g. SYNC_BENCH_VERSIONS=500,
 SYNC_BENCH_NO_GO=1; arguments win over the environment.";
 
@@ -350,9 +357,14 @@ struct Server {
 
 impl Server {
     fn start(corpus: Corpus) -> Result<Server> {
+        Server::spawn(corpus.args())
+    }
+
+    /// This binary started with `args` (a serve argument first), speaking [`serve`]'s protocol.
+    fn spawn(args: Vec<String>) -> Result<Server> {
         let exe = std::env::current_exe().context("finding the bench binary")?;
         let mut child = Command::new(exe)
-            .args(corpus.args())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -597,13 +609,26 @@ fn write_config(
     sumdb_key: Option<&str>,
     targets: &[Target],
 ) -> Result<PathBuf> {
+    let tree = dir.join("tree").to_string_lossy().into_owned();
+    let tree = format!("dir = {}\n", toml::Value::String(tree));
+    write_config_tree(dir, url, concurrency, sumdb_key, &tree, targets)
+}
+
+/// [`write_config`] with `tree` as the body of `[tree]` (a `dir`, or a bucket's `url`).
+fn write_config_tree(
+    dir: &Path,
+    url: &str,
+    concurrency: usize,
+    sumdb_key: Option<&str>,
+    tree: &str,
+    targets: &[Target],
+) -> Result<PathBuf> {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let path_str = |p: PathBuf| p.to_string_lossy().into_owned();
     let mut text = format!(
-        "[upstream]\nproxies = [{}]\n[tree]\ndir = {}\n[state]\ndatabase = {}\n\
+        "[upstream]\nproxies = [{}]\n[tree]\n{tree}[state]\ndatabase = {}\n\
          [fetch]\nconcurrency = {concurrency}\n[sumdb]\nkey = {}\n",
         q(url),
-        q(&path_str(dir.join("tree"))),
         q(&path_str(dir.join("state.db"))),
         q(sumdb_key.unwrap_or("off")),
     );
@@ -973,6 +998,14 @@ fn main() -> Result<()> {
     }
     if args.get(1).map(String::as_str) == Some(closure_mode::SERVE) {
         return closure_mode::serve(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some(s3_mode::SERVE) {
+        return s3_mode::serve(&args[2..]);
+    }
+    if args.iter().any(|a| a == "--s3") {
+        let bin = std::env::var("SYNC_BENCH_GOMIRROR")
+            .map_or(env!("CARGO_BIN_EXE_gomirror").into(), PathBuf::from);
+        return s3_mode::main(&args, &bin);
     }
     if args.iter().any(|a| a == "--closure") {
         let bin = std::env::var("SYNC_BENCH_GOMIRROR")
