@@ -130,17 +130,9 @@ impl S3Opts {
 pub fn main(args: &[String], gomirror: &Path) -> Result<()> {
     let opts = S3Opts::parse(args)?;
     let s3s_fs = find_s3s_fs()?;
-    let work = tempfile::Builder::new()
-        .prefix("gomirror-s3-bench-")
-        .tempdir()
-        .context("creating the work directory")?;
-    eprintln!("work directory {}", work.path().display());
-    let result = run(&opts, gomirror, &s3s_fs, work.path());
-    if opts.keep || result.is_err() {
-        let kept = work.keep();
-        eprintln!("kept {}", kept.display());
-    }
-    result
+    crate::in_work_dir("gomirror-s3-bench-", opts.keep, |work| {
+        run(&opts, gomirror, &s3s_fs, work)
+    })
 }
 
 /// `$GOMIRROR_S3S_FS`, else `.tools/s3s-fs/bin/s3s-fs`; an error saying how to install it.
