@@ -33,7 +33,7 @@
 //! lookup, and state names a version published only once it is listed: a
 //! later run finds identical files in place and completes the version.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -314,8 +314,12 @@ fn write_tree(
             ids = Some((r.db.name, r.ids));
         }
         let mut touched = BTreeSet::new();
-        for (s, result) in publish::place(tree, staged)? {
+        let mut infos = HashMap::new();
+        for (mut s, result) in publish::place(tree, staged)? {
             let mv = s.checked().mv().clone();
+            if let Some(body) = s.take_served_info() {
+                infos.insert(mv.clone(), body);
+            }
             let kind = match result {
                 // A version published for its go.mod only stays out of the lists.
                 Ok(()) if s.checked().zip().is_none() => OutcomeKind::Published(published_info(&s)),
@@ -345,6 +349,7 @@ fn write_tree(
         Metadata {
             modules,
             sumdb: head,
+            infos,
         }
         .write(tree)?;
         Ok(ids)
@@ -376,6 +381,7 @@ pub async fn rewrite_lists(
         Metadata {
             modules: modules.into_iter().collect(),
             sumdb: None,
+            ..Metadata::default()
         }
         .write(&tree)
     })
@@ -498,6 +504,7 @@ async fn rewrite_or_remove_lists(
         Metadata {
             modules,
             sumdb: None,
+            ..Metadata::default()
         }
         .write(&tree)?;
         for (path, _) in &empty {

@@ -52,7 +52,7 @@ pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload sent at once.
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Objects written at once within one commit step.
-pub const PUTS_IN_FLIGHT: usize = 16;
+pub const PUTS_IN_FLIGHT: usize = 64;
 /// Bodies held in memory at once, in KiB: a single put holds its whole
 /// body, a multipart upload a part being filled and those in flight. Puts
 /// wait for room, so 16 puts of 8 MiB bodies do not take 128 MiB.
@@ -301,6 +301,29 @@ impl Bucket {
     /// The object at `rel`, at most `max` bytes of it; `None` if there is none.
     pub fn read(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
         self.block_on(self.read_async(rel, max))
+    }
+
+    /// [`Bucket::sha256_all`] of `hashed` and [`Bucket::read_all`] of
+    /// `read` (each at most `max` bytes), both at the same time.
+    #[allow(clippy::type_complexity)]
+    pub fn sha256_and_read_all(
+        &self,
+        hashed: &[String],
+        read: &[String],
+        max: u64,
+    ) -> (
+        Vec<Result<Option<[u8; 32]>, WriteError>>,
+        Vec<Result<Option<Vec<u8>>, WriteError>>,
+    ) {
+        let hashed = stream::iter(hashed)
+            .map(|rel| self.sha256_async(rel))
+            .buffered(PUTS_IN_FLIGHT)
+            .collect::<Vec<_>>();
+        let read = stream::iter(read)
+            .map(|rel| self.read_async(rel, max))
+            .buffered(PUTS_IN_FLIGHT)
+            .collect::<Vec<_>>();
+        self.block_on(async { futures::join!(hashed, read) })
     }
 
     /// [`Bucket::read`] of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once.

@@ -39,6 +39,7 @@ pub use sumdb::{
     check_sumdb, lookup_body, place_sumdb, read_sumdb_tile, remove_stray_sumdb_temps, SumdbHead,
 };
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -69,6 +70,9 @@ pub struct Staged {
     info_sha256: [u8; 32],
     /// What [`check_staged`] found under the final names.
     found: Found,
+    /// The `.info` body [`place`] put into a bucket (≤ `MAX_INFO` bytes):
+    /// the `@latest` of its module is put from this copy, not read back.
+    served_info: Option<Vec<u8>>,
 }
 
 /// What the final names of a staged version held when it was checked.
@@ -96,6 +100,12 @@ impl Staged {
             .map_or_else(|| self.checked.info_size(), |(size, _)| size)
     }
 
+    /// The `.info` body a bucket serves for this placed version, when
+    /// [`place`] has it in hand (see: [`Metadata::infos`]).
+    pub fn take_served_info(&mut self) -> Option<Vec<u8>> {
+        self.served_info.take()
+    }
+
     /// sha256 of the `.info` the tree serves once this version is placed.
     pub fn info_sha256(&self) -> &[u8; 32] {
         self.found
@@ -115,6 +125,7 @@ pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
         info_sha256: Sha256::digest(&info).into(),
         checked,
         found: Found::default(),
+        served_info: None,
     })
 }
 
@@ -123,18 +134,49 @@ pub fn stage(verified: Verified) -> Result<Staged, WriteError> {
 /// that names the same `Version` and `Time`: upstreams serve such `.info`
 /// files with other fields (an `Origin`, say), and the published one stays.
 pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> {
+    let (mod_rel, zip_rel, info_rel) = final_rels(staged);
+    let existing = Existing {
+        mod_sha256: existing_sha256(tree, &mod_rel)?,
+        zip_sha256: match zip_rel {
+            Some(rel) => existing_sha256(tree, &rel)?,
+            None => None,
+        },
+        info: read_small(tree, &info_rel)?,
+    };
+    judge(tree, staged, existing)
+}
+
+/// A staged version's final names: `.mod`, `.zip` (if it has one), `.info`.
+fn final_rels(staged: &Staged) -> (String, Option<String>, String) {
+    let c = &staged.checked;
+    let rel = |kind| layout::version_rel(c.mv(), kind);
+    (
+        rel(Kind::Mod),
+        c.zip().map(|_| rel(Kind::Zip)),
+        rel(Kind::Info),
+    )
+}
+
+/// What a staged version's final names hold.
+struct Existing {
+    mod_sha256: Option<[u8; 32]>,
+    zip_sha256: Option<[u8; 32]>,
+    info: Option<Vec<u8>>,
+}
+
+/// [`check_staged`]'s verdict on what the final names hold.
+fn judge(tree: &Tree, staged: &mut Staged, existing: Existing) -> Result<(), WriteError> {
     let c = &staged.checked;
     let mv = c.mv();
     let mod_rel = layout::version_rel(mv, Kind::Mod);
-    let mod_sha = existing_sha256(tree, &mod_rel)?;
-    staged.found.mod_present = same_or_conflict(tree, &mod_rel, mod_sha, c.mod_sha256())?;
+    staged.found.mod_present =
+        same_or_conflict(tree, &mod_rel, existing.mod_sha256, c.mod_sha256())?;
     if let Some(zip) = c.zip() {
         let zip_rel = layout::version_rel(mv, Kind::Zip);
-        let zip_sha = existing_sha256(tree, &zip_rel)?;
-        staged.found.zip_present = same_or_conflict(tree, &zip_rel, zip_sha, &zip.sha256)?;
+        staged.found.zip_present =
+            same_or_conflict(tree, &zip_rel, existing.zip_sha256, &zip.sha256)?;
     }
-    let info_rel = layout::version_rel(mv, Kind::Info);
-    staged.found.info_present = match read_small(tree, &info_rel)? {
+    staged.found.info_present = match existing.info {
         None => None,
         Some(existing) if Sha256::digest(&existing)[..] == staged.info_sha256 => {
             Some((existing.len() as u64, staged.info_sha256))
@@ -147,7 +189,7 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
             let staged_info = fs_err::read(tmp).map_err(io_err("read", tmp))?;
             if !same_version_and_time(&existing, &staged_info) {
                 return Err(WriteError::Conflict {
-                    path: tree.display(&info_rel),
+                    path: tree.display(&layout::version_rel(mv, Kind::Info)),
                     existing: hex::encode(Sha256::digest(&existing)),
                     new: hex::encode(staged.info_sha256),
                 });
@@ -158,36 +200,47 @@ pub fn check_staged(tree: &Tree, staged: &mut Staged) -> Result<(), WriteError> 
     Ok(())
 }
 
-/// [`check_staged`] for every version of a batch; a bucket's are checked
-/// [`bucket::PUTS_IN_FLIGHT`] at once (each is a few requests).
+/// [`check_staged`] for every version of a batch, in order. A bucket is
+/// asked about every name of the batch at once: the `.mod` and `.zip`
+/// HEADs and the `.info` GETs, [`bucket::PUTS_IN_FLIGHT`] of each at a
+/// time, not three requests one after another per version.
 pub fn check_all_staged(tree: &Tree, batch: Vec<Staged>) -> Vec<(Staged, Result<(), WriteError>)> {
-    let check = |mut s: Staged| {
-        let r = check_staged(tree, &mut s);
-        (s, r)
+    let Some(b) = tree.bucket() else {
+        return batch
+            .into_iter()
+            .map(|mut s| {
+                let r = check_staged(tree, &mut s);
+                (s, r)
+            })
+            .collect();
     };
-    match tree.bucket() {
-        None => batch.into_iter().map(check).collect(),
-        Some(_) => {
-            // Each check blocks on the bucket's runtime: run them on scoped threads.
-            let mut out = Vec::with_capacity(batch.len());
-            let mut rest = batch.into_iter().peekable();
-            while rest.peek().is_some() {
-                let chunk: Vec<Staged> = rest.by_ref().take(bucket::PUTS_IN_FLIGHT).collect();
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = chunk
-                        .into_iter()
-                        .map(|s| scope.spawn(move || check(s)))
-                        .collect();
-                    out.extend(
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().expect("a check does not panic")),
-                    );
-                });
-            }
-            out
-        }
+    let mut hashed = Vec::with_capacity(2 * batch.len());
+    let mut read = Vec::with_capacity(batch.len());
+    for s in &batch {
+        let (mod_rel, zip_rel, info_rel) = final_rels(s);
+        hashed.push(mod_rel);
+        hashed.extend(zip_rel);
+        read.push(info_rel);
     }
+    let (shas, infos) = b.sha256_and_read_all(&hashed, &read, crate::verify::MAX_INFO);
+    let mut shas = shas.into_iter();
+    batch
+        .into_iter()
+        .zip(infos)
+        .map(|(mut s, info)| {
+            let mod_sha256 = shas.next().expect("one per .mod");
+            let zip_sha256 = s.checked.zip().map(|_| shas.next().expect("one per .zip"));
+            let r = (|| {
+                let existing = Existing {
+                    mod_sha256: mod_sha256?,
+                    zip_sha256: zip_sha256.transpose()?.flatten(),
+                    info: info?,
+                };
+                judge(tree, &mut s, existing)
+            })();
+            (s, r)
+        })
+        .collect()
 }
 
 /// The sha256 of the published file `rel`, `None` if there is none.
@@ -374,17 +427,18 @@ fn place_in_bucket(
             let body = fs_err::read(&tmp).map_err(io_err("read", &tmp))?;
             puts.push(bucket::Immutable {
                 rel: layout::version_rel(staged.checked.mv(), Kind::Info),
-                body: bucket::Body::Bytes(body),
+                body: bucket::Body::Bytes(body.clone()),
                 sha256: staged.info_sha256,
             });
-            owner.push(i);
+            owner.push((i, body));
         }
     }
-    for (i, result) in owner.into_iter().zip(b.put_all_immutable(puts)) {
+    for ((i, body), result) in owner.into_iter().zip(b.put_all_immutable(puts)) {
         match result {
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => placed[i].1 = Err(e),
-            Ok(_) => {}
+            // The object holds these bytes, put now or found.
+            Ok(_) => placed[i].0.served_info = Some(body),
         }
     }
     Ok(placed)
@@ -398,6 +452,10 @@ fn place_in_bucket(
 pub struct Metadata {
     pub modules: Vec<(ModulePath, Vec<Version>)>,
     pub sumdb: Option<SumdbHead>,
+    /// `.info` bodies the tree serves, of versions the batch just placed
+    /// ([`Staged::take_served_info`]): a bucket's `@latest` is put from
+    /// these, and read back only for a version not here.
+    pub infos: HashMap<ModVer, Vec<u8>>,
 }
 
 /// What a module's metadata files serve for its published `versions`:
@@ -446,14 +504,17 @@ impl Metadata {
     fn write_to_bucket(self, tree: &Tree, b: &bucket::Bucket) -> Result<(), WriteError> {
         let mut puts = Vec::with_capacity(2 * self.modules.len());
         let mut latest = Vec::with_capacity(self.modules.len());
+        let mut infos = self.infos;
         for (path, versions) in &self.modules {
             let (list, newest) = module_metadata(path, versions);
             puts.push((layout::list_rel(path), list));
-            if let Some(mv) = newest {
-                latest.push((
+            match newest.map(|mv| (infos.remove(&mv), mv)) {
+                Some((Some(body), _)) => puts.push((layout::latest_rel(path), body)),
+                Some((None, mv)) => latest.push((
                     layout::latest_rel(path),
                     layout::version_rel(&mv, Kind::Info),
-                ));
+                )),
+                None => {}
             }
         }
         // @latest serves the latest version's .info, byte for byte.
