@@ -174,6 +174,9 @@ impl Lease {
             stop.clone(),
             run,
         ));
+        // The only writer of the prefix now, holding the staging
+        // directory's run lock: no upload in its journal is in flight.
+        bucket.abort_interrupted_uploads().await;
         Ok(Lease {
             renewer,
             stop,
