@@ -44,7 +44,9 @@ use object_store::{Attribute, Attributes, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Bucket, StoreError, WriteError, PARTS_IN_FLIGHT, PART_SIZE, PUT_ATTEMPTS, PUT_BACKOFF};
+use super::{
+    Bucket, StoreError, WriteError, PARTS_IN_FLIGHT, PART_SIZE, PUT_ATTEMPTS, PUT_BACKOFF,
+};
 
 /// The journal's directory in the staging directory. Module paths never
 /// start with a dot, so no staged download can be named so.
@@ -231,8 +233,8 @@ impl Bucket {
             .signed_url(http::Method::POST, key, Duration::from_secs(60))
             .await
             .map_err(|e| fatal(StoreError::from(e).message))?;
-        let Target { mut url, region } =
-            target(&presigned).ok_or_else(|| fatal(format!("no credential scope in {presigned}")))?;
+        let Target { mut url, region } = target(&presigned)
+            .ok_or_else(|| fatal(format!("no credential scope in {presigned}")))?;
         url.query_pairs_mut().append_pair("uploads", "");
         let mut request = upload_request(&url, attributes).map_err(fatal)?;
         AwsAuthorizer::new(&credential, "s3", &region).authorize(&mut request, None);
@@ -267,7 +269,11 @@ impl Bucket {
 
     /// Journals the upload `id` of `key` (blocking: an fsync); returns the
     /// entry's file, `None` for a bucket without a journal.
-    pub(super) fn journal_upload(&self, key: &Key, id: &str) -> Result<Option<PathBuf>, WriteError> {
+    pub(super) fn journal_upload(
+        &self,
+        key: &Key,
+        id: &str,
+    ) -> Result<Option<PathBuf>, WriteError> {
         let Some(journal) = &self.journal else {
             return Ok(None);
         };
@@ -506,7 +512,10 @@ mod tests {
         let header = |name: &str| request.headers()[name].to_str().unwrap().to_owned();
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(header("content-type"), "application/zip");
-        assert_eq!(header("cache-control"), "public, max-age=31536000, immutable");
+        assert_eq!(
+            header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
         assert_eq!(header("x-amz-meta-sha256"), "ab");
         assert_eq!(header("content-length"), "0");
     }
@@ -516,7 +525,10 @@ mod tests {
     fn issue_17_journal_entries_are_durable_files_read_back_whole() {
         let staging = tempfile::tempdir().unwrap();
         let journal = Journal::in_staging(staging.path());
-        assert!(journal.entries().unwrap().is_empty(), "no directory: no entries");
+        assert!(
+            journal.entries().unwrap().is_empty(),
+            "no directory: no entries"
+        );
         let entry = Entry {
             store: "s3://b/p".into(),
             key: "p/example.com/m/@v/v1.0.0.zip".into(),
