@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use object_store::aws::AwsAuthorizer;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
@@ -236,7 +236,10 @@ impl Bucket {
         let Target { mut url, region } = target(&presigned)
             .ok_or_else(|| fatal(format!("no credential scope in {presigned}")))?;
         url.query_pairs_mut().append_pair("uploads", "");
-        let mut request = upload_request(&url, attributes).map_err(fatal)?;
+        // What `Bucket::open` read from the environment, read again.
+        let extra = store_headers(&AmazonS3Builder::from_env())
+            .map_err(|e| fatal(format!("POST {url}: {e}")))?;
+        let mut request = upload_request(&url, attributes, &extra).map_err(fatal)?;
         AwsAuthorizer::new(&credential, "s3", &region).authorize(&mut request, None);
         let failed = |e: reqwest::Error| Failed {
             message: format!("POST {url}: {e}"),
@@ -417,13 +420,54 @@ impl Bucket {
     }
 }
 
-/// `POST <url>` with the headers object_store gives a put of `attributes`,
-/// unsigned.
-fn upload_request(url: &url::Url, attributes: &Attributes) -> Result<HttpRequest, String> {
+/// The headers object_store adds to the start of every multipart upload
+/// for the store `builder` configures: the checksum algorithm its parts
+/// carry, and server-side encryption (`AWS_SERVER_SIDE_ENCRYPTION`,
+/// `AWS_SSE_KMS_KEY_ID`, `AWS_SSE_BUCKET_KEY_ENABLED`). Customer-provided
+/// keys (SSE-C) are refused: clients could not read such objects anyway.
+pub fn store_headers(builder: &AmazonS3Builder) -> Result<Vec<(&'static str, String)>, String> {
+    // object_store does not export the encryption keys' type: named by
+    // their configuration names instead.
+    let get = |name: &str| {
+        name.parse::<AmazonS3ConfigKey>()
+            .ok()
+            .and_then(|key| builder.get_config_value(&key))
+    };
+    let mut headers = Vec::new();
+    if let Some(algorithm) = get("aws_checksum_algorithm") {
+        headers.push(("x-amz-checksum-algorithm", algorithm.to_uppercase()));
+    }
+    if let Some(kind) = get("aws_server_side_encryption") {
+        if kind == "sse-c" {
+            return Err(
+                "server-side encryption with a customer key (sse-c) is not supported".into(),
+            );
+        }
+        headers.push(("x-amz-server-side-encryption", kind));
+        if let Some(id) = get("aws_sse_kms_key_id") {
+            headers.push(("x-amz-server-side-encryption-aws-kms-key-id", id));
+        }
+        if let Some(on) = get("aws_sse_bucket_key_enabled") {
+            headers.push(("x-amz-server-side-encryption-bucket-key-enabled", on));
+        }
+    }
+    Ok(headers)
+}
+
+/// `POST <url>` with the headers object_store gives a put of `attributes`
+/// and the store's `extra` headers ([`store_headers`]), unsigned.
+fn upload_request(
+    url: &url::Url,
+    attributes: &Attributes,
+    extra: &[(&'static str, String)],
+) -> Result<HttpRequest, String> {
     let mut builder = http::Request::builder()
         .method(http::Method::POST)
         .uri(url.as_str())
         .header(http::header::CONTENT_LENGTH, "0");
+    for (name, value) in extra {
+        builder = builder.header(*name, value.as_str());
+    }
     for (attribute, value) in attributes {
         let name = match attribute {
             Attribute::ContentType => "content-type".to_owned(),
@@ -445,7 +489,6 @@ fn upload_request(url: &url::Url, attributes: &Attributes) -> Result<HttpRequest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::aws::AmazonS3Builder;
 
     async fn upload_target(builder: AmazonS3Builder, key: &str) -> Target {
         let store = builder
@@ -508,7 +551,7 @@ mod tests {
             Attribute::Metadata("sha256".into()),
             object_store::AttributeValue::from("ab"),
         );
-        let request = upload_request(&url, &attributes).unwrap();
+        let request = upload_request(&url, &attributes, &[]).unwrap();
         let header = |name: &str| request.headers()[name].to_str().unwrap().to_owned();
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(header("content-type"), "application/zip");
@@ -542,5 +585,39 @@ mod tests {
         assert_eq!(entries.len(), 2, "{entries:?}");
         assert_eq!(entries[0], (path, Ok(entry)));
         assert!(entries[1].1.is_err());
+    }
+
+    // See: #17
+    #[test]
+    fn issue_17_uploads_start_with_the_stores_checksum_and_encryption() {
+        let with = |pairs: &[(&str, &str)]| {
+            pairs.iter().fold(AmazonS3Builder::new(), |b, (k, v)| {
+                b.with_config(k.parse().expect("a configuration key"), *v)
+            })
+        };
+        assert_eq!(store_headers(&with(&[])), Ok(vec![]));
+        let kms = with(&[
+            ("aws_checksum_algorithm", "sha256"),
+            ("aws_server_side_encryption", "aws:kms"),
+            ("aws_sse_kms_key_id", "key-1"),
+            ("aws_sse_bucket_key_enabled", "true"),
+        ]);
+        assert_eq!(
+            store_headers(&kms),
+            Ok(vec![
+                ("x-amz-checksum-algorithm", "SHA256".to_owned()),
+                ("x-amz-server-side-encryption", "aws:kms".to_owned()),
+                (
+                    "x-amz-server-side-encryption-aws-kms-key-id",
+                    "key-1".to_owned()
+                ),
+                (
+                    "x-amz-server-side-encryption-bucket-key-enabled",
+                    "true".to_owned()
+                ),
+            ])
+        );
+        let customer = with(&[("aws_server_side_encryption", "sse-c")]);
+        assert!(store_headers(&customer).is_err());
     }
 }
