@@ -683,6 +683,18 @@ async fn issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run() 
         Vec::<String>::new(),
         "the journal is empty"
     );
+    // Nor did the run's own upload of the zip stay open.
+    let open: Vec<String> = std::fs::read_dir(server.root())
+        .expect("read the S3 root")
+        .map(|e| {
+            e.expect("S3 root entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with(".upload"))
+        .collect();
+    assert!(open.is_empty(), "uploads left open on the store: {open:?}");
     let all = objects(&server).await;
     let got = all
         .iter()
