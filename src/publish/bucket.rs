@@ -21,7 +21,9 @@
 //!
 //! Bodies come from the staged temporary files and are streamed: a file
 //! of up to [`SINGLE_PUT_MAX`] bytes is one put, a larger one a multipart
-//! upload of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] at once.
+//! upload of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] at once,
+//! journaled in the staging directory while it is open so that the next run
+//! aborts one a killed run left (`uploads.rs`).
 //!
 //! Everything here blocks (like the rest of `publish`): it runs the store's
 //! requests on the runtime that opened the bucket, from the blocking pool.
