@@ -241,9 +241,19 @@ impl Bucket {
             .map_err(|e| fatal(format!("POST {url}: {e}")))?;
         let mut request = upload_request(&url, attributes, &extra).map_err(fatal)?;
         AwsAuthorizer::new(&credential, "s3", &region).authorize(&mut request, None);
-        let failed = |e: reqwest::Error| Failed {
-            message: format!("POST {url}: {e}"),
-            transient: true,
+        // In transit: the request may be sent again.
+        let failed = |e: reqwest::Error| {
+            let e = e.without_url();
+            let mut message = format!("POST {url}: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message = format!("{message}: {c}");
+                cause = c.source();
+            }
+            Failed {
+                message,
+                transient: true,
+            }
         };
         let answer = self
             .http
