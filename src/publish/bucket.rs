@@ -491,7 +491,7 @@ impl Bucket {
         let entry = match self.journal_upload(key, &id) {
             Ok(entry) => entry,
             Err(e) => {
-                self.abort_upload(key, &id).await;
+                self.abort_upload(key, &id, false).await;
                 return Err(e);
             }
         };
@@ -500,7 +500,7 @@ impl Bucket {
             Err(e) => Err(e),
         };
         // An upload not aborted stays journaled, for the next run.
-        if done.is_ok() || self.abort_upload(key, &id).await {
+        if done.is_ok() || self.abort_upload(key, &id, entry.is_some()).await {
             self.forget_upload(entry);
         }
         done

@@ -562,6 +562,15 @@ async fn issue_17_a_bucket_tree_exports_a_bundle() {
     assert!(compared >= 9, "the versions' files and lists: {compared}");
 }
 
+/// `gomirror sync` as [`sync`] does, logging at info (the harness logs warnings only).
+async fn sync_at_info(m: &Mirror, server: &S3Server) -> BinRun {
+    let mut cmd = m.command(&["sync", "--no-progress"]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
+        .env("GOMIRROR_LOG", "info");
+    run_command(cmd).await
+}
+
 /// The journal of open multipart uploads in `m`'s staging directory: each entry's upload id.
 fn journaled_uploads(m: &Mirror) -> Vec<String> {
     let dir = m
@@ -661,11 +670,7 @@ async fn issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run() 
     assert_no_listed_version_without_objects(&server).await;
 
     proxy.set(Faults::default());
-    let mut cmd = m.command(&["sync", "--no-progress"]);
-    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
-        .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
-        .env("GOMIRROR_LOG", "info");
-    let run = run_command(cmd).await;
+    let run = sync_at_info(&m, &server).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
     assert!(
         run.stderr
@@ -710,6 +715,7 @@ async fn issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run() 
 
 /// A journaled upload the store refuses to abort stays journaled, with a warning naming it,
 /// and the run still completes: the lifecycle rule is the backstop, the next run tries again.
+/// An entry another tree left in the staging directory is left alone, with a warning.
 /// s3s-fs answers an upload id it does not know with 403 AccessDenied (S3 answers 404
 /// NoSuchUpload, which counts as aborted), so such an entry stands for a refused abort.
 // See: #17
@@ -736,24 +742,47 @@ async fn issue_17_an_upload_the_store_refuses_to_abort_stays_journaled() {
         "upload_id": id,
     });
     std::fs::write(journal.join("refused.json"), entry.to_string()).expect("write the entry");
+    // And an upload of another tree that used this staging directory: not this store's.
+    let elsewhere = "00000000-0000-4000-8000-000000000018";
+    let entry = serde_json::json!({
+        "store": "s3://elsewhere/tree",
+        "key": "tree/example.com/a/@v/v1.0.0.zip",
+        "upload_id": elsewhere,
+    });
+    std::fs::write(journal.join("elsewhere.json"), entry.to_string()).expect("write the entry");
 
     for _ in 0..2 {
-        let run = sync(&m, &server).await;
+        let run = sync_at_info(&m, &server).await;
         assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
         assert!(
             run.stderr.contains(&format!(
                 "aborting the multipart upload {id} of s3://{}/{PREFIX}/example.com/a/@v/v1.0.0.zip: ",
                 server.bucket()
-            )),
+            )) && run.stderr.contains(
+                "<Code>AccessDenied</Code></Error>; it stays journaled, and the next run tries again"
+            ),
             "{}",
             run.stderr
         );
         assert!(
-            !run.stderr.contains("aborted 1 multipart"),
+            run.stderr.contains(&format!(
+                "the multipart upload {elsewhere} of tree/example.com/a/@v/v1.0.0.zip was \
+                 started in s3://elsewhere/tree, not s3://{}/{PREFIX}: left alone",
+                server.bucket()
+            )),
             "{}",
             run.stderr
         );
-        assert_eq!(journaled_uploads(&m), vec![id.to_owned()]);
+        assert!(run.stderr.contains("sync ok: "), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("multipart upload(s)"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            journaled_uploads(&m),
+            vec![id.to_owned(), elsewhere.to_owned()]
+        );
     }
     assert_no_listed_version_without_objects(&server).await;
     let listed = objects(&server)

@@ -361,15 +361,21 @@ impl Bucket {
     }
 
     /// Aborts upload `id` of `key`; whether it is gone (aborted, or
-    /// unknown to the store). A failure is logged.
-    pub(super) async fn abort_upload(&self, key: &Key, id: &str) -> bool {
+    /// unknown to the store). A failure is logged, saying whether the
+    /// upload stays `journaled` for the next run.
+    pub(super) async fn abort_upload(&self, key: &Key, id: &str, journaled: bool) -> bool {
         match self.store.abort_multipart(key, &id.to_owned()).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => true,
             Err(e) => {
                 tracing::warn!(
-                    "aborting the multipart upload {id} of s3://{}/{key}: {}",
+                    "aborting the multipart upload {id} of s3://{}/{key}: {}{}",
                     self.settings.bucket,
-                    StoreError::from(e)
+                    StoreError::from(e),
+                    if journaled {
+                        "; it stays journaled, and the next run tries again"
+                    } else {
+                        ""
+                    }
                 );
                 false
             }
@@ -418,7 +424,7 @@ impl Bucket {
                 continue;
             }
             let key = Key::from(entry.key.as_str());
-            if self.abort_upload(&key, &entry.upload_id).await {
+            if self.abort_upload(&key, &entry.upload_id, true).await {
                 aborted += 1;
                 self.forget_upload(Some(path));
             }
