@@ -2,7 +2,7 @@
 //! gomirror syncs into the bucket, and the real go command (1.19 and current) downloads,
 //! verifies and builds through nginx in front of it with the upstream stopped; a second
 //! writer is refused; the store's faults and a `kill -9` mid-upload leave no listed version
-//! without its objects.
+//! without its objects, and the next run aborts the multipart upload the kill left open.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
