@@ -706,6 +706,37 @@ async fn issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run() 
         .find(|(rel, _)| rel == "example.com/a/@v/v1.0.0.zip")
         .expect("the zip is published");
     assert!(zip[..] == got.1[..], "the zip is upstream's");
+    // The upload we started carried the object's attributes, as a single put does.
+    let head = object_store::GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    let key = Key::from(format!("{PREFIX}/example.com/a/@v/v1.0.0.zip"));
+    let found = server
+        .store()
+        .get_opts(&key, head)
+        .await
+        .expect("head the zip");
+    let attribute = |a: object_store::Attribute| {
+        found
+            .attributes
+            .get(&a)
+            .map(|v| v.as_ref().to_owned())
+            .unwrap_or_default()
+    };
+    use sha2::Digest;
+    assert_eq!(
+        (
+            attribute(object_store::Attribute::ContentType),
+            attribute(object_store::Attribute::CacheControl),
+            attribute(object_store::Attribute::Metadata("sha256".into())),
+        ),
+        (
+            "application/zip".to_owned(),
+            "public, max-age=31536000, immutable".to_owned(),
+            hex::encode(sha2::Sha256::digest(&zip)),
+        )
+    );
     let list = all
         .iter()
         .find(|(rel, _)| rel == "example.com/a/@v/list")
