@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 use super::atomic::{Placed, WriteError};
 
 mod uploads;
-pub use uploads::{Journal, JOURNAL_DIR};
+pub use uploads::JOURNAL_DIR;
 
 /// Bodies up to this size go in one put (held in memory while it is sent).
 pub const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -154,7 +154,7 @@ pub struct Bucket {
     /// Where open multipart uploads are journaled until completed or
     /// aborted, so that the next run aborts those a killed run left
     /// (`uploads.rs`); set by [`Bucket::with_journal`] for a tree's bucket.
-    journal: Option<Journal>,
+    journal: Option<uploads::Journal>,
     /// Sends the requests object_store cannot (starting an upload whose id
     /// we keep, `uploads.rs`).
     http: reqwest::Client,
