@@ -5,7 +5,8 @@
 //!
 //! 1. [`Bucket::start_upload`] starts the upload itself (a signed `POST
 //!    <key>?uploads` carrying the object's `Content-Type`, `Cache-Control`
-//!    and sha256 metadata), to know its id: object_store's
+//!    and sha256 metadata, and the store's checksum and encryption headers,
+//!    [`store_headers`]), to know its id: object_store's
 //!    `put_multipart_opts` hides the id, and its `MultipartStore::
 //!    create_multipart`, which returns it, takes no attributes. The URL and
 //!    the signing region are object_store's own for the key (its presigned
@@ -21,6 +22,9 @@
 //!    directory's run lock, so none of them is still in flight. An upload
 //!    the store no longer knows (404 NoSuchUpload) counts as gone; one it
 //!    fails to abort is a warning, and its entry stays for the next run.
+//!    (s3s-fs answers 403 AccessDenied for an id it no longer knows: there,
+//!    an upload completed just before a kill stays journaled, warned about
+//!    by every run, until its entry is removed by hand.)
 //!
 //! What this does not see: an upload started from another staging
 //! directory, or one whose journal entry was lost with its disk, and the
