@@ -21,7 +21,9 @@
 //!
 //! Bodies come from the staged temporary files and are streamed: a file
 //! of up to [`SINGLE_PUT_MAX`] bytes is one put, a larger one a multipart
-//! upload of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] at once.
+//! upload of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] at once,
+//! journaled in the staging directory while it is open so that the next run
+//! aborts one a killed run left (`uploads.rs`).
 //!
 //! Everything here blocks (like the rest of `publish`): it runs the store's
 //! requests on the runtime that opened the bucket, from the blocking pool.
@@ -39,11 +41,14 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    PutOptions, PutPayload,
 };
 use sha2::{Digest, Sha256};
 
 use super::atomic::{Placed, WriteError};
+
+mod uploads;
+pub use uploads::JOURNAL_DIR;
 
 /// Bodies up to this size go in one put (held in memory while it is sent).
 pub const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -146,6 +151,13 @@ pub struct Bucket {
     runtime: tokio::runtime::Handle,
     /// KiB of bodies in memory at once, across every put in flight.
     in_memory: Arc<tokio::sync::Semaphore>,
+    /// Where open multipart uploads are journaled until completed or
+    /// aborted, so that the next run aborts those a killed run left
+    /// (`uploads.rs`); set by [`Bucket::with_journal`] for a tree's bucket.
+    journal: Option<uploads::Journal>,
+    /// Sends the requests object_store cannot (starting an upload whose id
+    /// we keep, `uploads.rs`).
+    http: reqwest::Client,
 }
 
 impl fmt::Debug for Bucket {
@@ -181,6 +193,8 @@ impl Bucket {
             settings: Arc::new(settings.clone()),
             runtime: tokio::runtime::Handle::current(),
             in_memory: Arc::new(tokio::sync::Semaphore::new(IN_MEMORY_KIB as usize)),
+            journal: None,
+            http: uploads::http_client(),
         };
         bucket.probe().await?;
         Ok(bucket)
@@ -477,8 +491,9 @@ impl Bucket {
         }
     }
 
-    /// Streams `path` in parts; a failure aborts the upload, so no part of
-    /// it is ever visible.
+    /// Streams `path` in parts of an upload journaled in the staging
+    /// directory until it is completed or aborted (`uploads.rs`); a failure
+    /// aborts the upload, so no part of it is ever visible.
     async fn upload_parts(
         &self,
         key: &Key,
@@ -486,51 +501,32 @@ impl Bucket {
         path: &Path,
         attributes: Attributes,
     ) -> Result<(), WriteError> {
-        let options = PutMultipartOptions {
-            attributes,
-            ..PutMultipartOptions::default()
-        };
-        let upload = self
-            .store
-            .put_multipart_opts(key, options)
+        let id = self
+            .start_upload(key, &attributes)
             .await
-            .map_err(|e| self.error("start upload", rel, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let io = |source| WriteError::Io {
-            op: "read",
-            path: path.to_owned(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let mut buf = vec![0; 1 << 20];
-        let sent: Result<(), WriteError> = async {
-            loop {
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| self.error("upload part", rel, e))?;
-                // This future runs on a blocking-pool thread (`Bucket::block_on`).
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                writer.write(&buf[..n]);
-            }
-        }
-        .await;
-        match sent {
-            Ok(()) => writer
-                .finish()
-                .await
-                .map(drop)
-                .map_err(|e| self.error("complete upload", rel, e)),
+            .map_err(|source| WriteError::Store {
+                op: "start upload",
+                key: self.display_path(rel).display().to_string(),
+                source,
+            })?;
+        // Journaled before the first part is sent: a kill from here on
+        // leaves an entry the next run aborts.
+        let entry = match self.journal_upload(key, &id) {
+            Ok(entry) => entry,
             Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!("aborting the upload of {rel}: {abort}");
-                }
-                Err(e)
+                self.abort_upload(key, &id, false).await;
+                return Err(e);
             }
+        };
+        let done = match self.send_parts(key, rel, path, &id).await {
+            Ok(parts) => self.complete_upload(key, rel, &id, parts).await,
+            Err(e) => Err(e),
+        };
+        // An upload not aborted stays journaled, for the next run.
+        if done.is_ok() || self.abort_upload(key, &id, entry.is_some()).await {
+            self.forget_upload(entry);
         }
+        done
     }
 
     /// Replaces the objects of `puts` (lists, `@latest`, `latest`), at most

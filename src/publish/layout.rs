@@ -118,9 +118,10 @@ impl Tree {
 
     /// A tree served from `bucket`, staged under `staging`.
     pub fn in_bucket(staging: impl Into<PathBuf>, bucket: super::bucket::Bucket) -> Tree {
+        let root = staging.into();
         Tree {
-            root: staging.into(),
-            bucket: Some(bucket),
+            bucket: Some(bucket.with_journal(&root)),
+            root,
         }
     }
 

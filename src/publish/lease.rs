@@ -18,6 +18,9 @@
 //!   configurations on one host with different staging directories are two
 //!   writers, like two hosts.)
 //! - Released (deleted) when the run ends; a killed run's lease expires.
+//! - Once taken, the multipart uploads a killed run left open from this
+//!   staging directory are aborted (`bucket/uploads.rs`): every writing
+//!   command (sync, import, prune) takes the lease, so this is the one place.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,6 +177,9 @@ impl Lease {
             stop.clone(),
             run,
         ));
+        // The only writer of the prefix now, holding the staging
+        // directory's run lock: no upload in its journal is in flight.
+        bucket.abort_interrupted_uploads().await;
         Ok(Lease {
             renewer,
             stop,

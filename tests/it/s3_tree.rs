@@ -2,7 +2,7 @@
 //! gomirror syncs into the bucket, and the real go command (1.19 and current) downloads,
 //! verifies and builds through nginx in front of it with the upstream stopped; a second
 //! writer is refused; the store's faults and a `kill -9` mid-upload leave no listed version
-//! without its objects.
+//! without its objects, and the next run aborts the multipart upload the kill left open.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -560,4 +560,266 @@ async fn issue_17_a_bucket_tree_exports_a_bundle() {
         }
     }
     assert!(compared >= 9, "the versions' files and lists: {compared}");
+}
+
+/// `gomirror sync` as [`sync`] does, logging at info (the harness logs warnings only).
+async fn sync_at_info(m: &Mirror, server: &S3Server) -> BinRun {
+    let mut cmd = m.command(&["sync", "--no-progress"]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
+        .env("GOMIRROR_LOG", "info");
+    run_command(cmd).await
+}
+
+/// The journal of open multipart uploads in `m`'s staging directory: each entry's upload id.
+fn journaled_uploads(m: &Mirror) -> Vec<String> {
+    let dir = m
+        .dir
+        .path()
+        .join("staging")
+        .join(gomirror::publish::bucket::JOURNAL_DIR);
+    let Ok(listed) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = listed
+        .map(|e| e.expect("journal entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let entry: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).expect("read entry")).expect("JSON");
+            entry["upload_id"].as_str().expect("upload_id").to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What s3s-fs keeps of the upload `id` on its disk: its record (`.upload-<id>.json`, which it
+/// checks every request about the upload against) and its parts (`.upload_id-<id>.part-N`).
+/// Both go when the upload is aborted or completed.
+fn upload_on_store(server: &S3Server, id: &str) -> (bool, usize) {
+    let known = server.root().join(format!(".upload-{id}.json")).exists();
+    let part = format!(".upload_id-{id}.part-");
+    let parts = std::fs::read_dir(server.root())
+        .expect("read the S3 root")
+        .filter(|e| {
+            e.as_ref()
+                .expect("S3 root entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&part)
+        })
+        .count();
+    (known, parts)
+}
+
+/// A run killed by `kill -9` after a zip's multipart upload sent its first part leaves the
+/// upload journaled in the staging directory; the next run aborts it (the store forgets the
+/// upload and its parts), says so, empties the journal and publishes the version with
+/// upstream's bytes.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run() {
+    let test = "s3_tree::issue_17_an_upload_a_killed_run_left_open_is_aborted_by_the_next_run";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    // Three parts of 8 MiB.
+    let files = vec![crate::zipgen::synthetic_module(
+        "example.com/a",
+        "v1.0.0",
+        6,
+        20 << 20,
+    )];
+    let zip = files[0].zip.clone();
+    let upstream = crate::upstream::Upstream::start(files).await;
+    let server = S3Server::start(&s3s);
+    // Slow uploads, so that the kill lands between the first part and the completion.
+    let proxy = FaultProxy::start(server.addr()).await;
+    proxy.set(Faults {
+        chunk_latency: Duration::from_millis(2),
+        ..Faults::default()
+    });
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &proxy.url());
+    let mut cmd = m.command(&["sync", "--no-progress"]);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key());
+    let mut child = cmd.spawn().expect("spawn gomirror");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let sent = journaled_uploads(&m)
+            .into_iter()
+            .find(|id| upload_on_store(&server, id).1 > 0);
+        if let Some(id) = sent {
+            break id;
+        }
+        let finished = child.try_wait().expect("try_wait");
+        assert!(
+            finished.is_none() && std::time::Instant::now() < deadline,
+            "no part of an upload landed while the run lasted ({finished:?})\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("wait");
+    assert_eq!(journaled_uploads(&m), vec![id.clone()]);
+    let (known, parts) = upload_on_store(&server, &id);
+    assert!(known && parts > 0, "the store holds the open upload {id}");
+    assert_no_listed_version_without_objects(&server).await;
+
+    proxy.set(Faults::default());
+    let run = sync_at_info(&m, &server).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert!(
+        run.stderr
+            .contains("aborted 1 multipart upload(s) left by an interrupted run"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        upload_on_store(&server, &id),
+        (false, 0),
+        "the store forgot the upload and its parts"
+    );
+    assert_eq!(
+        journaled_uploads(&m),
+        Vec::<String>::new(),
+        "the journal is empty"
+    );
+    // Nor did the run's own upload of the zip stay open.
+    let open: Vec<String> = std::fs::read_dir(server.root())
+        .expect("read the S3 root")
+        .map(|e| {
+            e.expect("S3 root entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with(".upload"))
+        .collect();
+    assert!(open.is_empty(), "uploads left open on the store: {open:?}");
+    let all = objects(&server).await;
+    let got = all
+        .iter()
+        .find(|(rel, _)| rel == "example.com/a/@v/v1.0.0.zip")
+        .expect("the zip is published");
+    assert!(zip[..] == got.1[..], "the zip is upstream's");
+    // The upload we started carried the object's attributes, as a single put does.
+    let head = object_store::GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    let key = Key::from(format!("{PREFIX}/example.com/a/@v/v1.0.0.zip"));
+    let found = server
+        .store()
+        .get_opts(&key, head)
+        .await
+        .expect("head the zip");
+    let attribute = |a: object_store::Attribute| {
+        found
+            .attributes
+            .get(&a)
+            .map(|v| v.as_ref().to_owned())
+            .unwrap_or_default()
+    };
+    use sha2::Digest;
+    assert_eq!(
+        (
+            attribute(object_store::Attribute::ContentType),
+            attribute(object_store::Attribute::CacheControl),
+            attribute(object_store::Attribute::Metadata("sha256".into())),
+        ),
+        (
+            "application/zip".to_owned(),
+            "public, max-age=31536000, immutable".to_owned(),
+            hex::encode(sha2::Sha256::digest(&zip)),
+        )
+    );
+    let list = all
+        .iter()
+        .find(|(rel, _)| rel == "example.com/a/@v/list")
+        .expect("listed");
+    assert_eq!(list.1, b"v1.0.0\n");
+}
+
+/// A journaled upload the store refuses to abort stays journaled, with a warning naming it,
+/// and the run still completes: the lifecycle rule is the backstop, the next run tries again.
+/// An entry another tree left in the staging directory is left alone, with a warning.
+/// s3s-fs answers an upload id it does not know with 403 AccessDenied (S3 answers 404
+/// NoSuchUpload, which counts as aborted), so such an entry stands for a refused abort.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_an_upload_the_store_refuses_to_abort_stays_journaled() {
+    let test = "s3_tree::issue_17_an_upload_the_store_refuses_to_abort_stays_journaled";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let upstream = small_upstream().await;
+    let server = S3Server::start(&s3s);
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &server.endpoint());
+    let id = "00000000-0000-4000-8000-000000000017";
+    let journal = m
+        .dir
+        .path()
+        .join("staging")
+        .join(gomirror::publish::bucket::JOURNAL_DIR);
+    std::fs::create_dir_all(&journal).expect("journal directory");
+    let entry = serde_json::json!({
+        "store": format!("s3://{}/{PREFIX}", server.bucket()),
+        "key": format!("{PREFIX}/example.com/a/@v/v1.0.0.zip"),
+        "upload_id": id,
+    });
+    std::fs::write(journal.join("refused.json"), entry.to_string()).expect("write the entry");
+    // And an upload of another tree that used this staging directory: not this store's.
+    let elsewhere = "00000000-0000-4000-8000-000000000018";
+    let entry = serde_json::json!({
+        "store": "s3://elsewhere/tree",
+        "key": "tree/example.com/a/@v/v1.0.0.zip",
+        "upload_id": elsewhere,
+    });
+    std::fs::write(journal.join("elsewhere.json"), entry.to_string()).expect("write the entry");
+
+    for _ in 0..2 {
+        let run = sync_at_info(&m, &server).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+        assert!(
+            run.stderr.contains(&format!(
+                "aborting the multipart upload {id} of s3://{}/{PREFIX}/example.com/a/@v/v1.0.0.zip: ",
+                server.bucket()
+            )) && run.stderr.contains(
+                "<Code>AccessDenied</Code></Error>; it stays journaled, and the next run tries again"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "the multipart upload {elsewhere} of tree/example.com/a/@v/v1.0.0.zip was \
+                 started in s3://elsewhere/tree, not s3://{}/{PREFIX}: left alone",
+                server.bucket()
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("sync ok: "), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("multipart upload(s)"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            journaled_uploads(&m),
+            vec![id.to_owned(), elsewhere.to_owned()]
+        );
+    }
+    assert_no_listed_version_without_objects(&server).await;
+    let listed = objects(&server)
+        .await
+        .into_iter()
+        .find(|(rel, _)| rel == "example.com/a/@v/list")
+        .expect("listed");
+    assert_eq!(listed.1, b"v1.0.0\nv1.1.0\n");
 }
