@@ -56,11 +56,14 @@ pub const SINGLE_PUT_MAX: u64 = 8 << 20;
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload sent at once.
 pub const PARTS_IN_FLIGHT: usize = 2;
-/// Objects written at once within one commit step.
+/// Requests (puts, HEADs, small GETs) in flight at once within one commit
+/// step: a store's answer takes a round trip (10–50 ms to S3), so a batch
+/// of a few thousand requests needs this many at once to finish in tens of
+/// round trips; bodies are bounded by [`IN_MEMORY_KIB`], not by this.
 pub const PUTS_IN_FLIGHT: usize = 64;
 /// Bodies held in memory at once, in KiB: a single put holds its whole
-/// body, a multipart upload a part being filled and those in flight. Puts
-/// wait for room, so 16 puts of 8 MiB bodies do not take 128 MiB.
+/// body, a multipart upload its parts in flight. Puts wait for room, so 64
+/// puts of 8 MiB bodies do not take 512 MiB.
 pub const IN_MEMORY_KIB: u32 = 24 << 10;
 /// Attempts of a conditional put that fails in transit.
 const PUT_ATTEMPTS: u32 = 6;
@@ -418,7 +421,8 @@ impl Bucket {
                 return self.judge(rel, existing, &p.sha256);
             }
             let path = p.body.path().expect("only files exceed SINGLE_PUT_MAX");
-            let parts = (PART_SIZE * (PARTS_IN_FLIGHT + 1)) as u64;
+            // `send_parts` holds the parts in flight, no more.
+            let parts = (PART_SIZE * PARTS_IN_FLIGHT) as u64;
             let _room = self.room(parts).await;
             self.upload_parts(&key, rel, path, attributes).await?;
             return Ok(Placed::Created);

@@ -13,6 +13,12 @@
 //! - `refuse`: new connections are accepted and reset at once, before any byte;
 //! - `stall`: new connections are accepted and never forwarded nor closed (a blackhole).
 //!
+//! [`FaultProxy::throttle`] answers the next N requests whose path contains a given string
+//! with S3's `503 SlowDown` (and closes that connection) instead of forwarding them. A chunk
+//! from the client begins a request when it is the connection's first or the target has
+//! answered since the client last sent: an HTTP/1.1 client sends the next request only once
+//! the previous answer came.
+//!
 //! Faults are read again for every chunk, so switching them affects the connections a client
 //! keeps pooled, not only new ones. [`FaultProxy::connections`] counts accepted connections.
 //! Latency uses `tokio::time::sleep`, so a test with a paused clock can advance it.
@@ -50,6 +56,10 @@ struct Shared {
     /// Read for every chunk; held only to clone or replace it, never across an await.
     faults: Mutex<Faults>,
     connections: AtomicU64,
+    /// Requests still to answer with 503 SlowDown, and what their path must contain.
+    throttle: Mutex<(u64, String)>,
+    /// Requests answered with 503 SlowDown so far.
+    throttled: AtomicU64,
     /// The forwarding tasks, aborted on drop so no connection outlives the proxy.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -65,6 +75,8 @@ impl FaultProxy {
             target,
             faults: Mutex::new(Faults::default()),
             connections: AtomicU64::new(0),
+            throttle: Mutex::new((0, String::new())),
+            throttled: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -83,6 +95,17 @@ impl FaultProxy {
     /// Replaces the faults; they apply from the next chunk of every connection.
     pub fn set(&self, faults: Faults) {
         *self.shared.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Answers the next `requests` requests whose path contains `path_contains` with
+    /// `503 SlowDown`, as S3 does when it throttles.
+    pub fn throttle(&self, requests: u64, path_contains: &str) {
+        *self.shared.throttle.lock().expect("throttle lock") = (requests, path_contains.to_owned());
+    }
+
+    /// Requests answered with `503 SlowDown` so far.
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far, refused and stalled ones included.
@@ -104,7 +127,26 @@ impl Shared {
     fn faults(&self) -> Faults {
         self.faults.lock().expect("faults lock").clone()
     }
+
+    /// Whether the request that `head` begins is to be throttled (and counted).
+    fn throttles(&self, head: &[u8]) -> bool {
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let path = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        let mut throttle = self.throttle.lock().expect("throttle lock");
+        let (left, needle) = &mut *throttle;
+        let matches = *left > 0
+            && String::from_utf8_lossy(path).contains(needle.as_str());
+        if matches {
+            *left -= 1;
+            self.throttled.fetch_add(1, Ordering::SeqCst);
+        }
+        matches
+    }
 }
+
+/// What S3 answers when it throttles.
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                         <Message>Please reduce your request rate.</Message></Error>";
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -126,6 +168,8 @@ enum End {
     Eof,
     /// The byte budget ran out: reset both sides.
     Reset,
+    /// A request is throttled: answer it with 503 SlowDown and close.
+    Throttle,
 }
 
 async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
@@ -147,8 +191,10 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
     let end = {
         let (client_read, client_write) = client.split();
         let (target_read, target_write) = target.split();
-        let up = pump(client_read, target_write, &shared, Direction::Upload);
-        let down = pump(target_read, client_write, &shared, Direction::Download);
+        // Set when the target answers: the client's next chunk begins a request.
+        let answered = std::sync::atomic::AtomicBool::new(true);
+        let up = pump(client_read, target_write, &shared, Direction::Upload, &answered);
+        let down = pump(target_read, client_write, &shared, Direction::Download, &answered);
         tokio::pin!(up, down);
         // A half close in one direction leaves the other running (an HTTP client may
         // shut down its write side and still read the response); a reset ends both.
@@ -161,6 +207,19 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
         // Zero linger makes the close below send RST instead of FIN.
         let _ = client.set_zero_linger();
         let _ = target.set_zero_linger();
+    }
+    if end == End::Throttle {
+        let answer = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{SLOW_DOWN}",
+            SLOW_DOWN.len()
+        );
+        let _ = client.write_all(answer.as_bytes()).await;
+        let _ = client.shutdown().await;
+        // Read what the client still sends (a body), so the close is not a reset.
+        let mut sink = vec![0u8; 16 * 1024];
+        let drain = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
 }
 
@@ -175,6 +234,7 @@ async fn pump(
     mut to: WriteHalf<'_>,
     shared: &Shared,
     direction: Direction,
+    answered: &std::sync::atomic::AtomicBool,
 ) -> End {
     let mut buf = vec![0u8; 16 * 1024];
     let mut sent: u64 = 0;
@@ -186,6 +246,14 @@ async fn pump(
             }
             Ok(n) => n,
         };
+        match direction {
+            Direction::Download => answered.store(true, Ordering::SeqCst),
+            Direction::Upload => {
+                if answered.swap(false, Ordering::SeqCst) && shared.throttles(&buf[..n]) {
+                    return End::Throttle;
+                }
+            }
+        }
         let faults = shared.faults();
         tokio::time::sleep(faults.chunk_latency).await;
         let budget = match direction {

@@ -334,6 +334,44 @@ async fn issue_17_a_store_that_resets_and_lags_still_gets_everything() {
     );
 }
 
+/// A store that throttles: the first requests for module files (checks, puts) are answered
+/// `503 SlowDown`, as S3 answers a prefix it is scaling up; the sync retries them (object_store
+/// its own requests, gomirror its conditional puts) and publishes everything.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_store_that_throttles_still_gets_everything() {
+    let test = "s3_tree::issue_17_a_store_that_throttles_still_gets_everything";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let upstream = crate::upstream::Upstream::start(
+        (0..6)
+            .map(|i| {
+                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 4, 16 << 10)
+            })
+            .collect(),
+    )
+    .await;
+    let server = S3Server::start(&s3s);
+    let proxy = FaultProxy::start(server.addr()).await;
+    // 6 versions: 18 checks and 18 puts of module files, then the list and @latest.
+    proxy.throttle(24, "/example.com/a/");
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &proxy.url());
+    let run = sync(&m, &server).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert_eq!(proxy.throttled(), 24, "every throttle was met");
+    assert!(run.stderr.contains("6 fetched"), "{}", run.stderr);
+    assert_no_listed_version_without_objects(&server).await;
+    let objects = objects(&server).await;
+    for i in 0..6 {
+        for ext in ["info", "mod", "zip"] {
+            let rel = format!("example.com/a/@v/v1.{i}.0.{ext}");
+            assert!(objects.iter().any(|(r, _)| *r == rel), "{rel} missing");
+        }
+    }
+}
+
 /// `kill -9` at spread-out moments of a sync into a bucket, uploads slowed by the proxy so
 /// that most kills land inside one (zips of 10 MiB go in parts): after every kill no list
 /// names a version without its objects, and the next run completes the tree.
