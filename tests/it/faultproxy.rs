@@ -60,6 +60,8 @@ struct Shared {
     throttle: Mutex<(u64, String)>,
     /// Requests answered with 503 SlowDown so far.
     throttled: AtomicU64,
+    /// Connections reset so far (a byte budget ran out).
+    resets: AtomicU64,
     /// The forwarding tasks, aborted on drop so no connection outlives the proxy.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -77,6 +79,7 @@ impl FaultProxy {
             connections: AtomicU64::new(0),
             throttle: Mutex::new((0, String::new())),
             throttled: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -106,6 +109,11 @@ impl FaultProxy {
     /// Requests answered with `503 SlowDown` so far.
     pub fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Connections reset so far because a byte budget ran out.
+    pub fn resets(&self) -> u64 {
+        self.shared.resets.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far, refused and stalled ones included.
@@ -204,6 +212,7 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
         }
     };
     if end == End::Reset {
+        shared.resets.fetch_add(1, Ordering::SeqCst);
         // Zero linger makes the close below send RST instead of FIN.
         let _ = client.set_zero_linger();
         let _ = target.set_zero_linger();

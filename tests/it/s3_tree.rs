@@ -372,6 +372,60 @@ async fn issue_17_a_store_that_throttles_still_gets_everything() {
     }
 }
 
+/// Parts of a multipart upload that fail — answered `503 SlowDown`, or cut off by a reset
+/// mid-part — are sent again, and the zips land whole.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_part_that_fails_mid_upload_is_sent_again() {
+    let test = "s3_tree::issue_17_a_part_that_fails_mid_upload_is_sent_again";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let files: Vec<_> = (0..2)
+        .map(|i| {
+            crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 6, 10 << 20)
+        })
+        .collect();
+    let zips: Vec<_> = files.iter().map(|f| f.zip.clone()).collect();
+    let upstream = crate::upstream::Upstream::start(files).await;
+    let server = S3Server::start(&s3s);
+    let proxy = std::sync::Arc::new(FaultProxy::start(server.addr()).await);
+    // Two zips of two parts each: three part uploads throttled ...
+    proxy.throttle(3, "partNumber=");
+    // ... and, once they were (the uploads have begun), every connection reset after 1 MiB
+    // of upload, until a few were.
+    let cut = {
+        let shared = proxy.clone();
+        tokio::spawn(async move {
+            while shared.throttled() < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            shared.set(Faults {
+                reset_upload_after: Some(1 << 20),
+                ..Faults::default()
+            });
+            while shared.resets() < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            shared.set(Faults::default());
+        })
+    };
+    let mut m = Mirror::new(&upstream.url(), WATCH_A);
+    in_bucket(&mut m, &server, &proxy.url());
+    let run = sync(&m, &server).await;
+    cut.await.expect("cut");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, server.logs());
+    assert_eq!(proxy.throttled(), 3, "every throttle was met");
+    assert!(proxy.resets() >= 3, "uploads were cut off");
+    assert_no_listed_version_without_objects(&server).await;
+    let objects = objects(&server).await;
+    for (i, zip) in zips.iter().enumerate() {
+        let rel = format!("example.com/a/@v/v1.{i}.0.zip");
+        let got = objects.iter().find(|(r, _)| *r == rel).expect("zip put");
+        assert!(got.1 == *zip, "{rel}: the bucket holds upstream's bytes");
+    }
+}
+
 /// `kill -9` at spread-out moments of a sync into a bucket, uploads slowed by the proxy so
 /// that most kills land inside one (zips of 10 MiB go in parts): after every kill no list
 /// names a version without its objects, and the next run completes the tree.
