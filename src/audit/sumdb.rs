@@ -111,22 +111,25 @@ impl<'a> OfflineCopy<'a> {
 
     fn check_lookup(&mut self, pin: &SignedHead, row: &RecordRow) {
         let (mv, subject) = (&row.mv, row.mv.to_string());
-        let body = match self.read(&self.rel(SumdbFile::Lookup(mv))) {
+        let rel = self.rel(SumdbFile::Lookup(mv));
+        // Named as the tree serves it: a file, or a bucket's object.
+        let shown = self.shown(&rel);
+        let body = match self.read(&rel) {
             Ok(Some(body)) => body,
             Ok(None) if row.record_id.is_none() => {
                 if self.report.supported {
                     self.problem(
                         subject,
-                        "lookup: missing, and `supported` is served: go fails",
+                        format!("lookup: {shown}: missing, and `supported` is served: go fails"),
                     );
                 }
                 return;
             }
-            Ok(None) => return self.problem(subject, "lookup: missing"),
-            Err(e) => return self.problem(subject, format!("lookup: {e}")),
+            Ok(None) => return self.problem(subject, format!("lookup: {shown}: missing")),
+            Err(e) => return self.problem(subject, format!("lookup: {shown}: {e}")),
         };
         if let Err(e) = self.prove_lookup(pin, mv, row, &body) {
-            self.problem(subject, format!("lookup: {e}"));
+            self.problem(subject, format!("lookup: {shown}: {e}"));
         } else {
             self.report.lookups += 1;
         }
