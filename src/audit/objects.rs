@@ -343,3 +343,36 @@ pub(super) fn take_out(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The content check and the metadata, joined: one finding per object, and an object
+    /// whose bytes are right but whose metadata lies is altered all the same.
+    // See: #17
+    #[test]
+    fn issue_17_metadata_that_is_not_the_bytes_is_a_finding() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let lie = format!(
+            "its sha256 metadata says {}, its bytes hash to {}",
+            hex::encode(a),
+            hex::encode(b)
+        );
+        // (claimed, actual, content check, the finding)
+        let cases: &[([u8; 32], [u8; 32], Result<(), &str>, Option<String>)] = &[
+            (a, a, Ok(()), None),
+            (a, b, Ok(()), Some(lie.clone())),
+            (a, a, Err("changed"), Some("changed".into())),
+            (a, b, Err("changed"), Some(format!("changed; {lie}"))),
+        ];
+        for (claimed, actual, checked, want) in cases {
+            let got = match metadata_agrees(*claimed, *actual, checked.map_err(str::to_owned)) {
+                Ok(()) => None,
+                Err(Problem::Altered(p)) => Some(p),
+                Err(_) => panic!("only Altered here"),
+            };
+            assert_eq!(&got, want, "{checked:?}");
+        }
+    }
+}

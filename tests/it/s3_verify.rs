@@ -357,3 +357,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// Verify reads a bucket only under the writer's lease: while another host holds it (a sync
+/// publishing there), verify is refused with exit 2, naming the holder, and reads nothing;
+/// once that lease is gone it runs and releases its own.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_verify_reads_a_bucket_only_under_the_writers_lease() {
+    let test = "s3_verify::issue_17_verify_reads_a_bucket_only_under_the_writers_lease";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let server = S3Server::start(&s3s);
+    let (m, _upstream) = synced(&server).await;
+    let lease = Key::from(format!("{PREFIX}.gomirror-lease").as_str());
+    let held = serde_json::json!({
+        "host": "writer.elsewhere.example",
+        "lock": "/srv/gomirror/staging/.gomirror.lock",
+        "pid": 4242,
+        "since": "2026-01-01T00:00:00Z",
+        "until": "2999-01-01T00:00:00Z",
+    });
+    let store = server.store();
+    store
+        .put(&lease, serde_json::to_vec(&held).expect("json").into())
+        .await
+        .expect("put lease");
+
+    let refused = verify(&m, &[]).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "s3://{}/{PREFIX} is being written by writer.elsewhere.example (pid 4242, lock \
+             /srv/gomirror/staging/.gomirror.lock)",
+            server.bucket()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(refused.stdout, "", "nothing was read");
+
+    store.delete(&lease).await.expect("the writer is done");
+    let out = verify(&m, &[]).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(store.head(&lease).await.is_err(), "verify released its lease");
+}
