@@ -24,16 +24,27 @@ const DB: &str = "sum.test.example";
 /// A mirror of `example.com/a` (v1.0.0, v1.1.0) and `example.com/b` (v1.0.0), checksum
 /// database on, synced into `server`'s bucket.
 async fn synced(server: &S3Server) -> (Mirror, Upstream) {
-    let (upstream, db) = upstream_with_sumdb(vec![
+    let files = vec![
         synthetic_module("example.com/a", "v1.0.0", 3, 2048),
         synthetic_module("example.com/a", "v1.1.0", 3, 2048),
         synthetic_module("example.com/b", "v1.0.0", 2, 1024),
-    ])
-    .await;
-    let mut m = Mirror::new(
-        &upstream.url(),
+    ];
+    synced_with(
+        server,
+        files,
         &[("example.com/a", "all"), ("example.com/b", "all")],
-    );
+    )
+    .await
+}
+
+/// `files` (watched by `watch`), checksum database on, synced into `server`'s bucket.
+async fn synced_with(
+    server: &S3Server,
+    files: Vec<crate::upstream::ModuleFiles>,
+    watch: &[(&str, &str)],
+) -> (Mirror, Upstream) {
+    let (upstream, db) = upstream_with_sumdb(files).await;
+    let mut m = Mirror::new(&upstream.url(), watch);
     in_bucket(&mut m, server, &server.endpoint());
     m.sumdb = format!("key = \"{}\"\n", db.vkey());
     let run = sync(&m, server).await;
@@ -400,5 +411,60 @@ async fn issue_17_verify_reads_a_bucket_only_under_the_writers_lease() {
     store.delete(&lease).await.expect("the writer is done");
     let out = verify(&m, &[]).await;
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
-    assert!(store.head(&lease).await.is_err(), "verify released its lease");
+    assert!(
+        store.head(&lease).await.is_err(),
+        "verify released its lease"
+    );
+}
+
+/// A zip large enough to be uploaded in parts (past `SINGLE_PUT_MAX`, 8 MiB) verifies clean,
+/// streamed through the staging directory; one byte changed in its middle, under the sha256
+/// metadata it carried, is found from the bytes.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_zip_uploaded_in_parts_is_checked_from_its_bytes() {
+    let test = "s3_verify::issue_17_a_zip_uploaded_in_parts_is_checked_from_its_bytes";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let server = S3Server::start(&s3s);
+    let big = synthetic_module("example.com/big", "v1.0.0", 4, 10 << 20);
+    let (m, _upstream) = synced_with(&server, vec![big], &[("example.com/big", "all")]).await;
+    let out = verify(&m, &[]).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("verify ok: 1 versions re-hashed, 1 lookups proved"),
+        "{}",
+        out.stderr
+    );
+
+    let zip = "example.com/big/@v/v1.0.0.zip";
+    let claimed = metadata_sha256(&server, zip).await;
+    let mut bytes = objects(&server)
+        .await
+        .into_iter()
+        .find(|(rel, _)| rel == zip)
+        .map(|(_, b)| b)
+        .expect("the zip");
+    assert!(bytes.len() > 10 << 20, "{} bytes", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    overwrite(&server, zip, &bytes, Some(claimed.clone())).await;
+    let out = verify(&m, &[]).await;
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let want = format!(
+        "example.com/big@v1.0.0: {}: sha256 is {}, recorded {claimed}: changed since it was published; \
+         its sha256 metadata says {claimed}, its bytes hash to {}\n",
+        url(&server, zip),
+        sha256_hex(&bytes),
+        sha256_hex(&bytes)
+    );
+    assert_eq!(out.stdout, want);
+    let staging = m.dir.path().join("staging");
+    assert_eq!(
+        files_under(&staging),
+        [".gomirror.lock"],
+        "the copy was deleted"
+    );
 }
