@@ -108,6 +108,14 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// The staging directory of a bucket tree, where zips are copied to
+    /// be checked, could not be made ready.
+    #[error("staging directory {}", .path.display())]
+    Staging {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("verify: internal error")]
     Internal(#[source] tokio::task::JoinError),
 }
@@ -138,12 +146,14 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
         return audit_locked(config, options, &tree).await;
     };
     // See: #17
-    fs_err::create_dir_all(tree.root()).map_err(|source| LockError::Io {
-        path: tree.lock_file(),
-        op: "create the staging directory",
+    let staging = |source| AuditError::Staging {
+        path: tree.root().to_owned(),
         source,
-    })?;
+    };
+    fs_err::create_dir_all(tree.root()).map_err(staging)?;
     let _lock = RunLock::acquire(&tree.lock_file())?;
+    // Copies a killed verify left; nothing else writes there.
+    objects::clear_scratch(tree.root()).map_err(staging)?;
     let lost = CancellationToken::new();
     let lease = Lease::take(&bucket, &tree.lock_file(), lost.clone()).await?;
     let result = audit_locked(config, options, &tree).await;

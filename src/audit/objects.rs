@@ -7,7 +7,8 @@
 //!   only what its writer claimed, and one that disagrees with the bytes is
 //!   a finding of its own (a sync's survey and its conditional puts trust
 //!   it, so the next sync would not notice). A zip is copied, streamed, to
-//!   a temporary file in the staging directory, where the zip rules and
+//!   a temporary file in the staging directory (`.gomirror-verify/`,
+//!   cleared when a verify starts), where the zip rules and
 //!   `h1:` are checked as for a local tree (they need random access); the
 //!   copy is deleted after. Nothing is held whole in memory but a `.info`;
 //! - each module's `@v/list` and `@latest` are what the commit step writes
@@ -21,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -161,6 +162,23 @@ fn stream(tree: &Tree, rel: &str, sink: &mut impl Write, max: u64) -> Result<[u8
     }
 }
 
+/// Where zips are copied to be checked: a directory of the staging root of
+/// its own (its name starts with `.`, like the run lock's), so a verify
+/// killed mid-copy leaves nothing that the next one does not clear.
+const SCRATCH_DIR: &str = ".gomirror-verify";
+
+/// Empties (or creates) the scratch directory under `staging`; called
+/// under the run lock, before any copy.
+pub(super) fn clear_scratch(staging: &Path) -> std::io::Result<()> {
+    let dir = staging.join(SCRATCH_DIR);
+    match fs_err::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs_err::create_dir_all(&dir)
+}
+
 /// The zip object at `rel`, streamed into a temporary file of the staging
 /// directory (deleted when the returned path is dropped), and its sha256.
 /// One byte past Go's size limit is copied, enough for the zip check to
@@ -169,12 +187,12 @@ fn copy_to_staging(tree: &Tree, rel: &str) -> Result<([u8; 32], tempfile::TempPa
     let unread = |e: std::io::Error| {
         Problem::Unread(format!(
             "a temporary file in {}: {e}",
-            tree.root().display()
+            tree.root().join(SCRATCH_DIR).display()
         ))
     };
     let mut file = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
-        .tempfile_in(tree.root())
+        .tempfile_in(tree.root().join(SCRATCH_DIR))
         .map_err(unread)?;
     let mut sink = std::io::BufWriter::new(file.as_file_mut());
     let actual = stream(tree, rel, &mut sink, MAX_ZIP_FILE + 1)?;
