@@ -133,7 +133,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 
 /// A synced bucket verifies clean from its objects: every version re-hashed, every lookup
 /// proved from the bucket's own tiles, the lease released, and no copy of a zip left in the
-/// staging directory.
+/// staging directory (not even one a killed verify left).
 // See: #17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_17_a_synced_bucket_verifies_clean_from_its_objects() {
@@ -143,6 +143,11 @@ async fn issue_17_a_synced_bucket_verifies_clean_from_its_objects() {
     };
     let server = S3Server::start(&s3s);
     let (m, _upstream) = synced(&server).await;
+    // A copy a killed verify left behind.
+    let staging = m.dir.path().join("staging");
+    let scratch = staging.join(".gomirror-verify");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    std::fs::write(scratch.join(".tmp-left"), b"half a zip").expect("leftover");
 
     let out = verify(&m, &[]).await;
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
@@ -165,7 +170,6 @@ async fn issue_17_a_synced_bucket_verifies_clean_from_its_objects() {
 
     let lease = Key::from(format!("{PREFIX}.gomirror-lease").as_str());
     assert!(server.store().head(&lease).await.is_err(), "released");
-    let staging = m.dir.path().join("staging");
     assert_eq!(
         files_under(&staging),
         [".gomirror.lock"],
