@@ -377,8 +377,9 @@ mod tests {
             hex::encode(a),
             hex::encode(b)
         );
-        // (claimed, actual, content check, the finding)
-        let cases: &[([u8; 32], [u8; 32], Result<(), &str>, Option<String>)] = &[
+        /// (claimed, actual, content check, the finding)
+        type Case = ([u8; 32], [u8; 32], Result<(), &'static str>, Option<String>);
+        let cases: &[Case] = &[
             (a, a, Ok(()), None),
             (a, b, Ok(()), Some(lie.clone())),
             (a, a, Err("changed"), Some("changed".into())),
