@@ -143,7 +143,7 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
     let Some(bucket) = tree.bucket().cloned() else {
         // Shared and read-only: verify works on a read-only tree. See: #13
         let _lock = RunLock::acquire_shared(&tree.lock_file())?;
-        return audit_locked(config, options, &tree).await;
+        return audit_locked(config, options, &tree, &CancellationToken::new()).await;
     };
     // See: #17
     let staging = |source| AuditError::Staging {
@@ -156,7 +156,7 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
     objects::clear_scratch(tree.root()).map_err(staging)?;
     let lost = CancellationToken::new();
     let lease = Lease::take(&bucket, &tree.lock_file(), lost.clone()).await?;
-    let result = audit_locked(config, options, &tree).await;
+    let result = audit_locked(config, options, &tree, &lost).await;
     lease.release().await;
     let mut report = result?;
     if lost.is_cancelled() {
@@ -169,11 +169,14 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
     Ok(report)
 }
 
-/// [`audit_with`], once the tree is locked.
+/// [`audit_with`], once the tree is locked. `lost` is cancelled if a
+/// bucket tree's lease is lost meanwhile: nothing is then taken out of it,
+/// since another writer may be publishing.
 async fn audit_locked(
     config: &Config,
     options: AuditOptions,
     tree: &Tree,
+    lost: &CancellationToken,
 ) -> Result<AuditReport, AuditError> {
     let store = Store::open(&config.database).await?;
     // A damaged database would make the reads below skip rows silently.
@@ -230,7 +233,7 @@ async fn audit_locked(
         report.supported = copy.supported;
         report.problems.extend(copy.problems);
     }
-    if options.repair {
+    if options.repair && !lost.is_cancelled() {
         let tree = tree.clone();
         report = tokio::task::spawn_blocking(move || {
             move_aside(&tree, &mut report)?;
