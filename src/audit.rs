@@ -1,20 +1,24 @@
 //! `gomirror verify`: re-checks the tree at rest, with no network.
 //!
-//! The tree against the state (`tree.rs`): every published version's
-//! `.info`, `.mod` and `.zip` is a regular file with the sha256 recorded at
-//! publish (and the zip rules and `h1:` hold); each module's `@v/list` and
-//! `@latest` are what the state derives; no stray file or symlink. The
-//! database itself first passes `PRAGMA quick_check`, or nothing is read
-//! (see: #13). With the offline checksum database
-//! (`sumdb/<name>/`): `latest` is a head signed by the configured key; every
-//! covered version has a lookup naming the recorded id and hashes; each
-//! lookup's head is consistent with `latest` and its record is included in
-//! `latest`'s tree — all proved with the tiles the tree serves, exactly
-//! what a go client would read.
+//! The tree against the state: every published version's `.info`, `.mod`
+//! and `.zip` has the sha256 recorded at publish (and the zip rules and
+//! `h1:` hold); each module's `@v/list` and `@latest` are what the state
+//! derives; nothing stray. A local tree is checked file by file
+//! (`tree.rs`), a tree in object storage object by object, from the bytes
+//! it serves (`objects.rs`, see: #17). The database itself first passes
+//! `PRAGMA quick_check`, or nothing is read (see: #13). With the offline
+//! checksum database (`sumdb/<name>/`), what a go client reads of it is
+//! proved (`sumdb.rs`).
 //!
 //! Like sync, this connects stages (state, publish layout, verify) and
 //! holds the tree's run lock, so it never reads a half-published batch.
+//! On a bucket tree it also holds the writer's lease (as sync, prune and
+//! import do), since a writer on another host is not stopped by a local
+//! lock; the run lock is then taken exclusively, as the lease is one
+//! writer's.
 
+mod objects;
+mod sumdb;
 mod tree;
 
 use std::collections::HashSet;
@@ -23,18 +27,15 @@ use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SumdbSettings};
+use crate::config::Config;
 use crate::lock::{LockError, RunLock};
 use crate::module::{ModVer, ModulePath};
-use crate::publish::layout::{SumdbFile, Tree};
-use crate::state::{PublishedFiles, RecordRow, StateError, Store};
-use crate::verify::sumdb::client::{open_head, SignedHead};
-use crate::verify::sumdb::local::LocalTiles;
-use crate::verify::sumdb::note::Verifier;
-use crate::verify::sumdb::tile::Tile;
-use crate::verify::sumdb::tlog::{format_hash, Hash};
-use crate::verify::sumdb::{parse_lookup, parse_record_hashes};
+use crate::publish::bucket::{Bucket, BucketError, PUTS_IN_FLIGHT};
+use crate::publish::layout::Tree;
+use crate::publish::lease::{Lease, LeaseError};
+use crate::state::{PublishedFiles, StateError, Store};
 
 /// What `gomirror verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,6 +57,10 @@ pub struct AuditReport {
     pub moved_to: Option<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<String>,
+    /// With `--repair` on a tree in object storage: the bucket the altered
+    /// objects were deleted from, after being copied to `moved_to`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_from: Option<String>,
     pub problems: Vec<Finding>,
 }
 
@@ -73,7 +78,8 @@ pub struct Finding {
 
 /// Where `verify --repair` moves altered files: a directory of the tree
 /// whose name starts with `.`, which the nginx block never serves and no
-/// GOPROXY path can name.
+/// GOPROXY path can name. For a tree in object storage, the same name in
+/// the staging directory, which nothing serves.
 pub const MOVED_DIR: &str = ".gomirror-moved";
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,10 @@ pub enum AuditError {
     Lock(#[from] LockError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// Moving an altered file aside failed; the ones moved before stay moved.
     #[error("moving {} aside", .path.display())]
     Move {
@@ -89,6 +99,25 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// Copying an altered object out of the bucket, or deleting it, failed;
+    /// the ones taken out before stay out.
+    #[error("taking {} out to {}", .object.display(), .to.display())]
+    TakeOut {
+        object: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The staging directory of a bucket tree, where zips are copied to
+    /// be checked, could not be made ready.
+    #[error("staging directory {}", .path.display())]
+    Staging {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("verify: internal error")]
+    Internal(#[source] tokio::task::JoinError),
 }
 
 /// How `gomirror verify` runs beyond its config.
@@ -96,7 +125,8 @@ pub enum AuditError {
 pub struct AuditOptions {
     /// Move each altered file of a published version aside (into
     /// [`MOVED_DIR`]), so the next sync restores it from upstream,
-    /// re-verified against the hashes recorded at publish.
+    /// re-verified against the hashes recorded at publish. On a bucket
+    /// tree: copy each altered object there, then delete it.
     pub repair: bool,
 }
 
@@ -105,12 +135,49 @@ pub async fn audit(config: &Config) -> Result<AuditReport, AuditError> {
     audit_with(config, AuditOptions::default()).await
 }
 
-/// [`audit`], with [`AuditOptions`]. The run lock is held throughout, so
-/// files are moved aside only while no sync runs.
+/// [`audit`], with [`AuditOptions`]. The run lock (and on a bucket tree
+/// the writer's lease) is held throughout, so files are moved aside only
+/// while no sync runs.
 pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditReport, AuditError> {
-    let tree = Tree::new(&config.tree_dir);
-    // Shared and read-only: verify works on a read-only tree. See: #13
-    let _lock = RunLock::acquire_shared(&tree.lock_file())?;
+    let tree = crate::publish::open_tree(config).await?;
+    let Some(bucket) = tree.bucket().cloned() else {
+        // Shared and read-only: verify works on a read-only tree. See: #13
+        let _lock = RunLock::acquire_shared(&tree.lock_file())?;
+        return audit_locked(config, options, &tree, &CancellationToken::new()).await;
+    };
+    // See: #17
+    let staging = |source| AuditError::Staging {
+        path: tree.root().to_owned(),
+        source,
+    };
+    fs_err::create_dir_all(tree.root()).map_err(staging)?;
+    let _lock = RunLock::acquire(&tree.lock_file())?;
+    // Copies a killed verify left; nothing else writes there.
+    objects::clear_scratch(tree.root()).map_err(staging)?;
+    let lost = CancellationToken::new();
+    let lease = Lease::take(&bucket, &tree.lock_file(), lost.clone()).await?;
+    let result = audit_locked(config, options, &tree, &lost).await;
+    lease.release().await;
+    let mut report = result?;
+    if lost.is_cancelled() {
+        report.problems.push(finding(
+            bucket.url(),
+            "lost the writer's lease while verifying: another writer may have published \
+             meanwhile; run verify again",
+        ));
+    }
+    Ok(report)
+}
+
+/// [`audit_with`], once the tree is locked. `lost` is cancelled if a
+/// bucket tree's lease is lost meanwhile: nothing is then taken out of it,
+/// since another writer may be publishing.
+async fn audit_locked(
+    config: &Config,
+    options: AuditOptions,
+    tree: &Tree,
+    lost: &CancellationToken,
+) -> Result<AuditReport, AuditError> {
     let store = Store::open(&config.database).await?;
     // A damaged database would make the reads below skip rows silently.
     store.quick_check().await?;
@@ -134,7 +201,7 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
             )
         })
         .collect();
-    let (found, by_content) = check_files(&tree, &files).await;
+    let (found, by_content) = check_files(tree, &files).await;
     report.problems.extend(found);
     report.info_by_content = by_content;
     // A module a killed prune left half done (its versions `pruning`, its
@@ -147,12 +214,12 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
         .filter_map(|i| ModulePath::new(&i.path).ok())
         .chain(pruning.into_iter().map(|mv| mv.path))
         .collect();
-    let whole = check_whole_tree(&tree, files, pending, skip).await;
+    let whole = check_whole_tree(tree, files, pending, skip).await;
     report.problems.extend(whole);
     if let Some(settings) = config.sumdb.as_ref().filter(|s| s.offline_copy) {
         let (tree, settings, rows) = (tree.clone(), settings.clone(), rows.clone());
         let copy = tokio::task::spawn_blocking(move || {
-            OfflineCopy::new(&tree, &settings, &settings.verifier).check(&rows)
+            sumdb::OfflineCopy::new(&tree, &settings, &settings.verifier).check(&rows)
         })
         .await
         .unwrap_or_else(|e| {
@@ -166,8 +233,14 @@ pub async fn audit_with(config: &Config, options: AuditOptions) -> Result<AuditR
         report.supported = copy.supported;
         report.problems.extend(copy.problems);
     }
-    if options.repair {
-        move_aside(&tree, &mut report)?;
+    if options.repair && !lost.is_cancelled() {
+        let tree = tree.clone();
+        report = tokio::task::spawn_blocking(move || {
+            move_aside(&tree, &mut report)?;
+            Ok::<_, AuditError>(report)
+        })
+        .await
+        .map_err(AuditError::Internal)??;
     }
     Ok(report)
 }
@@ -179,6 +252,9 @@ async fn check_whole_tree(
     pending: Vec<ModVer>,
     skip: HashSet<ModulePath>,
 ) -> Vec<Finding> {
+    if let Some(bucket) = tree.bucket() {
+        return check_whole_bucket(tree, bucket, files, pending, skip).await;
+    }
     let tree = tree.clone();
     tokio::task::spawn_blocking(move || {
         let known = tree::known_files(&files, &pending);
@@ -190,27 +266,89 @@ async fn check_whole_tree(
     .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
 }
 
-/// Moves every altered file the report names to
-/// `<tree>/.gomirror-moved/<UTC time>/<its path>`: a rename within the
-/// tree, so nothing is copied and nothing is lost. The name becomes free,
-/// and a sync fills it only with the bytes that were published (see: #13).
-fn move_aside(tree: &Tree, report: &mut AuditReport) -> Result<(), AuditError> {
-    let altered: Vec<String> = report
+/// [`check_whole_tree`] of a bucket: each module's list, `@latest` and
+/// `@v/` prefix, [`PUTS_IN_FLIGHT`] modules at once.
+async fn check_whole_bucket(
+    tree: &Tree,
+    bucket: &Bucket,
+    files: Vec<PublishedFiles>,
+    pending: Vec<ModVer>,
+    skip: HashSet<ModulePath>,
+) -> Vec<Finding> {
+    let known = Arc::new(tree::known_files(&files, &pending));
+    let info: Arc<std::collections::HashMap<ModVer, Option<String>>> = Arc::new(
+        files
+            .iter()
+            .map(|r| (r.mv.clone(), r.info_sha256.clone()))
+            .collect(),
+    );
+    let modules: Vec<(ModulePath, Vec<crate::module::Version>)> =
+        tree::listed_modules(&files, &skip)
+            .into_iter()
+            .map(|(p, v)| (p.clone(), v))
+            .collect();
+    let found: Vec<Vec<Finding>> = stream::iter(modules)
+        .map(|(path, versions)| {
+            let (tree, bucket) = (tree.clone(), bucket.clone());
+            let (known, info) = (known.clone(), info.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let sha = |mv: &ModVer| info.get(mv).cloned().flatten();
+                    objects::check_module_objects(&tree, &bucket, (&path, &versions), sha, &known)
+                })
+                .await
+                .unwrap_or_else(|e| vec![finding("verify", format!("internal error: {e}"))])
+            }
+        })
+        .buffer_unordered(PUTS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut found: Vec<Finding> = found.into_iter().flatten().collect();
+    found.sort_by(|a, b| a.subject.cmp(&b.subject));
+    found
+}
+
+/// The altered files the report names, each once, sorted.
+fn altered(report: &AuditReport) -> Vec<String> {
+    report
         .problems
         .iter()
         .filter_map(|f| f.altered.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .collect();
-    if altered.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// `<root>/.gomirror-moved/<UTC time>`.
+fn moved_dir(tree: &Tree) -> PathBuf {
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .expect("a UTC time formats");
-    let dir = tree.root().join(MOVED_DIR).join(stamp);
+    tree.root().join(MOVED_DIR).join(stamp)
+}
+
+/// Moves every altered file the report names to
+/// `<tree>/.gomirror-moved/<UTC time>/<its path>`: a rename within the
+/// tree, so nothing is copied and nothing is lost. The name becomes free,
+/// and a sync fills it only with the bytes that were published (see: #13).
+/// On a bucket tree, each altered object is copied to the same place in
+/// the staging directory, then deleted: a published object is never
+/// overwritten, so deleting it is how it gets its published bytes back
+/// (see: #17). Blocking.
+fn move_aside(tree: &Tree, report: &mut AuditReport) -> Result<(), AuditError> {
+    let altered = altered(report);
+    if altered.is_empty() {
+        return Ok(());
+    }
+    let dir = moved_dir(tree);
+    if let Some(bucket) = tree.bucket() {
+        report.moved_to = Some(dir.clone());
+        report.deleted_from = Some(bucket.url().to_owned());
+        report.moved = objects::take_out(tree, bucket, &altered, &dir)?;
+        return Ok(());
+    }
     for rel in altered {
         let (from, to) = (tree.root().join(&rel), dir.join(&rel));
         let parent = to.parent().expect("a file of a version has a directory");
@@ -235,21 +373,29 @@ fn finding(subject: impl Into<String>, problem: impl Into<String>) -> Finding {
     }
 }
 
-/// Re-hashes every published version's files, a core's worth at a time.
-/// Also returns how many `.info` files were checked by content only.
+/// Re-hashes every published version's files, a core's worth at a time
+/// (a local tree), or [`PUTS_IN_FLIGHT`] versions' objects at a time (a
+/// bucket, where the time goes in requests). Also returns how many
+/// `.info` files were checked by content only.
 async fn check_files(tree: &Tree, rows: &[PublishedFiles]) -> (Vec<Finding>, usize) {
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let parallel = match tree.bucket() {
+        Some(_) => PUTS_IN_FLIGHT,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
     let tree = Arc::new(tree.clone());
     let checked: Vec<(Vec<Finding>, bool)> = stream::iter(rows.iter().cloned())
         .map(|row| {
             let tree = tree.clone();
             async move {
-                tokio::task::spawn_blocking(move || tree::check_version_files(&tree, &row))
-                    .await
-                    .unwrap_or_else(|e| {
-                        let internal = finding("verify", format!("internal error: {e}"));
-                        (vec![internal], false)
-                    })
+                tokio::task::spawn_blocking(move || match tree.bucket() {
+                    Some(b) => objects::check_version_objects(&tree, b, &row),
+                    None => tree::check_version_files(&tree, &row),
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    let internal = finding("verify", format!("internal error: {e}"));
+                    (vec![internal], false)
+                })
             }
         })
         .buffer_unordered(parallel)
@@ -259,140 +405,4 @@ async fn check_files(tree: &Tree, rows: &[PublishedFiles]) -> (Vec<Finding>, usi
     let mut found: Vec<Finding> = checked.into_iter().flat_map(|(f, _)| f).collect();
     found.sort_by(|a, b| a.subject.cmp(&b.subject));
     (found, by_content)
-}
-
-/// Reads a tile of the offline copy.
-type TileLoader<'a> = Box<dyn FnMut(&Tile) -> Result<Option<Vec<u8>>, String> + 'a>;
-
-/// The offline checksum database as a go client would read it: only files
-/// of the tree.
-struct OfflineCopy<'a> {
-    tree: &'a Tree,
-    settings: &'a SumdbSettings,
-    verifier: &'a Verifier,
-    tiles: LocalTiles<TileLoader<'a>>,
-    /// Heads proved consistent with the pinned one.
-    consistent: HashSet<(i64, Hash)>,
-    report: AuditReport,
-}
-
-impl<'a> OfflineCopy<'a> {
-    fn new(tree: &'a Tree, settings: &'a SumdbSettings, verifier: &'a Verifier) -> Self {
-        OfflineCopy {
-            tree,
-            settings,
-            verifier,
-            tiles: LocalTiles::new(Box::new(|t: &Tile| {
-                crate::publish::read_sumdb_tile(tree, &settings.name, t)
-            })),
-            consistent: HashSet::new(),
-            report: AuditReport::default(),
-        }
-    }
-
-    fn file(&self, file: SumdbFile<'_>) -> PathBuf {
-        self.tree.sumdb_file(&self.settings.name, file)
-    }
-
-    fn problem(&mut self, subject: impl Into<String>, problem: impl Into<String>) {
-        self.report.problems.push(finding(subject, problem));
-    }
-
-    fn check(mut self, rows: &[RecordRow]) -> AuditReport {
-        self.report.supported = self.file(SumdbFile::Supported).is_file();
-        let latest_path = self.file(SumdbFile::Latest);
-        let pin = match fs_err::read(&latest_path) {
-            Ok(note) => open_head(self.verifier, &note, "latest"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.report.supported => {
-                // No copy yet (nothing verified was published).
-                return self.report;
-            }
-            Err(e) => {
-                self.problem(latest_path.display().to_string(), e.to_string());
-                return self.report;
-            }
-        };
-        let pin = match pin {
-            Ok(pin) => pin,
-            Err(e) => {
-                self.problem(latest_path.display().to_string(), e.to_string());
-                return self.report;
-            }
-        };
-        self.report.pinned_tree = Some(pin.tree.n);
-        self.consistent.insert((pin.tree.n, pin.tree.hash));
-        for row in rows
-            .iter()
-            .filter(|r| !self.settings.is_private(r.mv.path.as_str()))
-        {
-            self.check_lookup(&pin, row);
-        }
-        self.report
-    }
-
-    fn check_lookup(&mut self, pin: &SignedHead, row: &RecordRow) {
-        let (mv, subject) = (&row.mv, row.mv.to_string());
-        let path = self.file(SumdbFile::Lookup(mv));
-        let body = match fs_err::read(&path) {
-            Ok(body) => body,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && row.record_id.is_none() => {
-                if self.report.supported {
-                    self.problem(
-                        subject,
-                        "lookup: missing, and `supported` is served: go fails",
-                    );
-                }
-                return;
-            }
-            Err(e) => return self.problem(subject, format!("lookup: {e}")),
-        };
-        if let Err(e) = self.prove_lookup(pin, mv, row, &body) {
-            self.problem(subject, format!("lookup: {e}"));
-        } else {
-            self.report.lookups += 1;
-        }
-    }
-
-    fn prove_lookup(
-        &mut self,
-        pin: &SignedHead,
-        mv: &ModVer,
-        row: &RecordRow,
-        body: &[u8],
-    ) -> Result<(), String> {
-        let lookup = parse_lookup(mv, body).map_err(|e| e.to_string())?;
-        if row.record_id.is_some_and(|id| id != lookup.id) {
-            return Err(format!(
-                "record id {}, recorded {}",
-                lookup.id,
-                row.record_id.unwrap_or_default()
-            ));
-        }
-        let hashes = parse_record_hashes(mv, &lookup.text).map_err(|e| e.to_string())?;
-        if (hashes.h1_zip.as_str(), hashes.h1_mod.as_str()) != (&row.h1_zip, &row.h1_mod) {
-            return Err(format!(
-                "record says {} and {}, recorded {} and {}",
-                hashes.h1_zip, hashes.h1_mod, row.h1_zip, row.h1_mod
-            ));
-        }
-        let head = open_head(self.verifier, &lookup.note, "signed tree head")
-            .map_err(|e| e.to_string())?;
-        if head.tree.n > pin.tree.n {
-            return Err(format!(
-                "signed with tree {}, newer than latest (tree {})",
-                head.tree.n, pin.tree.n
-            ));
-        }
-        if !self.consistent.contains(&(head.tree.n, head.tree.hash)) {
-            self.tiles.check_tree(&head.tree, &pin.tree).map_err(|e| {
-                format!(
-                    "tree {} ({}) is not consistent with latest: {e}",
-                    head.tree.n,
-                    format_hash(&head.tree.hash)
-                )
-            })?;
-            self.consistent.insert((head.tree.n, head.tree.hash));
-        }
-        self.tiles.check_record(&pin.tree, lookup.id, &lookup.text)
-    }
 }

@@ -590,19 +590,6 @@ impl Config {
             .then_some(self.tree_dir.as_path())
     }
 
-    /// Fails for a command that does not yet work on a tree in object
-    /// storage, naming it (see: #17).
-    pub fn require_local_tree(&self, command: &str) -> Result<(), String> {
-        match &self.tree_bucket {
-            None => Ok(()),
-            Some(b) => Err(format!(
-                "gomirror {command} does not work on a tree in object storage yet \
-                 ([tree] url = {:?}); every other command does",
-                b.url
-            )),
-        }
-    }
-
     /// Every key `[import]` trusts, for one source or another.
     pub fn import_keys(&self) -> Vec<&Verifier> {
         let bound = self.import_sources.iter().flat_map(|s| &s.keys);
@@ -2006,10 +1993,6 @@ versions = ">=v0.10.0, <v0.20"
         assert_eq!(bucket.region.as_deref(), Some("eu-west-1"));
         assert_eq!(cfg.tree_dir, Path::new("/var/lib/gomirror/staging"));
         assert_eq!(cfg.local_tree_dir(), None);
-        assert!(cfg
-            .require_local_tree("verify")
-            .unwrap_err()
-            .contains("gomirror verify"));
         let staged = parse("[tree]\nurl = \"s3://b\"\nstaging = \"/srv/stage\"\n").unwrap();
         assert_eq!(staged.tree_dir, Path::new("/srv/stage"));
         assert_eq!(staged.tree_bucket.unwrap().prefix, "");

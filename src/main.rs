@@ -37,14 +37,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let load = || Config::load(&cli.config, &Overrides::default());
-    // What does not work on a tree in object storage yet says so (see: #17).
-    let local = |command: &str| -> anyhow::Result<Config> {
-        let config = load()?;
-        config
-            .require_local_tree(command)
-            .map_err(anyhow::Error::msg)?;
-        Ok(config)
-    };
     match cli.command {
         Command::Sync {
             upstream,
@@ -97,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => runtime.block_on(cli::state::status(load()?, json)),
         Command::Verify { json, repair } => {
-            runtime.block_on(cli::state::verify(local("verify")?, json, repair))
+            runtime.block_on(cli::state::verify(load()?, json, repair))
         }
         Command::Keygen { name, out } => cli::bundle::keygen(&name, &out),
         Command::Export {

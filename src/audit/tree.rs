@@ -86,7 +86,7 @@ fn sha256_hex(path: &Path) -> Result<String, String> {
         .map_err(|e| crate::error::chain(&e))
 }
 
-fn compare_sha256(actual: &str, recorded: &str) -> Result<(), String> {
+pub(super) fn compare_sha256(actual: &str, recorded: &str) -> Result<(), String> {
     if actual == recorded {
         Ok(())
     } else {
@@ -99,9 +99,20 @@ fn compare_sha256(actual: &str, recorded: &str) -> Result<(), String> {
 /// The sha256 catches any change (a rewritten central directory keeps the
 /// `h1:`, and breaks `export`); the rules and `h1:` say what changed.
 fn check_zip(path: &Path, row: &PublishedFiles) -> Result<(), String> {
+    let file = fs_err::File::open(path).map_err(|e| e.to_string())?;
+    check_zip_bytes(&sha256_hex(path)?, file, row)
+}
+
+/// A zip whose bytes hash to `sha256` and are in `file`: that sha256
+/// against the recorded one, then the zip rules and `h1:`.
+pub(super) fn check_zip_bytes(
+    sha256: &str,
+    file: fs_err::File,
+    row: &PublishedFiles,
+) -> Result<(), String> {
     let recorded = row.zip.as_ref().ok_or("no zip was published")?;
-    compare_sha256(&sha256_hex(path)?, &recorded.sha256)?;
-    match zip::check_zip(&row.mv, path) {
+    compare_sha256(sha256, &recorded.sha256)?;
+    match zip::check_zip_file(&row.mv, file) {
         Ok(z) if z.h1 != recorded.h1 => {
             Err(format!("hashes to {}, recorded {}", z.h1, recorded.h1))
         }
@@ -112,24 +123,34 @@ fn check_zip(path: &Path, row: &PublishedFiles) -> Result<(), String> {
 
 fn check_mod(path: &Path, row: &PublishedFiles) -> Result<(), String> {
     let bytes = fs_err::read(path).map_err(|e| e.to_string())?;
+    check_mod_digest(&dirhash::digest(&bytes), row)
+}
+
+/// A `.mod` whose bytes hash to `sha256`: the recorded sha256 and `h1:`
+/// (the `h1:` of a go.mod is made from its sha256 alone).
+pub(super) fn check_mod_digest(sha256: &[u8; 32], row: &PublishedFiles) -> Result<(), String> {
     if let Some(recorded) = &row.mod_sha256 {
-        compare_sha256(&hex::encode(dirhash::digest(&bytes)), recorded)?;
+        compare_sha256(&hex::encode(sha256), recorded)?;
     }
-    let h1 = dirhash::hash_go_mod(&dirhash::digest(&bytes));
+    let h1 = dirhash::hash_go_mod(sha256);
     if h1 != row.h1_mod {
         return Err(format!("hashes to {h1}, recorded {}", row.h1_mod));
     }
     Ok(())
 }
 
-/// With a recorded sha256, the bytes; without (an older row), what `go`
-/// reads of it: `Version` and `Time`, and the size recorded.
 fn check_info(path: &Path, row: &PublishedFiles) -> Result<(), String> {
     let bytes = fs_err::read(path).map_err(|e| e.to_string())?;
+    check_info_bytes(&bytes, row)
+}
+
+/// With a recorded sha256, the bytes; without (an older row), what `go`
+/// reads of it: `Version` and `Time`, and the size recorded.
+pub(super) fn check_info_bytes(bytes: &[u8], row: &PublishedFiles) -> Result<(), String> {
     if let Some(recorded) = &row.info_sha256 {
-        return compare_sha256(&hex::encode(dirhash::digest(&bytes)), recorded);
+        return compare_sha256(&hex::encode(dirhash::digest(bytes)), recorded);
     }
-    let info = crate::verify::Info::parse(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let info = crate::verify::Info::parse(bytes).map_err(|e| format!("not JSON: {e}"))?;
     if info.version != row.mv.version.as_str() || info.time.as_deref() != Some(&row.time) {
         return Err(format!(
             "names {} at {}, recorded {} at {}",
@@ -152,17 +173,9 @@ pub(super) fn check_metadata(
     rows: &[PublishedFiles],
     skip: &HashSet<ModulePath>,
 ) -> Vec<Finding> {
-    let mut modules: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
     let by_mv: BTreeMap<&ModVer, &PublishedFiles> = rows.iter().map(|r| (&r.mv, r)).collect();
-    // A version published for its go.mod only is in no list.
-    for r in rows.iter().filter(|r| r.zip.is_some()) {
-        modules
-            .entry(&r.mv.path)
-            .or_default()
-            .push(r.mv.version.clone());
-    }
     let mut found = Vec::new();
-    for (path, versions) in modules.into_iter().filter(|(p, _)| !skip.contains(*p)) {
+    for (path, versions) in listed_modules(rows, skip) {
         let (list, latest) = module_metadata(path, &versions);
         let list_rel = layout::list_rel(path);
         if let Err(p) = check_list(&tree.list_file(path), &list) {
@@ -179,9 +192,33 @@ pub(super) fn check_metadata(
     found
 }
 
+/// The modules with a list (a version with a zip published), with their
+/// listed versions, apart from those in `skip`.
+pub(super) fn listed_modules<'a>(
+    rows: &'a [PublishedFiles],
+    skip: &HashSet<ModulePath>,
+) -> BTreeMap<&'a ModulePath, Vec<Version>> {
+    let mut modules: BTreeMap<&ModulePath, Vec<Version>> = BTreeMap::new();
+    // A version published for its go.mod only is in no list.
+    for r in rows.iter().filter(|r| r.zip.is_some()) {
+        if !skip.contains(&r.mv.path) {
+            modules
+                .entry(&r.mv.path)
+                .or_default()
+                .push(r.mv.version.clone());
+        }
+    }
+    modules
+}
+
 fn check_list(path: &Path, want: &[u8]) -> Result<(), String> {
     check_regular(path, "from the state")?;
     let have = fs_err::read(path).map_err(|e| e.to_string())?;
+    compare_list(&have, want)
+}
+
+/// A module's `@v/list` as served, `have`, against what state derives.
+pub(super) fn compare_list(have: &[u8], want: &[u8]) -> Result<(), String> {
     if have == want {
         return Ok(());
     }
@@ -193,7 +230,7 @@ fn check_list(path: &Path, want: &[u8]) -> Result<(), String> {
     };
     Err(format!(
         "lists [{}], the state has published [{}] (the next sync rewrites it)",
-        words(&have),
+        words(have),
         words(want)
     ))
 }
@@ -207,6 +244,12 @@ fn check_latest(tree: &Tree, mv: &ModVer, info_sha256: Option<&str>) -> Result<(
         Some(sha) => sha.to_owned(),
         None => sha256_hex(&tree.version_file(mv, Kind::Info))?,
     };
+    compare_latest(mv, &have, &want)
+}
+
+/// `@latest`, whose bytes hash to `have`, against the `.info` of `mv`
+/// (sha256 `want`).
+pub(super) fn compare_latest(mv: &ModVer, have: &str, want: &str) -> Result<(), String> {
     if have == want {
         Ok(())
     } else {

@@ -536,7 +536,15 @@ pub fn verify(report: &AuditReport, json: bool) -> io::Result<()> {
         report.versions,
         report.problems.len()
     );
-    if let Some(dir) = &report.moved_to {
+    if let (Some(dir), Some(bucket)) = (&report.moved_to, &report.deleted_from) {
+        // See: #17
+        note!(
+            "verify: copied {} altered objects to {} and deleted them from {bucket}; \
+             the next sync restores them from upstream",
+            report.moved.len(),
+            dir.display()
+        );
+    } else if let Some(dir) = &report.moved_to {
         note!(
             "verify: moved {} altered files aside to {}; the next sync restores them from upstream",
             report.moved.len(),

@@ -150,6 +150,42 @@ impl Tree {
         Ok((Box::new(file), meta.len()))
     }
 
+    /// The served file `rel`, whole, when it holds at most `max` bytes
+    /// (blocking); `None` if there is none. A larger one is an
+    /// `io::ErrorKind::InvalidData` error, so a hostile size is never read
+    /// into memory.
+    pub fn read_served(&self, rel: &str, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let (reader, size) = match self.open_served(rel) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let too_big = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: larger than {max} bytes", self.display(rel).display()),
+            )
+        };
+        if size > max {
+            return Err(too_big());
+        }
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader.take(max + 1).read_to_end(&mut body)?;
+        if body.len() as u64 > max {
+            return Err(too_big());
+        }
+        Ok(Some(body))
+    }
+
+    /// Whether the served file `rel` exists (blocking): a HEAD on a bucket.
+    pub fn is_served(&self, rel: &str) -> std::io::Result<bool> {
+        match &self.bucket {
+            Some(b) => b.exists(rel).map_err(std::io::Error::other),
+            None => Ok(self.root.join(rel).is_file()),
+        }
+    }
+
     /// The served files below `rel_dir`, relative to the tree, sorted
     /// (blocking); temporary files left out.
     pub fn list_served(&self, rel_dir: &str) -> std::io::Result<Vec<String>> {

@@ -30,6 +30,7 @@ mod retention;
 mod s3;
 mod s3_server;
 mod s3_tree;
+mod s3_verify;
 mod selftest;
 mod sumdb;
 mod sumdb_go;
