@@ -373,13 +373,17 @@ fn finding(subject: impl Into<String>, problem: impl Into<String>) -> Finding {
     }
 }
 
+/// Versions of a bucket whose objects are read at once: each copies its
+/// zip into a temporary file, so this bounds the staging disk's use too.
+const BUCKET_VERSIONS_IN_FLIGHT: usize = 16;
+
 /// Re-hashes every published version's files, a core's worth at a time
-/// (a local tree), or [`PUTS_IN_FLIGHT`] versions' objects at a time (a
-/// bucket, where the time goes in requests). Also returns how many
+/// (a local tree), or [`BUCKET_VERSIONS_IN_FLIGHT`] versions' objects at a
+/// time (a bucket, where the time goes in requests). Also returns how many
 /// `.info` files were checked by content only.
 async fn check_files(tree: &Tree, rows: &[PublishedFiles]) -> (Vec<Finding>, usize) {
     let parallel = match tree.bucket() {
-        Some(_) => PUTS_IN_FLIGHT,
+        Some(_) => BUCKET_VERSIONS_IN_FLIGHT,
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let tree = Arc::new(tree.clone());

@@ -316,7 +316,7 @@ fn strays(
     known: &HashSet<PathBuf>,
 ) -> Vec<Result<String, String>> {
     let dir = format!("{}/@v", path.escaped());
-    match bucket.list_under(&dir) {
+    match bucket.list_in(&dir) {
         Ok(mut rels) => {
             rels.sort();
             rels.into_iter()

@@ -60,7 +60,7 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// step: a store's answer takes a round trip (10–50 ms to S3), so a batch
 /// of a few thousand requests needs this many at once to finish in tens of
 /// round trips; bodies are bounded by [`IN_MEMORY_KIB`], not by this.
-pub const PUTS_IN_FLIGHT: usize = 64;
+pub const PUTS_IN_FLIGHT: usize = 32;
 /// Bodies held in memory at once, in KiB: a single put holds its whole
 /// body, a multipart upload its parts in flight. Puts wait for room, so 64
 /// puts of 8 MiB bodies do not take 512 MiB.
@@ -606,6 +606,26 @@ impl Bucket {
             chunk: bytes::Bytes::new(),
         };
         Ok((reader, size))
+    }
+
+    /// The names of the objects directly in `rel_dir` (none below its
+    /// subdirectories), relative to the tree, in no particular order. One
+    /// LIST with a delimiter, which a store answers from that directory's
+    /// keys alone (s3s-fs walks the whole bucket for one without).
+    pub fn list_in(&self, rel_dir: &str) -> std::io::Result<Vec<String>> {
+        let key = self.key(rel_dir).map_err(io_error)?;
+        let listed = self
+            .block_on(self.store.list_with_delimiter(Some(&key)))
+            .map_err(io_error)?;
+        let skip = match self.settings.prefix.as_str() {
+            "" => 0,
+            p => p.len() + 1,
+        };
+        Ok(listed
+            .objects
+            .into_iter()
+            .map(|m| m.location.as_ref()[skip..].to_owned())
+            .collect())
     }
 
     /// The names of the objects under `rel_dir`, relative to the tree, in no

@@ -142,8 +142,7 @@ impl Shared {
         let path = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
         let mut throttle = self.throttle.lock().expect("throttle lock");
         let (left, needle) = &mut *throttle;
-        let matches = *left > 0
-            && String::from_utf8_lossy(path).contains(needle.as_str());
+        let matches = *left > 0 && String::from_utf8_lossy(path).contains(needle.as_str());
         if matches {
             *left -= 1;
             self.throttled.fetch_add(1, Ordering::SeqCst);
@@ -201,8 +200,20 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
         let (target_read, target_write) = target.split();
         // Set when the target answers: the client's next chunk begins a request.
         let answered = std::sync::atomic::AtomicBool::new(true);
-        let up = pump(client_read, target_write, &shared, Direction::Upload, &answered);
-        let down = pump(target_read, client_write, &shared, Direction::Download, &answered);
+        let up = pump(
+            client_read,
+            target_write,
+            &shared,
+            Direction::Upload,
+            &answered,
+        );
+        let down = pump(
+            target_read,
+            client_write,
+            &shared,
+            Direction::Download,
+            &answered,
+        );
         tokio::pin!(up, down);
         // A half close in one direction leaves the other running (an HTTP client may
         // shut down its write side and still read the response); a reset ends both.
