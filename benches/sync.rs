@@ -647,6 +647,12 @@ fn sync(bin: &Path, config: &Path, log: &Path, server: &mut Server) -> Result<Me
     let mut cmd = Command::new(bin);
     cmd.arg("sync").arg("--config").arg(config);
     let m = measure(cmd, log, None, server)?;
+    sync_succeeded(&m, config, log)?;
+    Ok(m)
+}
+
+/// An error naming the config, the status, the last line and the log of a sync that failed.
+fn sync_succeeded(m: &Measured, config: &Path, log: &Path) -> Result<()> {
     ensure!(
         m.status.success(),
         "gomirror sync --config {}: {}; last line: {}; log: {}",
@@ -655,7 +661,7 @@ fn sync(bin: &Path, config: &Path, log: &Path, server: &mut Server) -> Result<Me
         m.last_line,
         log.display()
     );
-    Ok(m)
+    Ok(())
 }
 
 /// `go mod download -json` of every target into a fresh GOPATH and module cache, from an

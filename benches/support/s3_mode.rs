@@ -310,14 +310,7 @@ fn sync(bin: &Path, config: &Path, log: &Path, server: &mut Server, s3: &S3fs) -
     let before = s3.cpu_secs()?;
     let m = measure(cmd, log, None, server)?;
     let after = s3.cpu_secs()?;
-    ensure!(
-        m.status.success(),
-        "gomirror sync --config {}: {}; last line: {}; log: {}",
-        config.display(),
-        m.status,
-        m.last_line,
-        log.display()
-    );
+    crate::sync_succeeded(&m, config, log)?;
     Ok(Run {
         m,
         s3_user_secs: after.0 - before.0,
@@ -337,6 +330,27 @@ impl Round {
     }
 }
 
+/// The configs of a sync from `server` into a local tree in `dirs.0` and into the bucket's
+/// `prefix` (state in `dirs.1`).
+fn configs(
+    opts: &S3Opts,
+    s3: &S3fs,
+    server: &Server,
+    dirs: (&Path, &Path),
+    prefix: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let local = write_config(dirs.0, &server.url, opts.concurrency, None, &server.targets)?;
+    let bucket = write_config_tree(
+        dirs.1,
+        &server.url,
+        opts.concurrency,
+        None,
+        &s3.tree_toml(prefix),
+        &server.targets,
+    )?;
+    Ok((local, bucket))
+}
+
 /// Round `n`: a cold sync into `<work>/rN/local/tree` and one into the bucket's prefix `rN`,
 /// in the order the round's parity gives; then the bucket checked against the local tree.
 fn bench_round(
@@ -352,21 +366,8 @@ fn bench_round(
         work.join(format!("r{n}/bucket")),
     );
     let prefix = format!("r{n}");
-    let local_config = write_config(
-        &local_dir,
-        &server.url,
-        opts.concurrency,
-        None,
-        &server.targets,
-    )?;
-    let bucket_config = write_config_tree(
-        &bucket_dir,
-        &server.url,
-        opts.concurrency,
-        None,
-        &s3.tree_toml(&prefix),
-        &server.targets,
-    )?;
+    let (local_config, bucket_config) =
+        configs(opts, s3, server, (&local_dir, &bucket_dir), &prefix)?;
     let bucket_first = n.is_multiple_of(2);
     let mut local = None;
     let mut bucket = None;
@@ -510,21 +511,8 @@ fn bench_big(opts: &S3Opts, bin: &Path, s3: &S3fs, work: &Path) -> Result<Big> {
         .collect();
     let mut server = Server::spawn(args)?;
     let (local_dir, bucket_dir) = (dir.join("local"), dir.join("bucket"));
-    let local_config = write_config(
-        &local_dir,
-        &server.url,
-        opts.concurrency,
-        None,
-        &server.targets,
-    )?;
-    let bucket_config = write_config_tree(
-        &bucket_dir,
-        &server.url,
-        opts.concurrency,
-        None,
-        &s3.tree_toml("big"),
-        &server.targets,
-    )?;
+    let (local_config, bucket_config) =
+        configs(opts, s3, &server, (&local_dir, &bucket_dir), "big")?;
     let local = sync(
         bin,
         &local_config,

@@ -60,6 +60,16 @@ pub(crate) async fn objects(server: &S3Server) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `count` versions `v1.0.0`, `v1.1.0`, … of `example.com/a`, each a zip of `files` files of
+/// `size` bytes: the module files an upstream serves.
+fn versions_of_a(count: usize, files: usize, size: usize) -> Vec<crate::upstream::ModuleFiles> {
+    (0..count)
+        .map(|i| {
+            crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), files, size)
+        })
+        .collect()
+}
+
 /// The publish order on the bucket: every version a list names has its `.info`, `.mod` and
 /// `.zip`, and every `@latest` is the `.info` of a listed version.
 async fn assert_no_listed_version_without_objects(server: &S3Server) {
@@ -287,14 +297,7 @@ async fn issue_17_a_store_that_resets_and_lags_still_gets_everything() {
     let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
         return;
     };
-    let upstream = crate::upstream::Upstream::start(
-        (0..6)
-            .map(|i| {
-                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 8, 64 << 10)
-            })
-            .collect(),
-    )
-    .await;
+    let upstream = crate::upstream::Upstream::start(versions_of_a(6, 8, 64 << 10)).await;
     let server = S3Server::start(&s3s);
     let proxy = std::sync::Arc::new(FaultProxy::start(server.addr()).await);
     proxy.set(Faults {
@@ -344,14 +347,7 @@ async fn issue_17_a_store_that_throttles_still_gets_everything() {
     let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
         return;
     };
-    let upstream = crate::upstream::Upstream::start(
-        (0..6)
-            .map(|i| {
-                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 4, 16 << 10)
-            })
-            .collect(),
-    )
-    .await;
+    let upstream = crate::upstream::Upstream::start(versions_of_a(6, 4, 16 << 10)).await;
     let server = S3Server::start(&s3s);
     let proxy = FaultProxy::start(server.addr()).await;
     // 6 versions: 18 checks and 18 puts of module files, then the list and @latest.
@@ -381,11 +377,7 @@ async fn issue_17_a_part_that_fails_mid_upload_is_sent_again() {
     let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
         return;
     };
-    let files: Vec<_> = (0..2)
-        .map(|i| {
-            crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 6, 10 << 20)
-        })
-        .collect();
+    let files: Vec<_> = versions_of_a(2, 6, 10 << 20);
     let zips: Vec<_> = files.iter().map(|f| f.zip.clone()).collect();
     let upstream = crate::upstream::Upstream::start(files).await;
     let server = S3Server::start(&s3s);
@@ -437,11 +429,7 @@ async fn issue_17_kill_9_mid_upload_keeps_the_bucket_consistent() {
         return;
     };
     let versions = 4;
-    let files: Vec<_> = (0..versions)
-        .map(|i| {
-            crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 6, 10 << 20)
-        })
-        .collect();
+    let files: Vec<_> = versions_of_a(versions, 6, 10 << 20);
     let zips: Vec<_> = files.iter().map(|f| f.zip.clone()).collect();
     let upstream = crate::upstream::Upstream::start(files).await;
     let server = S3Server::start(&s3s);
@@ -562,14 +550,7 @@ async fn issue_17_prune_removes_objects_in_reverse_order() {
     let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
         return;
     };
-    let upstream = crate::upstream::Upstream::start(
-        (0..4)
-            .map(|i| {
-                crate::zipgen::synthetic_module("example.com/a", &format!("v1.{i}.0"), 3, 4 << 10)
-            })
-            .collect(),
-    )
-    .await;
+    let upstream = crate::upstream::Upstream::start(versions_of_a(4, 3, 4 << 10)).await;
     let server = S3Server::start(&s3s);
     let mut m = Mirror::new(&upstream.url(), WATCH_A);
     in_bucket(&mut m, &server, &server.endpoint());
