@@ -378,14 +378,25 @@ impl Bucket {
 
     /// Whether an object exists at `rel`.
     pub fn exists(&self, rel: &str) -> Result<bool, WriteError> {
-        self.block_on(async {
-            let key = self.key(rel).map_err(|e| self.error("name", rel, e))?;
-            match self.store.head(&key).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(self.error("head", rel, e)),
-            }
-        })
+        let mut found = self.exists_all(std::slice::from_ref(&rel.to_owned()));
+        found.pop().expect("one answer per name")
+    }
+
+    /// [`Bucket::exists`] of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once.
+    pub fn exists_all(&self, rels: &[String]) -> Vec<Result<bool, WriteError>> {
+        self.block_on(
+            stream::iter(rels)
+                .map(|rel| async move {
+                    let key = self.key(rel).map_err(|e| self.error("name", rel, e))?;
+                    match self.store.head(&key).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(e) => Err(self.error("head", rel, e)),
+                    }
+                })
+                .buffered(PUTS_IN_FLIGHT)
+                .collect(),
+        )
     }
 
     /// Writes every immutable object of `puts` (at most [`PUTS_IN_FLIGHT`]

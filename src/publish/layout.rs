@@ -178,6 +178,22 @@ impl Tree {
         Ok(Some(body))
     }
 
+    /// [`Tree::is_served`] of each of `rels` (blocking): a bucket is asked
+    /// about them all at once.
+    pub fn are_served(&self, rels: &[String]) -> Vec<std::io::Result<bool>> {
+        match &self.bucket {
+            Some(b) => b
+                .exists_all(rels)
+                .into_iter()
+                .map(|r| r.map_err(std::io::Error::other))
+                .collect(),
+            None => rels
+                .iter()
+                .map(|rel| Ok(self.root.join(rel).is_file()))
+                .collect(),
+        }
+    }
+
     /// Whether the served file `rel` exists (blocking): a HEAD on a bucket.
     pub fn is_served(&self, rel: &str) -> std::io::Result<bool> {
         match &self.bucket {

@@ -18,8 +18,9 @@ use crate::commit;
 use crate::config::{Config, SumdbSettings};
 use crate::fetch::{self, Upstream};
 use crate::module::ModVer;
+use crate::publish;
+use crate::publish::layout::{self, SumdbFile};
 use crate::publish::Staged;
-use crate::publish::{self, layout::SumdbFile};
 use crate::state::{Outcome, RecordId, Store};
 use crate::verify::sumdb::client::{open_head, Client, Record, SignedHead, SumdbError};
 
@@ -304,15 +305,29 @@ async fn offline_copy(
             .map(|h| h.size)
             .collect();
     }
+    let needed = db
+        .client
+        .tiles_needed(&pin.tree, &ids, &old_sizes)
+        .await
+        .map_err(err)?;
+    // Only the tiles the tree lacks are fetched (a bucket is asked about
+    // them all at once). One it could not be asked about is fetched again:
+    // its conditional put finds it in place. See: #17
     let tree = ctx.tree.clone();
-    // A bucket's tiles are not looked for here (a request each, and this
-    // runs on the async threads): the proof's few tiles are fetched again
-    // and their conditional puts find them in place. See: #17
-    let in_bucket = tree.bucket().is_some();
-    let have = |t: &_| !in_bucket && tree.sumdb_file(&name, SumdbFile::Tile(t)).exists();
+    let rels: Vec<String> = needed
+        .iter()
+        .map(|t| layout::sumdb_rel(&name, SumdbFile::Tile(t)))
+        .collect();
+    let served = blocking("looking for tiles", move || tree.are_served(&rels)).await?;
+    let missing = needed
+        .into_iter()
+        .zip(served)
+        .filter(|(_, served)| !matches!(served, Ok(true)))
+        .map(|(t, _)| t)
+        .collect();
     let tiles = db
         .client
-        .tiles_for(&pin.tree, &ids, &old_sizes, have, &ctx.stop)
+        .tiles(&pin.tree, missing, &ctx.stop)
         .await
         .map_err(err)?;
     let lookups = records

@@ -62,6 +62,8 @@ struct Shared {
     throttled: AtomicU64,
     /// Connections reset so far (a byte budget ran out).
     resets: AtomicU64,
+    /// The request line (`PUT /bucket/key HTTP/1.1`) of every request seen, in order.
+    requests: Mutex<Vec<String>>,
     /// The forwarding tasks, aborted on drop so no connection outlives the proxy.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -80,6 +82,7 @@ impl FaultProxy {
             throttle: Mutex::new((0, String::new())),
             throttled: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -111,6 +114,15 @@ impl FaultProxy {
         self.shared.throttled.load(Ordering::SeqCst)
     }
 
+    /// The request lines of the requests seen so far whose method is `method` and whose
+    /// request line contains `contains`.
+    pub fn requests(&self, method: &str, contains: &str) -> usize {
+        let seen = self.shared.requests.lock().expect("requests lock");
+        seen.iter()
+            .filter(|l| l.starts_with(&format!("{method} ")) && l.contains(contains))
+            .count()
+    }
+
     /// Connections reset so far because a byte budget ran out.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)
@@ -136,9 +148,11 @@ impl Shared {
         self.faults.lock().expect("faults lock").clone()
     }
 
-    /// Whether the request that `head` begins is to be throttled (and counted).
+    /// Records the request that `head` begins; whether it is to be throttled (and counted).
     fn throttles(&self, head: &[u8]) -> bool {
         let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let text = String::from_utf8_lossy(line).trim_end().to_owned();
+        self.requests.lock().expect("requests lock").push(text);
         let path = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
         let mut throttle = self.throttle.lock().expect("throttle lock");
         let (left, needle) = &mut *throttle;

@@ -418,6 +418,51 @@ async fn issue_17_a_part_that_fails_mid_upload_is_sent_again() {
     }
 }
 
+/// The offline checksum database's tiles a bucket already serves are looked for (a HEAD each),
+/// not put again: a second run, proving a new version with the same tiles, writes no tile.
+// See: #17
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_tiles_the_bucket_serves_are_not_put_again() {
+    let test = "s3_tree::issue_17_tiles_the_bucket_serves_are_not_put_again";
+    let Some(s3s) = need(test, "s3s-fs", find_s3s_fs()) else {
+        return;
+    };
+    let (upstream, db) = crate::harness::upstream_with_sumdb(versions_of_a(2, 3, 1024)).await;
+    let server = S3Server::start(&s3s);
+    let proxy = FaultProxy::start(server.addr()).await;
+    let mut m = Mirror::new(&upstream.url(), &[("example.com/a", "v1.0.0")]);
+    in_bucket(&mut m, &server, &proxy.url());
+    m.sumdb = format!("key = \"{}\"\n", db.vkey());
+    let first = sync(&m, &server).await;
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stderr, server.logs());
+    let tile_puts = proxy.requests("PUT", "/tile/");
+    assert!(
+        tile_puts > 0,
+        "the first run writes the tiles its proof needs"
+    );
+    let lookup_puts = proxy.requests("PUT", "/lookup/");
+    assert_eq!(lookup_puts, 1, "the first run writes its version's lookup");
+    m.watch = vec![("example.com/a".into(), "all".into())];
+    let second = sync(&m, &server).await;
+    assert_eq!(second.code, Some(0), "{}\n{}", second.stderr, server.logs());
+    assert!(second.stderr.contains("1 fetched"), "{}", second.stderr);
+    assert!(
+        proxy.requests("HEAD", "/tile/") > 0,
+        "the second run looks for its tiles"
+    );
+    assert_eq!(
+        proxy.requests("PUT", "/tile/"),
+        tile_puts,
+        "and, finding them, writes none"
+    );
+    assert_eq!(
+        proxy.requests("PUT", "/lookup/"),
+        lookup_puts + 1,
+        "the new version's lookup is written"
+    );
+    assert_no_listed_version_without_objects(&server).await;
+}
+
 /// `kill -9` at spread-out moments of a sync into a bucket, uploads slowed by the proxy so
 /// that most kills land inside one (zips of 10 MiB go in parts): after every kill no list
 /// names a version without its objects, and the next run completes the tree.

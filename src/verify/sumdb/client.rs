@@ -327,23 +327,20 @@ impl Client {
     }
 
     /// The tiles `tree`'s offline copy needs so that records `ids` and
-    /// consistency with trees of `old_sizes` verify against it, minus those
-    /// `have` says are already served; each authenticated against `tree`.
-    pub async fn tiles_for(
+    /// consistency with trees of `old_sizes` verify against it.
+    pub async fn tiles_needed(
         &self,
         tree: &Tree,
         ids: &[i64],
         old_sizes: &[i64],
-        have: impl Fn(&Tile) -> bool,
-        token: &CancellationToken,
-    ) -> Result<Vec<(Tile, Bytes)>, SumdbError> {
+    ) -> Result<Vec<Tile>, SumdbError> {
         let tlog_err = |source| SumdbError::Tlog {
             what: format!("planning tiles for tree {}", tree.n),
             source,
         };
         let (n, ids, old_sizes) = (tree.n, ids.to_vec(), old_sizes.to_vec());
         let tree_copy = *tree;
-        let needed = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let indexes = recorded(|r| {
                 for &id in ids.iter().filter(|&&id| id < n) {
                     prove_record(n, id, r)?;
@@ -357,8 +354,17 @@ impl Client {
         })
         .await
         .map_err(|e| tlog_err(TlogError::BadMath(format!("tile planning task: {e}"))))?
-        .map_err(tlog_err)?;
-        let missing: Vec<Tile> = needed.into_iter().filter(|t| !have(t)).collect();
+        .map_err(tlog_err)
+    }
+
+    /// The bytes of each tile of `missing` (some of [`Client::tiles_needed`]:
+    /// those the offline copy lacks), each authenticated against `tree`.
+    pub async fn tiles(
+        &self,
+        tree: &Tree,
+        missing: Vec<Tile>,
+        token: &CancellationToken,
+    ) -> Result<Vec<(Tile, Bytes)>, SumdbError> {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
@@ -370,7 +376,10 @@ impl Client {
         let tiles = self.read_tiles(tree, &probes, token).await?;
         TileHashReader::new(*tree, TILE_HEIGHT, &tiles)
             .read_hashes(&probes)
-            .map_err(tlog_err)?;
+            .map_err(|source| SumdbError::Tlog {
+                what: format!("authenticating tiles of tree {}", tree.n),
+                source,
+            })?;
         Ok(missing
             .into_iter()
             .filter_map(|t| tile_bytes(&tiles, &t).map(|b| (t, b)))
