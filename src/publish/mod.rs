@@ -62,7 +62,8 @@ pub async fn open_tree(config: &crate::config::Config) -> Result<Tree, bucket::B
 }
 
 /// A verified version written beside its final names, not yet visible.
-/// Holds no body and no open file: a batch of them stays small.
+/// Holds no open file and no body but, once placed in a bucket, its
+/// `.info` (a few hundred bytes): a batch of them stays small.
 pub struct Staged {
     checked: Checked,
     /// Taken when [`place`] renames it into place.
