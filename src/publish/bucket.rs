@@ -307,12 +307,7 @@ impl Bucket {
     /// The sha256 of each object of `rels` ([`Bucket::sha256`]), at most
     /// [`PUTS_IN_FLIGHT`] asked at once.
     pub fn sha256_all(&self, rels: &[String]) -> Vec<Result<Option<[u8; 32]>, WriteError>> {
-        self.block_on(
-            stream::iter(rels)
-                .map(|rel| self.sha256_async(rel))
-                .buffered(PUTS_IN_FLIGHT)
-                .collect(),
-        )
+        self.block_on(each(rels, |rel| self.sha256_async(rel)))
     }
 
     /// The object at `rel`, at most `max` bytes of it; `None` if there is none.
@@ -332,25 +327,14 @@ impl Bucket {
         Vec<Result<Option<[u8; 32]>, WriteError>>,
         Vec<Result<Option<Vec<u8>>, WriteError>>,
     ) {
-        let hashed = stream::iter(hashed)
-            .map(|rel| self.sha256_async(rel))
-            .buffered(PUTS_IN_FLIGHT)
-            .collect::<Vec<_>>();
-        let read = stream::iter(read)
-            .map(|rel| self.read_async(rel, max))
-            .buffered(PUTS_IN_FLIGHT)
-            .collect::<Vec<_>>();
+        let hashed = each(hashed, |rel| self.sha256_async(rel));
+        let read = each(read, |rel| self.read_async(rel, max));
         self.block_on(async { futures::join!(hashed, read) })
     }
 
     /// [`Bucket::read`] of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once.
     pub fn read_all(&self, rels: &[String], max: u64) -> Vec<Result<Option<Vec<u8>>, WriteError>> {
-        self.block_on(
-            stream::iter(rels)
-                .map(|rel| self.read_async(rel, max))
-                .buffered(PUTS_IN_FLIGHT)
-                .collect(),
-        )
+        self.block_on(each(rels, |rel| self.read_async(rel, max)))
     }
 
     /// [`Bucket::read`], for async callers.
@@ -378,25 +362,22 @@ impl Bucket {
 
     /// Whether an object exists at `rel`.
     pub fn exists(&self, rel: &str) -> Result<bool, WriteError> {
-        let mut found = self.exists_all(std::slice::from_ref(&rel.to_owned()));
-        found.pop().expect("one answer per name")
+        self.block_on(self.exists_async(rel))
     }
 
     /// [`Bucket::exists`] of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once.
     pub fn exists_all(&self, rels: &[String]) -> Vec<Result<bool, WriteError>> {
-        self.block_on(
-            stream::iter(rels)
-                .map(|rel| async move {
-                    let key = self.key(rel).map_err(|e| self.error("name", rel, e))?;
-                    match self.store.head(&key).await {
-                        Ok(_) => Ok(true),
-                        Err(object_store::Error::NotFound { .. }) => Ok(false),
-                        Err(e) => Err(self.error("head", rel, e)),
-                    }
-                })
-                .buffered(PUTS_IN_FLIGHT)
-                .collect(),
-        )
+        self.block_on(each(rels, |rel| self.exists_async(rel)))
+    }
+
+    /// [`Bucket::exists`], for async callers: one HEAD.
+    async fn exists_async(&self, rel: &str) -> Result<bool, WriteError> {
+        let key = self.key(rel).map_err(|e| self.error("name", rel, e))?;
+        match self.store.head(&key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error("head", rel, e)),
+        }
     }
 
     /// Writes every immutable object of `puts` (at most [`PUTS_IN_FLIGHT`]
@@ -577,24 +558,17 @@ impl Bucket {
     /// Deletes the objects of `rels`, at most [`PUTS_IN_FLIGHT`] at once; a
     /// key already gone counts as deleted. Returns how many were deleted.
     pub fn delete_all(&self, rels: Vec<String>) -> Result<usize, WriteError> {
-        let results: Vec<Result<bool, WriteError>> = self.block_on(
-            stream::iter(rels)
-                .map(|rel| async move {
-                    let key = self.key(&rel).map_err(|e| self.error("name", &rel, e))?;
-                    match self.store.head(&key).await {
-                        Err(object_store::Error::NotFound { .. }) => return Ok(false),
-                        Err(e) => return Err(self.error("head", &rel, e)),
-                        Ok(_) => {}
-                    }
-                    match self.store.delete(&key).await {
-                        Ok(()) => Ok(true),
-                        Err(object_store::Error::NotFound { .. }) => Ok(false),
-                        Err(e) => Err(self.error("delete", &rel, e)),
-                    }
-                })
-                .buffered(PUTS_IN_FLIGHT)
-                .collect(),
-        );
+        let results = self.block_on(each(&rels, |rel| async move {
+            if !self.exists_async(rel).await? {
+                return Ok(false);
+            }
+            let key = self.key(rel).map_err(|e| self.error("name", rel, e))?;
+            match self.store.delete(&key).await {
+                Ok(()) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(self.error("delete", rel, e)),
+            }
+        }));
         let mut n = 0;
         for r in results {
             n += usize::from(r?);
@@ -656,6 +630,21 @@ impl Bucket {
             .map(|m| m.location.as_ref()[skip..].to_owned())
             .collect())
     }
+}
+
+/// `ask` of each of `rels`, at most [`PUTS_IN_FLIGHT`] at once, the
+/// answers in `rels`' order.
+async fn each<'a, T, F, Fut>(rels: &'a [String], ask: F) -> Vec<T>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut ask = ask;
+    stream::iter(rels)
+        .map(|rel| ask(rel.as_str()))
+        .buffered(PUTS_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 /// A bucket's error as the I/O error a reader returns: 404 is `NotFound`.

@@ -187,10 +187,7 @@ impl Tree {
                 .into_iter()
                 .map(|r| r.map_err(std::io::Error::other))
                 .collect(),
-            None => rels
-                .iter()
-                .map(|rel| Ok(self.root.join(rel).is_file()))
-                .collect(),
+            None => rels.iter().map(|rel| self.is_served(rel)).collect(),
         }
     }
 
