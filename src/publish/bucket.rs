@@ -602,14 +602,10 @@ impl Bucket {
         let listed = self
             .block_on(self.store.list_with_delimiter(Some(&key)))
             .map_err(io_error)?;
-        let skip = match self.settings.prefix.as_str() {
-            "" => 0,
-            p => p.len() + 1,
-        };
         Ok(listed
             .objects
-            .into_iter()
-            .map(|m| m.location.as_ref()[skip..].to_owned())
+            .iter()
+            .map(|m| self.rel(&m.location))
             .collect())
     }
 
@@ -621,14 +617,17 @@ impl Bucket {
         let listed: Vec<object_store::ObjectMeta> = self
             .block_on(self.store.list(Some(&key)).try_collect())
             .map_err(io_error)?;
+        Ok(listed.iter().map(|m| self.rel(&m.location)).collect())
+    }
+
+    /// The tree-relative name of a listed `key` (under the prefix): the
+    /// inverse of [`Bucket::key`].
+    fn rel(&self, key: &Key) -> String {
         let skip = match self.settings.prefix.as_str() {
             "" => 0,
             p => p.len() + 1,
         };
-        Ok(listed
-            .into_iter()
-            .map(|m| m.location.as_ref()[skip..].to_owned())
-            .collect())
+        key.as_ref()[skip..].to_owned()
     }
 }
 
