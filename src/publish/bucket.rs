@@ -433,21 +433,10 @@ impl Bucket {
         // object_store does not retry a conditional put that failed in
         // transit (it may have succeeded); it is safe here: a put of ours
         // that did succeed answers AlreadyExists, judged by its sha256.
-        let mut attempt = 0;
-        let put = loop {
-            let result = self
-                .store
-                .put_opts(&key, payload.clone(), options.clone())
-                .await;
-            match result {
-                Err(e) if attempt + 1 < PUT_ATTEMPTS && transient(&e) => {
-                    attempt += 1;
-                    tracing::debug!(rel, attempt, "retrying a conditional put: {e}");
-                    tokio::time::sleep(PUT_BACKOFF * 2u32.pow(attempt)).await;
-                }
-                result => break result,
-            }
-        };
+        let put = retried(rel, transient, || {
+            self.store.put_opts(&key, payload.clone(), options.clone())
+        })
+        .await;
         drop(payload);
         drop(room);
         match put {
@@ -628,6 +617,32 @@ impl Bucket {
             p => p.len() + 1,
         };
         key.as_ref()[skip..].to_owned()
+    }
+}
+
+/// `op` again after a failure `is_transient` says a retry may cure, at most
+/// [`PUT_ATTEMPTS`] times in all, waiting [`PUT_BACKOFF`] doubled each
+/// time: for the requests object_store does not retry itself (a conditional
+/// put, the start of an upload). `what` names the object in the log.
+async fn retried<T, E, Fut>(
+    what: &str,
+    is_transient: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    E: fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if attempt + 1 < PUT_ATTEMPTS && is_transient(&e) => {
+                attempt += 1;
+                tracing::debug!(what, attempt, "retrying: {e}");
+                tokio::time::sleep(PUT_BACKOFF * 2u32.pow(attempt)).await;
+            }
+            result => return result,
+        }
     }
 }
 

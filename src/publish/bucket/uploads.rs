@@ -48,9 +48,7 @@ use object_store::{Attribute, Attributes, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    Bucket, StoreError, WriteError, PARTS_IN_FLIGHT, PART_SIZE, PUT_ATTEMPTS, PUT_BACKOFF,
-};
+use super::{retried, Bucket, StoreError, WriteError, PARTS_IN_FLIGHT, PART_SIZE};
 
 /// The journal's directory in the staging directory. Module paths never
 /// start with a dot, so no staged download can be named so.
@@ -184,6 +182,12 @@ struct Failed {
     transient: bool,
 }
 
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Bucket {
     /// This bucket, journaling its multipart uploads in `staging` (the
     /// tree's staging directory).
@@ -202,23 +206,17 @@ impl Bucket {
         key: &Key,
         attributes: &Attributes,
     ) -> Result<String, StoreError> {
-        let mut attempt = 0;
-        loop {
-            match self.try_start_upload(key, attributes).await {
-                Ok(id) => return Ok(id),
-                Err(f) if f.transient && attempt + 1 < PUT_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::debug!(%key, attempt, "retrying the start of an upload: {}", f.message);
-                    tokio::time::sleep(PUT_BACKOFF * 2u32.pow(attempt)).await;
-                }
-                Err(f) => {
-                    return Err(StoreError {
-                        message: f.message,
-                        not_found: false,
-                    })
-                }
-            }
-        }
+        let what = format!("the start of an upload of {key}");
+        retried(
+            &what,
+            |f: &Failed| f.transient,
+            || self.try_start_upload(key, attributes),
+        )
+        .await
+        .map_err(|f| StoreError {
+            message: f.message,
+            not_found: false,
+        })
     }
 
     async fn try_start_upload(&self, key: &Key, attributes: &Attributes) -> Result<String, Failed> {
